@@ -1,0 +1,291 @@
+//! The one pure transition function. Callbacks, polls and replies have no rules of their own:
+//! each becomes an [`Observation`] and goes through [`apply`].
+//!
+//! The rules (DESIGN.md), each a property test in `tests/apply_rules.rs`:
+//! 1. monotonic — news of lower or equal rank changes nothing;
+//! 2. terminal is absorbing — a conflicting terminal raises `ConflictingStatus`;
+//! 3. arrival implies payment — `02` on an unpaid order applies `SUCCESS` and arrival;
+//! 4. identity is checked — news about another protocol, amount, app or payment order is
+//!    not applied;
+//! 5. order-independent — any permutation of one true history, with duplicates, ends the same;
+//! 6. money-positive news wins — `SUCCESS` after a POS close is applied (`PaidAfterClose`).
+
+use crate::domain::{InboundOrder, Order, OutboundOrder, Status};
+use crate::event::{Anomaly, EventKind};
+use crate::ledger::{Move, movement};
+use crate::observation::{News, Observation};
+use crate::wire::{Amount, ArrivedStatus, InboundView, OutboundView, PayStatus};
+
+/// What an observation does to an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The order after the observation (equal to the input when nothing changed).
+    pub order: Order,
+    /// The ledger movement the change implies, if any.
+    pub movement: Option<Move>,
+    /// Events to publish, anomalies included, in order.
+    pub events: Vec<EventKind>,
+}
+
+impl Outcome {
+    /// The anomalies among the events.
+    pub fn anomalies(&self) -> impl Iterator<Item = &Anomaly> {
+        self.events.iter().filter_map(|e| match e {
+            EventKind::Anomaly(a) => Some(a),
+            _ => None,
+        })
+    }
+}
+
+/// Apply one observation to one order. Pure: no I/O, no clock, no panics.
+pub fn apply(order: &Order, observation: &Observation) -> Outcome {
+    let mut next = order.clone();
+    let mut anomalies = Vec::new();
+    match (&mut next, &observation.news) {
+        (Order::Inbound(o), News::Inbound(view)) => observe_inbound(o, view, &mut anomalies),
+        (Order::Outbound(o), News::Outbound(view)) => observe_outbound(o, view, &mut anomalies),
+        (Order::Inbound(_), News::Outbound(_)) | (Order::Outbound(_), News::Inbound(_) | News::Closed) => {
+            anomalies.push(Anomaly::WrongOrderKind)
+        }
+        (_, News::Sending) => {
+            if next.status().rank() == 0 {
+                set_status(&mut next, Status::Submitted);
+            }
+        }
+        (_, News::NotFound) => {
+            // Before acknowledgement "not found" is expected and the engine's retry rules
+            // decide what to do; after it, the payment system lost a record it had.
+            if next.status().is_remote() {
+                anomalies.push(Anomaly::RemoteLost);
+            }
+        }
+        (_, News::Refused(refusal)) => {
+            if next.status().is_remote() {
+                anomalies.push(conflict(order.state_label(), format!("refused {}", refusal.code)));
+            } else {
+                set_status(&mut next, Status::Failure);
+                match &mut next {
+                    Order::Inbound(o) => o.refusal = Some(refusal.clone()),
+                    Order::Outbound(o) => o.refusal = Some(refusal.clone()),
+                }
+            }
+        }
+        (Order::Inbound(o), News::Closed) => o.closed = true,
+    }
+    let mut events = transition_events(order, &next);
+    events.extend(anomalies.into_iter().map(EventKind::Anomaly));
+    debug_assert!(next.status().rank() >= order.status().rank(), "apply moved a status backwards");
+    Outcome { movement: movement(Some(order), &next), order: next, events }
+}
+
+fn set_status(order: &mut Order, status: Status) {
+    match order {
+        Order::Inbound(o) => o.status = status,
+        Order::Outbound(o) => o.status = status,
+    }
+}
+
+/// The events implied by a change of state: one function for every source, so that the same
+/// change always reads the same in the feed.
+fn transition_events(before: &Order, after: &Order) -> Vec<EventKind> {
+    let mut events = Vec::new();
+    let (b, a) = (before.status(), after.status());
+    if a != b {
+        events.push(match (after, a) {
+            (_, Status::Submitted) => EventKind::Submitted,
+            (_, Status::Unpaid | Status::Processing) => EventKind::Pending { status: a },
+            (Order::Inbound(_), Status::Success) => EventKind::InboundPaid,
+            (Order::Inbound(_), Status::Failure) => EventKind::InboundFailed,
+            (Order::Outbound(o), Status::Success) => {
+                EventKind::OutboundSucceeded { out_type: o.request.out_type.clone() }
+            }
+            (Order::Outbound(o), Status::Failure) => EventKind::OutboundFailed { refusal: o.refusal.clone() },
+            // Rank never goes back to an intent state.
+            (_, Status::Requested | Status::Reserved) => EventKind::Submitted,
+        });
+    }
+    if let (Order::Inbound(bi), Order::Inbound(ai)) = (before, after) {
+        if ai.arrived && !bi.arrived {
+            events.push(EventKind::InboundArrived);
+        }
+        if ai.closed && !bi.closed {
+            events.push(EventKind::PosCodeClosed);
+        }
+        if ai.closed && a == Status::Success && b != Status::Success {
+            events.push(EventKind::Anomaly(Anomaly::PaidAfterClose));
+        }
+    }
+    events
+}
+
+/// Compare one identifying field; absent news fields are not evidence either way.
+fn same(field: &str, ours: Option<&str>, theirs: Option<&str>, anomalies: &mut Vec<Anomaly>) -> bool {
+    match (ours, theirs) {
+        (Some(o), Some(t)) if o != t => {
+            anomalies.push(Anomaly::IdentityMismatch { field: field.to_owned() });
+            false
+        }
+        _ => true,
+    }
+}
+
+struct Identity<'a> {
+    out_req_no: Option<&'a str>,
+    trans_no: Option<&'a str>,
+    app_id: Option<&'a str>,
+    amount: Option<Amount>,
+    pay_order_no: Option<&'a str>,
+}
+
+fn identity_holds(ours: Identity<'_>, theirs: Identity<'_>, anomalies: &mut Vec<Anomaly>) -> bool {
+    let amount = |a: Option<Amount>| a.map(|a| a.to_string());
+    let (oa, ta) = (amount(ours.amount), amount(theirs.amount));
+    // `&` (not `&&`) so that every disagreeing field is reported.
+    same("outReqNo", ours.out_req_no, theirs.out_req_no, anomalies)
+        & same("transNo", ours.trans_no, theirs.trans_no, anomalies)
+        & same("appId", ours.app_id, theirs.app_id, anomalies)
+        & same("amount", oa.as_deref(), ta.as_deref(), anomalies)
+        & same("payOrderNo", ours.pay_order_no, theirs.pay_order_no, anomalies)
+}
+
+/// The status a view reports, if it reports a known one.
+fn reported(field: &str, status: Option<&PayStatus>, anomalies: &mut Vec<Anomaly>) -> Result<Option<Status>, ()> {
+    match status {
+        None => Ok(None),
+        Some(PayStatus::Unpaid) => Ok(Some(Status::Unpaid)),
+        Some(PayStatus::Processing) => Ok(Some(Status::Processing)),
+        Some(PayStatus::Success) => Ok(Some(Status::Success)),
+        Some(PayStatus::Failure) => Ok(Some(Status::Failure)),
+        Some(PayStatus::Unknown(v)) => {
+            anomalies.push(Anomaly::UnknownEnumValue { field: field.to_owned(), value: v.clone() });
+            Err(())
+        }
+    }
+}
+
+/// Rules 1 and 2: the status after news of `observed`, or `None` for a conflicting terminal.
+fn advance(current: Status, observed: Status) -> Option<Status> {
+    if current.is_terminal() && observed.is_terminal() && current != observed {
+        return None;
+    }
+    Some(if observed.rank() > current.rank() { observed } else { current })
+}
+
+fn conflict(current: String, observed: impl Into<String>) -> Anomaly {
+    Anomaly::ConflictingStatus { current, observed: observed.into() }
+}
+
+/// Fill fields we do not know yet from a view; known fields never change.
+macro_rules! fill {
+    ($dst:expr, $src:expr; $($field:ident),+ $(,)?) => {
+        $( if $dst.$field.is_none() { $dst.$field = $src.$field.clone(); } )+
+    };
+}
+
+fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<Anomaly>) {
+    let ours = Identity {
+        out_req_no: Some(&o.request.out_req_no),
+        trans_no: Some(&o.request.trans_no),
+        app_id: Some(&o.app_id),
+        amount: Some(o.request.amount),
+        pay_order_no: o.remote.pay_order_no.as_deref(),
+    };
+    let theirs = Identity {
+        out_req_no: v.out_req_no.as_deref(),
+        trans_no: v.trans_no.as_deref(),
+        app_id: v.app_id.as_deref(),
+        amount: v.amount,
+        pay_order_no: v.pay_order_no.as_deref(),
+    };
+    if !identity_holds(ours, theirs, anomalies) {
+        return;
+    }
+    if let Some(c) = v.cashier_type.as_ref().filter(|c| !c.is_known()) {
+        anomalies.push(Anomaly::UnknownEnumValue { field: "cashierType".into(), value: c.to_string() });
+    }
+    let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else { return };
+    let arrived = match &v.arrived_status {
+        None | Some(ArrivedStatus::NotArrived) => false,
+        Some(ArrivedStatus::Arrived) => true,
+        Some(ArrivedStatus::Unknown(value)) => {
+            anomalies.push(Anomaly::UnknownEnumValue { field: "arrivedStatus".into(), value: value.clone() });
+            return;
+        }
+    };
+    // Rule 3: arrival implies payment; arrival with FAILURE contradicts itself.
+    let observed = match (status, arrived) {
+        (Some(Status::Failure), true) => {
+            anomalies.push(conflict(o.status.to_string(), "FAILURE+arrived"));
+            return;
+        }
+        (_, true) => Some(Status::Success),
+        (s, false) => s,
+    };
+    if let Some(observed) = observed {
+        match advance(o.status, observed) {
+            Some(s) => o.status = s,
+            None => {
+                let label = if arrived { "SUCCESS+arrived".to_owned() } else { observed.to_string() };
+                anomalies.push(conflict(o.status.to_string(), label));
+                return;
+            }
+        }
+    }
+    if arrived && o.status == Status::Success {
+        o.arrived = true;
+    }
+    fill!(o.remote, v; trans_no, app_id, channel_type, amount, out_req_no, pos_code, pay_order_no, pay_status,
+        arrived_status, pay_finish_time, pay_arrive_time, create_time, card_num, issuing_bank, issuing_bank_zh,
+        channel_return_code, channel_return_msg, contract_num, cashier_url, qp_user_name, qp_cert_number, cashier_type);
+    // The merged view reports our current status, not the first one seen.
+    o.remote.pay_status = status_to_wire(o.status).or(o.remote.pay_status.take());
+    if o.arrived {
+        o.remote.arrived_status = Some(ArrivedStatus::Arrived);
+    }
+}
+
+fn observe_outbound(o: &mut OutboundOrder, v: &OutboundView, anomalies: &mut Vec<Anomaly>) {
+    let ours = Identity {
+        out_req_no: Some(&o.request.out_req_no),
+        trans_no: Some(&o.request.trans_no),
+        app_id: Some(&o.app_id),
+        amount: Some(o.request.amount),
+        pay_order_no: o.remote.pay_order_no.as_deref(),
+    };
+    let theirs = Identity {
+        out_req_no: v.out_req_no.as_deref(),
+        trans_no: v.trans_no.as_deref(),
+        app_id: v.app_id.as_deref(),
+        amount: v.amount,
+        pay_order_no: v.pay_order_no.as_deref(),
+    };
+    let out_type_matches =
+        same("outType", Some(o.request.out_type.as_str()), v.out_type.as_ref().map(|t| t.as_str()), anomalies);
+    if !identity_holds(ours, theirs, anomalies) || !out_type_matches {
+        return;
+    }
+    let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else { return };
+    if let Some(observed) = status {
+        match advance(o.status, observed) {
+            Some(s) => o.status = s,
+            None => {
+                anomalies.push(conflict(o.status.to_string(), observed.to_string()));
+                return;
+            }
+        }
+    }
+    fill!(o.remote, v; trans_no, app_id, channel_subacc_code, channel_subacc_custid, amount, out_req_no, pay_order_no,
+        channel_type, bank_acc_name, bank_acc_num, bank_name, bank_cnaps, out_type, remark, pay_status, pay_finish_time,
+        create_time, channel_return_code, channel_return_msg);
+    o.remote.pay_status = status_to_wire(o.status).or(o.remote.pay_status.take());
+}
+
+fn status_to_wire(s: Status) -> Option<PayStatus> {
+    match s {
+        Status::Unpaid => Some(PayStatus::Unpaid),
+        Status::Processing => Some(PayStatus::Processing),
+        Status::Success => Some(PayStatus::Success),
+        Status::Failure => Some(PayStatus::Failure),
+        Status::Requested | Status::Reserved | Status::Submitted => None,
+    }
+}

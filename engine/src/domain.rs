@@ -1,0 +1,297 @@
+//! What the engine keeps: protocols, inbound and outbound orders, and their states.
+
+use crate::ledger::Ledger;
+use crate::wire::{Amount, CashierType, ChannelType, InboundView, OutType, Outpay, Prepay, ProtocolView, WireTime};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Where an order stands: first our own local phases, then the payment system's status.
+///
+/// One enum serves both kinds so that one rank and one rule serve both: inbound orders start
+/// at `Requested`, outbound at `Reserved` (funds set aside); both pass `Submitted` (the call
+/// is, or may be, in flight) before the payment system's `UNPAID → PROCESSING → SUCCESS |
+/// FAILURE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Status {
+    /// Inbound intent stored, `prepay` not yet sent.
+    Requested,
+    /// Outbound intent stored and its funds reserved, `outpay` not yet sent.
+    Reserved,
+    /// The call is being or has been sent; its outcome is not known.
+    Submitted,
+    /// `UNPAID` at the payment system.
+    Unpaid,
+    /// `PROCESSING` at the payment system.
+    Processing,
+    /// `SUCCESS`: terminal.
+    Success,
+    /// `FAILURE`, or refused outright: terminal.
+    Failure,
+}
+
+impl Status {
+    /// The order of progress. Equal ranks never replace each other.
+    pub fn rank(self) -> u8 {
+        match self {
+            Status::Requested | Status::Reserved => 0,
+            Status::Submitted => 1,
+            Status::Unpaid => 2,
+            Status::Processing => 3,
+            Status::Success | Status::Failure => 4,
+        }
+    }
+
+    /// `SUCCESS` or `FAILURE`.
+    pub fn is_terminal(self) -> bool {
+        self.rank() == 4
+    }
+
+    /// Whether the payment system has acknowledged the order.
+    pub fn is_remote(self) -> bool {
+        self.rank() >= 2
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Requested => "Requested",
+            Status::Reserved => "Reserved",
+            Status::Submitted => "Submitted",
+            Status::Unpaid => "UNPAID",
+            Status::Processing => "PROCESSING",
+            Status::Success => "SUCCESS",
+            Status::Failure => "FAILURE",
+        })
+    }
+}
+
+/// The payment system's balances for a protocol, as last reported by `find`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteBalances {
+    /// `amount`: available.
+    pub available: Amount,
+    /// `onpassageAmount`: paid in, not yet arrived.
+    pub on_passage: Amount,
+    /// `outAmount`: paid out.
+    pub paid_out: Amount,
+    /// When we asked.
+    pub seen_at: DateTime<Utc>,
+}
+
+/// A protocol (escrow agreement) and its ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Protocol {
+    /// The payment system's protocol number.
+    pub trans_no: String,
+    /// Party id.
+    pub business_id: String,
+    /// Purpose.
+    pub trans_desc: String,
+    /// Channel.
+    pub channel_type: ChannelType,
+    /// How payers pay in.
+    pub cashier_type: CashierType,
+    /// As the payment system reported it.
+    pub create_time: Option<WireTime>,
+    /// The last `find` snapshot.
+    pub remote: Option<RemoteBalances>,
+    /// Our own books for this protocol.
+    pub ledger: Ledger,
+}
+
+impl Protocol {
+    /// A new protocol from the payment system's view of it.
+    pub fn from_view(view: &ProtocolView, business_id: &str, trans_desc: &str, cashier_type: CashierType) -> Self {
+        Protocol {
+            trans_no: view.trans_no.clone(),
+            business_id: view.business_id.clone().unwrap_or_else(|| business_id.to_owned()),
+            trans_desc: view.trans_desc.clone().unwrap_or_else(|| trans_desc.to_owned()),
+            channel_type: view.channel_type.clone().unwrap_or(ChannelType::Lft),
+            cashier_type: view.cashier_type.clone().unwrap_or(cashier_type),
+            create_time: view.create_time,
+            remote: None,
+            ledger: Ledger::default(),
+        }
+    }
+}
+
+/// A refusal: the payment system answered our submission with a definite error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The code.
+    pub code: String,
+    /// Its message.
+    pub msg: String,
+}
+
+/// How the engine has tried to move an order along: the inputs of the retry rules, kept
+/// beside the order so a restarted engine continues where the last one stopped.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempts {
+    /// How many times the call (`prepay`/`outpay`) was sent.
+    pub submissions: u32,
+    /// When it was last sent.
+    pub last_submitted_at: Option<DateTime<Utc>>,
+    /// Polls that brought no news of an outcome since the last change.
+    pub quiet_polls: u32,
+    /// Raised when the retry budget ran out without an outcome.
+    pub needs_attention: bool,
+}
+
+/// An inbound payment (入金).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InboundOrder {
+    /// Our `appId`, which the payment system's views must repeat.
+    pub app_id: String,
+    /// Exactly what we send (and resend) as `prepay`.
+    pub request: Prepay,
+    /// Where it stands.
+    pub status: Status,
+    /// Funds arrived (`arrivedStatus 02`).
+    pub arrived: bool,
+    /// We closed its POS code.
+    pub closed: bool,
+    /// Set when `prepay` was refused outright.
+    pub refusal: Option<Refusal>,
+    /// What the payment system has told us, merged (fields fill in, never change).
+    pub remote: InboundView,
+    /// Retry bookkeeping.
+    pub attempts: Attempts,
+}
+
+/// An outbound payment (出金) or refund.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundOrder {
+    /// Our `appId`.
+    pub app_id: String,
+    /// Exactly what we send (and resend) as `outpay`.
+    pub request: Outpay,
+    /// Where it stands.
+    pub status: Status,
+    /// Set when `outpay` was refused outright.
+    pub refusal: Option<Refusal>,
+    /// What the payment system has told us, merged.
+    pub remote: crate::wire::OutboundView,
+    /// Retry bookkeeping.
+    pub attempts: Attempts,
+}
+
+/// Either kind of order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Order {
+    /// Money in.
+    Inbound(InboundOrder),
+    /// Money out.
+    Outbound(OutboundOrder),
+}
+
+impl Order {
+    /// A new inbound order, `Requested`.
+    pub fn new_inbound(app_id: &str, request: Prepay) -> Self {
+        Order::Inbound(InboundOrder {
+            app_id: app_id.to_owned(),
+            request,
+            status: Status::Requested,
+            arrived: false,
+            closed: false,
+            refusal: None,
+            remote: InboundView::default(),
+            attempts: Attempts::default(),
+        })
+    }
+
+    /// A new outbound order, `Reserved`.
+    pub fn new_outbound(app_id: &str, request: Outpay) -> Self {
+        Order::Outbound(OutboundOrder {
+            app_id: app_id.to_owned(),
+            request,
+            status: Status::Reserved,
+            refusal: None,
+            remote: Default::default(),
+            attempts: Attempts::default(),
+        })
+    }
+
+    /// `outReqNo`.
+    pub fn out_req_no(&self) -> &str {
+        match self {
+            Order::Inbound(o) => &o.request.out_req_no,
+            Order::Outbound(o) => &o.request.out_req_no,
+        }
+    }
+
+    /// `transNo` of its protocol.
+    pub fn trans_no(&self) -> &str {
+        match self {
+            Order::Inbound(o) => &o.request.trans_no,
+            Order::Outbound(o) => &o.request.trans_no,
+        }
+    }
+
+    /// Its amount.
+    pub fn amount(&self) -> Amount {
+        match self {
+            Order::Inbound(o) => o.request.amount,
+            Order::Outbound(o) => o.request.amount,
+        }
+    }
+
+    /// Where it stands.
+    pub fn status(&self) -> Status {
+        match self {
+            Order::Inbound(o) => o.status,
+            Order::Outbound(o) => o.status,
+        }
+    }
+
+    /// Retry bookkeeping.
+    pub fn attempts(&self) -> &Attempts {
+        match self {
+            Order::Inbound(o) => &o.attempts,
+            Order::Outbound(o) => &o.attempts,
+        }
+    }
+
+    /// Retry bookkeeping, to update.
+    pub fn attempts_mut(&mut self) -> &mut Attempts {
+        match self {
+            Order::Inbound(o) => &mut o.attempts,
+            Order::Outbound(o) => &mut o.attempts,
+        }
+    }
+
+    /// Whether the engine still has something to learn about it: not terminal, or paid in
+    /// and not yet arrived.
+    pub fn is_open(&self) -> bool {
+        match self {
+            Order::Inbound(o) => !o.status.is_terminal() || (o.status == Status::Success && !o.arrived),
+            Order::Outbound(o) => !o.status.is_terminal(),
+        }
+    }
+
+    /// `OUT` or `REFUND` for outbound orders.
+    pub fn out_type(&self) -> Option<&OutType> {
+        match self {
+            Order::Inbound(_) => None,
+            Order::Outbound(o) => Some(&o.request.out_type),
+        }
+    }
+
+    /// A short label of its state, as in the transition table: `SUCCESS+arrived`, `UNPAID+closed`.
+    pub fn state_label(&self) -> String {
+        match self {
+            Order::Inbound(o) => {
+                let mut s = o.status.to_string();
+                if o.arrived {
+                    s.push_str("+arrived");
+                }
+                if o.closed {
+                    s.push_str("+closed");
+                }
+                s
+            }
+            Order::Outbound(o) => o.status.to_string(),
+        }
+    }
+}

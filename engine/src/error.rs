@@ -1,0 +1,173 @@
+//! The crate's one error type.
+//!
+//! Every variant says what happened and what the caller can do about it. None carries the
+//! MD5 key or personal data: values from outside appear only when they are not personal
+//! (codes, field names, positions).
+
+use crate::wire::Missing;
+
+/// Everything that can go wrong in protopay's engine.
+#[derive(Debug, thiserror::Error, Clone)]
+#[non_exhaustive]
+pub enum Error {
+    // ---- input from outside: bodies, replies, callbacks, host calls -------------------
+    /// The body is not a JSON envelope (`appId`, `data`, `sign`, `timestamp`).
+    /// Nothing was changed; the sender should fix the body.
+    #[error("malformed envelope: {reason}")]
+    MalformedEnvelope {
+        /// What is wrong, without quoting the body.
+        reason: String,
+    },
+    /// The `sign` does not match `appId&data&timestamp&key`. Nothing was changed.
+    #[error("bad signature: the body was not signed with our key, or was altered")]
+    BadSign,
+    /// The envelope names another business system. Nothing was changed.
+    #[error("envelope is for appId {got:?}, not ours")]
+    WrongAppId {
+        /// The `appId` the envelope carried.
+        got: String,
+    },
+    /// The envelope's `data` does not decode into the expected structure.
+    /// Only the position and category are reported, never the offending value.
+    #[error("malformed data at line {line} column {column} ({category})")]
+    MalformedData {
+        /// 1-based line of the problem inside `data`.
+        line: usize,
+        /// 1-based column.
+        column: usize,
+        /// serde_json's category: syntax, data, eof.
+        category: &'static str,
+    },
+    /// A body exceeded the size limit.
+    #[error("body of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// Size received.
+        size: usize,
+        /// Limit in force.
+        limit: usize,
+    },
+    /// An amount is not a plain non-negative decimal with at most two places.
+    #[error("invalid amount: {reason}")]
+    InvalidAmount {
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// A time is not in the wire format.
+    #[error("invalid time {value:?}: expected {expected}")]
+    InvalidTime {
+        /// The text received (times are not personal data).
+        value: String,
+        /// The format that was expected.
+        expected: &'static str,
+    },
+    /// A request field failed validation before anything was stored or sent.
+    #[error("invalid field `{field}`: {reason}")]
+    InvalidField {
+        /// Wire name of the field.
+        field: &'static str,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+
+    // ---- what the payment system answered ---------------------------------------------
+    /// The payment system has no such record (`EP20001/2/3`).
+    #[error("the payment system has no such {0}")]
+    NotFound(Missing),
+    /// The payment system answered a non-`0000` code other than the not-found ones.
+    /// The call was handled and refused; `msg` says why.
+    #[error("the payment system refused the call: {code} {msg}")]
+    Remote {
+        /// The code, e.g. `EP10001`.
+        code: String,
+        /// The payment system's reason.
+        msg: String,
+    },
+    /// The transport could not carry the call. See [`TransportError`](crate::TransportError)
+    /// for whether the call may have reached the payment system.
+    #[error("transport: {0}")]
+    Transport(#[from] crate::transport::TransportError),
+
+    // ---- the host's commands ----------------------------------------------------------
+    /// The protocol is not known to this engine.
+    #[error("unknown protocol {trans_no}")]
+    UnknownProtocol {
+        /// The protocol number asked for.
+        trans_no: String,
+    },
+    /// The order is not known to this engine.
+    #[error("unknown order {out_req_no}")]
+    UnknownOrder {
+        /// The request number asked for.
+        out_req_no: String,
+    },
+    /// An order with this `outReqNo` exists with different parameters. Use a new `outReqNo`
+    /// for a new order; repeat the exact parameters to get the existing one.
+    #[error("order {out_req_no} already exists with different parameters")]
+    IdempotencyMismatch {
+        /// The request number in conflict.
+        out_req_no: String,
+    },
+    /// The payout or refund exceeds the protocol's available balance. Nothing was stored
+    /// and nothing was sent.
+    #[error("insufficient funds: {requested} requested, {available} available")]
+    InsufficientFunds {
+        /// Amount asked for.
+        requested: crate::Amount,
+        /// Available balance at the time of the check.
+        available: crate::Amount,
+    },
+    /// The command does not fit the order's current state (e.g. closing a paid POS code).
+    #[error("order {out_req_no} cannot {action} in its current state {state}")]
+    InvalidState {
+        /// The order.
+        out_req_no: String,
+        /// What was attempted.
+        action: &'static str,
+        /// The state it is in.
+        state: String,
+    },
+
+    // ---- storage ------------------------------------------------------------------------
+    /// Optimistic concurrency: a record moved since it was read. The engine retries
+    /// internally; a host sees this only if retries were exhausted, and may retry.
+    #[error("storage conflict: a record changed concurrently")]
+    Conflict,
+    /// The storage backend failed. Nothing was acknowledged; the caller may retry.
+    #[error("storage backend failed")]
+    Storage(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    /// Stored data could not be decoded: a bug or on-disk corruption. Stop and inspect.
+    #[error("corrupt stored record {key}: {reason}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A ledger movement would take a bucket below zero: a broken invariant, which the
+    /// engine refuses to commit.
+    #[error("ledger invariant broken: {0}")]
+    Invariant(String),
+    /// The engine is shutting down.
+    #[error("engine is shut down")]
+    Shutdown,
+}
+
+impl Error {
+    /// Map a serde_json error on `data` to [`Error::MalformedData`] without quoting input.
+    pub(crate) fn from_data(e: &serde_json::Error) -> Self {
+        use serde_json::error::Category;
+        Error::MalformedData {
+            line: e.line(),
+            column: e.column(),
+            category: match e.classify() {
+                Category::Io => "io",
+                Category::Syntax => "syntax",
+                Category::Data => "data",
+                Category::Eof => "eof",
+            },
+        }
+    }
+}
+
+/// Shorthand for results in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,113 @@
+//! Events: the host's feed of what happened, written in the same commit as the change.
+
+use crate::domain::{Refusal, Status};
+use crate::observation::Source;
+use crate::wire::{Amount, OutType};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// Something a person should look at. Never a panic, never a silent drop.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Anomaly {
+    /// A terminal status contradicted by another (`FAILURE` after `SUCCESS`, arrival after
+    /// `FAILURE`, a refusal after acceptance). Nothing was changed.
+    ConflictingStatus {
+        /// The state we hold.
+        current: String,
+        /// What the news said.
+        observed: String,
+    },
+    /// The news names another protocol, amount, app or payment order. Not applied.
+    IdentityMismatch {
+        /// Which field disagreed.
+        field: String,
+    },
+    /// `SUCCESS` arrived after we closed the POS code. Applied: money-positive news wins.
+    PaidAfterClose,
+    /// A value this version does not know. Kept; no state moved on it.
+    UnknownEnumValue {
+        /// Wire field name.
+        field: String,
+        /// The value.
+        value: String,
+    },
+    /// News of the wrong kind for this order (an outbound view for an inbound order).
+    WrongOrderKind,
+    /// The payment system says it has no record of an order it had acknowledged.
+    RemoteLost,
+    /// An outbound or inbound order whose outcome stayed unknown past the retry budget. Its
+    /// funds stay reserved; it keeps being polled; a person should look.
+    NeedsAttention {
+        /// Submissions made.
+        submissions: u32,
+    },
+    /// A verified callback for an `outReqNo` this engine does not know. Its payload was stored.
+    OrphanCallback,
+    /// A `create` whose reply was lost: the payment system may hold an empty protocol we
+    /// cannot name. Harmless (it holds no money) but shown.
+    PossibleOrphanProtocol,
+    /// Our ledger and the payment system's balances disagree (from `reconcile`).
+    BalanceDrift {
+        /// Which figure.
+        figure: String,
+        /// Ours.
+        ours: Amount,
+        /// Theirs.
+        theirs: Amount,
+    },
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// A protocol was opened.
+    ProtocolCreated,
+    /// An inbound order was recorded (`Requested`).
+    InboundRequested,
+    /// An outbound order was recorded and its funds reserved.
+    OutboundReserved,
+    /// The order's call is being sent.
+    Submitted,
+    /// The payment system acknowledged the order (`UNPAID`/`PROCESSING`).
+    Pending {
+        /// The status it reported.
+        status: Status,
+    },
+    /// Inbound paid (`SUCCESS`): the amount is in transit.
+    InboundPaid,
+    /// Inbound funds arrived: the amount is available.
+    InboundArrived,
+    /// Inbound failed.
+    InboundFailed,
+    /// The POS code was closed.
+    PosCodeClosed,
+    /// Outbound paid out or refunded.
+    OutboundSucceeded {
+        /// `OUT` or `REFUND`.
+        out_type: OutType,
+    },
+    /// Outbound failed or was refused; its funds are available again.
+    OutboundFailed {
+        /// Set when the payment system refused the submission outright.
+        refusal: Option<Refusal>,
+    },
+    /// Something for a person to look at.
+    Anomaly(Anomaly),
+}
+
+/// An event in the outbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Position in the log, assigned by storage at commit (1-based, gap-free).
+    pub seq: u64,
+    /// When the engine recorded it.
+    pub at: DateTime<Utc>,
+    /// The protocol, when known.
+    pub trans_no: Option<String>,
+    /// The order, when the event is about one.
+    pub out_req_no: Option<String>,
+    /// What brought the news.
+    pub source: Source,
+    /// What happened.
+    pub kind: EventKind,
+}

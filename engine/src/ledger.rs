@@ -1,0 +1,176 @@
+//! A protocol's books: where every order's amount sits.
+//!
+//! Each order's amount sits in exactly one [`Slot`] at a time, a function of the order's
+//! state alone ([`slot_of`]). A state change therefore implies exactly one [`Move`] from the
+//! old slot to the new one, and the ledger is, at every moment, the sum of its orders' slots —
+//! which is what [`check`] verifies.
+
+use crate::domain::{Order, Status};
+use crate::wire::{Amount, OutType};
+use crate::{Error, Result};
+use serde::{Deserialize, Serialize};
+
+/// Where an order's amount sits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Slot {
+    /// Not in the protocol (an inbound order not paid, or failed).
+    Outside,
+    /// Paid in, not yet arrived.
+    InTransit,
+    /// Arrived and free to pay out. An outbound order that failed leaves its amount here.
+    Available,
+    /// Set aside for an outbound order whose outcome is not yet known.
+    Reserved,
+    /// Paid out (`OUT` succeeded).
+    PaidOut,
+    /// Refunded (`REFUND` succeeded).
+    Refunded,
+}
+
+/// A movement of one order's amount between slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Move {
+    /// From.
+    pub from: Slot,
+    /// To.
+    pub to: Slot,
+    /// How much.
+    pub amount: Amount,
+}
+
+/// The balances of one protocol, by bucket. Every bucket is non-negative by type.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ledger {
+    /// Inbound paid, not arrived.
+    pub in_transit: Amount,
+    /// Arrived, not reserved or paid out.
+    pub available: Amount,
+    /// Reserved for outbound orders in flight.
+    pub reserved: Amount,
+    /// Paid out.
+    pub paid_out: Amount,
+    /// Refunded.
+    pub refunded: Amount,
+}
+
+impl Ledger {
+    fn bucket(&mut self, slot: Slot) -> Option<&mut Amount> {
+        match slot {
+            Slot::Outside => None,
+            Slot::InTransit => Some(&mut self.in_transit),
+            Slot::Available => Some(&mut self.available),
+            Slot::Reserved => Some(&mut self.reserved),
+            Slot::PaidOut => Some(&mut self.paid_out),
+            Slot::Refunded => Some(&mut self.refunded),
+        }
+    }
+
+    /// Apply a move; refuses (and changes nothing) if a bucket would go below zero or
+    /// past the amount bound.
+    pub fn apply(&mut self, m: &Move) -> Result<()> {
+        let mut next = *self;
+        if let Some(b) = next.bucket(m.from) {
+            *b =
+                b.checked_sub(m.amount).ok_or_else(|| Error::Invariant(format!("{:?} would go below zero", m.from)))?;
+        }
+        if let Some(b) = next.bucket(m.to) {
+            *b = b.checked_add(m.amount).ok_or_else(|| Error::Invariant(format!("{:?} overflows", m.to)))?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Everything that has arrived: `available + reserved + paid_out + refunded`.
+    pub fn arrived_total(&self) -> Option<Amount> {
+        self.available.checked_add(self.reserved)?.checked_add(self.paid_out)?.checked_add(self.refunded)
+    }
+}
+
+/// The slot an order's amount sits in, from its state alone.
+pub fn slot_of(order: &Order) -> Slot {
+    match order {
+        Order::Inbound(o) => match (o.status, o.arrived) {
+            (Status::Success, true) => Slot::Available,
+            (Status::Success, false) => Slot::InTransit,
+            _ => Slot::Outside,
+        },
+        Order::Outbound(o) => match o.status {
+            Status::Success if o.request.out_type == OutType::Refund => Slot::Refunded,
+            Status::Success => Slot::PaidOut,
+            Status::Failure => Slot::Available,
+            _ => Slot::Reserved,
+        },
+    }
+}
+
+/// Where an order's amount is before the order exists: inbound money comes from outside,
+/// outbound money from the available balance.
+pub fn origin_of(order: &Order) -> Slot {
+    match order {
+        Order::Inbound(_) => Slot::Outside,
+        Order::Outbound(_) => Slot::Available,
+    }
+}
+
+/// The move implied by an order going from `before` (or not existing) to `after`.
+pub fn movement(before: Option<&Order>, after: &Order) -> Option<Move> {
+    let from = before.map_or_else(|| origin_of(after), slot_of);
+    let to = slot_of(after);
+    (from != to).then(|| Move { from, to, amount: after.amount() })
+}
+
+/// The ledger a set of orders implies, computed from scratch.
+pub fn expected<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Result<Ledger> {
+    let mut ledger = Ledger::default();
+    let mut outbound = Vec::new();
+    for order in orders {
+        match order {
+            Order::Inbound(_) => {
+                if let Some(m) = movement(None, order) {
+                    ledger.apply(&m)?;
+                }
+            }
+            Order::Outbound(_) => outbound.push(order),
+        }
+    }
+    // Outbound amounts come out of `available`, so count them after all arrivals.
+    for order in outbound {
+        if let Some(m) = movement(None, order) {
+            ledger.apply(&m)?;
+        }
+    }
+    Ok(ledger)
+}
+
+/// Check every invariant of DESIGN.md for one protocol's ledger against its orders:
+/// every bucket `>= 0` (by type), `available + reserved + paid_out + refunded == Σ arrived`,
+/// `in_transit == Σ paid-not-arrived`, and each order's amount in exactly one bucket.
+pub fn check<'a>(ledger: &Ledger, orders: impl IntoIterator<Item = &'a Order> + Clone) -> Result<()> {
+    let arrived: Option<Amount> = orders
+        .clone()
+        .into_iter()
+        .filter(|o| matches!(o, Order::Inbound(i) if i.arrived))
+        .try_fold(Amount::ZERO, |acc, o| acc.checked_add(o.amount()));
+    if ledger.arrived_total() != arrived {
+        return Err(Error::Invariant(format!(
+            "available+reserved+paid_out+refunded = {:?}, arrived = {arrived:?}",
+            ledger.arrived_total()
+        )));
+    }
+    let paid_not_arrived = orders
+        .clone()
+        .into_iter()
+        .filter(|o| matches!(o, Order::Inbound(i) if i.status == Status::Success && !i.arrived))
+        .try_fold(Amount::ZERO, |acc, o| acc.checked_add(o.amount()));
+    if Some(ledger.in_transit) != paid_not_arrived {
+        return Err(Error::Invariant(format!(
+            "in_transit = {}, paid not arrived = {paid_not_arrived:?}",
+            ledger.in_transit
+        )));
+    }
+    let want = expected(orders)?;
+    if *ledger != want {
+        return Err(Error::Invariant(format!("ledger {ledger:?} but orders imply {want:?}")));
+    }
+    Ok(())
+}

@@ -1,0 +1,432 @@
+//! The `data` of every call, reply and callback, with the exact wire names of SPEC.md.
+//!
+//! Received structures tolerate absent, null and empty-string fields (the payment system
+//! leaves fields empty before a payment happens): each becomes `None`. Personal fields are
+//! [`Sensitive`], so a `Debug` of any of these never shows them.
+
+use super::{Amount, ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog, WireTime};
+use crate::secret::Sensitive;
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::{Deserialize, Serialize};
+use std::fmt::Display;
+use std::str::FromStr;
+
+/// Absent, `null` and `""` all mean "not given"; anything else must parse as `T`.
+fn opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr,
+    T::Err: Display,
+{
+    match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
+    }
+}
+
+/// The eight calls of the API, by endpoint name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Endpoint {
+    /// Create a protocol.
+    Create,
+    /// Query a protocol.
+    Find,
+    /// Start an inbound payment.
+    Prepay,
+    /// Close a POS code.
+    Posclose,
+    /// Query an inbound order.
+    Inquery,
+    /// Pay out or refund.
+    Outpay,
+    /// Query an outbound order.
+    Outquery,
+    /// Look up CNAPS numbers.
+    Querybankcnaps,
+}
+
+impl Endpoint {
+    /// Every endpoint.
+    pub const ALL: [Endpoint; 8] = [
+        Endpoint::Create,
+        Endpoint::Find,
+        Endpoint::Prepay,
+        Endpoint::Posclose,
+        Endpoint::Inquery,
+        Endpoint::Outpay,
+        Endpoint::Outquery,
+        Endpoint::Querybankcnaps,
+    ];
+
+    /// The last path segment: `{base}/api/protocol/{name}`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Create => "create",
+            Endpoint::Find => "find",
+            Endpoint::Prepay => "prepay",
+            Endpoint::Posclose => "posclose",
+            Endpoint::Inquery => "inquery",
+            Endpoint::Outpay => "outpay",
+            Endpoint::Outquery => "outquery",
+            Endpoint::Querybankcnaps => "querybankcnaps",
+        }
+    }
+
+    /// The endpoint for a path name.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Endpoint::ALL.into_iter().find(|e| e.name() == name)
+    }
+
+    /// The path below the base URL.
+    pub fn path(self) -> String {
+        format!("/api/protocol/{}", self.name())
+    }
+}
+
+/// The three callbacks the payment system sends us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum CallbackKind {
+    /// Inbound pay result, sent to `outSuccessNotifyUrl`; data is the inbound view.
+    InboundPay,
+    /// Inbound funds arrived, sent to `outArrivedNotifyUrl`; data is the inbound view.
+    InboundArrival,
+    /// Outbound or refund result, sent to `outNotifyUrl`; data is the outbound view.
+    Outbound,
+}
+
+impl CallbackKind {
+    /// Every kind.
+    pub const ALL: [CallbackKind; 3] = [CallbackKind::InboundPay, CallbackKind::InboundArrival, CallbackKind::Outbound];
+
+    /// The path segment the engine puts in notify URLs for this kind.
+    pub fn slug(self) -> &'static str {
+        match self {
+            CallbackKind::InboundPay => "inbound-pay",
+            CallbackKind::InboundArrival => "inbound-arrival",
+            CallbackKind::Outbound => "outbound",
+        }
+    }
+
+    /// The kind for a path segment.
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        CallbackKind::ALL.into_iter().find(|k| k.slug() == slug)
+    }
+}
+
+/// A request type: which endpoint it goes to and what its reply's `data` decodes into.
+pub trait Call: Serialize {
+    /// Where it goes.
+    const ENDPOINT: Endpoint;
+    /// The reply's `data`.
+    type Reply: DeserializeOwned;
+}
+
+macro_rules! call {
+    ($req:ty => $endpoint:ident, $reply:ty) => {
+        impl Call for $req {
+            const ENDPOINT: Endpoint = Endpoint::$endpoint;
+            type Reply = $reply;
+        }
+    };
+}
+
+/// `create`: open a protocol (escrow agreement).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateProtocol {
+    /// Custody channel (`LFT`).
+    pub channel_type: ChannelType,
+    /// Purpose of the deal.
+    pub trans_desc: String,
+    /// Party id assigned by the payment system.
+    pub business_id: String,
+    /// `POS` (default) or `QP`.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub cashier_type: Option<CashierType>,
+}
+call!(CreateProtocol => Create, ProtocolView);
+
+/// `find`: query a protocol.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FindProtocol {
+    /// Protocol number.
+    pub trans_no: String,
+}
+call!(FindProtocol => Find, ProtocolView);
+
+/// The protocol view: the reply to `create` and `find`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ProtocolView {
+    /// Protocol number, assigned by the payment system.
+    pub trans_no: String,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub trans_desc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub business_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub business_desc: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub channel_type: Option<ChannelType>,
+    /// Available balance.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub amount: Option<Amount>,
+    /// Paid in, not yet arrived.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub onpassage_amount: Option<Amount>,
+    /// Paid out.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub out_amount: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub create_time: Option<WireTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub cashier_type: Option<CashierType>,
+}
+
+/// `prepay`: start an inbound payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prepay {
+    /// Protocol number.
+    pub trans_no: String,
+    /// Our request number.
+    pub out_req_no: String,
+    /// Amount to pay in.
+    pub amount: Amount,
+    /// Where the pay-result callback goes.
+    pub out_success_notify_url: String,
+    /// Where the funds-arrived callback goes.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub out_arrived_notify_url: Option<String>,
+    /// Which cards a POS payment accepts (required for POS).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub prod_catalog: Option<ProdCatalog>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    #[allow(missing_docs)]
+    pub contract_num: Option<String>,
+    /// Quick pay: payer's name.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub qp_user_name: Option<Sensitive>,
+    /// Quick pay: payer's ID number.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub qp_cert_number: Option<Sensitive>,
+    /// Quick pay: where the cashier page returns to.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub return_url: Option<String>,
+}
+call!(Prepay => Prepay, InboundView);
+
+/// The inbound view: the reply to `prepay` and `inquery`, and the data of both inbound callbacks.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct InboundView {
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub trans_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_type: Option<ChannelType>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub amount: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub out_req_no: Option<String>,
+    /// POS only: the six-digit code the payer types.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pos_code: Option<String>,
+    /// The payment system's order number.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pay_order_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pay_status: Option<PayStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub arrived_status: Option<ArrivedStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pay_finish_time: Option<WireTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pay_arrive_time: Option<WireTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub create_time: Option<WireTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub card_num: Option<Sensitive>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub issuing_bank: Option<String>,
+    #[serde(rename = "issuingBankZH", alias = "issuingBankzh")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub issuing_bank_zh: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_return_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_return_msg: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub contract_num: Option<String>,
+    /// Quick pay only: the cashier page.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub cashier_url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub qp_user_name: Option<Sensitive>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub qp_cert_number: Option<Sensitive>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub cashier_type: Option<CashierType>,
+}
+
+/// `posclose`: close a POS six-digit code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PosClose {
+    /// The inbound order whose code to close.
+    pub out_req_no: String,
+}
+call!(PosClose => Posclose, PosCloseResult);
+
+/// The reply to `posclose`: `{"result":"true"}` when closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PosCloseResult {
+    /// `"true"` when the code was closed (a JSON `true` is accepted too).
+    #[serde(deserialize_with = "flexible_bool", serialize_with = "bool_as_text")]
+    pub result: bool,
+}
+
+fn flexible_bool<'de, D: Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum B<'a> {
+        Bool(bool),
+        Text(&'a str),
+    }
+    match B::deserialize(d)? {
+        B::Bool(b) => Ok(b),
+        B::Text("true") => Ok(true),
+        B::Text("false") => Ok(false),
+        B::Text(_) => Err(serde::de::Error::custom("result must be \"true\" or \"false\"")),
+    }
+}
+
+fn bool_as_text<S: serde::Serializer>(b: &bool, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(if *b { "true" } else { "false" })
+}
+
+/// `inquery`: query an inbound order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Inquery {
+    /// The inbound order.
+    pub out_req_no: String,
+}
+call!(Inquery => Inquery, InboundView);
+
+/// `outpay`: pay out or refund to a bank account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outpay {
+    /// Protocol number.
+    pub trans_no: String,
+    /// Our request number.
+    pub out_req_no: String,
+    /// Amount to pay out.
+    pub amount: Amount,
+    /// Custody channel.
+    pub channel_type: ChannelType,
+    /// Where the result callback goes.
+    pub out_notify_url: String,
+    /// Payee name.
+    pub bank_acc_name: Sensitive,
+    /// Payee account number.
+    pub bank_acc_num: Sensitive,
+    /// Payee bank or branch name.
+    pub bank_name: String,
+    /// The branch's CNAPS number.
+    pub bank_cnaps: String,
+    /// `OUT` or `REFUND`.
+    pub out_type: OutType,
+    /// Free text.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub remark: Option<String>,
+}
+call!(Outpay => Outpay, OutboundView);
+
+/// The outbound view: the reply to `outpay` and `outquery`, and the outbound callback's data.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct OutboundView {
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub trans_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub app_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_subacc_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_subacc_custid: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub amount: Option<Amount>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub out_req_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pay_order_no: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_type: Option<ChannelType>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub bank_acc_name: Option<Sensitive>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub bank_acc_num: Option<Sensitive>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub bank_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub bank_cnaps: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub out_type: Option<OutType>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub remark: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pay_status: Option<PayStatus>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub pay_finish_time: Option<WireTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub create_time: Option<WireTime>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_return_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+    pub channel_return_msg: Option<String>,
+}
+
+/// `outquery`: query an outbound order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Outquery {
+    /// The outbound order.
+    pub out_req_no: String,
+}
+call!(Outquery => Outquery, OutboundView);
+
+/// `querybankcnaps`: look up CNAPS numbers by a keyword of the branch name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueryBankCnaps {
+    /// e.g. `海淀`.
+    pub bank_name_key_word: String,
+}
+call!(QueryBankCnaps => Querybankcnaps, Vec<CnapsEntry>);
+
+/// One branch in the reply to `querybankcnaps`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CnapsEntry {
+    /// Branch name.
+    pub bank_name: String,
+    /// Its CNAPS number.
+    pub bank_cnaps: String,
+}

@@ -1,0 +1,16 @@
+//! The payment system's wire protocol (SPEC.md): the envelope and its signature, amounts
+//! and times, enumerations, the typed `data` of every call, reply and callback, and the
+//! validation of what we send.
+
+mod amount;
+mod enums;
+mod envelope;
+mod messages;
+mod time;
+pub mod validate;
+
+pub use amount::Amount;
+pub use enums::{ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog};
+pub use envelope::{CODE_OK, Envelope, MSG_OK, Missing, sign, sign_bytes};
+pub use messages::*;
+pub use time::{WireTime, china_standard_time, format_timestamp, parse_timestamp};
