@@ -145,6 +145,12 @@ impl Envelope {
         Envelope { app_id: app_id.to_owned(), data, sign, timestamp, code: None, msg: None }
     }
 
+    /// A signed request for a typed call.
+    pub fn for_call<C: super::Call>(app_id: &str, call: &C, timestamp: String, key: &Md5Key) -> Result<Self> {
+        let data = serde_json::to_string(call).map_err(|e| Error::from_data(&e))?;
+        Ok(Envelope::request(app_id, data, timestamp, key))
+    }
+
     /// A signed reply (or callback) with `code` and `msg`.
     pub fn reply(app_id: &str, code: &str, msg: &str, data: String, timestamp: String, key: &Md5Key) -> Self {
         Envelope {
