@@ -147,6 +147,14 @@ pub enum Error {
     /// engine refuses to commit.
     #[error("ledger invariant broken: {0}")]
     Invariant(String),
+    /// The engine's configuration is invalid.
+    #[error("invalid configuration `{field}`: {reason}")]
+    InvalidConfig {
+        /// Which setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The engine is shutting down.
     #[error("engine is shut down")]
     Shutdown,

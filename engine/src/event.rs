@@ -44,8 +44,12 @@ pub enum Anomaly {
     /// A verified callback for an `outReqNo` this engine does not know. Its payload was stored.
     OrphanCallback,
     /// A `create` whose reply was lost: the payment system may hold an empty protocol we
-    /// cannot name. Harmless (it holds no money) but shown.
-    PossibleOrphanProtocol,
+    /// cannot name. Harmless (it holds no money) but shown; `find` adopts it if its
+    /// `transNo` turns up.
+    PossibleOrphanProtocol {
+        /// The attempt, as in `ProtocolCreateRequested`.
+        attempt: String,
+    },
     /// Our ledger and the payment system's balances disagree (from `reconcile`).
     BalanceDrift {
         /// Which figure.
@@ -60,8 +64,19 @@ pub enum Anomaly {
 /// What happened.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
+    /// We are about to ask the payment system to open a protocol. Written before the call,
+    /// so a crash mid-call leaves a visible trace.
+    ProtocolCreateRequested {
+        /// Our id for this attempt.
+        attempt: String,
+    },
     /// A protocol was opened.
-    ProtocolCreated,
+    ProtocolCreated {
+        /// The attempt that opened it.
+        attempt: String,
+    },
+    /// A protocol we did not create here was found with `find` and recorded.
+    ProtocolAdopted,
     /// An inbound order was recorded (`Requested`).
     InboundRequested,
     /// An outbound order was recorded and its funds reserved.

@@ -52,7 +52,9 @@ mod error;
 pub mod event;
 pub mod ledger;
 pub mod observation;
+mod runtime;
 pub mod secret;
+pub mod storage;
 pub mod transport;
 pub mod wire;
 
@@ -62,6 +64,10 @@ pub use error::{Error, Result};
 pub use event::{Anomaly, Event, EventKind};
 pub use ledger::{Ledger, Move, Slot};
 pub use observation::{News, Observation, Source};
+pub use runtime::{
+    CallbackReply, Clock, Config, Engine, EngineBuilder, NewInbound, NewOutbound, NewProtocol, PollPolicy, PollReport,
+    PollerHandle, Reconciliation, ReplyStyle, Subscription, Timeouts, next_poll,
+};
 pub use secret::{Md5Key, Sensitive};
 pub use transport::{Transport, TransportError};
 pub use wire::Amount;

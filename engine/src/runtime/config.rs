@@ -1,0 +1,214 @@
+//! The engine's configuration: serde-deserialisable so a host can keep it in its own config
+//! file. Durations are whole milliseconds (`*_ms`), so no unit is ever ambiguous.
+
+use crate::secret::Md5Key;
+use crate::wire::validate::CnapsCheck;
+use crate::{Error, Result};
+use chrono::FixedOffset;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How a callback is answered on success.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReplyStyle {
+    /// A signed envelope: `code` `0000`, `msg` `SUCCESS`, `data` `{}` (SPEC's default).
+    #[default]
+    Envelope,
+    /// The bare text `SUCCESS`.
+    PlainSuccess,
+}
+
+/// Timeouts of calls to the payment system (used by transports).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Timeouts {
+    /// Connecting.
+    pub connect_ms: u64,
+    /// A whole request, from sending to the end of the reply.
+    pub request_ms: u64,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { connect_ms: 3_000, request_ms: 15_000 }
+    }
+}
+
+impl Timeouts {
+    /// Connect timeout.
+    pub fn connect(&self) -> Duration {
+        Duration::from_millis(self.connect_ms)
+    }
+
+    /// Request timeout.
+    pub fn request(&self) -> Duration {
+        Duration::from_millis(self.request_ms)
+    }
+}
+
+/// When and how hard the poller asks about open orders.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PollPolicy {
+    /// First poll after a call was sent and its outcome is unknown.
+    pub submitted_ms: u64,
+    /// While `PROCESSING` (fast: an outcome is near).
+    pub processing_ms: u64,
+    /// While an inbound order is `UNPAID` (slow: a payer has to walk to a terminal).
+    pub unpaid_ms: u64,
+    /// While paid and waiting for arrival (daily-ish).
+    pub awaiting_arrival_ms: u64,
+    /// While an order needs attention.
+    pub attention_ms: u64,
+    /// Backoff ceiling: intervals double with every quiet poll up to this.
+    pub max_interval_ms: u64,
+    /// Jitter, in percent of the interval, either way.
+    pub jitter_percent: u8,
+    /// How long after a send a verified "no such order" allows sending again. Must exceed the
+    /// request timeout, so that a slow first request cannot land after the resend.
+    pub grace_ms: u64,
+    /// Sends per order (first included) before it needs attention.
+    pub max_submissions: u32,
+    /// Quiet polls of an order whose outcome is unknown before it needs attention.
+    pub attention_after_quiet_polls: u32,
+    /// Orders polled at once.
+    pub concurrency: usize,
+    /// Orders taken per tick.
+    pub batch: usize,
+    /// Longest sleep between ticks.
+    pub idle_tick_ms: u64,
+    /// Least time between two polls moved forward by failed callbacks for one order.
+    pub hint_min_interval_ms: u64,
+}
+
+impl Default for PollPolicy {
+    fn default() -> Self {
+        PollPolicy {
+            submitted_ms: 5_000,
+            processing_ms: 10_000,
+            unpaid_ms: 60_000,
+            awaiting_arrival_ms: 4 * 3_600_000,
+            attention_ms: 3_600_000,
+            max_interval_ms: 6 * 3_600_000,
+            jitter_percent: 20,
+            grace_ms: 60_000,
+            max_submissions: 3,
+            attention_after_quiet_polls: 30,
+            concurrency: 8,
+            batch: 256,
+            idle_tick_ms: 1_000,
+            hint_min_interval_ms: 5_000,
+        }
+    }
+}
+
+fn default_offset() -> i32 {
+    8 * 60
+}
+
+fn default_body_limit() -> usize {
+    64 * 1024
+}
+
+/// Everything the engine needs to know.
+///
+/// ```
+/// let config: protopay_engine::Config = serde_json::from_str(r#"{
+///     "app_id": "APP001",
+///     "key": "secret",
+///     "base_url": "https://pay.example",
+///     "callback_base_url": "https://host.example/protopay/notify",
+///     "poll": { "grace_ms": 120000 }
+/// }"#).unwrap();
+/// assert_eq!(format!("{:?}", config.key), "Md5Key(***)");
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Our business system id.
+    pub app_id: String,
+    /// The shared MD5 key.
+    pub key: Md5Key,
+    /// The payment system's base URL (`{base}/api/protocol/{name}`), used by transports.
+    pub base_url: String,
+    /// Where our callback receiver is reachable; notify URLs are `{this}/{kind}` with kinds
+    /// `inbound-pay`, `inbound-arrival`, `outbound`.
+    pub callback_base_url: String,
+    /// The payment system's zone, in minutes east of UTC (default +08:00).
+    #[serde(default = "default_offset")]
+    pub utc_offset_minutes: i32,
+    /// Call timeouts.
+    #[serde(default)]
+    pub timeouts: Timeouts,
+    /// Poll policy.
+    #[serde(default)]
+    pub poll: PollPolicy,
+    /// How callbacks are answered.
+    #[serde(default)]
+    pub reply_style: ReplyStyle,
+    /// How strictly `bankCnaps` is checked.
+    #[serde(default)]
+    pub cnaps_check: CnapsCheck,
+    /// Refuse callbacks whose `timestamp` is older than this (off by default: SPEC's decision).
+    #[serde(default)]
+    pub callback_max_age_ms: Option<u64>,
+    /// The largest callback body accepted.
+    #[serde(default = "default_body_limit")]
+    pub callback_body_limit: usize,
+}
+
+impl Config {
+    /// A configuration with defaults for everything but the four essentials.
+    pub fn new(app_id: &str, key: Md5Key, base_url: &str, callback_base_url: &str) -> Self {
+        Config {
+            app_id: app_id.to_owned(),
+            key,
+            base_url: base_url.to_owned(),
+            callback_base_url: callback_base_url.to_owned(),
+            utc_offset_minutes: default_offset(),
+            timeouts: Timeouts::default(),
+            poll: PollPolicy::default(),
+            reply_style: ReplyStyle::default(),
+            cnaps_check: CnapsCheck::default(),
+            callback_max_age_ms: None,
+            callback_body_limit: default_body_limit(),
+        }
+    }
+
+    /// The payment system's zone.
+    pub fn zone(&self) -> Result<FixedOffset> {
+        FixedOffset::east_opt(self.utc_offset_minutes.saturating_mul(60))
+            .ok_or(Error::InvalidConfig { field: "utc_offset_minutes", reason: "must be within ±24 hours" })
+    }
+
+    /// The notify URL for a callback kind.
+    pub fn notify_url(&self, kind: crate::wire::CallbackKind) -> String {
+        format!("{}/{}", self.callback_base_url.trim_end_matches('/'), kind.slug())
+    }
+
+    /// Check the settings that depend on each other.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |field, reason| Err(Error::InvalidConfig { field, reason });
+        if self.app_id.is_empty() || !self.app_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+            return bad("app_id", "must be non-empty [A-Za-z0-9_-]");
+        }
+        if self.app_id.len() > 40 {
+            return bad("app_id", "leaves no room for an outReqNo suffix");
+        }
+        self.zone()?;
+        if self.poll.grace_ms <= self.timeouts.request_ms {
+            return bad("poll.grace_ms", "must exceed timeouts.request_ms");
+        }
+        if self.poll.max_submissions == 0 {
+            return bad("poll.max_submissions", "must be at least 1");
+        }
+        if self.poll.concurrency == 0 || self.poll.batch == 0 {
+            return bad("poll.concurrency", "concurrency and batch must be at least 1");
+        }
+        if self.poll.jitter_percent > 90 {
+            return bad("poll.jitter_percent", "must be at most 90");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,89 @@
+//! The event feed: an outbox read after a cursor, acknowledged per named consumer, with a
+//! live wake-up. Delivery is at least once: whatever a consumer has not acknowledged is
+//! delivered again, across restarts too.
+
+use super::Engine;
+use crate::Result;
+use crate::event::Event;
+use tokio::sync::watch;
+
+/// Most events returned by one read.
+const PAGE: usize = 256;
+
+/// A live subscription for one named consumer.
+#[derive(Debug)]
+pub struct Subscription {
+    engine: Engine,
+    consumer: String,
+    position: Option<u64>,
+    wake: watch::Receiver<u64>,
+}
+
+impl Subscription {
+    /// The next events after what this subscription has handed out (starting from the
+    /// consumer's acknowledged cursor), waiting until there is at least one. Acknowledge them
+    /// with [`Engine::ack`] once handled.
+    pub async fn next(&mut self) -> Result<Vec<Event>> {
+        loop {
+            // Mark the current value seen *before* reading, so a commit that lands between the
+            // read and the wait still wakes us.
+            self.wake.borrow_and_update();
+            let after = match self.position {
+                Some(p) => p,
+                None => self.engine.cursor(&self.consumer).await?,
+            };
+            let events = self.engine.events_after(after, PAGE).await?;
+            if let Some(last) = events.last() {
+                self.position = Some(last.seq);
+                return Ok(events);
+            }
+            self.position = Some(after);
+            if self.wake.changed().await.is_err() {
+                return Err(crate::Error::Shutdown);
+            }
+        }
+    }
+
+    /// The consumer's name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+}
+
+impl Engine {
+    /// Up to `limit` events after `after`.
+    pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.storage().events_after(after, limit).await
+    }
+
+    /// A consumer's acknowledged cursor.
+    pub async fn cursor(&self, consumer: &str) -> Result<u64> {
+        self.storage().cursor(consumer).await
+    }
+
+    /// Acknowledge a consumer's events up to `seq`.
+    pub async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
+        self.storage().ack(consumer, seq).await
+    }
+
+    /// Events a consumer has not acknowledged yet (the first page).
+    pub async fn unacknowledged(&self, consumer: &str) -> Result<Vec<Event>> {
+        let cursor = self.cursor(consumer).await?;
+        self.events_after(cursor, PAGE).await
+    }
+
+    /// A live subscription for `consumer`.
+    pub fn subscribe(&self, consumer: &str) -> Subscription {
+        Subscription {
+            engine: self.clone(),
+            consumer: consumer.to_owned(),
+            position: None,
+            wake: self.inner.last_seq.subscribe(),
+        }
+    }
+
+    /// Orphan callbacks kept for a person to match.
+    pub async fn orphans(&self) -> Result<Vec<crate::storage::Orphan>> {
+        self.storage().orphans().await
+    }
+}

@@ -1,0 +1,256 @@
+//! The storage conformance suite: what every [`Storage`] backend must do, run with one line.
+//!
+//! ```
+//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
+//! protopay_engine::storage::conformance::run(protopay_engine::storage::MemoryStorage::new).await;
+//! # });
+//! ```
+//!
+//! A backend that survives a restart also runs [`reopen`], with a function that opens the
+//! same data again (after dropping the previous handle).
+//!
+//! These functions panic on the first broken rule, like any test.
+
+use super::{Batch, Due, Orphan, Put, Storage};
+use crate::domain::{Order, Protocol};
+use crate::event::{Event, EventKind};
+use crate::observation::Source;
+use crate::wire::{Amount, CallbackKind, CashierType, ChannelType, OutType, Outpay, Prepay};
+use crate::{Error, Sensitive};
+use chrono::{DateTime, TimeZone, Utc};
+
+/// A protocol for tests.
+pub fn sample_protocol(trans_no: &str) -> Protocol {
+    Protocol {
+        trans_no: trans_no.into(),
+        business_id: "B1".into(),
+        trans_desc: "test".into(),
+        channel_type: ChannelType::Lft,
+        cashier_type: CashierType::Pos,
+        create_time: None,
+        remote: None,
+        ledger: Default::default(),
+    }
+}
+
+/// An inbound order for tests.
+pub fn sample_inbound(trans_no: &str, out_req_no: &str, fen: u64) -> Order {
+    Order::new_inbound(
+        "APP001",
+        Prepay {
+            trans_no: trans_no.into(),
+            out_req_no: out_req_no.into(),
+            amount: Amount::from_fen(fen).unwrap_or(Amount::ZERO),
+            out_success_notify_url: "http://h/n/inbound-pay".into(),
+            out_arrived_notify_url: None,
+            prod_catalog: None,
+            contract_num: None,
+            qp_user_name: None,
+            qp_cert_number: None,
+            return_url: None,
+        },
+    )
+}
+
+/// An outbound order for tests.
+pub fn sample_outbound(trans_no: &str, out_req_no: &str, fen: u64) -> Order {
+    Order::new_outbound(
+        "APP001",
+        Outpay {
+            trans_no: trans_no.into(),
+            out_req_no: out_req_no.into(),
+            amount: Amount::from_fen(fen).unwrap_or(Amount::ZERO),
+            channel_type: ChannelType::Lft,
+            out_notify_url: "http://h/n/outbound".into(),
+            bank_acc_name: Sensitive::new("n"),
+            bank_acc_num: Sensitive::new("6222000011112222"),
+            bank_name: "b".into(),
+            bank_cnaps: "102100000030".into(),
+            out_type: OutType::Out,
+            remark: None,
+        },
+    )
+}
+
+fn event(out_req_no: &str, kind: EventKind) -> Event {
+    Event {
+        seq: 0,
+        at: t(0),
+        trans_no: Some("T1".into()),
+        out_req_no: Some(out_req_no.into()),
+        source: Source::Engine,
+        kind,
+    }
+}
+
+fn t(secs: i64) -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000 + secs, 0).single().unwrap_or_default()
+}
+
+/// Run every rule against fresh, empty stores made by `fresh`.
+pub async fn run<S: Storage, F: Fn() -> S>(fresh: F) {
+    versions_and_conflicts(&fresh()).await;
+    atomicity(&fresh()).await;
+    due_index(&fresh()).await;
+    events_and_cursors(&fresh()).await;
+    orphans(&fresh()).await;
+}
+
+/// Records get versions from 1; a stale or missing expected version is a `Conflict`.
+pub async fn versions_and_conflicts<S: Storage>(s: &S) {
+    let p = sample_protocol("T1");
+    s.commit(Batch { protocols: vec![Put { expected: None, value: p.clone() }], ..Default::default() }).await.unwrap();
+    let got = s.protocol("T1").await.unwrap().unwrap();
+    assert_eq!((got.version, &got.value), (1, &p));
+    let again = s.commit(Batch { protocols: vec![Put { expected: None, value: p.clone() }], ..Default::default() }).await;
+    assert!(matches!(again, Err(Error::Conflict)), "inserting an existing record must conflict");
+    let stale = s.commit(Batch { protocols: vec![Put { expected: Some(7), value: p.clone() }], ..Default::default() }).await;
+    assert!(matches!(stale, Err(Error::Conflict)), "a wrong version must conflict");
+    let mut p2 = p.clone();
+    p2.business_id = "B2".into();
+    s.commit(Batch { protocols: vec![Put { expected: Some(1), value: p2.clone() }], ..Default::default() }).await.unwrap();
+    let got = s.protocol("T1").await.unwrap().unwrap();
+    assert_eq!((got.version, &got.value), (2, &p2));
+    let missing = s.commit(Batch { orders: vec![Put { expected: Some(1), value: sample_inbound("T1", "X", 1) }], ..Default::default() }).await;
+    assert!(matches!(missing, Err(Error::Conflict)), "updating a missing record must conflict");
+    assert!(s.order("X").await.unwrap().is_none());
+    assert!(s.protocol("nope").await.unwrap().is_none());
+}
+
+/// A failed commit leaves nothing: no record, no event, no schedule change.
+pub async fn atomicity<S: Storage>(s: &S) {
+    s.commit(Batch {
+        orders: vec![Put { expected: None, value: sample_inbound("T1", "A", 100) }],
+        schedule: vec![("A".into(), Some(t(10)))],
+        events: vec![event("A", EventKind::InboundRequested)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let before_seq = s.last_seq().await.unwrap();
+    let failing = Batch {
+        protocols: vec![Put { expected: None, value: sample_protocol("T9") }],
+        orders: vec![
+            Put { expected: None, value: sample_inbound("T1", "B", 100) },
+            Put { expected: Some(99), value: sample_inbound("T1", "A", 100) },
+        ],
+        events: vec![event("B", EventKind::InboundRequested)],
+        schedule: vec![("A".into(), None), ("B".into(), Some(t(1)))],
+        orphans: vec![orphan("S1")],
+    };
+    assert!(matches!(s.commit(failing).await, Err(Error::Conflict)));
+    assert!(s.order("B").await.unwrap().is_none(), "a failed commit wrote an order");
+    assert!(s.protocol("T9").await.unwrap().is_none(), "a failed commit wrote a protocol");
+    assert_eq!(s.last_seq().await.unwrap(), before_seq, "a failed commit appended events");
+    assert_eq!(s.due(t(100), 10).await.unwrap(), vec![Due { at: t(10), out_req_no: "A".into() }]);
+    assert!(s.orphans().await.unwrap().is_empty());
+    assert_eq!(s.orders_of("T1").await.unwrap().len(), 1);
+}
+
+/// Due entries come earliest first, only up to `now`, at most `limit`; rescheduling moves an
+/// entry, `None` removes it.
+pub async fn due_index<S: Storage>(s: &S) {
+    let mut orders = Vec::new();
+    let mut schedule = Vec::new();
+    for i in 0..20i64 {
+        let key = format!("O{i:02}");
+        orders.push(Put { expected: None, value: sample_inbound("T1", &key, 100) });
+        // Deliberately out of order in time.
+        schedule.push((key, Some(t((i * 7) % 20))));
+    }
+    s.commit(Batch { orders, schedule, ..Default::default() }).await.unwrap();
+    let due = s.due(t(9), 100).await.unwrap();
+    assert_eq!(due.len(), 10, "orders due at or before now");
+    assert!(due.windows(2).all(|w| w[0] <= w[1]), "earliest first");
+    assert!(due.iter().all(|d| d.at <= t(9)));
+    assert_eq!(s.due(t(100), 5).await.unwrap().len(), 5, "limit respected");
+    assert_eq!(s.next_due().await.unwrap(), Some(t(0)));
+    let first = due[0].out_req_no.clone();
+    s.commit(Batch { schedule: vec![(first.clone(), Some(t(50)))], ..Default::default() }).await.unwrap();
+    let all = s.due(t(100), 100).await.unwrap();
+    assert_eq!(all.len(), 20, "rescheduling must not duplicate");
+    assert_eq!(all.last().map(|d| (&d.out_req_no, d.at)), Some((&first, t(50))));
+    s.commit(Batch { schedule: vec![(first.clone(), None)], ..Default::default() }).await.unwrap();
+    let all = s.due(t(100), 100).await.unwrap();
+    assert_eq!(all.len(), 19);
+    assert!(all.iter().all(|d| d.out_req_no != first), "a removed entry is gone");
+}
+
+/// Events are numbered 1, 2, 3… without gaps across commits; reads after a cursor; named
+/// cursors are separate and never move back.
+pub async fn events_and_cursors<S: Storage>(s: &S) {
+    assert_eq!(s.last_seq().await.unwrap(), 0);
+    let last = s
+        .commit(Batch {
+            events: vec![event("A", EventKind::InboundRequested), event("A", EventKind::Submitted)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(last, 2);
+    let last = s.commit(Batch { events: vec![event("B", EventKind::InboundPaid)], ..Default::default() }).await.unwrap();
+    assert_eq!(last, 3);
+    let all = s.events_after(0, 100).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(all[2].kind, EventKind::InboundPaid);
+    assert_eq!(s.events_after(1, 1).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+    assert!(s.events_after(3, 10).await.unwrap().is_empty());
+    assert_eq!(s.cursor("host").await.unwrap(), 0);
+    s.ack("host", 2).await.unwrap();
+    s.ack("host", 1).await.unwrap();
+    assert_eq!(s.cursor("host").await.unwrap(), 2, "a cursor never moves back");
+    assert_eq!(s.cursor("audit").await.unwrap(), 0, "cursors are per consumer");
+}
+
+fn orphan(sign: &str) -> Orphan {
+    Orphan {
+        kind: CallbackKind::Outbound,
+        out_req_no: Some("APP001-unknown".into()),
+        sign: sign.into(),
+        data: "{}".into(),
+        received_at: t(0),
+    }
+}
+
+/// Orphans are kept once per signature.
+pub async fn orphans<S: Storage>(s: &S) {
+    s.commit(Batch { orphans: vec![orphan("S1")], ..Default::default() }).await.unwrap();
+    s.commit(Batch { orphans: vec![orphan("S1"), orphan("S2")], ..Default::default() }).await.unwrap();
+    let kept = s.orphans().await.unwrap();
+    assert_eq!(kept.iter().map(|o| o.sign.as_str()).collect::<Vec<_>>(), vec!["S1", "S2"]);
+}
+
+/// What was committed survives closing and reopening: records with versions, the due index,
+/// events and cursors. `open` must open the same data each time it is called.
+pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
+    {
+        let s = open();
+        s.commit(Batch {
+            protocols: vec![Put { expected: None, value: sample_protocol("T1") }],
+            orders: vec![
+                Put { expected: None, value: sample_inbound("T1", "A", 100) },
+                Put { expected: None, value: sample_outbound("T1", "B", 50) },
+            ],
+            events: vec![event("A", EventKind::InboundRequested), event("B", EventKind::OutboundReserved)],
+            schedule: vec![("A".into(), Some(t(5))), ("B".into(), Some(t(3)))],
+            orphans: vec![orphan("S1")],
+        })
+        .await
+        .unwrap();
+        s.ack("host", 1).await.unwrap();
+    }
+    let s = open();
+    assert_eq!(s.protocol("T1").await.unwrap().map(|p| p.version), Some(1));
+    assert_eq!(s.order("A").await.unwrap().map(|o| o.value), Some(sample_inbound("T1", "A", 100)));
+    assert_eq!(s.orders_of("T1").await.unwrap().len(), 2);
+    let due: Vec<String> = s.due(t(10), 10).await.unwrap().into_iter().map(|d| d.out_req_no).collect();
+    assert_eq!(due, vec!["B".to_owned(), "A".to_owned()]);
+    assert_eq!(s.last_seq().await.unwrap(), 2);
+    assert_eq!(s.cursor("host").await.unwrap(), 1);
+    assert_eq!(s.orphans().await.unwrap().len(), 1);
+    // Numbering continues after a reopen.
+    let last = s.commit(Batch { events: vec![event("A", EventKind::Submitted)], ..Default::default() }).await.unwrap();
+    assert_eq!(last, 3);
+    let again = s.commit(Batch { orders: vec![Put { expected: None, value: sample_inbound("T1", "A", 1) }], ..Default::default() }).await;
+    assert!(matches!(again, Err(Error::Conflict)), "versions survive a reopen");
+}

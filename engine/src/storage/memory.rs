@@ -1,0 +1,164 @@
+//! `MemoryStorage`: the whole store in one mutex. The default for tests, and for hosts that
+//! bring their own persistence later. Not durable across a process restart; "reopening" it
+//! is sharing the same handle (it is `Clone`).
+
+use super::{Batch, Due, Orphan, Storage, Versioned};
+use crate::domain::{Order, Protocol};
+use crate::event::Event;
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+#[derive(Default)]
+struct State {
+    protocols: HashMap<String, Versioned<Protocol>>,
+    orders: HashMap<String, Versioned<Order>>,
+    by_protocol: HashMap<String, BTreeSet<String>>,
+    due: BTreeSet<(DateTime<Utc>, String)>,
+    due_at: HashMap<String, DateTime<Utc>>,
+    events: Vec<Event>,
+    cursors: BTreeMap<String, u64>,
+    orphans: Vec<Orphan>,
+    orphan_signs: HashSet<String>,
+}
+
+/// In-memory [`Storage`].
+#[derive(Clone, Default)]
+pub struct MemoryStorage {
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for MemoryStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStorage").finish_non_exhaustive()
+    }
+}
+
+impl MemoryStorage {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-applied batch (commit checks
+        // everything before it writes), so a poisoned lock's data is still consistent.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn check_version<T>(current: Option<&Versioned<T>>, expected: Option<u64>) -> Result<u64> {
+    match (current.map(|v| v.version), expected) {
+        (None, None) => Ok(1),
+        (Some(have), Some(want)) if have == want => Ok(have + 1),
+        _ => Err(Error::Conflict),
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for MemoryStorage {
+    async fn protocol(&self, trans_no: &str) -> Result<Option<Versioned<Protocol>>> {
+        Ok(self.lock().protocols.get(trans_no).cloned())
+    }
+
+    async fn order(&self, out_req_no: &str) -> Result<Option<Versioned<Order>>> {
+        Ok(self.lock().orders.get(out_req_no).cloned())
+    }
+
+    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
+        let s = self.lock();
+        let keys = s.by_protocol.get(trans_no).into_iter().flatten();
+        Ok(keys.filter_map(|k| s.orders.get(k).cloned()).collect())
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<u64> {
+        let mut s = self.lock();
+        // Check every version before writing anything: all or nothing.
+        let mut protocol_versions = Vec::with_capacity(batch.protocols.len());
+        for p in &batch.protocols {
+            protocol_versions.push(check_version(s.protocols.get(&p.value.trans_no), p.expected)?);
+        }
+        let mut order_versions = Vec::with_capacity(batch.orders.len());
+        for o in &batch.orders {
+            order_versions.push(check_version(s.orders.get(o.value.out_req_no()), o.expected)?);
+        }
+        for (p, version) in batch.protocols.into_iter().zip(protocol_versions) {
+            s.protocols.insert(p.value.trans_no.clone(), Versioned { version, value: p.value });
+        }
+        for (o, version) in batch.orders.into_iter().zip(order_versions) {
+            let key = o.value.out_req_no().to_owned();
+            s.by_protocol.entry(o.value.trans_no().to_owned()).or_default().insert(key.clone());
+            s.orders.insert(key, Versioned { version, value: o.value });
+        }
+        for mut e in batch.events {
+            e.seq = s.events.len() as u64 + 1;
+            s.events.push(e);
+        }
+        for (key, at) in batch.schedule {
+            if let Some(old) = s.due_at.remove(&key) {
+                s.due.remove(&(old, key.clone()));
+            }
+            if let Some(at) = at {
+                s.due.insert((at, key.clone()));
+                s.due_at.insert(key, at);
+            }
+        }
+        for o in batch.orphans {
+            if s.orphan_signs.insert(o.sign.clone()) {
+                s.orphans.push(o);
+            }
+        }
+        Ok(s.events.len() as u64)
+    }
+
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
+        let s = self.lock();
+        Ok(s.due
+            .iter()
+            .take_while(|(at, _)| *at <= now)
+            .take(limit)
+            .map(|(at, k)| Due { at: *at, out_req_no: k.clone() })
+            .collect())
+    }
+
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.lock().due.iter().next().map(|(at, _)| *at))
+    }
+
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let s = self.lock();
+        let start = usize::try_from(after).unwrap_or(usize::MAX).min(s.events.len());
+        Ok(s.events.iter().skip(start).take(limit).cloned().collect())
+    }
+
+    async fn last_seq(&self) -> Result<u64> {
+        Ok(self.lock().events.len() as u64)
+    }
+
+    async fn cursor(&self, consumer: &str) -> Result<u64> {
+        Ok(self.lock().cursors.get(consumer).copied().unwrap_or(0))
+    }
+
+    async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
+        let mut s = self.lock();
+        let last = s.events.len() as u64;
+        let c = s.cursors.entry(consumer.to_owned()).or_insert(0);
+        *c = (*c).max(seq.min(last));
+        Ok(())
+    }
+
+    async fn orphans(&self) -> Result<Vec<Orphan>> {
+        Ok(self.lock().orphans.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn memory_storage_conforms() {
+        super::super::conformance::run(MemoryStorage::new).await;
+    }
+}

@@ -1,0 +1,128 @@
+//! The `Storage` trait: small and transactional, so that each backend is easy to get right.
+//!
+//! A backend stores protocols and orders with versions (optimistic concurrency), the
+//! due-poll index, the event log with consumer cursors, and orphan callbacks. Everything the
+//! engine changes goes through one atomic [`Storage::commit`] of a [`Batch`]: records, events
+//! and schedule together, all or nothing, durable when it returns.
+//!
+//! Every backend runs [`conformance`] against itself.
+
+pub mod conformance;
+mod memory;
+
+pub use memory::MemoryStorage;
+
+use crate::domain::{Order, Protocol};
+use crate::event::Event;
+use crate::wire::CallbackKind;
+use crate::Result;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A record with the version it was read at. Versions start at 1 and grow by one per write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The version.
+    pub version: u64,
+    /// The record.
+    pub value: T,
+}
+
+/// A write of one record, conditional on its version.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Put<T> {
+    /// The version the writer read; `None` when the record must not exist yet.
+    pub expected: Option<u64>,
+    /// The new value.
+    pub value: T,
+}
+
+/// A verified callback for an order this engine does not know, kept for a person to match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Orphan {
+    /// Which callback.
+    pub kind: CallbackKind,
+    /// The `outReqNo` it named, if any.
+    pub out_req_no: Option<String>,
+    /// Its signature: the key that deduplicates retries of the same callback.
+    pub sign: String,
+    /// The verified `data` text (may hold personal data: never logged).
+    pub data: String,
+    /// When it arrived.
+    pub received_at: DateTime<Utc>,
+}
+
+/// One atomic write.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    /// Protocols to write (key: `transNo`).
+    pub protocols: Vec<Put<Protocol>>,
+    /// Orders to write (key: `outReqNo`).
+    pub orders: Vec<Put<Order>>,
+    /// Events to append; their `seq` is assigned by the backend, in this order.
+    pub events: Vec<Event>,
+    /// Poll schedule changes: `Some(t)` (re)schedules the order at `t`, `None` removes it.
+    pub schedule: Vec<(String, Option<DateTime<Utc>>)>,
+    /// Orphan callbacks to keep (a repeat of the same `sign` is kept once).
+    pub orphans: Vec<Orphan>,
+}
+
+impl Batch {
+    /// Whether it writes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.protocols.is_empty()
+            && self.orders.is_empty()
+            && self.events.is_empty()
+            && self.schedule.is_empty()
+            && self.orphans.is_empty()
+    }
+}
+
+/// An entry of the due-poll index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Due {
+    /// When the order is due.
+    pub at: DateTime<Utc>,
+    /// The order.
+    pub out_req_no: String,
+}
+
+/// Durable, transactional storage for the engine.
+#[async_trait::async_trait]
+pub trait Storage: Send + Sync + 'static {
+    /// A protocol by `transNo`.
+    async fn protocol(&self, trans_no: &str) -> Result<Option<Versioned<Protocol>>>;
+
+    /// An order by `outReqNo`.
+    async fn order(&self, out_req_no: &str) -> Result<Option<Versioned<Order>>>;
+
+    /// Every order of a protocol, in `outReqNo` order.
+    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>>;
+
+    /// Write a batch atomically. Fails with [`Error::Conflict`](crate::Error::Conflict),
+    /// writing nothing, when any record's version is not the expected one. Durable when it
+    /// returns. Returns the `seq` of the last event appended (or the current last one).
+    async fn commit(&self, batch: Batch) -> Result<u64>;
+
+    /// Up to `limit` orders due at or before `now`, earliest first — from an index, never a
+    /// scan of all orders.
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>>;
+
+    /// The earliest scheduled poll, if any.
+    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+
+    /// Up to `limit` events with `seq > after`, in order.
+    async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
+
+    /// The `seq` of the last event (0 when none).
+    async fn last_seq(&self) -> Result<u64>;
+
+    /// A named consumer's cursor: the last `seq` it acknowledged (0 when none).
+    async fn cursor(&self, consumer: &str) -> Result<u64>;
+
+    /// Acknowledge events up to `seq` for a consumer. A cursor never moves back.
+    async fn ack(&self, consumer: &str, seq: u64) -> Result<()>;
+
+    /// The orphan callbacks kept.
+    async fn orphans(&self) -> Result<Vec<Orphan>>;
+}
