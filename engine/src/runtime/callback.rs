@@ -9,7 +9,9 @@ use super::{Engine, ReplyStyle};
 use crate::event::{Anomaly, EventKind};
 use crate::observation::{News, Source};
 use crate::storage::{Batch, Orphan};
-use crate::wire::{CODE_OK, CallbackKind, Envelope, InboundView, MSG_OK, OutboundView, format_timestamp, parse_timestamp};
+use crate::wire::{
+    CODE_OK, CallbackKind, Envelope, InboundView, MSG_OK, OutboundView, format_timestamp, parse_timestamp,
+};
 use crate::{Error, Result};
 use serde::Deserialize;
 
@@ -47,8 +49,10 @@ impl Engine {
             Ok(()) => self.success_reply(),
             Err(e) => {
                 tracing::warn!(error = %e, "callback refused");
-                if matches!(e, Error::BadSign | Error::WrongAppId { .. } | Error::MalformedData { .. } | Error::InvalidTime { .. })
-                {
+                if matches!(
+                    e,
+                    Error::BadSign | Error::WrongAppId { .. } | Error::MalformedData { .. } | Error::InvalidTime { .. }
+                ) {
                     self.hint(body).await;
                 }
                 self.failure_reply(e)
@@ -112,7 +116,8 @@ impl Engine {
             return;
         };
         let now = self.now();
-        let min = chrono::Duration::milliseconds(i64::try_from(self.config().poll.hint_min_interval_ms).unwrap_or(i64::MAX));
+        let min =
+            chrono::Duration::milliseconds(i64::try_from(self.config().poll.hint_min_interval_ms).unwrap_or(i64::MAX));
         {
             let mut hints = self.inner.hints.lock().unwrap_or_else(|p| p.into_inner());
             if hints.get(&out_req_no).is_some_and(|last| now - *last < min) {
@@ -135,9 +140,12 @@ impl Engine {
 
     fn success_reply(&self) -> CallbackReply {
         match self.config().reply_style {
-            ReplyStyle::PlainSuccess => {
-                CallbackReply { status: 200, body: MSG_OK.into(), content_type: "text/plain; charset=utf-8", rejection: None }
-            }
+            ReplyStyle::PlainSuccess => CallbackReply {
+                status: 200,
+                body: MSG_OK.into(),
+                content_type: "text/plain; charset=utf-8",
+                rejection: None,
+            },
             ReplyStyle::Envelope => CallbackReply {
                 status: 200,
                 body: self.envelope_reply(CODE_OK, MSG_OK),

@@ -115,7 +115,8 @@ impl Engine {
             return Err(Error::InvalidField { field: "cashierType", reason: "must be POS or QP" });
         }
         let attempt = self.generate_out_req_no();
-        let requested = self.event(None, Source::Engine, EventKind::ProtocolCreateRequested { attempt: attempt.clone() });
+        let requested =
+            self.event(None, Source::Engine, EventKind::ProtocolCreateRequested { attempt: attempt.clone() });
         self.commit(Batch { events: vec![requested], ..Default::default() }).await?;
         let request = CreateProtocol {
             channel_type: ChannelType::Lft,
@@ -166,7 +167,13 @@ impl Engine {
                 Some(current) => {
                     let mut p = current.value;
                     p.remote = Some(balances.clone());
-                    (Batch { protocols: vec![Put { expected: Some(current.version), value: p.clone() }], ..Default::default() }, p)
+                    (
+                        Batch {
+                            protocols: vec![Put { expected: Some(current.version), value: p.clone() }],
+                            ..Default::default()
+                        },
+                        p,
+                    )
                 }
                 None => {
                     let mut p = Protocol::from_view(&view, "", "", CashierType::Pos);
@@ -275,9 +282,11 @@ impl Engine {
             }
             let mut batch = Batch::default();
             if let Some(m) = ledger::movement(None, &order) {
-                let protocol = self.storage().protocol(order.trans_no()).await?.ok_or_else(|| Error::UnknownProtocol {
-                    trans_no: order.trans_no().to_owned(),
-                })?;
+                let protocol = self
+                    .storage()
+                    .protocol(order.trans_no())
+                    .await?
+                    .ok_or_else(|| Error::UnknownProtocol { trans_no: order.trans_no().to_owned() })?;
                 let mut updated = protocol.value;
                 if order.amount() > updated.ledger.available {
                     return Err(Error::InsufficientFunds {
@@ -333,7 +342,8 @@ impl Engine {
     #[tracing::instrument(skip(self))]
     pub async fn close_pos(&self, out_req_no: &str) -> Result<Order> {
         let order = self.order(out_req_no).await?;
-        let closable = matches!(&order, Order::Inbound(o) if !o.status.is_terminal() && o.status.is_remote() && !o.closed);
+        let closable =
+            matches!(&order, Order::Inbound(o) if !o.status.is_terminal() && o.status.is_remote() && !o.closed);
         if !closable {
             return Err(Error::InvalidState {
                 out_req_no: out_req_no.to_owned(),

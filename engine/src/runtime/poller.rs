@@ -150,7 +150,11 @@ impl Engine {
         if attempts.submissions >= self.config().poll.max_submissions {
             return self.flag_attention(order.out_req_no()).await.map(drop);
         }
-        tracing::info!(out_req_no = order.out_req_no(), submissions = attempts.submissions, "not found past grace; resending");
+        tracing::info!(
+            out_req_no = order.out_req_no(),
+            submissions = attempts.submissions,
+            "not found past grace; resending"
+        );
         self.submit(current).await.map(drop)
     }
 }

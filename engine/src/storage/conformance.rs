@@ -102,16 +102,25 @@ pub async fn versions_and_conflicts<S: Storage>(s: &S) {
     s.commit(Batch { protocols: vec![Put { expected: None, value: p.clone() }], ..Default::default() }).await.unwrap();
     let got = s.protocol("T1").await.unwrap().unwrap();
     assert_eq!((got.version, &got.value), (1, &p));
-    let again = s.commit(Batch { protocols: vec![Put { expected: None, value: p.clone() }], ..Default::default() }).await;
+    let again =
+        s.commit(Batch { protocols: vec![Put { expected: None, value: p.clone() }], ..Default::default() }).await;
     assert!(matches!(again, Err(Error::Conflict)), "inserting an existing record must conflict");
-    let stale = s.commit(Batch { protocols: vec![Put { expected: Some(7), value: p.clone() }], ..Default::default() }).await;
+    let stale =
+        s.commit(Batch { protocols: vec![Put { expected: Some(7), value: p.clone() }], ..Default::default() }).await;
     assert!(matches!(stale, Err(Error::Conflict)), "a wrong version must conflict");
     let mut p2 = p.clone();
     p2.business_id = "B2".into();
-    s.commit(Batch { protocols: vec![Put { expected: Some(1), value: p2.clone() }], ..Default::default() }).await.unwrap();
+    s.commit(Batch { protocols: vec![Put { expected: Some(1), value: p2.clone() }], ..Default::default() })
+        .await
+        .unwrap();
     let got = s.protocol("T1").await.unwrap().unwrap();
     assert_eq!((got.version, &got.value), (2, &p2));
-    let missing = s.commit(Batch { orders: vec![Put { expected: Some(1), value: sample_inbound("T1", "X", 1) }], ..Default::default() }).await;
+    let missing = s
+        .commit(Batch {
+            orders: vec![Put { expected: Some(1), value: sample_inbound("T1", "X", 1) }],
+            ..Default::default()
+        })
+        .await;
     assert!(matches!(missing, Err(Error::Conflict)), "updating a missing record must conflict");
     assert!(s.order("X").await.unwrap().is_none());
     assert!(s.protocol("nope").await.unwrap().is_none());
@@ -188,7 +197,8 @@ pub async fn events_and_cursors<S: Storage>(s: &S) {
         .await
         .unwrap();
     assert_eq!(last, 2);
-    let last = s.commit(Batch { events: vec![event("B", EventKind::InboundPaid)], ..Default::default() }).await.unwrap();
+    let last =
+        s.commit(Batch { events: vec![event("B", EventKind::InboundPaid)], ..Default::default() }).await.unwrap();
     assert_eq!(last, 3);
     let all = s.events_after(0, 100).await.unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
@@ -251,6 +261,11 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
     // Numbering continues after a reopen.
     let last = s.commit(Batch { events: vec![event("A", EventKind::Submitted)], ..Default::default() }).await.unwrap();
     assert_eq!(last, 3);
-    let again = s.commit(Batch { orders: vec![Put { expected: None, value: sample_inbound("T1", "A", 1) }], ..Default::default() }).await;
+    let again = s
+        .commit(Batch {
+            orders: vec![Put { expected: None, value: sample_inbound("T1", "A", 1) }],
+            ..Default::default()
+        })
+        .await;
     assert!(matches!(again, Err(Error::Conflict)), "versions survive a reopen");
 }

@@ -12,10 +12,10 @@ mod memory;
 
 pub use memory::MemoryStorage;
 
+use crate::Result;
 use crate::domain::{Order, Protocol};
 use crate::event::Event;
 use crate::wire::CallbackKind;
-use crate::Result;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 

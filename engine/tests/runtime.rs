@@ -1,0 +1,487 @@
+//! The engine runtime against a scripted transport, on tokio's paused clock: commands,
+//! callbacks, the poller's never-pay-twice rules, races, and the event feed.
+
+mod support;
+
+use protopay_engine::storage::MemoryStorage;
+use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Missing, OutType};
+use protopay_engine::{
+    Amount, Anomaly, Engine, Error, EventKind, NewInbound, NewOutbound, NewProtocol, Order, Sensitive, Source, Status,
+    TransportError,
+};
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+fn payout(trans_no: &str, key: &str, amount: &str) -> NewOutbound {
+    NewOutbound {
+        trans_no: trans_no.into(),
+        out_req_no: Some(key.into()),
+        amount: Amount::parse(amount).unwrap(),
+        out_type: OutType::Out,
+        payee_name: Sensitive::new("李四"),
+        payee_account: Sensitive::new("6222020200112233445"),
+        bank_name: "中国工商银行北京海淀支行".into(),
+        bank_cnaps: "102100000030".into(),
+        remark: None,
+    }
+}
+
+fn maybe() -> Step {
+    Step::Fail(TransportError::MaybeDelivered { reason: "timeout after sending".into() })
+}
+
+async fn setup(amount: &str) -> (Engine, Scripted, MemoryStorage, String) {
+    let t = Scripted::default();
+    let s = MemoryStorage::new();
+    let e = engine_on(s.clone(), t.clone()).await;
+    let trans_no = funded(&e, &t, amount).await;
+    (e, t, s, trans_no)
+}
+
+async fn kinds(e: &Engine) -> Vec<EventKind> {
+    e.events_after(0, 10_000).await.unwrap().into_iter().map(|e| e.kind).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_and_find_protocol() {
+    let t = Scripted::default();
+    let e = engine_on(MemoryStorage::new(), t.clone()).await;
+    t.push(Endpoint::Create, Step::Data(protocol_view("T9")));
+    let p = e
+        .create_protocol(NewProtocol {
+            trans_desc: "deal".into(),
+            business_id: "B1".into(),
+            cashier_type: CashierType::Qp,
+        })
+        .await
+        .unwrap();
+    assert_eq!(p.trans_no, "T9");
+    assert!(matches!(
+        kinds(&e).await.as_slice(),
+        [EventKind::ProtocolCreateRequested { .. }, EventKind::ProtocolCreated { .. }]
+    ));
+
+    let mut view = protocol_view("T9");
+    view["amount"] = json!("5.00");
+    t.push(Endpoint::Find, Step::Data(view));
+    let found = e.find_protocol("T9").await.unwrap();
+    assert_eq!(found.remote.unwrap().available.to_string(), "5.00");
+
+    t.push(Endpoint::Find, Step::Code("EP20001", "no such protocol"));
+    assert!(matches!(e.find_protocol("T404").await, Err(Error::NotFound(Missing::Protocol))));
+
+    // A protocol created elsewhere (or an orphan whose number turned up) is adopted.
+    t.push(Endpoint::Find, Step::Data(protocol_view("T77")));
+    e.find_protocol("T77").await.unwrap();
+    assert!(e.protocol("T77").await.is_ok());
+}
+
+#[tokio::test(start_paused = true)]
+async fn create_errors_are_typed_and_lost_replies_are_visible() {
+    let t = Scripted::default();
+    let e = engine_on(MemoryStorage::new(), t.clone()).await;
+    let cmd = NewProtocol { trans_desc: "deal".into(), business_id: "B1".into(), cashier_type: CashierType::Pos };
+    t.push(Endpoint::Create, Step::Code("EP10009", "businessId unknown"));
+    assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::Remote { code, .. }) if code == "EP10009"));
+    t.push(Endpoint::Create, maybe());
+    assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::Transport(_))));
+    let orphan =
+        kinds(&e).await.into_iter().any(|k| matches!(k, EventKind::Anomaly(Anomaly::PossibleOrphanProtocol { .. })));
+    assert!(orphan, "a lost create reply must be visible to the host");
+    t.push(Endpoint::Create, Step::Forged(protocol_view("T1")));
+    assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::BadSign)));
+    assert!(e.protocol("T1").await.is_err(), "a forged reply changes nothing");
+    let empty = NewProtocol { trans_desc: " ".into(), ..cmd };
+    assert!(matches!(e.create_protocol(empty).await, Err(Error::InvalidField { field: "transDesc", .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn prepay_paths() {
+    let (e, t, _, trans_no) = setup("100.00").await;
+    let key = format!("{APP}-in-2");
+    t.push(Endpoint::Prepay, Step::Data(inbound_view(&trans_no, &key, "20.00", "UNPAID", "01")));
+    let cmd = NewInbound { out_req_no: Some(key.clone()), ..NewInbound::pos(&trans_no, Amount::parse("20").unwrap()) };
+    let order = e.prepay(cmd.clone()).await.unwrap();
+    let Order::Inbound(o) = &order else { panic!() };
+    assert_eq!((o.status, o.remote.pos_code.as_deref()), (Status::Unpaid, Some("834201")));
+    assert_eq!(
+        t.calls(Endpoint::Prepay).last().unwrap()["outSuccessNotifyUrl"],
+        "http://host.invalid/notify/inbound-pay"
+    );
+
+    // Idempotent: same parameters → the same order, nothing sent; different → an error.
+    let before = t.count(Endpoint::Prepay);
+    assert_eq!(e.prepay(cmd.clone()).await.unwrap(), order);
+    assert_eq!(t.count(Endpoint::Prepay), before);
+    let other = NewInbound { amount: Amount::parse("21").unwrap(), ..cmd.clone() };
+    assert!(matches!(e.prepay(other).await, Err(Error::IdempotencyMismatch { .. })));
+
+    // A definite refusal fails the order; EP20001 likewise.
+    t.push(Endpoint::Prepay, Step::Code("EP30001", "amount over limit"));
+    let refused = e.prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap())).await.unwrap();
+    let Order::Inbound(r) = &refused else { panic!() };
+    assert_eq!((r.status, r.refusal.as_ref().map(|x| x.code.as_str())), (Status::Failure, Some("EP30001")));
+    t.push(Endpoint::Prepay, Step::Code("EP20001", "no protocol"));
+    let refused = e.prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap())).await.unwrap();
+    assert_eq!(refused.status(), Status::Failure);
+
+    // Validation happens before anything is stored or sent.
+    let sent = t.count(Endpoint::Prepay);
+    let zero = NewInbound::pos(&trans_no, Amount::ZERO);
+    assert!(matches!(e.prepay(zero).await, Err(Error::InvalidField { field: "amount", .. })));
+    let bad_key = NewInbound { out_req_no: Some("OTHER-1".into()), ..cmd.clone() };
+    assert!(matches!(e.prepay(bad_key).await, Err(Error::InvalidField { field: "outReqNo", .. })));
+    let no_catalog = NewInbound { prod_catalog: None, out_req_no: None, ..cmd.clone() };
+    assert!(matches!(e.prepay(no_catalog).await, Err(Error::InvalidField { field: "prodCatalog", .. })));
+    assert!(matches!(
+        e.prepay(NewInbound::pos("T404", Amount::parse("1").unwrap())).await,
+        Err(Error::UnknownProtocol { .. })
+    ));
+    assert_eq!(t.count(Endpoint::Prepay), sent);
+
+    // Close the POS code; a payer who paid just before still wins.
+    t.push(Endpoint::Posclose, Step::Data(json!({"result": "true"})));
+    let closed = e.close_pos(&key).await.unwrap();
+    assert!(matches!(&closed, Order::Inbound(o) if o.closed));
+    let paid = e
+        .handle_callback(
+            CallbackKind::InboundPay,
+            &callback_body(&inbound_view(&trans_no, &key, "20.00", "SUCCESS", "01")),
+        )
+        .await;
+    assert!(paid.is_success());
+    assert_eq!(e.order(&key).await.unwrap().status(), Status::Success);
+    assert!(kinds(&e).await.contains(&EventKind::Anomaly(Anomaly::PaidAfterClose)));
+    assert!(matches!(e.close_pos(&key).await, Err(Error::InvalidState { .. })), "a paid code cannot be closed");
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.in_transit.to_string(), "20.00");
+}
+
+#[tokio::test(start_paused = true)]
+async fn posclose_and_cnaps_errors() {
+    let (e, t, _, trans_no) = setup("10.00").await;
+    let key = format!("{APP}-in-3");
+    t.push(Endpoint::Prepay, Step::Data(inbound_view(&trans_no, &key, "1.00", "UNPAID", "01")));
+    e.prepay(NewInbound { out_req_no: Some(key.clone()), ..NewInbound::pos(&trans_no, Amount::parse("1").unwrap()) })
+        .await
+        .unwrap();
+    t.push(Endpoint::Posclose, Step::Code("EP20002", "no such order"));
+    assert!(matches!(e.close_pos(&key).await, Err(Error::NotFound(Missing::InboundOrder))));
+    assert!(matches!(e.order(&key).await.unwrap(), Order::Inbound(o) if !o.closed));
+
+    t.push(
+        Endpoint::Querybankcnaps,
+        Step::Data(json!([{"bankName": "中国工商银行北京海淀支行", "bankCnaps": "102100000030"}])),
+    );
+    let found = e.query_cnaps("海淀").await.unwrap();
+    assert_eq!(found[0].bank_cnaps, "102100000030");
+    assert_eq!(t.calls(Endpoint::Querybankcnaps)[0]["bankNameKeyWord"], "海淀");
+    t.push(Endpoint::Querybankcnaps, Step::Code("EP99999", "busy"));
+    assert!(matches!(e.query_cnaps("海淀").await, Err(Error::Remote { .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outpay_reserves_before_sending_and_refusal_releases() {
+    let (e, t, _, trans_no) = setup("100.00").await;
+    // Too much: nothing stored, nothing sent.
+    let events_before = kinds(&e).await.len();
+    let err = e.outpay(payout(&trans_no, &format!("{APP}-out-big"), "100.01")).await.unwrap_err();
+    assert!(matches!(err, Error::InsufficientFunds { .. }), "{err:?}");
+    assert_eq!(t.count(Endpoint::Outpay), 0);
+    assert!(e.order(&format!("{APP}-out-big")).await.is_err());
+    assert_eq!(kinds(&e).await.len(), events_before);
+
+    // Accepted: reserved, then PROCESSING; then the callback settles it.
+    let key = format!("{APP}-out-1");
+    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "60.00", "PROCESSING")));
+    let o = e.outpay(payout(&trans_no, &key, "60")).await.unwrap();
+    assert_eq!(o.status(), Status::Processing);
+    let l = e.protocol(&trans_no).await.unwrap().ledger;
+    assert_eq!((l.available.to_string(), l.reserved.to_string()), ("40.00".into(), "60.00".into()));
+    let r = e
+        .handle_callback(CallbackKind::Outbound, &callback_body(&outbound_view(&trans_no, &key, "60.00", "SUCCESS")))
+        .await;
+    assert!(r.is_success());
+    let l = e.protocol(&trans_no).await.unwrap().ledger;
+    assert_eq!((l.reserved.to_string(), l.paid_out.to_string()), ("0.00".into(), "60.00".into()));
+
+    // Refused outright: the funds come back.
+    let key = format!("{APP}-out-2");
+    t.push(Endpoint::Outpay, Step::Code("EP40001", "account frozen"));
+    let o = e.outpay(payout(&trans_no, &key, "40")).await.unwrap();
+    assert_eq!(o.status(), Status::Failure);
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "40.00");
+
+    // Validation.
+    let mut bad = payout(&trans_no, &format!("{APP}-out-3"), "1");
+    bad.bank_cnaps = "1021".into();
+    assert!(matches!(e.outpay(bad).await, Err(Error::InvalidField { field: "bankCnaps", .. })));
+}
+
+#[tokio::test(start_paused = true)]
+async fn callback_and_poll_bring_the_same_news_once_in_either_order() {
+    for callback_first in [true, false] {
+        let (e, t, _, trans_no) = setup("50.00").await;
+        let key = format!("{APP}-out-1");
+        t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "50.00", "PROCESSING")));
+        e.outpay(payout(&trans_no, &key, "50")).await.unwrap();
+        let settled = outbound_view(&trans_no, &key, "50.00", "SUCCESS");
+        t.default_for(Endpoint::Outquery, Step::Data(settled.clone()));
+        let body = callback_body(&settled);
+        let callback = || e.handle_callback(CallbackKind::Outbound, &body);
+        if callback_first {
+            assert!(callback().await.is_success());
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            e.poll_due().await.unwrap();
+        } else {
+            tokio::time::advance(Duration::from_secs(3600)).await;
+            e.poll_due().await.unwrap();
+            assert!(callback().await.is_success(), "a duplicate is answered with success");
+        }
+        let succeeded =
+            kinds(&e).await.into_iter().filter(|k| matches!(k, EventKind::OutboundSucceeded { .. })).count();
+        assert_eq!(succeeded, 1, "callback first: {callback_first}");
+        assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(), "50.00");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
+    let (e, t, _, trans_no) = setup("80.00").await;
+    let key = format!("{APP}-out-lost");
+    t.push(Endpoint::Outpay, maybe());
+    let o = e.outpay(payout(&trans_no, &key, "80")).await.unwrap();
+    assert_eq!(o.status(), Status::Submitted, "ambiguous: stays Submitted");
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(), "80.00");
+
+    // Before the grace period a verified EP20003 resends nothing.
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    let grace = Duration::from_millis(config().poll.grace_ms);
+    tokio::time::advance(Duration::from_millis(config().poll.submitted_ms)).await;
+    e.poll_due().await.unwrap();
+    assert_eq!(t.count(Endpoint::Outquery), 1, "queried first");
+    assert_eq!(t.count(Endpoint::Outpay), 1, "no resend within the grace period");
+
+    // After it: exactly one resend, same outReqNo, same everything.
+    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "80.00", "PROCESSING")));
+    for _ in 0..20 {
+        tokio::time::advance(grace).await;
+        e.poll_due().await.unwrap();
+        if t.count(Endpoint::Outpay) > 1 {
+            break;
+        }
+    }
+    let sent = t.calls(Endpoint::Outpay);
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0], sent[1], "the resend is byte-for-byte the same request");
+    assert_eq!(e.order(&key).await.unwrap().status(), Status::Processing);
+
+    // A later SUCCESS settles it; no more sends ever.
+    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "80.00", "SUCCESS")));
+    for _ in 0..10 {
+        tokio::time::advance(grace).await;
+        e.poll_due().await.unwrap();
+    }
+    assert_eq!(e.order(&key).await.unwrap().status(), Status::Success);
+    assert_eq!(t.count(Endpoint::Outpay), 2);
+    let l = e.protocol(&trans_no).await.unwrap().ledger;
+    assert_eq!((l.reserved.to_string(), l.paid_out.to_string()), ("0.00".into(), "80.00".into()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
+    let (e, t, _, trans_no) = setup("30.00").await;
+    let key = format!("{APP}-out-void");
+    t.default_for(Endpoint::Outpay, maybe());
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    e.outpay(payout(&trans_no, &key, "30")).await.unwrap();
+    for _ in 0..60 {
+        tokio::time::advance(Duration::from_secs(120)).await;
+        e.poll_due().await.unwrap();
+    }
+    let o = e.order(&key).await.unwrap();
+    assert_eq!(o.status(), Status::Submitted, "never failed on our own");
+    assert!(o.attempts().needs_attention);
+    assert_eq!(t.count(Endpoint::Outpay) as u32, config().poll.max_submissions);
+    let flagged =
+        kinds(&e).await.into_iter().filter(|k| matches!(k, EventKind::Anomaly(Anomaly::NeedsAttention { .. }))).count();
+    assert_eq!(flagged, 1, "raised once");
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(), "30.00");
+    // Still polled, slowly.
+    let queries = t.count(Endpoint::Outquery);
+    tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+    e.poll_due().await.unwrap();
+    assert!(t.count(Endpoint::Outquery) > queries);
+    // And the payment system's word still settles it.
+    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "30.00", "FAILURE")));
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(3 * 3600)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert_eq!(e.order(&key).await.unwrap().status(), Status::Failure);
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "30.00");
+}
+
+#[tokio::test(start_paused = true)]
+async fn concurrent_payouts_exactly_one_accepted() {
+    let (e, t, _, trans_no) = setup("100.00").await;
+    t.default_for(Endpoint::Outpay, Step::Fail(TransportError::MaybeDelivered { reason: "slow".into() }));
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let e = e.clone();
+            let trans_no = trans_no.clone();
+            tokio::spawn(async move { e.outpay(payout(&trans_no, &format!("{APP}-race-{i}"), "70")).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => accepted += 1,
+            Err(Error::InsufficientFunds { .. }) => {}
+            Err(other) => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 1);
+    let l = e.protocol(&trans_no).await.unwrap().ledger;
+    assert_eq!((l.available.to_string(), l.reserved.to_string()), ("30.00".into(), "70.00".into()));
+    protopay_engine::ledger::check(&l, e.orders_of(&trans_no).await.unwrap().iter()).unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn bad_callbacks_are_rejected_and_change_nothing() {
+    let (e, t, _, trans_no) = setup("10.00").await;
+    let key = format!("{APP}-out-1");
+    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")));
+    e.outpay(payout(&trans_no, &key, "10")).await.unwrap();
+    let order = e.order(&key).await.unwrap();
+    let events = kinds(&e).await.len();
+    let settled = outbound_view(&trans_no, &key, "10.00", "SUCCESS");
+
+    let forged = reply_body("0000", "SUCCESS", &settled, "wrong-key");
+    let mut wrong_app: serde_json::Value = serde_json::from_slice(&callback_body(&settled)).unwrap();
+    wrong_app["appId"] = json!("APP002");
+    let oversized = vec![b' '; 64 * 1024 + 1];
+    let cases: Vec<(&str, Vec<u8>, u16)> = vec![
+        ("forged", forged, 401),
+        ("wrong appId", wrong_app.to_string().into_bytes(), 401),
+        ("not json", b"{{{".to_vec(), 400),
+        ("data not a view", callback_body(&json!({"payStatus": 7})), 400),
+        ("bad amount", callback_body(&json!({"outReqNo": key, "amount": "1e3"})), 400),
+        ("oversized", oversized, 413),
+    ];
+    for (name, body, status) in cases {
+        let r = e.handle_callback(CallbackKind::Outbound, &body).await;
+        assert_eq!(r.status, status, "{name}: {}", r.body);
+        assert!(!r.is_success());
+        assert!(!r.body.contains("SUCCESS\""), "{name}");
+    }
+    assert_eq!(e.order(&key).await.unwrap(), order, "nothing changed");
+    assert_eq!(kinds(&e).await.len(), events, "no events");
+
+    // The forged body named a known order: its next poll moved forward (it is due now).
+    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")));
+    let report = e.poll_due().await.unwrap();
+    assert_eq!(report.due, 1, "hinted order polled at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn unknown_order_callback_is_kept_as_an_orphan() {
+    let (e, _, _, trans_no) = setup("10.00").await;
+    let view = outbound_view(&trans_no, &format!("{APP}-never-seen"), "5.00", "SUCCESS");
+    for _ in 0..2 {
+        let r = e.handle_callback(CallbackKind::Outbound, &callback_body(&view)).await;
+        assert!(r.is_success(), "answered success so it stops retrying");
+    }
+    assert_eq!(e.orphans().await.unwrap().len(), 1, "kept once per signature");
+    assert!(kinds(&e).await.contains(&EventKind::Anomaly(Anomaly::OrphanCallback)));
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "10.00");
+}
+
+#[tokio::test(start_paused = true)]
+async fn plain_success_reply_style() {
+    let t = Scripted::default();
+    let mut c = config();
+    c.reply_style = protopay_engine::ReplyStyle::PlainSuccess;
+    let e = Engine::builder(c).storage(MemoryStorage::new()).transport(t.clone()).clock(clock()).build().await.unwrap();
+    let trans_no = funded(&e, &t, "1.00").await;
+    let body = callback_body(&inbound_view(&trans_no, &format!("{APP}-in-fund-1_00"), "1.00", "SUCCESS", "02"));
+    let r = e.handle_callback(CallbackKind::InboundArrival, &body).await;
+    assert_eq!((r.status, r.body.as_str()), (200, "SUCCESS"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn event_feed_survives_a_restart() {
+    let (e, t, storage, trans_no) = setup("10.00").await;
+    let all = e.events_after(0, 1000).await.unwrap();
+    let half = all[all.len() / 2].seq;
+    e.ack("ledger-sync", half).await.unwrap();
+    drop(e);
+
+    // A new engine on the same storage delivers everything unacknowledged, then new events live.
+    let e2 = engine_on(storage, t.clone()).await;
+    let mut sub = e2.subscribe("ledger-sync");
+    let first = sub.next().await.unwrap();
+    assert_eq!(first.first().map(|ev| ev.seq), Some(half + 1));
+    assert_eq!(first.last().map(|ev| ev.seq), all.last().map(|ev| ev.seq));
+    let waiter = tokio::spawn(async move { sub.next().await.unwrap() });
+    tokio::task::yield_now().await;
+    let key = format!("{APP}-out-1");
+    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "1.00", "PROCESSING")));
+    e2.outpay(payout(&trans_no, &key, "1")).await.unwrap();
+    let live = waiter.await.unwrap();
+    assert!(live.iter().any(|ev| ev.kind == EventKind::OutboundReserved));
+    assert!(live.iter().all(|ev| ev.seq > all.last().unwrap().seq));
+    assert!(live.iter().any(|ev| ev.source == Source::Reply));
+}
+
+#[tokio::test(start_paused = true)]
+async fn restart_recovers_stored_but_unsent_orders() {
+    // The first process stores the reservation, then dies before sending (the transport
+    // never answers: simulated by a not-delivered failure and a crash before any poll).
+    let (e, t, storage, trans_no) = setup("10.00").await;
+    let key = format!("{APP}-out-crash");
+    t.push(Endpoint::Outpay, Step::Fail(TransportError::NotDelivered { reason: "down".into() }));
+    e.outpay(payout(&trans_no, &key, "4")).await.unwrap();
+    drop(e);
+    let e2 = engine_on(storage, t.clone()).await;
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "4.00", "SUCCESS")));
+    let poller = e2.spawn_poller();
+    for _ in 0..30 {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        if e2.order(&key).await.unwrap().status() == Status::Success {
+            break;
+        }
+    }
+    poller.shutdown().await;
+    assert_eq!(e2.order(&key).await.unwrap().status(), Status::Success);
+    assert_eq!(t.count(Endpoint::Outpay), 2, "one lost, one resent after a verified EP20003");
+    assert_eq!(e2.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(), "4.00");
+}
+
+#[tokio::test(start_paused = true)]
+async fn reconcile_reports_drift_and_moves_nothing() {
+    let (e, t, _, trans_no) = setup("10.00").await;
+    let mut view = protocol_view(&trans_no);
+    view["amount"] = json!("10.00");
+    t.push(Endpoint::Find, Step::Data(view.clone()));
+    let r = e.reconcile(&trans_no).await.unwrap();
+    assert!(r.drift.is_empty(), "{:?}", r.drift);
+    view["amount"] = json!("7.00");
+    t.push(Endpoint::Find, Step::Data(view));
+    let r = e.reconcile(&trans_no).await.unwrap();
+    assert_eq!(r.drift.len(), 1);
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "10.00", "reports, never fixes");
+}
+
+#[test]
+fn config_is_validated() {
+    let mut c = config();
+    c.poll.grace_ms = c.timeouts.request_ms;
+    assert!(matches!(c.validate(), Err(Error::InvalidConfig { field: "poll.grace_ms", .. })));
+    let parsed: Result<protopay_engine::Config, _> =
+        serde_json::from_str(r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c","typo":1}"#);
+    assert!(parsed.is_err(), "unknown settings are refused");
+    let shown = format!("{:?}", config());
+    assert!(!shown.contains(KEY) || shown.contains("Md5Key(***)"));
+}

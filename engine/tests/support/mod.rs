@@ -1,0 +1,152 @@
+//! A scripted transport for engine tests (the simulator is a separate crate): each endpoint
+//! answers from a queue of scripted steps, or from a default, and every call is recorded.
+
+#![allow(dead_code)]
+
+use chrono::{TimeZone, Utc};
+use protopay_engine::wire::{CODE_OK, CallbackKind, Endpoint, Envelope, MSG_OK};
+use protopay_engine::{
+    Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, Order, Transport, TransportError,
+    storage::MemoryStorage,
+};
+use serde_json::{Value, json};
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+
+pub const APP: &str = "APP001";
+pub const KEY: &str = "k3y";
+pub const TS: &str = "20261126120000123";
+
+/// One scripted answer.
+#[derive(Clone, Debug)]
+pub enum Step {
+    /// `0000` with this data.
+    Data(Value),
+    /// A non-`0000` code.
+    Code(&'static str, &'static str),
+    /// A transport failure.
+    Fail(TransportError),
+    /// A reply whose sign is wrong.
+    Forged(Value),
+}
+
+#[derive(Default)]
+struct State {
+    queue: HashMap<Endpoint, VecDeque<Step>>,
+    defaults: HashMap<Endpoint, Step>,
+    calls: Vec<(Endpoint, Value)>,
+}
+
+/// The scripted transport; clones share the script.
+#[derive(Clone, Default)]
+pub struct Scripted {
+    state: Arc<Mutex<State>>,
+}
+
+impl Scripted {
+    pub fn push(&self, endpoint: Endpoint, step: Step) {
+        self.state.lock().unwrap().queue.entry(endpoint).or_default().push_back(step);
+    }
+
+    pub fn default_for(&self, endpoint: Endpoint, step: Step) {
+        self.state.lock().unwrap().defaults.insert(endpoint, step);
+    }
+
+    pub fn calls(&self, endpoint: Endpoint) -> Vec<Value> {
+        self.state.lock().unwrap().calls.iter().filter(|(e, _)| *e == endpoint).map(|(_, d)| d.clone()).collect()
+    }
+
+    pub fn count(&self, endpoint: Endpoint) -> usize {
+        self.calls(endpoint).len()
+    }
+}
+
+pub fn reply_body(code: &str, msg: &str, data: &Value, key: &str) -> Vec<u8> {
+    let data = if data.is_null() { String::new() } else { data.to_string() };
+    Envelope::reply(APP, code, msg, data, TS.into(), &Md5Key::new(key)).to_json().into_bytes()
+}
+
+#[async_trait::async_trait]
+impl Transport for Scripted {
+    async fn call(&self, endpoint: Endpoint, request: &Envelope) -> Result<Vec<u8>, TransportError> {
+        Envelope::open(request.to_json().as_bytes(), APP, &Md5Key::new(KEY)).expect("engine signs its requests");
+        let step = {
+            let mut s = self.state.lock().unwrap();
+            s.calls.push((endpoint, serde_json::from_str(&request.data).unwrap()));
+            let next = s.queue.get_mut(&endpoint).and_then(|q| q.pop_front());
+            next.or_else(|| s.defaults.get(&endpoint).cloned())
+        };
+        match step {
+            Some(Step::Data(v)) => Ok(reply_body(CODE_OK, MSG_OK, &v, KEY)),
+            Some(Step::Code(code, msg)) => Ok(reply_body(code, msg, &Value::Null, KEY)),
+            Some(Step::Fail(e)) => Err(e),
+            Some(Step::Forged(v)) => Ok(reply_body(CODE_OK, MSG_OK, &v, "not-the-key")),
+            None => Err(TransportError::NotDelivered { reason: format!("no script for {endpoint:?}") }),
+        }
+    }
+}
+
+pub fn config() -> Config {
+    let mut c = Config::new(APP, Md5Key::new(KEY), "http://pay.invalid", "http://host.invalid/notify");
+    c.poll.jitter_percent = 0;
+    c
+}
+
+pub fn clock() -> Clock {
+    Clock::starting_at(Utc.with_ymd_and_hms(2026, 11, 26, 4, 0, 0).unwrap())
+}
+
+pub async fn engine_on(storage: MemoryStorage, transport: Scripted) -> Engine {
+    Engine::builder(config()).storage(storage).transport(transport).clock(clock()).build().await.unwrap()
+}
+
+pub fn protocol_view(trans_no: &str) -> Value {
+    json!({"transNo": trans_no, "appId": APP, "businessId": "B1", "channelType": "LFT", "cashierType": "POS",
+           "amount": "0.00", "onpassageAmount": "0.00", "outAmount": "0.00", "createTime": "2026-11-26 12:00:00"})
+}
+
+pub fn inbound_view(trans_no: &str, out_req_no: &str, amount: &str, status: &str, arrived: &str) -> Value {
+    json!({"transNo": trans_no, "appId": APP, "channelType": "LFT", "amount": amount, "outReqNo": out_req_no,
+           "posCode": "834201", "payOrderNo": format!("P-{out_req_no}"), "payStatus": status, "arrivedStatus": arrived,
+           "cardNum": "6222020200112233445"})
+}
+
+pub fn outbound_view(trans_no: &str, out_req_no: &str, amount: &str, status: &str) -> Value {
+    json!({"transNo": trans_no, "appId": APP, "amount": amount, "outReqNo": out_req_no,
+           "payOrderNo": format!("P-{out_req_no}"), "channelType": "LFT", "outType": "OUT", "payStatus": status})
+}
+
+/// A callback body as the payment system would sign it.
+pub fn callback_body(data: &Value) -> Vec<u8> {
+    reply_body(CODE_OK, MSG_OK, data, KEY)
+}
+
+/// A protocol `T1` with `amount` arrived and available.
+pub async fn funded(engine: &Engine, t: &Scripted, amount: &str) -> String {
+    t.push(Endpoint::Create, Step::Data(protocol_view("T1")));
+    let p = engine
+        .create_protocol(NewProtocol {
+            trans_desc: "deal".into(),
+            business_id: "B1".into(),
+            cashier_type: protopay_engine::wire::CashierType::Pos,
+        })
+        .await
+        .unwrap();
+    let key = format!("{APP}-in-fund-{}", amount.replace('.', "_"));
+    t.push(Endpoint::Prepay, Step::Data(inbound_view("T1", &key, amount, "UNPAID", "01")));
+    let cmd =
+        NewInbound { out_req_no: Some(key.clone()), ..NewInbound::pos(&p.trans_no, Amount::parse(amount).unwrap()) };
+    engine.prepay(cmd).await.unwrap();
+    let reply = engine
+        .handle_callback(
+            CallbackKind::InboundArrival,
+            &callback_body(&inbound_view("T1", &key, amount, "SUCCESS", "02")),
+        )
+        .await;
+    assert!(reply.is_success(), "{reply:?}");
+    p.trans_no
+}
+
+pub fn status_of(order: &Order) -> String {
+    order.state_label()
+}
