@@ -55,6 +55,8 @@ async fn main() -> std::process::ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "protopay_sim=info".into()),
         )
         .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let args = Args::parse();
     let mut config = SimConfig::new(&args.app_id, Md5Key::new(args.key));
@@ -76,7 +78,7 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    println!("protopay-sim listening on http://{addr} (appId {}, seed {})", args.app_id, args.seed);
+    say(&format!("protopay-sim listening on http://{addr} (appId {}, seed {})", args.app_id, args.seed));
     let background = sim.spawn(Arc::new(sink));
     let options = ServerOptions { hold: Duration::from_millis(args.hold_ms) };
     let result = serve(listener, sim, options, async {
@@ -86,7 +88,7 @@ async fn main() -> std::process::ExitCode {
     background.stop().await;
     match result {
         Ok(()) => {
-            println!("protopay-sim stopped");
+            say("protopay-sim stopped");
             std::process::ExitCode::SUCCESS
         }
         Err(e) => {
@@ -94,4 +96,11 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// A line on stdout; a closed stdout (the reader went away) is not worth a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
 }

@@ -98,12 +98,13 @@ struct Outcome {
     status: String,
 }
 
-fn outcome(body: &Bytes) -> Result<bool, Response> {
-    let o: Outcome = serde_json::from_slice(body).map_err(|e| bad(StatusCode::BAD_REQUEST, e.to_string()))?;
+/// The `{"status": "SUCCESS"|"FAILURE"}` of a control, or why it is not one.
+fn outcome(body: &Bytes) -> Result<bool, String> {
+    let o: Outcome = serde_json::from_slice(body).map_err(|e| e.to_string())?;
     match o.status.as_str() {
         "SUCCESS" => Ok(true),
         "FAILURE" => Ok(false),
-        _ => Err(bad(StatusCode::BAD_REQUEST, "status must be SUCCESS or FAILURE".into())),
+        _ => Err("status must be SUCCESS or FAILURE".into()),
     }
 }
 
@@ -122,7 +123,7 @@ fn control(result: Result<(), SimError>) -> Response {
 async fn pay(State(state): State<AppState>, Path(key): Path<String>, body: Bytes) -> Response {
     match outcome(&body) {
         Ok(success) => control(state.sim.pay(&key, success)),
-        Err(r) => r,
+        Err(e) => bad(StatusCode::BAD_REQUEST, e),
     }
 }
 
@@ -133,7 +134,7 @@ async fn arrive(State(state): State<AppState>, Path(key): Path<String>) -> Respo
 async fn settle(State(state): State<AppState>, Path(key): Path<String>, body: Bytes) -> Response {
     match outcome(&body) {
         Ok(success) => control(state.sim.settle(&key, success)),
-        Err(r) => r,
+        Err(e) => bad(StatusCode::BAD_REQUEST, e),
     }
 }
 

@@ -6,8 +6,7 @@ use crate::faults::{Faults, Rng};
 use chrono::{DateTime, FixedOffset, Utc};
 use protopay_engine::wire::{
     CODE_OK, CashierType, ChannelType, CnapsEntry, CreateProtocol, Endpoint, Envelope, FindProtocol, Inquery, MSG_OK,
-    Missing, Outpay, Outquery, PayStatus, PosClose, PosCloseResult, Prepay, QueryBankCnaps, format_timestamp,
-    validate,
+    Missing, Outpay, Outquery, PayStatus, PosClose, PosCloseResult, Prepay, QueryBankCnaps, format_timestamp, validate,
 };
 use protopay_engine::{Clock, Md5Key};
 use serde::Serialize;
@@ -222,9 +221,11 @@ impl Sim {
     /// Every order's `outReqNo` with its status label, inbound and outbound.
     pub fn order_states(&self) -> BTreeMap<String, String> {
         let s = self.lock();
-        let inbound = s.books.inbound.iter().map(|(k, o)| {
-            (k.clone(), format!("{}{}", o.status, if o.arrived { "+arrived" } else { "" }))
-        });
+        let inbound = s
+            .books
+            .inbound
+            .iter()
+            .map(|(k, o)| (k.clone(), format!("{}{}", o.status, if o.arrived { "+arrived" } else { "" })));
         let outbound =
             s.books.outbound.iter().filter_map(|(k, v)| v.first().map(|o| (k.clone(), o.status.to_string())));
         inbound.chain(outbound).collect()
@@ -247,7 +248,7 @@ impl Sim {
         if faults.http_500.fire(rng) {
             return Handled::ServerError;
         }
-        let answer = self.answer(&mut *s, name, body);
+        let answer = self.answer(&mut s, name, body);
         let (code, msg, data) = match answer {
             Ok(data) => (CODE_OK, MSG_OK.to_owned(), data),
             Err(Refusal(code, msg)) => (code, msg, String::new()),
@@ -465,7 +466,7 @@ impl Sim {
     /// code too: a payer may have paid just before the close.
     pub fn pay(&self, out_req_no: &str, success: bool) -> Result<(), SimError> {
         let mut s = self.lock();
-        self.do_pay(&mut *s, out_req_no, success)?;
+        self.do_pay(&mut s, out_req_no, success)?;
         drop(s);
         self.wake.notify_one();
         Ok(())
@@ -491,7 +492,7 @@ impl Sim {
     /// Paid-in money arrives in the protocol's available balance.
     pub fn arrive(&self, out_req_no: &str) -> Result<(), SimError> {
         let mut s = self.lock();
-        self.do_arrive(&mut *s, out_req_no)?;
+        self.do_arrive(&mut s, out_req_no)?;
         drop(s);
         self.wake.notify_one();
         Ok(())
@@ -518,7 +519,7 @@ impl Sim {
     /// of the `outReqNo` that is still processing settles (more than one only in no-dedupe mode).
     pub fn settle(&self, out_req_no: &str, success: bool) -> Result<(), SimError> {
         let mut s = self.lock();
-        self.do_settle(&mut *s, out_req_no, success)?;
+        self.do_settle(&mut s, out_req_no, success)?;
         drop(s);
         self.wake.notify_one();
         Ok(())
