@@ -1,0 +1,67 @@
+//! The engine's storage conformance suite on sled, reopen durability included, and the
+//! typed errors for stores that cannot be opened.
+
+use protopay_engine::storage::{Storage, conformance};
+use protopay_storage_sled::{SledError, SledStorage};
+
+#[tokio::test]
+async fn sled_storage_conforms() {
+    let dirs = std::sync::Mutex::new(Vec::new());
+    conformance::run(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SledStorage::open(dir.path()).unwrap();
+        dirs.lock().unwrap().push(dir);
+        store
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn sled_storage_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    conformance::reopen(|| SledStorage::open(dir.path()).unwrap()).await;
+}
+
+#[tokio::test]
+async fn a_store_in_use_is_a_typed_error_with_its_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let _held = SledStorage::open(dir.path()).unwrap();
+    match SledStorage::open(dir.path()) {
+        Err(SledError::Locked { path }) => assert_eq!(path, dir.path()),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn corrupt_or_foreign_stores_are_typed_errors_never_panics() {
+    // Garbage where sled keeps its files.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("conf"), b"\xff\xfe not a sled config").unwrap();
+    std::fs::write(dir.path().join("db"), vec![0xAB; 4096]).unwrap();
+    let err = SledStorage::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains(&dir.path().display().to_string()), "{err}");
+
+    // A sled database that is not ours.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("meta").unwrap().insert("format", "someone-else/9").unwrap();
+        db.flush().unwrap();
+    }
+    assert!(matches!(SledStorage::open(dir.path()), Err(SledError::UnsupportedFormat { .. })));
+}
+
+#[tokio::test]
+async fn a_corrupt_record_is_reported_not_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = SledStorage::open(dir.path()).unwrap();
+        drop(store);
+        let db = sled::open(dir.path()).unwrap();
+        db.open_tree("orders").unwrap().insert("APP001-x", &[1u8, 2, 3][..]).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    let err = store.order("APP001-x").await.unwrap_err();
+    assert!(matches!(err, protopay_engine::Error::Corrupt { .. }), "{err:?}");
+}
