@@ -113,7 +113,8 @@ impl SledStorage {
         };
         // sled panics on some damaged files rather than erroring; keep that from reaching the
         // host as a panic.
-        let opened = std::panic::catch_unwind(|| sled::Config::new().path(&path).mode(sled::Mode::HighThroughput).open());
+        let opened =
+            std::panic::catch_unwind(|| sled::Config::new().path(&path).mode(sled::Mode::HighThroughput).open());
         let db = match opened {
             Ok(result) => result.map_err(classify)?,
             Err(_) => return Err(SledError::Corrupt { path, reason: "sled could not read its files".into() }),
@@ -164,7 +165,12 @@ impl SledStorage {
         Error::Corrupt { key: format!("{tree}/{}", String::from_utf8_lossy(key)), reason: e.to_string() }
     }
 
-    fn read_record<T: DeserializeOwned>(&self, tree: &sled::Tree, name: &str, key: &[u8]) -> Result<Option<Versioned<T>>> {
+    fn read_record<T: DeserializeOwned>(
+        &self,
+        tree: &sled::Tree,
+        name: &str,
+        key: &[u8],
+    ) -> Result<Option<Versioned<T>>> {
         match tree.get(key).map_err(|e| self.fail(e))? {
             None => Ok(None),
             Some(bytes) => {
@@ -224,9 +230,15 @@ impl Storage for SledStorage {
             let next = o.expected.map_or(1, |v| v + 1);
             let mut index = codec::protocol_prefix(o.value.trans_no());
             index.extend_from_slice(o.value.out_req_no().as_bytes());
-            orders.push((o.value.out_req_no().to_owned(), o.expected, codec::record(next, &o.value).map_err(encode)?, index));
+            orders.push((
+                o.value.out_req_no().to_owned(),
+                o.expected,
+                codec::record(next, &o.value).map_err(encode)?,
+                index,
+            ));
         }
-        let events: Vec<Vec<u8>> = batch.events.iter().map(codec::value).collect::<std::result::Result<_, _>>().map_err(encode)?;
+        let events: Vec<Vec<u8>> =
+            batch.events.iter().map(codec::value).collect::<std::result::Result<_, _>>().map_err(encode)?;
         let orphans: Vec<(String, Vec<u8>)> = batch
             .orphans
             .iter()
@@ -245,13 +257,13 @@ impl Storage for SledStorage {
         );
         let result = trees.transaction(|(meta, ptree, otree, by_protocol, due, due_at, etree, orphan_tree)| {
             let check = |current: Option<sled::IVec>, expected: Option<u64>, name: &str, key: &str| {
-                let have = match current {
-                    None => None,
-                    Some(bytes) => Some(
-                        codec::record_version(&bytes)
-                            .map_err(|e| ConflictableTransactionError::Abort(Abort::Decode(format!("{name}/{key}"), e)))?,
-                    ),
-                };
+                let have =
+                    match current {
+                        None => None,
+                        Some(bytes) => Some(codec::record_version(&bytes).map_err(|e| {
+                            ConflictableTransactionError::Abort(Abort::Decode(format!("{name}/{key}"), e))
+                        })?),
+                    };
                 if have == expected { Ok(()) } else { Err(ConflictableTransactionError::Abort(Abort::Conflict)) }
             };
             for (key, expected, bytes) in &protocols {

@@ -60,7 +60,12 @@ impl HttpTransport {
     }
 
     /// A transport with explicit settings.
-    pub fn new(base_url: &str, connect: Duration, request: Duration, max_response_bytes: usize) -> Result<Self, HttpError> {
+    pub fn new(
+        base_url: &str,
+        connect: Duration,
+        request: Duration,
+        max_response_bytes: usize,
+    ) -> Result<Self, HttpError> {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
             return Err(HttpError::BaseUrl { url: base_url.to_owned() });
         }

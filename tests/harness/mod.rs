@@ -1,0 +1,349 @@
+//! The whole stack on loopback, shared by `examples/demo.rs` and the end-to-end tests: the
+//! simulator's HTTP server (with its callback sender), an engine on sled in a data directory,
+//! the HTTP transport, the callback receiver and the poller. The engine half can be stopped
+//! and started again on the same directory, as after a restart.
+
+#![allow(dead_code)]
+
+use protopay::http::{HttpTransport, callback_router};
+use protopay::sled::SledStorage;
+use protopay::storage::Storage;
+use protopay::{Config, Engine, Md5Key, Order, PollerHandle};
+use protopay_sim::server::{ServerOptions, serve};
+use protopay_sim::{Background, HttpSink, Sim, SimConfig};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const APP: &str = "APP001";
+pub const KEY: &str = "demo-key-not-secret";
+
+struct Running {
+    engine: Engine,
+    poller: PollerHandle,
+    receiver: JoinHandle<()>,
+    stop_receiver: oneshot::Sender<()>,
+}
+
+/// The stack.
+pub struct Stack {
+    pub sim: Sim,
+    pub sim_url: String,
+    pub callback_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    running: Option<Running>,
+    sim_server: JoinHandle<()>,
+    stop_sim: oneshot::Sender<()>,
+    sim_background: Background,
+}
+
+/// Timings that make a whole story take seconds, keeping grace > request timeout.
+pub fn config(sim_url: &str, callback_addr: SocketAddr) -> Config {
+    let mut c = Config::new(APP, Md5Key::new(KEY), sim_url, &format!("http://{callback_addr}/protopay/notify"));
+    c.timeouts.connect_ms = 500;
+    c.timeouts.request_ms = 1_000;
+    c.poll.grace_ms = 1_500;
+    c.poll.submitted_ms = 300;
+    c.poll.processing_ms = 300;
+    c.poll.unpaid_ms = 300;
+    c.poll.awaiting_arrival_ms = 300;
+    c.poll.attention_ms = 2_000;
+    c.poll.max_interval_ms = 1_000;
+    c.poll.idle_tick_ms = 100;
+    c
+}
+
+impl Stack {
+    /// Start everything; `data_dir` holds the sled store.
+    pub async fn start(data_dir: &Path, seed: u64) -> Stack {
+        let mut sim_config = SimConfig::new(APP, Md5Key::new(KEY));
+        sim_config.seed = seed;
+        sim_config.callback_retry_ms = vec![200, 400, 800, 1_600, 3_200];
+        let sim = Sim::new(sim_config, protopay::Clock::system());
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the simulator");
+        let sim_url = format!("http://{}", listener.local_addr().expect("sim address"));
+        let (stop_sim, stopped) = oneshot::channel::<()>();
+        let options = ServerOptions { hold: Duration::from_secs(5) };
+        let server_sim = sim.clone();
+        let sim_server = tokio::spawn(async move {
+            let _ = serve(listener, server_sim, options, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        let sink = HttpSink::new(Duration::from_secs(2)).expect("HTTP client");
+        let sim_background = sim.spawn(Arc::new(sink));
+        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
+        let callback_addr = probe.local_addr().expect("receiver address");
+        drop(probe);
+        let mut stack = Stack {
+            sim,
+            sim_url,
+            callback_addr,
+            data_dir: data_dir.to_path_buf(),
+            running: None,
+            sim_server,
+            stop_sim,
+            sim_background,
+        };
+        stack.start_engine().await;
+        stack
+    }
+
+    /// The engine (panics if stopped).
+    pub fn engine(&self) -> &Engine {
+        &self.running.as_ref().expect("engine running").engine
+    }
+
+    /// Start the engine half on the data directory.
+    pub async fn start_engine(&mut self) {
+        let config = config(&self.sim_url, self.callback_addr);
+        let storage = SledStorage::open(&self.data_dir).expect("open the sled store");
+        let transport = HttpTransport::from_config(&config).expect("HTTP transport");
+        let engine = Engine::builder(config).storage(storage).transport(transport).build().await.expect("engine");
+        let listener = TcpListener::bind(self.callback_addr).await.expect("bind the receiver again");
+        let app = callback_router(engine.clone(), "/protopay/notify");
+        let (stop_receiver, stopped) = oneshot::channel::<()>();
+        let receiver = tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        let poller = engine.spawn_poller();
+        self.running = Some(Running { engine, poller, receiver, stop_receiver });
+    }
+
+    /// Stop the engine half gracefully (the simulator keeps running and retrying callbacks).
+    pub async fn stop_engine(&mut self) {
+        if let Some(r) = self.running.take() {
+            r.poller.shutdown().await;
+            let _ = r.stop_receiver.send(());
+            let _ = r.receiver.await;
+            drop(r.engine);
+        }
+    }
+
+    /// Stop everything.
+    pub async fn stop(mut self) {
+        self.stop_engine().await;
+        let _ = self.stop_sim.send(());
+        let _ = self.sim_server.await;
+        self.sim_background.stop().await;
+    }
+
+    /// Wait until the order satisfies `done`, woken by the engine's event feed (every state
+    /// change commits an event); `within` is only a safety net against a hang.
+    pub async fn until(&self, out_req_no: &str, within: Duration, done: impl Fn(&Order) -> bool) -> Order {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut feed = self.engine().subscribe(&format!("until-{out_req_no}"));
+        loop {
+            if let Ok(order) = self.engine().order(out_req_no).await
+                && done(&order)
+            {
+                return order;
+            }
+            if tokio::time::timeout_at(deadline, feed.next()).await.is_err() {
+                let state = self.engine().order(out_req_no).await.map(|o| o.state_label());
+                panic!("{out_req_no} did not get there within {within:?}: {state:?}");
+            }
+        }
+    }
+
+    /// Every difference between the engine's orders and balances and the simulator's.
+    pub async fn disagreements(&self, protocols: &[&str]) -> Vec<String> {
+        let mut out = Vec::new();
+        let truth = self.sim.order_states();
+        for trans_no in protocols {
+            let engine = self.engine();
+            let ledger = engine.protocol(trans_no).await.expect("protocol").ledger;
+            let theirs = self.sim.balances(trans_no).expect("sim protocol");
+            let paid = ledger.paid_out.checked_add(ledger.refunded);
+            let pairs = [
+                ("available", Some(ledger.available), theirs.available),
+                ("in transit / on passage", Some(ledger.in_transit), theirs.on_passage),
+                ("reserved / held", Some(ledger.reserved), theirs.held),
+                ("paid out + refunded / out", paid, theirs.out),
+            ];
+            for (name, ours, theirs) in pairs {
+                if ours != Some(theirs) {
+                    out.push(format!("{trans_no} {name}: ours {ours:?}, simulator {theirs}"));
+                }
+            }
+            for order in engine.orders_of(trans_no).await.expect("orders") {
+                let ours = order.state_label().replace("+closed", "");
+                match truth.get(order.out_req_no()) {
+                    Some(t) if *t == ours => {}
+                    t => out.push(format!("{}: ours {ours}, simulator {t:?}", order.out_req_no())),
+                }
+            }
+            protopay::ledger::check(&ledger, engine.orders_of(trans_no).await.expect("orders").iter())
+                .unwrap_or_else(|e| out.push(format!("{trans_no}: {e}")));
+        }
+        for (key, n) in self.sim.stats().payouts {
+            if n > 1 {
+                out.push(format!("{key} was paid out {n} times"));
+            }
+        }
+        out
+    }
+
+    /// The storage, for tests that inspect it directly (opened by the running engine).
+    pub fn storage_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+/// A convenience to check a store's event count without an engine.
+pub async fn last_seq(dir: &Path) -> u64 {
+    SledStorage::open(dir).expect("open").last_seq().await.expect("last seq")
+}
+
+/// What the story made.
+pub struct Story {
+    pub pos_protocol: String,
+    pub qp_protocol: String,
+    pub deposit: String,
+    pub quiet_deposit: String,
+    pub qp_deposit: String,
+    pub payout: String,
+    pub refund: String,
+    pub failed_payout: String,
+    pub lost_reply_payout: String,
+}
+
+fn payee(trans_no: &str, key: &str, amount: &str, out_type: protopay::wire::OutType) -> protopay::NewOutbound {
+    protopay::NewOutbound {
+        trans_no: trans_no.into(),
+        out_req_no: Some(key.into()),
+        amount: protopay::Amount::parse(amount).expect("amount"),
+        out_type,
+        payee_name: protopay::Sensitive::new("李四"),
+        payee_account: protopay::Sensitive::new("6222020200112233445"),
+        bank_name: "中国工商银行股份有限公司北京海淀支行".into(),
+        bank_cnaps: "102100000072".into(),
+        remark: Some("demo".into()),
+    }
+}
+
+/// The whole escrow story of the README, step by step, against the running stack.
+pub async fn escrow_story(stack: &Stack) -> Story {
+    use protopay::wire::{CashierType, OutType};
+    use protopay::{Amount, NewInbound, NewProtocol, Status};
+    let e = stack.engine();
+    let wait = Duration::from_secs(20);
+    let paid_and_arrived = |o: &Order| matches!(o, Order::Inbound(i) if i.arrived);
+
+    // 1. A POS protocol.
+    let pos = e
+        .create_protocol(NewProtocol {
+            trans_desc: "二手房交易 定金".into(),
+            business_id: "B1001".into(),
+            cashier_type: CashierType::Pos,
+        })
+        .await
+        .expect("create the POS protocol");
+
+    // 2. A deposit paid at the terminal and arrived, both reported by callbacks.
+    let deposit = format!("{APP}-dep-1");
+    let o = e
+        .prepay(NewInbound {
+            out_req_no: Some(deposit.clone()),
+            ..NewInbound::pos(&pos.trans_no, Amount::parse("500.00").expect("amount"))
+        })
+        .await
+        .expect("prepay");
+    assert!(matches!(&o, Order::Inbound(i) if i.remote.pos_code.is_some()), "a POS code to type in");
+    stack.sim.pay(&deposit, true).expect("pay");
+    stack.until(&deposit, wait, |o| o.status() == Status::Success).await;
+    stack.sim.arrive(&deposit).expect("arrive");
+    stack.until(&deposit, wait, paid_and_arrived).await;
+
+    // 3. A second deposit whose callbacks are all dropped: the poller finds it.
+    let quiet = format!("{APP}-dep-2");
+    e.prepay(NewInbound {
+        out_req_no: Some(quiet.clone()),
+        ..NewInbound::pos(&pos.trans_no, Amount::parse("300.00").expect("amount"))
+    })
+    .await
+    .expect("prepay");
+    stack.sim.with_faults(|f| f.drop_callback = protopay_sim::Fault::once(2));
+    stack.sim.pay(&quiet, true).expect("pay");
+    stack.sim.arrive(&quiet).expect("arrive");
+    stack.until(&quiet, wait, paid_and_arrived).await;
+
+    // 4. A quick-pay deposit on a QP protocol: a cashier page instead of a code.
+    let qp = e
+        .create_protocol(NewProtocol {
+            trans_desc: "租赁 押金".into(),
+            business_id: "B1002".into(),
+            cashier_type: CashierType::Qp,
+        })
+        .await
+        .expect("create the QP protocol");
+    let qp_deposit = format!("{APP}-qp-1");
+    let o = e
+        .prepay(NewInbound {
+            trans_no: qp.trans_no.clone(),
+            out_req_no: Some(qp_deposit.clone()),
+            amount: Amount::parse("88.80").expect("amount"),
+            prod_catalog: None,
+            contract_num: Some("HT-2026-001".into()),
+            payer_name: Some(protopay::Sensitive::new("张三")),
+            payer_cert_number: Some(protopay::Sensitive::new("110101199001011234")),
+            return_url: Some("https://host.example/paid".into()),
+        })
+        .await
+        .expect("quick-pay prepay");
+    assert!(matches!(&o, Order::Inbound(i) if i.remote.cashier_url.is_some()), "a cashier page to open");
+    stack.sim.pay(&qp_deposit, true).expect("pay");
+    stack.sim.arrive(&qp_deposit).expect("arrive");
+    stack.until(&qp_deposit, wait, paid_and_arrived).await;
+
+    // 5. A payout and a refund, both settled.
+    let payout = format!("{APP}-pay-1");
+    e.outpay(payee(&pos.trans_no, &payout, "200.00", OutType::Out)).await.expect("payout");
+    let refund = format!("{APP}-ref-1");
+    e.outpay(payee(&pos.trans_no, &refund, "100.00", OutType::Refund)).await.expect("refund");
+    stack.sim.settle(&payout, true).expect("settle");
+    stack.sim.settle(&refund, true).expect("settle");
+    stack.until(&payout, wait, |o| o.status() == Status::Success).await;
+    stack.until(&refund, wait, |o| o.status() == Status::Success).await;
+
+    // 6. A payout that fails: its funds come back.
+    let failed = format!("{APP}-pay-2");
+    e.outpay(payee(&pos.trans_no, &failed, "150.00", OutType::Out)).await.expect("payout");
+    stack.sim.settle(&failed, false).expect("settle");
+    stack.until(&failed, wait, |o| o.status() == Status::Failure).await;
+
+    // 7. A payout whose reply is lost after the payment system committed it, with the
+    //    simulator in no-dedupe mode: a careless resend would pay twice.
+    let lost = format!("{APP}-pay-3");
+    stack.sim.with_faults(|f| {
+        f.no_dedupe = true;
+        f.timeout_after_commit = protopay_sim::Fault::once(1);
+    });
+    let o = e.outpay(payee(&pos.trans_no, &lost, "250.00", OutType::Out)).await.expect("payout");
+    assert_eq!(o.status(), Status::Submitted, "the reply was lost: outcome unknown");
+    stack.until(&lost, wait, |o| o.status() == Status::Processing).await;
+    stack.sim.settle(&lost, true).expect("settle");
+    stack.until(&lost, wait, |o| o.status() == Status::Success).await;
+    stack.sim.with_faults(|f| f.no_dedupe = false);
+
+    Story {
+        pos_protocol: pos.trans_no,
+        qp_protocol: qp.trans_no,
+        deposit,
+        quiet_deposit: quiet,
+        qp_deposit,
+        payout,
+        refund,
+        failed_payout: failed,
+        lost_reply_payout: lost,
+    }
+}
