@@ -26,7 +26,7 @@ async fn main() -> ExitCode {
 
     let story = harness::escrow_story(&stack).await;
 
-    println!("{:>8}  {:<18} {:<34} {}", "time", "order", "what happened", "source");
+    println!("{:>8}  {:<18} {:<34} source", "time", "order", "what happened");
     let events = stack.engine().events_after(0, 10_000).await.unwrap_or_default();
     let t0 = events.first().map(|e| e.at);
     for e in &events {
