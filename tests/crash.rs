@@ -1,0 +1,242 @@
+//! The crash test: a child process runs a busy escrow workload on one sled directory and is
+//! killed with SIGKILL at random moments, again and again; the simulator (in this, the parent,
+//! process) runs in no-dedupe mode, paying and settling on its own seeded schedule. After the
+//! last kill a final child runs until everything has converged. Then the parent checks the
+//! store itself: every order equals the simulator's truth, nothing was paid out twice, the
+//! ledger invariants hold, and every event reached the consumer at least once.
+//!
+//! `PROTOPAY_CRASH_ITERATIONS=n` (default 30) sets the number of kills;
+//! `PROTOPAY_CRASH_SEED=n` the kill timing.
+
+use protopay::http::{HttpTransport, callback_router};
+use protopay::sled::SledStorage;
+use protopay::storage::Storage;
+use protopay::wire::{CashierType, ChannelType, CreateProtocol, Envelope, OutType, ProtocolView};
+use protopay::{Amount, Config, Engine, Error, Md5Key, NewInbound, NewOutbound, Order, Sensitive};
+use protopay_sim::server::{ServerOptions, serve};
+use protopay_sim::{Fault, Handled, HttpSink, Rng, Sim, SimConfig};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+const APP: &str = "APP001";
+const KEY: &str = "crash-key";
+const DEPOSITS: usize = 24;
+
+fn config(sim_url: &str, callback_addr: &str) -> Config {
+    let mut c = Config::new(APP, Md5Key::new(KEY), sim_url, &format!("http://{callback_addr}/notify"));
+    c.timeouts.connect_ms = 300;
+    c.timeouts.request_ms = 600;
+    c.poll.grace_ms = 1_000;
+    c.poll.submitted_ms = 200;
+    c.poll.processing_ms = 200;
+    c.poll.unpaid_ms = 200;
+    c.poll.awaiting_arrival_ms = 200;
+    c.poll.max_interval_ms = 600;
+    c.poll.attention_ms = 600;
+    c.poll.max_submissions = 50;
+    c.poll.idle_tick_ms = 50;
+    c
+}
+
+/// The workload, the same list every time: it is replayed from the start after each crash,
+/// which also proves that commands are idempotent by `outReqNo`.
+async fn workload(engine: &Engine, trans_no: &str) {
+    for i in 0..DEPOSITS {
+        let key = format!("{APP}-d{i:02}");
+        let cmd =
+            NewInbound { out_req_no: Some(key), ..NewInbound::pos(trans_no, Amount::parse("100.00").expect("amount")) };
+        if let Err(e) = engine.prepay(cmd).await {
+            eprintln!("prepay: {e}");
+        }
+        if i % 2 == 1 {
+            let payout = NewOutbound {
+                trans_no: trans_no.into(),
+                out_req_no: Some(format!("{APP}-p{i:02}")),
+                amount: Amount::parse("60.00").expect("amount"),
+                out_type: if i % 4 == 1 { OutType::Out } else { OutType::Refund },
+                payee_name: Sensitive::new("赵六"),
+                payee_account: Sensitive::new("6222020200112233445"),
+                bank_name: "招商银行股份有限公司北京分行".into(),
+                bank_cnaps: "308100005019".into(),
+                remark: None,
+            };
+            match engine.outpay(payout).await {
+                Ok(_) | Err(Error::InsufficientFunds { .. }) => {}
+                Err(e) => eprintln!("outpay: {e}"),
+            }
+        }
+    }
+}
+
+/// The child: engine, receiver, poller, workload, and a consumer that records every event
+/// it is handed before acknowledging it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "the child process of `crash_and_recover`, started by it"]
+async fn crash_child() {
+    let Ok(dir) = std::env::var("PROTOPAY_CRASH_DIR") else { return };
+    let sim_url = std::env::var("PROTOPAY_SIM_URL").expect("sim url");
+    let callback_addr = std::env::var("PROTOPAY_CALLBACK_ADDR").expect("callback addr");
+    let trans_no = std::env::var("PROTOPAY_TRANS_NO").expect("trans no");
+    let last_round = std::env::var("PROTOPAY_FINAL").is_ok();
+    let config = config(&sim_url, &callback_addr);
+    let storage = SledStorage::open(Path::new(&dir).join("store")).expect("open store");
+    let transport = HttpTransport::from_config(&config).expect("transport");
+    let engine = Engine::builder(config).storage(storage).transport(transport).build().await.expect("engine");
+    let listener = tokio::net::TcpListener::bind(&callback_addr).await.expect("bind receiver");
+    let app = callback_router(engine.clone(), "/notify");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let poller = engine.spawn_poller();
+
+    let consumer_engine = engine.clone();
+    let delivered = Path::new(&dir).join("delivered");
+    let consumer = tokio::spawn(async move {
+        let mut feed = consumer_engine.subscribe("crash-consumer");
+        loop {
+            let Ok(events) = feed.next().await else { return };
+            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&delivered).expect("log");
+            let seqs: String = events.iter().map(|e| format!("{}\n", e.seq)).collect();
+            f.write_all(seqs.as_bytes()).expect("write");
+            f.sync_all().expect("sync");
+            if let Some(last) = events.last() {
+                consumer_engine.ack("crash-consumer", last.seq).await.expect("ack");
+            }
+        }
+    });
+
+    if engine.protocol(&trans_no).await.is_err() {
+        engine.find_protocol(&trans_no).await.expect("adopt the protocol");
+    }
+    workload(&engine, &trans_no).await;
+    if !last_round {
+        // Keep working (polls, callbacks, events) until killed.
+        std::future::pending::<()>().await;
+    }
+    // The final round: wait until nothing is open, then until the consumer has everything.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    let mut feed = engine.subscribe("final-watch");
+    loop {
+        let orders = engine.orders_of(&trans_no).await.expect("orders");
+        let all_settled = orders.len() >= DEPOSITS && orders.iter().all(|o| !o.is_open());
+        let last = engine.events_after(0, usize::MAX).await.expect("events").last().map_or(0, |e| e.seq);
+        if all_settled && engine.cursor("crash-consumer").await.expect("cursor") >= last {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "did not converge: {:?}",
+            orders.iter().map(Order::state_label).collect::<Vec<_>>()
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(200), feed.next()).await;
+    }
+    poller.shutdown().await;
+    consumer.abort();
+}
+
+fn spawn_child(dir: &Path, sim_url: &str, callback_addr: &str, trans_no: &str, last: bool) -> std::process::Child {
+    let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env("PROTOPAY_CRASH_DIR", dir)
+        .env("PROTOPAY_SIM_URL", sim_url)
+        .env("PROTOPAY_CALLBACK_ADDR", callback_addr)
+        .env("PROTOPAY_TRANS_NO", trans_no)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    if last {
+        cmd.env("PROTOPAY_FINAL", "1").stderr(std::process::Stdio::inherit());
+    }
+    cmd.spawn().expect("spawn the child")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_recover() {
+    let iterations: u64 = std::env::var("PROTOPAY_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let seed: u64 = std::env::var("PROTOPAY_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    eprintln!("crash test: {iterations} kills, seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+
+    // The simulator: auto schedule, no-dedupe, some replies lost after commit.
+    let mut sim_config = SimConfig::new(APP, Md5Key::new(KEY));
+    sim_config.auto = true;
+    sim_config.seed = seed;
+    sim_config.auto_delay_ms = (50, 400);
+    sim_config.callback_retry_ms = vec![100, 200, 400, 800, 1_600];
+    let sim = Sim::new(sim_config, protopay::Clock::system());
+    sim.with_faults(|f| {
+        f.no_dedupe = true;
+        f.timeout_after_commit = Fault::chance(0.1);
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sim_url = format!("http://{}", listener.local_addr().unwrap());
+    let server_sim = sim.clone();
+    tokio::spawn(serve(
+        listener,
+        server_sim,
+        ServerOptions { hold: Duration::from_millis(800) },
+        std::future::pending(),
+    ));
+    let background = sim.spawn(Arc::new(HttpSink::new(Duration::from_millis(500)).unwrap()));
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let callback_addr = probe.local_addr().unwrap().to_string();
+    drop(probe);
+
+    // The protocol, opened at the payment system; the child adopts it with `find`.
+    let create = CreateProtocol {
+        channel_type: ChannelType::Lft,
+        trans_desc: "crash".into(),
+        business_id: "B1".into(),
+        cashier_type: Some(CashierType::Pos),
+    };
+    let request = Envelope::for_call(APP, &create, "20261126120000123".into(), &Md5Key::new(KEY)).unwrap();
+    let Handled::Reply(body) = sim.handle("create", request.to_json().as_bytes()) else { panic!("create") };
+    let reply = Envelope::open(&body, APP, &Md5Key::new(KEY)).unwrap();
+    let trans_no = Envelope::decode_data::<ProtocolView>(reply.reply_data().unwrap()).unwrap().trans_no;
+
+    let mut rng = Rng::new(seed);
+    for _ in 0..iterations {
+        let mut child = spawn_child(dir.path(), &sim_url, &callback_addr, &trans_no, false);
+        tokio::time::sleep(Duration::from_millis(rng.range(80, 700))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    sim.with_faults(|f| f.timeout_after_commit = Fault::default());
+    let mut last = spawn_child(dir.path(), &sim_url, &callback_addr, &trans_no, true);
+    let status = tokio::task::spawn_blocking(move || last.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the final round did not converge: {status:?}");
+    background.stop().await;
+
+    // The parent reads the store itself.
+    let store = SledStorage::open(dir.path().join("store")).expect("the store opens after all the kills");
+    let protocol = store.protocol(&trans_no).await.unwrap().expect("protocol").value;
+    let orders: Vec<Order> = store.orders_of(&trans_no).await.unwrap().into_iter().map(|o| o.value).collect();
+    let truth = sim.order_states();
+    let mut wrong = Vec::new();
+    for o in &orders {
+        let ours = o.state_label().replace("+closed", "");
+        if truth.get(o.out_req_no()) != Some(&ours) {
+            wrong.push(format!("{}: ours {ours}, simulator {:?}", o.out_req_no(), truth.get(o.out_req_no())));
+        }
+    }
+    assert!(wrong.is_empty(), "{wrong:#?}");
+    let twice: Vec<_> = sim.stats().payouts.into_iter().filter(|(_, n)| *n > 1).collect();
+    assert!(twice.is_empty(), "paid out more than once: {twice:?}");
+    protopay::ledger::check(&protocol.ledger, orders.iter()).expect("ledger invariants");
+    let theirs = sim.balances(&trans_no).unwrap();
+    assert_eq!(protocol.ledger.available, theirs.available);
+    let last_seq = store.last_seq().await.unwrap();
+    let delivered: BTreeSet<u64> = std::fs::read_to_string(dir.path().join("delivered"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let missing: Vec<u64> = (1..=last_seq).filter(|s| !delivered.contains(s)).collect();
+    assert!(missing.is_empty(), "events never delivered: {missing:?}");
+    eprintln!(
+        "crash test: {iterations} kills; {} orders, {} events, all agree; available {}",
+        orders.len(),
+        last_seq,
+        protocol.ledger.available
+    );
+}
