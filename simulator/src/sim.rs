@@ -675,6 +675,7 @@ impl Sim {
                     .map(|at| (at - sim.now()).to_std().unwrap_or(std::time::Duration::ZERO).min(idle))
                     .unwrap_or(idle);
                 tokio::select! {
+                    biased;
                     _ = stopped.notified() => break,
                     _ = sim.wake.notified() => {}
                     _ = tokio::time::sleep(wait) => {}

@@ -38,6 +38,11 @@ impl PollerHandle {
         let _ = self.stop.send(true);
         let _ = self.task.await;
     }
+
+    /// Stop at once, wherever it is, as a crash would (for crash simulations).
+    pub fn abort(self) {
+        self.task.abort();
+    }
 }
 
 impl Engine {
@@ -87,7 +92,9 @@ impl Engine {
                     Ok(Some(at)) => (at - engine.now()).to_std().unwrap_or(Duration::ZERO).min(idle),
                     _ => idle,
                 };
+                // `biased`: a fixed order keeps runs on tokio's paused clock reproducible.
                 tokio::select! {
+                    biased;
                     _ = stopped.changed() => break,
                     _ = tokio::time::sleep(wait) => {}
                     _ = engine.inner.wake_poller.notified() => {}

@@ -8,6 +8,7 @@ use crate::event::Event;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -27,7 +28,13 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemoryStorage {
     state: Arc<Mutex<State>>,
+    failing: Arc<AtomicU32>,
 }
+
+/// The failure injected by [`MemoryStorage::fail_next_commits`].
+#[derive(Debug, thiserror::Error)]
+#[error("injected storage failure")]
+pub struct InjectedFailure;
 
 impl std::fmt::Debug for MemoryStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -39,6 +46,12 @@ impl MemoryStorage {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Make the next `n` commits fail (writing nothing), as a full disk or a crash mid-write
+    /// would: for fault-injection tests.
+    pub fn fail_next_commits(&self, n: u32) {
+        self.failing.store(n, Ordering::SeqCst);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -73,6 +86,9 @@ impl Storage for MemoryStorage {
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
+        if self.failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+            return Err(Error::Storage(Arc::new(InjectedFailure)));
+        }
         let mut s = self.lock();
         // Check every version before writing anything: all or nothing.
         let mut protocol_versions = Vec::with_capacity(batch.protocols.len());

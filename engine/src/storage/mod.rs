@@ -10,7 +10,7 @@
 pub mod conformance;
 mod memory;
 
-pub use memory::MemoryStorage;
+pub use memory::{InjectedFailure, MemoryStorage};
 
 use crate::Result;
 use crate::domain::{Order, Protocol};
