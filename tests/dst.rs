@@ -15,8 +15,8 @@
 use protopay::storage::{MemoryStorage, Storage};
 use protopay::wire::{CallbackKind, CashierType, OutType};
 use protopay::{
-    Amount, Clock, Config, Engine, Error, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
-    PollerHandle, Sensitive, Status,
+    Amount, Clock, Config, Engine, Error, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order, PollerHandle,
+    Sensitive, Status,
 };
 use protopay_sim::{Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::collections::BTreeMap;
@@ -137,7 +137,8 @@ impl World {
 
     async fn create_protocol(&mut self) {
         let cashier_type = if self.rng.unit() < 0.7 { CashierType::Pos } else { CashierType::Qp };
-        let cmd = NewProtocol { trans_desc: "vopr".into(), business_id: "B1".into(), cashier_type: cashier_type.clone() };
+        let cmd =
+            NewProtocol { trans_desc: "vopr".into(), business_id: "B1".into(), cashier_type: cashier_type.clone() };
         if let Ok(p) = self.engine.create_protocol(cmd).await {
             self.protocols.push((p.trans_no, cashier_type));
         }
@@ -215,7 +216,14 @@ impl World {
         }
         let key = self.inbound[self.rng.range(0, self.inbound.len() as u64 - 1) as usize].clone();
         let data = serde_json::json!({"outReqNo": key, "payStatus": "SUCCESS", "arrivedStatus": "02"});
-        let body = protopay::wire::Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), "20261126120000123".into(), &Md5Key::new("forger"));
+        let body = protopay::wire::Envelope::reply(
+            APP,
+            "0000",
+            "SUCCESS",
+            data.to_string(),
+            "20261126120000123".into(),
+            &Md5Key::new("forger"),
+        );
         let reply = self.engine.handle_callback(CallbackKind::InboundArrival, body.to_json().as_bytes()).await;
         assert!(!reply.is_success(), "seed {}: a forged callback was accepted", self.seed);
     }
@@ -250,7 +258,8 @@ impl World {
         let seed = self.seed;
         for (t, _) in &self.protocols {
             let p = self.storage.protocol(t).await.expect("read").expect("protocol").value;
-            let orders: Vec<Order> = self.storage.orders_of(t).await.expect("orders").into_iter().map(|o| o.value).collect();
+            let orders: Vec<Order> =
+                self.storage.orders_of(t).await.expect("orders").into_iter().map(|o| o.value).collect();
             if let Err(e) = protopay::ledger::check(&p.ledger, orders.iter()) {
                 panic!("seed {seed}: ledger of {t}: {e}");
             }
@@ -357,15 +366,20 @@ async fn run_seed(seed: u64) -> (usize, u32) {
     for t in w.inflight.drain(..) {
         let _ = t.await;
     }
+    // The bound follows from the poll policy: the slowest poll (waiting for arrival, backed off
+    // to the ceiling, plus jitter) must have come round at least once.
+    let policy = config().poll;
+    let slowest = policy.max_interval_ms * (100 + u64::from(policy.jitter_percent)) / 100 + policy.grace_ms;
+    let minutes = 2 * slowest / 60_000 + 10;
     let mut left = Vec::new();
-    for _ in 0..(6 * 60) {
+    for _ in 0..minutes {
         tokio::time::sleep(Duration::from_secs(60)).await;
         left = w.unconverged().await;
         if left.is_empty() {
             break;
         }
     }
-    assert!(left.is_empty(), "seed {seed}: not converged after 6 simulated hours: {left:#?}");
+    assert!(left.is_empty(), "seed {seed}: not converged after {minutes} simulated minutes: {left:#?}");
     w.audit().await;
     w.events_match_states().await;
     for (t, _) in &w.protocols {

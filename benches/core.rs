@@ -1,0 +1,297 @@
+//! Micro-benchmarks, each beside its floor in the same run:
+//! - verify (the signature check of a 1 KiB body) vs raw md5 of the same bytes;
+//! - pure `apply` throughput;
+//! - engine callback handling on `MemoryStorage` (duplicate and advancing);
+//! - a durable engine commit on sled vs a bare sled insert + flush of the same bytes, at 1
+//!   and 64 concurrent callers; and callbacks per second on sled with 64 concurrent callers.
+//!
+//! `cargo bench --bench core` — the ratios are printed at the end (and in the README).
+
+use criterion::{BenchmarkId, Criterion};
+use md5::{Digest, Md5};
+use protopay::storage::conformance::{sample_inbound, sample_protocol};
+use protopay::storage::{Batch, MemoryStorage, Put, Storage};
+use protopay::wire::{ArrivedStatus, CallbackKind, Envelope, InboundView, PayStatus};
+use protopay::{Amount, Config, Engine, Event, EventKind, Md5Key, News, Observation, Order, Source, Status};
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const APP: &str = "APP001";
+const TS: &str = "20261126120000123";
+
+fn key() -> Md5Key {
+    Md5Key::new("bench-key")
+}
+
+fn one_kib_data() -> String {
+    let mut v = serde_json::json!({"transNo": "T1", "appId": APP, "amount": "100.00", "outReqNo": "APP001-in-1",
+        "payStatus": "SUCCESS", "arrivedStatus": "02", "issuingBankZH": "中国工商银行", "channelReturnMsg": ""});
+    let pad = 1024 - v.to_string().len();
+    v["channelReturnMsg"] = serde_json::Value::String("x".repeat(pad));
+    v.to_string()
+}
+
+fn signing(c: &mut Criterion) {
+    let data = one_kib_data();
+    let env = Envelope::request(APP, data.clone(), TS.into(), &key());
+    let same_bytes = format!("{APP}&{data}&{TS}&bench-key");
+    let mut g = c.benchmark_group("sign");
+    g.bench_function("raw_md5_floor", |b| b.iter(|| black_box(Md5::digest(black_box(same_bytes.as_bytes())))));
+    g.bench_function("verify", |b| b.iter(|| black_box(&env).verify(&key())));
+    g.bench_function("sign", |b| b.iter(|| protopay::wire::sign(APP, black_box(&data), TS, &key())));
+    g.finish();
+}
+
+fn observation(status: PayStatus, arrived: bool) -> Observation {
+    let view = InboundView {
+        trans_no: Some("T1".into()),
+        app_id: Some(APP.into()),
+        amount: Amount::parse("100.00").ok(),
+        out_req_no: Some("APP001-in-1".into()),
+        pay_order_no: Some("P1".into()),
+        pay_status: Some(status),
+        arrived_status: Some(if arrived { ArrivedStatus::Arrived } else { ArrivedStatus::NotArrived }),
+        ..Default::default()
+    };
+    Observation::new(Source::Poll, News::Inbound(Box::new(view)))
+}
+
+fn applying(c: &mut Criterion) {
+    let mut order = sample_inbound("T1", "APP001-in-1", 10_000);
+    if let Order::Inbound(o) = &mut order {
+        o.status = Status::Processing;
+    }
+    let news = observation(PayStatus::Success, true);
+    let mut g = c.benchmark_group("apply");
+    g.throughput(criterion::Throughput::Elements(1));
+    g.bench_function("advance", |b| b.iter(|| protopay::apply(black_box(&order), black_box(&news))));
+    let stale = observation(PayStatus::Unpaid, false);
+    g.bench_function("stale", |b| b.iter(|| protopay::apply(black_box(&order), black_box(&stale))));
+    g.finish();
+}
+
+struct Offline;
+
+#[async_trait::async_trait]
+impl protopay::Transport for Offline {
+    async fn call(&self, _: protopay::wire::Endpoint, _: &Envelope) -> Result<Vec<u8>, protopay::TransportError> {
+        Err(protopay::TransportError::NotDelivered { reason: "offline".into() })
+    }
+}
+
+/// An engine over `storage` holding protocol T1 and `n` inbound orders, `Submitted`.
+async fn seeded(storage: Arc<dyn Storage>, n: usize) -> Engine {
+    let mut orders = Vec::new();
+    for i in 0..n {
+        let mut o = sample_inbound("T1", &format!("APP001-in-{i}"), 10_000);
+        if let Order::Inbound(x) = &mut o {
+            x.status = Status::Submitted;
+        }
+        orders.push(Put { expected: None, value: o });
+    }
+    storage
+        .commit(Batch { protocols: vec![Put { expected: None, value: sample_protocol("T1") }], ..Default::default() })
+        .await
+        .unwrap();
+    for chunk in orders.chunks(1000) {
+        storage.commit(Batch { orders: chunk.to_vec(), ..Default::default() }).await.unwrap();
+    }
+    let config = Config::new(APP, key(), "http://pay.invalid", "http://host.invalid/n");
+    Engine::builder(config).shared_storage(storage).transport(Offline).build().await.unwrap()
+}
+
+fn callback_body(i: usize, status: &str) -> Vec<u8> {
+    let data = serde_json::json!({"transNo": "T1", "appId": APP, "amount": "100.00", "outReqNo": format!("APP001-in-{i}"),
+        "payOrderNo": format!("P{i}"), "payStatus": status, "arrivedStatus": "01"});
+    Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), TS.into(), &key()).to_json().into_bytes()
+}
+
+/// Time `iters` advancing callbacks spread over `callers` concurrent tasks, each on a fresh
+/// order (SUBMITTED → PROCESSING → SUCCESS takes two per order).
+async fn advancing(engine: &Engine, first: usize, iters: u64, callers: usize) -> Duration {
+    let bodies: Vec<Vec<u8>> = (0..iters as usize)
+        .map(|k| callback_body(first + k / 2, if k % 2 == 0 { "PROCESSING" } else { "SUCCESS" }))
+        .collect();
+    let bodies = Arc::new(bodies);
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..callers {
+        let (engine, bodies) = (engine.clone(), bodies.clone());
+        tasks.push(tokio::spawn(async move {
+            // Each caller takes every `callers`-th pair, so an order's two callbacks stay in order.
+            let mut k = 2 * c;
+            while k + 1 < bodies.len() {
+                for body in &bodies[k..k + 2] {
+                    let r = engine.handle_callback(CallbackKind::InboundPay, body).await;
+                    assert!(r.is_success(), "{}", r.body);
+                }
+                k += 2 * callers;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    start.elapsed()
+}
+
+fn callbacks(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let mut g = c.benchmark_group("callback");
+    let engine = rt.block_on(seeded(Arc::new(MemoryStorage::new()), 2_000_000));
+    let duplicate = callback_body(0, "UNPAID");
+    g.bench_function("memory_duplicate", |b| {
+        b.iter(|| rt.block_on(engine.handle_callback(CallbackKind::InboundPay, black_box(&duplicate))))
+    });
+    let mut next = 1;
+    g.bench_function("memory_advancing", |b| {
+        b.iter_custom(|iters| {
+            let d = rt.block_on(advancing(&engine, next, iters, 1));
+            next += iters as usize;
+            d
+        })
+    });
+    g.finish();
+}
+
+fn sled_commits(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let store = protopay::sled::SledStorage::open(dir.path().join("engine")).unwrap();
+    let order = sample_inbound("T1", "APP001-in-x", 10_000);
+    let event = Event {
+        seq: 0,
+        at: chrono::Utc::now(),
+        trans_no: Some("T1".into()),
+        out_req_no: Some("APP001-in-x".into()),
+        source: Source::Poll,
+        kind: EventKind::InboundPaid,
+    };
+    // The bare floor writes the same bytes an engine commit writes: the record and the event.
+    let bare_db = sled::Config::new().path(dir.path().join("bare")).mode(sled::Mode::HighThroughput).open().unwrap();
+    let bare = bare_db.open_tree("t").unwrap();
+    let record = protopay_storage_sled::codec::record(1, &order).unwrap();
+    let event_bytes = protopay_storage_sled::codec::value(&event).unwrap();
+    let mut g = c.benchmark_group("sled");
+    g.sample_size(20);
+    for callers in [1usize, 64] {
+        g.bench_with_input(BenchmarkId::new("bare_insert_flush_floor", callers), &callers, |b, &callers| {
+            b.iter_custom(|iters| {
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let mut tasks = Vec::new();
+                    for c in 0..callers {
+                        let (db, tree, record, ev) =
+                            (bare_db.clone(), bare.clone(), record.clone(), event_bytes.clone());
+                        let n = iters as usize / callers + usize::from(c < iters as usize % callers);
+                        tasks.push(tokio::spawn(async move {
+                            for i in 0..n {
+                                tree.insert(format!("k{c}-{i}"), record.as_slice()).unwrap();
+                                tree.insert(format!("e{c}-{i}"), ev.as_slice()).unwrap();
+                                db.flush_async().await.unwrap();
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+        let mut round = 0u64;
+        g.bench_with_input(BenchmarkId::new("engine_commit", callers), &callers, |b, &callers| {
+            b.iter_custom(|iters| {
+                round += 1;
+                let r = round;
+                rt.block_on(async {
+                    let start = Instant::now();
+                    let mut tasks = Vec::new();
+                    for c in 0..callers {
+                        let (store, event) = (store.clone(), event.clone());
+                        let n = iters as usize / callers + usize::from(c < iters as usize % callers);
+                        tasks.push(tokio::spawn(async move {
+                            for i in 0..n {
+                                let o = sample_inbound("T1", &format!("APP001-{r}-{c}-{i}"), 10_000);
+                                let batch = Batch {
+                                    orders: vec![Put { expected: None, value: o }],
+                                    events: vec![event.clone()],
+                                    ..Default::default()
+                                };
+                                store.commit(batch).await.unwrap();
+                            }
+                        }));
+                    }
+                    for t in tasks {
+                        t.await.unwrap();
+                    }
+                    start.elapsed()
+                })
+            })
+        });
+    }
+    let engine = rt
+        .block_on(seeded(Arc::new(protopay::sled::SledStorage::open(dir.path().join("callbacks")).unwrap()), 200_000));
+    let mut next = 0;
+    g.bench_function("callbacks_64_callers", |b| {
+        b.iter_custom(|iters| {
+            let iters = iters.max(128);
+            let d = rt.block_on(advancing(&engine, next, iters, 64));
+            next += iters as usize / 2 + 1;
+            d
+        })
+    });
+    g.finish();
+}
+
+/// Mean time per iteration of one benchmark, from criterion's own estimates.
+fn mean_ns(id: &str) -> Option<f64> {
+    let target = std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| "target".into());
+    let path = format!("{target}/criterion/{id}/new/estimates.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    v["mean"]["point_estimate"].as_f64()
+}
+
+fn report() {
+    println!("\n== ratios (floor time / our time; 1.0 = as fast as the floor) ==");
+    let ratio = |name: &str, floor: &str, ours: &str, goal: &str| {
+        if let (Some(f), Some(o)) = (mean_ns(floor), mean_ns(ours)) {
+            println!("{name:<44} ours {:>10.1} ns  floor {:>10.1} ns  ratio {:.2}  (goal {goal})", o, f, f / o);
+        }
+    };
+    ratio("verify 1 KiB vs raw md5", "sign/raw_md5_floor", "sign/verify", "≥ 0.9");
+    ratio(
+        "sled commit vs bare insert+flush, 1 caller",
+        "sled/bare_insert_flush_floor/1",
+        "sled/engine_commit/1",
+        "≥ 0.8",
+    );
+    ratio(
+        "sled commit vs bare insert+flush, 64 callers",
+        "sled/bare_insert_flush_floor/64",
+        "sled/engine_commit/64",
+        "≥ 0.8",
+    );
+    for (name, id, goal) in [
+        ("apply (advance)", "apply/advance", "≥ 1 M/s"),
+        ("apply (stale)", "apply/stale", "≥ 1 M/s"),
+        ("callback on memory (duplicate)", "callback/memory_duplicate", ""),
+        ("callback on memory (advancing)", "callback/memory_advancing", ""),
+        ("callbacks on sled, 64 callers", "sled/callbacks_64_callers", "≥ 10 k/s"),
+    ] {
+        if let Some(ns) = mean_ns(id) {
+            println!("{name:<44} {:>10.1} ns  = {:>12.0} /s  (goal {goal})", ns, 1e9 / ns);
+        }
+    }
+}
+
+fn main() {
+    let mut c = Criterion::default().configure_from_args();
+    signing(&mut c);
+    applying(&mut c);
+    callbacks(&mut c);
+    sled_commits(&mut c);
+    c.final_summary();
+    report();
+}

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Run every fuzz target for N seconds each (default 60) on the stable toolchain, without a
+# sanitizer, starting from corpora seeded with the wire snapshots. Prints executions per
+# target; exits non-zero on the first crash (its input is left in fuzz/artifacts/).
+#
+#   fuzz/run-all.sh [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")"
+seconds="${1:-60}"
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
+
+# Seed corpora: every request body in the snapshots (whole envelopes) for the envelope and
+# callback targets; amounts and times from the same fixtures.
+mkdir -p corpus/envelope corpus/callback corpus/amount corpus/time corpus/config corpus/apply_sequence
+n=0
+for snap in ../engine/tests/snapshots/wire__*.snap; do
+  body="$(sed -n '/^{"appId"/p' "$snap")"
+  [ -n "$body" ] || continue
+  n=$((n + 1))
+  printf '%s' "$body" > "corpus/envelope/snap$n"
+  printf '\x02%s' "$body" > "corpus/callback/snap$n"
+done
+for a in 0 0.01 100.00 12.5 999999999999999.99; do printf '%s' "$a" > "corpus/amount/$a"; done
+printf '20261126120000123' > corpus/time/ts
+printf '2026-11-26 12:00:00' > corpus/time/wire
+printf '{"app_id":"APP001","key":"k","base_url":"http://x","callback_base_url":"http://y","poll":{"grace_ms":99999}}' > corpus/config/min
+
+for target in envelope callback amount time config apply_sequence; do
+  log="$(mktemp)"
+  if ! cargo fuzz run -s none "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
+    tail -40 "$log"
+    echo "FUZZ FAILURE in $target"
+    exit 1
+  fi
+  runs="$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' || echo '?')"
+  echo "fuzz $target: $runs executions in ${seconds}s, no findings"
+  rm -f "$log"
+done
