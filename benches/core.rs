@@ -139,7 +139,8 @@ async fn advancing(engine: &Engine, first: usize, iters: u64, callers: usize) ->
 fn callbacks(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     let mut g = c.benchmark_group("callback");
-    let engine = rt.block_on(seeded(Arc::new(MemoryStorage::new()), 2_000_000));
+    let engine = rt.block_on(seeded(Arc::new(MemoryStorage::new()), 1_000_000));
+    g.sample_size(10).measurement_time(Duration::from_secs(2));
     let duplicate = callback_body(0, "UNPAID");
     g.bench_function("memory_duplicate", |b| {
         b.iter(|| rt.block_on(engine.handle_callback(CallbackKind::InboundPay, black_box(&duplicate))))
@@ -189,7 +190,10 @@ fn sled_commits(c: &mut Criterion) {
                             for i in 0..n {
                                 tree.insert(format!("k{c}-{i}"), record.as_slice()).unwrap();
                                 tree.insert(format!("e{c}-{i}"), ev.as_slice()).unwrap();
-                                db.flush_async().await.unwrap();
+                                // sled's own flush_async stalls with many callers; a blocking
+                                // flush per write is the plain floor.
+                                let db = db.clone();
+                                tokio::task::spawn_blocking(move || db.flush()).await.unwrap().unwrap();
                             }
                         }));
                     }
@@ -231,8 +235,8 @@ fn sled_commits(c: &mut Criterion) {
             })
         });
     }
-    let engine = rt
-        .block_on(seeded(Arc::new(protopay::sled::SledStorage::open(dir.path().join("callbacks")).unwrap()), 200_000));
+    let engine =
+        rt.block_on(seeded(Arc::new(protopay::sled::SledStorage::open(dir.path().join("callbacks")).unwrap()), 60_000));
     let mut next = 0;
     g.bench_function("callbacks_64_callers", |b| {
         b.iter_custom(|iters| {

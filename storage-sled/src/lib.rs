@@ -2,7 +2,8 @@
 //!
 //! A durable [`Storage`] for protopay on [sled](https://docs.rs/sled/0.34.7): every commit is
 //! one sled transaction across all the trees it touches, flushed to disk before `commit`
-//! returns. Concurrent commits share flushes (group commit) without any returning early.
+//! returns. Concurrent commits share flushes (group commit, see `flush.rs`) without any
+//! returning early.
 //!
 //! The due-poll index and the event log are trees of their own, keyed so that "what is due"
 //! and "events after N" are range reads, never scans of all orders. The on-disk format is
@@ -22,6 +23,7 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+mod flush;
 
 use chrono::{DateTime, Utc};
 use codec::DecodeError;
@@ -68,6 +70,14 @@ pub enum SledError {
         /// sled's error.
         source: sled::Error,
     },
+    /// Flushing to disk failed: the commit is not durable and was not acknowledged.
+    #[error("store {path}: flushing to disk failed: {source}")]
+    Flush {
+        /// The store's directory.
+        path: PathBuf,
+        /// sled's error.
+        source: Arc<sled::Error>,
+    },
     /// A value could not be encoded.
     #[error("encoding a record: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
@@ -87,6 +97,7 @@ pub struct SledStorage {
     events: sled::Tree,
     cursors: sled::Tree,
     orphans: sled::Tree,
+    flusher: flush::Flusher,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -131,6 +142,7 @@ impl SledStorage {
             cursors: tree("cursors")?,
             orphans: tree("orphans")?,
             path: path.clone(),
+            flusher: flush::Flusher::new(db.clone()),
             db,
         };
         match store.meta.get(FORMAT_KEY).map_err(classify)? {
@@ -180,8 +192,12 @@ impl SledStorage {
         }
     }
 
-    fn flush_error(&self, source: sled::Error) -> Error {
-        self.fail(source)
+    /// Wait until everything written so far is on disk (shared with concurrent commits).
+    async fn durable(&self) -> Result<()> {
+        self.flusher
+            .durable()
+            .await
+            .map_err(|source| Error::Storage(Arc::new(SledError::Flush { path: self.path.clone(), source })))
     }
 }
 
@@ -307,8 +323,8 @@ impl Storage for SledStorage {
         });
         match result {
             Ok(last) => {
-                // Durable before we return: concurrent commits share this flush.
-                self.db.flush_async().await.map_err(|e| self.flush_error(e))?;
+                // Durable before we return: concurrent commits share one flush.
+                self.durable().await?;
                 Ok(last)
             }
             Err(TransactionError::Abort(Abort::Conflict)) => Err(Error::Conflict),
@@ -370,8 +386,7 @@ impl Storage for SledStorage {
                 Some(codec::u64_key(current.max(target)).to_vec())
             })
             .map_err(|e| self.fail(e))?;
-        self.db.flush_async().await.map_err(|e| self.flush_error(e))?;
-        Ok(())
+        self.durable().await
     }
 
     async fn orphans(&self) -> Result<Vec<Orphan>> {
