@@ -217,7 +217,7 @@ fn sled_commits(c: &mut Criterion) {
                         let n = iters as usize / callers + usize::from(c < iters as usize % callers);
                         tasks.push(tokio::spawn(async move {
                             for i in 0..n {
-                                let o = sample_inbound("T1", &format!("APP001-{r}-{c}-{i}"), 10_000);
+                                let o = sample_inbound("T1", &format!("APP001-{callers}-{r}-{c}-{i}"), 10_000);
                                 let batch = Batch {
                                     orders: vec![Put { expected: None, value: o }],
                                     events: vec![event.clone()],

@@ -1,17 +1,19 @@
-//! The on-disk format, version 1.
+//! The on-disk format, version 1: one sled tree, `protopay`, keys prefixed by record kind.
+//! One tree, so that a commit is one atomic `apply_batch` (sled's multi-tree transactions cost
+//! several times more; see the benchmark notes in the README).
 //!
-//! | tree | key | value |
+//! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `meta` | `format` | `protopay-sled/1` |
-//! | `meta` | `last_seq` | u64 big-endian |
-//! | `protocols` | `transNo` (UTF-8) | record |
-//! | `orders` | `outReqNo` (UTF-8) | record |
-//! | `by_protocol` | u16 BE length of `transNo`, `transNo`, `outReqNo` | empty |
-//! | `due` | i64 µs since the epoch, sign bit flipped, BE; then `outReqNo` | empty |
-//! | `due_at` | `outReqNo` | the same 8 time bytes |
-//! | `events` | `seq` u64 BE | MessagePack of the event |
-//! | `cursors` | consumer name (UTF-8) | u64 BE |
-//! | `orphans` | the callback's `sign` | MessagePack of the orphan |
+//! | `m/` | `format` | `protopay-sled/1` |
+//! | `m/` | `last_seq` | u64 big-endian |
+//! | `p/` | `transNo` (UTF-8) | record |
+//! | `o/` | `outReqNo` (UTF-8) | record |
+//! | `b/` | u16 BE length of `transNo`, `transNo`, `outReqNo` | empty (orders by protocol) |
+//! | `d/` | i64 µs since the epoch, sign bit flipped, BE; then `outReqNo` | empty (the due index) |
+//! | `a/` | `outReqNo` | the same 8 time bytes (where it sits in the due index) |
+//! | `e/` | `seq` u64 BE | MessagePack of the event |
+//! | `c/` | consumer name (UTF-8) | u64 BE |
+//! | `x/` | the callback's `sign` | MessagePack of the orphan |
 //!
 //! A *record* is the version (u64 BE) followed by the value in MessagePack with named fields
 //! (`rmp_serde::to_vec_named`): self-describing, so optional fields may be absent, and
@@ -85,9 +87,39 @@ pub fn time_from(bytes: &[u8]) -> Result<DateTime<Utc>, DecodeError> {
     DateTime::from_timestamp_micros(micros).ok_or(DecodeError::Short)
 }
 
+/// Record kinds, as key prefixes.
+pub mod prefix {
+    /// Metadata.
+    pub const META: &[u8] = b"m/";
+    /// Protocols.
+    pub const PROTOCOL: &[u8] = b"p/";
+    /// Orders.
+    pub const ORDER: &[u8] = b"o/";
+    /// Orders by protocol.
+    pub const BY_PROTOCOL: &[u8] = b"b/";
+    /// The due index.
+    pub const DUE: &[u8] = b"d/";
+    /// Where each order sits in the due index.
+    pub const DUE_AT: &[u8] = b"a/";
+    /// Events.
+    pub const EVENT: &[u8] = b"e/";
+    /// Consumer cursors.
+    pub const CURSOR: &[u8] = b"c/";
+    /// Orphan callbacks.
+    pub const ORPHAN: &[u8] = b"x/";
+}
+
+/// `prefix` followed by `rest`.
+pub fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(prefix.len() + rest.len());
+    k.extend_from_slice(prefix);
+    k.extend_from_slice(rest);
+    k
+}
+
 /// A due-index key: time, then the order.
 pub fn due_key(t: DateTime<Utc>, out_req_no: &str) -> Vec<u8> {
-    let mut k = time_key(t).to_vec();
+    let mut k = key(prefix::DUE, &time_key(t));
     k.extend_from_slice(out_req_no.as_bytes());
     k
 }
@@ -95,7 +127,7 @@ pub fn due_key(t: DateTime<Utc>, out_req_no: &str) -> Vec<u8> {
 /// The by-protocol prefix of a `transNo`.
 pub fn protocol_prefix(trans_no: &str) -> Vec<u8> {
     let len = u16::try_from(trans_no.len()).unwrap_or(u16::MAX);
-    let mut k = len.to_be_bytes().to_vec();
+    let mut k = key(prefix::BY_PROTOCOL, &len.to_be_bytes());
     k.extend_from_slice(trans_no.as_bytes());
     k
 }

@@ -1,11 +1,11 @@
 //! # protopay-storage-sled
 //!
 //! A durable [`Storage`] for protopay on [sled](https://docs.rs/sled/0.34.7): every commit is
-//! one sled transaction across all the trees it touches, flushed to disk before `commit`
-//! returns. Concurrent commits share flushes (group commit, see `flush.rs`) without any
+//! one atomic sled batch (all records live in one tree, keyed by kind), its versions checked
+//! under a writer lock, and flushed to disk before `commit` returns. Concurrent commits share flushes (group commit, see `flush.rs`) without any
 //! returning early.
 //!
-//! The due-poll index and the event log are trees of their own, keyed so that "what is due"
+//! The due-poll index and the event log are key ranges of their own, so that "what is due"
 //! and "events after N" are range reads, never scans of all orders. The on-disk format is
 //! versioned and documented in [`codec`].
 //!
@@ -32,8 +32,6 @@ use protopay_engine::event::Event;
 use protopay_engine::storage::{Batch, Due, Orphan, Storage, Versioned};
 use protopay_engine::{Error, Result};
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -87,16 +85,10 @@ pub enum SledError {
 #[derive(Clone)]
 pub struct SledStorage {
     path: PathBuf,
-    db: sled::Db,
-    meta: sled::Tree,
-    protocols: sled::Tree,
-    orders: sled::Tree,
-    by_protocol: sled::Tree,
-    due: sled::Tree,
-    due_at: sled::Tree,
-    events: sled::Tree,
-    cursors: sled::Tree,
-    orphans: sled::Tree,
+    tree: sled::Tree,
+    /// Serialises the check-then-write of commits within this process; sled's file lock keeps
+    /// other processes out, so this is enough for serialisable commits.
+    writer: Arc<std::sync::Mutex<()>>,
     flusher: flush::Flusher,
 }
 
@@ -130,29 +122,18 @@ impl SledStorage {
             Ok(result) => result.map_err(classify)?,
             Err(_) => return Err(SledError::Corrupt { path, reason: "sled could not read its files".into() }),
         };
-        let tree = |name: &str| db.open_tree(name).map_err(classify);
-        let store = SledStorage {
-            meta: tree("meta")?,
-            protocols: tree("protocols")?,
-            orders: tree("orders")?,
-            by_protocol: tree("by_protocol")?,
-            due: tree("due")?,
-            due_at: tree("due_at")?,
-            events: tree("events")?,
-            cursors: tree("cursors")?,
-            orphans: tree("orphans")?,
-            path: path.clone(),
-            flusher: flush::Flusher::new(db.clone()),
-            db,
-        };
-        match store.meta.get(FORMAT_KEY).map_err(classify)? {
+        let tree = db.open_tree("protopay").map_err(classify)?;
+        let store =
+            SledStorage { path: path.clone(), tree, writer: Arc::default(), flusher: flush::Flusher::new(db.clone()) };
+        let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
+        match store.tree.get(&format_key).map_err(classify)? {
             Some(f) if f.as_ref() == codec::FORMAT => {}
             Some(f) => {
                 return Err(SledError::UnsupportedFormat { path, found: String::from_utf8_lossy(&f).into_owned() });
             }
-            None if store.orders.is_empty() && store.protocols.is_empty() && store.events.is_empty() => {
-                store.meta.insert(FORMAT_KEY, codec::FORMAT).map_err(classify)?;
-                store.db.flush().map_err(classify)?;
+            None if store.tree.is_empty() && db.tree_names().len() <= 2 => {
+                store.tree.insert(format_key, codec::FORMAT).map_err(classify)?;
+                db.flush().map_err(classify)?;
             }
             None => return Err(SledError::Corrupt { path, reason: "records without a format marker".into() }),
         }
@@ -166,7 +147,7 @@ impl SledStorage {
 
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> std::result::Result<u64, SledError> {
-        self.db.size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
+        self.flusher.db().size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
     }
 
     fn fail(&self, source: sled::Error) -> Error {
@@ -177,16 +158,12 @@ impl SledStorage {
         Error::Corrupt { key: format!("{tree}/{}", String::from_utf8_lossy(key)), reason: e.to_string() }
     }
 
-    fn read_record<T: DeserializeOwned>(
-        &self,
-        tree: &sled::Tree,
-        name: &str,
-        key: &[u8],
-    ) -> Result<Option<Versioned<T>>> {
-        match tree.get(key).map_err(|e| self.fail(e))? {
+    fn read_record<T: DeserializeOwned>(&self, prefix: &[u8], key: &[u8]) -> Result<Option<Versioned<T>>> {
+        let name = String::from_utf8_lossy(prefix).into_owned();
+        match self.tree.get(codec::key(prefix, key)).map_err(|e| self.fail(e))? {
             None => Ok(None),
             Some(bytes) => {
-                let (version, value) = codec::from_record(&bytes).map_err(|e| self.corrupt(name, key, e))?;
+                let (version, value) = codec::from_record(&bytes).map_err(|e| self.corrupt(&name, key, e))?;
                 Ok(Some(Versioned { version, value }))
             }
         }
@@ -201,33 +178,109 @@ impl SledStorage {
     }
 }
 
-/// Why a commit's transaction stopped.
-enum Abort {
-    Conflict,
-    Decode(String, DecodeError),
-}
-
 fn encode(e: rmp_serde::encode::Error) -> Error {
     Error::Storage(Arc::new(SledError::Encode(e)))
+}
+
+impl SledStorage {
+    fn u64_at(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.tree.get(key).map_err(|e| self.fail(e))? {
+            None => Ok(None),
+            Some(b) => codec::u64_from(&b).map(Some).map_err(|e| self.corrupt("u64", key, e)),
+        }
+    }
+
+    fn version_at(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.tree.get(key).map_err(|e| self.fail(e))? {
+            None => Ok(None),
+            Some(b) => codec::record_version(&b).map(Some).map_err(|e| self.corrupt("record", key, e)),
+        }
+    }
+
+    /// Check every version and build the write, under the writer lock; then apply it as one
+    /// atomic sled batch.
+    fn write(&self, batch: &Batch) -> Result<u64> {
+        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let mut w = sled::Batch::default();
+        for p in &batch.protocols {
+            let key = codec::key(codec::prefix::PROTOCOL, p.value.trans_no.as_bytes());
+            if self.version_at(&key)? != p.expected {
+                return Err(Error::Conflict);
+            }
+            w.insert(key, codec::record(p.expected.map_or(1, |v| v + 1), &p.value).map_err(encode)?);
+        }
+        for o in &batch.orders {
+            let key = codec::key(codec::prefix::ORDER, o.value.out_req_no().as_bytes());
+            if self.version_at(&key)? != o.expected {
+                return Err(Error::Conflict);
+            }
+            w.insert(key, codec::record(o.expected.map_or(1, |v| v + 1), &o.value).map_err(encode)?);
+            let mut index = codec::protocol_prefix(o.value.trans_no());
+            index.extend_from_slice(o.value.out_req_no().as_bytes());
+            w.insert(index, &[] as &[u8]);
+        }
+        let last_key = codec::key(codec::prefix::META, LAST_SEQ);
+        let mut last = self.u64_at(&last_key)?.unwrap_or(0);
+        if !batch.events.is_empty() {
+            for event in &batch.events {
+                last += 1;
+                w.insert(codec::key(codec::prefix::EVENT, &codec::u64_key(last)), codec::value(event).map_err(encode)?);
+            }
+            w.insert(last_key, &codec::u64_key(last));
+        }
+        // Within one batch a later schedule change for the same order wins.
+        let mut placed: std::collections::HashMap<&str, Option<Vec<u8>>> = std::collections::HashMap::new();
+        for (order, at) in &batch.schedule {
+            let at_key = codec::key(codec::prefix::DUE_AT, order.as_bytes());
+            let old = match placed.get(order.as_str()) {
+                Some(old) => old.clone(),
+                None => self.tree.get(&at_key).map_err(|e| self.fail(e))?.map(|v| v.to_vec()),
+            };
+            if let Some(old) = old {
+                let mut due = codec::key(codec::prefix::DUE, &old);
+                due.extend_from_slice(order.as_bytes());
+                w.remove(due);
+            }
+            match at {
+                Some(at) => {
+                    w.insert(codec::due_key(*at, order), &[] as &[u8]);
+                    w.insert(at_key, &codec::time_key(*at));
+                    placed.insert(order, Some(codec::time_key(*at).to_vec()));
+                }
+                None => {
+                    w.remove(at_key);
+                    placed.insert(order, None);
+                }
+            }
+        }
+        for o in &batch.orphans {
+            let key = codec::key(codec::prefix::ORPHAN, o.sign.as_bytes());
+            if self.tree.get(&key).map_err(|e| self.fail(e))?.is_none() {
+                w.insert(key, codec::value(o).map_err(encode)?);
+            }
+        }
+        self.tree.apply_batch(w).map_err(|e| self.fail(e))?;
+        Ok(last)
+    }
 }
 
 #[async_trait::async_trait]
 impl Storage for SledStorage {
     async fn protocol(&self, trans_no: &str) -> Result<Option<Versioned<Protocol>>> {
-        self.read_record(&self.protocols, "protocols", trans_no.as_bytes())
+        self.read_record(codec::prefix::PROTOCOL, trans_no.as_bytes())
     }
 
     async fn order(&self, out_req_no: &str) -> Result<Option<Versioned<Order>>> {
-        self.read_record(&self.orders, "orders", out_req_no.as_bytes())
+        self.read_record(codec::prefix::ORDER, out_req_no.as_bytes())
     }
 
     async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
         let prefix = codec::protocol_prefix(trans_no);
         let mut out = Vec::new();
-        for entry in self.by_protocol.scan_prefix(&prefix) {
+        for entry in self.tree.scan_prefix(&prefix) {
             let (key, _) = entry.map_err(|e| self.fail(e))?;
             let order_key = key.get(prefix.len()..).unwrap_or_default();
-            if let Some(order) = self.read_record(&self.orders, "orders", order_key)? {
+            if let Some(order) = self.read_record(codec::prefix::ORDER, order_key)? {
                 out.push(order);
             }
         }
@@ -235,167 +288,88 @@ impl Storage for SledStorage {
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
-        // Encode outside the transaction: its closure may run more than once.
-        let mut protocols = Vec::with_capacity(batch.protocols.len());
-        for p in &batch.protocols {
-            let next = p.expected.map_or(1, |v| v + 1);
-            protocols.push((p.value.trans_no.clone(), p.expected, codec::record(next, &p.value).map_err(encode)?));
-        }
-        let mut orders = Vec::with_capacity(batch.orders.len());
-        for o in &batch.orders {
-            let next = o.expected.map_or(1, |v| v + 1);
-            let mut index = codec::protocol_prefix(o.value.trans_no());
-            index.extend_from_slice(o.value.out_req_no().as_bytes());
-            orders.push((
-                o.value.out_req_no().to_owned(),
-                o.expected,
-                codec::record(next, &o.value).map_err(encode)?,
-                index,
-            ));
-        }
-        let events: Vec<Vec<u8>> =
-            batch.events.iter().map(codec::value).collect::<std::result::Result<_, _>>().map_err(encode)?;
-        let orphans: Vec<(String, Vec<u8>)> = batch
-            .orphans
-            .iter()
-            .map(|o| codec::value(o).map(|v| (o.sign.clone(), v)))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(encode)?;
-        let trees = (
-            &self.meta,
-            &self.protocols,
-            &self.orders,
-            &self.by_protocol,
-            &self.due,
-            &self.due_at,
-            &self.events,
-            &self.orphans,
-        );
-        let result = trees.transaction(|(meta, ptree, otree, by_protocol, due, due_at, etree, orphan_tree)| {
-            let check = |current: Option<sled::IVec>, expected: Option<u64>, name: &str, key: &str| {
-                let have =
-                    match current {
-                        None => None,
-                        Some(bytes) => Some(codec::record_version(&bytes).map_err(|e| {
-                            ConflictableTransactionError::Abort(Abort::Decode(format!("{name}/{key}"), e))
-                        })?),
-                    };
-                if have == expected { Ok(()) } else { Err(ConflictableTransactionError::Abort(Abort::Conflict)) }
-            };
-            for (key, expected, bytes) in &protocols {
-                check(ptree.get(key.as_bytes())?, *expected, "protocols", key)?;
-                ptree.insert(key.as_bytes(), bytes.as_slice())?;
-            }
-            for (key, expected, bytes, index) in &orders {
-                check(otree.get(key.as_bytes())?, *expected, "orders", key)?;
-                otree.insert(key.as_bytes(), bytes.as_slice())?;
-                by_protocol.insert(index.as_slice(), &[] as &[u8])?;
-            }
-            let mut last = match meta.get(LAST_SEQ)? {
-                Some(b) => codec::u64_from(&b)
-                    .map_err(|e| ConflictableTransactionError::Abort(Abort::Decode("meta/last_seq".into(), e)))?,
-                None => 0,
-            };
-            if !events.is_empty() {
-                for bytes in &events {
-                    last += 1;
-                    etree.insert(&codec::u64_key(last), bytes.as_slice())?;
-                }
-                meta.insert(LAST_SEQ, &codec::u64_key(last))?;
-            }
-            for (key, at) in &batch.schedule {
-                if let Some(old) = due_at.remove(key.as_bytes())? {
-                    let mut old_key = old.to_vec();
-                    old_key.extend_from_slice(key.as_bytes());
-                    due.remove(old_key)?;
-                }
-                if let Some(at) = at {
-                    due.insert(codec::due_key(*at, key), &[] as &[u8])?;
-                    due_at.insert(key.as_bytes(), &codec::time_key(*at))?;
-                }
-            }
-            for (sign, bytes) in &orphans {
-                if orphan_tree.get(sign.as_bytes())?.is_none() {
-                    orphan_tree.insert(sign.as_bytes(), bytes.as_slice())?;
-                }
-            }
-            Ok(last)
-        });
-        match result {
-            Ok(last) => {
-                // Durable before we return: concurrent commits share one flush.
-                self.durable().await?;
-                Ok(last)
-            }
-            Err(TransactionError::Abort(Abort::Conflict)) => Err(Error::Conflict),
-            Err(TransactionError::Abort(Abort::Decode(key, e))) => Err(Error::Corrupt { key, reason: e.to_string() }),
-            Err(TransactionError::Storage(e)) => Err(self.fail(e)),
-        }
+        let last = self.write(&batch)?;
+        // Durable before we return: concurrent commits share one flush.
+        self.durable().await?;
+        Ok(last)
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
-        let end = now + chrono::Duration::microseconds(1);
+        let end = codec::key(codec::prefix::DUE, &codec::time_key(now + chrono::Duration::microseconds(1)));
         let mut out = Vec::new();
-        for entry in self.due.range(..codec::time_key(end).to_vec()).take(limit) {
+        for entry in self.tree.range(codec::prefix::DUE.to_vec()..end).take(limit) {
             let (key, _) = entry.map_err(|e| self.fail(e))?;
-            let at = codec::time_from(&key).map_err(|e| self.corrupt("due", &key, e))?;
-            let out_req_no = String::from_utf8_lossy(key.get(8..).unwrap_or_default()).into_owned();
-            out.push(Due { at, out_req_no });
+            out.push(self.due_entry(&key)?);
         }
         Ok(out)
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        match self.due.first().map_err(|e| self.fail(e))? {
+        match self.tree.scan_prefix(codec::prefix::DUE).next() {
             None => Ok(None),
-            Some((key, _)) => codec::time_from(&key).map(Some).map_err(|e| self.corrupt("due", &key, e)),
+            Some(entry) => {
+                let (key, _) = entry.map_err(|e| self.fail(e))?;
+                Ok(Some(self.due_entry(&key)?.at))
+            }
         }
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        let start = codec::key(codec::prefix::EVENT, &codec::u64_key(after.saturating_add(1)));
         let mut out = Vec::new();
-        for entry in self.events.range(codec::u64_key(after.saturating_add(1))..).take(limit) {
+        for entry in self
+            .tree
+            .range(start..)
+            .take_while(|e| e.as_ref().map_or(true, |(k, _)| k.starts_with(codec::prefix::EVENT)))
+            .take(limit)
+        {
             let (key, bytes) = entry.map_err(|e| self.fail(e))?;
             let mut event: Event = codec::from_value(&bytes).map_err(|e| self.corrupt("events", &key, e))?;
-            event.seq = codec::u64_from(&key).map_err(|e| self.corrupt("events", &key, e))?;
+            let seq = key.get(codec::prefix::EVENT.len()..).unwrap_or_default();
+            event.seq = codec::u64_from(seq).map_err(|e| self.corrupt("events", &key, e))?;
             out.push(event);
         }
         Ok(out)
     }
 
     async fn last_seq(&self) -> Result<u64> {
-        match self.meta.get(LAST_SEQ).map_err(|e| self.fail(e))? {
-            None => Ok(0),
-            Some(b) => codec::u64_from(&b).map_err(|e| self.corrupt("meta", LAST_SEQ, e)),
-        }
+        Ok(self.u64_at(&codec::key(codec::prefix::META, LAST_SEQ))?.unwrap_or(0))
     }
 
     async fn cursor(&self, consumer: &str) -> Result<u64> {
-        match self.cursors.get(consumer.as_bytes()).map_err(|e| self.fail(e))? {
-            None => Ok(0),
-            Some(b) => codec::u64_from(&b).map_err(|e| self.corrupt("cursors", consumer.as_bytes(), e)),
-        }
+        Ok(self.u64_at(&codec::key(codec::prefix::CURSOR, consumer.as_bytes()))?.unwrap_or(0))
     }
 
     async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
-        let last = self.last_seq().await?;
-        let target = seq.min(last);
-        self.cursors
-            .fetch_and_update(consumer.as_bytes(), |old| {
-                let current = old.and_then(|b| codec::u64_from(b).ok()).unwrap_or(0);
-                Some(codec::u64_key(current.max(target)).to_vec())
-            })
-            .map_err(|e| self.fail(e))?;
+        {
+            let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let last = self.u64_at(&codec::key(codec::prefix::META, LAST_SEQ))?.unwrap_or(0);
+            let key = codec::key(codec::prefix::CURSOR, consumer.as_bytes());
+            let current = self.u64_at(&key)?.unwrap_or(0);
+            let next = current.max(seq.min(last));
+            if next != current {
+                self.tree.insert(key, &codec::u64_key(next)).map_err(|e| self.fail(e))?;
+            }
+        }
         self.durable().await
     }
 
     async fn orphans(&self) -> Result<Vec<Orphan>> {
         let mut out = Vec::new();
-        for entry in self.orphans.iter() {
+        for entry in self.tree.scan_prefix(codec::prefix::ORPHAN) {
             let (key, bytes) = entry.map_err(|e| self.fail(e))?;
             out.push(codec::from_value(&bytes).map_err(|e| self.corrupt("orphans", &key, e))?);
         }
         out.sort_by(|a: &Orphan, b| a.received_at.cmp(&b.received_at).then_with(|| a.sign.cmp(&b.sign)));
         Ok(out)
+    }
+}
+
+impl SledStorage {
+    fn due_entry(&self, key: &[u8]) -> Result<Due> {
+        let rest = key.get(codec::prefix::DUE.len()..).unwrap_or_default();
+        let at = codec::time_from(rest).map_err(|e| self.corrupt("due", key, e))?;
+        let out_req_no = String::from_utf8_lossy(rest.get(8..).unwrap_or_default()).into_owned();
+        Ok(Due { at, out_req_no })
     }
 }

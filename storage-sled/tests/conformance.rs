@@ -45,7 +45,7 @@ async fn corrupt_or_foreign_stores_are_typed_errors_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("meta").unwrap().insert("format", "someone-else/9").unwrap();
+        db.open_tree("protopay").unwrap().insert("m/format", "someone-else/9").unwrap();
         db.flush().unwrap();
     }
     assert!(matches!(SledStorage::open(dir.path()), Err(SledError::UnsupportedFormat { .. })));
@@ -58,7 +58,7 @@ async fn a_corrupt_record_is_reported_not_panicked() {
         let store = SledStorage::open(dir.path()).unwrap();
         drop(store);
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("orders").unwrap().insert("APP001-x", &[1u8, 2, 3][..]).unwrap();
+        db.open_tree("protopay").unwrap().insert("o/APP001-x", &[1u8, 2, 3][..]).unwrap();
         db.flush().unwrap();
     }
     let store = SledStorage::open(dir.path()).unwrap();
