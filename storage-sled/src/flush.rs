@@ -37,11 +37,6 @@ impl Flusher {
         Flusher { db, tickets: Arc::default(), progress: watch::Sender::new(Progress::default()) }
     }
 
-    /// The database.
-    pub fn db(&self) -> &sled::Db {
-        &self.db
-    }
-
     /// Return once everything written before this call is durable.
     pub async fn durable(&self) -> Result<(), Arc<sled::Error>> {
         let mut seen = self.progress.subscribe();

@@ -24,6 +24,7 @@
 
 pub mod codec;
 mod flush;
+mod group;
 
 use chrono::{DateTime, Utc};
 use codec::DecodeError;
@@ -86,9 +87,11 @@ pub enum SledError {
 pub struct SledStorage {
     path: PathBuf,
     tree: sled::Tree,
-    /// Serialises the check-then-write of commits within this process; sled's file lock keeps
-    /// other processes out, so this is enough for serialisable commits.
-    writer: Arc<std::sync::Mutex<()>>,
+    /// Checks, applies and flushes concurrent commits as groups; one leader at a time makes
+    /// commits serialisable within this process, and sled's file lock keeps others out.
+    group: group::GroupCommit,
+    /// Serialises cursor updates.
+    cursors: Arc<std::sync::Mutex<()>>,
     flusher: flush::Flusher,
 }
 
@@ -123,8 +126,16 @@ impl SledStorage {
             Err(_) => return Err(SledError::Corrupt { path, reason: "sled could not read its files".into() }),
         };
         let tree = db.open_tree("protopay").map_err(classify)?;
-        let store =
-            SledStorage { path: path.clone(), tree, writer: Arc::default(), flusher: flush::Flusher::new(db.clone()) };
+        let store = SledStorage {
+            path: path.clone(),
+            group: group::GroupCommit::new(db.clone(), tree.clone(), {
+                let path = path.clone();
+                move |source| Error::Storage(Arc::new(SledError::Flush { path: path.clone(), source }))
+            }),
+            tree,
+            cursors: Arc::default(),
+            flusher: flush::Flusher::new(db.clone()),
+        };
         let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
         match store.tree.get(&format_key).map_err(classify)? {
             Some(f) if f.as_ref() == codec::FORMAT => {}
@@ -147,7 +158,7 @@ impl SledStorage {
 
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> std::result::Result<u64, SledError> {
-        self.flusher.db().size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
+        self.group.db().size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
     }
 
     fn fail(&self, source: sled::Error) -> Error {
@@ -190,77 +201,93 @@ impl SledStorage {
         }
     }
 
-    fn version_at(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.tree.get(key).map_err(|e| self.fail(e))? {
-            None => Ok(None),
-            Some(b) => codec::record_version(&b).map(Some).map_err(|e| self.corrupt("record", key, e)),
-        }
-    }
-
-    /// Check every version and build the write, under the writer lock; then apply it as one
-    /// atomic sled batch.
-    fn write(&self, batch: &Batch) -> Result<u64> {
-        let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        let mut w = sled::Batch::default();
+    /// Encode a batch, and return the closure that checks its versions and stages its writes
+    /// inside a commit group.
+    fn stage(&self, batch: Batch) -> Result<group::Stage> {
+        let mut records = Vec::new();
         for p in &batch.protocols {
             let key = codec::key(codec::prefix::PROTOCOL, p.value.trans_no.as_bytes());
-            if self.version_at(&key)? != p.expected {
-                return Err(Error::Conflict);
-            }
-            w.insert(key, codec::record(p.expected.map_or(1, |v| v + 1), &p.value).map_err(encode)?);
+            records.push((
+                key,
+                p.expected,
+                codec::record(p.expected.map_or(1, |v| v + 1), &p.value).map_err(encode)?,
+                None,
+            ));
         }
         for o in &batch.orders {
             let key = codec::key(codec::prefix::ORDER, o.value.out_req_no().as_bytes());
-            if self.version_at(&key)? != o.expected {
-                return Err(Error::Conflict);
-            }
-            w.insert(key, codec::record(o.expected.map_or(1, |v| v + 1), &o.value).map_err(encode)?);
             let mut index = codec::protocol_prefix(o.value.trans_no());
             index.extend_from_slice(o.value.out_req_no().as_bytes());
-            w.insert(index, &[] as &[u8]);
+            records.push((
+                key,
+                o.expected,
+                codec::record(o.expected.map_or(1, |v| v + 1), &o.value).map_err(encode)?,
+                Some(index),
+            ));
         }
-        let last_key = codec::key(codec::prefix::META, LAST_SEQ);
-        let mut last = self.u64_at(&last_key)?.unwrap_or(0);
-        if !batch.events.is_empty() {
-            for event in &batch.events {
-                last += 1;
-                w.insert(codec::key(codec::prefix::EVENT, &codec::u64_key(last)), codec::value(event).map_err(encode)?);
-            }
-            w.insert(last_key, &codec::u64_key(last));
-        }
-        // Within one batch a later schedule change for the same order wins.
-        let mut placed: std::collections::HashMap<&str, Option<Vec<u8>>> = std::collections::HashMap::new();
-        for (order, at) in &batch.schedule {
-            let at_key = codec::key(codec::prefix::DUE_AT, order.as_bytes());
-            let old = match placed.get(order.as_str()) {
-                Some(old) => old.clone(),
-                None => self.tree.get(&at_key).map_err(|e| self.fail(e))?.map(|v| v.to_vec()),
-            };
-            if let Some(old) = old {
-                let mut due = codec::key(codec::prefix::DUE, &old);
-                due.extend_from_slice(order.as_bytes());
-                w.remove(due);
-            }
-            match at {
-                Some(at) => {
-                    w.insert(codec::due_key(*at, order), &[] as &[u8]);
-                    w.insert(at_key, &codec::time_key(*at));
-                    placed.insert(order, Some(codec::time_key(*at).to_vec()));
-                }
-                None => {
-                    w.remove(at_key);
-                    placed.insert(order, None);
-                }
-            }
-        }
+        let events: Vec<Vec<u8>> =
+            batch.events.iter().map(codec::value).collect::<std::result::Result<_, _>>().map_err(encode)?;
+        let mut orphans = Vec::new();
         for o in &batch.orphans {
-            let key = codec::key(codec::prefix::ORPHAN, o.sign.as_bytes());
-            if self.tree.get(&key).map_err(|e| self.fail(e))?.is_none() {
-                w.insert(key, codec::value(o).map_err(encode)?);
-            }
+            orphans.push((codec::key(codec::prefix::ORPHAN, o.sign.as_bytes()), codec::value(o).map_err(encode)?));
         }
-        self.tree.apply_batch(w).map_err(|e| self.fail(e))?;
-        Ok(last)
+        let schedule = batch.schedule;
+        let path = self.path.clone();
+        Ok(Box::new(move |w: &mut group::Staging<'_>| {
+            let fail = |source: sled::Error| Error::Storage(Arc::new(SledError::Sled { path: path.clone(), source }));
+            let corrupt = |key: &[u8], e: DecodeError| Error::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: e.to_string(),
+            };
+            for (key, expected, _, _) in &records {
+                let have = match w.get(key).map_err(fail)? {
+                    None => None,
+                    Some(b) => Some(codec::record_version(&b).map_err(|e| corrupt(key, e))?),
+                };
+                if have != *expected {
+                    return Err(Error::Conflict);
+                }
+            }
+            for (key, _, bytes, index) in records {
+                w.insert(key, bytes);
+                if let Some(index) = index {
+                    w.insert(index, Vec::new());
+                }
+            }
+            let last_key = codec::key(codec::prefix::META, LAST_SEQ);
+            let mut last = match w.get(&last_key).map_err(fail)? {
+                None => 0,
+                Some(b) => codec::u64_from(&b).map_err(|e| corrupt(&last_key, e))?,
+            };
+            if !events.is_empty() {
+                for bytes in events {
+                    last += 1;
+                    w.insert(codec::key(codec::prefix::EVENT, &codec::u64_key(last)), bytes);
+                }
+                w.insert(last_key, codec::u64_key(last).to_vec());
+            }
+            for (order, at) in schedule {
+                let at_key = codec::key(codec::prefix::DUE_AT, order.as_bytes());
+                if let Some(old) = w.get(&at_key).map_err(fail)? {
+                    let mut due = codec::key(codec::prefix::DUE, &old);
+                    due.extend_from_slice(order.as_bytes());
+                    w.remove(due);
+                }
+                match at {
+                    Some(at) => {
+                        w.insert(codec::due_key(at, &order), Vec::new());
+                        w.insert(at_key, codec::time_key(at).to_vec());
+                    }
+                    None => w.remove(at_key),
+                }
+            }
+            for (key, bytes) in orphans {
+                if w.get(&key).map_err(fail)?.is_none() {
+                    w.insert(key, bytes);
+                }
+            }
+            Ok(last)
+        }))
     }
 }
 
@@ -288,10 +315,8 @@ impl Storage for SledStorage {
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
-        let last = self.write(&batch)?;
-        // Durable before we return: concurrent commits share one flush.
-        self.durable().await?;
-        Ok(last)
+        // Durable before it returns: concurrent commits share one batch and one flush.
+        self.group.commit(self.stage(batch)?).await
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
@@ -342,7 +367,7 @@ impl Storage for SledStorage {
 
     async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
         {
-            let _writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+            let _cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
             let last = self.u64_at(&codec::key(codec::prefix::META, LAST_SEQ))?.unwrap_or(0);
             let key = codec::key(codec::prefix::CURSOR, consumer.as_bytes());
             let current = self.u64_at(&key)?.unwrap_or(0);

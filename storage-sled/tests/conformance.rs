@@ -99,3 +99,36 @@ async fn many_concurrent_commits_all_become_durable() {
     let reopened = SledStorage::open(dir.path()).unwrap();
     assert_eq!(reopened.orders_of("T1").await.unwrap().len(), 640, "all of it durable");
 }
+
+/// Commits grouped together are still checked one by one: of many racing updates of the
+/// same record version, exactly one wins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn racing_updates_in_one_group_exactly_one_wins() {
+    use protopay_engine::storage::{Batch, Put, conformance::sample_protocol};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    store
+        .commit(Batch { protocols: vec![Put { expected: None, value: sample_protocol("T1") }], ..Default::default() })
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut p = sample_protocol("T1");
+                p.business_id = format!("B{i}");
+                store.commit(Batch { protocols: vec![Put { expected: Some(1), value: p }], ..Default::default() }).await
+            })
+        })
+        .collect();
+    let mut won = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => won += 1,
+            Err(protopay_engine::Error::Conflict) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(won, 1);
+    assert_eq!(store.protocol("T1").await.unwrap().unwrap().version, 2);
+}
