@@ -80,20 +80,26 @@ impl protopay::Transport for Offline {
     }
 }
 
-/// An engine over `storage` holding protocol T1 and `n` inbound orders, `Submitted`.
+/// Orders are spread over this many protocols, as many escrow deals would be. (All on one
+/// protocol, money-moving commits contend on its ledger: see the README.)
+const PROTOCOLS: usize = 64;
+
+fn protocol_of(i: usize) -> String {
+    format!("T{}", i % PROTOCOLS)
+}
+
+/// An engine over `storage` holding the protocols and `n` inbound orders, `Submitted`.
 async fn seeded(storage: Arc<dyn Storage>, n: usize) -> Engine {
     let mut orders = Vec::new();
     for i in 0..n {
-        let mut o = sample_inbound("T1", &format!("APP001-in-{i}"), 10_000);
+        let mut o = sample_inbound(&protocol_of(i), &format!("APP001-in-{i}"), 10_000);
         if let Order::Inbound(x) = &mut o {
             x.status = Status::Submitted;
         }
         orders.push(Put { expected: None, value: o });
     }
-    storage
-        .commit(Batch { protocols: vec![Put { expected: None, value: sample_protocol("T1") }], ..Default::default() })
-        .await
-        .unwrap();
+    let protocols = (0..PROTOCOLS).map(|i| Put { expected: None, value: sample_protocol(&protocol_of(i)) }).collect();
+    storage.commit(Batch { protocols, ..Default::default() }).await.unwrap();
     for chunk in orders.chunks(1000) {
         storage.commit(Batch { orders: chunk.to_vec(), ..Default::default() }).await.unwrap();
     }
@@ -102,7 +108,7 @@ async fn seeded(storage: Arc<dyn Storage>, n: usize) -> Engine {
 }
 
 fn callback_body(i: usize, status: &str) -> Vec<u8> {
-    let data = serde_json::json!({"transNo": "T1", "appId": APP, "amount": "100.00", "outReqNo": format!("APP001-in-{i}"),
+    let data = serde_json::json!({"transNo": protocol_of(i), "appId": APP, "amount": "100.00", "outReqNo": format!("APP001-in-{i}"),
         "payOrderNo": format!("P{i}"), "payStatus": status, "arrivedStatus": "01"});
     Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), TS.into(), &key()).to_json().into_bytes()
 }
