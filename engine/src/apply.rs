@@ -175,6 +175,29 @@ fn conflict(current: String, observed: impl Into<String>) -> Anomaly {
     Anomaly::ConflictingStatus { current, observed: observed.into() }
 }
 
+/// Rule 4 for either kind: orders and views name their identifying fields alike.
+macro_rules! identity_of {
+    ($o:expr, $v:expr, $anomalies:expr) => {
+        identity_holds(
+            Identity {
+                out_req_no: Some(&$o.request.out_req_no),
+                trans_no: Some(&$o.request.trans_no),
+                app_id: Some(&$o.app_id),
+                amount: Some($o.request.amount),
+                pay_order_no: $o.remote.pay_order_no.as_deref(),
+            },
+            Identity {
+                out_req_no: $v.out_req_no.as_deref(),
+                trans_no: $v.trans_no.as_deref(),
+                app_id: $v.app_id.as_deref(),
+                amount: $v.amount,
+                pay_order_no: $v.pay_order_no.as_deref(),
+            },
+            $anomalies,
+        )
+    };
+}
+
 /// Fill fields we do not know yet from a view; known fields never change.
 macro_rules! fill {
     ($dst:expr, $src:expr; $($field:ident),+ $(,)?) => {
@@ -183,21 +206,7 @@ macro_rules! fill {
 }
 
 fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<Anomaly>) {
-    let ours = Identity {
-        out_req_no: Some(&o.request.out_req_no),
-        trans_no: Some(&o.request.trans_no),
-        app_id: Some(&o.app_id),
-        amount: Some(o.request.amount),
-        pay_order_no: o.remote.pay_order_no.as_deref(),
-    };
-    let theirs = Identity {
-        out_req_no: v.out_req_no.as_deref(),
-        trans_no: v.trans_no.as_deref(),
-        app_id: v.app_id.as_deref(),
-        amount: v.amount,
-        pay_order_no: v.pay_order_no.as_deref(),
-    };
-    if !identity_holds(ours, theirs, anomalies) {
+    if !identity_of!(o, v, anomalies) {
         return;
     }
     if let Some(c) = v.cashier_type.as_ref().filter(|c| !c.is_known()) {
@@ -245,23 +254,9 @@ fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<An
 }
 
 fn observe_outbound(o: &mut OutboundOrder, v: &OutboundView, anomalies: &mut Vec<Anomaly>) {
-    let ours = Identity {
-        out_req_no: Some(&o.request.out_req_no),
-        trans_no: Some(&o.request.trans_no),
-        app_id: Some(&o.app_id),
-        amount: Some(o.request.amount),
-        pay_order_no: o.remote.pay_order_no.as_deref(),
-    };
-    let theirs = Identity {
-        out_req_no: v.out_req_no.as_deref(),
-        trans_no: v.trans_no.as_deref(),
-        app_id: v.app_id.as_deref(),
-        amount: v.amount,
-        pay_order_no: v.pay_order_no.as_deref(),
-    };
     let out_type_matches =
         same("outType", Some(o.request.out_type.as_str()), v.out_type.as_ref().map(|t| t.as_str()), anomalies);
-    if !identity_holds(ours, theirs, anomalies) || !out_type_matches {
+    if !identity_of!(o, v, anomalies) || !out_type_matches {
         return;
     }
     let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else { return };

@@ -6,44 +6,16 @@ use libfuzzer_sys::fuzz_target;
 use protopay_engine::domain::Refusal;
 use protopay_engine::ledger::{self, Ledger};
 use protopay_engine::wire::*;
-use protopay_engine::{Amount, News, Observation, Order, Sensitive, Source, apply};
+use protopay_engine::storage::conformance::{sample_inbound, sample_outbound};
+use protopay_engine::{Amount, News, Observation, Order, Source, apply};
 
 fn order(i: u8, fen: u64) -> Option<Order> {
-    let amount = Amount::from_fen(fen.max(1))?;
-    Some(if i % 2 == 0 {
-        Order::new_inbound(
-            "APP001",
-            Prepay {
-                trans_no: "T1".into(),
-                out_req_no: format!("APP001-{i}"),
-                amount,
-                out_success_notify_url: "u".into(),
-                out_arrived_notify_url: None,
-                prod_catalog: None,
-                contract_num: None,
-                qp_user_name: None,
-                qp_cert_number: None,
-                return_url: None,
-            },
-        )
-    } else {
-        Order::new_outbound(
-            "APP001",
-            Outpay {
-                trans_no: "T1".into(),
-                out_req_no: format!("APP001-{i}"),
-                amount,
-                channel_type: ChannelType::Lft,
-                out_notify_url: "u".into(),
-                bank_acc_name: Sensitive::new("n"),
-                bank_acc_num: Sensitive::new("1"),
-                bank_name: "b".into(),
-                bank_cnaps: "1".into(),
-                out_type: if i % 4 == 1 { OutType::Out } else { OutType::Refund },
-                remark: None,
-            },
-        )
-    })
+    let key = format!("APP001-{i}");
+    let mut o = if i % 2 == 0 { sample_inbound("T1", &key, fen.max(1)) } else { sample_outbound("T1", &key, fen.max(1)) };
+    if let (Order::Outbound(out), 3) = (&mut o, i % 4) {
+        out.request.out_type = OutType::Refund;
+    }
+    Some(o)
 }
 
 fn status(b: u8) -> Option<PayStatus> {
