@@ -71,6 +71,15 @@ pub fn apply(order: &Order, observation: &Observation) -> Outcome {
             }
         }
         (Order::Inbound(o), News::Closed) => o.closed = true,
+        (_, News::Resolved { status, .. }) => {
+            if !status.is_terminal() || next.status().is_terminal() {
+                if next.status() != *status {
+                    anomalies.push(conflict(order.state_label(), format!("resolved {status}")));
+                }
+            } else {
+                set_status(&mut next, *status);
+            }
+        }
     }
     let mut events = transition_events(order, &next);
     events.extend(anomalies.into_iter().map(EventKind::Anomaly));

@@ -106,6 +106,13 @@ pub enum EventKind {
         /// Set when the payment system refused the submission outright.
         refusal: Option<Refusal>,
     },
+    /// A person decided an order's outcome (recorded with their note).
+    OperatorResolved {
+        /// The outcome.
+        status: Status,
+        /// Who and why.
+        note: String,
+    },
     /// Something for a person to look at.
     Anomaly(Anomaly),
 }

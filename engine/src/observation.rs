@@ -15,6 +15,8 @@ pub enum Source {
     Reply,
     /// The engine itself (it is about to send a call).
     Engine,
+    /// A person, through [`Engine::resolve`](crate::Engine::resolve).
+    Operator,
 }
 
 impl std::fmt::Display for Source {
@@ -24,6 +26,7 @@ impl std::fmt::Display for Source {
             Source::Poll => f.write_str("poll"),
             Source::Reply => f.write_str("reply"),
             Source::Engine => f.write_str("engine"),
+            Source::Operator => f.write_str("operator"),
         }
     }
 }
@@ -43,6 +46,14 @@ pub enum News {
     Closed,
     /// We are about to send the order's call: from here its fate is uncertain until news.
     Sending,
+    /// A person's recorded decision on an order whose outcome the payment system would not
+    /// give (`SUCCESS` or `FAILURE`), with their reason.
+    Resolved {
+        /// The outcome decided.
+        status: crate::domain::Status,
+        /// Who decided and why.
+        note: String,
+    },
 }
 
 /// One piece of news about one order.

@@ -115,6 +115,7 @@ fn news_label(news: &News) -> String {
         News::Refused(r) => format!("refused {}", r.code),
         News::Closed => "closed".into(),
         News::Sending => "sending".into(),
+        News::Resolved { status, .. } => format!("resolved {status}"),
     }
 }
 
@@ -163,9 +164,17 @@ fn transition_table() {
         (Status::Failure, false, false),
     ];
     let refusal = News::Refused(Refusal { code: "EP10001".into(), msg: "bad".into() });
+    let resolved = |status| News::Resolved { status, note: "ops: confirmed by phone".into() };
     for (status, arrived, closed) in inbound_states {
         let order = in_state(inbound(1, 10_000), status, arrived, closed);
-        for news in [News::Sending, News::NotFound, refusal.clone(), News::Closed] {
+        for news in [
+            News::Sending,
+            News::NotFound,
+            refusal.clone(),
+            News::Closed,
+            resolved(Status::Success),
+            resolved(Status::Failure),
+        ] {
             row(&mut table, &order, news);
         }
         for s in statuses() {
@@ -181,7 +190,14 @@ fn transition_table() {
         [Status::Reserved, Status::Submitted, Status::Unpaid, Status::Processing, Status::Success, Status::Failure]
     {
         let order = in_state(outbound(1, 6_000, false), status, false, false);
-        for news in [News::Sending, News::NotFound, refusal.clone(), News::Closed] {
+        for news in [
+            News::Sending,
+            News::NotFound,
+            refusal.clone(),
+            News::Closed,
+            resolved(Status::Success),
+            resolved(Status::Failure),
+        ] {
             row(&mut table, &order, news);
         }
         for s in statuses() {

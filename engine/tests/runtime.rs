@@ -312,6 +312,9 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
     tokio::time::advance(Duration::from_secs(2 * 3600)).await;
     e.poll_due().await.unwrap();
     assert!(t.count(Endpoint::Outquery) > queries);
+    // A person may decide; a settled order cannot be decided again.
+    assert!(matches!(e.resolve(&key, Status::Processing, "x").await, Err(Error::InvalidField { .. })));
+    assert!(matches!(e.resolve(&key, Status::Failure, " ").await, Err(Error::InvalidField { .. })));
     // And the payment system's word still settles it.
     t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "30.00", "FAILURE")));
     for _ in 0..10 {
@@ -484,4 +487,22 @@ fn config_is_validated() {
     assert!(parsed.is_err(), "unknown settings are refused");
     let shown = format!("{:?}", config());
     assert!(!shown.contains(KEY) || shown.contains("Md5Key(***)"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_operator_resolves_an_order_that_needs_attention() {
+    let (e, t, _, trans_no) = setup("30.00").await;
+    let key = format!("{APP}-out-void");
+    t.default_for(Endpoint::Outpay, maybe());
+    t.default_for(Endpoint::Outquery, Step::Fail(TransportError::NotDelivered { reason: "down".into() }));
+    e.outpay(payout(&trans_no, &key, "30")).await.unwrap();
+    let o = e.resolve(&key, Status::Failure, "ops (Li): bank confirmed no transfer, ticket 42").await.unwrap();
+    assert_eq!(o.status(), Status::Failure);
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "30.00", "funds released");
+    let recorded =
+        kinds(&e).await.into_iter().any(|k| matches!(k, EventKind::OperatorResolved { status: Status::Failure, .. }));
+    assert!(recorded);
+    assert!(matches!(e.resolve(&key, Status::Success, "again").await, Err(Error::InvalidState { .. })));
+    let src = e.events_after(0, 1000).await.unwrap().into_iter().filter(|ev| ev.source == Source::Operator).count();
+    assert!(src >= 2, "the decision and its effect are attributed to the operator");
 }

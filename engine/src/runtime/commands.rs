@@ -411,6 +411,43 @@ impl Engine {
         Ok(Reconciliation { trans_no: trans_no.to_owned(), ours, theirs, drift })
     }
 
+    /// Record a person's decision on an order the payment system will not settle (typically
+    /// one that needs attention): `SUCCESS` or `FAILURE`, with a note saying who and why. The
+    /// decision goes through `apply` like any news, so its ledger move and events are the
+    /// usual ones, plus `OperatorResolved`. A settled order cannot be resolved; later news
+    /// from the payment system that contradicts the decision raises `ConflictingStatus`.
+    #[tracing::instrument(skip(self, note))]
+    pub async fn resolve(&self, out_req_no: &str, status: Status, note: &str) -> Result<Order> {
+        validate::required("note", note)?;
+        if !status.is_terminal() {
+            return Err(Error::InvalidField { field: "status", reason: "must be SUCCESS or FAILURE" });
+        }
+        let order = self.order(out_req_no).await?;
+        if order.status().is_terminal() {
+            return Err(Error::InvalidState {
+                out_req_no: out_req_no.to_owned(),
+                action: "be resolved",
+                state: order.state_label(),
+            });
+        }
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.stored_order(out_req_no).await?;
+            let news = News::Resolved { status, note: note.to_owned() };
+            let decided = EventKind::OperatorResolved { status, note: note.to_owned() };
+            let record = move |next: &mut Order, kinds: &mut Vec<EventKind>| {
+                // Only a decision that took effect is recorded as one.
+                if next.status() == status {
+                    kinds.push(decided);
+                }
+            };
+            match self.commit_step(&current, Source::Operator, Some(news), record).await {
+                Err(Error::Conflict) => continue,
+                other => return other,
+            }
+        }
+        Err(Error::Conflict)
+    }
+
     /// A protocol with its ledger.
     pub async fn protocol(&self, trans_no: &str) -> Result<Protocol> {
         self.storage()
