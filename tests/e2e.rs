@@ -212,3 +212,62 @@ async fn restart_on_the_same_directory_resumes_polling_and_delivers_unacknowledg
     assert!(stack.disagreements(&[&t]).await.is_empty());
     stack.stop().await;
 }
+
+struct Offline;
+
+#[async_trait::async_trait]
+impl protopay::Transport for Offline {
+    async fn call(
+        &self,
+        _: protopay::wire::Endpoint,
+        _: &protopay::wire::Envelope,
+    ) -> Result<Vec<u8>, protopay::TransportError> {
+        Err(protopay::TransportError::NotDelivered { reason: "offline".into() })
+    }
+}
+
+/// A burst of callbacks on one hot protocol, on sled: every one is accepted (the engine's
+/// steps on one protocol take turns instead of exhausting their conflict retries).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_callbacks_on_one_protocol_on_sled_all_land() {
+    use protopay::storage::conformance::{sample_inbound, sample_protocol};
+    use protopay::storage::{Batch, Put, Storage};
+    let dir = tempfile::tempdir().unwrap();
+    let storage = protopay::sled::SledStorage::open(dir.path()).unwrap();
+    let mut orders = vec![];
+    for i in 0..64 {
+        let mut o = sample_inbound("T1", &format!("APP001-hot-{i}"), 100);
+        if let Order::Inbound(x) = &mut o {
+            x.status = Status::Submitted;
+        }
+        orders.push(Put { expected: None, value: o });
+    }
+    let seed =
+        Batch { protocols: vec![Put { expected: None, value: sample_protocol("T1") }], orders, ..Default::default() };
+    storage.commit(seed).await.unwrap();
+    let config = protopay::Config::new(APP, protopay::Md5Key::new("k"), "http://pay.invalid", "http://host.invalid/n");
+    let engine = protopay::Engine::builder(config).storage(storage).transport(Offline).build().await.unwrap();
+    let tasks: Vec<_> = (0..64)
+        .map(|i| {
+            let engine = engine.clone();
+            tokio::spawn(async move {
+                let data = serde_json::json!({"transNo": "T1", "appId": APP, "amount": "1.00",
+                    "outReqNo": format!("APP001-hot-{i}"), "payStatus": "SUCCESS", "arrivedStatus": "01"});
+                let body = protopay::wire::Envelope::reply(
+                    APP,
+                    "0000",
+                    "SUCCESS",
+                    data.to_string(),
+                    "20261126120000123".into(),
+                    &protopay::Md5Key::new("k"),
+                );
+                engine.handle_callback(CallbackKind::InboundPay, body.to_json().as_bytes()).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        let reply = t.await.unwrap();
+        assert!(reply.is_success(), "{}", reply.body);
+    }
+    assert_eq!(engine.protocol("T1").await.unwrap().ledger.in_transit.to_string(), "64.00");
+}

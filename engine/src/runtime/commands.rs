@@ -276,8 +276,10 @@ impl Engine {
     /// Store a new order (with its reservation, for outbound), then send it. Idempotent by
     /// `outReqNo`.
     async fn record_and_submit(&self, order: Order, recorded: EventKind) -> Result<Order> {
+        let turn = self.protocol_turn(order.trans_no()).await;
         for _ in 0..CONFLICT_RETRIES {
             if let Some(existing) = self.storage().order(order.out_req_no()).await? {
+                drop(turn);
                 return self.existing(existing, &order).await;
             }
             let mut batch = Batch::default();
@@ -304,6 +306,7 @@ impl Engine {
             match self.commit(batch).await {
                 Ok(()) => {
                     self.debug_check_ledger(order.trans_no()).await;
+                    drop(turn);
                     return match self.submit(&Versioned { version: 1, value: order }).await {
                         // Someone else (the poller) is already sending it.
                         Err(Error::Conflict) => self.order(&key).await,
@@ -430,22 +433,15 @@ impl Engine {
                 state: order.state_label(),
             });
         }
-        for _ in 0..CONFLICT_RETRIES {
-            let current = self.stored_order(out_req_no).await?;
-            let news = News::Resolved { status, note: note.to_owned() };
-            let decided = EventKind::OperatorResolved { status, note: note.to_owned() };
-            let record = move |next: &mut Order, kinds: &mut Vec<EventKind>| {
-                // Only a decision that took effect is recorded as one.
-                if next.status() == status {
-                    kinds.push(decided);
-                }
-            };
-            match self.commit_step(&current, Source::Operator, Some(news), record).await {
-                Err(Error::Conflict) => continue,
-                other => return other,
+        let news = News::Resolved { status, note: note.to_owned() };
+        let decided = EventKind::OperatorResolved { status, note: note.to_owned() };
+        self.step_with_retries(out_req_no, Source::Operator, Some(news), |next, kinds| {
+            // Only a decision that took effect is recorded as one.
+            if next.status() == status {
+                kinds.push(decided.clone());
             }
-        }
-        Err(Error::Conflict)
+        })
+        .await
     }
 
     /// A protocol with its ledger.

@@ -52,6 +52,8 @@ struct Inner {
     wake_poller: Notify,
     /// Last time a failed callback moved each order's poll forward.
     hints: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Per-protocol turns for ledger-touching steps (see `step_with_retries`).
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// For generated `outReqNo`s and attempt ids.
     id_seed: u64,
     id_counter: AtomicU64,
@@ -122,6 +124,7 @@ impl EngineBuilder {
                 last_seq: watch::Sender::new(last),
                 wake_poller: Notify::new(),
                 hints: Mutex::new(HashMap::new()),
+                turns: Mutex::new(HashMap::new()),
                 id_seed: std::hash::Hasher::finish(&h),
                 id_counter: AtomicU64::new(0),
             }),
@@ -242,14 +245,43 @@ impl Engine {
 
     /// Apply news to an order, re-reading and retrying when a concurrent commit wins a race.
     async fn observe(&self, out_req_no: &str, source: Source, news: News) -> Result<Order> {
+        self.step_with_retries(out_req_no, source, Some(news), |_, _| {}).await
+    }
+
+    /// [`Engine::commit_step`] on the order as it is now, re-read and retried while concurrent
+    /// commits win races. Steps on one protocol take turns within this process (its ledger
+    /// record is in every money-moving commit), so a burst of callbacks on one hot protocol
+    /// queues instead of spending its retries; across processes the versions still decide.
+    async fn step_with_retries(
+        &self,
+        out_req_no: &str,
+        source: Source,
+        news: Option<News>,
+        bookkeeping: impl Fn(&mut Order, &mut Vec<EventKind>),
+    ) -> Result<Order> {
+        let trans_no = self.stored_order(out_req_no).await?.value.trans_no().to_owned();
+        let _turn = self.protocol_turn(&trans_no).await;
         for _ in 0..CONFLICT_RETRIES {
             let current = self.stored_order(out_req_no).await?;
-            match self.commit_step(&current, source, Some(news.clone()), |_, _| {}).await {
+            match self.commit_step(&current, source, news.clone(), &bookkeeping).await {
                 Err(Error::Conflict) => continue,
                 other => return other,
             }
         }
         Err(Error::Conflict)
+    }
+
+    /// This process's turn on a protocol's ledger.
+    async fn protocol_turn(&self, trans_no: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut turns = self.inner.turns.lock().unwrap_or_else(|p| p.into_inner());
+            if turns.len() > 4_096 {
+                // Forget protocols nobody is waiting on.
+                turns.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            turns.entry(trans_no.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
     }
 
     async fn stored_order(&self, out_req_no: &str) -> Result<Versioned<Order>> {
@@ -300,23 +332,14 @@ impl Engine {
 
     /// Raise `NeedsAttention` on an order (once) and keep polling it slowly.
     async fn flag_attention(&self, out_req_no: &str) -> Result<Order> {
-        for _ in 0..CONFLICT_RETRIES {
-            let current = self.stored_order(out_req_no).await?;
-            let result = self
-                .commit_step(&current, Source::Engine, None, |next, kinds| {
-                    let a = next.attempts_mut();
-                    if !a.needs_attention {
-                        a.needs_attention = true;
-                        kinds.push(EventKind::Anomaly(crate::Anomaly::NeedsAttention { submissions: a.submissions }));
-                    }
-                })
-                .await;
-            match result {
-                Err(Error::Conflict) => continue,
-                other => return other,
+        self.step_with_retries(out_req_no, Source::Engine, None, |next, kinds| {
+            let a = next.attempts_mut();
+            if !a.needs_attention {
+                a.needs_attention = true;
+                kinds.push(EventKind::Anomaly(crate::Anomaly::NeedsAttention { submissions: a.submissions }));
             }
-        }
-        Err(Error::Conflict)
+        })
+        .await
     }
 
     /// In debug builds, check the protocol's ledger against its orders after every change:
