@@ -10,7 +10,8 @@
 //! faults off: every order must converge to the simulator's truth within bounded simulated
 //! time.
 //!
-//! `PROTOPAY_SEED=n` replays one seed exactly; `PROTOPAY_SEEDS=n` runs seeds 0..n (CI: 200).
+//! `PROTOPAY_SEED=n` replays one seed exactly; `PROTOPAY_SEEDS=n` runs seeds 0..n (CI: 200),
+//! from `PROTOPAY_SEED_START` if set.
 
 use protopay::storage::{MemoryStorage, Storage};
 use protopay::wire::{CallbackKind, CashierType, OutType};
@@ -406,7 +407,10 @@ fn run_in_simulated_time(seed: u64) -> (usize, u32) {
 fn vopr() {
     let seeds: Vec<u64> = match (std::env::var("PROTOPAY_SEED"), std::env::var("PROTOPAY_SEEDS")) {
         (Ok(one), _) => vec![one.parse().expect("PROTOPAY_SEED must be a number")],
-        (_, Ok(n)) => (0..n.parse().expect("PROTOPAY_SEEDS must be a number")).collect(),
+        (_, Ok(n)) => {
+            let start: u64 = std::env::var("PROTOPAY_SEED_START").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            (start..start + n.parse::<u64>().expect("PROTOPAY_SEEDS must be a number")).collect()
+        }
         _ => (0..200).collect(),
     };
     let (mut orders, mut restarts) = (0, 0);
