@@ -6,7 +6,7 @@
 //! The payment system is the truth about money; we learn it late, twice, out of order, or
 //! not at all. So every piece of news — a callback, a poll answer, the reply to our own
 //! request — becomes an [`Observation`] of one order and goes through one pure function,
-//! [`apply`], which yields the next state, the ledger movement and the events. Nothing else
+//! [`apply()`], which yields the next state, the ledger movement and the events. Nothing else
 //! has rules of its own.
 //!
 //! Layers, from the inside out:
