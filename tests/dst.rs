@@ -4,8 +4,8 @@
 //! simulator (auto schedule, no-dedupe mode), tokio's paused clock, a random workload
 //! (protocols, deposits, payouts, refunds, POS closes, bursts of concurrent payouts, forged
 //! callbacks) and a random fault mix (dropped / duplicated / delayed / reordered callbacks,
-//! 5xx, refused connections, timeouts after commit, corrupted reply signs, engine restarts at
-//! random points). An auditor checks after every step: ledger invariants, monotonic states, no
+//! 5xx, refused connections, timeouts after commit, requests that land late after the caller
+//! gave up, corrupted reply signs, engine restarts at random points). An auditor checks after every step: ledger invariants, monotonic states, no
 //! `outReqNo` paid out twice, events consistent with transitions. Then a quiet phase with
 //! faults off: every order must converge to the simulator's truth within bounded simulated
 //! time.
@@ -86,6 +86,10 @@ fn faults_for(rng: &mut Rng) -> Faults {
         timeout_after_commit: p(rng, 0.3),
         corrupt_sign: p(rng, 0.2),
         refuse_connection: p(rng, 0.2),
+        // Late arrivals stay within the request timeout, as a real network's do; the grace
+        // period (longer than that timeout) is what keeps a resend from paying twice.
+        late_arrival: p(rng, 0.3),
+        late_ms: config().timeouts.request_ms - 1,
         no_dedupe: true,
         delay_ms: rng.range(100, 60_000),
     }

@@ -86,6 +86,12 @@ pub struct Faults {
     pub corrupt_sign: Fault,
     /// A call is refused before it arrives (connection refused).
     pub refuse_connection: Fault,
+    /// In-process only: a call reaches the payment system late, after the caller gave up
+    /// (the caller sees a timeout; the call is handled up to `late_ms` later).
+    pub late_arrival: Fault,
+    /// The longest delay of a late arrival (ms); keep it under the caller's request timeout,
+    /// as a real network's would be.
+    pub late_ms: u64,
     /// A repeated `outpay` with the same `outReqNo` creates a second payout.
     pub no_dedupe: bool,
     /// How late a delayed callback is, and how long a reordered one is held (ms).

@@ -237,6 +237,14 @@ impl Sim {
 
     // ---- calls ---------------------------------------------------------------------------
 
+    /// Whether the next call arrives late, and by how much (the `late_arrival` fault).
+    pub fn draw_late_arrival(&self) -> Option<std::time::Duration> {
+        let mut s = self.lock();
+        let State { faults, rng, .. } = &mut *s;
+        let max = faults.late_ms;
+        faults.late_arrival.fire(rng).then(|| std::time::Duration::from_millis(rng.range(0, max)))
+    }
+
     /// Handle one call to `/api/protocol/{name}` with a request body.
     pub fn handle(&self, name: &str, body: &[u8]) -> Handled {
         let mut s = self.lock();

@@ -14,6 +14,15 @@ impl Transport for SimTransport {
     async fn call(&self, endpoint: Endpoint, request: &Envelope) -> Result<Vec<u8>, TransportError> {
         // Let other tasks run between sending and answering, as a network would.
         tokio::task::yield_now().await;
+        if let Some(delay) = self.0.draw_late_arrival() {
+            // The caller times out now; the request is still on its way and lands later.
+            let (sim, body) = (self.0.clone(), request.to_json());
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                let _ = sim.handle(endpoint.name(), body.as_bytes());
+            });
+            return Err(TransportError::MaybeDelivered { reason: "timed out; the request may still arrive".into() });
+        }
         match self.0.handle(endpoint.name(), request.to_json().as_bytes()) {
             Handled::Reply(body) => Ok(body),
             Handled::ServerError => Err(TransportError::MaybeDelivered { reason: "HTTP 500".into() }),
