@@ -20,7 +20,8 @@ use std::time::Duration;
 ///   POST /sim/outbound/{outReqNo}/settle  {"status":"SUCCESS"|"FAILURE"}
 ///   POST /sim/faults   e.g. {"drop_callback":{"probability":0.2},"timeout_after_commit":{"once":1},"no_dedupe":true,"delay_ms":3000}
 ///        (faults: drop_callback, duplicate_callback, delay_callback, reorder_callback, http_500,
-///         timeout_after_commit, corrupt_sign, refuse_connection; each {"probability":p,"once":n})
+///         timeout_after_commit, corrupt_sign, refuse_connection, and late_arrival with late_ms
+///         for the in-process transport only; each {"probability":p,"once":n})
 ///   GET  /sim/faults, /sim/stats (payouts per outReqNo, callbacks, balances), /sim/orders
 #[derive(Debug, Parser)]
 #[command(version, verbatim_doc_comment)]
