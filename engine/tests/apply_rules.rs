@@ -165,16 +165,18 @@ fn transition_table() {
     ];
     let refusal = News::Refused(Refusal { code: "EP10001".into(), msg: "bad".into() });
     let resolved = |status| News::Resolved { status, note: "ops: confirmed by phone".into() };
+    // News that is not a view of the payment system's, asked of every state of both kinds.
+    let local_news = vec![
+        News::Sending,
+        News::NotFound,
+        refusal.clone(),
+        News::Closed,
+        resolved(Status::Success),
+        resolved(Status::Failure),
+    ];
     for (status, arrived, closed) in inbound_states {
         let order = in_state(inbound(1, 10_000), status, arrived, closed);
-        for news in [
-            News::Sending,
-            News::NotFound,
-            refusal.clone(),
-            News::Closed,
-            resolved(Status::Success),
-            resolved(Status::Failure),
-        ] {
+        for news in local_news.clone() {
             row(&mut table, &order, news);
         }
         for s in statuses() {
@@ -190,14 +192,7 @@ fn transition_table() {
         [Status::Reserved, Status::Submitted, Status::Unpaid, Status::Processing, Status::Success, Status::Failure]
     {
         let order = in_state(outbound(1, 6_000, false), status, false, false);
-        for news in [
-            News::Sending,
-            News::NotFound,
-            refusal.clone(),
-            News::Closed,
-            resolved(Status::Success),
-            resolved(Status::Failure),
-        ] {
+        for news in local_news.clone() {
             row(&mut table, &order, news);
         }
         for s in statuses() {

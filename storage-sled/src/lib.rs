@@ -1,9 +1,9 @@
 //! # protopay-storage-sled
 //!
-//! A durable [`Storage`] for protopay on [sled](https://docs.rs/sled/0.34.7): every commit is
-//! one atomic sled batch (all records live in one tree, keyed by kind), its versions checked
-//! under a writer lock, and flushed to disk before `commit` returns. Concurrent commits share flushes (group commit, see `flush.rs`) without any
-//! returning early.
+//! A durable [`Storage`] for protopay on [sled](https://docs.rs/sled/0.34.7): all records live
+//! in one tree, keyed by kind. Commits (and cursor acknowledgements) go through a group
+//! committer (`group.rs`): concurrent commits are checked one by one, applied as one atomic sled
+//! batch and made durable by one flush; none returns before that flush has.
 //!
 //! The due-poll index and the event log are key ranges of their own, so that "what is due"
 //! and "events after N" are range reads, never scans of all orders. The on-disk format is
@@ -23,7 +23,6 @@
 #![deny(missing_docs)]
 
 pub mod codec;
-mod flush;
 mod group;
 
 use chrono::{DateTime, Utc};
@@ -90,9 +89,6 @@ pub struct SledStorage {
     /// Checks, applies and flushes concurrent commits as groups; one leader at a time makes
     /// commits serialisable within this process, and sled's file lock keeps others out.
     group: group::GroupCommit,
-    /// Serialises cursor updates.
-    cursors: Arc<std::sync::Mutex<()>>,
-    flusher: flush::Flusher,
 }
 
 impl std::fmt::Debug for SledStorage {
@@ -133,8 +129,6 @@ impl SledStorage {
                 move |source| Error::Storage(Arc::new(SledError::Flush { path: path.clone(), source }))
             }),
             tree,
-            cursors: Arc::default(),
-            flusher: flush::Flusher::new(db.clone()),
         };
         let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
         match store.tree.get(&format_key).map_err(classify)? {
@@ -161,8 +155,12 @@ impl SledStorage {
         self.group.db().size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
     }
 
+    fn errors(&self) -> Errors {
+        Errors(self.path.clone())
+    }
+
     fn fail(&self, source: sled::Error) -> Error {
-        Error::Storage(Arc::new(SledError::Sled { path: self.path.clone(), source }))
+        self.errors().fail(source)
     }
 
     fn corrupt(&self, tree: &str, key: &[u8], e: DecodeError) -> Error {
@@ -179,13 +177,28 @@ impl SledStorage {
             }
         }
     }
+}
 
-    /// Wait until everything written so far is on disk (shared with concurrent commits).
-    async fn durable(&self) -> Result<()> {
-        self.flusher
-            .durable()
-            .await
-            .map_err(|source| Error::Storage(Arc::new(SledError::Flush { path: self.path.clone(), source })))
+/// Turns sled and decoding failures into the engine's errors, naming the store. Cheap to
+/// clone into the closures that run inside a commit group.
+#[derive(Clone)]
+struct Errors(PathBuf);
+
+impl Errors {
+    fn fail(&self, source: sled::Error) -> Error {
+        Error::Storage(Arc::new(SledError::Sled { path: self.0.clone(), source }))
+    }
+
+    fn corrupt(&self, key: &[u8], e: DecodeError) -> Error {
+        Error::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() }
+    }
+
+    /// A u64 value as a commit group would leave it (0 when absent).
+    fn read_u64(&self, w: &group::Staging<'_>, key: &[u8]) -> Result<u64> {
+        match w.get(key).map_err(|e| self.fail(e))? {
+            None => Ok(0),
+            Some(b) => codec::u64_from(&b).map_err(|e| self.corrupt(key, e)),
+        }
     }
 }
 
@@ -232,17 +245,13 @@ impl SledStorage {
             orphans.push((codec::key(codec::prefix::ORPHAN, o.sign.as_bytes()), codec::value(o).map_err(encode)?));
         }
         let schedule = batch.schedule;
-        let path = self.path.clone();
+        let errors = self.errors();
         Ok(Box::new(move |w: &mut group::Staging<'_>| {
-            let fail = |source: sled::Error| Error::Storage(Arc::new(SledError::Sled { path: path.clone(), source }));
-            let corrupt = |key: &[u8], e: DecodeError| Error::Corrupt {
-                key: String::from_utf8_lossy(key).into_owned(),
-                reason: e.to_string(),
-            };
+            let fail = |e| errors.fail(e);
             for (key, expected, _, _) in &records {
                 let have = match w.get(key).map_err(fail)? {
                     None => None,
-                    Some(b) => Some(codec::record_version(&b).map_err(|e| corrupt(key, e))?),
+                    Some(b) => Some(codec::record_version(&b).map_err(|e| errors.corrupt(key, e))?),
                 };
                 if have != *expected {
                     return Err(Error::Conflict);
@@ -255,10 +264,7 @@ impl SledStorage {
                 }
             }
             let last_key = codec::key(codec::prefix::META, LAST_SEQ);
-            let mut last = match w.get(&last_key).map_err(fail)? {
-                None => 0,
-                Some(b) => codec::u64_from(&b).map_err(|e| corrupt(&last_key, e))?,
-            };
+            let mut last = errors.read_u64(w, &last_key)?;
             if !events.is_empty() {
                 for bytes in events {
                     last += 1;
@@ -366,17 +372,20 @@ impl Storage for SledStorage {
     }
 
     async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
-        {
-            let _cursors = self.cursors.lock().unwrap_or_else(|p| p.into_inner());
-            let last = self.u64_at(&codec::key(codec::prefix::META, LAST_SEQ))?.unwrap_or(0);
-            let key = codec::key(codec::prefix::CURSOR, consumer.as_bytes());
-            let current = self.u64_at(&key)?.unwrap_or(0);
+        // Through the group committer like any write: serialised with commits, and durable
+        // before it returns.
+        let key = codec::key(codec::prefix::CURSOR, consumer.as_bytes());
+        let errors = self.errors();
+        let stage: group::Stage = Box::new(move |w: &mut group::Staging<'_>| {
+            let last = errors.read_u64(w, &codec::key(codec::prefix::META, LAST_SEQ))?;
+            let current = errors.read_u64(w, &key)?;
             let next = current.max(seq.min(last));
             if next != current {
-                self.tree.insert(key, &codec::u64_key(next)).map_err(|e| self.fail(e))?;
+                w.insert(key, codec::u64_key(next).to_vec());
             }
-        }
-        self.durable().await
+            Ok(last)
+        });
+        self.group.commit(stage).await.map(drop)
     }
 
     async fn orphans(&self) -> Result<Vec<Orphan>> {

@@ -67,7 +67,7 @@ async fn a_corrupt_record_is_reported_not_panicked() {
 }
 
 /// 64 concurrent committers on a two-worker runtime all finish, every event numbered once
-/// (sled's own `flush_async` stalled in exactly this shape; the group-commit flusher must not).
+/// (sled's own `flush_async` stalled in exactly this shape; the group committer must not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_concurrent_commits_all_become_durable() {
     use protopay_engine::storage::{Batch, Put, conformance::sample_inbound};
