@@ -14,7 +14,7 @@ use crate::domain::{InboundOrder, Order, OutboundOrder, Status};
 use crate::event::{Anomaly, EventKind};
 use crate::ledger::{Move, movement};
 use crate::observation::{News, Observation};
-use crate::wire::{Amount, ArrivedStatus, InboundView, OutboundView, PayStatus};
+use crate::wire::{Amount, ArrivedStatus, InboundView, OutboundView, PayStatus, ReportedTime};
 
 /// What an observation does to an order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -252,6 +252,7 @@ fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<An
     if arrived && o.status == Status::Success {
         o.arrived = true;
     }
+    unreadable_times(&o.remote, v, anomalies);
     fill!(o.remote, v; trans_no, app_id, channel_type, amount, out_req_no, pos_code, pay_order_no, pay_status,
         arrived_status, pay_finish_time, pay_arrive_time, create_time, card_num, issuing_bank, issuing_bank_zh,
         channel_return_code, channel_return_msg, contract_num, cashier_url, qp_user_name, qp_cert_number, cashier_type);
@@ -278,10 +279,42 @@ fn observe_outbound(o: &mut OutboundOrder, v: &OutboundView, anomalies: &mut Vec
             }
         }
     }
+    unreadable_times(&o.remote, v, anomalies);
     fill!(o.remote, v; trans_no, app_id, channel_subacc_code, channel_subacc_custid, amount, out_req_no, pay_order_no,
         channel_type, bank_acc_name, bank_acc_num, bank_name, bank_cnaps, out_type, remark, pay_status, pay_finish_time,
         create_time, channel_return_code, channel_return_msg);
     o.remote.pay_status = status_to_wire(o.status).or(o.remote.pay_status.take());
+}
+
+/// The views whose times only inform: each named with its wire name.
+trait ReportsTimes {
+    fn times(&self) -> Vec<(&'static str, Option<&ReportedTime>)>;
+}
+
+impl ReportsTimes for InboundView {
+    fn times(&self) -> Vec<(&'static str, Option<&ReportedTime>)> {
+        vec![
+            ("payFinishTime", self.pay_finish_time.as_ref()),
+            ("payArriveTime", self.pay_arrive_time.as_ref()),
+            ("createTime", self.create_time.as_ref()),
+        ]
+    }
+}
+
+impl ReportsTimes for OutboundView {
+    fn times(&self) -> Vec<(&'static str, Option<&ReportedTime>)> {
+        vec![("payFinishTime", self.pay_finish_time.as_ref()), ("createTime", self.create_time.as_ref())]
+    }
+}
+
+/// An informative time that could not be read, new to what we hold: an anomaly, once (the
+/// news is applied all the same; the text is kept).
+fn unreadable_times<V: ReportsTimes>(held: &V, news: &V, anomalies: &mut Vec<Anomaly>) {
+    for ((field, ours), (_, theirs)) in held.times().into_iter().zip(news.times()) {
+        if ours.is_none() && theirs.is_some_and(|t| t.time().is_none()) {
+            anomalies.push(Anomaly::UnreadableValue { field: field.to_owned() });
+        }
+    }
 }
 
 fn status_to_wire(s: Status) -> Option<PayStatus> {

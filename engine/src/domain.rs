@@ -1,7 +1,7 @@
 //! What the engine keeps: protocols, inbound and outbound orders, and their states.
 
 use crate::ledger::Ledger;
-use crate::wire::{Amount, CashierType, ChannelType, InboundView, OutType, Outpay, Prepay, ProtocolView, WireTime};
+use crate::wire::{Amount, CashierType, ChannelType, InboundView, OutType, Outpay, Prepay, ProtocolView, ReportedTime};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -93,7 +93,7 @@ pub struct Protocol {
     /// How payers pay in.
     pub cashier_type: CashierType,
     /// As the payment system reported it.
-    pub create_time: Option<WireTime>,
+    pub create_time: Option<ReportedTime>,
     /// The last `find` snapshot.
     pub remote: Option<RemoteBalances>,
     /// Our own books for this protocol.
@@ -109,7 +109,7 @@ impl Protocol {
             trans_desc: view.trans_desc.clone().unwrap_or_else(|| trans_desc.to_owned()),
             channel_type: view.channel_type.clone().unwrap_or(ChannelType::Lft),
             cashier_type: view.cashier_type.clone().unwrap_or(cashier_type),
-            create_time: view.create_time,
+            create_time: view.create_time.clone(),
             remote: None,
             ledger: Ledger::default(),
         }
@@ -267,6 +267,17 @@ impl Order {
         match self {
             Order::Inbound(o) => !o.status.is_terminal() || (o.status == Status::Success && !o.arrived),
             Order::Outbound(o) => !o.status.is_terminal(),
+        }
+    }
+
+    /// Whether money is in motion with its outcome unknown: sent and not acknowledged, or
+    /// acknowledged and not settled (an inbound payment not yet made by its payer is not:
+    /// nobody has paid).
+    pub fn awaits_outcome(&self) -> bool {
+        match self.status() {
+            Status::Submitted | Status::Processing => true,
+            Status::Unpaid => matches!(self, Order::Outbound(_)),
+            _ => false,
         }
     }
 

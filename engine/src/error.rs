@@ -60,6 +60,15 @@ pub enum Error {
         /// The format that was expected.
         expected: &'static str,
     },
+    /// A text is longer than its limit ([`crate::wire::validate::limits`]). Nothing was
+    /// stored or sent; shorten it.
+    #[error("`{field}` is longer than {max} characters")]
+    TooLong {
+        /// Wire name of the field.
+        field: &'static str,
+        /// Its limit, in characters.
+        max: usize,
+    },
     /// A request field failed validation before anything was stored or sent.
     #[error("invalid field `{field}`: {reason}")]
     InvalidField {
@@ -100,11 +109,22 @@ pub enum Error {
         /// The request number asked for.
         out_req_no: String,
     },
-    /// An order with this `outReqNo` exists with different parameters. Use a new `outReqNo`
-    /// for a new order; repeat the exact parameters to get the existing one.
-    #[error("order {out_req_no} already exists with different parameters")]
+    /// An order with this `outReqNo` exists with different parameters. Nothing was changed.
+    /// The stored order stands (it may already have been sent: do not treat it as failed);
+    /// repeat the original parameters to read it.
+    #[error("order {out_req_no} already exists with different {fields:?}; repeat the original parameters to read it")]
     IdempotencyMismatch {
         /// The request number in conflict.
+        out_req_no: String,
+        /// Wire names of the fields that differ from the stored request.
+        fields: Vec<&'static str>,
+    },
+    /// The store failed in a way that leaves open whether order `out_req_no` was recorded.
+    /// Repeat the same command with the same `outReqNo` to learn its fate — never a new one:
+    /// if it was recorded, it will be carried out.
+    #[error("whether order {out_req_no} was recorded is unknown (the store failed); repeat the same command with the same outReqNo")]
+    OutcomeUnknown {
+        /// The request number to repeat.
         out_req_no: String,
     },
     /// The payout or refund exceeds the protocol's available balance. Nothing was stored
@@ -128,10 +148,18 @@ pub enum Error {
     },
 
     // ---- storage ------------------------------------------------------------------------
-    /// Optimistic concurrency: a record moved since it was read. The engine retries
-    /// internally; a host sees this only if retries were exhausted, and may retry.
+    /// Optimistic concurrency: a record moved since it was read. The engine's own signal
+    /// between a backend and its unit of work, which re-reads and retries; never returned by
+    /// a command.
     #[error("storage conflict: a record changed concurrently")]
     Conflict,
+    /// Other processes kept changing the same record faster than this call could: nothing
+    /// was changed by this call. Retry it.
+    #[error("{what} is changing too fast to update; nothing was changed, retry")]
+    Busy {
+        /// The record contended for.
+        what: String,
+    },
     /// The storage backend failed. Nothing was acknowledged; the caller may retry.
     #[error("storage backend failed")]
     Storage(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),

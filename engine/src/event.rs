@@ -31,6 +31,12 @@ pub enum Anomaly {
         /// The value.
         value: String,
     },
+    /// A field that only informs (a time, a bank name) could not be read. The news was
+    /// applied; the text is kept as received.
+    UnreadableValue {
+        /// Wire field name.
+        field: String,
+    },
     /// News of the wrong kind for this order (an outbound view for an inbound order).
     WrongOrderKind,
     /// The payment system says it has no record of an order it had acknowledged.

@@ -140,7 +140,7 @@ impl SimProtocol {
             amount: Some(self.balances.available),
             onpassage_amount: Some(self.balances.on_passage),
             out_amount: Some(self.balances.out),
-            create_time: Some(self.create_time),
+            create_time: Some(self.create_time.into()),
             cashier_type: Some(self.cashier_type.clone()),
         }
     }
@@ -160,9 +160,9 @@ impl SimInbound {
             pay_order_no: Some(self.pay_order_no.clone()),
             pay_status: Some(self.status.clone()),
             arrived_status: Some(if self.arrived { ArrivedStatus::Arrived } else { ArrivedStatus::NotArrived }),
-            pay_finish_time: self.finish_time,
-            pay_arrive_time: self.arrive_time,
-            create_time: Some(self.create_time),
+            pay_finish_time: self.finish_time.map(Into::into),
+            pay_arrive_time: self.arrive_time.map(Into::into),
+            create_time: Some(self.create_time.into()),
             card_num: paid.then(|| protopay_engine::Sensitive::new("6222020200112233445")),
             issuing_bank: paid.then(|| "ICBC".to_owned()),
             issuing_bank_zh: paid.then(|| "中国工商银行".to_owned()),
@@ -197,8 +197,8 @@ impl SimOutbound {
             out_type: Some(r.out_type.clone()),
             remark: r.remark.clone(),
             pay_status: Some(self.status.clone()),
-            pay_finish_time: self.finish_time,
-            create_time: Some(self.create_time),
+            pay_finish_time: self.finish_time.map(Into::into),
+            create_time: Some(self.create_time.into()),
             channel_return_code: self.finish_time.map(|_| "00".to_owned()),
             channel_return_msg: self.finish_time.map(|_| "处理完成".to_owned()),
         }

@@ -64,6 +64,8 @@ pub struct GroupCommit {
     tree: sled::Tree,
     queue: Arc<Mutex<Queue>>,
     fail: Arc<dyn Fn(Arc<sled::Error>) -> Error + Send + Sync>,
+    /// One count per live clone (leaders included), so that `close` can wait for the last.
+    clones: Arc<()>,
 }
 
 impl GroupCommit {
@@ -73,7 +75,24 @@ impl GroupCommit {
         tree: sled::Tree,
         fail: impl Fn(Arc<sled::Error>) -> Error + Send + Sync + 'static,
     ) -> Self {
-        GroupCommit { db, tree, queue: Arc::default(), fail: Arc::new(fail) }
+        GroupCommit { db, tree, queue: Arc::default(), fail: Arc::new(fail), clones: Arc::default() }
+    }
+
+    /// Wait until no other clone is alive (a leader finishing its last group), flush, and
+    /// drop this one: with it go the last handles on sled's files.
+    pub async fn close(self) -> std::result::Result<(), sled::Error> {
+        while Arc::strong_count(&self.clones) > 1 {
+            tokio::task::yield_now().await;
+        }
+        let GroupCommit { db, tree, .. } = self;
+        tokio::task::spawn_blocking(move || {
+            let flushed = db.flush().map(drop);
+            drop(tree);
+            drop(db);
+            flushed
+        })
+        .await
+        .unwrap_or_else(|join| Err(sled::Error::ReportableBug(join.to_string())))
     }
 
     /// The database.

@@ -76,6 +76,12 @@ pub enum SledError {
         /// sled's error.
         source: Arc<sled::Error>,
     },
+    /// The store was closed ([`Storage::close`]).
+    #[error("store {path} is closed")]
+    Closed {
+        /// The store's directory.
+        path: PathBuf,
+    },
     /// A value could not be encoded.
     #[error("encoding a record: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
@@ -85,6 +91,14 @@ pub enum SledError {
 #[derive(Clone)]
 pub struct SledStorage {
     path: PathBuf,
+    /// `None` once closed: [`Storage::close`] takes the handles out, so that sled's files and
+    /// lock are released even while clones of this store live on.
+    open: Arc<std::sync::RwLock<Option<Handles>>>,
+}
+
+/// What an open store holds.
+#[derive(Clone)]
+struct Handles {
     tree: sled::Tree,
     /// Checks, applies and flushes concurrent commits as groups; one leader at a time makes
     /// commits serialisable within this process, and sled's file lock keeps others out.
@@ -122,22 +136,22 @@ impl SledStorage {
             Err(_) => return Err(SledError::Corrupt { path, reason: "sled could not read its files".into() }),
         };
         let tree = db.open_tree("protopay").map_err(classify)?;
-        let store = SledStorage {
-            path: path.clone(),
+        let handles = Handles {
             group: group::GroupCommit::new(db.clone(), tree.clone(), {
                 let path = path.clone();
                 move |source| Error::Storage(Arc::new(SledError::Flush { path: path.clone(), source }))
             }),
-            tree,
+            tree: tree.clone(),
         };
+        let store = SledStorage { path: path.clone(), open: Arc::new(std::sync::RwLock::new(Some(handles))) };
         let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
-        match store.tree.get(&format_key).map_err(classify)? {
+        match tree.get(&format_key).map_err(classify)? {
             Some(f) if f.as_ref() == codec::FORMAT => {}
             Some(f) => {
                 return Err(SledError::UnsupportedFormat { path, found: String::from_utf8_lossy(&f).into_owned() });
             }
-            None if store.tree.is_empty() && db.tree_names().len() <= 2 => {
-                store.tree.insert(format_key, codec::FORMAT).map_err(classify)?;
+            None if tree.is_empty() && db.tree_names().len() <= 2 => {
+                tree.insert(format_key, codec::FORMAT).map_err(classify)?;
                 db.flush().map_err(classify)?;
             }
             None => return Err(SledError::Corrupt { path, reason: "records without a format marker".into() }),
@@ -152,7 +166,16 @@ impl SledStorage {
 
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> std::result::Result<u64, SledError> {
-        self.group.db().size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
+        let group = self.handles().map(|h| h.group).map_err(|_| SledError::Closed { path: self.path.clone() })?;
+        group.db().size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
+    }
+
+    fn handles(&self) -> Result<Handles> {
+        self.open.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Shutdown)
+    }
+
+    fn tree(&self) -> Result<sled::Tree> {
+        self.handles().map(|h| h.tree)
     }
 
     fn errors(&self) -> Errors {
@@ -169,7 +192,7 @@ impl SledStorage {
 
     fn read_record<T: DeserializeOwned>(&self, prefix: &[u8], key: &[u8]) -> Result<Option<Versioned<T>>> {
         let name = String::from_utf8_lossy(prefix).into_owned();
-        match self.tree.get(codec::key(prefix, key)).map_err(|e| self.fail(e))? {
+        match self.tree()?.get(codec::key(prefix, key)).map_err(|e| self.fail(e))? {
             None => Ok(None),
             Some(bytes) => {
                 let (version, value) = codec::from_record(&bytes).map_err(|e| self.corrupt(&name, key, e))?;
@@ -208,7 +231,7 @@ fn encode(e: rmp_serde::encode::Error) -> Error {
 
 impl SledStorage {
     fn u64_at(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.tree.get(key).map_err(|e| self.fail(e))? {
+        match self.tree()?.get(key).map_err(|e| self.fail(e))? {
             None => Ok(None),
             Some(b) => codec::u64_from(&b).map(Some).map_err(|e| self.corrupt("u64", key, e)),
         }
@@ -310,7 +333,7 @@ impl Storage for SledStorage {
     async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
         let prefix = codec::protocol_prefix(trans_no);
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(&prefix) {
+        for entry in self.tree()?.scan_prefix(&prefix) {
             let (key, _) = entry.map_err(|e| self.fail(e))?;
             let order_key = key.get(prefix.len()..).unwrap_or_default();
             if let Some(order) = self.read_record(codec::prefix::ORDER, order_key)? {
@@ -322,13 +345,14 @@ impl Storage for SledStorage {
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
         // Durable before it returns: concurrent commits share one batch and one flush.
-        self.group.commit(self.stage(batch)?).await
+        let group = self.handles()?.group;
+        group.commit(self.stage(batch)?).await
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
         let end = codec::key(codec::prefix::DUE, &codec::time_key(now + chrono::Duration::microseconds(1)));
         let mut out = Vec::new();
-        for entry in self.tree.range(codec::prefix::DUE.to_vec()..end).take(limit) {
+        for entry in self.tree()?.range(codec::prefix::DUE.to_vec()..end).take(limit) {
             let (key, _) = entry.map_err(|e| self.fail(e))?;
             out.push(self.due_entry(&key)?);
         }
@@ -336,7 +360,7 @@ impl Storage for SledStorage {
     }
 
     async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        match self.tree.scan_prefix(codec::prefix::DUE).next() {
+        match self.tree()?.scan_prefix(codec::prefix::DUE).next() {
             None => Ok(None),
             Some(entry) => {
                 let (key, _) = entry.map_err(|e| self.fail(e))?;
@@ -349,7 +373,7 @@ impl Storage for SledStorage {
         let start = codec::key(codec::prefix::EVENT, &codec::u64_key(after.saturating_add(1)));
         let mut out = Vec::new();
         for entry in self
-            .tree
+            .tree()?
             .range(start..)
             .take_while(|e| e.as_ref().map_or(true, |(k, _)| k.starts_with(codec::prefix::EVENT)))
             .take(limit)
@@ -385,17 +409,26 @@ impl Storage for SledStorage {
             }
             Ok(last)
         });
-        self.group.commit(stage).await.map(drop)
+        self.handles()?.group.commit(stage).await.map(drop)
     }
 
     async fn orphans(&self) -> Result<Vec<Orphan>> {
         let mut out = Vec::new();
-        for entry in self.tree.scan_prefix(codec::prefix::ORPHAN) {
+        for entry in self.tree()?.scan_prefix(codec::prefix::ORPHAN) {
             let (key, bytes) = entry.map_err(|e| self.fail(e))?;
             out.push(codec::from_value(&bytes).map_err(|e| self.corrupt("orphans", &key, e))?);
         }
         out.sort_by(|a: &Orphan, b| a.received_at.cmp(&b.received_at).then_with(|| a.sign.cmp(&b.sign)));
         Ok(out)
+    }
+
+    /// Take the handles out, wait for every commit group still holding them to step down,
+    /// flush, and drop them: sled releases its files and lock with the last handle.
+    async fn close(&self) -> Result<()> {
+        let Some(handles) = self.open.write().unwrap_or_else(|p| p.into_inner()).take() else { return Ok(()) };
+        let Handles { tree, group } = handles;
+        drop(tree);
+        group.close().await.map_err(|e| self.fail(e))
     }
 }
 

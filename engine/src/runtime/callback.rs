@@ -5,10 +5,11 @@
 //! verification changes nothing, but moves the named order's next poll forward
 //! (rate-limited), so a real update mangled in transit still lands soon.
 
+use super::transact::{Bookkeeping, PollAt, Step};
 use super::{Engine, ReplyStyle};
 use crate::event::{Anomaly, EventKind};
 use crate::observation::{News, Source};
-use crate::storage::{Batch, Orphan};
+use crate::storage::Orphan;
 use crate::wire::{
     CODE_OK, CallbackKind, Envelope, InboundView, MSG_OK, OutboundView, format_timestamp, parse_timestamp,
 };
@@ -45,6 +46,10 @@ impl Engine {
     /// Handle one callback body of `kind`. Never panics on any input.
     #[tracing::instrument(skip_all, fields(kind = kind.slug(), bytes = body.len()))]
     pub async fn handle_callback(&self, kind: CallbackKind, body: &[u8]) -> CallbackReply {
+        let _working = match self.working() {
+            Ok(w) => w,
+            Err(e) => return self.failure_reply(e),
+        };
         match self.accept_callback(kind, body).await {
             Ok(()) => self.success_reply(),
             Err(e) => {
@@ -83,7 +88,7 @@ impl Engine {
             }
         };
         let out_req_no = out_req_no.ok_or(Error::InvalidField { field: "outReqNo", reason: "is required" })?;
-        match self.observe(&out_req_no, Source::Callback(kind), news).await {
+        match self.transact(&out_req_no, Step::news(Source::Callback(kind), news)).await {
             Ok(_) => Ok(()),
             Err(Error::UnknownOrder { .. }) => self.keep_orphan(kind, out_req_no, envelope).await,
             Err(e) => Err(e),
@@ -102,7 +107,7 @@ impl Engine {
             data: envelope.data,
             received_at: self.now(),
         };
-        self.commit(Batch { orphans: vec![orphan], events: vec![event], ..Default::default() }).await
+        self.record_events(vec![event], vec![orphan]).await
     }
 
     /// Move forward the next poll of the order an unverified body names, at most once per
@@ -128,12 +133,12 @@ impl Engine {
             }
             hints.insert(out_req_no.clone(), now);
         }
-        let Ok(Some(order)) = self.storage().order(&out_req_no).await else { return };
-        if !order.value.is_open() {
-            return;
-        }
-        let batch = Batch { schedule: vec![(out_req_no, Some(now))], ..Default::default() };
-        if self.commit(batch).await.is_ok() {
+        // Through the unit of work, at the order's version: a hint that lands after the order
+        // was settled writes no due time for it.
+        let step = Step { poll_at: PollAt::Now, ..Step::record(Source::Engine, Bookkeeping::Nothing) };
+        if let Ok(order) = self.transact(&out_req_no, step).await
+            && order.is_open()
+        {
             self.inner.wake_poller.notify_one();
         }
     }

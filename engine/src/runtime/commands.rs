@@ -5,14 +5,15 @@
 //! durably recorded — read its `status` for where it stands (`Submitted` = sent, outcome not
 //! yet known; the poller and callbacks will bring it).
 
-use super::{CONFLICT_RETRIES, Engine};
+use super::Engine;
+use super::transact::{Bookkeeping, Intent, Step};
 use crate::domain::{Order, Protocol, RemoteBalances, Status};
 use crate::event::{Anomaly, EventKind};
-use crate::ledger::{self, Ledger};
+use crate::ledger::Ledger;
 use crate::observation::{News, Source};
 use crate::secret::Sensitive;
-use crate::storage::{Batch, Put, Versioned};
-use crate::wire::validate;
+use crate::storage::Versioned;
+use crate::wire::validate::{self, limits};
 use crate::wire::{
     Amount, CallbackKind, CashierType, ChannelType, CnapsEntry, CreateProtocol, FindProtocol, OutType, Outpay,
     PosClose, Prepay, ProdCatalog, ProtocolView, QueryBankCnaps,
@@ -109,15 +110,18 @@ impl Engine {
     /// no money, and [`Engine::find_protocol`] adopts it if its `transNo` turns up).
     #[tracing::instrument(skip_all, fields(business_id = %cmd.business_id))]
     pub async fn create_protocol(&self, cmd: NewProtocol) -> Result<Protocol> {
+        let _working = self.working()?;
         validate::required("transDesc", &cmd.trans_desc)?;
         validate::required("businessId", &cmd.business_id)?;
+        validate::text("transDesc", &cmd.trans_desc, limits::TRANS_DESC)?;
+        validate::text("businessId", &cmd.business_id, limits::BUSINESS_ID)?;
         if !cmd.cashier_type.is_known() {
             return Err(Error::InvalidField { field: "cashierType", reason: "must be POS or QP" });
         }
         let attempt = self.generate_out_req_no();
         let requested =
             self.event(None, Source::Engine, EventKind::ProtocolCreateRequested { attempt: attempt.clone() });
-        self.commit(Batch { events: vec![requested], ..Default::default() }).await?;
+        self.record_events(vec![requested], Vec::new()).await?;
         let request = CreateProtocol {
             channel_type: ChannelType::Lft,
             trans_desc: cmd.trans_desc.clone(),
@@ -129,24 +133,18 @@ impl Engine {
                 let protocol = Protocol::from_view(&view, &cmd.business_id, &cmd.trans_desc, cmd.cashier_type);
                 let mut created = self.event(None, Source::Reply, EventKind::ProtocolCreated { attempt });
                 created.trans_no = Some(protocol.trans_no.clone());
-                let batch = Batch {
-                    protocols: vec![Put { expected: None, value: protocol.clone() }],
-                    events: vec![created],
-                    ..Default::default()
-                };
-                match self.commit(batch).await {
-                    Ok(()) => Ok(protocol),
-                    // Already recorded (adopted by a concurrent `find`): return what is stored.
-                    Err(Error::Conflict) => self.protocol(&protocol.trans_no).await,
-                    Err(e) => Err(e),
-                }
+                // Already recorded (adopted by a concurrent `find`): what is stored stands.
+                self.update_protocol(&protocol.trans_no, |stored| {
+                    stored.is_none().then(|| (protocol.clone(), vec![created.clone()]))
+                })
+                .await
             }
             Err(e @ (Error::Remote { .. } | Error::NotFound(_))) => Err(e),
             Err(Error::Transport(t)) if !t.maybe_delivered() => Err(Error::Transport(t)),
             Err(e) => {
                 let orphan = Anomaly::PossibleOrphanProtocol { attempt };
                 let event = self.event(None, Source::Reply, EventKind::Anomaly(orphan));
-                self.commit(Batch { events: vec![event], ..Default::default() }).await?;
+                self.record_events(vec![event], Vec::new()).await?;
                 Err(e)
             }
         }
@@ -156,41 +154,29 @@ impl Engine {
     /// known here is adopted.
     #[tracing::instrument(skip(self))]
     pub async fn find_protocol(&self, trans_no: &str) -> Result<Protocol> {
+        let _working = self.working()?;
+        self.refresh_protocol(trans_no).await
+    }
+
+    async fn refresh_protocol(&self, trans_no: &str) -> Result<Protocol> {
         validate::required("transNo", trans_no)?;
         let view = self.call(&FindProtocol { trans_no: trans_no.to_owned() }).await?;
         if view.trans_no != trans_no {
             return Err(Error::InvalidField { field: "transNo", reason: "reply names another protocol" });
         }
         let balances = self.balances(&view);
-        for _ in 0..CONFLICT_RETRIES {
-            let (batch, protocol) = match self.storage().protocol(trans_no).await? {
-                Some(current) => {
-                    let mut p = current.value;
-                    p.remote = Some(balances.clone());
-                    (
-                        Batch {
-                            protocols: vec![Put { expected: Some(current.version), value: p.clone() }],
-                            ..Default::default()
-                        },
-                        p,
-                    )
-                }
+        let mut adopted = self.event(None, Source::Reply, EventKind::ProtocolAdopted);
+        adopted.trans_no = Some(trans_no.to_owned());
+        self.update_protocol(trans_no, |stored| {
+            Some(match stored {
+                Some(p) => (Protocol { remote: Some(balances.clone()), ..p.clone() }, Vec::new()),
                 None => {
-                    let mut p = Protocol::from_view(&view, "", "", CashierType::Pos);
-                    p.remote = Some(balances.clone());
-                    let mut adopted = self.event(None, Source::Reply, EventKind::ProtocolAdopted);
-                    adopted.trans_no = Some(trans_no.to_owned());
-                    let put = Put { expected: None, value: p.clone() };
-                    (Batch { protocols: vec![put], events: vec![adopted], ..Default::default() }, p)
+                    let p = Protocol::from_view(&view, "", "", CashierType::Pos);
+                    (Protocol { remote: Some(balances.clone()), ..p }, vec![adopted.clone()])
                 }
-            };
-            match self.commit(batch).await {
-                Ok(()) => return Ok(protocol),
-                Err(Error::Conflict) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::Conflict)
+            })
+        })
+        .await
     }
 
     fn balances(&self, view: &ProtocolView) -> RemoteBalances {
@@ -204,8 +190,25 @@ impl Engine {
 
     /// Start an inbound payment: POS (the order gets a six-digit `posCode`) or quick pay (a
     /// `cashierUrl`), by the protocol's cashier type.
+    ///
+    /// **The host contract** (the same for [`Engine::outpay`]):
+    /// - `Ok(order)`: the request is durably recorded and will be carried out; read
+    ///   `order.status()` for where it stands (`Requested`/`Reserved`: recorded, not yet sent
+    ///   — the poller sends it; `Submitted`: sent, outcome not yet known; then the payment
+    ///   system's statuses). Storage or network trouble *after* the request was recorded is
+    ///   not an error: the engine carries on from what is stored.
+    /// - [`Error::OutcomeUnknown`] (carries the `outReqNo`): the store failed in a way that
+    ///   leaves open whether the request was recorded. Repeat the same command with the same
+    ///   `outReqNo` to find out — never a new one.
+    /// - any other `Err`: nothing was recorded and no money will ever move for this request.
+    ///   Pass your own `outReqNo` if you want to retry safely across crashes of your own.
+    /// - Idempotent by `outReqNo`: the same parameters return the existing order; others are
+    ///   [`Error::IdempotencyMismatch`], naming the fields that differ. Only what you pass is
+    ///   compared (not the engine's own settings, such as notify URLs, which may change with a
+    ///   deploy). [`Error::Conflict`] never reaches you.
     #[tracing::instrument(skip_all, fields(trans_no = %cmd.trans_no))]
     pub async fn prepay(&self, cmd: NewInbound) -> Result<Order> {
+        let _working = self.working()?;
         let protocol = self.protocol(&cmd.trans_no).await?;
         validate::positive("amount", cmd.amount)?;
         if protocol.cashier_type == CashierType::Pos && cmd.prod_catalog.is_none() {
@@ -214,6 +217,14 @@ impl Engine {
         if cmd.prod_catalog.as_ref().is_some_and(|c| !c.is_known()) {
             return Err(Error::InvalidField { field: "prodCatalog", reason: "must be 01 or 02" });
         }
+        validate::optional_text("contractNum", cmd.contract_num.as_deref(), limits::CONTRACT_NUM)?;
+        validate::optional_text("qpUserName", cmd.payer_name.as_ref().map(|s| s.expose()), limits::PERSON_NAME)?;
+        validate::optional_text(
+            "qpCertNumber",
+            cmd.payer_cert_number.as_ref().map(|s| s.expose()),
+            limits::CERT_NUMBER,
+        )?;
+        validate::optional_text("returnUrl", cmd.return_url.as_deref(), limits::URL)?;
         let out_req_no = self.out_req_no(cmd.out_req_no)?;
         let config = self.config();
         let request = Prepay {
@@ -237,13 +248,19 @@ impl Engine {
     /// The funds check and the reservation are committed before anything is sent; if the
     /// amount exceeds what is available, [`Error::InsufficientFunds`] is returned and nothing
     /// is stored or sent. Two payouts racing on one protocol cannot both pass the check.
+    /// The host contract is [`Engine::prepay`]'s.
     #[tracing::instrument(skip_all, fields(trans_no = %cmd.trans_no))]
     pub async fn outpay(&self, cmd: NewOutbound) -> Result<Order> {
+        let _working = self.working()?;
         self.protocol(&cmd.trans_no).await?;
         validate::positive("amount", cmd.amount)?;
         validate::required("bankAccName", cmd.payee_name.expose())?;
         validate::required("bankAccNum", cmd.payee_account.expose())?;
         validate::required("bankName", &cmd.bank_name)?;
+        validate::text("bankAccName", cmd.payee_name.expose(), limits::PERSON_NAME)?;
+        validate::text("bankAccNum", cmd.payee_account.expose(), limits::ACCOUNT)?;
+        validate::text("bankName", &cmd.bank_name, limits::BANK_NAME)?;
+        validate::optional_text("remark", cmd.remark.as_deref(), limits::REMARK)?;
         validate::bank_cnaps(&cmd.bank_cnaps, self.config().cnaps_check)?;
         if !cmd.out_type.is_known() {
             return Err(Error::InvalidField { field: "outType", reason: "must be OUT or REFUND" });
@@ -273,77 +290,51 @@ impl Engine {
         Ok(out_req_no)
     }
 
-    /// Store a new order (with its reservation, for outbound), then send it. Idempotent by
-    /// `outReqNo`.
+    /// Store a new order (with its reservation, for outbound), then send it; or answer for
+    /// the order already stored under its `outReqNo`. See [`Engine::prepay`] for the contract.
     async fn record_and_submit(&self, order: Order, recorded: EventKind) -> Result<Order> {
-        let turn = self.protocol_turn(order.trans_no()).await;
-        for _ in 0..CONFLICT_RETRIES {
-            if let Some(existing) = self.storage().order(order.out_req_no()).await? {
-                drop(turn);
-                return self.existing(existing, &order).await;
-            }
-            let mut batch = Batch::default();
-            if let Some(m) = ledger::movement(None, &order) {
-                let protocol = self
-                    .storage()
-                    .protocol(order.trans_no())
-                    .await?
-                    .ok_or_else(|| Error::UnknownProtocol { trans_no: order.trans_no().to_owned() })?;
-                let mut updated = protocol.value;
-                if order.amount() > updated.ledger.available {
-                    return Err(Error::InsufficientFunds {
-                        requested: order.amount(),
-                        available: updated.ledger.available,
-                    });
-                }
-                updated.ledger.apply(&m)?;
-                batch.protocols.push(Put { expected: Some(protocol.version), value: updated });
-            }
-            batch.events.push(self.event(Some(&order), Source::Engine, recorded.clone()));
-            let key = order.out_req_no().to_owned();
-            batch.schedule.push((key.clone(), super::next_poll(&order, self.now(), &self.config().poll)));
-            batch.orders.push(Put { expected: None, value: order.clone() });
-            match self.commit(batch).await {
-                Ok(()) => {
-                    self.debug_check_ledger(order.trans_no()).await;
-                    drop(turn);
-                    return match self.submit(&Versioned { version: 1, value: order }).await {
-                        // Someone else (the poller) is already sending it.
-                        Err(Error::Conflict) => self.order(&key).await,
-                        other => other,
-                    };
-                }
-                Err(Error::Conflict) => continue,
-                Err(e) => return Err(e),
-            }
+        match self.record_intent(&order, recorded).await? {
+            Intent::Recorded(stored) => Ok(self.send_accepted(&stored).await),
+            Intent::Existing(existing) => self.existing(existing, &order).await,
         }
-        Err(Error::Conflict)
     }
 
-    /// The idempotent answer for an `outReqNo` already stored.
-    async fn existing(&self, existing: Versioned<Order>, asked: &Order) -> Result<Order> {
-        let same = match (&existing.value, asked) {
-            (Order::Inbound(a), Order::Inbound(b)) => a.request == b.request,
-            (Order::Outbound(a), Order::Outbound(b)) => a.request == b.request,
-            _ => false,
-        };
-        if !same {
-            return Err(Error::IdempotencyMismatch { out_req_no: asked.out_req_no().to_owned() });
-        }
-        // Stored but never sent (a crash between the two): send it now.
-        if matches!(existing.value.status(), Status::Requested | Status::Reserved) {
-            match self.submit(&existing).await {
-                Err(Error::Conflict) => {}
-                other => return other,
+    /// Send an order whose intent is durable. Whatever happens, the request stands: the
+    /// answer is the order as last stored (the poller carries on from there).
+    async fn send_accepted(&self, stored: &Versioned<Order>) -> Order {
+        match self.submit(stored).await {
+            Ok(order) => order,
+            Err(e) => {
+                if !matches!(e, Error::Conflict) {
+                    tracing::warn!(out_req_no = stored.value.out_req_no(), error = %e,
+                        "recorded but not sent; the poller will send it");
+                }
+                match self.storage().order(stored.value.out_req_no()).await {
+                    Ok(Some(now)) => now.value,
+                    _ => stored.value.clone(),
+                }
             }
         }
-        self.order(asked.out_req_no()).await
+    }
+
+    /// The idempotent answer for an `outReqNo` already stored: the order, if the host asked
+    /// for the same thing (and, if it was stored but never sent, it is sent now).
+    async fn existing(&self, existing: Versioned<Order>, asked: &Order) -> Result<Order> {
+        let fields = differences(&existing.value, asked);
+        if !fields.is_empty() {
+            return Err(Error::IdempotencyMismatch { out_req_no: asked.out_req_no().to_owned(), fields });
+        }
+        if matches!(existing.value.status(), Status::Requested | Status::Reserved) {
+            return Ok(self.send_accepted(&existing).await);
+        }
+        Ok(existing.value)
     }
 
     /// Close an unpaid POS code. A payer who paid just before the close still wins: a later
     /// `SUCCESS` is applied (and flagged `PaidAfterClose`).
     #[tracing::instrument(skip(self))]
     pub async fn close_pos(&self, out_req_no: &str) -> Result<Order> {
+        let _working = self.working()?;
         let order = self.order(out_req_no).await?;
         let closable =
             matches!(&order, Order::Inbound(o) if !o.status.is_terminal() && o.status.is_remote() && !o.closed);
@@ -358,13 +349,15 @@ impl Engine {
         if !result.result {
             return Err(Error::Remote { code: "0000".into(), msg: "posclose answered result=false".into() });
         }
-        self.observe(out_req_no, Source::Reply, News::Closed).await
+        self.transact(out_req_no, Step::news(Source::Reply, News::Closed)).await
     }
 
     /// Look up CNAPS numbers by a keyword of the branch name.
     #[tracing::instrument(skip(self))]
     pub async fn query_cnaps(&self, keyword: &str) -> Result<Vec<CnapsEntry>> {
+        let _working = self.working()?;
         validate::required("bankNameKeyWord", keyword)?;
+        validate::text("bankNameKeyWord", keyword, limits::KEYWORD)?;
         self.call(&QueryBankCnaps { bank_name_key_word: keyword.to_owned() }).await
     }
 
@@ -376,7 +369,8 @@ impl Engine {
     /// less what is reserved for payouts still in flight (which they may hold apart).
     #[tracing::instrument(skip(self))]
     pub async fn reconcile(&self, trans_no: &str) -> Result<Reconciliation> {
-        let protocol = self.find_protocol(trans_no).await?;
+        let _working = self.working()?;
+        let protocol = self.refresh_protocol(trans_no).await?;
         let theirs = protocol.remote.clone().ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() })?;
         let ours = protocol.ledger;
         let sum = |xs: &[Amount]| xs.iter().try_fold(Amount::ZERO, |a, b| a.checked_add(*b));
@@ -409,7 +403,7 @@ impl Engine {
                     e
                 })
                 .collect();
-            self.commit(Batch { events, ..Default::default() }).await?;
+            self.record_events(events, Vec::new()).await?;
         }
         Ok(Reconciliation { trans_no: trans_no.to_owned(), ours, theirs, drift })
     }
@@ -421,7 +415,9 @@ impl Engine {
     /// from the payment system that contradicts the decision raises `ConflictingStatus`.
     #[tracing::instrument(skip(self, note))]
     pub async fn resolve(&self, out_req_no: &str, status: Status, note: &str) -> Result<Order> {
+        let _working = self.working()?;
         validate::required("note", note)?;
+        validate::text("note", note, limits::NOTE)?;
         if !status.is_terminal() {
             return Err(Error::InvalidField { field: "status", reason: "must be SUCCESS or FAILURE" });
         }
@@ -433,15 +429,11 @@ impl Engine {
                 state: order.state_label(),
             });
         }
-        let news = News::Resolved { status, note: note.to_owned() };
-        let decided = EventKind::OperatorResolved { status, note: note.to_owned() };
-        self.step_with_retries(out_req_no, Source::Operator, Some(news), |next, kinds| {
-            // Only a decision that took effect is recorded as one.
-            if next.status() == status {
-                kinds.push(decided.clone());
-            }
-        })
-        .await
+        let step = Step {
+            news: Some(News::Resolved { status, note: note.to_owned() }),
+            ..Step::record(Source::Operator, Bookkeeping::Resolved { status, note: note.to_owned() })
+        };
+        self.transact(out_req_no, step).await
     }
 
     /// A protocol with its ledger.
@@ -461,5 +453,28 @@ impl Engine {
     /// Every order of a protocol.
     pub async fn orders_of(&self, trans_no: &str) -> Result<Vec<Order>> {
         Ok(self.storage().orders_of(trans_no).await?.into_iter().map(|o| o.value).collect())
+    }
+}
+
+/// The fields of a stored order's request that differ from a new command's, by wire name.
+/// Only what the host chose is compared: the engine's own settings (notify URLs, channel)
+/// may change with a deploy without making a repeat of the same command a different one.
+fn differences(stored: &Order, asked: &Order) -> Vec<&'static str> {
+    macro_rules! differing {
+        ($a:expr, $b:expr; $($field:ident => $name:literal),+ $(,)?) => {{
+            let mut fields = Vec::new();
+            $( if $a.$field != $b.$field { fields.push($name); } )+
+            fields
+        }};
+    }
+    match (stored, asked) {
+        (Order::Inbound(a), Order::Inbound(b)) => differing!(a.request, b.request;
+            trans_no => "transNo", amount => "amount", prod_catalog => "prodCatalog",
+            contract_num => "contractNum", qp_user_name => "qpUserName", qp_cert_number => "qpCertNumber",
+            return_url => "returnUrl"),
+        (Order::Outbound(a), Order::Outbound(b)) => differing!(a.request, b.request;
+            trans_no => "transNo", amount => "amount", out_type => "outType", bank_acc_name => "bankAccName",
+            bank_acc_num => "bankAccNum", bank_name => "bankName", bank_cnaps => "bankCnaps", remark => "remark"),
+        _ => vec!["kind"],
     }
 }

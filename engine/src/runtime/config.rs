@@ -2,7 +2,7 @@
 //! file. Durations are whole milliseconds (`*_ms`), so no unit is ever ambiguous.
 
 use crate::secret::Md5Key;
-use crate::wire::validate::CnapsCheck;
+use crate::wire::validate::{CnapsCheck, limits};
 use crate::{Error, Result};
 use chrono::FixedOffset;
 use serde::Deserialize;
@@ -70,7 +70,8 @@ pub struct PollPolicy {
     pub grace_ms: u64,
     /// Sends per order (first included) before it needs attention.
     pub max_submissions: u32,
-    /// Quiet polls of an order whose outcome is unknown before it needs attention.
+    /// Quiet polls (polls that brought no outcome: an unchanged status, a failed query) of an
+    /// order whose outcome is unknown before it needs attention.
     pub attention_after_quiet_polls: u32,
     /// Orders polled at once.
     pub concurrency: usize,
@@ -193,10 +194,25 @@ impl Config {
         if self.app_id.is_empty() || !self.app_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
             return bad("app_id", "must be non-empty [A-Za-z0-9_-]");
         }
-        if self.app_id.len() > 40 {
-            return bad("app_id", "leaves no room for an outReqNo suffix");
+        if self.app_id.len() > limits::APP_ID {
+            return bad("app_id", "longer than 39 characters: leaves no room for a generated outReqNo");
         }
         self.zone()?;
+        let longest_slug = crate::wire::CallbackKind::ALL.iter().map(|k| k.slug().len() + 1).max().unwrap_or(0);
+        if self.callback_base_url.trim_end_matches('/').len() + longest_slug > limits::URL {
+            return bad("callback_base_url", "too long for a notify URL (512 characters)");
+        }
+        if self.callback_body_limit < limits::ECHO_BODY_MAX {
+            return bad("callback_body_limit", "smaller than a callback echoing our longest request");
+        }
+        let p = &self.poll;
+        let intervals = [p.submitted_ms, p.processing_ms, p.unpaid_ms, p.awaiting_arrival_ms, p.attention_ms];
+        if intervals.contains(&0) || p.max_interval_ms == 0 || p.idle_tick_ms == 0 {
+            return bad("poll", "intervals must be at least 1 ms");
+        }
+        if p.attention_after_quiet_polls == 0 {
+            return bad("poll.attention_after_quiet_polls", "must be at least 1");
+        }
         if self.poll.grace_ms <= self.timeouts.request_ms {
             return bad("poll.grace_ms", "must exceed timeouts.request_ms");
         }

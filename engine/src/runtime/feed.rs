@@ -25,6 +25,9 @@ impl Subscription {
     /// with [`Engine::ack`] once handled.
     pub async fn next(&mut self) -> Result<Vec<Event>> {
         loop {
+            if self.engine.is_shut_down() {
+                return Err(crate::Error::Shutdown);
+            }
             // Mark the current value seen *before* reading, so a commit that lands between the
             // read and the wait still wakes us.
             self.wake.borrow_and_update();

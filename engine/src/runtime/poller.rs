@@ -1,28 +1,45 @@
 //! The poller: asks about orders that are due, and is how the engine recovers after a restart
 //! (stored-but-unsent and sent-but-unknown orders are simply due).
 //!
-//! The rules for an order whose outcome is unknown are "Never pay twice": query first; send
-//! again only after a verified "no such order" seen past the grace period since the last
-//! send, with the same `outReqNo`; never fail it on our own; after the retry budget, raise
-//! `NeedsAttention` and keep polling slowly.
+//! Every poll ends in a commit that records the order's next due time (see `transact`), so
+//! an order is never left due in the past. A poll that fails before it can commit (the
+//! store is down) is held back in memory for as long as the policy would have waited, never
+//! less, and the poller sleeps until then: neither a failing store nor a failing payment
+//! system can make it spin.
 
 use super::Engine;
+use super::schedule::next_poll;
+use super::transact::Step;
 use crate::domain::{Order, Status};
-use crate::observation::{News, Source};
-use crate::storage::{Batch, Versioned};
+use crate::observation::News;
+use crate::storage::Versioned;
 use crate::wire::{Inquery, Outquery};
 use crate::{Error, Result};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 
 /// What one tick did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PollReport {
     /// Orders taken from the due index.
     pub due: usize,
-    /// Orders whose poll failed (they stay scheduled and are tried again).
+    /// Of those, polled now (the others are held back after a failed poll).
+    pub polled: usize,
+    /// Polls that failed (held back by the policy, then tried again).
     pub failed: usize,
+    /// How long until the first held-back order may be tried again, if any is.
+    pub retry_in: Option<Duration>,
+}
+
+/// A poll that failed, and when the order may be polled again.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Backoff {
+    failures: u32,
+    until: Instant,
 }
 
 /// A running background poller.
@@ -30,6 +47,7 @@ pub struct PollReport {
 pub struct PollerHandle {
     stop: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    passes: Arc<AtomicU64>,
 }
 
 impl PollerHandle {
@@ -37,6 +55,12 @@ impl PollerHandle {
     pub async fn shutdown(self) {
         let _ = self.stop.send(true);
         let _ = self.task.await;
+    }
+
+    /// How many times the poller has looked for due orders: a measure of its appetite, which
+    /// the simulation bounds (a poller that spins shows here first).
+    pub fn passes(&self) -> u64 {
+        self.passes.load(Ordering::Relaxed)
     }
 
     /// Stop at once, wherever it is, as a crash would (for crash simulations).
@@ -49,24 +73,48 @@ impl Engine {
     /// Run one poller tick: poll every order due now, with bounded concurrency.
     #[tracing::instrument(skip(self))]
     pub async fn poll_due(&self) -> Result<PollReport> {
+        let _working = self.working()?;
+        self.poll_tick().await
+    }
+
+    async fn poll_tick(&self) -> Result<PollReport> {
         let policy = &self.config().poll;
         let due = self.storage().due(self.now(), policy.batch).await?;
-        let mut report = PollReport { due: due.len(), failed: 0 };
-        let permits = std::sync::Arc::new(Semaphore::new(policy.concurrency));
+        let mut report = PollReport { due: due.len(), ..PollReport::default() };
+        let ready: Vec<String> = {
+            let backoff = self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner());
+            let now = Instant::now();
+            due.into_iter()
+                .map(|d| d.out_req_no)
+                .filter(|key| match backoff.get(key) {
+                    Some(b) if b.until > now => {
+                        let wait = b.until - now;
+                        report.retry_in = Some(report.retry_in.map_or(wait, |w| w.min(wait)));
+                        false
+                    }
+                    _ => true,
+                })
+                .collect()
+        };
+        report.polled = ready.len();
+        let permits = Arc::new(Semaphore::new(policy.concurrency));
         let mut tasks = JoinSet::new();
-        for entry in due {
+        for key in ready {
             let engine = self.clone();
             let permits = permits.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
-                engine.poll_order(&entry.out_req_no).await
+                let (read, result) = engine.poll_order(&key).await;
+                (key, read, result)
             });
         }
         while let Some(done) = tasks.join_next().await {
             match done {
-                Ok(Ok(())) | Ok(Err(Error::Conflict)) => {}
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, "poll failed");
+                Ok((key, _, Ok(()) | Err(Error::Conflict))) => self.poll_succeeded(&key),
+                Ok((key, read, Err(e))) => {
+                    tracing::warn!(out_req_no = %key, error = %e, "poll failed; holding it back");
+                    let wait = self.poll_failed(&key, read.as_ref());
+                    report.retry_in = Some(report.retry_in.map_or(wait, |w| w.min(wait)));
                     report.failed += 1;
                 }
                 Err(join) => {
@@ -78,47 +126,106 @@ impl Engine {
         Ok(report)
     }
 
-    /// Run the poller in the background until [`PollerHandle::shutdown`].
+    fn poll_succeeded(&self, key: &str) {
+        let mut backoff = self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        if !backoff.is_empty() {
+            backoff.remove(key);
+        }
+    }
+
+    /// Hold an order back after a failed poll: as long as the policy would wait after that
+    /// many quiet polls (from the order's own state when it could be read).
+    fn poll_failed(&self, key: &str, read: Option<&Order>) -> Duration {
+        let policy = &self.config().poll;
+        let mut backoff = self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner());
+        let failures = backoff.get(key).map_or(1, |b| b.failures.saturating_add(1));
+        let now = self.now();
+        let interval = match read {
+            Some(order) => {
+                let mut held = order.clone();
+                let a = held.attempts_mut();
+                a.quiet_polls = a.quiet_polls.saturating_add(failures);
+                next_poll(&held, now, policy).and_then(|t| (t - now).to_std().ok())
+            }
+            None => None,
+        };
+        let fallback = Duration::from_millis(policy.submitted_ms)
+            .saturating_mul(1u32 << failures.min(20))
+            .min(Duration::from_millis(policy.max_interval_ms.max(policy.submitted_ms)));
+        let wait = interval.unwrap_or(fallback).max(Duration::from_millis(1));
+        if backoff.len() > 10_000 {
+            // Forget orders settled meanwhile by callbacks (their hold has long run out).
+            let now = Instant::now();
+            backoff.retain(|_, b| b.until > now);
+        }
+        backoff.insert(key.to_owned(), Backoff { failures, until: Instant::now() + wait });
+        wait
+    }
+
+    /// Run the poller in the background until [`PollerHandle::shutdown`] or
+    /// [`Engine::shutdown`].
     pub fn spawn_poller(&self) -> PollerHandle {
         let (stop, mut stopped) = watch::channel(false);
+        let passes = Arc::new(AtomicU64::new(0));
         let engine = self.clone();
+        let counter = passes.clone();
         let task = tokio::spawn(async move {
+            let Ok(_working) = engine.working() else { return };
+            let mut stopping = engine.inner.stopping.subscribe();
+            let idle = Duration::from_millis(engine.config().poll.idle_tick_ms);
             loop {
-                if let Err(e) = engine.poll_due().await {
-                    tracing::warn!(error = %e, "poller tick failed");
-                }
-                let idle = Duration::from_millis(engine.config().poll.idle_tick_ms);
-                let wait = match engine.storage().next_due().await {
-                    Ok(Some(at)) => (at - engine.now()).to_std().unwrap_or(Duration::ZERO).min(idle),
-                    _ => idle,
+                counter.fetch_add(1, Ordering::Relaxed);
+                let wait = match engine.poll_tick().await {
+                    // Everything due is held back: sleep until the first may be tried.
+                    Ok(r) if r.polled == 0 && r.due > 0 => r.retry_in.unwrap_or(idle),
+                    Ok(r) => match engine.storage().next_due().await {
+                        Ok(Some(at)) if r.failed == 0 => (at - engine.now()).to_std().unwrap_or(Duration::ZERO),
+                        _ => r.retry_in.unwrap_or(idle),
+                    },
+                    Err(e) => {
+                        tracing::warn!(error = %e, "poller tick failed");
+                        idle
+                    }
                 };
                 // `biased`: a fixed order keeps runs on tokio's paused clock reproducible.
                 tokio::select! {
                     biased;
                     _ = stopped.changed() => break,
-                    _ = tokio::time::sleep(wait) => {}
+                    _ = stopping.changed() => break,
+                    _ = tokio::time::sleep(wait.min(idle)) => {}
                     _ = engine.inner.wake_poller.notified() => {}
                 }
-                if *stopped.borrow() {
+                if *stopped.borrow() || engine.is_shut_down() {
                     break;
                 }
             }
         });
-        PollerHandle { stop, task }
+        PollerHandle { stop, task, passes }
     }
 
-    /// Poll one order: send it if it was never sent, otherwise query it.
+    /// Poll one order: send it if it was never sent, otherwise query it. Returns the order
+    /// as read (to hold it back by its own policy if the poll fails).
     #[tracing::instrument(skip(self))]
-    async fn poll_order(&self, out_req_no: &str) -> Result<()> {
-        let Some(current) = self.storage().order(out_req_no).await? else {
-            let batch = Batch { schedule: vec![(out_req_no.to_owned(), None)], ..Default::default() };
-            return self.commit(batch).await;
+    async fn poll_order(&self, out_req_no: &str) -> (Option<Order>, Result<()>) {
+        let current = match self.storage().order(out_req_no).await {
+            Ok(Some(current)) => current,
+            Ok(None) => {
+                // A due entry without its order: only a damaged store has one.
+                tracing::error!(%out_req_no, "due entry for an order that is not stored");
+                return (None, Err(Error::UnknownOrder { out_req_no: out_req_no.to_owned() }));
+            }
+            Err(e) => return (None, Err(e)),
         };
+        let result = self.poll_read(&current).await;
+        (Some(current.value), result)
+    }
+
+    async fn poll_read(&self, current: &Versioned<Order>) -> Result<()> {
         if !current.value.is_open() {
-            return self.commit_step(&current, Source::Poll, None, |_, _| {}).await.map(drop);
+            return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
         if matches!(current.value.status(), Status::Requested | Status::Reserved) {
-            return self.submit(&current).await.map(drop);
+            return self.submit(current).await.map(drop);
         }
         let answer = match &current.value {
             Order::Inbound(o) => self
@@ -131,48 +238,14 @@ impl Engine {
                 .map(|v| News::Outbound(Box::new(v))),
         };
         match answer {
-            Ok(news) => self.commit_step(&current, Source::Poll, Some(news), quiet_poll(&current)).await.map(drop),
-            Err(Error::NotFound(_)) => self.not_found(&current).await,
+            Ok(news) => self.transact_at(current, Step::poll(Some(news))).await.map(drop),
+            Err(Error::NotFound(_)) if current.value.status() == Status::Submitted => self.not_found(current).await,
+            // It had acknowledged the order: `apply` raises `RemoteLost`.
+            Err(Error::NotFound(_)) => self.transact_at(current, Step::poll(Some(News::NotFound))).await.map(drop),
             Err(e) => {
                 tracing::debug!(error = %e, "query failed; will retry");
-                self.commit_step(&current, Source::Poll, None, quiet_poll(&current)).await.map(drop)
+                self.transact_at(current, Step::poll(None)).await.map(drop)
             }
-        }
-    }
-
-    /// The payment system says it has no such order (verified).
-    async fn not_found(&self, current: &Versioned<Order>) -> Result<()> {
-        let order = &current.value;
-        if !Self::awaiting_outcome(order) {
-            // It had acknowledged the order: `apply` raises `RemoteLost`.
-            return self.commit_step(current, Source::Poll, Some(News::NotFound), quiet_poll(current)).await.map(drop);
-        }
-        let attempts = order.attempts();
-        let grace = chrono::Duration::milliseconds(i64::try_from(self.config().poll.grace_ms).unwrap_or(i64::MAX));
-        let past_grace = attempts.last_submitted_at.is_none_or(|at| self.now() - at >= grace);
-        if !past_grace {
-            // Our request may still be on its way: sending again now could pay twice.
-            return self.commit_step(current, Source::Poll, None, quiet_poll(current)).await.map(drop);
-        }
-        if attempts.submissions >= self.config().poll.max_submissions {
-            return self.flag_attention(order.out_req_no()).await.map(drop);
-        }
-        tracing::info!(
-            out_req_no = order.out_req_no(),
-            submissions = attempts.submissions,
-            "not found past grace; resending"
-        );
-        self.submit(current).await.map(drop)
-    }
-}
-
-/// Bookkeeping for a poll that brought no outcome: count it, and raise `NeedsAttention` for
-/// an order still unknown after too many.
-fn quiet_poll(current: &Versioned<Order>) -> impl FnOnce(&mut Order, &mut Vec<crate::EventKind>) + use<> {
-    let before_status = current.value.status();
-    move |next, _kinds| {
-        if next.status() == before_status {
-            next.attempts_mut().quiet_polls += 1;
         }
     }
 }

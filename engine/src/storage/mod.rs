@@ -38,7 +38,8 @@ pub struct Put<T> {
 }
 
 /// A verified callback for an order this engine does not know, kept for a person to match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// Its `Debug` shows the size of `data`, never its text (it names payees and accounts).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Orphan {
     /// Which callback.
     pub kind: CallbackKind,
@@ -50,6 +51,18 @@ pub struct Orphan {
     pub data: String,
     /// When it arrived.
     pub received_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for Orphan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orphan")
+            .field("kind", &self.kind)
+            .field("out_req_no", &self.out_req_no)
+            .field("sign", &self.sign)
+            .field("data", &format_args!("<{} bytes>", self.data.len()))
+            .field("received_at", &self.received_at)
+            .finish()
+    }
 }
 
 /// One atomic write.
@@ -125,4 +138,11 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The orphan callbacks kept.
     async fn orphans(&self) -> Result<Vec<Orphan>>;
+
+    /// Release what the store holds (files, locks, connections) once every commit has
+    /// returned; later calls fail. [`Engine::shutdown`](crate::Engine::shutdown) calls it
+    /// last, so that a new engine may open the same store as soon as it returns.
+    async fn close(&self) -> Result<()> {
+        Ok(())
+    }
 }

@@ -4,23 +4,26 @@
 //! leaves fields empty before a payment happens): each becomes `None`. Personal fields are
 //! [`Sensitive`], so a `Debug` of any of these never shows them.
 
-use super::{Amount, ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog, WireTime};
+use super::{Amount, ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog, ReportedTime};
 use crate::secret::Sensitive;
 use serde::de::{DeserializeOwned, Deserializer};
 use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::str::FromStr;
 
-/// Absent, `null` and `""` all mean "not given"; anything else must parse as `T`.
+/// On the wire (JSON), absent, `null` and `""` all mean "not given"; anything else must
+/// parse as `T`. In a store's binary format the value is read back exactly as written:
+/// `Some("")` stays `Some("")` (a stored request must resend byte for byte).
 fn opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: FromStr,
     T::Err: Display,
 {
+    let wire = d.is_human_readable();
     match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
         None => Ok(None),
-        Some(s) if s.is_empty() => Ok(None),
+        Some(s) if s.is_empty() && wire => Ok(None),
         Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }
@@ -189,7 +192,7 @@ pub struct ProtocolView {
     pub out_amount: Option<Amount>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     #[allow(missing_docs)]
-    pub create_time: Option<WireTime>,
+    pub create_time: Option<ReportedTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     #[allow(missing_docs)]
     pub cashier_type: Option<CashierType>,
@@ -254,11 +257,11 @@ pub struct InboundView {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub arrived_status: Option<ArrivedStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_finish_time: Option<WireTime>,
+    pub pay_finish_time: Option<ReportedTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_arrive_time: Option<WireTime>,
+    pub pay_arrive_time: Option<ReportedTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub create_time: Option<WireTime>,
+    pub create_time: Option<ReportedTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub card_num: Option<Sensitive>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
@@ -394,9 +397,9 @@ pub struct OutboundView {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_status: Option<PayStatus>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_finish_time: Option<WireTime>,
+    pub pay_finish_time: Option<ReportedTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub create_time: Option<WireTime>,
+    pub create_time: Option<ReportedTime>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_return_code: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]

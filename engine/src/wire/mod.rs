@@ -13,4 +13,4 @@ pub use amount::Amount;
 pub use enums::{ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog};
 pub use envelope::{CODE_OK, Envelope, MSG_OK, Missing, sign, sign_bytes};
 pub use messages::*;
-pub use time::{WireTime, china_standard_time, format_timestamp, parse_timestamp};
+pub use time::{ReportedTime, WireTime, china_standard_time, format_timestamp, parse_timestamp};

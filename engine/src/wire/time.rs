@@ -83,6 +83,78 @@ impl<'de> Deserialize<'de> for WireTime {
     }
 }
 
+/// A time the payment system reports only to inform (`createTime`, `payFinishTime`,
+/// `payArriveTime`): nothing is decided on it, so an odd spelling must not block the news
+/// that carries it. The text is kept exactly as received; [`ReportedTime::time`] is the
+/// parsed time when it could be read — `yyyy-MM-dd HH:mm:ss`, also with fractional seconds
+/// (`2026-11-27 10:10:10.0`, as Java's `Timestamp.toString()` writes it), with a `T`, or as
+/// 14 digits. An unreadable one raises an `UnreadableValue` anomaly where it is applied.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct ReportedTime {
+    raw: String,
+    time: Option<WireTime>,
+}
+
+impl ReportedTime {
+    /// Read `raw` leniently; never fails.
+    pub fn parse(raw: &str) -> Self {
+        let formats = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y%m%d%H%M%S", "%Y/%m/%d %H:%M:%S%.f"];
+        let time = formats
+            .iter()
+            .find_map(|f| NaiveDateTime::parse_from_str(raw.trim(), f).ok())
+            .map(|t| WireTime(t.with_nanosecond_zero()));
+        ReportedTime { raw: raw.to_owned(), time }
+    }
+
+    /// The text as received.
+    pub fn raw(&self) -> &str {
+        &self.raw
+    }
+
+    /// The time, when the text could be read.
+    pub fn time(&self) -> Option<WireTime> {
+        self.time
+    }
+}
+
+impl From<WireTime> for ReportedTime {
+    fn from(t: WireTime) -> Self {
+        ReportedTime { raw: t.to_string(), time: Some(t) }
+    }
+}
+
+impl std::str::FromStr for ReportedTime {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> std::result::Result<Self, Self::Err> {
+        Ok(ReportedTime::parse(s))
+    }
+}
+
+impl fmt::Display for ReportedTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.raw)
+    }
+}
+
+impl fmt::Debug for ReportedTime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.raw)
+    }
+}
+
+impl Serialize for ReportedTime {
+    fn serialize<S: Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for ReportedTime {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(ReportedTime::parse(&s))
+    }
+}
+
 /// Format the envelope `timestamp`: `yyyyMMddHHmmssSSS` in `zone`.
 pub fn format_timestamp(instant: DateTime<Utc>, zone: FixedOffset) -> String {
     instant.with_timezone(&zone).format(TIMESTAMP_FORMAT).to_string()
@@ -123,5 +195,16 @@ mod tests {
         assert_eq!(w.in_zone(china_standard_time()).to_rfc3339(), "2026-11-26T04:00:00+00:00");
         assert!(WireTime::parse("2026/11/26 12:00:00").is_err());
         assert_eq!(WireTime::from_instant(w.in_zone(china_standard_time()), china_standard_time()), w);
+    }
+
+    #[test]
+    fn reported_times_are_read_leniently_and_kept_verbatim() {
+        let w = WireTime::parse("2026-11-27 10:10:10").unwrap();
+        for raw in ["2026-11-27 10:10:10", "2026-11-27 10:10:10.0", "2026-11-27T10:10:10.250", "20261127101010"] {
+            let r = ReportedTime::parse(raw);
+            assert_eq!((r.time(), r.raw()), (Some(w), raw), "{raw}");
+        }
+        let odd = ReportedTime::parse("yesterday");
+        assert_eq!((odd.time(), odd.to_string().as_str()), (None, "yesterday"));
     }
 }

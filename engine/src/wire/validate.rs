@@ -2,15 +2,70 @@
 
 use crate::{Error, Result};
 
-/// The longest `outReqNo` we accept (SPEC decision).
-pub const OUT_REQ_NO_MAX: usize = 64;
+/// The longest `outReqNo` we accept (a decision: the payment system's document is silent).
+pub const OUT_REQ_NO_MAX: usize = limits::OUT_REQ_NO;
 
-/// `outReqNo`: starts with our `appId`, at most 64 characters of `[A-Za-z0-9_-]`.
+/// How many characters a generated `outReqNo` adds after the `appId`: a 13-digit
+/// millisecond timestamp, 8 hex digits of per-process seed, 4 of a counter.
+pub const GENERATED_SUFFIX: usize = 13 + 8 + 4;
+
+/// The longest text each field may hold, in characters. One constant per field, and every
+/// check (commands, config) derives from these.
+///
+/// The document gives no lengths. The limits are generous for real values (names, bank
+/// branches, remarks) and small enough that a callback echoing every text we sent — which the
+/// payment system does, escaped twice (JSON in a JSON string) — stays far below
+/// [`limits::ECHO_BODY_MAX`], which the callback body limit must exceed.
+pub mod limits {
+    /// `outReqNo`.
+    pub const OUT_REQ_NO: usize = 64;
+    /// `appId`: room for a generated `outReqNo` suffix.
+    pub const APP_ID: usize = OUT_REQ_NO - super::GENERATED_SUFFIX;
+    /// `transDesc`, the purpose of a protocol.
+    pub const TRANS_DESC: usize = 200;
+    /// `businessId`.
+    pub const BUSINESS_ID: usize = 64;
+    /// `contractNum`.
+    pub const CONTRACT_NUM: usize = 64;
+    /// A person's name (`bankAccName`, `qpUserName`).
+    pub const PERSON_NAME: usize = 100;
+    /// An ID number (`qpCertNumber`).
+    pub const CERT_NUMBER: usize = 32;
+    /// A bank account number (`bankAccNum`).
+    pub const ACCOUNT: usize = 40;
+    /// A bank or branch name (`bankName`).
+    pub const BANK_NAME: usize = 100;
+    /// `remark`.
+    pub const REMARK: usize = 200;
+    /// A URL (`returnUrl`, and each notify URL built from `callback_base_url`).
+    pub const URL: usize = 512;
+    /// `bankNameKeyWord`.
+    pub const KEYWORD: usize = 50;
+    /// An operator's note on a resolution (stored and published, never sent).
+    pub const NOTE: usize = 1_000;
+    /// The largest callback body that can echo our texts: every echoed field at its limit,
+    /// each character escaped to at most 7 bytes (`\\uXXXX` inside the `data` string),
+    /// plus 8 KiB for field names, the payment system's own fields and the envelope.
+    pub const ECHO_BODY_MAX: usize =
+        7 * (OUT_REQ_NO + APP_ID + 2 * PERSON_NAME + CERT_NUMBER + ACCOUNT + BANK_NAME + REMARK + CONTRACT_NUM)
+            + 8 * 1024;
+}
+
+/// A text field: at most `max` characters.
+pub fn text(field: &'static str, s: &str, max: usize) -> Result<()> {
+    if s.chars().count() > max { Err(Error::TooLong { field, max }) } else { Ok(()) }
+}
+
+/// An optional text field: at most `max` characters when given.
+pub fn optional_text(field: &'static str, s: Option<&str>, max: usize) -> Result<()> {
+    s.map_or(Ok(()), |s| text(field, s, max))
+}
+
+/// `outReqNo`: starts with our `appId`, at most [`limits::OUT_REQ_NO`] characters of
+/// `[A-Za-z0-9_-]`.
 pub fn out_req_no(app_id: &str, s: &str) -> Result<()> {
     let field = "outReqNo";
-    if s.len() > OUT_REQ_NO_MAX {
-        return Err(Error::InvalidField { field, reason: "longer than 64 characters" });
-    }
+    text(field, s, OUT_REQ_NO_MAX)?;
     if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(Error::InvalidField { field, reason: "only A-Z, a-z, 0-9, '_' and '-' are allowed" });
     }

@@ -1,0 +1,339 @@
+//! The one unit of work. Every change the engine makes — a command, a callback, a poll, a
+//! send, a flag, an operator's decision, a poll moved forward, a protocol adopted — is built
+//! and committed here, so the rules that keep the store honest live in one place:
+//!
+//! - an order is written only at the version it was read at (a stale write is a `Conflict`,
+//!   re-read and retried here, never shown to the host);
+//! - its protocol's ledger moves in the same commit as the order, by [`apply`]'s move;
+//! - its events go into the same commit;
+//! - its next poll time too: after every commit an open order has exactly one due time,
+//!   now or later, and a closed order has none (checked in debug builds);
+//! - steps on one protocol take turns within this process, so a burst on a hot protocol
+//!   queues instead of burning its retries; across processes the versions decide.
+
+use super::Engine;
+use super::schedule::next_poll;
+use crate::domain::{Order, Protocol, Status};
+use crate::event::{Anomaly, Event, EventKind};
+use crate::ledger;
+use crate::observation::{News, Observation, Source};
+use crate::storage::{Batch, Put, Versioned};
+use crate::{Error, Result, apply};
+use chrono::{DateTime, Utc};
+use std::sync::Arc;
+
+/// How many times a step that lost an optimistic-concurrency race is re-read and retried.
+const CONFLICT_RETRIES: usize = 64;
+
+/// When an order should next be polled, after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum PollAt {
+    /// As the poll policy says for its new state.
+    Policy,
+    /// Now (a failed callback named it: real news may be waiting).
+    Now,
+}
+
+/// What the engine records about its own efforts, beside what the news says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Bookkeeping {
+    /// Nothing of its own.
+    Nothing,
+    /// The order's call is about to be sent: counted before it is.
+    Sending {
+        /// The wall time of the send (for people; the grace rule uses the monotonic clock).
+        at: DateTime<Utc>,
+    },
+    /// A poll that brought no outcome: counted, and past the policy's budget the order
+    /// needs attention.
+    QuietPoll,
+    /// The order needs a person (raised once).
+    NeedsAttention,
+    /// A person's decision, recorded as such when it took effect.
+    Resolved {
+        /// The outcome decided.
+        status: Status,
+        /// Who and why.
+        note: String,
+    },
+}
+
+/// One step on one order.
+#[derive(Debug, Clone)]
+pub(super) struct Step {
+    /// What brought it.
+    pub source: Source,
+    /// The news to apply, if any.
+    pub news: Option<News>,
+    /// The engine's own records.
+    pub bookkeeping: Bookkeeping,
+    /// When to poll next.
+    pub poll_at: PollAt,
+}
+
+impl Step {
+    /// News, applied.
+    pub fn news(source: Source, news: News) -> Self {
+        Step { source, news: Some(news), bookkeeping: Bookkeeping::Nothing, poll_at: PollAt::Policy }
+    }
+
+    /// The poller's step: optional news, then the quiet-poll count if it brought no outcome.
+    pub fn poll(news: Option<News>) -> Self {
+        Step { source: Source::Poll, news, bookkeeping: Bookkeeping::QuietPoll, poll_at: PollAt::Policy }
+    }
+
+    /// The engine's own record, without news.
+    pub fn record(source: Source, bookkeeping: Bookkeeping) -> Self {
+        Step { source, news: None, bookkeeping, poll_at: PollAt::Policy }
+    }
+}
+
+/// What recording a new order found.
+pub(super) enum Intent {
+    /// It is stored now, by this call.
+    Recorded(Versioned<Order>),
+    /// An order with this `outReqNo` was already stored.
+    Existing(Versioned<Order>),
+}
+
+impl Engine {
+    /// Apply `step` to the order as it is now, re-reading and retrying while concurrent
+    /// commits win races.
+    pub(super) async fn transact(&self, out_req_no: &str, step: Step) -> Result<Order> {
+        let trans_no = self.stored_order(out_req_no).await?.value.trans_no().to_owned();
+        let _turn = self.protocol_turn(&trans_no).await;
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.stored_order(out_req_no).await?;
+            match self.commit_step(&current, &step).await {
+                Err(Error::Conflict) => continue,
+                other => return other.map(|v| v.value),
+            }
+        }
+        Err(Error::Busy { what: format!("order {out_req_no}") })
+    }
+
+    /// Apply `step` to the order exactly as read at `current`; `Conflict` if it has moved
+    /// since (someone else acted on it: the caller's decision was made on a stale view).
+    pub(super) async fn transact_at(&self, current: &Versioned<Order>, step: Step) -> Result<Versioned<Order>> {
+        let _turn = self.protocol_turn(current.value.trans_no()).await;
+        self.commit_step(current, &step).await
+    }
+
+    async fn commit_step(&self, current: &Versioned<Order>, step: &Step) -> Result<Versioned<Order>> {
+        let before = &current.value;
+        let (mut next, movement, mut kinds) = match &step.news {
+            Some(news) => {
+                let outcome = apply(before, &Observation::new(step.source, news.clone()));
+                (outcome.order, outcome.movement, outcome.events)
+            }
+            None => (before.clone(), None, Vec::new()),
+        };
+        if ledger::slot_of(&next) != ledger::slot_of(before) || next.status() != before.status() {
+            let a = next.attempts_mut();
+            a.quiet_polls = 0;
+            a.needs_attention = false;
+        }
+        self.keep_books(before, &mut next, &mut kinds, &step.bookkeeping);
+        // A step that changes nothing may skip its commit: the order's due time, written
+        // with its current version, still stands. Not so for a poll (it runs because that due
+        // time has come: it must record the next one) or a step that moves the due time.
+        let unchanged = next == *before && kinds.is_empty();
+        if unchanged && step.source != Source::Poll && step.poll_at == PollAt::Policy {
+            return Ok(current.clone());
+        }
+        let now = self.now();
+        let due = match step.poll_at {
+            PollAt::Policy => next_poll(&next, now, &self.config().poll),
+            PollAt::Now => next.is_open().then_some(now),
+        };
+        debug_assert_eq!(due.is_some(), next.is_open(), "an open order has one due time, a closed one none");
+        debug_assert!(due.is_none_or(|d| d >= now), "a due time is now or later");
+        let mut batch = Batch::default();
+        if let Some(m) = movement {
+            let protocol = self.stored_protocol(next.trans_no()).await?;
+            let mut updated = protocol.value;
+            updated.ledger.apply(&m)?;
+            batch.protocols.push(Put { expected: Some(protocol.version), value: updated });
+        }
+        batch.events = kinds.into_iter().map(|k| self.event(Some(&next), step.source, k)).collect();
+        batch.schedule.push((next.out_req_no().to_owned(), due));
+        batch.orders.push(Put { expected: Some(current.version), value: next.clone() });
+        self.commit(batch).await?;
+        if next.status() != before.status() {
+            tracing::info!(out_req_no = next.out_req_no(), from = %before.status(), to = %next.status(),
+                source = %step.source, "order moved");
+        }
+        if next.status() != Status::Submitted {
+            self.forget_submission(next.out_req_no());
+        }
+        self.debug_check_ledger(next.trans_no()).await;
+        Ok(Versioned { version: current.version + 1, value: next })
+    }
+
+    /// The engine's own records on an order, beside what the news changed.
+    fn keep_books(&self, before: &Order, next: &mut Order, kinds: &mut Vec<EventKind>, books: &Bookkeeping) {
+        let raise = |next: &mut Order, kinds: &mut Vec<EventKind>| {
+            let a = next.attempts_mut();
+            if !a.needs_attention {
+                a.needs_attention = true;
+                kinds.push(EventKind::Anomaly(Anomaly::NeedsAttention { submissions: a.submissions }));
+            }
+        };
+        match books {
+            Bookkeeping::Nothing => {}
+            Bookkeeping::Sending { at } => {
+                let a = next.attempts_mut();
+                a.submissions += 1;
+                a.last_submitted_at = Some(*at);
+                a.quiet_polls = 0;
+            }
+            Bookkeeping::QuietPoll => {
+                if next.status() == before.status() {
+                    let a = next.attempts_mut();
+                    a.quiet_polls = a.quiet_polls.saturating_add(1);
+                    let budget = self.config().poll.attention_after_quiet_polls;
+                    if a.quiet_polls >= budget && next.awaits_outcome() {
+                        raise(next, kinds);
+                    }
+                }
+            }
+            Bookkeeping::NeedsAttention => raise(next, kinds),
+            Bookkeeping::Resolved { status, note } => {
+                if next.status() == *status && before.status() != *status {
+                    kinds.push(EventKind::OperatorResolved { status: *status, note: note.clone() });
+                }
+            }
+        }
+    }
+
+    /// Store a new order with its intent event, its first poll time and (outbound) its
+    /// reservation, checked against the protocol's available funds — or find the order
+    /// already stored under its `outReqNo`.
+    ///
+    /// If the commit fails, the store is read again: a backend may fail after the write took
+    /// effect (a lost connection mid-commit, a failed flush of a write already visible).
+    /// What the read shows decides; if it cannot be read either, the outcome is unknown and
+    /// said so with the `outReqNo`.
+    pub(super) async fn record_intent(&self, order: &Order, recorded: EventKind) -> Result<Intent> {
+        let key = order.out_req_no();
+        let _turn = self.protocol_turn(order.trans_no()).await;
+        for _ in 0..CONFLICT_RETRIES {
+            if let Some(existing) = self.storage().order(key).await? {
+                return Ok(Intent::Existing(existing));
+            }
+            let mut batch = Batch::default();
+            if let Some(m) = ledger::movement(None, order) {
+                let protocol = self.stored_protocol(order.trans_no()).await?;
+                let mut updated = protocol.value;
+                if order.amount() > updated.ledger.available {
+                    return Err(Error::InsufficientFunds {
+                        requested: order.amount(),
+                        available: updated.ledger.available,
+                    });
+                }
+                updated.ledger.apply(&m)?;
+                batch.protocols.push(Put { expected: Some(protocol.version), value: updated });
+            }
+            batch.events.push(self.event(Some(order), Source::Engine, recorded.clone()));
+            batch.schedule.push((key.to_owned(), next_poll(order, self.now(), &self.config().poll)));
+            batch.orders.push(Put { expected: None, value: order.clone() });
+            match self.commit(batch).await {
+                Ok(()) => {
+                    self.debug_check_ledger(order.trans_no()).await;
+                    return Ok(Intent::Recorded(Versioned { version: 1, value: order.clone() }));
+                }
+                Err(Error::Conflict) => continue,
+                Err(e) => {
+                    return match self.storage().order(key).await {
+                        Ok(None) => Err(e),
+                        Ok(Some(stored)) if stored.value == *order => Ok(Intent::Recorded(stored)),
+                        Ok(Some(stored)) => Ok(Intent::Existing(stored)),
+                        Err(_) => Err(Error::OutcomeUnknown { out_req_no: key.to_owned() }),
+                    };
+                }
+            }
+        }
+        Err(Error::Busy { what: format!("protocol {}", order.trans_no()) })
+    }
+
+    /// Read-modify-write a protocol record: `change` gets the protocol as stored (or `None`)
+    /// and returns what to write with its events, or `None` to write nothing.
+    pub(super) async fn update_protocol(
+        &self,
+        trans_no: &str,
+        change: impl Fn(Option<&Protocol>) -> Option<(Protocol, Vec<Event>)>,
+    ) -> Result<Protocol> {
+        let _turn = self.protocol_turn(trans_no).await;
+        for _ in 0..CONFLICT_RETRIES {
+            let current = self.storage().protocol(trans_no).await?;
+            let Some((next, events)) = change(current.as_ref().map(|c| &c.value)) else {
+                return current.map(|c| c.value).ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() });
+            };
+            let put = Put { expected: current.map(|c| c.version), value: next.clone() };
+            match self.commit(Batch { protocols: vec![put], events, ..Default::default() }).await {
+                Ok(()) => return Ok(next),
+                Err(Error::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(Error::Busy { what: format!("protocol {trans_no}") })
+    }
+
+    /// Commit events that belong to no order's step (a protocol being created, a drift seen,
+    /// an orphan callback kept).
+    pub(super) async fn record_events(&self, events: Vec<Event>, orphans: Vec<crate::storage::Orphan>) -> Result<()> {
+        self.commit(Batch { events, orphans, ..Default::default() }).await
+    }
+
+    /// Commit a batch and wake live subscribers.
+    async fn commit(&self, batch: Batch) -> Result<()> {
+        let last = self.storage().commit(batch).await?;
+        self.inner.last_seq.send_if_modified(|seen| {
+            let newer = last > *seen;
+            *seen = (*seen).max(last);
+            newer
+        });
+        Ok(())
+    }
+
+    /// This process's turn on a protocol.
+    async fn protocol_turn(&self, trans_no: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let lock = {
+            let mut turns = self.inner.turns.lock().unwrap_or_else(|p| p.into_inner());
+            if turns.len() > 4_096 {
+                // Forget protocols nobody is waiting on.
+                turns.retain(|_, l| Arc::strong_count(l) > 1);
+            }
+            turns.entry(trans_no.to_owned()).or_default().clone()
+        };
+        lock.lock_owned().await
+    }
+
+    pub(super) async fn stored_order(&self, out_req_no: &str) -> Result<Versioned<Order>> {
+        self.storage().order(out_req_no).await?.ok_or_else(|| Error::UnknownOrder { out_req_no: out_req_no.to_owned() })
+    }
+
+    async fn stored_protocol(&self, trans_no: &str) -> Result<Versioned<Protocol>> {
+        self.storage().protocol(trans_no).await?.ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() })
+    }
+
+    /// In debug builds, check the protocol's ledger against its orders after every change:
+    /// a broken invariant is a bug, and stops the test that found it.
+    async fn debug_check_ledger(&self, trans_no: &str) {
+        if !cfg!(debug_assertions) {
+            return;
+        }
+        let storage = self.storage();
+        let (Ok(Some(before)), Ok(orders), Ok(Some(after))) =
+            (storage.protocol(trans_no).await, storage.orders_of(trans_no).await, storage.protocol(trans_no).await)
+        else {
+            return;
+        };
+        // Only a consistent read proves anything: every money move bumps the protocol.
+        if before.version == after.version {
+            let orders: Vec<Order> = orders.into_iter().map(|o| o.value).collect();
+            let checked = ledger::check(&before.value.ledger, orders.iter());
+            debug_assert!(checked.is_ok(), "ledger invariant broken for {trans_no}: {checked:?}");
+        }
+    }
+}
