@@ -1,31 +1,68 @@
 //! Deterministic simulation testing, in the spirit of TigerBeetle's VOPR.
 //!
-//! Per seed: the engine on `MemoryStorage` (with injected commit failures), the in-process
-//! simulator (auto schedule, no-dedupe mode), tokio's paused clock, a random workload
-//! (protocols, deposits, payouts, refunds, POS closes, bursts of concurrent payouts, forged
-//! callbacks) and a random fault mix (dropped / duplicated / delayed / reordered callbacks,
-//! 5xx, refused connections, timeouts after commit, requests that land late after the caller
-//! gave up, corrupted reply signs, engine restarts at random points). An auditor checks after every step: ledger invariants, monotonic states, no
-//! `outReqNo` paid out twice, events consistent with transitions. Then a quiet phase with
-//! faults off: every order must converge to the simulator's truth within bounded simulated
-//! time.
+//! Per seed, on tokio's paused clock: the in-process simulator (auto schedule, never
+//! deduplicating payouts), an engine on a probed store, a random workload and a random fault
+//! mix. What a seed can throw at the engine:
 //!
-//! `PROTOPAY_SEED=n` replays one seed exactly; `PROTOPAY_SEEDS=n` runs seeds 0..n (CI: 200),
-//! from `PROTOPAY_SEED_START` if set.
+//! - **workload**: protocols, deposits, payouts and refunds (own or generated `outReqNo`s,
+//!   empty and long remarks, over-long texts), bursts of concurrent payouts, identical
+//!   repeats of earlier commands, POS closes, forged callbacks, operator resolutions;
+//! - **network**: dropped / duplicated / delayed / reordered callbacks, 5xx, refused
+//!   connections, timeouts after commit, corrupted reply signs, requests that land after the
+//!   caller gave up, and one-shot faults aimed at the next `outpay`/`prepay`;
+//! - **store**: commit failures at random, and at a chosen commit point (1st, 2nd, 3rd, …) of
+//!   a chosen command; some seeds store every record through the sled codec and read it back
+//!   (a faithful stand-in for sled's round trip that keeps the run deterministic);
+//! - **process**: crashes (tasks aborted wherever they are) and graceful shutdowns, at
+//!   random points, restarting at once or later, with a new deploy's settings;
+//! - **time**: the host's wall clock steps forward and back (a restart reads it: ±10 min,
+//!   ±1 h), separate from the monotonic clock that the simulation advances.
+//!
+//! The auditor, after every step: ledger invariants; states only move forward; no
+//! `outReqNo` paid out twice; every open order has exactly one due time and a closed one none;
+//! the host contract — an order whose command returned a plain `Err` is never stored nor seen
+//! by the payment system, and every order the payment system has was accepted by a command;
+//! and budgets derived from the poll policy — calls to the payment system per order per
+//! simulated hour, and poller passes per simulated minute (checked as they happen, so a spin
+//! that freezes simulated time is caught too). Then a quiet phase with faults off: every order
+//! must converge to the simulator's truth within bounded simulated time.
+//!
+//! `PROTOPAY_SEED=n` replays one seed exactly and prints its step trace; `PROTOPAY_SEEDS=n`
+//! runs seeds 0..n (CI: 200), from `PROTOPAY_SEED_START` if set. A seed that does not finish
+//! within `PROTOPAY_SEED_TIMEOUT_SECS` (default 300) of real time fails as hung.
 
-use protopay::storage::{MemoryStorage, Storage};
-use protopay::wire::{CallbackKind, CashierType, OutType};
+use chrono::{DateTime, Utc};
+use protopay::sled::codec;
+use protopay::storage::{Batch, Due, MemoryStorage, Orphan, Storage, Versioned};
+use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
-    Amount, Clock, Config, Engine, Error, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order, PollerHandle,
-    Sensitive, Status,
+    Amount, Clock, Config, Engine, Error, Event, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
+    PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
 };
-use protopay_sim::{Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
-use std::collections::BTreeMap;
+use protopay_sim::{Aimed, Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const APP: &str = "APP001";
 const KEY: &str = "vopr";
+
+/// What the auditor found while the engine was running (set by the probes, read after every
+/// step).
+type Violation = Arc<Mutex<Option<String>>>;
+
+fn violate(v: &Violation, what: String) {
+    let mut slot = v.lock().unwrap();
+    if slot.is_none() {
+        *slot = Some(what);
+    }
+}
+
+/// The step trace of the seed running on this thread, printed when it fails.
+static TRACE: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+fn trace(line: String) {
+    TRACE.lock().unwrap().push(line);
+}
 
 /// Routes callbacks to whichever engine is up; while it is down they fail (and are retried).
 #[derive(Clone, Default)]
@@ -41,41 +78,221 @@ impl CallbackSink for Switchboard {
     }
 }
 
+/// A sliding window of event times, for rate budgets.
+#[derive(Default)]
+struct Window(VecDeque<DateTime<Utc>>);
+
+impl Window {
+    /// Record one at `now`; how many fell within `span` before it.
+    fn hit(&mut self, now: DateTime<Utc>, span: chrono::Duration) -> usize {
+        self.0.push_back(now);
+        while self.0.front().is_some_and(|t| now - *t > span) {
+            self.0.pop_front();
+        }
+        self.0.len()
+    }
+}
+
+/// The store as the engine sees it: memory underneath, with commit failures aimed at a chosen
+/// commit point, an optional round trip of every record through the sled codec, and the
+/// poller-pass budget (every pass reads the due index once).
+struct Probe {
+    inner: MemoryStorage,
+    round_trip: bool,
+    truth: Clock,
+    fail_in: Mutex<Option<u32>>,
+    passes: Mutex<Window>,
+    pass_budget: usize,
+    violation: Violation,
+}
+
+fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(v: T) -> T {
+    let bytes = codec::record(7, &v).expect("encode");
+    let (version, back) = codec::from_record::<T>(&bytes).expect("decode");
+    assert_eq!(version, 7);
+    back
+}
+
+impl Probe {
+    /// Fail the `n`-th commit from now (1 = the next).
+    fn fail_commit(&self, n: u32) {
+        *self.fail_in.lock().unwrap() = Some(n);
+    }
+
+    fn disarm(&self) {
+        *self.fail_in.lock().unwrap() = None;
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for Probe {
+    async fn protocol(&self, trans_no: &str) -> protopay::Result<Option<Versioned<Protocol>>> {
+        self.inner.protocol(trans_no).await
+    }
+    async fn order(&self, out_req_no: &str) -> protopay::Result<Option<Versioned<Order>>> {
+        self.inner.order(out_req_no).await
+    }
+    async fn orders_of(&self, trans_no: &str) -> protopay::Result<Vec<Versioned<Order>>> {
+        self.inner.orders_of(trans_no).await
+    }
+    async fn commit(&self, mut batch: Batch) -> protopay::Result<u64> {
+        {
+            let mut fail = self.fail_in.lock().unwrap();
+            match *fail {
+                Some(1) => {
+                    *fail = None;
+                    self.inner.fail_next_commits(1);
+                }
+                Some(n) => *fail = Some(n - 1),
+                None => {}
+            }
+        }
+        if self.round_trip {
+            for p in &mut batch.protocols {
+                p.value = round_trip(p.value.clone());
+            }
+            for o in &mut batch.orders {
+                o.value = round_trip(o.value.clone());
+            }
+            batch.events = batch.events.into_iter().map(round_trip).collect();
+            batch.orphans = batch.orphans.into_iter().map(round_trip).collect();
+        }
+        self.inner.commit(batch).await
+    }
+    async fn due(&self, now: DateTime<Utc>, limit: usize) -> protopay::Result<Vec<Due>> {
+        let n = self.passes.lock().unwrap().hit(self.truth.now(), chrono::Duration::seconds(60));
+        if n > self.pass_budget {
+            violate(&self.violation, format!("poller: {n} passes within a simulated minute"));
+        }
+        if self.violation.lock().unwrap().is_some() {
+            // Stop the spin so that simulated time moves on and the auditor can report it.
+            return Err(Error::Shutdown);
+        }
+        self.inner.due(now, limit).await
+    }
+    async fn next_due(&self) -> protopay::Result<Option<DateTime<Utc>>> {
+        self.inner.next_due().await
+    }
+    async fn events_after(&self, after: u64, limit: usize) -> protopay::Result<Vec<Event>> {
+        self.inner.events_after(after, limit).await
+    }
+    async fn last_seq(&self) -> protopay::Result<u64> {
+        self.inner.last_seq().await
+    }
+    async fn cursor(&self, consumer: &str) -> protopay::Result<u64> {
+        self.inner.cursor(consumer).await
+    }
+    async fn ack(&self, consumer: &str, seq: u64) -> protopay::Result<()> {
+        self.inner.ack(consumer, seq).await
+    }
+    async fn orphans(&self) -> protopay::Result<Vec<Orphan>> {
+        self.inner.orphans().await
+    }
+}
+
+/// The simulator as the engine's transport, with the per-order call budget.
+struct Metered {
+    sim: SimTransport,
+    truth: Clock,
+    calls: Mutex<HashMap<String, Window>>,
+    budget: usize,
+    violation: Violation,
+}
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamesOrder {
+    out_req_no: Option<String>,
+}
+
+#[async_trait::async_trait]
+impl Transport for Metered {
+    async fn call(&self, endpoint: Endpoint, request: &Envelope) -> Result<Vec<u8>, TransportError> {
+        if let Some(key) = serde_json::from_str::<NamesOrder>(&request.data).ok().and_then(|n| n.out_req_no) {
+            let mut calls = self.calls.lock().unwrap();
+            let n = calls.entry(key.clone()).or_default().hit(self.truth.now(), chrono::Duration::hours(1));
+            if n > self.budget {
+                violate(&self.violation, format!("{key}: {n} calls to the payment system within a simulated hour"));
+            }
+        }
+        if self.violation.lock().unwrap().is_some() {
+            return Err(TransportError::NotDelivered { reason: "the auditor stopped the run".into() });
+        }
+        self.sim.call(endpoint, request).await
+    }
+}
+
+/// The budgets, derived from the poll policy.
+fn budgets(config: &Config) -> (usize, usize) {
+    let p = &config.poll;
+    let fastest = [p.submitted_ms, p.processing_ms, p.unpaid_ms, p.grace_ms].into_iter().min().unwrap_or(1);
+    let fastest = fastest * (100 - u64::from(p.jitter_percent)) / 100;
+    // Polls at the fastest interval, polls moved forward by failed callbacks, every send.
+    let calls = 3_600_000 / fastest + 3_600_000 / p.hint_min_interval_ms + u64::from(p.max_submissions) + 10;
+    // Idle ticks, and one pass after each poll or wake-up, generously.
+    let passes = 20 * 60_000 / p.idle_tick_ms;
+    (calls as usize, passes as usize)
+}
+
+/// What a command returned, for the host-contract check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// `Ok`, or an error that carries the `outReqNo` and says it may stand.
+    Accepted,
+    /// A plain `Err`: nothing may ever move for it.
+    Refused,
+    /// The host task was cut off by a crash: either may be true.
+    Unknown,
+}
+
 struct World {
     seed: u64,
     rng: Rng,
+    app: String,
     sim: Sim,
-    storage: MemoryStorage,
-    clock: Clock,
+    truth: Clock,
+    /// The host's wall clock, as an offset from the truth; a restart reads it.
+    skew_ms: i64,
+    store: Arc<Probe>,
+    transport: Arc<Metered>,
     board: Switchboard,
     engine: Engine,
+    deploy: u32,
     poller: Option<PollerHandle>,
-    inflight: Vec<tokio::task::JoinHandle<()>>,
+    inflight: Vec<(String, tokio::task::JoinHandle<Answer>)>,
     protocols: Vec<(String, CashierType)>,
     inbound: Vec<String>,
+    /// Commands sent, by `outReqNo` (own ones only), to repeat them.
+    sent: Vec<Sent>,
+    answers: BTreeMap<String, Answer>,
     next: u64,
     seen: BTreeMap<String, (u8, bool)>,
     restarts: u32,
+    violation: Violation,
 }
 
-fn config() -> Config {
-    let mut c = Config::new(APP, Md5Key::new(KEY), "sim://", "http://engine/notify");
+#[derive(Clone)]
+enum Sent {
+    In(NewInbound),
+    Out(NewOutbound),
+}
+
+fn config(app: &str, deploy: u32) -> Config {
+    let mut c = Config::new(app, Md5Key::new(KEY), "sim://", &format!("http://engine-{deploy}/notify"));
     c.poll.max_submissions = 8;
     c.poll.attention_after_quiet_polls = 1_000;
     c
 }
 
-async fn engine(storage: &MemoryStorage, sim: &Sim, clock: Clock) -> Engine {
-    Engine::builder(config())
-        .storage(storage.clone())
-        .transport(SimTransport(sim.clone()))
-        .clock(clock)
-        .build()
-        .await
-        .expect("engine")
+fn classify(result: &protopay::Result<Order>) -> Answer {
+    match result {
+        Ok(_) | Err(Error::OutcomeUnknown { .. }) => Answer::Accepted,
+        Err(Error::Conflict) => panic!("Error::Conflict reached the host"),
+        Err(_) => Answer::Refused,
+    }
 }
 
-fn faults_for(rng: &mut Rng) -> Faults {
+fn faults_for(rng: &mut Rng, late_ms: u64) -> Faults {
     let p = |rng: &mut Rng, max: f64| if rng.unit() < 0.5 { Fault::chance(rng.unit() * max) } else { Fault::default() };
     Faults {
         drop_callback: p(rng, 0.5),
@@ -89,7 +306,7 @@ fn faults_for(rng: &mut Rng) -> Faults {
         // Late arrivals stay within the request timeout, as a real network's do; the grace
         // period (longer than that timeout) is what keeps a resend from paying twice.
         late_arrival: p(rng, 0.3),
-        late_ms: config().timeouts.request_ms - 1,
+        late_ms,
         no_dedupe: true,
         delay_ms: rng.range(100, 60_000),
     }
@@ -98,46 +315,126 @@ fn faults_for(rng: &mut Rng) -> Faults {
 impl World {
     async fn new(seed: u64) -> (World, Background) {
         let mut rng = Rng::new(seed);
-        let clock = Clock::starting_at(chrono::DateTime::from_timestamp(1_795_000_000, 0).expect("time"));
-        let mut sc = SimConfig::new(APP, Md5Key::new(KEY));
+        let app_len = rng.range(3, limits::APP_ID as u64) as usize;
+        let app: String = "APP".chars().chain(std::iter::repeat('0')).take(app_len).collect();
+        let truth = Clock::starting_at(DateTime::from_timestamp(1_795_000_000, 0).expect("time"));
+        let mut sc = SimConfig::new(&app, Md5Key::new(KEY));
         sc.seed = seed;
         sc.auto = true;
         sc.auto_delay_ms = (100, 20_000);
         sc.callback_retry_ms = vec![1_000, 5_000, 30_000, 120_000];
-        let sim = Sim::new(sc, clock);
-        sim.set_faults(faults_for(&mut rng));
-        let storage = MemoryStorage::new();
+        let sim = Sim::new(sc, truth);
+        let base = config(&app, 0);
+        sim.set_faults(faults_for(&mut rng, base.timeouts.request_ms - 1));
+        let violation = Violation::default();
+        let (call_budget, pass_budget) = budgets(&base);
+        let store = Arc::new(Probe {
+            inner: MemoryStorage::new(),
+            round_trip: rng.unit() < 0.3,
+            truth,
+            fail_in: Mutex::new(None),
+            passes: Mutex::default(),
+            pass_budget,
+            violation: violation.clone(),
+        });
+        let transport = Arc::new(Metered {
+            sim: SimTransport(sim.clone()),
+            truth,
+            calls: Mutex::default(),
+            budget: call_budget,
+            violation: violation.clone(),
+        });
         let board = Switchboard::default();
-        let engine = engine(&storage, &sim, clock).await;
-        *board.0.lock().unwrap() = Some(engine.clone());
         let background = sim.spawn(Arc::new(board.clone()));
+        let engine = Self::start(&app, 0, &store, &transport, truth, 0, 0).await;
+        *board.0.lock().unwrap() = Some(engine.clone());
         let poller = Some(engine.spawn_poller());
         let world = World {
             seed,
             rng,
+            app,
             sim,
-            storage,
-            clock,
+            truth,
+            skew_ms: 0,
+            store,
+            transport,
             board,
             engine,
+            deploy: 0,
             poller,
             inflight: Vec::new(),
             protocols: Vec::new(),
             inbound: Vec::new(),
+            sent: Vec::new(),
+            answers: BTreeMap::new(),
             next: 0,
             seen: BTreeMap::new(),
             restarts: 0,
+            violation,
         };
         (world, background)
     }
 
+    async fn engine(&self) -> Engine {
+        Self::start(&self.app, self.deploy, &self.store, &self.transport, self.truth, self.skew_ms, self.restarts).await
+    }
+
+    async fn start(
+        app: &str,
+        deploy: u32,
+        store: &Arc<Probe>,
+        transport: &Arc<Metered>,
+        truth: Clock,
+        skew_ms: i64,
+        incarnation: u32,
+    ) -> Engine {
+        // The engine reads the host's wall clock once, at start, as `Clock::system` does.
+        let wall = truth.now() + chrono::Duration::milliseconds(skew_ms);
+        Engine::builder(config(app, deploy))
+            .shared_storage(store.clone())
+            .shared_transport(transport.clone())
+            .clock(Clock::starting_at(wall))
+            .id_seed(u64::from(incarnation).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .build()
+            .await
+            .expect("engine")
+    }
+
     fn key(&mut self, kind: &str) -> String {
         self.next += 1;
-        format!("{APP}-{kind}{}", self.next)
+        format!("{}-{kind}{}", self.app, self.next)
     }
 
     fn amount(&mut self, max_fen: u64) -> Amount {
         Amount::from_fen(self.rng.range(1, max_fen)).expect("amount")
+    }
+
+    /// Sometimes aim a commit failure at one of the next command's commit points.
+    fn maybe_fail_a_commit_point(&mut self) {
+        if self.rng.unit() < 0.15 {
+            let n = self.rng.range(1, 4) as u32;
+            trace(format!("  fail commit point {n}"));
+            self.store.fail_commit(n);
+        }
+    }
+
+    fn answered(&mut self, key: Option<String>, result: &protopay::Result<Order>) {
+        let answer = classify(result);
+        let key = match (key, result) {
+            (Some(k), _) => k,
+            (None, Ok(o)) => o.out_req_no().to_owned(),
+            (None, Err(Error::OutcomeUnknown { out_req_no })) => out_req_no.clone(),
+            (None, Err(_)) => return, // a generated key the host never learned: must not exist
+        };
+        if let Err(Error::IdempotencyMismatch { fields, .. }) = result {
+            panic!("seed {}: an identical repeat of {key} was refused as differing in {fields:?}", self.seed);
+        }
+        trace(format!("  {key}: {answer:?} {}", result.as_ref().map_or_else(|e| e.to_string(), |o| o.state_label())));
+        // A repeat never downgrades what an earlier call established.
+        let entry = self.answers.entry(key).or_insert(answer);
+        if answer == Answer::Accepted {
+            *entry = Answer::Accepted;
+        }
     }
 
     async fn create_protocol(&mut self) {
@@ -157,40 +454,73 @@ impl World {
         self.protocols.get(i).cloned()
     }
 
+    /// Our own key most of the time; sometimes let the engine generate one.
+    fn maybe_key(&mut self, kind: &str) -> Option<String> {
+        if self.rng.unit() < 0.25 { None } else { Some(self.key(kind)) }
+    }
+
     async fn deposit(&mut self) {
         let Some((trans_no, cashier)) = self.pick_protocol() else { return };
-        let key = self.key("in");
-        let mut cmd = NewInbound { out_req_no: Some(key.clone()), ..NewInbound::pos(&trans_no, self.amount(50_000)) };
+        let key = self.maybe_key("in");
+        let mut cmd = NewInbound { out_req_no: key.clone(), ..NewInbound::pos(&trans_no, self.amount(50_000)) };
         if cashier == CashierType::Qp {
             cmd.prod_catalog = None;
             cmd.payer_name = Some(Sensitive::new("张三"));
         }
-        let _ = self.engine.prepay(cmd).await;
-        self.inbound.push(key);
+        self.maybe_fail_a_commit_point();
+        let result = self.engine.prepay(cmd.clone()).await;
+        self.store.disarm();
+        if let Ok(o) = &result {
+            self.inbound.push(o.out_req_no().to_owned());
+        }
+        if key.is_some() {
+            self.sent.push(Sent::In(cmd));
+        }
+        self.answered(key, &result);
     }
 
-    fn payout_cmd(&mut self, trans_no: &str) -> NewOutbound {
-        let key = self.key("out");
+    fn payout_cmd(&mut self, trans_no: &str, key: Option<String>) -> NewOutbound {
+        let remark = match self.rng.range(0, 9) {
+            0 => Some(String::new()),
+            1 => Some("备注".repeat(limits::REMARK / 2)),
+            2 => Some("x".repeat(limits::REMARK + 1)), // too long: refused, nothing stored
+            3 | 4 => Some("vopr".into()),
+            _ => None,
+        };
         NewOutbound {
             trans_no: trans_no.into(),
-            out_req_no: Some(key),
+            out_req_no: key,
             amount: self.amount(20_000),
             out_type: if self.rng.unit() < 0.7 { OutType::Out } else { OutType::Refund },
             payee_name: Sensitive::new("李四"),
             payee_account: Sensitive::new("6222020200112233445"),
             bank_name: "中国工商银行股份有限公司北京海淀支行".into(),
             bank_cnaps: "102100000072".into(),
-            remark: None,
+            remark,
         }
     }
 
     async fn payout(&mut self) {
         let Some((trans_no, _)) = self.pick_protocol() else { return };
-        let cmd = self.payout_cmd(&trans_no);
-        match self.engine.outpay(cmd).await {
-            Ok(_) | Err(Error::InsufficientFunds { .. }) => {}
-            Err(_) => {} // transport or storage trouble: the order, if stored, is the poller's
+        let key = self.maybe_key("out");
+        let cmd = self.payout_cmd(&trans_no, key.clone());
+        if self.rng.unit() < 0.2 {
+            let how = match self.rng.range(0, 3) {
+                0 => Aimed::ServerError,
+                1 => Aimed::TimeoutAfterCommit,
+                2 => Aimed::Refused,
+                _ => Aimed::LateArrival(self.rng.range(0, config(&self.app, 0).timeouts.request_ms - 1)),
+            };
+            trace(format!("  next outpay: {how:?}"));
+            self.sim.fail_next(Endpoint::Outpay, how);
         }
+        self.maybe_fail_a_commit_point();
+        let result = self.engine.outpay(cmd.clone()).await;
+        self.store.disarm();
+        if key.is_some() {
+            self.sent.push(Sent::Out(cmd));
+        }
+        self.answered(key, &result);
     }
 
     /// Several payouts at once on one protocol, left running as host tasks (a restart may
@@ -198,12 +528,27 @@ impl World {
     fn burst(&mut self) {
         let Some((trans_no, _)) = self.pick_protocol() else { return };
         for _ in 0..self.rng.range(2, 4) {
-            let cmd = self.payout_cmd(&trans_no);
+            let key = self.key("out");
+            let cmd = self.payout_cmd(&trans_no, Some(key.clone()));
+            self.sent.push(Sent::Out(cmd.clone()));
             let engine = self.engine.clone();
-            self.inflight.push(tokio::spawn(async move {
-                let _ = engine.outpay(cmd).await;
-            }));
+            self.answers.entry(key.clone()).or_insert(Answer::Unknown);
+            self.inflight.push((key, tokio::spawn(async move { classify(&engine.outpay(cmd).await) })));
         }
+    }
+
+    /// The host repeats an earlier command exactly (a retry after a timeout of its own, maybe
+    /// after a deploy changed the engine's settings): it must get the same order.
+    async fn repeat(&mut self) {
+        if self.sent.is_empty() {
+            return;
+        }
+        let i = self.rng.range(0, self.sent.len() as u64 - 1) as usize;
+        let (key, result) = match self.sent[i].clone() {
+            Sent::In(cmd) => (cmd.out_req_no.clone(), self.engine.prepay(cmd).await),
+            Sent::Out(cmd) => (cmd.out_req_no.clone(), self.engine.outpay(cmd).await),
+        };
+        self.answered(key, &result);
     }
 
     async fn close(&mut self) {
@@ -221,8 +566,8 @@ impl World {
         }
         let key = self.inbound[self.rng.range(0, self.inbound.len() as u64 - 1) as usize].clone();
         let data = serde_json::json!({"outReqNo": key, "payStatus": "SUCCESS", "arrivedStatus": "02"});
-        let body = protopay::wire::Envelope::reply(
-            APP,
+        let body = Envelope::reply(
+            &self.app,
             "0000",
             "SUCCESS",
             data.to_string(),
@@ -233,27 +578,68 @@ impl World {
         assert!(!reply.is_success(), "seed {}: a forged callback was accepted", self.seed);
     }
 
-    /// A crash: the poller and in-flight host calls stop wherever they are; a new engine
-    /// starts on the same storage.
+    /// The host's wall clock steps (NTP, a failover to a skewed machine). The running engine
+    /// does not see it; the next start does.
+    fn step_clock(&mut self) {
+        let steps = [-3_600_000, -600_000, -5_000, 5_000, 600_000, 3_600_000];
+        self.skew_ms = steps[self.rng.range(0, steps.len() as u64 - 1) as usize];
+        trace(format!("  wall clock now {} ms off", self.skew_ms));
+    }
+
+    /// A restart: a crash (the poller and in-flight host calls stop wherever they are) or a
+    /// graceful shutdown; then, at once or a little later, a new engine on the same store,
+    /// perhaps with a new deploy's settings and a stepped wall clock.
     async fn restart(&mut self) {
         self.restarts += 1;
-        if let Some(p) = self.poller.take() {
-            p.abort();
+        let graceful = self.rng.unit() < 0.3;
+        if graceful {
+            self.engine.shutdown().await.expect("shutdown");
         }
-        for t in self.inflight.drain(..) {
+        if let Some(p) = self.poller.take() {
+            if graceful { p.shutdown().await } else { p.abort() }
+        }
+        for (_, t) in self.inflight.drain(..) {
             t.abort();
         }
         *self.board.0.lock().unwrap() = None;
-        tokio::time::sleep(Duration::from_millis(self.rng.range(0, 30_000))).await;
-        self.engine = engine(&self.storage, &self.sim, self.clock).await;
+        if self.rng.unit() < 0.5 {
+            self.step_clock();
+        }
+        if self.rng.unit() < 0.3 {
+            self.deploy += 1;
+        }
+        let down = if self.rng.unit() < 0.5 { 0 } else { self.rng.range(0, 30_000) };
+        trace(format!("  restart ({}) after {down} ms", if graceful { "graceful" } else { "crash" }));
+        tokio::time::sleep(Duration::from_millis(down)).await;
+        self.engine = self.engine().await;
         *self.board.0.lock().unwrap() = Some(self.engine.clone());
         self.poller = Some(self.engine.spawn_poller());
+    }
+
+    /// An operator settles an order that needs attention, as the payment system reports it.
+    async fn resolve(&mut self) {
+        for o in self.orders().await {
+            if o.attempts().needs_attention && o.status().rank() < Status::Success.rank() {
+                // As a person would after asking the payment system: an order it never
+                // received failed; otherwise its settled status.
+                let truth = self.sim.order_states().get(o.out_req_no()).cloned();
+                let status = match truth.as_deref() {
+                    None => Status::Failure,
+                    Some(t) if t.starts_with("SUCCESS") => Status::Success,
+                    Some("FAILURE") => Status::Failure,
+                    Some(_) => continue,
+                };
+                trace(format!("  operator resolves {} as {status}", o.out_req_no()));
+                let _ = self.engine.resolve(o.out_req_no(), status, "vopr operator").await;
+                return;
+            }
+        }
     }
 
     async fn orders(&self) -> Vec<Order> {
         let mut all = Vec::new();
         for (t, _) in &self.protocols {
-            all.extend(self.storage.orders_of(t).await.expect("orders").into_iter().map(|o| o.value));
+            all.extend(self.store.orders_of(t).await.expect("orders").into_iter().map(|o| o.value));
         }
         all
     }
@@ -261,25 +647,54 @@ impl World {
     /// The auditor: what must hold after every step.
     async fn audit(&mut self) {
         let seed = self.seed;
+        if let Some(v) = self.violation.lock().unwrap().clone() {
+            panic!("seed {seed}: budget exceeded: {v}");
+        }
         for (t, _) in &self.protocols {
-            let p = self.storage.protocol(t).await.expect("read").expect("protocol").value;
+            let p = self.store.protocol(t).await.expect("read").expect("protocol").value;
             let orders: Vec<Order> =
-                self.storage.orders_of(t).await.expect("orders").into_iter().map(|o| o.value).collect();
+                self.store.orders_of(t).await.expect("orders").into_iter().map(|o| o.value).collect();
             if let Err(e) = protopay::ledger::check(&p.ledger, orders.iter()) {
                 panic!("seed {seed}: ledger of {t}: {e}");
             }
         }
-        for o in self.orders().await {
-            let now = (o.status().rank(), matches!(&o, Order::Inbound(i) if i.arrived));
-            if let Some(before) = self.seen.insert(o.out_req_no().to_owned(), now) {
-                assert!(now >= before, "seed {seed}: {} went back from {before:?} to {now:?}", o.out_req_no());
+        let far = self.truth.now() + chrono::Duration::days(3_650);
+        let due: BTreeSet<String> = self.store.due(far, usize::MAX).await.expect("due").into_iter().map(|d| d.out_req_no).collect();
+        let orders = self.orders().await;
+        for o in &orders {
+            let key = o.out_req_no();
+            assert_eq!(
+                due.contains(key),
+                o.is_open(),
+                "seed {seed}: {key} is {} but {} in the due index",
+                o.state_label(),
+                if due.contains(key) { "is" } else { "is not" }
+            );
+            let now = (o.status().rank(), matches!(o, Order::Inbound(i) if i.arrived));
+            if let Some(before) = self.seen.insert(key.to_owned(), now) {
+                assert!(now >= before, "seed {seed}: {key} went back from {before:?} to {now:?}");
             }
         }
         for (key, n) in self.sim.stats().payouts {
             assert!(n <= 1, "seed {seed}: {key} paid out {n} times");
         }
+        // The host contract.
+        let stored: BTreeSet<&str> = orders.iter().map(|o| o.out_req_no()).collect();
+        let remote = self.sim.order_states();
+        for (key, answer) in &self.answers {
+            if *answer == Answer::Refused {
+                assert!(!stored.contains(key.as_str()), "seed {seed}: {key} was refused to the host, yet stored");
+                assert!(!remote.contains_key(key), "seed {seed}: {key} was refused to the host, yet sent");
+            }
+        }
+        for key in remote.keys() {
+            assert!(
+                self.answers.get(key).is_some_and(|a| *a != Answer::Refused),
+                "seed {seed}: the payment system has {key}, which no command accepted"
+            );
+        }
         let mut once: BTreeMap<(String, String), u32> = BTreeMap::new();
-        for e in self.storage.events_after(0, usize::MAX).await.expect("events") {
+        for e in self.store.events_after(0, usize::MAX).await.expect("events") {
             let singular = matches!(
                 e.kind,
                 EventKind::InboundRequested
@@ -300,7 +715,7 @@ impl World {
 
     /// Events must tell the same story as the final states.
     async fn events_match_states(&self) {
-        let events = self.storage.events_after(0, usize::MAX).await.expect("events");
+        let events = self.store.events_after(0, usize::MAX).await.expect("events");
         for o in self.orders().await {
             let has = |f: &dyn Fn(&EventKind) -> bool| {
                 events.iter().any(|e| e.out_req_no.as_deref() == Some(o.out_req_no()) && f(&e.kind))
@@ -334,7 +749,7 @@ impl World {
             }
         }
         for key in truth.keys() {
-            if self.storage.order(key).await.expect("read").is_none() {
+            if self.store.order(key).await.expect("read").is_none() {
                 out.push(format!("{key}: the simulator has it, we do not"));
             }
         }
@@ -342,21 +757,34 @@ impl World {
     }
 }
 
-async fn run_seed(seed: u64) -> (usize, u32) {
+/// What a run produced, compared whole by the determinism test.
+#[derive(Debug, PartialEq)]
+struct Run {
+    orders: usize,
+    restarts: u32,
+    events: Vec<String>,
+    requests: Vec<String>,
+}
+
+async fn run_seed(seed: u64) -> Run {
     let (mut w, background) = World::new(seed).await;
     w.create_protocol().await;
     let steps = w.rng.range(30, 70);
-    for _ in 0..steps {
+    for step in 0..steps {
         let roll = w.rng.range(0, 99);
+        trace(format!("step {step} at {}: roll {roll}", w.truth.now()));
         match roll {
             0..=4 => w.create_protocol().await,
-            5..=39 => w.deposit().await,
-            40..=59 => w.payout().await,
-            60..=64 => w.burst(),
-            65..=69 => w.close().await,
-            70..=72 => w.forge().await,
-            73..=76 => w.restart().await,
-            77..=79 => w.storage.fail_next_commits(w.rng.range(1, 3) as u32),
+            5..=34 => w.deposit().await,
+            35..=54 => w.payout().await,
+            55..=59 => w.burst(),
+            60..=63 => w.repeat().await,
+            64..=67 => w.close().await,
+            68..=70 => w.forge().await,
+            71..=74 => w.restart().await,
+            75..=76 => w.step_clock(),
+            77..=79 => w.store.inner.fail_next_commits(w.rng.range(1, 3) as u32),
+            80..=81 => w.resolve().await,
             _ => {
                 let ms = w.rng.range(100, 120_000);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -367,18 +795,26 @@ async fn run_seed(seed: u64) -> (usize, u32) {
     // Quiet phase: faults off (the simulator still never deduplicates), in-flight host calls
     // finish, and everything must converge within bounded simulated time.
     w.sim.set_faults(Faults { no_dedupe: true, ..Faults::default() });
-    w.storage.fail_next_commits(0);
-    for t in w.inflight.drain(..) {
-        let _ = t.await;
+    w.store.inner.fail_next_commits(0);
+    w.store.disarm();
+    for (key, t) in std::mem::take(&mut w.inflight) {
+        if let Ok(answer) = t.await {
+            let entry = w.answers.entry(key).or_insert(answer);
+            if *entry == Answer::Unknown || answer == Answer::Accepted {
+                *entry = answer;
+            }
+        }
     }
     // The bound follows from the poll policy: the slowest poll (waiting for arrival, backed off
-    // to the ceiling, plus jitter) must have come round at least once.
-    let policy = config().poll;
+    // to the ceiling, plus jitter) must have come round at least once, after a wall clock that
+    // may have been stepped back by an hour at the last start.
+    let policy = config(&w.app, 0).poll;
     let slowest = policy.max_interval_ms * (100 + u64::from(policy.jitter_percent)) / 100 + policy.grace_ms;
-    let minutes = 2 * slowest / 60_000 + 10;
+    let minutes = 2 * slowest / 60_000 + 70;
     let mut left = Vec::new();
     for _ in 0..minutes {
         tokio::time::sleep(Duration::from_secs(60)).await;
+        w.audit().await;
         left = w.unconverged().await;
         if left.is_empty() {
             break;
@@ -388,23 +824,40 @@ async fn run_seed(seed: u64) -> (usize, u32) {
     w.audit().await;
     w.events_match_states().await;
     for (t, _) in &w.protocols {
-        let ours = w.storage.protocol(t).await.expect("read").expect("protocol").value.ledger;
+        let ours = w.store.protocol(t).await.expect("read").expect("protocol").value.ledger;
         let theirs = w.sim.balances(t).expect("sim protocol");
         assert_eq!(ours.available, theirs.available, "seed {seed}: available of {t}");
         assert_eq!(ours.in_transit, theirs.on_passage, "seed {seed}: in transit of {t}");
     }
-    let orders = w.orders().await.len();
-    let restarts = w.restarts;
+    let events = w.store.events_after(0, usize::MAX).await.expect("events").iter().map(|e| format!("{e:?}")).collect();
+    let requests = w.sim.received().iter().map(|r| format!("{r:?}")).collect();
+    let run = Run { orders: w.orders().await.len(), restarts: w.restarts, events, requests };
     if let Some(p) = w.poller.take() {
         p.shutdown().await;
     }
+    w.engine.shutdown().await.expect("shutdown");
     background.stop().await;
-    (orders, restarts)
+    run
 }
 
-fn run_in_simulated_time(seed: u64) -> (usize, u32) {
+fn run_in_simulated_time(seed: u64) -> Run {
     let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
     rt.block_on(run_seed(seed))
+}
+
+/// Run one seed on its own thread, failing it as hung if it outlasts the real-time limit (a
+/// spin that keeps simulated time from advancing shows this way).
+fn run_guarded(seed: u64) -> std::thread::Result<Run> {
+    let limit = std::env::var("PROTOPAY_SEED_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        TRACE.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let _ = tx.send(std::panic::catch_unwind(|| run_in_simulated_time(seed)));
+    });
+    match rx.recv_timeout(Duration::from_secs(limit)) {
+        Ok(result) => result,
+        Err(_) => Err(Box::new(format!("seed {seed} hung: no progress for {limit} s of real time"))),
+    }
 }
 
 #[test]
@@ -419,14 +872,19 @@ fn vopr() {
     };
     let (mut orders, mut restarts) = (0, 0);
     for seed in &seeds {
-        let result = std::panic::catch_unwind(|| run_in_simulated_time(*seed));
-        match result {
-            Ok((o, r)) => {
-                orders += o;
-                restarts += r;
+        match run_guarded(*seed) {
+            Ok(run) => {
+                orders += run.orders;
+                restarts += run.restarts;
             }
             Err(panic) => {
-                eprintln!("\nVOPR: seed {seed} failed; replay with PROTOPAY_SEED={seed}");
+                if seeds.len() == 1 {
+                    eprintln!("\nVOPR trace of seed {seed}:");
+                    for line in TRACE.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+                        eprintln!("{line}");
+                    }
+                }
+                eprintln!("\nVOPR: seed {seed} failed; replay with PROTOPAY_SEED={seed} (prints its trace)");
                 std::panic::resume_unwind(panic);
             }
         }
@@ -436,8 +894,10 @@ fn vopr() {
 
 #[test]
 fn same_seed_same_run() {
-    // Determinism is what makes a failing seed worth printing.
+    // Determinism is what makes a failing seed worth printing: the whole event log and the
+    // simulator's request log must be identical.
     let a = run_in_simulated_time(12_345);
     let b = run_in_simulated_time(12_345);
+    assert!(!a.events.is_empty() && !a.requests.is_empty());
     assert_eq!(a, b);
 }

@@ -98,6 +98,21 @@ pub struct Faults {
     pub delay_ms: u64,
 }
 
+/// A one-shot fault aimed at the next call to one endpoint ([`crate::Sim::fail_next`]):
+/// "the next `outpay` times out after it was committed".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Aimed {
+    /// Answered HTTP 500 without being handled.
+    ServerError,
+    /// Handled and committed, never answered.
+    TimeoutAfterCommit,
+    /// Refused before it arrives.
+    Refused,
+    /// In-process only: the caller times out at once; the call lands this many ms later.
+    LateArrival(u64),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

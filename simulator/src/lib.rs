@@ -42,7 +42,7 @@ mod sink;
 mod transport;
 
 pub use books::{Balances, BooksError};
-pub use faults::{Fault, Faults, Rng};
-pub use sim::{Background, Handled, Sim, SimConfig, SimError, Stats};
+pub use faults::{Aimed, Fault, Faults, Rng};
+pub use sim::{Background, Handled, Sim, SimConfig, SimError, Received, Stats};
 pub use sink::{CallbackSink, EngineSink, HttpSink, is_ack};
 pub use transport::SimTransport;

@@ -2,7 +2,7 @@
 //! the seeded schedule and injects faults.
 
 use crate::books::{Balances, Books, BooksError, CNAPS, SimInbound, SimOutbound, SimProtocol, wire_time};
-use crate::faults::{Faults, Rng};
+use crate::faults::{Aimed, Faults, Rng};
 use chrono::{DateTime, FixedOffset, Utc};
 use protopay_engine::wire::{
     CODE_OK, CashierType, ChannelType, CnapsEntry, CreateProtocol, Endpoint, Envelope, FindProtocol, Inquery, MSG_OK,
@@ -98,6 +98,19 @@ pub struct Stats {
     pub protocols: BTreeMap<String, Balances>,
 }
 
+/// One call as the simulator received it (the request log).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Received {
+    /// When it arrived (the simulator's clock).
+    pub at: DateTime<Utc>,
+    /// The endpoint's name as called.
+    pub endpoint: String,
+    /// The `outReqNo` its data named, if any.
+    pub out_req_no: Option<String>,
+    /// Whether it was handled (not refused, not answered 500 before handling).
+    pub handled: bool,
+}
+
 /// A callback waiting to be delivered.
 #[derive(Debug, Clone)]
 struct Delivery {
@@ -125,6 +138,8 @@ struct State {
     timers: Vec<(DateTime<Utc>, u64, Action)>,
     stats: Stats,
     counter: u64,
+    aimed: Vec<(Endpoint, Aimed)>,
+    received: Vec<Received>,
 }
 
 /// The simulator. Cheap to clone; clones share one payment system.
@@ -141,6 +156,16 @@ impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Sim").field("app_id", &self.config.app_id).finish_non_exhaustive()
     }
+}
+
+/// How many calls the request log keeps.
+const RECEIVED_KEPT: usize = 100_000;
+
+/// The `outReqNo` a request names, for the request log.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct NamesOrder {
+    out_req_no: Option<String>,
 }
 
 /// A refusal to answer with a non-`0000` code.
@@ -167,6 +192,8 @@ impl Sim {
             timers: Vec::new(),
             stats: Stats::default(),
             counter: 0,
+            aimed: Vec::new(),
+            received: Vec::new(),
         };
         Sim { config: Arc::new(config), zone, clock, state: Arc::new(Mutex::new(state)), wake: Arc::new(Notify::new()) }
     }
@@ -193,6 +220,28 @@ impl Sim {
     /// Change the fault settings in place.
     pub fn with_faults(&self, f: impl FnOnce(&mut Faults)) {
         f(&mut self.lock().faults);
+    }
+
+    /// Aim a one-shot fault at the next call to `endpoint` (several queue up in order).
+    pub fn fail_next(&self, endpoint: Endpoint, how: Aimed) {
+        self.lock().aimed.push((endpoint, how));
+    }
+
+    /// Every call received, in order: the request log.
+    pub fn received(&self) -> Vec<Received> {
+        self.lock().received.clone()
+    }
+
+    /// The calls received that named `out_req_no` at `endpoint` and were handled.
+    pub fn handled(&self, endpoint: Endpoint, out_req_no: &str) -> usize {
+        let s = self.lock();
+        let named = |r: &&Received| r.handled && r.endpoint == endpoint.name();
+        s.received.iter().filter(named).filter(|r| r.out_req_no.as_deref() == Some(out_req_no)).count()
+    }
+
+    fn take_aimed(s: &mut State, name: &str, late: bool) -> Option<Aimed> {
+        let i = s.aimed.iter().position(|(e, how)| e.name() == name && matches!(how, Aimed::LateArrival(_)) == late)?;
+        Some(s.aimed.remove(i).1)
     }
 
     /// The counters, with current balances.
@@ -237,9 +286,13 @@ impl Sim {
 
     // ---- calls ---------------------------------------------------------------------------
 
-    /// Whether the next call arrives late, and by how much (the `late_arrival` fault).
-    pub fn draw_late_arrival(&self) -> Option<std::time::Duration> {
+    /// Whether the next call to `name` arrives late, and by how much (the `late_arrival`
+    /// fault, or one aimed at it).
+    pub fn draw_late_arrival(&self, name: &str) -> Option<std::time::Duration> {
         let mut s = self.lock();
+        if let Some(Aimed::LateArrival(ms)) = Self::take_aimed(&mut s, name, true) {
+            return Some(std::time::Duration::from_millis(ms));
+        }
         let State { faults, rng, .. } = &mut *s;
         let max = faults.late_ms;
         faults.late_arrival.fire(rng).then(|| std::time::Duration::from_millis(rng.range(0, max)))
@@ -249,11 +302,24 @@ impl Sim {
     pub fn handle(&self, name: &str, body: &[u8]) -> Handled {
         let mut s = self.lock();
         s.stats.requests += 1;
+        let aimed = Self::take_aimed(&mut s, name, false);
         let State { faults, rng, .. } = &mut *s;
-        if faults.refuse_connection.fire(rng) {
+        let refused = aimed == Some(Aimed::Refused) || faults.refuse_connection.fire(rng);
+        let failed = !refused && (aimed == Some(Aimed::ServerError) || faults.http_500.fire(rng));
+        let out_req_no = Envelope::decode(body)
+            .ok()
+            .and_then(|e| serde_json::from_str::<NamesOrder>(&e.data).ok())
+            .and_then(|n| n.out_req_no);
+        let at = self.now();
+        if s.received.len() >= RECEIVED_KEPT {
+            // A long-running staging simulator keeps the recent past only.
+            s.received.drain(..RECEIVED_KEPT / 10);
+        }
+        s.received.push(Received { at, endpoint: name.to_owned(), out_req_no, handled: !refused && !failed });
+        if refused {
             return Handled::Refused;
         }
-        if faults.http_500.fire(rng) {
+        if failed {
             return Handled::ServerError;
         }
         let answer = self.answer(&mut s, name, body);
@@ -267,7 +333,7 @@ impl Sim {
         if faults.corrupt_sign.fire(rng) {
             reply.sign = reply.sign.chars().rev().collect();
         }
-        if faults.timeout_after_commit.fire(rng) {
+        if aimed == Some(Aimed::TimeoutAfterCommit) || faults.timeout_after_commit.fire(rng) {
             return Handled::TimeoutAfterCommit;
         }
         drop(s);

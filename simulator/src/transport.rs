@@ -14,7 +14,7 @@ impl Transport for SimTransport {
     async fn call(&self, endpoint: Endpoint, request: &Envelope) -> Result<Vec<u8>, TransportError> {
         // Let other tasks run between sending and answering, as a network would.
         tokio::task::yield_now().await;
-        if let Some(delay) = self.0.draw_late_arrival() {
+        if let Some(delay) = self.0.draw_late_arrival(endpoint.name()) {
             // The caller times out now; the request is still on its way and lands later.
             let (sim, body) = (self.0.clone(), request.to_json());
             tokio::spawn(async move {

@@ -83,6 +83,7 @@ pub struct EngineBuilder {
     storage: Option<Arc<dyn Storage>>,
     transport: Option<Arc<dyn Transport>>,
     clock: Option<Clock>,
+    id_seed: Option<u64>,
 }
 
 impl EngineBuilder {
@@ -117,6 +118,14 @@ impl EngineBuilder {
         self
     }
 
+    /// The seed of generated `outReqNo` suffixes (default: from the process id and the
+    /// time, so that processes differ). For simulations that must replay exactly; two
+    /// engines running at once must never share one.
+    pub fn id_seed(mut self, seed: u64) -> Self {
+        self.id_seed = Some(seed);
+        self
+    }
+
     /// Check the config and build.
     ///
     /// The engine's clock never starts behind the newest time already stored (the last
@@ -134,8 +143,11 @@ impl EngineBuilder {
         };
         let clock = self.clock.unwrap_or_else(Clock::system);
         let clock = newest.map_or(clock, |t| clock.not_before(t));
-        let mut h = std::hash::DefaultHasher::new();
-        std::hash::Hash::hash(&(std::process::id(), Utc::now().timestamp_nanos_opt()), &mut h);
+        let id_seed = self.id_seed.unwrap_or_else(|| {
+            let mut h = std::hash::DefaultHasher::new();
+            std::hash::Hash::hash(&(std::process::id(), Utc::now().timestamp_nanos_opt()), &mut h);
+            std::hash::Hasher::finish(&h)
+        });
         Ok(Engine {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -151,7 +163,7 @@ impl EngineBuilder {
                 backoff: Mutex::default(),
                 stopping: watch::Sender::new(false),
                 work: Arc::default(),
-                id_seed: std::hash::Hasher::finish(&h),
+                id_seed,
                 id_counter: AtomicU64::new(0),
             }),
         })
@@ -165,7 +177,7 @@ struct Working(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
 impl Engine {
     /// Start building an engine.
     pub fn builder(config: Config) -> EngineBuilder {
-        EngineBuilder { config, storage: None, transport: None, clock: None }
+        EngineBuilder { config, storage: None, transport: None, clock: None, id_seed: None }
     }
 
     /// The configuration.
