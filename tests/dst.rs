@@ -249,6 +249,7 @@ struct World {
     seed: u64,
     rng: Rng,
     app: String,
+    settings: Settings,
     sim: Sim,
     truth: Clock,
     /// The host's wall clock, as an offset from the truth; a restart reads it.
@@ -277,11 +278,29 @@ enum Sent {
     Out(NewOutbound),
 }
 
-fn config(app: &str, deploy: u32) -> Config {
-    let mut c = Config::new(app, Md5Key::new(KEY), "sim://", &format!("http://engine-{deploy}/notify"));
-    c.poll.max_submissions = 8;
-    c.poll.attention_after_quiet_polls = 1_000;
-    c
+/// The engine's settings: a seed's own retry budgets, and a callback URL that changes with
+/// each deploy.
+#[derive(Debug, Clone, Copy)]
+struct Settings {
+    max_submissions: u32,
+    attention_after_quiet_polls: u32,
+}
+
+impl Settings {
+    fn draw(rng: &mut Rng) -> Self {
+        let quiet = [3, 10, 30, 1_000];
+        Settings {
+            max_submissions: rng.range(1, 8) as u32,
+            attention_after_quiet_polls: quiet[rng.range(0, quiet.len() as u64 - 1) as usize],
+        }
+    }
+
+    fn config(&self, app: &str, deploy: u32) -> Config {
+        let mut c = Config::new(app, Md5Key::new(KEY), "sim://", &format!("http://engine-{deploy}/notify"));
+        c.poll.max_submissions = self.max_submissions;
+        c.poll.attention_after_quiet_polls = self.attention_after_quiet_polls;
+        c
+    }
 }
 
 fn classify(result: &protopay::Result<Order>) -> Answer {
@@ -324,7 +343,8 @@ impl World {
         sc.auto_delay_ms = (100, 20_000);
         sc.callback_retry_ms = vec![1_000, 5_000, 30_000, 120_000];
         let sim = Sim::new(sc, truth);
-        let base = config(&app, 0);
+        let settings = Settings::draw(&mut rng);
+        let base = settings.config(&app, 0);
         sim.set_faults(faults_for(&mut rng, base.timeouts.request_ms - 1));
         let violation = Violation::default();
         let (call_budget, pass_budget) = budgets(&base);
@@ -346,13 +366,14 @@ impl World {
         });
         let board = Switchboard::default();
         let background = sim.spawn(Arc::new(board.clone()));
-        let engine = Self::start(&app, 0, &store, &transport, truth, 0, 0).await;
+        let engine = Self::start(&app, settings, 0, &store, &transport, truth, 0, 0).await;
         *board.0.lock().unwrap() = Some(engine.clone());
         let poller = Some(engine.spawn_poller());
         let world = World {
             seed,
             rng,
             app,
+            settings,
             sim,
             truth,
             skew_ms: 0,
@@ -376,11 +397,14 @@ impl World {
     }
 
     async fn engine(&self) -> Engine {
-        Self::start(&self.app, self.deploy, &self.store, &self.transport, self.truth, self.skew_ms, self.restarts).await
+        let (store, transport) = (&self.store, &self.transport);
+        Self::start(&self.app, self.settings, self.deploy, store, transport, self.truth, self.skew_ms, self.restarts).await
     }
 
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         app: &str,
+        settings: Settings,
         deploy: u32,
         store: &Arc<Probe>,
         transport: &Arc<Metered>,
@@ -390,7 +414,7 @@ impl World {
     ) -> Engine {
         // The engine reads the host's wall clock once, at start, as `Clock::system` does.
         let wall = truth.now() + chrono::Duration::milliseconds(skew_ms);
-        Engine::builder(config(app, deploy))
+        Engine::builder(settings.config(app, deploy))
             .shared_storage(store.clone())
             .shared_transport(transport.clone())
             .clock(Clock::starting_at(wall))
@@ -509,7 +533,7 @@ impl World {
                 0 => Aimed::ServerError,
                 1 => Aimed::TimeoutAfterCommit,
                 2 => Aimed::Refused,
-                _ => Aimed::LateArrival(self.rng.range(0, config(&self.app, 0).timeouts.request_ms - 1)),
+                _ => Aimed::LateArrival(self.rng.range(0, self.settings.config(&self.app, 0).timeouts.request_ms - 1)),
             };
             trace(format!("  next outpay: {how:?}"));
             self.sim.fail_next(Endpoint::Outpay, how);
@@ -616,7 +640,8 @@ impl World {
         self.poller = Some(self.engine.spawn_poller());
     }
 
-    /// An operator settles an order that needs attention, as the payment system reports it.
+    /// An operator settles the orders that need attention, as the payment system reports
+    /// them.
     async fn resolve(&mut self) {
         for o in self.orders().await {
             if o.attempts().needs_attention && o.status().rank() < Status::Success.rank() {
@@ -631,7 +656,6 @@ impl World {
                 };
                 trace(format!("  operator resolves {} as {status}", o.out_req_no()));
                 let _ = self.engine.resolve(o.out_req_no(), status, "vopr operator").await;
-                return;
             }
         }
     }
@@ -734,7 +758,7 @@ impl World {
     }
 
     /// Orders whose state differs from the simulator's. An order the simulator never
-    /// received may legitimately be failed (refused) or waiting for a person.
+    /// received must have failed (refused, or resolved so by the operator).
     async fn unconverged(&self) -> Vec<String> {
         let truth = self.sim.order_states();
         let mut out = Vec::new();
@@ -742,7 +766,7 @@ impl World {
             let ours = o.state_label().replace("+closed", "");
             let acceptable = match truth.get(o.out_req_no()) {
                 Some(t) => *t == ours,
-                None => o.status() == Status::Failure || o.attempts().needs_attention,
+                None => o.status() == Status::Failure,
             };
             if !acceptable {
                 out.push(format!("{}: ours {ours}, simulator {:?}", o.out_req_no(), truth.get(o.out_req_no())));
@@ -808,12 +832,13 @@ async fn run_seed(seed: u64) -> Run {
     // The bound follows from the poll policy: the slowest poll (waiting for arrival, backed off
     // to the ceiling, plus jitter) must have come round at least once, after a wall clock that
     // may have been stepped back by an hour at the last start.
-    let policy = config(&w.app, 0).poll;
+    let policy = w.settings.config(&w.app, 0).poll;
     let slowest = policy.max_interval_ms * (100 + u64::from(policy.jitter_percent)) / 100 + policy.grace_ms;
     let minutes = 2 * slowest / 60_000 + 70;
     let mut left = Vec::new();
     for _ in 0..minutes {
         tokio::time::sleep(Duration::from_secs(60)).await;
+        w.resolve().await;
         w.audit().await;
         left = w.unconverged().await;
         if left.is_empty() {
@@ -826,6 +851,15 @@ async fn run_seed(seed: u64) -> Run {
     for (t, _) in &w.protocols {
         let ours = w.store.protocol(t).await.expect("read").expect("protocol").value.ledger;
         let theirs = w.sim.balances(t).expect("sim protocol");
+        if ours.available != theirs.available {
+            let truth = w.sim.order_states();
+            for o in w.store.orders_of(t).await.expect("orders") {
+                let key = o.value.out_req_no();
+                eprintln!("  {key} {} {}: ours {}, simulator {:?}; {:?}", o.value.amount(),
+                    o.value.out_type().map_or("IN", |t| t.as_str()), o.value.state_label(), truth.get(key),
+                    o.value.attempts());
+            }
+        }
         assert_eq!(ours.available, theirs.available, "seed {seed}: available of {t}");
         assert_eq!(ours.in_transit, theirs.on_passage, "seed {seed}: in transit of {t}");
     }
