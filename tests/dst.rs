@@ -10,7 +10,8 @@
 //! - **network**: dropped / duplicated / delayed / reordered callbacks, 5xx, refused
 //!   connections, timeouts after commit, corrupted reply signs, requests that land after the
 //!   caller gave up, and one-shot faults aimed at the next `outpay`/`prepay`;
-//! - **store**: commit failures at random, and at a chosen commit point (1st, 2nd, 3rd, …) of
+//! - **store**: reads and commits that let other tasks run (so steps on one order race),
+//!   outages of up to ten minutes, commit failures at random, and at a chosen commit point (1st, 2nd, 3rd, …) of
 //!   a chosen command; some seeds store every record through the sled codec and read it back
 //!   (a faithful stand-in for sled's round trip that keeps the run deterministic);
 //! - **process**: crashes (tasks aborted wherever they are) and graceful shutdowns, at
@@ -65,15 +66,41 @@ fn trace(line: String) {
 }
 
 /// Routes callbacks to whichever engine is up; while it is down they fail (and are retried).
-#[derive(Clone, Default)]
-struct Switchboard(Arc<Mutex<Option<Engine>>>);
+/// Some arrive with a twin mangled in transit (its sign broken), racing the real one.
+#[derive(Clone)]
+struct Switchboard {
+    engine: Arc<Mutex<Option<Engine>>>,
+    rng: Arc<Mutex<Rng>>,
+    mangled: f64,
+}
+
+impl Switchboard {
+    fn set(&self, engine: Option<Engine>) {
+        *self.engine.lock().unwrap() = engine;
+    }
+}
 
 #[async_trait::async_trait]
 impl CallbackSink for Switchboard {
     async fn deliver(&self, url: &str, body: Vec<u8>) -> Option<(u16, String)> {
-        let engine = self.0.lock().unwrap().clone()?;
+        let engine = self.engine.lock().unwrap().clone()?;
         let kind = CallbackKind::from_slug(url.rsplit('/').next()?)?;
-        let reply = engine.handle_callback(kind, &body).await;
+        let twin = {
+            let mut rng = self.rng.lock().unwrap();
+            (rng.unit() < self.mangled).then(|| rng.range(0, 8))
+        };
+        let Some(lag) = twin else {
+            let reply = engine.handle_callback(kind, &body).await;
+            return Some((reply.status, reply.body));
+        };
+        let mangled = String::from_utf8_lossy(&body).replacen("\"sign\":\"", "\"sign\":\"0", 1).into_bytes();
+        let twin = async {
+            for _ in 0..lag {
+                tokio::task::yield_now().await;
+            }
+            engine.handle_callback(kind, &mangled).await
+        };
+        let (_, reply) = tokio::join!(twin, engine.handle_callback(kind, &body));
         Some((reply.status, reply.body))
     }
 }
@@ -101,6 +128,8 @@ struct Probe {
     round_trip: bool,
     truth: Clock,
     fail_in: Mutex<Option<u32>>,
+    /// Every commit fails until then (a store that is down for a while).
+    down_until: Mutex<Option<DateTime<Utc>>>,
     passes: Mutex<Window>,
     pass_budget: usize,
     violation: Violation,
@@ -122,6 +151,11 @@ impl Probe {
     fn disarm(&self) {
         *self.fail_in.lock().unwrap() = None;
     }
+
+    /// Every commit fails for `ms` of simulated time.
+    fn outage(&self, ms: u64) {
+        *self.down_until.lock().unwrap() = Some(self.truth.now() + chrono::Duration::milliseconds(ms as i64));
+    }
 }
 
 #[async_trait::async_trait]
@@ -130,12 +164,19 @@ impl Storage for Probe {
         self.inner.protocol(trans_no).await
     }
     async fn order(&self, out_req_no: &str) -> protopay::Result<Option<Versioned<Order>>> {
+        // A real store takes time: let other tasks run between a read and the write that
+        // follows it, so that races between steps on one order happen.
+        tokio::task::yield_now().await;
         self.inner.order(out_req_no).await
     }
     async fn orders_of(&self, trans_no: &str) -> protopay::Result<Vec<Versioned<Order>>> {
         self.inner.orders_of(trans_no).await
     }
     async fn commit(&self, mut batch: Batch) -> protopay::Result<u64> {
+        tokio::task::yield_now().await;
+        if self.down_until.lock().unwrap().is_some_and(|t| self.truth.now() < t) {
+            return Err(Error::Storage(Arc::new(std::io::Error::other("the store is down"))));
+        }
         {
             let mut fail = self.fail_in.lock().unwrap();
             match *fail {
@@ -157,7 +198,18 @@ impl Storage for Probe {
             batch.events = batch.events.into_iter().map(round_trip).collect();
             batch.orphans = batch.orphans.into_iter().map(round_trip).collect();
         }
-        self.inner.commit(batch).await
+        let schedule = batch.schedule.clone();
+        let last = self.inner.commit(batch).await?;
+        // The due-time invariant, at every commit: an open order has a due time, a closed
+        // one none.
+        for (key, at) in schedule {
+            if let Ok(Some(o)) = self.inner.order(&key).await
+                && o.value.is_open() != at.is_some()
+            {
+                violate(&self.violation, format!("{key} is {} and was given due time {at:?}", o.value.state_label()));
+            }
+        }
+        Ok(last)
     }
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> protopay::Result<Vec<Due>> {
         let n = self.passes.lock().unwrap().hit(self.truth.now(), chrono::Duration::seconds(60));
@@ -353,6 +405,7 @@ impl World {
             round_trip: rng.unit() < 0.3,
             truth,
             fail_in: Mutex::new(None),
+            down_until: Mutex::new(None),
             passes: Mutex::default(),
             pass_budget,
             violation: violation.clone(),
@@ -364,10 +417,11 @@ impl World {
             budget: call_budget,
             violation: violation.clone(),
         });
-        let board = Switchboard::default();
+        let mangled = if rng.unit() < 0.5 { rng.unit() * 0.3 } else { 0.0 };
+        let board = Switchboard { engine: Arc::default(), rng: Arc::new(Mutex::new(Rng::new(seed))), mangled };
         let background = sim.spawn(Arc::new(board.clone()));
         let engine = Self::start(&app, settings, 0, &store, &transport, truth, 0, 0).await;
-        *board.0.lock().unwrap() = Some(engine.clone());
+        board.set(Some(engine.clone()));
         let poller = Some(engine.spawn_poller());
         let world = World {
             seed,
@@ -625,7 +679,7 @@ impl World {
         for (_, t) in self.inflight.drain(..) {
             t.abort();
         }
-        *self.board.0.lock().unwrap() = None;
+        self.board.set(None);
         if self.rng.unit() < 0.5 {
             self.step_clock();
         }
@@ -636,7 +690,7 @@ impl World {
         trace(format!("  restart ({}) after {down} ms", if graceful { "graceful" } else { "crash" }));
         tokio::time::sleep(Duration::from_millis(down)).await;
         self.engine = self.engine().await;
-        *self.board.0.lock().unwrap() = Some(self.engine.clone());
+        self.board.set(Some(self.engine.clone()));
         self.poller = Some(self.engine.spawn_poller());
     }
 
@@ -672,7 +726,7 @@ impl World {
     async fn audit(&mut self) {
         let seed = self.seed;
         if let Some(v) = self.violation.lock().unwrap().clone() {
-            panic!("seed {seed}: budget exceeded: {v}");
+            panic!("seed {seed}: {v}");
         }
         for (t, _) in &self.protocols {
             let p = self.store.protocol(t).await.expect("read").expect("protocol").value;
@@ -807,7 +861,12 @@ async fn run_seed(seed: u64) -> Run {
             68..=70 => w.forge().await,
             71..=74 => w.restart().await,
             75..=76 => w.step_clock(),
-            77..=79 => w.store.inner.fail_next_commits(w.rng.range(1, 3) as u32),
+            77..=78 => w.store.inner.fail_next_commits(w.rng.range(1, 3) as u32),
+            79 => {
+                let ms = w.rng.range(1_000, 600_000);
+                trace(format!("  store down for {ms} ms"));
+                w.store.outage(ms);
+            }
             80..=81 => w.resolve().await,
             _ => {
                 let ms = w.rng.range(100, 120_000);
@@ -821,6 +880,7 @@ async fn run_seed(seed: u64) -> Run {
     w.sim.set_faults(Faults { no_dedupe: true, ..Faults::default() });
     w.store.inner.fail_next_commits(0);
     w.store.disarm();
+    w.store.outage(0);
     for (key, t) in std::mem::take(&mut w.inflight) {
         if let Ok(answer) = t.await {
             let entry = w.answers.entry(key).or_insert(answer);
@@ -834,11 +894,15 @@ async fn run_seed(seed: u64) -> Run {
     // may have been stepped back by an hour at the last start.
     let policy = w.settings.config(&w.app, 0).poll;
     let slowest = policy.max_interval_ms * (100 + u64::from(policy.jitter_percent)) / 100 + policy.grace_ms;
-    let minutes = 2 * slowest / 60_000 + 70;
+    let minutes = 2 * slowest / 60_000 + 6 * 60 + 70;
     let mut left = Vec::new();
-    for _ in 0..minutes {
+    for minute in 0..minutes {
         tokio::time::sleep(Duration::from_secs(60)).await;
-        w.resolve().await;
+        // The operator comes in after a few hours: until then, flagged orders keep being
+        // polled (which is where a poller that spins on them shows).
+        if minute >= 6 * 60 {
+            w.resolve().await;
+        }
         w.audit().await;
         left = w.unconverged().await;
         if left.is_empty() {
