@@ -5,9 +5,9 @@
 
 use chrono::{TimeZone, Utc};
 use protopay_engine::wire::{CODE_OK, CallbackKind, Endpoint, Envelope, MSG_OK};
+use protopay_engine::storage::{Batch, Due, MemoryStorage, Orphan, Storage, Versioned};
 use protopay_engine::{
-    Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, Order, Transport, TransportError,
-    storage::MemoryStorage,
+    Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, Order, Protocol, Transport, TransportError,
 };
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -149,4 +149,98 @@ pub async fn funded(engine: &Engine, t: &Scripted, amount: &str) -> String {
 
 pub fn status_of(order: &Order) -> String {
     order.state_label()
+}
+
+/// Memory storage with failures on cue: the `n`-th commit from now, every commit while
+/// down, and a hook run just before the next commit (to stage a race).
+#[derive(Clone, Default)]
+pub struct Flaky {
+    pub inner: MemoryStorage,
+    fail_in: Arc<Mutex<Option<u32>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    hook: Arc<Mutex<Option<Hook>>>,
+}
+
+/// What a hook returns: a boxed future.
+pub type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+type Hook = Box<dyn FnOnce(MemoryStorage) -> HookFuture + Send>;
+
+impl Flaky {
+    /// Fail the `n`-th commit from now (1 = the next).
+    pub fn fail_commit(&self, n: u32) {
+        *self.fail_in.lock().unwrap() = Some(n);
+    }
+
+    /// Every commit fails while down.
+    pub fn set_down(&self, down: bool) {
+        self.down.store(down, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Run `hook` on the inner store just before the next commit.
+    pub fn before_next_commit(&self, hook: impl FnOnce(MemoryStorage) -> HookFuture + Send + 'static) {
+        *self.hook.lock().unwrap() = Some(Box::new(hook));
+    }
+}
+
+fn failure() -> protopay_engine::Error {
+    protopay_engine::Error::Storage(Arc::new(std::io::Error::other("injected")))
+}
+
+#[async_trait::async_trait]
+impl Storage for Flaky {
+    async fn protocol(&self, t: &str) -> protopay_engine::Result<Option<Versioned<Protocol>>> {
+        self.inner.protocol(t).await
+    }
+    async fn order(&self, k: &str) -> protopay_engine::Result<Option<Versioned<Order>>> {
+        self.inner.order(k).await
+    }
+    async fn orders_of(&self, t: &str) -> protopay_engine::Result<Vec<Versioned<Order>>> {
+        self.inner.orders_of(t).await
+    }
+    async fn commit(&self, batch: Batch) -> protopay_engine::Result<u64> {
+        let hook = self.hook.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook(self.inner.clone()).await;
+        }
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(failure());
+        }
+        let fail = {
+            let mut f = self.fail_in.lock().unwrap();
+            let now = *f == Some(1);
+            *f = f.and_then(|n| n.checked_sub(1)).filter(|n| *n > 0);
+            now
+        };
+        if fail {
+            return Err(failure());
+        }
+        self.inner.commit(batch).await
+    }
+    async fn due(&self, now: chrono::DateTime<Utc>, limit: usize) -> protopay_engine::Result<Vec<Due>> {
+        self.inner.due(now, limit).await
+    }
+    async fn next_due(&self) -> protopay_engine::Result<Option<chrono::DateTime<Utc>>> {
+        self.inner.next_due().await
+    }
+    async fn events_after(&self, after: u64, limit: usize) -> protopay_engine::Result<Vec<protopay_engine::Event>> {
+        self.inner.events_after(after, limit).await
+    }
+    async fn last_seq(&self) -> protopay_engine::Result<u64> {
+        self.inner.last_seq().await
+    }
+    async fn cursor(&self, c: &str) -> protopay_engine::Result<u64> {
+        self.inner.cursor(c).await
+    }
+    async fn ack(&self, c: &str, seq: u64) -> protopay_engine::Result<()> {
+        self.inner.ack(c, seq).await
+    }
+    async fn orphans(&self) -> protopay_engine::Result<Vec<Orphan>> {
+        self.inner.orphans().await
+    }
+}
+
+/// An engine on any storage, with a config and a clock.
+pub async fn engine_with(storage: impl Storage, transport: Scripted, config: Config, clock: Clock) -> Engine {
+    Engine::builder(config).storage(storage).transport(transport).clock(clock).build().await.unwrap()
 }

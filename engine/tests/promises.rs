@@ -1,0 +1,397 @@
+//! Regression tests for the defects an outside attack found, each named for the promise it
+//! checks. Each failed before its fix. On tokio's paused clock, with a scripted transport and
+//! a store that fails on cue.
+
+mod support;
+
+use protopay_engine::storage::{Batch, MemoryStorage, Orphan, Put, Storage};
+use protopay_engine::wire::validate::limits;
+use protopay_engine::wire::{CallbackKind, Endpoint, Envelope, InboundView, OutType, OutboundView, Prepay};
+use protopay_engine::{
+    Amount, Anomaly, Clock, Config, Engine, Error, EventKind, NewInbound, NewOutbound, Order, Sensitive, Status,
+    TransportError,
+};
+use serde_json::json;
+use std::time::Duration;
+use support::*;
+
+const PAYEE: &str = "欧阳娜娜";
+const ACCOUNT: &str = "6222029999888877776";
+const CERT: &str = "110101199003071234";
+
+fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> NewOutbound {
+    NewOutbound {
+        trans_no: trans_no.into(),
+        out_req_no: key.map(Into::into),
+        amount: Amount::parse(amount).unwrap(),
+        out_type: OutType::Out,
+        payee_name: Sensitive::new(PAYEE),
+        payee_account: Sensitive::new(ACCOUNT),
+        bank_name: "中国工商银行北京海淀支行".into(),
+        bank_cnaps: "102100000030".into(),
+        remark: Some(String::new()),
+    }
+}
+
+fn maybe() -> Step {
+    Step::Fail(TransportError::MaybeDelivered { reason: "timeout after sending".into() })
+}
+
+/// An engine on a flaky store, with a funded protocol.
+async fn funded_on(store: &Flaky, t: &Scripted, config: Config, amount: &str) -> (Engine, String) {
+    let e = engine_with(store.clone(), t.clone(), config, clock()).await;
+    let trans_no = funded(&e, t, amount).await;
+    (e, trans_no)
+}
+
+async fn anomalies(e: &Engine) -> Vec<Anomaly> {
+    let events = e.events_after(0, 10_000).await.unwrap();
+    events
+        .into_iter()
+        .filter_map(|ev| match ev.kind {
+            EventKind::Anomaly(a) => Some(a),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Poll every 5 s for up to `within`; the number of sends as soon as a resend happened.
+async fn resent_within(e: &Engine, t: &Scripted, within: Duration) -> Option<usize> {
+    let sent = t.count(Endpoint::Outpay);
+    let mut waited = Duration::ZERO;
+    while waited < within {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        waited += Duration::from_secs(5);
+        e.poll_due().await.unwrap();
+        if t.count(Endpoint::Outpay) > sent {
+            return Some(t.count(Endpoint::Outpay));
+        }
+    }
+    None
+}
+
+/// Defect 1: `outpay` with a generated `outReqNo` whose `Submitted` commit failed returned a
+/// bare storage error, yet the stored order was sent later — the host's retry paid twice.
+#[tokio::test(start_paused = true)]
+async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    store.fail_commit(2); // 1: the intent; 2: the `Submitted` mark.
+    let order = e.outpay(payout(&trans_no, None, "20")).await.expect("the request stands once recorded");
+    assert_eq!(order.status(), Status::Reserved);
+    assert_eq!(t.count(Endpoint::Outpay), 0, "nothing was sent without its mark");
+    let key = order.out_req_no().to_owned();
+    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "20.00", "PROCESSING")));
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(30)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert_eq!(t.count(Endpoint::Outpay), 1, "the poller sent it, once");
+    assert_eq!(e.order(&key).await.unwrap().status(), Status::Processing);
+
+    // The same for `prepay`.
+    store.fail_commit(2);
+    let order = e.prepay(NewInbound::pos(&trans_no, Amount::parse("5").unwrap())).await.unwrap();
+    assert_eq!((order.status(), t.count(Endpoint::Prepay)), (Status::Requested, 1), "only the funding prepay");
+
+    // A failure of the intent itself is a plain error, and nothing is ever sent for it.
+    store.fail_commit(1);
+    let refused = e.outpay(payout(&trans_no, Some("APP001-never"), "1")).await;
+    assert!(matches!(refused, Err(Error::Storage(_))), "{refused:?}");
+    assert!(e.order("APP001-never").await.is_err());
+}
+
+/// Defect 2: a send made just before a restart, on a host whose wall clock then reads
+/// 10 minutes ahead, looked past its grace period at once: a verified "not found" led to a
+/// resend while the first request was still on its way.
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_ahead_after_restart_cannot_cut_the_grace_period() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    t.push(Endpoint::Outpay, maybe());
+    e.outpay(payout(&trans_no, Some("APP001-late"), "20")).await.unwrap();
+    drop(e);
+    let ahead = Clock::starting_at(clock().now() + chrono::Duration::minutes(10));
+    let e = engine_with(store.clone(), t.clone(), config(), ahead).await;
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    let grace = Duration::from_millis(config().poll.grace_ms);
+    let mut waited = Duration::ZERO;
+    while waited + Duration::from_secs(5) < grace {
+        tokio::time::advance(Duration::from_secs(5)).await;
+        waited += Duration::from_secs(5);
+        e.poll_due().await.unwrap();
+    }
+    assert!(t.count(Endpoint::Outquery) >= 1, "it was asked about");
+    assert_eq!(t.count(Endpoint::Outpay), 1, "no resend within this process's grace period");
+    assert_eq!(resent_within(&e, &t, Duration::from_secs(180)).await, Some(2), "resent once it has truly passed");
+}
+
+/// Defect 2, the other way: a wall clock an hour behind after a restart must not hold
+/// recovery back for an hour.
+#[tokio::test(start_paused = true)]
+async fn a_wall_clock_behind_after_restart_does_not_delay_recovery() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    t.push(Endpoint::Outpay, maybe());
+    e.outpay(payout(&trans_no, Some("APP001-behind"), "20")).await.unwrap();
+    drop(e);
+    let behind = Clock::starting_at(clock().now() - chrono::Duration::hours(1));
+    let e = engine_with(store.clone(), t.clone(), config(), behind).await;
+    assert!(e.now() >= clock().now(), "the clock does not start behind what is stored");
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    let bound = Duration::from_millis(config().poll.grace_ms) + Duration::from_secs(120);
+    assert_eq!(resent_within(&e, &t, bound).await, Some(2), "resent within minutes, not an hour");
+}
+
+/// Defect 3: once an order needed attention, every further "not found" committed nothing
+/// and left it due in the past: the poller asked about it in a loop.
+#[tokio::test(start_paused = true)]
+async fn an_order_that_needs_attention_is_polled_at_the_attention_pace() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let mut c = config();
+    c.poll.max_submissions = 1;
+    let (e, trans_no) = funded_on(&store, &t, c.clone(), "50.00").await;
+    t.push(Endpoint::Outpay, Step::Fail(TransportError::MaybeDelivered { reason: "HTTP 500".into() }));
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    e.outpay(payout(&trans_no, Some("APP001-flag"), "20")).await.unwrap();
+    tokio::time::advance(Duration::from_millis(c.poll.grace_ms + 60_000)).await;
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(30)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert!(e.order("APP001-flag").await.unwrap().attempts().needs_attention);
+    let before = t.count(Endpoint::Outquery);
+    for _ in 0..7_200 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        e.poll_due().await.unwrap();
+    }
+    let asked = t.count(Endpoint::Outquery) - before;
+    assert!((1..=3).contains(&asked), "{asked} queries in two hours at one per attention_ms");
+}
+
+/// Defect 4: a poll whose commit failed left the order due in the past, and the poller's
+/// wait computed to zero: hundreds of queries a second while the store was down.
+#[tokio::test(start_paused = true)]
+async fn a_failing_store_holds_polls_back_by_the_policy() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "PROCESSING")));
+    e.outpay(payout(&trans_no, Some("APP001-down"), "20")).await.unwrap();
+    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "PROCESSING")));
+    store.set_down(true);
+    // A tick every second (as an idle poller would, at least).
+    for _ in 0..120 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let report = e.poll_due().await.unwrap();
+        assert!(report.polled == 0 || report.failed == report.polled);
+    }
+    // processing_ms = 10 s, doubling with each failure: 10 + 20 + 40 + … within 120 s.
+    let asked = t.count(Endpoint::Outquery);
+    assert!((1..=5).contains(&asked), "{asked} queries in 120 s with the store down");
+    store.set_down(false);
+    let poller = e.spawn_poller();
+    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "SUCCESS")));
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    poller.shutdown().await;
+    assert_eq!(e.order("APP001-down").await.unwrap().status(), Status::Success, "it recovers");
+}
+
+/// Defect 5: the poll moved forward by a bad-signature callback read the order while it was
+/// open, a real callback settled it, then the unversioned schedule write landed: a closed
+/// order due in the past, and a poller spinning on it.
+#[tokio::test(start_paused = true)]
+async fn a_hint_that_loses_a_race_leaves_a_settled_order_no_due_time() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    let key = "APP001-in-race";
+    t.push(Endpoint::Prepay, Step::Data(inbound_view(&trans_no, key, "3.00", "UNPAID", "01")));
+    let cmd = NewInbound { out_req_no: Some(key.into()), ..NewInbound::pos(&trans_no, Amount::parse("3").unwrap()) };
+    e.prepay(cmd).await.unwrap();
+    // Between the hint's read and its write, the order is settled elsewhere (failed: no money
+    // moves, so the ledger needs no change).
+    store.before_next_commit(move |inner: MemoryStorage| {
+        Box::pin(async move {
+            let mut current = inner.order(key).await.unwrap().unwrap();
+            if let Order::Inbound(o) = &mut current.value {
+                o.status = Status::Failure;
+            }
+            let settled = Put { expected: Some(current.version), value: current.value };
+            let batch = Batch { orders: vec![settled], schedule: vec![(key.into(), None)], ..Default::default() };
+            inner.commit(batch).await.unwrap();
+        })
+    });
+    let forged = reply_body("0000", "SUCCESS", &inbound_view(&trans_no, key, "3.00", "SUCCESS", "02"), "not-the-key");
+    assert!(!e.handle_callback(CallbackKind::InboundPay, &forged).await.is_success());
+    assert_eq!(e.order(key).await.unwrap().status(), Status::Failure);
+    let far = clock().now() + chrono::Duration::days(365);
+    let due = store.inner.due(far, usize::MAX).await.unwrap();
+    assert!(due.iter().all(|d| d.out_req_no != key), "a settled order has no due time: {due:?}");
+}
+
+/// Defect 6: `attention_after_quiet_polls` was documented and never read: an order whose
+/// queries kept failing was never flagged.
+#[tokio::test(start_paused = true)]
+async fn an_order_whose_queries_keep_failing_needs_attention() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let mut c = config();
+    c.poll.attention_after_quiet_polls = 3;
+    let (e, trans_no) = funded_on(&store, &t, c, "50.00").await;
+    t.push(Endpoint::Outpay, maybe());
+    t.default_for(Endpoint::Outquery, Step::Fail(TransportError::NotDelivered { reason: "down".into() }));
+    e.outpay(payout(&trans_no, Some("APP001-quiet"), "20")).await.unwrap();
+    for _ in 0..40 {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        e.poll_due().await.unwrap();
+    }
+    let o = e.order("APP001-quiet").await.unwrap();
+    assert!(o.attempts().needs_attention, "{:?}", o.attempts());
+    assert_eq!(o.status(), Status::Submitted, "never failed on our own");
+    let flagged = anomalies(&e).await.into_iter().filter(|a| matches!(a, Anomaly::NeedsAttention { .. })).count();
+    assert_eq!(flagged, 1);
+}
+
+/// Defect 8: a deploy that changed `callback_base_url` made the host's identical retry an
+/// `IdempotencyMismatch`, whose text advised a new `outReqNo` — the road to a second payout.
+#[tokio::test(start_paused = true)]
+async fn a_deploy_that_moves_notify_urls_keeps_repeats_idempotent() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    t.push(Endpoint::Outpay, maybe());
+    let first = e.outpay(payout(&trans_no, Some("APP001-deploy"), "20")).await.unwrap();
+    drop(e);
+    let mut moved = config();
+    moved.callback_base_url = "https://new-host.example/pay/notify".into();
+    let e = engine_with(store.clone(), t.clone(), moved, clock()).await;
+    let again = e.outpay(payout(&trans_no, Some("APP001-deploy"), "20")).await.unwrap();
+    assert_eq!(again, first, "the same order");
+    assert_eq!(t.count(Endpoint::Outpay), 1);
+
+    let mut other = payout(&trans_no, Some("APP001-deploy"), "21");
+    other.remark = Some("different".into());
+    let err = e.outpay(other).await.unwrap_err();
+    let Error::IdempotencyMismatch { fields, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(fields, &["amount", "remark"]);
+    let text = err.to_string();
+    assert!(!text.contains("new outReqNo") && !text.contains("new order"), "{text}");
+}
+
+/// Defect 9: an `appId` of 40 characters was accepted, then every command with a generated
+/// `outReqNo` failed (65 characters).
+#[tokio::test(start_paused = true)]
+async fn an_app_id_without_room_for_a_generated_out_req_no_is_refused() {
+    let mut c = config();
+    c.app_id = "A".repeat(limits::APP_ID + 1);
+    assert!(matches!(c.validate(), Err(Error::InvalidConfig { field: "app_id", .. })));
+    c.app_id = "A".repeat(limits::APP_ID);
+    let e = engine_with(MemoryStorage::new(), Scripted::default(), c, clock()).await;
+    let generated = e.generate_out_req_no();
+    assert_eq!(generated.len(), limits::OUT_REQ_NO);
+    protopay_engine::wire::validate::out_req_no(&e.config().app_id, &generated).unwrap();
+}
+
+/// Defect 10: `Orphan` printed the raw callback data — a payee's name and account — in
+/// `Debug`. Every public type that can hold personal data is printed here.
+#[tokio::test(start_paused = true)]
+async fn personal_data_never_shows_in_debug_or_errors() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    let outbound = payout(&trans_no, Some("APP001-pii"), "20");
+    t.push(Endpoint::Outpay, maybe());
+    let out_order = e.outpay(outbound.clone()).await.unwrap();
+    let inbound = NewInbound {
+        out_req_no: Some("APP001-pii-in".into()),
+        payer_name: Some(Sensitive::new(PAYEE)),
+        payer_cert_number: Some(Sensitive::new(CERT)),
+        ..NewInbound::pos(&trans_no, Amount::parse("1").unwrap())
+    };
+    let view_data = json!({"transNo": trans_no, "appId": APP, "outReqNo": "APP001-pii-in", "amount": "1.00",
+        "payStatus": "UNPAID", "cardNum": ACCOUNT, "qpUserName": PAYEE, "qpCertNumber": CERT});
+    t.push(Endpoint::Prepay, Step::Data(view_data.clone()));
+    let in_order = e.prepay(inbound.clone()).await.unwrap();
+    let in_view: InboundView = Envelope::decode_data(&view_data.to_string()).unwrap();
+    let out_view: OutboundView = Envelope::decode_data(
+        &json!({"outReqNo": "APP001-pii", "bankAccName": PAYEE, "bankAccNum": ACCOUNT}).to_string(),
+    )
+    .unwrap();
+    let orphan_body = callback_body(&json!({"outReqNo": "APP001-nobody", "bankAccName": PAYEE, "bankAccNum": ACCOUNT}));
+    assert!(e.handle_callback(CallbackKind::Outbound, &orphan_body).await.is_success());
+    let orphans: Vec<Orphan> = e.orphans().await.unwrap();
+    assert_eq!(orphans.len(), 1);
+    let Order::Inbound(stored_in) = &in_order else { panic!() };
+    let prepay: &Prepay = &stored_in.request;
+    let mismatch = e.outpay(NewOutbound { amount: Amount::parse("1").unwrap(), ..outbound.clone() }).await.unwrap_err();
+    let events = e.events_after(0, 10_000).await.unwrap();
+    let printed = [
+        format!("{outbound:?}"),
+        format!("{inbound:?}"),
+        format!("{out_order:?}"),
+        format!("{in_order:?}"),
+        format!("{prepay:?}"),
+        format!("{in_view:?}"),
+        format!("{out_view:?}"),
+        format!("{orphans:?}"),
+        format!("{events:?}"),
+        format!("{mismatch:?} {mismatch}"),
+        format!("{:?}", config()),
+    ];
+    for text in printed {
+        for secret in [PAYEE, ACCOUNT, CERT, KEY] {
+            assert!(!text.contains(secret), "{secret} shown in {text}");
+        }
+    }
+    assert!(format!("{:?}", config()).contains("Md5Key(***)"));
+}
+
+/// Defect 11: free text had no length limit: a 70 KB remark was accepted, and the payment
+/// system's callback echoing it was refused as too large forever.
+#[tokio::test(start_paused = true)]
+async fn over_long_text_is_refused_before_anything_is_stored() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    let mut long = payout(&trans_no, Some("APP001-long"), "20");
+    long.remark = Some("备".repeat(70_000 / 3));
+    assert!(matches!(e.outpay(long).await, Err(Error::TooLong { field: "remark", max: limits::REMARK })));
+    assert!(e.order("APP001-long").await.is_err());
+    assert_eq!(t.count(Endpoint::Outpay), 0);
+
+    // The longest acceptable request, echoed by the payment system, fits the receiver.
+    let mut longest = payout(&trans_no, Some(&format!("APP001-{}", "9".repeat(limits::OUT_REQ_NO - 7))), "20");
+    longest.payee_name = Sensitive::new("名".repeat(limits::PERSON_NAME));
+    longest.payee_account = Sensitive::new("6".repeat(limits::ACCOUNT));
+    longest.bank_name = "行".repeat(limits::BANK_NAME);
+    longest.remark = Some("\"".repeat(limits::REMARK));
+    t.push(Endpoint::Outpay, maybe());
+    let order = e.outpay(longest.clone()).await.unwrap();
+    let echo = json!({"transNo": trans_no, "appId": APP, "outReqNo": order.out_req_no(), "amount": "20.00",
+        "payOrderNo": "P".repeat(64), "bankAccName": longest.payee_name.expose(),
+        "bankAccNum": longest.payee_account.expose(), "bankName": longest.bank_name, "bankCnaps": longest.bank_cnaps,
+        "outType": "OUT", "remark": longest.remark, "payStatus": "SUCCESS", "payFinishTime": "2026-11-26 12:00:00",
+        "channelReturnMsg": "成功".repeat(50)});
+    let ascii = serde_json::to_string(&echo).unwrap().chars().map(|c| if c.is_ascii() { 1 } else { 6 }).sum::<usize>();
+    let body = callback_body(&echo);
+    assert!(ascii * 2 < limits::ECHO_BODY_MAX && body.len() < config().callback_body_limit);
+    assert!(e.handle_callback(CallbackKind::Outbound, &body).await.is_success());
+    assert_eq!(e.order(order.out_req_no()).await.unwrap().status(), Status::Success);
+}
+
+/// Defect 12: a verified callback whose `payFinishTime` was written as Java writes it
+/// (`2026-11-27 10:10:10.0`) was refused as malformed, and retried forever.
+#[tokio::test(start_paused = true)]
+async fn an_informative_field_that_cannot_be_read_does_not_block_the_news() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    for (key, finish) in [("APP001-java", "2026-11-27 10:10:10.0"), ("APP001-odd", "tomorrow-ish")] {
+        t.push(Endpoint::Outpay, maybe());
+        e.outpay(payout(&trans_no, Some(key), "10")).await.unwrap();
+        let mut view = outbound_view(&trans_no, key, "10.00", "SUCCESS");
+        view["payFinishTime"] = json!(finish);
+        let reply = e.handle_callback(CallbackKind::Outbound, &callback_body(&view)).await;
+        assert!(reply.is_success(), "{reply:?}");
+        let Order::Outbound(o) = e.order(key).await.unwrap() else { panic!() };
+        assert_eq!(o.status, Status::Success);
+        assert_eq!(o.remote.pay_finish_time.as_ref().map(|t| t.raw()), Some(finish), "kept as received");
+    }
+    let unreadable: Vec<_> =
+        anomalies(&e).await.into_iter().filter(|a| matches!(a, Anomaly::UnreadableValue { .. })).collect();
+    assert_eq!(unreadable, vec![Anomaly::UnreadableValue { field: "payFinishTime".into() }], "only the odd one");
+}
