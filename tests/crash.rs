@@ -76,7 +76,9 @@ async fn workload(engine: &Engine, trans_no: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "the child process of `crash_and_recover`, started by it"]
 async fn crash_child() {
-    let Ok(dir) = std::env::var("PROTOPAY_CRASH_DIR") else { return };
+    // Not a test of its own: run without the parent's environment it must say so, not pass.
+    let dir = std::env::var("PROTOPAY_CRASH_DIR")
+        .expect("crash_child is started by crash_and_recover, which sets PROTOPAY_CRASH_DIR; run that test instead");
     let sim_url = std::env::var("PROTOPAY_SIM_URL").expect("sim url");
     let callback_addr = std::env::var("PROTOPAY_CALLBACK_ADDR").expect("callback addr");
     let trans_no = std::env::var("PROTOPAY_TRANS_NO").expect("trans no");

@@ -452,7 +452,8 @@ impl World {
 
     async fn engine(&self) -> Engine {
         let (store, transport) = (&self.store, &self.transport);
-        Self::start(&self.app, self.settings, self.deploy, store, transport, self.truth, self.skew_ms, self.restarts).await
+        Self::start(&self.app, self.settings, self.deploy, store, transport, self.truth, self.skew_ms, self.restarts)
+            .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -737,7 +738,8 @@ impl World {
             }
         }
         let far = self.truth.now() + chrono::Duration::days(3_650);
-        let due: BTreeSet<String> = self.store.due(far, usize::MAX).await.expect("due").into_iter().map(|d| d.out_req_no).collect();
+        let due: BTreeSet<String> =
+            self.store.due(far, usize::MAX).await.expect("due").into_iter().map(|d| d.out_req_no).collect();
         let orders = self.orders().await;
         for o in &orders {
             let key = o.out_req_no();
@@ -919,9 +921,14 @@ async fn run_seed(seed: u64) -> Run {
             let truth = w.sim.order_states();
             for o in w.store.orders_of(t).await.expect("orders") {
                 let key = o.value.out_req_no();
-                eprintln!("  {key} {} {}: ours {}, simulator {:?}; {:?}", o.value.amount(),
-                    o.value.out_type().map_or("IN", |t| t.as_str()), o.value.state_label(), truth.get(key),
-                    o.value.attempts());
+                eprintln!(
+                    "  {key} {} {}: ours {}, simulator {:?}; {:?}",
+                    o.value.amount(),
+                    o.value.out_type().map_or("IN", |t| t.as_str()),
+                    o.value.state_label(),
+                    truth.get(key),
+                    o.value.attempts()
+                );
             }
         }
         assert_eq!(ours.available, theirs.available, "seed {seed}: available of {t}");

@@ -122,7 +122,9 @@ pub enum Error {
     /// The store failed in a way that leaves open whether order `out_req_no` was recorded.
     /// Repeat the same command with the same `outReqNo` to learn its fate — never a new one:
     /// if it was recorded, it will be carried out.
-    #[error("whether order {out_req_no} was recorded is unknown (the store failed); repeat the same command with the same outReqNo")]
+    #[error(
+        "whether order {out_req_no} was recorded is unknown (the store failed); repeat the same command with the same outReqNo"
+    )]
     OutcomeUnknown {
         /// The request number to repeat.
         out_req_no: String,

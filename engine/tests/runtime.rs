@@ -439,15 +439,17 @@ async fn event_feed_survives_a_restart() {
 
 #[tokio::test(start_paused = true)]
 async fn restart_recovers_stored_but_unsent_orders() {
-    // The first process stores the reservation, then dies before sending (the transport
-    // never answers: simulated by a not-delivered failure and a crash before any poll).
-    let (e, t, storage, trans_no) = setup("10.00").await;
+    // The first process stores the reservation, then cannot mark it sent (its second commit
+    // fails), and dies before any poll: stored, never sent.
+    let (t, storage) = (Scripted::default(), Flaky::default());
+    let e = engine_with(storage.clone(), t.clone(), config(), clock()).await;
+    let trans_no = funded(&e, &t, "10.00").await;
     let key = format!("{APP}-out-crash");
-    t.push(Endpoint::Outpay, Step::Fail(TransportError::NotDelivered { reason: "down".into() }));
-    e.outpay(payout(&trans_no, &key, "4")).await.unwrap();
+    storage.fail_commit(2);
+    let stored = e.outpay(payout(&trans_no, &key, "4")).await.unwrap();
+    assert_eq!((stored.status(), t.count(Endpoint::Outpay)), (Status::Reserved, 0), "stored, never sent");
     drop(e);
-    let e2 = engine_on(storage, t.clone()).await;
-    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    let e2 = engine_with(storage, t.clone(), config(), clock()).await;
     t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "4.00", "SUCCESS")));
     let poller = e2.spawn_poller();
     for _ in 0..30 {
@@ -458,7 +460,7 @@ async fn restart_recovers_stored_but_unsent_orders() {
     }
     poller.shutdown().await;
     assert_eq!(e2.order(&key).await.unwrap().status(), Status::Success);
-    assert_eq!(t.count(Endpoint::Outpay), 2, "one lost, one resent after a verified EP20003");
+    assert_eq!(t.count(Endpoint::Outpay), 1, "sent once, by the new process's poller");
     assert_eq!(e2.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(), "4.00");
 }
 
@@ -486,7 +488,8 @@ fn config_is_validated() {
         serde_json::from_str(r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c","typo":1}"#);
     assert!(parsed.is_err(), "unknown settings are refused");
     let shown = format!("{:?}", config());
-    assert!(!shown.contains(KEY) || shown.contains("Md5Key(***)"));
+    assert!(!shown.contains(KEY), "the key is never shown: {shown}");
+    assert!(shown.contains("Md5Key(***)"), "its place is marked: {shown}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -494,8 +497,13 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
     let (e, t, _, trans_no) = setup("30.00").await;
     let key = format!("{APP}-out-void");
     t.default_for(Endpoint::Outpay, maybe());
-    t.default_for(Endpoint::Outquery, Step::Fail(TransportError::NotDelivered { reason: "down".into() }));
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
     e.outpay(payout(&trans_no, &key, "30")).await.unwrap();
+    for _ in 0..60 {
+        tokio::time::advance(Duration::from_secs(120)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert!(e.order(&key).await.unwrap().attempts().needs_attention, "it needs attention first");
     let o = e.resolve(&key, Status::Failure, "ops (Li): bank confirmed no transfer, ticket 42").await.unwrap();
     assert_eq!(o.status(), Status::Failure);
     assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "30.00", "funds released");

@@ -43,6 +43,6 @@ mod transport;
 
 pub use books::{Balances, BooksError};
 pub use faults::{Aimed, Fault, Faults, Rng};
-pub use sim::{Background, Handled, Sim, SimConfig, SimError, Received, Stats};
+pub use sim::{Background, Handled, Received, Sim, SimConfig, SimError, Stats};
 pub use sink::{CallbackSink, EngineSink, HttpSink, is_ack};
 pub use transport::SimTransport;

@@ -120,12 +120,13 @@ impl Stack {
     }
 
     /// Stop the engine half gracefully (the simulator keeps running and retrying callbacks).
+    /// When it returns, the sled directory is free for the next engine.
     pub async fn stop_engine(&mut self) {
         if let Some(r) = self.running.take() {
-            r.poller.shutdown().await;
             let _ = r.stop_receiver.send(());
             let _ = r.receiver.await;
-            drop(r.engine);
+            r.engine.shutdown().await.expect("engine shutdown");
+            r.poller.shutdown().await;
         }
     }
 

@@ -35,10 +35,8 @@ impl Engine {
     /// Once it is committed, every later failure leaves the order where the store has it, and
     /// the order is returned: the poller carries on from there.
     pub(super) async fn submit(&self, current: &Versioned<Order>) -> Result<Order> {
-        let step = Step {
-            news: Some(News::Sending),
-            ..Step::record(Source::Engine, Bookkeeping::Sending { at: self.now() })
-        };
+        let step =
+            Step { news: Some(News::Sending), ..Step::record(Source::Engine, Bookkeeping::Sending { at: self.now() }) };
         let sent = self.transact_at(current, step).await?.value;
         self.saw_submission(&sent);
         let reply = match &sent {
@@ -82,8 +80,11 @@ impl Engine {
         if order.attempts().submissions >= self.config().poll.max_submissions {
             return self.transact_at(current, Step::record(Source::Poll, Bookkeeping::NeedsAttention)).await.map(drop);
         }
-        tracing::info!(out_req_no = order.out_req_no(), submissions = order.attempts().submissions,
-            "not found past grace; resending");
+        tracing::info!(
+            out_req_no = order.out_req_no(),
+            submissions = order.attempts().submissions,
+            "not found past grace; resending"
+        );
         self.submit(current).await.map(drop)
     }
 

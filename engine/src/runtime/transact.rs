@@ -267,7 +267,9 @@ impl Engine {
         for _ in 0..CONFLICT_RETRIES {
             let current = self.storage().protocol(trans_no).await?;
             let Some((next, events)) = change(current.as_ref().map(|c| &c.value)) else {
-                return current.map(|c| c.value).ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() });
+                return current
+                    .map(|c| c.value)
+                    .ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() });
             };
             let put = Put { expected: current.map(|c| c.version), value: next.clone() };
             match self.commit(Batch { protocols: vec![put], events, ..Default::default() }).await {

@@ -322,7 +322,8 @@ impl Gen {
 
     fn text(&mut self) -> String {
         let long = "长".repeat(300);
-        let texts = ["", " ", "plain", "中国工商银行 海淀支行", "quote\" back\\slash", "line\nbreak", "\u{0}nul", &long];
+        let texts =
+            ["", " ", "plain", "中国工商银行 海淀支行", "quote\" back\\slash", "line\nbreak", "\u{0}nul", &long];
         self.pick(&texts).to_owned()
     }
 
@@ -507,8 +508,13 @@ impl Gen {
             at: self.when(),
             trans_no: self.opt_text(),
             out_req_no: self.flag().then(|| format!("APP001-rt-{seed}")),
-            source: [Source::Poll, Source::Reply, Source::Engine, Source::Operator, Source::Callback(CallbackKind::Outbound)]
-                [(self.next() % 5) as usize],
+            source: [
+                Source::Poll,
+                Source::Reply,
+                Source::Engine,
+                Source::Operator,
+                Source::Callback(CallbackKind::Outbound),
+            ][(self.next() % 5) as usize],
             kind,
         }
     }

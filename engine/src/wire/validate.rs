@@ -46,9 +46,9 @@ pub mod limits {
     /// The largest callback body that can echo our texts: every echoed field at its limit,
     /// each character escaped to at most 7 bytes (`\\uXXXX` inside the `data` string),
     /// plus 8 KiB for field names, the payment system's own fields and the envelope.
-    pub const ECHO_BODY_MAX: usize =
-        7 * (OUT_REQ_NO + APP_ID + 2 * PERSON_NAME + CERT_NUMBER + ACCOUNT + BANK_NAME + REMARK + CONTRACT_NUM)
-            + 8 * 1024;
+    pub const ECHO_BODY_MAX: usize = 7
+        * (OUT_REQ_NO + APP_ID + 2 * PERSON_NAME + CERT_NUMBER + ACCOUNT + BANK_NAME + REMARK + CONTRACT_NUM)
+        + 8 * 1024;
 }
 
 /// A text field: at most `max` characters.

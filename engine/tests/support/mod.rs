@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use chrono::{TimeZone, Utc};
-use protopay_engine::wire::{CODE_OK, CallbackKind, Endpoint, Envelope, MSG_OK};
 use protopay_engine::storage::{Batch, Due, MemoryStorage, Orphan, Storage, Versioned};
+use protopay_engine::wire::{CODE_OK, CallbackKind, Endpoint, Envelope, MSG_OK};
 use protopay_engine::{
     Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, Order, Protocol, Transport, TransportError,
 };
