@@ -81,8 +81,14 @@ pub enum EventKind {
         /// The attempt that opened it.
         attempt: String,
     },
-    /// A protocol we did not create here was found with `find` and recorded.
-    ProtocolAdopted,
+    /// A protocol we did not create here was found with `find` and recorded, with what it
+    /// held available then as its opening balance (money that arrived through no order we
+    /// know; what was still on its way is not ours to count, and shows as drift until a
+    /// person looks).
+    ProtocolAdopted {
+        /// The opening balance, now available.
+        opening: Amount,
+    },
     /// An inbound order was recorded (`Requested`).
     InboundRequested,
     /// An outbound order was recorded and its funds reserved.

@@ -51,6 +51,11 @@ pub struct Ledger {
     pub paid_out: Amount,
     /// Refunded.
     pub refunded: Amount,
+    /// What the protocol already held, available, when this engine adopted it (a protocol
+    /// created elsewhere, found by `find_protocol`): money that arrived through no order we
+    /// know. Counted as arrived; zero for protocols this engine created.
+    #[serde(default)]
+    pub opening: Amount,
 }
 
 impl Ledger {
@@ -78,6 +83,11 @@ impl Ledger {
         }
         *self = next;
         Ok(())
+    }
+
+    /// The ledger of a protocol adopted holding `opening`, available.
+    pub fn opened_with(opening: Amount) -> Self {
+        Ledger { available: opening, opening, ..Ledger::default() }
     }
 
     /// Everything that has arrived: `available + reserved + paid_out + refunded`.
@@ -119,9 +129,10 @@ pub fn movement(before: Option<&Order>, after: &Order) -> Option<Move> {
     (from != to).then(|| Move { from, to, amount: after.amount() })
 }
 
-/// The ledger a set of orders implies, computed from scratch.
-pub fn expected<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Result<Ledger> {
-    let mut ledger = Ledger::default();
+/// The ledger a set of orders implies, computed from scratch, for a protocol adopted holding
+/// `opening` (zero for one this engine created).
+pub fn expected<'a>(opening: Amount, orders: impl IntoIterator<Item = &'a Order>) -> Result<Ledger> {
+    let mut ledger = Ledger::opened_with(opening);
     let mut outbound = Vec::new();
     for order in orders {
         match order {
@@ -143,14 +154,14 @@ pub fn expected<'a>(orders: impl IntoIterator<Item = &'a Order>) -> Result<Ledge
 }
 
 /// Check every invariant of DESIGN.md for one protocol's ledger against its orders:
-/// every bucket `>= 0` (by type), `available + reserved + paid_out + refunded == Σ arrived`,
-/// `in_transit == Σ paid-not-arrived`, and each order's amount in exactly one bucket.
+/// every bucket `>= 0` (by type), `available + reserved + paid_out + refunded == opening +
+/// Σ arrived`, `in_transit == Σ paid-not-arrived`, and each order's amount in exactly one bucket.
 pub fn check<'a>(ledger: &Ledger, orders: impl IntoIterator<Item = &'a Order> + Clone) -> Result<()> {
     let arrived: Option<Amount> = orders
         .clone()
         .into_iter()
         .filter(|o| matches!(o, Order::Inbound(i) if i.arrived))
-        .try_fold(Amount::ZERO, |acc, o| acc.checked_add(o.amount()));
+        .try_fold(ledger.opening, |acc, o| acc.checked_add(o.amount()));
     if ledger.arrived_total() != arrived {
         return Err(Error::Invariant(format!(
             "available+reserved+paid_out+refunded = {:?}, arrived = {arrived:?}",
@@ -168,7 +179,7 @@ pub fn check<'a>(ledger: &Ledger, orders: impl IntoIterator<Item = &'a Order> + 
             ledger.in_transit
         )));
     }
-    let want = expected(orders)?;
+    let want = expected(ledger.opening, orders)?;
     if *ledger != want {
         return Err(Error::Invariant(format!("ledger {ledger:?} but orders imply {want:?}")));
     }

@@ -395,3 +395,34 @@ async fn an_informative_field_that_cannot_be_read_does_not_block_the_news() {
         anomalies(&e).await.into_iter().filter(|a| matches!(a, Anomaly::UnreadableValue { .. })).collect();
     assert_eq!(unreadable, vec![Anomaly::UnreadableValue { field: "payFinishTime".into() }], "only the odd one");
 }
+
+/// Also found: `find_protocol` adopted a funded protocol with an empty ledger, so it could
+/// never pay out and reconciled as drift forever. Its available balance is its opening one.
+#[tokio::test(start_paused = true)]
+async fn an_adopted_protocol_pays_out_what_it_holds_and_reconciles() {
+    let t = Scripted::default();
+    let e = engine_with(MemoryStorage::new(), t.clone(), config(), clock()).await;
+    let mut view = protocol_view("T-elsewhere");
+    view["amount"] = json!("30.00");
+    t.default_for(Endpoint::Find, Step::Data(view.clone()));
+    let adopted = e.find_protocol("T-elsewhere").await.unwrap();
+    assert_eq!(
+        (adopted.ledger.available.to_string(), adopted.ledger.opening.to_string()),
+        ("30.00".into(), "30.00".into())
+    );
+    let opened = e
+        .events_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .any(|ev| matches!(ev.kind, EventKind::ProtocolAdopted { opening } if opening.to_string() == "30.00"));
+    assert!(opened, "the opening balance is published");
+    assert!(e.reconcile("T-elsewhere").await.unwrap().drift.is_empty());
+    t.push(Endpoint::Outpay, Step::Data(outbound_view("T-elsewhere", "APP001-from-opening", "20.00", "SUCCESS")));
+    let paid = e.outpay(payout("T-elsewhere", Some("APP001-from-opening"), "20")).await.unwrap();
+    assert_eq!(paid.status(), Status::Success);
+    let l = e.protocol("T-elsewhere").await.unwrap().ledger;
+    assert_eq!((l.available.to_string(), l.paid_out.to_string()), ("10.00".into(), "20.00".into()));
+    let orders = e.orders_of("T-elsewhere").await.unwrap();
+    protopay_engine::ledger::check(&l, orders.iter()).unwrap();
+}

@@ -41,7 +41,7 @@ fn world() -> &'static World {
                 orders.push(conformance::sample_outbound("T1", &format!("APP001-o{i}"), 100));
             }
             let mut protocol = conformance::sample_protocol("T1");
-            protocol.ledger = protopay_engine::ledger::expected(orders.iter()).expect("a consistent seed");
+            protocol.ledger = protopay_engine::ledger::expected(protopay_engine::Amount::ZERO, orders.iter()).expect("a consistent seed");
             let orders = orders.into_iter().map(|value| Put { expected: None, value }).collect();
             storage
                 .commit(Batch { protocols: vec![Put { expected: None, value: protocol }], orders, ..Default::default() })

@@ -151,7 +151,8 @@ impl Engine {
     }
 
     /// Ask the payment system about a protocol and store its balances. A protocol not yet
-    /// known here is adopted.
+    /// known here is adopted, its available balance recorded as its opening balance (so it
+    /// can pay out what it holds, and reconciles).
     #[tracing::instrument(skip(self))]
     pub async fn find_protocol(&self, trans_no: &str) -> Result<Protocol> {
         let _working = self.working()?;
@@ -165,14 +166,16 @@ impl Engine {
             return Err(Error::InvalidField { field: "transNo", reason: "reply names another protocol" });
         }
         let balances = self.balances(&view);
-        let mut adopted = self.event(None, Source::Reply, EventKind::ProtocolAdopted);
+        let opening = balances.available;
+        let mut adopted = self.event(None, Source::Reply, EventKind::ProtocolAdopted { opening });
         adopted.trans_no = Some(trans_no.to_owned());
         self.update_protocol(trans_no, |stored| {
             Some(match stored {
                 Some(p) => (Protocol { remote: Some(balances.clone()), ..p.clone() }, Vec::new()),
                 None => {
                     let p = Protocol::from_view(&view, "", "", CashierType::Pos);
-                    (Protocol { remote: Some(balances.clone()), ..p }, vec![adopted.clone()])
+                    let ledger = Ledger::opened_with(opening);
+                    (Protocol { remote: Some(balances.clone()), ledger, ..p }, vec![adopted.clone()])
                 }
             })
         })

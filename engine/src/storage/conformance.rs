@@ -395,6 +395,7 @@ impl Gen {
                 reserved: self.amount(),
                 paid_out: self.amount(),
                 refunded: self.amount(),
+                opening: self.amount(),
             },
         }
     }
