@@ -1,7 +1,7 @@
 //! The simulator over HTTP: the payment system's eight calls under `/api/protocol/`, and an
 //! admin API under `/sim/` for the controls, faults and counters.
 
-use crate::{Faults, Handled, Sim, SimError};
+use crate::{Aimed, Faults, Handled, Sim, SimError};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::http::{StatusCode, header};
@@ -9,6 +9,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use protopay_engine::wire::Endpoint;
 use serde::Deserialize;
 use serde_json::json;
 use std::future::Future;
@@ -46,6 +47,8 @@ pub fn router(sim: Sim, options: ServerOptions, shutdown: watch::Receiver<bool>)
         .route("/sim/faults", post(set_faults).get(get_faults))
         .route("/sim/stats", get(stats))
         .route("/sim/orders", get(orders))
+        .route("/sim/fail-next/{endpoint}", post(fail_next))
+        .route("/sim/received", get(received))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn(log_line))
         .with_state(AppState { sim, shutdown, hold: options.hold })
@@ -158,4 +161,25 @@ async fn stats(State(state): State<AppState>) -> Response {
 
 async fn orders(State(state): State<AppState>) -> Response {
     Json(state.sim.order_states()).into_response()
+}
+
+/// `POST /sim/fail-next/{endpoint}` with `"server_error"`, `"timeout_after_commit"` or
+/// `"refused"`: the next call to that endpoint fails so.
+async fn fail_next(State(state): State<AppState>, Path(endpoint): Path<String>, body: Bytes) -> Response {
+    let Some(endpoint) = Endpoint::from_name(&endpoint) else {
+        return bad(StatusCode::NOT_FOUND, format!("no endpoint {endpoint}"));
+    };
+    match serde_json::from_slice::<Aimed>(&body) {
+        Ok(Aimed::LateArrival(_)) => bad(StatusCode::BAD_REQUEST, "late_arrival exists in-process only".into()),
+        Ok(how) => {
+            state.sim.fail_next(endpoint, how);
+            Json(json!({ "ok": true })).into_response()
+        }
+        Err(e) => bad(StatusCode::BAD_REQUEST, e.to_string()),
+    }
+}
+
+/// `GET /sim/received`: the request log.
+async fn received(State(state): State<AppState>) -> Response {
+    Json(state.sim.received()).into_response()
 }

@@ -363,6 +363,12 @@ async fn http_binary_serves_python_style_requests_and_survives_bad_ones() {
     assert_eq!(r.status(), 200);
     let stats: Value = http.get(format!("{base}/sim/stats")).send().await.unwrap().json().await.unwrap();
     assert!(stats["requests"].as_u64().unwrap() >= 3);
+    let r = http.post(format!("{base}/sim/fail-next/outpay")).body(r#""refused""#).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let r = http.post(format!("{base}/sim/fail-next/nowhere")).body(r#""refused""#).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let log: Value = http.get(format!("{base}/sim/received")).send().await.unwrap().json().await.unwrap();
+    assert!(log.as_array().is_some_and(|l| l.iter().any(|r| r["endpoint"] == "querybankcnaps")), "{log}");
 
     // Ctrl-C shuts it down cleanly.
     std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
@@ -371,4 +377,25 @@ async fn http_binary_serves_python_style_requests_and_survives_bad_ones() {
     line.clear();
     stdout.read_line(&mut line).unwrap();
     assert_eq!(line.trim(), "protopay-sim stopped");
+}
+
+#[test]
+fn aimed_faults_hit_the_next_call_to_their_endpoint_and_the_log_shows_what_was_handled() {
+    use protopay_engine::wire::Endpoint;
+    use protopay_sim::Aimed;
+    let sim = sim_with(5, false);
+    let t = create(&sim, "POS");
+    sim.fail_next(Endpoint::Outpay, Aimed::ServerError);
+    sim.fail_next(Endpoint::Outpay, Aimed::Refused);
+    // Another endpoint is not affected.
+    prepay(&sim, &t, "APP001-in-1", "10.00");
+    let out = request(&outpay_data(&t, "APP001-out-1", "1.00"), KEY);
+    assert_eq!(sim.handle("outpay", &out), Handled::ServerError);
+    assert_eq!(sim.handle("outpay", &out), Handled::Refused);
+    assert!(matches!(sim.handle("outpay", &out), Handled::Reply(_)), "one-shots are spent");
+    assert_eq!(sim.handled(Endpoint::Outpay, "APP001-out-1"), 1, "only the last one reached the books");
+    assert_eq!(sim.handled(Endpoint::Prepay, "APP001-in-1"), 1);
+    let log: Vec<_> = sim.received().into_iter().map(|r| (r.endpoint, r.handled)).collect();
+    let expected = [("create", true), ("prepay", true), ("outpay", false), ("outpay", false), ("outpay", true)];
+    assert_eq!(log, expected.map(|(e, h)| (e.to_owned(), h)));
 }
