@@ -1,7 +1,7 @@
 //! The one pure transition function. Callbacks, polls and replies have no rules of their own:
 //! each becomes an [`Observation`] and goes through [`apply`].
 //!
-//! The rules (DESIGN.md), each a property test in `tests/apply_rules.rs`:
+//! The rules, each a property test in `tests/apply_rules.rs`:
 //! 1. monotonic — news of lower or equal rank changes nothing;
 //! 2. terminal is absorbing — a conflicting terminal raises `ConflictingStatus`;
 //! 3. arrival implies payment — `02` on an unpaid order applies `SUCCESS` and arrival;

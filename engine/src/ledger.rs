@@ -153,7 +153,7 @@ pub fn expected<'a>(opening: Amount, orders: impl IntoIterator<Item = &'a Order>
     Ok(ledger)
 }
 
-/// Check every invariant of DESIGN.md for one protocol's ledger against its orders:
+/// Check every ledger invariant (ARCHITECTURE.md, Invariants) for one protocol against its orders:
 /// every bucket `>= 0` (by type), `available + reserved + paid_out + refunded == opening +
 /// Σ arrived`, `in_transit == Σ paid-not-arrived`, and each order's amount in exactly one bucket.
 pub fn check<'a>(ledger: &Ledger, orders: impl IntoIterator<Item = &'a Order> + Clone) -> Result<()> {

@@ -10,7 +10,7 @@
 //! has rules of its own.
 //!
 //! Layers, from the inside out:
-//! - [`wire`]: the envelope, MD5 signing, amounts, times, enums and typed messages (SPEC.md);
+//! - [`wire`]: the envelope, MD5 signing, amounts, times, enums and typed messages (`docs/protocol.md`);
 //! - [`domain`], [`observation`], [`apply()`], [`ledger`], [`event`]: the pure core;
 //! - [`transport`]: the trait a backend implements;
 

@@ -1,5 +1,5 @@
 //! The state machine: its exhaustive transition table (a snapshot to review by eye) and the
-//! six rules of DESIGN.md as property tests, plus the ledger invariants over whole protocols.
+//! six rules of `apply` (ARCHITECTURE.md) as property tests, plus the ledger invariants over whole protocols.
 
 use proptest::prelude::*;
 use protopay_engine::domain::Refusal;

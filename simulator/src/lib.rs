@@ -1,6 +1,6 @@
 //! # protopay-sim
 //!
-//! A faithful, adversarial fake of the payment system of SPEC.md, so that protopay's tests,
+//! A faithful, adversarial fake of the payment system described in `docs/protocol.md`, so that protopay's tests,
 //! demos and its users' staging setups run with no real payment system — the way Stripe's
 //! test mode and `stripe-mock` serve Stripe integrators.
 //!

@@ -11,7 +11,7 @@ use std::time::Duration;
 /// A faithful, adversarial fake of the LFT agreement-payment system (协议支付).
 ///
 /// Serves POST /api/protocol/{create,find,prepay,posclose,inquery,outpay,outquery,querybankcnaps}
-/// exactly as SPEC.md describes, and sends signed callbacks to the notify URLs each order
+/// exactly as `docs/protocol.md` describes, and sends signed callbacks to the notify URLs each order
 /// names, retrying until they are answered with success.
 ///
 /// Admin API:

@@ -13,7 +13,7 @@ pub trait CallbackSink: Send + Sync + 'static {
 }
 
 /// Whether a callback answer means success: HTTP 200 with a bare `SUCCESS`, or with an
-/// envelope whose code is `0000` (SPEC: both styles are accepted).
+/// envelope whose code is `0000` (both answer styles of `docs/protocol.md` are accepted).
 pub fn is_ack(status: u16, body: &str) -> bool {
     if status != 200 {
         return false;

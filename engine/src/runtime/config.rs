@@ -12,7 +12,7 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReplyStyle {
-    /// A signed envelope: `code` `0000`, `msg` `SUCCESS`, `data` `{}` (SPEC's default).
+    /// A signed envelope: `code` `0000`, `msg` `SUCCESS`, `data` `{}` (the default: see `docs/protocol.md`, Callbacks).
     #[default]
     Envelope,
     /// The bare text `SUCCESS`.
@@ -151,7 +151,7 @@ pub struct Config {
     /// How strictly `bankCnaps` is checked.
     #[serde(default)]
     pub cnaps_check: CnapsCheck,
-    /// Refuse callbacks whose `timestamp` is older than this (off by default: SPEC's decision).
+    /// Refuse callbacks whose `timestamp` is older than this (off by default: retries may reuse a callback's timestamp; see `docs/protocol.md`).
     #[serde(default)]
     pub callback_max_age_ms: Option<u64>,
     /// The largest callback body accepted.

@@ -1,4 +1,4 @@
-//! The `data` of every call, reply and callback, with the exact wire names of SPEC.md.
+//! The `data` of every call, reply and callback, with the exact wire names of `docs/protocol.md`.
 //!
 //! Received structures tolerate absent, null and empty-string fields (the payment system
 //! leaves fields empty before a payment happens): each becomes `None`. Personal fields are

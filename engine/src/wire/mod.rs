@@ -1,4 +1,4 @@
-//! The payment system's wire protocol (SPEC.md): the envelope and its signature, amounts
+//! The payment system's wire protocol (`docs/protocol.md`): the envelope and its signature, amounts
 //! and times, enumerations, the typed `data` of every call, reply and callback, and the
 //! validation of what we send.
 
