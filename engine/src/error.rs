@@ -4,8 +4,6 @@
 //! MD5 key or personal data: values from outside appear only when they are not personal
 //! (codes, field names, positions).
 
-use crate::wire::Missing;
-
 /// Everything that can go wrong in protopay's engine.
 #[derive(Debug, thiserror::Error, Clone)]
 #[non_exhaustive]
@@ -204,6 +202,43 @@ impl Error {
                 Category::Eof => "eof",
             },
         }
+    }
+}
+
+/// Which record the payment system said it does not have (`EP20001/2/3`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Missing {
+    /// `EP20001`: no such protocol (`transNo`).
+    Protocol,
+    /// `EP20002`: no such inbound order (`outReqNo`).
+    InboundOrder,
+    /// `EP20003`: no such outbound order (`outReqNo`).
+    OutboundOrder,
+}
+
+impl Missing {
+    /// The wire code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Missing::Protocol => "EP20001",
+            Missing::InboundOrder => "EP20002",
+            Missing::OutboundOrder => "EP20003",
+        }
+    }
+
+    /// The kind for a wire code, if it is one of the not-found codes.
+    pub fn from_code(code: &str) -> Option<Self> {
+        [Missing::Protocol, Missing::InboundOrder, Missing::OutboundOrder].into_iter().find(|m| m.code() == code)
+    }
+}
+
+impl std::fmt::Display for Missing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Missing::Protocol => "protocol (EP20001)",
+            Missing::InboundOrder => "inbound order (EP20002)",
+            Missing::OutboundOrder => "outbound order (EP20003)",
+        })
     }
 }
 

@@ -12,8 +12,11 @@
 //! Layers, from the inside out:
 //! - [`wire`]: the envelope, MD5 signing, amounts, times, enums and typed messages (`docs/protocol.md`);
 //! - [`domain`], [`observation`], [`apply()`], [`ledger`], [`event`]: the pure core;
-//! - [`transport`]: the trait a backend implements;
-
+//! - [`storage`] and [`transport`]: the traits a backend implements (with `MemoryStorage` and
+//!   the conformance suite every storage backend runs);
+//! - the runtime: the [`Engine`] a host embeds — commands, callbacks, the poller, the event
+//!   feed — built around one unit of work that reads, applies, and commits each step with its
+//!   ledger move, events and next poll time.
 //!
 //! ```
 //! use protopay_engine::{apply, Amount, Observation, Order, Source, News, Status};

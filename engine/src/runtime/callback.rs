@@ -36,6 +36,11 @@ impl CallbackReply {
     }
 }
 
+/// How many orders' last hint times are kept before expired ones are swept: enough for a
+/// storm of mangled callbacks on every open order of a large engine, bounded so a flood of
+/// forged ones naming random orders cannot grow memory without end.
+const HINTS_KEPT: usize = 10_000;
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct NamesOrder {
@@ -128,7 +133,7 @@ impl Engine {
             if hints.get(&out_req_no).is_some_and(|last| now - *last < min) {
                 return;
             }
-            if hints.len() > 10_000 {
+            if hints.len() > HINTS_KEPT {
                 hints.retain(|_, last| now - *last < min);
             }
             hints.insert(out_req_no.clone(), now);

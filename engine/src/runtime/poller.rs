@@ -22,6 +22,10 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+/// How many held-back orders are remembered before those whose hold has run out are swept
+/// (orders settled by callbacks meanwhile are never polled again, so never cleared by a poll).
+const HELD_BACK_KEPT: usize = 10_000;
+
 /// What one tick did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PollReport {
@@ -153,7 +157,7 @@ impl Engine {
             .saturating_mul(1u32 << failures.min(20))
             .min(Duration::from_millis(policy.max_interval_ms.max(policy.submitted_ms)));
         let wait = interval.unwrap_or(fallback).max(Duration::from_millis(1));
-        if backoff.len() > 10_000 {
+        if backoff.len() > HELD_BACK_KEPT {
             // Forget orders settled meanwhile by callbacks (their hold has long run out).
             let now = Instant::now();
             backoff.retain(|_, b| b.until > now);

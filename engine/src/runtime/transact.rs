@@ -25,6 +25,10 @@ use std::sync::Arc;
 /// How many times a step that lost an optimistic-concurrency race is re-read and retried.
 const CONFLICT_RETRIES: usize = 64;
 
+/// How many protocols' turn locks are kept before those nobody waits on are forgotten: a
+/// lock costs ~100 bytes, and a busy engine touches a few thousand protocols an hour.
+const TURNS_KEPT: usize = 4_096;
+
 /// When an order should next be polled, after a step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum PollAt {
@@ -302,7 +306,7 @@ impl Engine {
     async fn protocol_turn(&self, trans_no: &str) -> tokio::sync::OwnedMutexGuard<()> {
         let lock = {
             let mut turns = self.inner.turns.lock().unwrap_or_else(|p| p.into_inner());
-            if turns.len() > 4_096 {
+            if turns.len() > TURNS_KEPT {
                 // Forget protocols nobody is waiting on.
                 turns.retain(|_, l| Arc::strong_count(l) > 1);
             }

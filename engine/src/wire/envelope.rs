@@ -4,6 +4,7 @@
 //! re-serialises before verifying, so bodies built by other JSON libraries (Python's
 //! `json.dumps` with `", "` separators and `\uXXXX` escapes) verify as they are.
 
+use crate::error::Missing;
 use crate::secret::Md5Key;
 use crate::{Error, Result};
 use md5::{Digest, Md5};
@@ -15,43 +16,6 @@ use subtle::ConstantTimeEq;
 pub const CODE_OK: &str = "0000";
 /// The success message.
 pub const MSG_OK: &str = "SUCCESS";
-
-/// Which record the payment system said it does not have (`EP20001/2/3`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Missing {
-    /// `EP20001`: no such protocol (`transNo`).
-    Protocol,
-    /// `EP20002`: no such inbound order (`outReqNo`).
-    InboundOrder,
-    /// `EP20003`: no such outbound order (`outReqNo`).
-    OutboundOrder,
-}
-
-impl Missing {
-    /// The wire code.
-    pub fn code(self) -> &'static str {
-        match self {
-            Missing::Protocol => "EP20001",
-            Missing::InboundOrder => "EP20002",
-            Missing::OutboundOrder => "EP20003",
-        }
-    }
-
-    /// The kind for a wire code, if it is one of the not-found codes.
-    pub fn from_code(code: &str) -> Option<Self> {
-        [Missing::Protocol, Missing::InboundOrder, Missing::OutboundOrder].into_iter().find(|m| m.code() == code)
-    }
-}
-
-impl std::fmt::Display for Missing {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Missing::Protocol => "protocol (EP20001)",
-            Missing::InboundOrder => "inbound order (EP20002)",
-            Missing::OutboundOrder => "outbound order (EP20003)",
-        })
-    }
-}
 
 /// `lowercase_hex(md5(appId & data & timestamp & key))`, as 32 ASCII bytes.
 pub fn sign_bytes(app_id: &str, data: &str, timestamp: &str, key: &Md5Key) -> [u8; 32] {

@@ -9,8 +9,9 @@ mod messages;
 mod time;
 pub mod validate;
 
+pub use crate::error::Missing;
 pub use amount::Amount;
 pub use enums::{ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog};
-pub use envelope::{CODE_OK, Envelope, MSG_OK, Missing, sign, sign_bytes};
+pub use envelope::{CODE_OK, Envelope, MSG_OK, sign, sign_bytes};
 pub use messages::*;
 pub use time::{ReportedTime, WireTime, china_standard_time, format_timestamp, parse_timestamp};
