@@ -339,7 +339,7 @@ pub struct Move {
 
 /// The balances of one protocol, by bucket, in yuan with two decimals. Every bucket is
 /// non-negative by type, and together they equal the sum of the protocol's orders' slots (plus
-/// its opening balance) — which [`check`] verifies.
+/// its opening balance) — which [`check`](crate::ledger::check) verifies.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ledger {
     /// Inbound paid, not arrived (the payment system's `onpassageAmount`).

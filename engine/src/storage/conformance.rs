@@ -328,7 +328,7 @@ impl Gen {
     }
 
     fn opt_text(&mut self) -> Option<String> {
-        if self.next() % 3 == 0 { None } else { Some(self.text()) }
+        if self.next().is_multiple_of(3) { None } else { Some(self.text()) }
     }
 
     fn sensitive(&mut self) -> Option<Sensitive> {
@@ -340,12 +340,12 @@ impl Gen {
     }
 
     fn opt_amount(&mut self) -> Option<Amount> {
-        if self.next() % 3 == 0 { None } else { Some(self.amount()) }
+        if self.next().is_multiple_of(3) { None } else { Some(self.amount()) }
     }
 
     fn time(&mut self) -> Option<crate::wire::ReportedTime> {
         let times = ["2026-11-27 10:10:10", "2026-11-27 10:10:10.0", "", "tomorrow", "20261127101010"];
-        if self.next() % 3 == 0 { None } else { Some(crate::wire::ReportedTime::parse(self.pick(&times))) }
+        if self.next().is_multiple_of(3) { None } else { Some(crate::wire::ReportedTime::parse(self.pick(&times))) }
     }
 
     fn when(&mut self) -> DateTime<Utc> {
@@ -358,7 +358,7 @@ impl Gen {
     }
 
     fn flag(&mut self) -> bool {
-        self.next() % 2 == 0
+        self.next().is_multiple_of(2)
     }
 
     fn attempts(&mut self) -> crate::domain::Attempts {
