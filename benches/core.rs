@@ -11,6 +11,7 @@ use criterion::{BenchmarkId, Criterion};
 use md5::{Digest, Md5};
 use protopay::storage::conformance::{sample_inbound, sample_protocol};
 use protopay::storage::{Batch, MemoryStorage, Put, Storage};
+use protopay::testing::Offline;
 use protopay::wire::{ArrivedStatus, CallbackKind, Envelope, InboundView, PayStatus};
 use protopay::{Amount, Config, Engine, Event, EventKind, Md5Key, News, Observation, Order, Source, Status};
 use std::hint::black_box;
@@ -69,15 +70,6 @@ fn applying(c: &mut Criterion) {
     let stale = observation(PayStatus::Unpaid, false);
     g.bench_function("stale", |b| b.iter(|| protopay::apply(black_box(&order), black_box(&stale))));
     g.finish();
-}
-
-struct Offline;
-
-#[async_trait::async_trait]
-impl protopay::Transport for Offline {
-    async fn call(&self, _: protopay::wire::Endpoint, _: &Envelope) -> Result<Vec<u8>, protopay::TransportError> {
-        Err(protopay::TransportError::NotDelivered { reason: "offline".into() })
-    }
 }
 
 /// Orders are spread over this many protocols, as many escrow deals would be. (All on one

@@ -10,7 +10,8 @@
 use axum::routing::post;
 use protopay::storage::conformance::{sample_inbound, sample_protocol};
 use protopay::storage::{Batch, MemoryStorage, Put, Storage};
-use protopay::wire::{Endpoint, Envelope};
+use protopay::testing::Offline;
+use protopay::wire::Envelope;
 use protopay::{Config, Engine, Md5Key, Order, Status};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
@@ -40,15 +41,6 @@ static ALLOC: Counting = Counting;
 
 const APP: &str = "APP001";
 const TS: &str = "20261126120000123";
-
-struct Offline;
-
-#[async_trait::async_trait]
-impl protopay::Transport for Offline {
-    async fn call(&self, _: Endpoint, _: &Envelope) -> Result<Vec<u8>, protopay::TransportError> {
-        Err(protopay::TransportError::NotDelivered { reason: "offline".into() })
-    }
-}
 
 fn config() -> Config {
     Config::new(APP, Md5Key::new("bench-key"), "http://pay.invalid", "http://host.invalid/n")

@@ -566,17 +566,10 @@ impl World {
             3 | 4 => Some("vopr".into()),
             _ => None,
         };
-        NewOutbound {
-            trans_no: trans_no.into(),
-            out_req_no: key,
-            amount: self.amount(20_000),
-            out_type: if self.rng.unit() < 0.7 { OutType::Out } else { OutType::Refund },
-            payee_name: Sensitive::new("李四"),
-            payee_account: Sensitive::new("6222020200112233445"),
-            bank_name: "中国工商银行股份有限公司北京海淀支行".into(),
-            bank_cnaps: "102100000072".into(),
-            remark,
-        }
+        let out_type = if self.rng.unit() < 0.7 { OutType::Out } else { OutType::Refund };
+        let amount = self.amount(20_000);
+        let payee = protopay::testing::payee(trans_no, key.as_deref(), &amount.to_string(), out_type);
+        NewOutbound { remark, ..payee.expect("amount") }
     }
 
     async fn payout(&mut self) {

@@ -4,6 +4,7 @@
 mod harness;
 
 use harness::{APP, Stack};
+use protopay::testing::Offline;
 use protopay::wire::{CallbackKind, OutType};
 use protopay::{Amount, EventKind, NewInbound, NewProtocol, Order, Status};
 use protopay_sim::Fault;
@@ -107,17 +108,7 @@ async fn duplicated_and_reordered_callbacks_same_state_one_event_each() {
     }
     let e = stack.engine();
     let key = format!("{APP}-out-1");
-    let payee = protopay::NewOutbound {
-        trans_no: t.clone(),
-        out_req_no: Some(key.clone()),
-        amount: Amount::parse("20").unwrap(),
-        out_type: OutType::Out,
-        payee_name: protopay::Sensitive::new("王五"),
-        payee_account: protopay::Sensitive::new("6222020200112233445"),
-        bank_name: "中国银行股份有限公司北京海淀支行".into(),
-        bank_cnaps: "104100000045".into(),
-        remark: None,
-    };
+    let payee = protopay::testing::payee(&t, Some(&key), "20", OutType::Out).unwrap();
     for i in 0..4 {
         stack.until(&format!("{APP}-r-{i}"), WAIT, arrived).await;
     }
@@ -212,19 +203,6 @@ async fn restart_on_the_same_directory_resumes_polling_and_delivers_unacknowledg
     assert!(missed.iter().any(|e| e.kind == EventKind::InboundArrived));
     assert!(stack.disagreements(&[&t]).await.is_empty());
     stack.stop().await;
-}
-
-struct Offline;
-
-#[async_trait::async_trait]
-impl protopay::Transport for Offline {
-    async fn call(
-        &self,
-        _: protopay::wire::Endpoint,
-        _: &protopay::wire::Envelope,
-    ) -> Result<Vec<u8>, protopay::TransportError> {
-        Err(protopay::TransportError::NotDelivered { reason: "offline".into() })
-    }
 }
 
 /// A burst of callbacks on one hot protocol, on sled: every one is accepted (the engine's

@@ -58,6 +58,8 @@ pub mod observation;
 mod runtime;
 pub mod secret;
 pub mod storage;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod transport;
 pub mod wire;
 

@@ -5,18 +5,11 @@
 
 use libfuzzer_sys::fuzz_target;
 use protopay_engine::storage::{Batch, MemoryStorage, Put, Storage, conformance};
-use protopay_engine::wire::{CallbackKind, Endpoint, Envelope};
-use protopay_engine::{Config, Engine, Md5Key, Transport, TransportError};
+use protopay_engine::wire::CallbackKind;
+use protopay_engine::testing::Offline;
+use protopay_engine::{Config, Engine, Md5Key};
 use std::sync::OnceLock;
 
-struct Offline;
-
-#[async_trait::async_trait]
-impl Transport for Offline {
-    async fn call(&self, _: Endpoint, _: &Envelope) -> Result<Vec<u8>, TransportError> {
-        Err(TransportError::NotDelivered { reason: "offline".into() })
-    }
-}
 
 struct World {
     rt: tokio::runtime::Runtime,

@@ -219,17 +219,8 @@ pub struct Story {
 }
 
 fn payee(trans_no: &str, key: &str, amount: &str, out_type: protopay::wire::OutType) -> protopay::NewOutbound {
-    protopay::NewOutbound {
-        trans_no: trans_no.into(),
-        out_req_no: Some(key.into()),
-        amount: protopay::Amount::parse(amount).expect("amount"),
-        out_type,
-        payee_name: protopay::Sensitive::new("李四"),
-        payee_account: protopay::Sensitive::new("6222020200112233445"),
-        bank_name: "中国工商银行股份有限公司北京海淀支行".into(),
-        bank_cnaps: "102100000072".into(),
-        remark: Some("demo".into()),
-    }
+    let payee = protopay::testing::payee(trans_no, Some(key), amount, out_type).expect("amount");
+    protopay::NewOutbound { remark: Some("demo".into()), ..payee }
 }
 
 /// The whole escrow story of the README, step by step, against the running stack.

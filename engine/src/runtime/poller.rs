@@ -67,7 +67,9 @@ impl PollerHandle {
         self.passes.load(Ordering::Relaxed)
     }
 
-    /// Stop at once, wherever it is, as a crash would (for crash simulations).
+    /// Stop at once, wherever it is, as a crash would (for crash simulations; feature
+    /// `test-util`).
+    #[cfg(any(test, feature = "test-util"))]
     pub fn abort(self) {
         self.task.abort();
     }

@@ -1,9 +1,8 @@
-//! The storage conformance suite: what every [`Storage`] backend must do, run with one line.
+//! The storage conformance suite: what every [`Storage`] backend must do, run with one line
+//! from a backend's tests (with `protopay-engine`'s feature `test-util`):
 //!
-//! ```
-//! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {
-//! protopay_engine::storage::conformance::run(protopay_engine::storage::MemoryStorage::new).await;
-//! # });
+//! ```ignore
+//! protopay_engine::storage::conformance::run(MyStorage::new).await;
 //! ```
 //!
 //! A backend that survives a restart also runs [`reopen`], with a function that opens the

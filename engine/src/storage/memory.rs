@@ -31,7 +31,7 @@ pub struct MemoryStorage {
     failing: Arc<AtomicU32>,
 }
 
-/// The failure injected by [`MemoryStorage::fail_next_commits`].
+/// The failure injected by `MemoryStorage::fail_next_commits` (feature `test-util`).
 #[derive(Debug, thiserror::Error)]
 #[error("injected storage failure")]
 pub struct InjectedFailure;
@@ -50,6 +50,7 @@ impl MemoryStorage {
 
     /// Make the next `n` commits fail (writing nothing), as a full disk or a crash mid-write
     /// would: for fault-injection tests.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn fail_next_commits(&self, n: u32) {
         self.failing.store(n, Ordering::SeqCst);
     }

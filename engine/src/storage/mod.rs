@@ -5,8 +5,10 @@
 //! engine changes goes through one atomic [`Storage::commit`] of a [`Batch`]: records, events
 //! and schedule together, all or nothing, durable when it returns.
 //!
-//! Every backend runs [`conformance`] against itself.
+//! Every backend runs the conformance suite (`storage::conformance`, feature `test-util`)
+//! against itself.
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod memory;
 

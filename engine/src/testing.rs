@@ -1,0 +1,34 @@
+//! Test support shared by every crate's tests, benchmarks and fuzz targets (feature
+//! `test-util`): what would otherwise be copied into each of them.
+
+use crate::secret::Sensitive;
+use crate::transport::{Transport, TransportError};
+use crate::wire::{Amount, Endpoint, Envelope, OutType};
+use crate::{NewOutbound, Result};
+
+/// A transport whose every call fails before it is sent: for tests of what the engine does
+/// without the payment system (callbacks, storage, the ledger).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Offline;
+
+#[async_trait::async_trait]
+impl Transport for Offline {
+    async fn call(&self, _: Endpoint, _: &Envelope) -> std::result::Result<Vec<u8>, TransportError> {
+        Err(TransportError::NotDelivered { reason: "offline".into() })
+    }
+}
+
+/// A payout or refund of `amount` from `trans_no` to a fixed payee (a real CNAPS branch).
+pub fn payee(trans_no: &str, out_req_no: Option<&str>, amount: &str, out_type: OutType) -> Result<NewOutbound> {
+    Ok(NewOutbound {
+        trans_no: trans_no.to_owned(),
+        out_req_no: out_req_no.map(str::to_owned),
+        amount: Amount::parse(amount)?,
+        out_type,
+        payee_name: Sensitive::new("李四"),
+        payee_account: Sensitive::new("6222020200112233445"),
+        bank_name: "中国工商银行股份有限公司北京海淀支行".into(),
+        bank_cnaps: "102100000072".into(),
+        remark: None,
+    })
+}
