@@ -23,6 +23,8 @@ done
 for a in 0 0.01 100.00 12.5 999999999999999.99; do printf '%s' "$a" > "corpus/amount/$a"; done
 printf '20261126120000123' > corpus/time/ts
 printf '2026-11-26 12:00:00' > corpus/time/wire
+printf '2026-11-6 12:00:60' > corpus/time/leap          # found once: a leap second
+printf '2026-11-27 10:10:10.0' > corpus/time/java       # Java's Timestamp.toString()
 printf '{"app_id":"APP001","key":"k","base_url":"http://x","callback_base_url":"http://y","poll":{"grace_ms":99999}}' > corpus/config/min
 
 for target in envelope callback amount time config apply_sequence; do
