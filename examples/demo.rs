@@ -46,10 +46,10 @@ async fn main() -> ExitCode {
         let theirs = stack.sim.balances(trans_no).unwrap_or_default();
         println!("{trans_no}");
         println!("  {:<16} {:>26} {:>26}", "available", ours.available.to_string(), theirs.available.to_string());
-        println!("  {:<16} {:>26} {:>26}", "in transit", ours.in_transit.to_string(), theirs.on_passage.to_string());
-        println!("  {:<16} {:>26} {:>26}", "reserved/held", ours.reserved.to_string(), theirs.held.to_string());
+        println!("  {:<16} {:>26} {:>26}", "in transit", ours.in_transit.to_string(), theirs.in_transit.to_string());
+        println!("  {:<16} {:>26} {:>26}", "reserved", ours.reserved.to_string(), theirs.reserved.to_string());
         let paid = ours.paid_out.checked_add(ours.refunded).map(|a| a.to_string()).unwrap_or_default();
-        println!("  {:<16} {:>26} {:>26}", "paid out+refund", paid, theirs.out.to_string());
+        println!("  {:<16} {:>26} {:>26}", "paid out+refund", paid, theirs.paid_out.to_string());
     }
     let payouts = stack.sim.stats().payouts;
     println!("\npayouts sent per order (simulator's count): {payouts:?}");

@@ -280,7 +280,7 @@ fn budgets(config: &Config) -> (usize, usize) {
     let fastest = [p.submitted_ms, p.processing_ms, p.unpaid_ms, p.grace_ms].into_iter().min().unwrap_or(1);
     let fastest = fastest * (100 - u64::from(p.jitter_percent)) / 100;
     // Polls at the fastest interval, polls moved forward by failed callbacks, every send.
-    let calls = 3_600_000 / fastest + 3_600_000 / p.hint_min_interval_ms + u64::from(p.max_submissions) + 10;
+    let calls = 3_600_000 / fastest + 3_600_000 / p.poll_sooner_min_interval_ms + u64::from(p.max_submissions) + 10;
     // Idle ticks, and one pass after each poll or wake-up, generously.
     let passes = 20 * 60_000 / p.idle_tick_ms;
     (calls as usize, passes as usize)
@@ -580,7 +580,7 @@ impl World {
             let how = match self.rng.range(0, 3) {
                 0 => Aimed::ServerError,
                 1 => Aimed::TimeoutAfterCommit,
-                2 => Aimed::Refused,
+                2 => Aimed::ConnectionRefused,
                 _ => Aimed::LateArrival(self.rng.range(0, self.settings.config(&self.app, 0).timeouts.request_ms - 1)),
             };
             trace(format!("  next outpay: {how:?}"));
@@ -925,7 +925,7 @@ async fn run_seed(seed: u64) -> Run {
             }
         }
         assert_eq!(ours.available, theirs.available, "seed {seed}: available of {t}");
-        assert_eq!(ours.in_transit, theirs.on_passage, "seed {seed}: in transit of {t}");
+        assert_eq!(ours.in_transit, theirs.in_transit, "seed {seed}: in transit of {t}");
     }
     let events = w.store.events_after(0, usize::MAX).await.expect("events").iter().map(|e| format!("{e:?}")).collect();
     let requests = w.sim.received().iter().map(|r| format!("{r:?}")).collect();

@@ -71,8 +71,8 @@ impl std::fmt::Display for Status {
 pub struct RemoteBalances {
     /// `amount`: available.
     pub available: Amount,
-    /// `onpassageAmount`: paid in, not yet arrived.
-    pub on_passage: Amount,
+    /// `onpassageAmount`: paid in, not yet arrived (our ledger's `in_transit`).
+    pub in_transit: Amount,
     /// `outAmount`: paid out.
     pub paid_out: Amount,
     /// When we asked.

@@ -200,14 +200,14 @@ async fn a_failing_store_holds_polls_back_by_the_policy() {
 /// open, a real callback settled it, then the unversioned schedule write landed: a closed
 /// order due in the past, and a poller spinning on it.
 #[tokio::test(start_paused = true)]
-async fn a_hint_that_loses_a_race_leaves_a_settled_order_no_due_time() {
+async fn a_poll_moved_sooner_that_loses_a_race_leaves_a_settled_order_no_due_time() {
     let (store, t) = (Flaky::default(), Scripted::default());
     let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
     let key = "APP001-in-race";
     t.push(Endpoint::Prepay, Step::Data(inbound_view(&trans_no, key, "3.00", "UNPAID", "01")));
     let cmd = NewInbound { out_req_no: Some(key.into()), ..NewInbound::pos(&trans_no, Amount::parse("3").unwrap()) };
     e.prepay(cmd).await.unwrap();
-    // Between the hint's read and its write, the order is settled elsewhere (failed: no money
+    // Between the poll-sooner's read and its write, the order is settled elsewhere (failed: no money
     // moves, so the ledger needs no change).
     store.before_next_commit(move |inner: MemoryStorage| {
         Box::pin(async move {

@@ -384,7 +384,7 @@ async fn bad_callbacks_are_rejected_and_change_nothing() {
     // The forged body named a known order: its next poll moved forward (it is due now).
     t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")));
     let report = e.poll_due().await.unwrap();
-    assert_eq!(report.due, 1, "hinted order polled at once");
+    assert_eq!(report.due, 1, "order named by a failed callback polled at once");
 }
 
 #[tokio::test(start_paused = true)]

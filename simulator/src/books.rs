@@ -26,11 +26,11 @@ pub struct Balances {
     /// `amount`: available.
     pub available: Amount,
     /// `onpassageAmount`: paid in, not yet arrived.
-    pub on_passage: Amount,
+    pub in_transit: Amount,
     /// Accepted payouts not yet settled (not reported by `find`).
-    pub held: Amount,
+    pub reserved: Amount,
     /// `outAmount`: paid out (payouts and refunds).
-    pub out: Amount,
+    pub paid_out: Amount,
 }
 
 /// An inbound order at the payment system.
@@ -89,35 +89,35 @@ fn sub(a: Amount, b: Amount) -> Result<Amount, BooksError> {
 impl Balances {
     /// Paid in: on its way.
     pub fn paid(&mut self, amount: Amount) -> Result<(), BooksError> {
-        self.on_passage = add(self.on_passage, amount)?;
+        self.in_transit = add(self.in_transit, amount)?;
         Ok(())
     }
 
     /// Arrived: available.
     pub fn arrived(&mut self, amount: Amount) -> Result<(), BooksError> {
-        let on_passage = sub(self.on_passage, amount)?;
+        let in_transit = sub(self.in_transit, amount)?;
         self.available = add(self.available, amount)?;
-        self.on_passage = on_passage;
+        self.in_transit = in_transit;
         Ok(())
     }
 
-    /// A payout accepted: held apart.
-    pub fn hold(&mut self, amount: Amount) -> Result<(), BooksError> {
+    /// A payout accepted: reserved apart from the available balance.
+    pub fn reserve(&mut self, amount: Amount) -> Result<(), BooksError> {
         let available = sub(self.available, amount)?;
-        self.held = add(self.held, amount)?;
+        self.reserved = add(self.reserved, amount)?;
         self.available = available;
         Ok(())
     }
 
-    /// A payout settled: out on success, back to available on failure.
+    /// A payout settled: paid out on success, back to available on failure.
     pub fn settle(&mut self, amount: Amount, success: bool) -> Result<(), BooksError> {
-        let held = sub(self.held, amount)?;
+        let reserved = sub(self.reserved, amount)?;
         if success {
-            self.out = add(self.out, amount)?;
+            self.paid_out = add(self.paid_out, amount)?;
         } else {
             self.available = add(self.available, amount)?;
         }
-        self.held = held;
+        self.reserved = reserved;
         Ok(())
     }
 }
@@ -138,8 +138,8 @@ impl SimProtocol {
             business_desc: Some(format!("商户{}", self.business_id)),
             channel_type: Some(ChannelType::Lft),
             amount: Some(self.balances.available),
-            onpassage_amount: Some(self.balances.on_passage),
-            out_amount: Some(self.balances.out),
+            onpassage_amount: Some(self.balances.in_transit),
+            out_amount: Some(self.balances.paid_out),
             create_time: Some(self.create_time.into()),
             cashier_type: Some(self.cashier_type.clone()),
         }
@@ -232,11 +232,11 @@ mod tests {
         let mut b = Balances::default();
         b.paid(a("100")).unwrap();
         b.arrived(a("100")).unwrap();
-        b.hold(a("60")).unwrap();
-        assert_eq!(b.hold(a("41")), Err(BooksError::Insufficient));
+        b.reserve(a("60")).unwrap();
+        assert_eq!(b.reserve(a("41")), Err(BooksError::Insufficient));
         b.settle(a("60"), false).unwrap();
-        b.hold(a("100")).unwrap();
+        b.reserve(a("100")).unwrap();
         b.settle(a("100"), true).unwrap();
-        assert_eq!((b.available, b.on_passage, b.held, b.out), (a("0"), a("0"), a("0"), a("100")));
+        assert_eq!((b.available, b.in_transit, b.reserved, b.paid_out), (a("0"), a("0"), a("0"), a("100")));
     }
 }

@@ -107,8 +107,8 @@ pub enum Aimed {
     ServerError,
     /// Handled and committed, never answered.
     TimeoutAfterCommit,
-    /// Refused before it arrives.
-    Refused,
+    /// Refused before it arrives (connection refused).
+    ConnectionRefused,
     /// In-process only: the caller times out at once; the call lands this many ms later.
     LateArrival(u64),
 }

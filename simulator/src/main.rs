@@ -22,7 +22,7 @@ use std::time::Duration;
 ///        (faults: drop_callback, duplicate_callback, delay_callback, reorder_callback, http_500,
 ///         timeout_after_commit, corrupt_sign, refuse_connection, and late_arrival with late_ms
 ///         for the in-process transport only; each {"probability":p,"once":n})
-///   POST /sim/fail-next/{endpoint}  "server_error"|"timeout_after_commit"|"refused" (the next call only)
+///   POST /sim/fail-next/{endpoint}  "server_error"|"timeout_after_commit"|"connection_refused" (the next call only)
 ///   GET  /sim/faults, /sim/stats (payouts per outReqNo, callbacks, balances), /sim/orders,
 ///        /sim/received (the request log: endpoint, outReqNo, handled)
 #[derive(Debug, Parser)]

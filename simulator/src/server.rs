@@ -83,7 +83,7 @@ async fn api(State(state): State<AppState>, Path(name): Path<String>, body: Byte
     match state.sim.handle(&name, &body) {
         Handled::Reply(body) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
         Handled::ServerError => (StatusCode::INTERNAL_SERVER_ERROR, "simulated server error").into_response(),
-        Handled::Refused => (StatusCode::SERVICE_UNAVAILABLE, "simulated refusal").into_response(),
+        Handled::ConnectionRefused => (StatusCode::SERVICE_UNAVAILABLE, "simulated refusal").into_response(),
         Handled::TimeoutAfterCommit => {
             let mut shutdown = state.shutdown.clone();
             tokio::select! {
@@ -164,7 +164,7 @@ async fn orders(State(state): State<AppState>) -> Response {
 }
 
 /// `POST /sim/fail-next/{endpoint}` with `"server_error"`, `"timeout_after_commit"` or
-/// `"refused"`: the next call to that endpoint fails so.
+/// `"connection_refused"`: the next call to that endpoint fails so.
 async fn fail_next(State(state): State<AppState>, Path(endpoint): Path<String>, body: Bytes) -> Response {
     let Some(endpoint) = Endpoint::from_name(&endpoint) else {
         return bad(StatusCode::NOT_FOUND, format!("no endpoint {endpoint}"));

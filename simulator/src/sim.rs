@@ -62,7 +62,7 @@ pub enum Handled {
     /// Handled and committed, never answered.
     TimeoutAfterCommit,
     /// Never arrived (connection refused).
-    Refused,
+    ConnectionRefused,
 }
 
 /// Why a control request was refused.
@@ -304,7 +304,7 @@ impl Sim {
         s.stats.requests += 1;
         let aimed = Self::take_aimed(&mut s, name, false);
         let State { faults, rng, .. } = &mut *s;
-        let refused = aimed == Some(Aimed::Refused) || faults.refuse_connection.fire(rng);
+        let refused = aimed == Some(Aimed::ConnectionRefused) || faults.refuse_connection.fire(rng);
         let failed = !refused && (aimed == Some(Aimed::ServerError) || faults.http_500.fire(rng));
         let out_req_no = Envelope::decode(body)
             .ok()
@@ -317,7 +317,7 @@ impl Sim {
         }
         s.received.push(Received { at, endpoint: name.to_owned(), out_req_no, handled: !refused && !failed });
         if refused {
-            return Handled::Refused;
+            return Handled::ConnectionRefused;
         }
         if failed {
             return Handled::ServerError;
@@ -514,7 +514,7 @@ impl Sim {
             };
         }
         let p = s.books.protocols.get_mut(&req.trans_no).ok_or(not_found(Missing::Protocol))?;
-        p.balances.hold(req.amount).map_err(|_| refuse("EP30001", "余额不足 (insufficient balance)"))?;
+        p.balances.reserve(req.amount).map_err(|_| refuse("EP30001", "余额不足 (insufficient balance)"))?;
         let n = self.next_number(s);
         let order = SimOutbound {
             request: req,

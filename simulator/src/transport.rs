@@ -27,7 +27,7 @@ impl Transport for SimTransport {
             Handled::Reply(body) => Ok(body),
             Handled::ServerError => Err(TransportError::MaybeDelivered { reason: "HTTP 500".into() }),
             Handled::TimeoutAfterCommit => Err(TransportError::MaybeDelivered { reason: "timed out".into() }),
-            Handled::Refused => Err(TransportError::NotDelivered { reason: "connection refused".into() }),
+            Handled::ConnectionRefused => Err(TransportError::NotDelivered { reason: "connection refused".into() }),
         }
     }
 }

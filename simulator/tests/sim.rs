@@ -142,14 +142,14 @@ fn balances_after_a_full_story() {
     sim.pay("APP001-in-2", true).unwrap();
     sim.arrive("APP001-in-1").unwrap();
     let b = sim.balances(&t).unwrap();
-    assert_eq!((b.available.to_string(), b.on_passage.to_string()), ("100.00".into(), "50.00".into()));
+    assert_eq!((b.available.to_string(), b.in_transit.to_string()), ("100.00".into(), "50.00".into()));
     ok(&sim, "outpay", outpay_data(&t, "APP001-out-1", "30.00"));
     ok(&sim, "outpay", outpay_data(&t, "APP001-out-2", "20.00"));
     sim.settle("APP001-out-1", true).unwrap();
     sim.settle("APP001-out-2", false).unwrap();
     let b = sim.balances(&t).unwrap();
     assert_eq!(
-        (b.available.to_string(), b.on_passage.to_string(), b.held.to_string(), b.out.to_string()),
+        (b.available.to_string(), b.in_transit.to_string(), b.reserved.to_string(), b.paid_out.to_string()),
         ("70.00".into(), "50.00".into(), "0.00".into(), "30.00".into())
     );
     let view = ok(&sim, "find", json!({"transNo": t}));
@@ -250,7 +250,7 @@ fn request_faults_are_observed() {
     assert_eq!(sim.handle("outpay", &body), Handled::ServerError);
     assert!(sim.outbound_status("APP001-out-1").is_none(), "a 500 handles nothing");
     sim.with_faults(|f| f.refuse_connection = Fault::once(1));
-    assert_eq!(sim.handle("outpay", &body), Handled::Refused);
+    assert_eq!(sim.handle("outpay", &body), Handled::ConnectionRefused);
     sim.with_faults(|f| f.timeout_after_commit = Fault::once(1));
     assert_eq!(sim.handle("outpay", &body), Handled::TimeoutAfterCommit);
     assert!(sim.outbound_status("APP001-out-1").is_some(), "committed though never answered");
@@ -272,7 +272,7 @@ fn no_dedupe_mode_double_counts_repeated_payouts() {
     ok(&sim, "outpay", outpay_data(&t, "APP001-out-1", "3.00"));
     ok(&sim, "outpay", outpay_data(&t, "APP001-out-1", "3.00"));
     assert_eq!(sim.stats().payouts["APP001-out-1"], 2);
-    assert_eq!(sim.balances(&t).unwrap().held.to_string(), "6.00", "the money really left twice");
+    assert_eq!(sim.balances(&t).unwrap().reserved.to_string(), "6.00", "the money really left twice");
 }
 
 async fn run_auto(seed: u64) -> (std::collections::BTreeMap<String, String>, Vec<(String, Value)>) {
@@ -363,9 +363,9 @@ async fn http_binary_serves_python_style_requests_and_survives_bad_ones() {
     assert_eq!(r.status(), 200);
     let stats: Value = http.get(format!("{base}/sim/stats")).send().await.unwrap().json().await.unwrap();
     assert!(stats["requests"].as_u64().unwrap() >= 3);
-    let r = http.post(format!("{base}/sim/fail-next/outpay")).body(r#""refused""#).send().await.unwrap();
+    let r = http.post(format!("{base}/sim/fail-next/outpay")).body(r#""connection_refused""#).send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let r = http.post(format!("{base}/sim/fail-next/nowhere")).body(r#""refused""#).send().await.unwrap();
+    let r = http.post(format!("{base}/sim/fail-next/nowhere")).body(r#""connection_refused""#).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let log: Value = http.get(format!("{base}/sim/received")).send().await.unwrap().json().await.unwrap();
     assert!(log.as_array().is_some_and(|l| l.iter().any(|r| r["endpoint"] == "querybankcnaps")), "{log}");
@@ -386,12 +386,12 @@ fn aimed_faults_hit_the_next_call_to_their_endpoint_and_the_log_shows_what_was_h
     let sim = sim_with(5, false);
     let t = create(&sim, "POS");
     sim.fail_next(Endpoint::Outpay, Aimed::ServerError);
-    sim.fail_next(Endpoint::Outpay, Aimed::Refused);
+    sim.fail_next(Endpoint::Outpay, Aimed::ConnectionRefused);
     // Another endpoint is not affected.
     prepay(&sim, &t, "APP001-in-1", "10.00");
     let out = request(&outpay_data(&t, "APP001-out-1", "1.00"), KEY);
     assert_eq!(sim.handle("outpay", &out), Handled::ServerError);
-    assert_eq!(sim.handle("outpay", &out), Handled::Refused);
+    assert_eq!(sim.handle("outpay", &out), Handled::ConnectionRefused);
     assert!(matches!(sim.handle("outpay", &out), Handled::Reply(_)), "one-shots are spent");
     assert_eq!(sim.handled(Endpoint::Outpay, "APP001-out-1"), 1, "only the last one reached the books");
     assert_eq!(sim.handled(Endpoint::Prepay, "APP001-in-1"), 1);

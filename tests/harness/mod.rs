@@ -167,9 +167,9 @@ impl Stack {
             let paid = ledger.paid_out.checked_add(ledger.refunded);
             let pairs = [
                 ("available", Some(ledger.available), theirs.available),
-                ("in transit / on passage", Some(ledger.in_transit), theirs.on_passage),
-                ("reserved / held", Some(ledger.reserved), theirs.held),
-                ("paid out + refunded / out", paid, theirs.out),
+                ("in transit", Some(ledger.in_transit), theirs.in_transit),
+                ("reserved", Some(ledger.reserved), theirs.reserved),
+                ("paid out + refunded", paid, theirs.paid_out),
             ];
             for (name, ours, theirs) in pairs {
                 if ours != Some(theirs) {

@@ -2,7 +2,7 @@
 //!
 //! The answer is decided only after what the callback said is durably stored, so a success
 //! answer never loses news. A duplicate is answered with success. A callback that fails
-//! verification changes nothing, but moves the named order's next poll forward
+//! verification changes nothing, but moves the named order's next poll sooner
 //! (rate-limited), so a real update mangled in transit still lands soon.
 
 use super::transact::{Bookkeeping, PollAt, Step};
@@ -36,10 +36,10 @@ impl CallbackReply {
     }
 }
 
-/// How many orders' last hint times are kept before expired ones are swept: enough for a
+/// How many orders' last poll-sooner times are kept before expired ones are swept: enough for a
 /// storm of mangled callbacks on every open order of a large engine, bounded so a flood of
 /// forged ones naming random orders cannot grow memory without end.
-const HINTS_KEPT: usize = 10_000;
+const POLLED_SOONER_KEPT: usize = 10_000;
 
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -63,7 +63,7 @@ impl Engine {
                     e,
                     Error::BadSign | Error::WrongAppId { .. } | Error::MalformedData { .. } | Error::InvalidTime { .. }
                 ) {
-                    self.hint(body).await;
+                    self.poll_sooner(body).await;
                 }
                 self.failure_reply(e)
             }
@@ -116,8 +116,8 @@ impl Engine {
     }
 
     /// Move forward the next poll of the order an unverified body names, at most once per
-    /// `hint_min_interval_ms` per order, and only for orders we hold and still poll.
-    async fn hint(&self, body: &[u8]) {
+    /// `poll_sooner_min_interval_ms` per order, and only for orders we hold and still poll.
+    async fn poll_sooner(&self, body: &[u8]) {
         let Some(out_req_no) = Envelope::decode(body)
             .ok()
             .and_then(|e| Envelope::decode_data::<NamesOrder>(&e.data).ok())
@@ -126,19 +126,20 @@ impl Engine {
             return;
         };
         let now = self.now();
-        let min =
-            chrono::Duration::milliseconds(i64::try_from(self.config().poll.hint_min_interval_ms).unwrap_or(i64::MAX));
+        let min = chrono::Duration::milliseconds(
+            i64::try_from(self.config().poll.poll_sooner_min_interval_ms).unwrap_or(i64::MAX),
+        );
         {
-            let mut hints = self.inner.hints.lock().unwrap_or_else(|p| p.into_inner());
-            if hints.get(&out_req_no).is_some_and(|last| now - *last < min) {
+            let mut polled_sooner = self.inner.polled_sooner.lock().unwrap_or_else(|p| p.into_inner());
+            if polled_sooner.get(&out_req_no).is_some_and(|last| now - *last < min) {
                 return;
             }
-            if hints.len() > HINTS_KEPT {
-                hints.retain(|_, last| now - *last < min);
+            if polled_sooner.len() > POLLED_SOONER_KEPT {
+                polled_sooner.retain(|_, last| now - *last < min);
             }
-            hints.insert(out_req_no.clone(), now);
+            polled_sooner.insert(out_req_no.clone(), now);
         }
-        // Through the unit of work, at the order's version: a hint that lands after the order
+        // Through the unit of work, at the order's version: a poll-sooner that lands after the order
         // was settled writes no due time for it.
         let step = Step { poll_at: PollAt::Now, ..Step::record(Source::Engine, Bookkeeping::Nothing) };
         if let Ok(order) = self.transact(&out_req_no, step).await

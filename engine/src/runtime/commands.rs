@@ -185,7 +185,7 @@ impl Engine {
     fn balances(&self, view: &ProtocolView) -> RemoteBalances {
         RemoteBalances {
             available: view.amount.unwrap_or(Amount::ZERO),
-            on_passage: view.onpassage_amount.unwrap_or(Amount::ZERO),
+            in_transit: view.onpassage_amount.unwrap_or(Amount::ZERO),
             paid_out: view.out_amount.unwrap_or(Amount::ZERO),
             seen_at: self.now(),
         }
@@ -378,12 +378,12 @@ impl Engine {
         let ours = protocol.ledger;
         let sum = |xs: &[Amount]| xs.iter().try_fold(Amount::ZERO, |a, b| a.checked_add(*b));
         let figures = [
-            ("on_passage", Some(ours.in_transit), Some(theirs.on_passage)),
+            ("in_transit", Some(ours.in_transit), Some(theirs.in_transit)),
             ("paid_out", sum(&[ours.paid_out, ours.refunded]), Some(theirs.paid_out)),
             (
                 "total",
                 sum(&[ours.in_transit, ours.available, ours.paid_out, ours.refunded]),
-                sum(&[theirs.available, theirs.on_passage, theirs.paid_out]),
+                sum(&[theirs.available, theirs.in_transit, theirs.paid_out]),
             ),
         ];
         let drift: Vec<Anomaly> = figures

@@ -79,8 +79,10 @@ pub struct PollPolicy {
     pub batch: usize,
     /// Longest sleep between ticks.
     pub idle_tick_ms: u64,
-    /// Least time between two polls moved forward by failed callbacks for one order.
-    pub hint_min_interval_ms: u64,
+    /// Least time between two polls moved sooner by failed callbacks for one order (the old
+    /// name `hint_min_interval_ms` is still read).
+    #[serde(alias = "hint_min_interval_ms")]
+    pub poll_sooner_min_interval_ms: u64,
 }
 
 impl Default for PollPolicy {
@@ -99,7 +101,7 @@ impl Default for PollPolicy {
             concurrency: 8,
             batch: 256,
             idle_tick_ms: 1_000,
-            hint_min_interval_ms: 5_000,
+            poll_sooner_min_interval_ms: 5_000,
         }
     }
 }

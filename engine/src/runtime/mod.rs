@@ -51,10 +51,10 @@ struct Inner {
     clock: Clock,
     /// The last event `seq` committed, for live subscriptions.
     last_seq: watch::Sender<u64>,
-    /// Wakes the poller when a poll was moved forward.
+    /// Wakes the poller when a poll was moved sooner.
     wake_poller: Notify,
-    /// Last time a failed callback moved each order's poll forward.
-    hints: Mutex<HashMap<String, DateTime<Utc>>>,
+    /// Last time a failed callback moved each order's poll sooner.
+    polled_sooner: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Per-protocol turns for steps (see `transact`).
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The grace rule's monotonic clock (see `send`).
@@ -157,7 +157,7 @@ impl EngineBuilder {
                 clock,
                 last_seq: watch::Sender::new(last),
                 wake_poller: Notify::new(),
-                hints: Mutex::default(),
+                polled_sooner: Mutex::default(),
                 turns: Mutex::default(),
                 sends: Mutex::default(),
                 backoff: Mutex::default(),

@@ -1,5 +1,5 @@
 //! The one unit of work. Every change the engine makes — a command, a callback, a poll, a
-//! send, a flag, an operator's decision, a poll moved forward, a protocol adopted — is built
+//! send, a flag, an operator's decision, a poll moved sooner, a protocol adopted — is built
 //! and committed here, so the rules that keep the store honest live in one place:
 //!
 //! - an order is written only at the version it was read at (a stale write is a `Conflict`,

@@ -376,7 +376,7 @@ impl Gen {
     fn protocol(&mut self, seed: u64) -> Protocol {
         let balances = crate::domain::RemoteBalances {
             available: self.amount(),
-            on_passage: self.amount(),
+            in_transit: self.amount(),
             paid_out: self.amount(),
             seen_at: self.when(),
         };
