@@ -8,19 +8,22 @@
 
 mod callback;
 mod clock;
-mod commands;
 mod config;
 mod feed;
+mod inputs;
+mod orders;
 mod poller;
+mod protocols;
+mod reads;
 mod schedule;
 mod send;
 mod transact;
 
 pub use callback::CallbackReply;
 pub use clock::Clock;
-pub use commands::{NewInbound, NewOutbound, NewProtocol, Reconciliation};
 pub use config::{Config, PollPolicy, ReplyStyle, Timeouts};
 pub use feed::Subscription;
+pub use inputs::{NewInbound, NewOutbound, NewProtocol, Reconciliation};
 pub use poller::{PollReport, PollerHandle};
 pub use schedule::next_poll;
 

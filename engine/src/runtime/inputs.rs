@@ -1,0 +1,91 @@
+//! What the host passes to commands, and what `reconcile` reports.
+
+use crate::domain::RemoteBalances;
+use crate::event::Anomaly;
+use crate::ledger::Ledger;
+use crate::secret::Sensitive;
+use crate::wire::{Amount, CashierType, OutType, ProdCatalog};
+
+/// Open a protocol (escrow agreement).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewProtocol {
+    /// Purpose of the deal.
+    pub trans_desc: String,
+    /// Party id assigned by the payment system.
+    pub business_id: String,
+    /// How payers pay in (default `POS`).
+    pub cashier_type: CashierType,
+}
+
+/// Take an inbound payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewInbound {
+    /// The protocol to pay into.
+    pub trans_no: String,
+    /// Our request number; `None` generates one.
+    pub out_req_no: Option<String>,
+    /// How much.
+    pub amount: Amount,
+    /// POS: which cards (required for POS protocols).
+    pub prod_catalog: Option<ProdCatalog>,
+    /// Contract number.
+    pub contract_num: Option<String>,
+    /// Quick pay: the payer's name.
+    pub payer_name: Option<Sensitive>,
+    /// Quick pay: the payer's ID number.
+    pub payer_cert_number: Option<Sensitive>,
+    /// Quick pay: where the cashier page returns.
+    pub return_url: Option<String>,
+}
+
+impl NewInbound {
+    /// A POS deposit of `amount` into `trans_no`, debit cards only.
+    pub fn pos(trans_no: &str, amount: Amount) -> Self {
+        NewInbound {
+            trans_no: trans_no.to_owned(),
+            out_req_no: None,
+            amount,
+            prod_catalog: Some(ProdCatalog::DebitOnly),
+            contract_num: None,
+            payer_name: None,
+            payer_cert_number: None,
+            return_url: None,
+        }
+    }
+}
+
+/// Pay out or refund.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutbound {
+    /// The protocol to pay from.
+    pub trans_no: String,
+    /// Our request number; `None` generates one.
+    pub out_req_no: Option<String>,
+    /// How much.
+    pub amount: Amount,
+    /// `OUT` or `REFUND`.
+    pub out_type: OutType,
+    /// Payee name.
+    pub payee_name: Sensitive,
+    /// Payee account number.
+    pub payee_account: Sensitive,
+    /// Payee bank or branch.
+    pub bank_name: String,
+    /// The branch's CNAPS number.
+    pub bank_cnaps: String,
+    /// Free text.
+    pub remark: Option<String>,
+}
+
+/// Our ledger next to the payment system's balances. Reported, never acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// The protocol.
+    pub trans_no: String,
+    /// Our books.
+    pub ours: Ledger,
+    /// Theirs, just fetched.
+    pub theirs: RemoteBalances,
+    /// Every figure that disagrees (empty when all agree).
+    pub drift: Vec<Anomaly>,
+}

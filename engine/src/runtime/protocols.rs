@@ -1,0 +1,157 @@
+//! Commands on protocols: open, find (and adopt), reconcile; and the CNAPS lookup.
+
+use super::Engine;
+use super::inputs::{NewProtocol, Reconciliation};
+use crate::domain::{Protocol, RemoteBalances};
+use crate::event::{Anomaly, EventKind};
+use crate::ledger::Ledger;
+use crate::observation::Source;
+use crate::wire::validate::{self, limits};
+use crate::wire::{
+    Amount, CashierType, ChannelType, CnapsEntry, CreateProtocol, FindProtocol, ProtocolView, QueryBankCnaps,
+};
+use crate::{Error, Result};
+
+impl Engine {
+    /// Open a protocol. The attempt is recorded before the call; if the reply is lost, a
+    /// `PossibleOrphanProtocol` anomaly says so (an empty protocol may exist remotely; it holds
+    /// no money, and [`Engine::find_protocol`] adopts it if its `transNo` turns up).
+    #[tracing::instrument(skip_all, fields(business_id = %cmd.business_id))]
+    pub async fn create_protocol(&self, cmd: NewProtocol) -> Result<Protocol> {
+        let _working = self.working()?;
+        validate::required("transDesc", &cmd.trans_desc)?;
+        validate::required("businessId", &cmd.business_id)?;
+        validate::text("transDesc", &cmd.trans_desc, limits::TRANS_DESC)?;
+        validate::text("businessId", &cmd.business_id, limits::BUSINESS_ID)?;
+        if !cmd.cashier_type.is_known() {
+            return Err(Error::InvalidField { field: "cashierType", reason: "must be POS or QP" });
+        }
+        let attempt = self.generate_out_req_no();
+        let requested =
+            self.event(None, Source::Engine, EventKind::ProtocolCreateRequested { attempt: attempt.clone() });
+        self.record_events(vec![requested], Vec::new()).await?;
+        let request = CreateProtocol {
+            channel_type: ChannelType::Lft,
+            trans_desc: cmd.trans_desc.clone(),
+            business_id: cmd.business_id.clone(),
+            cashier_type: Some(cmd.cashier_type.clone()),
+        };
+        match self.call(&request).await {
+            Ok(view) => {
+                let protocol = Protocol::from_view(&view, &cmd.business_id, &cmd.trans_desc, cmd.cashier_type);
+                let mut created = self.event(None, Source::Reply, EventKind::ProtocolCreated { attempt });
+                created.trans_no = Some(protocol.trans_no.clone());
+                // Already recorded (adopted by a concurrent `find`): what is stored stands.
+                self.update_protocol(&protocol.trans_no, |stored| {
+                    stored.is_none().then(|| (protocol.clone(), vec![created.clone()]))
+                })
+                .await
+            }
+            Err(e @ (Error::Remote { .. } | Error::NotFound(_))) => Err(e),
+            Err(Error::Transport(t)) if !t.maybe_delivered() => Err(Error::Transport(t)),
+            Err(e) => {
+                let orphan = Anomaly::PossibleOrphanProtocol { attempt };
+                let event = self.event(None, Source::Reply, EventKind::Anomaly(orphan));
+                self.record_events(vec![event], Vec::new()).await?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Ask the payment system about a protocol and store its balances. A protocol not yet
+    /// known here is adopted, its available balance recorded as its opening balance (so it
+    /// can pay out what it holds, and reconciles).
+    #[tracing::instrument(skip(self))]
+    pub async fn find_protocol(&self, trans_no: &str) -> Result<Protocol> {
+        let _working = self.working()?;
+        self.refresh_protocol(trans_no).await
+    }
+
+    async fn refresh_protocol(&self, trans_no: &str) -> Result<Protocol> {
+        validate::required("transNo", trans_no)?;
+        let view = self.call(&FindProtocol { trans_no: trans_no.to_owned() }).await?;
+        if view.trans_no != trans_no {
+            return Err(Error::InvalidField { field: "transNo", reason: "reply names another protocol" });
+        }
+        let balances = self.balances(&view);
+        let opening = balances.available;
+        let mut adopted = self.event(None, Source::Reply, EventKind::ProtocolAdopted { opening });
+        adopted.trans_no = Some(trans_no.to_owned());
+        self.update_protocol(trans_no, |stored| {
+            Some(match stored {
+                Some(p) => (Protocol { remote: Some(balances.clone()), ..p.clone() }, Vec::new()),
+                None => {
+                    let p = Protocol::from_view(&view, "", "", CashierType::Pos);
+                    let ledger = Ledger::opened_with(opening);
+                    (Protocol { remote: Some(balances.clone()), ledger, ..p }, vec![adopted.clone()])
+                }
+            })
+        })
+        .await
+    }
+
+    fn balances(&self, view: &ProtocolView) -> RemoteBalances {
+        RemoteBalances {
+            available: view.amount.unwrap_or(Amount::ZERO),
+            in_transit: view.onpassage_amount.unwrap_or(Amount::ZERO),
+            paid_out: view.out_amount.unwrap_or(Amount::ZERO),
+            seen_at: self.now(),
+        }
+    }
+
+    /// Look up CNAPS numbers by a keyword of the branch name.
+    #[tracing::instrument(skip(self))]
+    pub async fn query_cnaps(&self, keyword: &str) -> Result<Vec<CnapsEntry>> {
+        let _working = self.working()?;
+        validate::required("bankNameKeyWord", keyword)?;
+        validate::text("bankNameKeyWord", keyword, limits::KEYWORD)?;
+        self.call(&QueryBankCnaps { bank_name_key_word: keyword.to_owned() }).await
+    }
+
+    /// Compare our ledger with the payment system's balances and report drift (also as
+    /// `BalanceDrift` events). Never moves money.
+    ///
+    /// Compared: their `onpassageAmount` with our `in_transit`; their `outAmount` with our
+    /// `paid_out + refunded`; their total (`amount + onpassageAmount + outAmount`) with ours
+    /// less what is reserved for payouts still in flight (which they may hold apart).
+    #[tracing::instrument(skip(self))]
+    pub async fn reconcile(&self, trans_no: &str) -> Result<Reconciliation> {
+        let _working = self.working()?;
+        let protocol = self.refresh_protocol(trans_no).await?;
+        let theirs = protocol.remote.clone().ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() })?;
+        let ours = protocol.ledger;
+        let sum = |xs: &[Amount]| xs.iter().try_fold(Amount::ZERO, |a, b| a.checked_add(*b));
+        let figures = [
+            ("in_transit", Some(ours.in_transit), Some(theirs.in_transit)),
+            ("paid_out", sum(&[ours.paid_out, ours.refunded]), Some(theirs.paid_out)),
+            (
+                "total",
+                sum(&[ours.in_transit, ours.available, ours.paid_out, ours.refunded]),
+                sum(&[theirs.available, theirs.in_transit, theirs.paid_out]),
+            ),
+        ];
+        let drift: Vec<Anomaly> = figures
+            .into_iter()
+            .filter_map(|(figure, o, t)| match (o, t) {
+                (Some(ours), Some(theirs)) if ours == theirs => None,
+                (o, t) => Some(Anomaly::BalanceDrift {
+                    figure: figure.to_owned(),
+                    ours: o.unwrap_or(Amount::ZERO),
+                    theirs: t.unwrap_or(Amount::ZERO),
+                }),
+            })
+            .collect();
+        if !drift.is_empty() {
+            let events = drift
+                .iter()
+                .map(|a| {
+                    let mut e = self.event(None, Source::Poll, EventKind::Anomaly(a.clone()));
+                    e.trans_no = Some(trans_no.to_owned());
+                    e
+                })
+                .collect();
+            self.record_events(events, Vec::new()).await?;
+        }
+        Ok(Reconciliation { trans_no: trans_no.to_owned(), ours, theirs, drift })
+    }
+}
