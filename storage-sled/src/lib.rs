@@ -24,6 +24,9 @@
 
 pub mod codec;
 mod group;
+mod stage;
+
+use stage::Errors;
 
 use chrono::{DateTime, Utc};
 use codec::DecodeError;
@@ -199,124 +202,6 @@ impl SledStorage {
                 Ok(Some(Versioned { version, value }))
             }
         }
-    }
-}
-
-/// Turns sled and decoding failures into the engine's errors, naming the store. Cheap to
-/// clone into the closures that run inside a commit group.
-#[derive(Clone)]
-struct Errors(PathBuf);
-
-impl Errors {
-    fn fail(&self, source: sled::Error) -> Error {
-        Error::Storage(Arc::new(SledError::Sled { path: self.0.clone(), source }))
-    }
-
-    fn corrupt(&self, key: &[u8], e: DecodeError) -> Error {
-        Error::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() }
-    }
-
-    /// A u64 value as a commit group would leave it (0 when absent).
-    fn read_u64(&self, w: &group::Staging<'_>, key: &[u8]) -> Result<u64> {
-        match w.get(key).map_err(|e| self.fail(e))? {
-            None => Ok(0),
-            Some(b) => codec::u64_from(&b).map_err(|e| self.corrupt(key, e)),
-        }
-    }
-}
-
-fn encode(e: rmp_serde::encode::Error) -> Error {
-    Error::Storage(Arc::new(SledError::Encode(e)))
-}
-
-impl SledStorage {
-    fn u64_at(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.tree()?.get(key).map_err(|e| self.fail(e))? {
-            None => Ok(None),
-            Some(b) => codec::u64_from(&b).map(Some).map_err(|e| self.corrupt("u64", key, e)),
-        }
-    }
-
-    /// Encode a batch, and return the closure that checks its versions and stages its writes
-    /// inside a commit group.
-    fn stage(&self, batch: Batch) -> Result<group::Stage> {
-        let mut records = Vec::new();
-        for p in &batch.protocols {
-            let key = codec::key(codec::prefix::PROTOCOL, p.value.trans_no.as_bytes());
-            records.push((
-                key,
-                p.expected,
-                codec::record(p.expected.map_or(1, |v| v + 1), &p.value).map_err(encode)?,
-                None,
-            ));
-        }
-        for o in &batch.orders {
-            let key = codec::key(codec::prefix::ORDER, o.value.out_req_no().as_bytes());
-            let mut index = codec::protocol_prefix(o.value.trans_no());
-            index.extend_from_slice(o.value.out_req_no().as_bytes());
-            records.push((
-                key,
-                o.expected,
-                codec::record(o.expected.map_or(1, |v| v + 1), &o.value).map_err(encode)?,
-                Some(index),
-            ));
-        }
-        let events: Vec<Vec<u8>> =
-            batch.events.iter().map(codec::value).collect::<std::result::Result<_, _>>().map_err(encode)?;
-        let mut orphans = Vec::new();
-        for o in &batch.orphans {
-            orphans.push((codec::key(codec::prefix::ORPHAN, o.sign.as_bytes()), codec::value(o).map_err(encode)?));
-        }
-        let schedule = batch.schedule;
-        let errors = self.errors();
-        Ok(Box::new(move |w: &mut group::Staging<'_>| {
-            let fail = |e| errors.fail(e);
-            for (key, expected, _, _) in &records {
-                let have = match w.get(key).map_err(fail)? {
-                    None => None,
-                    Some(b) => Some(codec::record_version(&b).map_err(|e| errors.corrupt(key, e))?),
-                };
-                if have != *expected {
-                    return Err(Error::Conflict);
-                }
-            }
-            for (key, _, bytes, index) in records {
-                w.insert(key, bytes);
-                if let Some(index) = index {
-                    w.insert(index, Vec::new());
-                }
-            }
-            let last_key = codec::key(codec::prefix::META, LAST_SEQ);
-            let mut last = errors.read_u64(w, &last_key)?;
-            if !events.is_empty() {
-                for bytes in events {
-                    last += 1;
-                    w.insert(codec::key(codec::prefix::EVENT, &codec::u64_key(last)), bytes);
-                }
-                w.insert(last_key, codec::u64_key(last).to_vec());
-            }
-            for (order, at) in schedule {
-                let at_key = codec::key(codec::prefix::DUE_AT, order.as_bytes());
-                if let Some(old) = w.get(&at_key).map_err(fail)? {
-                    let mut due = codec::key(codec::prefix::DUE, &old);
-                    due.extend_from_slice(order.as_bytes());
-                    w.remove(due);
-                }
-                match at {
-                    Some(at) => {
-                        w.insert(codec::due_key(at, &order), Vec::new());
-                        w.insert(at_key, codec::time_key(at).to_vec());
-                    }
-                    None => w.remove(at_key),
-                }
-            }
-            for (key, bytes) in orphans {
-                if w.get(&key).map_err(fail)?.is_none() {
-                    w.insert(key, bytes);
-                }
-            }
-            Ok(last)
-        }))
     }
 }
 
