@@ -232,15 +232,7 @@ async fn a_burst_of_callbacks_on_one_protocol_on_sled_all_land() {
             tokio::spawn(async move {
                 let data = serde_json::json!({"transNo": "T1", "appId": APP, "amount": "1.00",
                     "outReqNo": format!("APP001-hot-{i}"), "payStatus": "SUCCESS", "arrivedStatus": "01"});
-                let body = protopay::wire::Envelope::reply(
-                    APP,
-                    "0000",
-                    "SUCCESS",
-                    data.to_string(),
-                    "20261126120000123".into(),
-                    &protopay::Md5Key::new("k"),
-                );
-                engine.handle_callback(CallbackKind::InboundPay, body.to_json().as_bytes()).await
+                engine.handle_callback(CallbackKind::InboundPay, &signed(&data)).await
             })
         })
         .collect();
@@ -278,15 +270,7 @@ async fn shutdown_releases_the_sled_store_for_the_next_engine() {
         let mut feed = engine.subscribe("host");
         // A commit through the group committer: an orphan callback, acknowledged once durable.
         let data = serde_json::json!({"outReqNo": format!("{APP}-nobody-{run}"), "payStatus": "SUCCESS"});
-        let body = protopay::wire::Envelope::reply(
-            APP,
-            "0000",
-            "SUCCESS",
-            data.to_string(),
-            "20261126120000123".into(),
-            &protopay::Md5Key::new("k"),
-        );
-        let reply = engine.handle_callback(CallbackKind::Outbound, body.to_json().as_bytes()).await;
+        let reply = engine.handle_callback(CallbackKind::Outbound, &signed(&data)).await;
         assert!(reply.is_success(), "{}", reply.body);
         let held = engine.clone(); // a host may keep clones: the store is released all the same
         engine.shutdown().await.unwrap();
@@ -301,4 +285,12 @@ async fn shutdown_releases_the_sled_store_for_the_next_engine() {
     hog.join().unwrap();
     let storage = protopay::sled::SledStorage::open(dir.path()).unwrap();
     assert_eq!(protopay::storage::Storage::orphans(&storage).await.unwrap().len(), runs, "every commit kept");
+}
+
+/// A callback body as the payment system would sign it, with the offline tests' key `k`.
+fn signed(data: &serde_json::Value) -> Vec<u8> {
+    let key = protopay::Md5Key::new("k");
+    let body =
+        protopay::wire::Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), "20261126120000123".into(), &key);
+    body.to_json().into_bytes()
 }

@@ -3,12 +3,12 @@
 //! every status), deterministically from a seed.
 
 use super::t;
+use crate::Sensitive;
 use crate::domain::{Order, Protocol};
 use crate::event::{Event, EventKind};
 use crate::observation::Source;
 use crate::storage::Orphan;
 use crate::wire::{Amount, CallbackKind, CashierType, ChannelType, OutType, Outpay, Prepay};
-use crate::Sensitive;
 use chrono::{DateTime, Utc};
 
 /// A small deterministic generator of awkward field values (SplitMix64).

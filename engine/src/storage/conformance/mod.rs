@@ -13,13 +13,13 @@
 mod generate;
 
 use super::{Batch, Due, Orphan, Put, Storage};
-use generate::Gen;
 use crate::domain::{Order, Protocol};
 use crate::event::{Event, EventKind};
 use crate::observation::Source;
 use crate::wire::{Amount, CallbackKind, CashierType, ChannelType, OutType, Outpay, Prepay};
 use crate::{Error, Sensitive};
 use chrono::{DateTime, TimeZone, Utc};
+use generate::Gen;
 
 /// A protocol for tests.
 pub fn sample_protocol(trans_no: &str) -> Protocol {
