@@ -9,7 +9,7 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use protopay::{EventKind, Order};
+use protopay::Order;
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -26,17 +26,17 @@ async fn main() -> ExitCode {
 
     let story = harness::escrow_story(&stack).await;
 
-    println!("{:>8}  {:<18} {:<34} source", "time", "order", "what happened");
     let events = stack.engine().events_after(0, 10_000).await.unwrap_or_default();
     let t0 = events.first().map(|e| e.at);
+    let mut chapters = story.chapters.iter().peekable();
     for e in &events {
+        while let Some((title, _)) = chapters.next_if(|(_, first)| e.seq >= *first) {
+            println!("\n{title}");
+            println!("{:>8}  {:<18} {:<44} source", "time", "order", "what happened");
+        }
         let ms = t0.map_or(0, |t0| (e.at - t0).num_milliseconds());
-        let what = match &e.kind {
-            EventKind::Anomaly(a) => format!("⚠ {a:?}"),
-            other => format!("{other:?}"),
-        };
         let order = e.out_req_no.clone().or_else(|| e.trans_no.clone()).unwrap_or_default();
-        println!("{:>6}ms  {:<18} {:<34} {}", ms, order, what, e.source);
+        println!("{:>6}ms  {:<18} {:<44} {}", ms, order, e.kind.to_string(), e.source);
     }
 
     let protocols = [story.pos_protocol.as_str(), story.qp_protocol.as_str()];

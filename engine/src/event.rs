@@ -145,3 +145,46 @@ pub struct Event {
     /// What happened.
     pub kind: EventKind,
 }
+
+/// A sentence for people (logs, the demo's timeline, an operator's screen).
+impl std::fmt::Display for EventKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EventKind::ProtocolCreateRequested { .. } => f.write_str("asked to open a protocol"),
+            EventKind::ProtocolCreated { .. } => f.write_str("protocol opened"),
+            EventKind::ProtocolAdopted { opening } => write!(f, "protocol adopted holding {opening}"),
+            EventKind::InboundRequested => f.write_str("payment in requested"),
+            EventKind::OutboundReserved => f.write_str("funds reserved for a payment out"),
+            EventKind::Submitted => f.write_str("sent to the payment system"),
+            EventKind::Pending { status } => write!(f, "accepted, now {status}"),
+            EventKind::InboundPaid => f.write_str("paid by the payer"),
+            EventKind::InboundArrived => f.write_str("funds arrived, available"),
+            EventKind::InboundFailed => f.write_str("payment in failed"),
+            EventKind::PosCodeClosed => f.write_str("POS code closed"),
+            EventKind::OutboundSucceeded { out_type } if out_type.as_str() == "REFUND" => f.write_str("refunded"),
+            EventKind::OutboundSucceeded { .. } => f.write_str("paid out"),
+            EventKind::OutboundFailed { refusal: Some(r) } => write!(f, "payment out refused ({})", r.code),
+            EventKind::OutboundFailed { refusal: None } => f.write_str("payment out failed; funds available again"),
+            EventKind::OperatorResolved { status, .. } => write!(f, "resolved by an operator as {status}"),
+            EventKind::Anomaly(a) => write!(f, "⚠ {a}"),
+        }
+    }
+}
+
+impl std::fmt::Display for Anomaly {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Anomaly::ConflictingStatus { current, observed } => write!(f, "news of {observed} contradicts {current}"),
+            Anomaly::IdentityMismatch { field } => write!(f, "news names another {field}"),
+            Anomaly::PaidAfterClose => f.write_str("paid after its POS code was closed"),
+            Anomaly::UnknownEnumValue { field, value } => write!(f, "unknown {field} {value:?}"),
+            Anomaly::UnreadableValue { field } => write!(f, "unreadable {field}, kept as received"),
+            Anomaly::WrongOrderKind => f.write_str("news of the wrong kind for this order"),
+            Anomaly::RemoteLost => f.write_str("the payment system lost an order it had accepted"),
+            Anomaly::NeedsAttention { submissions } => write!(f, "needs attention after {submissions} sends"),
+            Anomaly::OrphanCallback => f.write_str("callback for an order we do not know (kept)"),
+            Anomaly::PossibleOrphanProtocol { .. } => f.write_str("a protocol may have been opened unseen"),
+            Anomaly::BalanceDrift { figure, ours, theirs } => write!(f, "{figure}: ours {ours}, theirs {theirs}"),
+        }
+    }
+}

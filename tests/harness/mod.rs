@@ -216,6 +216,14 @@ pub struct Story {
     pub refund: String,
     pub failed_payout: String,
     pub lost_reply_payout: String,
+    /// The story's chapters: a title and the `seq` of its first event.
+    pub chapters: Vec<(String, u64)>,
+}
+
+/// Start a chapter: its events are those from the next `seq` on.
+async fn chapter(engine: &Engine, chapters: &mut Vec<(String, u64)>, title: &str) {
+    let events = engine.events_after(0, 100_000).await.unwrap_or_default();
+    chapters.push((title.to_owned(), events.last().map_or(1, |e| e.seq + 1)));
 }
 
 fn payee(trans_no: &str, key: &str, amount: &str, out_type: protopay::wire::OutType) -> protopay::NewOutbound {
@@ -230,8 +238,10 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     let e = stack.engine();
     let wait = Duration::from_secs(20);
     let paid_and_arrived = |o: &Order| matches!(o, Order::Inbound(i) if i.arrived);
+    let mut chapters = Vec::new();
 
     // 1. A POS protocol.
+    chapter(e, &mut chapters, "1. An escrow protocol for a house deposit, paid in at a POS terminal").await;
     let pos = e
         .create_protocol(NewProtocol {
             trans_desc: "二手房交易 定金".into(),
@@ -241,6 +251,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .await
         .expect("create the POS protocol");
 
+    chapter(e, &mut chapters, "2. A deposit paid at the terminal; its callbacks bring the news").await;
     // 2. A deposit paid at the terminal and arrived, both reported by callbacks.
     let deposit = format!("{APP}-dep-1");
     let o = e
@@ -256,6 +267,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.sim.arrive(&deposit).expect("arrive");
     stack.until(&deposit, wait, paid_and_arrived).await;
 
+    chapter(e, &mut chapters, "3. A deposit whose callbacks are all lost: the poller finds it").await;
     // 3. A second deposit whose callbacks are all dropped: the poller finds it.
     let quiet = format!("{APP}-dep-2");
     e.prepay(NewInbound {
@@ -269,6 +281,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.sim.arrive(&quiet).expect("arrive");
     stack.until(&quiet, wait, paid_and_arrived).await;
 
+    chapter(e, &mut chapters, "4. A rent deposit by quick pay: a cashier page instead of a code").await;
     // 4. A quick-pay deposit on a QP protocol: a cashier page instead of a code.
     let qp = e
         .create_protocol(NewProtocol {
@@ -297,6 +310,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.sim.arrive(&qp_deposit).expect("arrive");
     stack.until(&qp_deposit, wait, paid_and_arrived).await;
 
+    chapter(e, &mut chapters, "5. A payout to the seller and a refund to the buyer").await;
     // 5. A payout and a refund, both settled.
     let payout = format!("{APP}-pay-1");
     e.outpay(payee(&pos.trans_no, &payout, "200.00", OutType::Out)).await.expect("payout");
@@ -307,12 +321,19 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.until(&payout, wait, |o| o.status() == Status::Success).await;
     stack.until(&refund, wait, |o| o.status() == Status::Success).await;
 
+    chapter(e, &mut chapters, "6. A payout the bank refuses: its funds come back").await;
     // 6. A payout that fails: its funds come back.
     let failed = format!("{APP}-pay-2");
     e.outpay(payee(&pos.trans_no, &failed, "150.00", OutType::Out)).await.expect("payout");
     stack.sim.settle(&failed, false).expect("settle");
     stack.until(&failed, wait, |o| o.status() == Status::Failure).await;
 
+    chapter(
+        e,
+        &mut chapters,
+        "7. A payout whose reply is lost, at a payment system that never deduplicates: paid once",
+    )
+    .await;
     // 7. A payout whose reply is lost after the payment system committed it, with the
     //    simulator in no-dedupe mode: a careless resend would pay twice.
     let lost = format!("{APP}-pay-3");
@@ -337,5 +358,6 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         refund,
         failed_payout: failed,
         lost_reply_payout: lost,
+        chapters,
     }
 }
