@@ -166,20 +166,20 @@ call!(FindProtocol => Find, ProtocolView);
 pub struct ProtocolView {
     /// Protocol number, assigned by the payment system.
     pub trans_no: String,
+    /// The deal's purpose.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub trans_desc: Option<String>,
+    /// The business system it belongs to (must be ours).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub app_id: Option<String>,
+    /// The party id.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub business_id: Option<String>,
+    /// The party's description.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub business_desc: Option<String>,
+    /// Custody channel.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub channel_type: Option<ChannelType>,
     /// Available balance.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
@@ -190,11 +190,11 @@ pub struct ProtocolView {
     /// Paid out.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub out_amount: Option<Amount>,
+    /// When the payment system created it (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub create_time: Option<ReportedTime>,
+    /// `POS` or `QP` (or a value this version does not know).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub cashier_type: Option<CashierType>,
 }
 
@@ -216,8 +216,8 @@ pub struct Prepay {
     /// Which cards a POS payment accepts (required for POS).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub prod_catalog: Option<ProdCatalog>,
+    /// Contract number.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    #[allow(missing_docs)]
     pub contract_num: Option<String>,
     /// Quick pay: payer's name.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
@@ -234,16 +234,20 @@ call!(Prepay => Prepay, InboundView);
 /// The inbound view: the reply to `prepay` and `inquery`, and the data of both inbound callbacks.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(missing_docs)]
 pub struct InboundView {
+    /// The protocol.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub trans_no: Option<String>,
+    /// The business system it belongs to (must be ours).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub app_id: Option<String>,
+    /// Custody channel.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_type: Option<ChannelType>,
+    /// The order's amount (must be ours).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub amount: Option<Amount>,
+    /// Our request number.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub out_req_no: Option<String>,
     /// POS only: the six-digit code the payer types.
@@ -252,36 +256,50 @@ pub struct InboundView {
     /// The payment system's order number.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_order_no: Option<String>,
+    /// The payment status: the only field that says whether money moved.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_status: Option<PayStatus>,
+    /// Whether paid funds have arrived (`02`).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub arrived_status: Option<ArrivedStatus>,
+    /// When it was paid (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_finish_time: Option<ReportedTime>,
+    /// When the funds arrived (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_arrive_time: Option<ReportedTime>,
+    /// When the payment system created it (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub create_time: Option<ReportedTime>,
+    /// The payer's card number (personal: masked in `Debug`).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub card_num: Option<Sensitive>,
+    /// The card's bank, as a code.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub issuing_bank: Option<String>,
+    /// The card's bank, by name.
     #[serde(rename = "issuingBankZH", alias = "issuingBankzh")]
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub issuing_bank_zh: Option<String>,
+    /// The channel's own result code (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_return_code: Option<String>,
+    /// The channel's own message (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_return_msg: Option<String>,
+    /// Contract number.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub contract_num: Option<String>,
     /// Quick pay only: the cashier page.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub cashier_url: Option<String>,
+    /// Quick pay: the payer's name (personal).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub qp_user_name: Option<Sensitive>,
+    /// Quick pay: the payer's ID number (personal).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub qp_cert_number: Option<Sensitive>,
+    /// `POS` or `QP` (or a value this version does not know).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub cashier_type: Option<CashierType>,
 }
@@ -364,44 +382,62 @@ call!(Outpay => Outpay, OutboundView);
 /// The outbound view: the reply to `outpay` and `outquery`, and the outbound callback's data.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-#[allow(missing_docs)]
 pub struct OutboundView {
+    /// The protocol.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub trans_no: Option<String>,
+    /// The business system it belongs to (must be ours).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub app_id: Option<String>,
+    /// The channel's sub-account code.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_subacc_code: Option<String>,
+    /// The channel's sub-account customer id.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_subacc_custid: Option<String>,
+    /// The order's amount (must be ours).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub amount: Option<Amount>,
+    /// Our request number.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub out_req_no: Option<String>,
+    /// The payment system's order number.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_order_no: Option<String>,
+    /// Custody channel.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_type: Option<ChannelType>,
+    /// Payee name (personal).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub bank_acc_name: Option<Sensitive>,
+    /// Payee account number (personal).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub bank_acc_num: Option<Sensitive>,
+    /// Payee bank or branch.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub bank_name: Option<String>,
+    /// The branch's CNAPS number.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub bank_cnaps: Option<String>,
+    /// `OUT` or `REFUND`.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub out_type: Option<OutType>,
+    /// Our free text, echoed.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub remark: Option<String>,
+    /// The payment status: the only field that says whether money moved.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_status: Option<PayStatus>,
+    /// When it was paid (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub pay_finish_time: Option<ReportedTime>,
+    /// When the payment system created it (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub create_time: Option<ReportedTime>,
+    /// The channel's own result code (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_return_code: Option<String>,
+    /// The channel's own message (informative).
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
     pub channel_return_msg: Option<String>,
 }
