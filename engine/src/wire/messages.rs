@@ -28,6 +28,32 @@ where
     }
 }
 
+/// Declares a `data` structure: its required fields first, then an `optional { … }` block
+/// whose fields all follow the wire's rule — absent, `null` and `""` read as `None` (see
+/// `opt`), and `None` is left out when sent. One declaration instead of the same serde
+/// attribute on every optional field.
+macro_rules! wire_struct {
+    (
+        $(#[$meta:meta])*
+        pub struct $name:ident {
+            $( $(#[$rmeta:meta])* pub $req:ident : $rty:ty, )*
+            optional {
+                $( $(#[$ometa:meta])* pub $opt:ident : Option<$oty:ty>, )*
+            }
+        }
+    ) => {
+        $(#[$meta])*
+        pub struct $name {
+            $( $(#[$rmeta])* pub $req: $rty, )*
+            $(
+                $(#[$ometa])*
+                #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
+                pub $opt: Option<$oty>,
+            )*
+        }
+    };
+}
+
 /// The eight calls of the API, by endpoint name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -135,19 +161,22 @@ macro_rules! call {
     };
 }
 
-/// `create`: open a protocol (escrow agreement).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct CreateProtocol {
-    /// Custody channel (`LFT`).
-    pub channel_type: ChannelType,
-    /// Purpose of the deal.
-    pub trans_desc: String,
-    /// Party id assigned by the payment system.
-    pub business_id: String,
-    /// `POS` (default) or `QP`.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub cashier_type: Option<CashierType>,
+wire_struct! {
+    /// `create`: open a protocol (escrow agreement).
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct CreateProtocol {
+        /// Custody channel (`LFT`).
+        pub channel_type: ChannelType,
+        /// Purpose of the deal.
+        pub trans_desc: String,
+        /// Party id assigned by the payment system.
+        pub business_id: String,
+        optional {
+            /// `POS` (default) or `QP`.
+            pub cashier_type: Option<CashierType>,
+        }
+    }
 }
 call!(CreateProtocol => Create, ProtocolView);
 
@@ -160,148 +189,122 @@ pub struct FindProtocol {
 }
 call!(FindProtocol => Find, ProtocolView);
 
-/// The protocol view: the reply to `create` and `find`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ProtocolView {
-    /// Protocol number, assigned by the payment system.
-    pub trans_no: String,
-    /// The deal's purpose.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub trans_desc: Option<String>,
-    /// The business system it belongs to (must be ours).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub app_id: Option<String>,
-    /// The party id.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub business_id: Option<String>,
-    /// The party's description.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub business_desc: Option<String>,
-    /// Custody channel.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_type: Option<ChannelType>,
-    /// Available balance.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub amount: Option<Amount>,
-    /// Paid in, not yet arrived.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub onpassage_amount: Option<Amount>,
-    /// Paid out.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub out_amount: Option<Amount>,
-    /// When the payment system created it (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub create_time: Option<ReportedTime>,
-    /// `POS` or `QP` (or a value this version does not know).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub cashier_type: Option<CashierType>,
+wire_struct! {
+    /// The protocol view: the reply to `create` and `find`.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct ProtocolView {
+        /// Protocol number, assigned by the payment system.
+        pub trans_no: String,
+        optional {
+            /// The deal's purpose.
+            pub trans_desc: Option<String>,
+            /// The business system it belongs to (must be ours).
+            pub app_id: Option<String>,
+            /// The party id.
+            pub business_id: Option<String>,
+            /// The party's description.
+            pub business_desc: Option<String>,
+            /// Custody channel.
+            pub channel_type: Option<ChannelType>,
+            /// Available balance.
+            pub amount: Option<Amount>,
+            /// Paid in, not yet arrived.
+            pub onpassage_amount: Option<Amount>,
+            /// Paid out.
+            pub out_amount: Option<Amount>,
+            /// When the payment system created it (informative).
+            pub create_time: Option<ReportedTime>,
+            /// `POS` or `QP` (or a value this version does not know).
+            pub cashier_type: Option<CashierType>,
+        }
+    }
 }
 
-/// `prepay`: start an inbound payment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Prepay {
-    /// Protocol number.
-    pub trans_no: String,
-    /// Our request number.
-    pub out_req_no: String,
-    /// Amount to pay in.
-    pub amount: Amount,
-    /// Where the pay-result callback goes.
-    pub out_success_notify_url: String,
-    /// Where the funds-arrived callback goes.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub out_arrived_notify_url: Option<String>,
-    /// Which cards a POS payment accepts (required for POS).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub prod_catalog: Option<ProdCatalog>,
-    /// Contract number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub contract_num: Option<String>,
-    /// Quick pay: payer's name.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub qp_user_name: Option<Sensitive>,
-    /// Quick pay: payer's ID number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub qp_cert_number: Option<Sensitive>,
-    /// Quick pay: where the cashier page returns to.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub return_url: Option<String>,
+wire_struct! {
+    /// `prepay`: start an inbound payment.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Prepay {
+        /// Protocol number.
+        pub trans_no: String,
+        /// Our request number.
+        pub out_req_no: String,
+        /// Amount to pay in.
+        pub amount: Amount,
+        /// Where the pay-result callback goes.
+        pub out_success_notify_url: String,
+        optional {
+            /// Where the funds-arrived callback goes.
+            pub out_arrived_notify_url: Option<String>,
+            /// Which cards a POS payment accepts (required for POS).
+            pub prod_catalog: Option<ProdCatalog>,
+            /// Contract number.
+            pub contract_num: Option<String>,
+            /// Quick pay: payer's name.
+            pub qp_user_name: Option<Sensitive>,
+            /// Quick pay: payer's ID number.
+            pub qp_cert_number: Option<Sensitive>,
+            /// Quick pay: where the cashier page returns to.
+            pub return_url: Option<String>,
+        }
+    }
 }
 call!(Prepay => Prepay, InboundView);
 
-/// The inbound view: the reply to `prepay` and `inquery`, and the data of both inbound callbacks.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct InboundView {
-    /// The protocol.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub trans_no: Option<String>,
-    /// The business system it belongs to (must be ours).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub app_id: Option<String>,
-    /// Custody channel.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_type: Option<ChannelType>,
-    /// The order's amount (must be ours).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub amount: Option<Amount>,
-    /// Our request number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub out_req_no: Option<String>,
-    /// POS only: the six-digit code the payer types.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pos_code: Option<String>,
-    /// The payment system's order number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_order_no: Option<String>,
-    /// The payment status: the only field that says whether money moved.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_status: Option<PayStatus>,
-    /// Whether paid funds have arrived (`02`).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub arrived_status: Option<ArrivedStatus>,
-    /// When it was paid (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_finish_time: Option<ReportedTime>,
-    /// When the funds arrived (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_arrive_time: Option<ReportedTime>,
-    /// When the payment system created it (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub create_time: Option<ReportedTime>,
-    /// The payer's card number (personal: masked in `Debug`).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub card_num: Option<Sensitive>,
-    /// The card's bank, as a code.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub issuing_bank: Option<String>,
-    /// The card's bank, by name.
-    #[serde(rename = "issuingBankZH", alias = "issuingBankzh")]
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub issuing_bank_zh: Option<String>,
-    /// The channel's own result code (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_return_code: Option<String>,
-    /// The channel's own message (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_return_msg: Option<String>,
-    /// Contract number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub contract_num: Option<String>,
-    /// Quick pay only: the cashier page.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub cashier_url: Option<String>,
-    /// Quick pay: the payer's name (personal).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub qp_user_name: Option<Sensitive>,
-    /// Quick pay: the payer's ID number (personal).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub qp_cert_number: Option<Sensitive>,
-    /// `POS` or `QP` (or a value this version does not know).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub cashier_type: Option<CashierType>,
+wire_struct! {
+    /// The inbound view: the reply to `prepay` and `inquery`, and the data of both inbound callbacks.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct InboundView {
+        optional {
+            /// The protocol.
+            pub trans_no: Option<String>,
+            /// The business system it belongs to (must be ours).
+            pub app_id: Option<String>,
+            /// Custody channel.
+            pub channel_type: Option<ChannelType>,
+            /// The order's amount (must be ours).
+            pub amount: Option<Amount>,
+            /// Our request number.
+            pub out_req_no: Option<String>,
+            /// POS only: the six-digit code the payer types.
+            pub pos_code: Option<String>,
+            /// The payment system's order number.
+            pub pay_order_no: Option<String>,
+            /// The payment status: the only field that says whether money moved.
+            pub pay_status: Option<PayStatus>,
+            /// Whether paid funds have arrived (`02`).
+            pub arrived_status: Option<ArrivedStatus>,
+            /// When it was paid (informative).
+            pub pay_finish_time: Option<ReportedTime>,
+            /// When the funds arrived (informative).
+            pub pay_arrive_time: Option<ReportedTime>,
+            /// When the payment system created it (informative).
+            pub create_time: Option<ReportedTime>,
+            /// The payer's card number (personal: masked in `Debug`).
+            pub card_num: Option<Sensitive>,
+            /// The card's bank, as a code.
+            pub issuing_bank: Option<String>,
+            /// The card's bank, by name.
+            #[serde(rename = "issuingBankZH", alias = "issuingBankzh")]
+            pub issuing_bank_zh: Option<String>,
+            /// The channel's own result code (informative).
+            pub channel_return_code: Option<String>,
+            /// The channel's own message (informative).
+            pub channel_return_msg: Option<String>,
+            /// Contract number.
+            pub contract_num: Option<String>,
+            /// Quick pay only: the cashier page.
+            pub cashier_url: Option<String>,
+            /// Quick pay: the payer's name (personal).
+            pub qp_user_name: Option<Sensitive>,
+            /// Quick pay: the payer's ID number (personal).
+            pub qp_cert_number: Option<Sensitive>,
+            /// `POS` or `QP` (or a value this version does not know).
+            pub cashier_type: Option<CashierType>,
+        }
+    }
 }
 
 /// `posclose`: close a POS six-digit code.
@@ -349,97 +352,85 @@ pub struct Inquery {
 }
 call!(Inquery => Inquery, InboundView);
 
-/// `outpay`: pay out or refund to a bank account.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Outpay {
-    /// Protocol number.
-    pub trans_no: String,
-    /// Our request number.
-    pub out_req_no: String,
-    /// Amount to pay out.
-    pub amount: Amount,
-    /// Custody channel.
-    pub channel_type: ChannelType,
-    /// Where the result callback goes.
-    pub out_notify_url: String,
-    /// Payee name.
-    pub bank_acc_name: Sensitive,
-    /// Payee account number.
-    pub bank_acc_num: Sensitive,
-    /// Payee bank or branch name.
-    pub bank_name: String,
-    /// The branch's CNAPS number.
-    pub bank_cnaps: String,
-    /// `OUT` or `REFUND`.
-    pub out_type: OutType,
-    /// Free text.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub remark: Option<String>,
+wire_struct! {
+    /// `outpay`: pay out or refund to a bank account.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct Outpay {
+        /// Protocol number.
+        pub trans_no: String,
+        /// Our request number.
+        pub out_req_no: String,
+        /// Amount to pay out.
+        pub amount: Amount,
+        /// Custody channel.
+        pub channel_type: ChannelType,
+        /// Where the result callback goes.
+        pub out_notify_url: String,
+        /// Payee name.
+        pub bank_acc_name: Sensitive,
+        /// Payee account number.
+        pub bank_acc_num: Sensitive,
+        /// Payee bank or branch name.
+        pub bank_name: String,
+        /// The branch's CNAPS number.
+        pub bank_cnaps: String,
+        /// `OUT` or `REFUND`.
+        pub out_type: OutType,
+        optional {
+            /// Free text.
+            pub remark: Option<String>,
+        }
+    }
 }
 call!(Outpay => Outpay, OutboundView);
 
-/// The outbound view: the reply to `outpay` and `outquery`, and the outbound callback's data.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OutboundView {
-    /// The protocol.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub trans_no: Option<String>,
-    /// The business system it belongs to (must be ours).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub app_id: Option<String>,
-    /// The channel's sub-account code.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_subacc_code: Option<String>,
-    /// The channel's sub-account customer id.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_subacc_custid: Option<String>,
-    /// The order's amount (must be ours).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub amount: Option<Amount>,
-    /// Our request number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub out_req_no: Option<String>,
-    /// The payment system's order number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_order_no: Option<String>,
-    /// Custody channel.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_type: Option<ChannelType>,
-    /// Payee name (personal).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub bank_acc_name: Option<Sensitive>,
-    /// Payee account number (personal).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub bank_acc_num: Option<Sensitive>,
-    /// Payee bank or branch.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub bank_name: Option<String>,
-    /// The branch's CNAPS number.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub bank_cnaps: Option<String>,
-    /// `OUT` or `REFUND`.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub out_type: Option<OutType>,
-    /// Our free text, echoed.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub remark: Option<String>,
-    /// The payment status: the only field that says whether money moved.
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_status: Option<PayStatus>,
-    /// When it was paid (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub pay_finish_time: Option<ReportedTime>,
-    /// When the payment system created it (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub create_time: Option<ReportedTime>,
-    /// The channel's own result code (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_return_code: Option<String>,
-    /// The channel's own message (informative).
-    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "opt")]
-    pub channel_return_msg: Option<String>,
+wire_struct! {
+    /// The outbound view: the reply to `outpay` and `outquery`, and the outbound callback's data.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct OutboundView {
+        optional {
+            /// The protocol.
+            pub trans_no: Option<String>,
+            /// The business system it belongs to (must be ours).
+            pub app_id: Option<String>,
+            /// The channel's sub-account code.
+            pub channel_subacc_code: Option<String>,
+            /// The channel's sub-account customer id.
+            pub channel_subacc_custid: Option<String>,
+            /// The order's amount (must be ours).
+            pub amount: Option<Amount>,
+            /// Our request number.
+            pub out_req_no: Option<String>,
+            /// The payment system's order number.
+            pub pay_order_no: Option<String>,
+            /// Custody channel.
+            pub channel_type: Option<ChannelType>,
+            /// Payee name (personal).
+            pub bank_acc_name: Option<Sensitive>,
+            /// Payee account number (personal).
+            pub bank_acc_num: Option<Sensitive>,
+            /// Payee bank or branch.
+            pub bank_name: Option<String>,
+            /// The branch's CNAPS number.
+            pub bank_cnaps: Option<String>,
+            /// `OUT` or `REFUND`.
+            pub out_type: Option<OutType>,
+            /// Our free text, echoed.
+            pub remark: Option<String>,
+            /// The payment status: the only field that says whether money moved.
+            pub pay_status: Option<PayStatus>,
+            /// When it was paid (informative).
+            pub pay_finish_time: Option<ReportedTime>,
+            /// When the payment system created it (informative).
+            pub create_time: Option<ReportedTime>,
+            /// The channel's own result code (informative).
+            pub channel_return_code: Option<String>,
+            /// The channel's own message (informative).
+            pub channel_return_msg: Option<String>,
+        }
+    }
 }
 
 /// `outquery`: query an outbound order.
