@@ -3,6 +3,9 @@
 //! Received structures tolerate absent, null and empty-string fields (the payment system
 //! leaves fields empty before a payment happens): each becomes `None`. Personal fields are
 //! [`Sensitive`], so a `Debug` of any of these never shows them.
+//!
+//! One file for all of them, longer than most: they are one vocabulary, declared field by
+//! field in the document's order, and read best side by side (a request next to its reply).
 
 use super::{Amount, ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog, ReportedTime};
 use crate::secret::Sensitive;
