@@ -38,9 +38,13 @@ fn signing(c: &mut Criterion) {
     let env = Envelope::request(APP, data.clone(), TS.into(), &key());
     let same_bytes = format!("{APP}&{data}&{TS}&bench-key");
     let mut g = c.benchmark_group("sign");
-    g.bench_function("raw_md5_floor", |b| b.iter(|| black_box(Md5::digest(black_box(same_bytes.as_bytes())))));
+    g.bench_function("raw_md5_floor", |b| {
+        b.iter(|| black_box(Md5::digest(black_box(same_bytes.as_bytes()))))
+    });
     g.bench_function("verify", |b| b.iter(|| black_box(&env).verify(&key())));
-    g.bench_function("sign", |b| b.iter(|| protopay::wire::sign(APP, black_box(&data), TS, &key())));
+    g.bench_function("sign", |b| {
+        b.iter(|| protopay::wire::sign(APP, black_box(&data), TS, &key()))
+    });
     g.finish();
 }
 
@@ -52,7 +56,11 @@ fn observation(status: PayStatus, arrived: bool) -> Observation {
         out_req_no: Some("APP001-in-1".into()),
         pay_order_no: Some("P1".into()),
         pay_status: Some(status),
-        arrived_status: Some(if arrived { ArrivedStatus::Arrived } else { ArrivedStatus::NotArrived }),
+        arrived_status: Some(if arrived {
+            ArrivedStatus::Arrived
+        } else {
+            ArrivedStatus::NotArrived
+        }),
         ..Default::default()
     };
     Observation::new(Source::Poll, News::Inbound(Box::new(view)))
@@ -66,9 +74,13 @@ fn applying(c: &mut Criterion) {
     let news = observation(PayStatus::Success, true);
     let mut g = c.benchmark_group("apply");
     g.throughput(criterion::Throughput::Elements(1));
-    g.bench_function("advance", |b| b.iter(|| protopay::apply(black_box(&order), black_box(&news))));
+    g.bench_function("advance", |b| {
+        b.iter(|| protopay::apply(black_box(&order), black_box(&news)))
+    });
     let stale = observation(PayStatus::Unpaid, false);
-    g.bench_function("stale", |b| b.iter(|| protopay::apply(black_box(&order), black_box(&stale))));
+    g.bench_function("stale", |b| {
+        b.iter(|| protopay::apply(black_box(&order), black_box(&stale)))
+    });
     g.finish();
 }
 
@@ -88,21 +100,48 @@ async fn seeded(storage: Arc<dyn Storage>, n: usize) -> Engine {
         if let Order::Inbound(x) = &mut o {
             x.status = Status::Submitted;
         }
-        orders.push(Put { expected: None, value: o });
+        orders.push(Put {
+            expected: None,
+            value: o,
+        });
     }
-    let protocols = (0..PROTOCOLS).map(|i| Put { expected: None, value: sample_protocol(&protocol_of(i)) }).collect();
-    storage.commit(Batch { protocols, ..Default::default() }).await.unwrap();
+    let protocols = (0..PROTOCOLS)
+        .map(|i| Put {
+            expected: None,
+            value: sample_protocol(&protocol_of(i)),
+        })
+        .collect();
+    storage
+        .commit(Batch {
+            protocols,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     for chunk in orders.chunks(1000) {
-        storage.commit(Batch { orders: chunk.to_vec(), ..Default::default() }).await.unwrap();
+        storage
+            .commit(Batch {
+                orders: chunk.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
     }
     let config = Config::new(APP, key(), "http://pay.invalid", "http://host.invalid/n");
-    Engine::builder(config).shared_storage(storage).transport(Offline).build().await.unwrap()
+    Engine::builder(config)
+        .shared_storage(storage)
+        .transport(Offline)
+        .build()
+        .await
+        .unwrap()
 }
 
 fn callback_body(i: usize, status: &str) -> Vec<u8> {
     let data = serde_json::json!({"transNo": protocol_of(i), "appId": APP, "amount": "100.00", "outReqNo": format!("APP001-in-{i}"),
         "payOrderNo": format!("P{i}"), "payStatus": status, "arrivedStatus": "01"});
-    Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), TS.into(), &key()).to_json().into_bytes()
+    Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), TS.into(), &key())
+        .to_json()
+        .into_bytes()
 }
 
 /// Time `iters` advancing callbacks spread over `callers` concurrent tasks, each on a fresh
@@ -135,7 +174,11 @@ async fn advancing(engine: &Engine, first: usize, iters: u64, callers: usize) ->
 }
 
 fn callbacks(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let mut g = c.benchmark_group("callback");
     let engine = rt.block_on(seeded(Arc::new(MemoryStorage::new()), 1_000_000));
     g.sample_size(10).measurement_time(Duration::from_secs(2));
@@ -155,7 +198,11 @@ fn callbacks(c: &mut Criterion) {
 }
 
 fn sled_commits(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let store = protopay::sled::SledStorage::open(dir.path().join("engine")).unwrap();
     let order = sample_inbound("T1", "APP001-in-x", 10_000);
@@ -168,40 +215,48 @@ fn sled_commits(c: &mut Criterion) {
         kind: EventKind::InboundPaid,
     };
     // The bare floor writes the same bytes an engine commit writes: the record and the event.
-    let bare_db = sled::Config::new().path(dir.path().join("bare")).mode(sled::Mode::HighThroughput).open().unwrap();
+    let bare_db = sled::Config::new()
+        .path(dir.path().join("bare"))
+        .mode(sled::Mode::HighThroughput)
+        .open()
+        .unwrap();
     let bare = bare_db.open_tree("t").unwrap();
     let record = protopay_storage_sled::codec::record(1, &order).unwrap();
     let event_bytes = protopay_storage_sled::codec::value(&event).unwrap();
     let mut g = c.benchmark_group("sled");
     g.sample_size(20);
     for callers in [1usize, 64] {
-        g.bench_with_input(BenchmarkId::new("bare_insert_flush_floor", callers), &callers, |b, &callers| {
-            b.iter_custom(|iters| {
-                rt.block_on(async {
-                    let start = Instant::now();
-                    let mut tasks = Vec::new();
-                    for c in 0..callers {
-                        let (db, tree, record, ev) =
-                            (bare_db.clone(), bare.clone(), record.clone(), event_bytes.clone());
-                        let n = iters as usize / callers + usize::from(c < iters as usize % callers);
-                        tasks.push(tokio::spawn(async move {
-                            for i in 0..n {
-                                tree.insert(format!("k{c}-{i}"), record.as_slice()).unwrap();
-                                tree.insert(format!("e{c}-{i}"), ev.as_slice()).unwrap();
-                                // sled's own flush_async stalls with many callers; a blocking
-                                // flush per write is the plain floor.
-                                let db = db.clone();
-                                tokio::task::spawn_blocking(move || db.flush()).await.unwrap().unwrap();
-                            }
-                        }));
-                    }
-                    for t in tasks {
-                        t.await.unwrap();
-                    }
-                    start.elapsed()
+        g.bench_with_input(
+            BenchmarkId::new("bare_insert_flush_floor", callers),
+            &callers,
+            |b, &callers| {
+                b.iter_custom(|iters| {
+                    rt.block_on(async {
+                        let start = Instant::now();
+                        let mut tasks = Vec::new();
+                        for c in 0..callers {
+                            let (db, tree, record, ev) =
+                                (bare_db.clone(), bare.clone(), record.clone(), event_bytes.clone());
+                            let n = iters as usize / callers + usize::from(c < iters as usize % callers);
+                            tasks.push(tokio::spawn(async move {
+                                for i in 0..n {
+                                    tree.insert(format!("k{c}-{i}"), record.as_slice()).unwrap();
+                                    tree.insert(format!("e{c}-{i}"), ev.as_slice()).unwrap();
+                                    // sled's own flush_async stalls with many callers; a blocking
+                                    // flush per write is the plain floor.
+                                    let db = db.clone();
+                                    tokio::task::spawn_blocking(move || db.flush()).await.unwrap().unwrap();
+                                }
+                            }));
+                        }
+                        for t in tasks {
+                            t.await.unwrap();
+                        }
+                        start.elapsed()
+                    })
                 })
-            })
-        });
+            },
+        );
         let mut round = 0u64;
         g.bench_with_input(BenchmarkId::new("engine_commit", callers), &callers, |b, &callers| {
             b.iter_custom(|iters| {
@@ -217,7 +272,10 @@ fn sled_commits(c: &mut Criterion) {
                             for i in 0..n {
                                 let o = sample_inbound("T1", &format!("APP001-{callers}-{r}-{c}-{i}"), 10_000);
                                 let batch = Batch {
-                                    orders: vec![Put { expected: None, value: o }],
+                                    orders: vec![Put {
+                                        expected: None,
+                                        value: o,
+                                    }],
                                     events: vec![event.clone()],
                                     ..Default::default()
                                 };
@@ -233,8 +291,10 @@ fn sled_commits(c: &mut Criterion) {
             })
         });
     }
-    let engine =
-        rt.block_on(seeded(Arc::new(protopay::sled::SledStorage::open(dir.path().join("callbacks")).unwrap()), 60_000));
+    let engine = rt.block_on(seeded(
+        Arc::new(protopay::sled::SledStorage::open(dir.path().join("callbacks")).unwrap()),
+        60_000,
+    ));
     let mut next = 0;
     g.bench_function("callbacks_64_callers", |b| {
         b.iter_custom(|iters| {
@@ -259,7 +319,12 @@ fn report() {
     println!("\n== ratios (floor time / our time; 1.0 = as fast as the floor) ==");
     let ratio = |name: &str, floor: &str, ours: &str, goal: &str| {
         if let (Some(f), Some(o)) = (mean_ns(floor), mean_ns(ours)) {
-            println!("{name:<44} ours {:>10.1} ns  floor {:>10.1} ns  ratio {:.2}  (goal {goal})", o, f, f / o);
+            println!(
+                "{name:<44} ours {:>10.1} ns  floor {:>10.1} ns  ratio {:.2}  (goal {goal})",
+                o,
+                f,
+                f / o
+            );
         }
     };
     ratio("verify 1 KiB vs raw md5", "sign/raw_md5_floor", "sign/verify", "≥ 0.9");

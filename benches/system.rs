@@ -43,13 +43,24 @@ const APP: &str = "APP001";
 const TS: &str = "20261126120000123";
 
 fn config() -> Config {
-    Config::new(APP, Md5Key::new("bench-key"), "http://pay.invalid", "http://host.invalid/n")
+    Config::new(
+        APP,
+        Md5Key::new("bench-key"),
+        "http://pay.invalid",
+        "http://host.invalid/n",
+    )
 }
 
 /// `n` orders in T1; all but `due` of them scheduled a day ahead, `due` scheduled now.
 async fn fill(storage: &dyn Storage, n: usize, due: usize, now: chrono::DateTime<chrono::Utc>) {
     storage
-        .commit(Batch { protocols: vec![Put { expected: None, value: sample_protocol("T1") }], ..Default::default() })
+        .commit(Batch {
+            protocols: vec![Put {
+                expected: None,
+                value: sample_protocol("T1"),
+            }],
+            ..Default::default()
+        })
         .await
         .unwrap();
     let mut batch = Batch::default();
@@ -64,7 +75,10 @@ async fn fill(storage: &dyn Storage, n: usize, due: usize, now: chrono::DateTime
             now + chrono::Duration::days(1)
         };
         batch.schedule.push((o.out_req_no().to_owned(), Some(at)));
-        batch.orders.push(Put { expected: None, value: o });
+        batch.orders.push(Put {
+            expected: None,
+            value: o,
+        });
         if batch.orders.len() == 2_000 {
             storage.commit(std::mem::take(&mut batch)).await.unwrap();
         }
@@ -108,16 +122,28 @@ async fn http_receiver() {
     // state already held (the common case of a retried callback): verify, decode, read, apply.
     let storage = MemoryStorage::new();
     fill(&storage, 1_000, 0, chrono::Utc::now()).await;
-    let engine = Engine::builder(config()).storage(storage).transport(Offline).build().await.unwrap();
+    let engine = Engine::builder(config())
+        .storage(storage)
+        .transport(Offline)
+        .build()
+        .await
+        .unwrap();
     let app = protopay::http::callback_router(engine, "/n");
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ours_url = format!("http://{}/n/inbound-pay", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });
 
     let data = serde_json::json!({"transNo": "T1", "appId": APP, "amount": "100.00", "outReqNo": "APP001-in-0000001", "payStatus": "UNPAID", "arrivedStatus": "01"});
-    let body = Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), TS.into(), &Md5Key::new("bench-key"))
-        .to_json()
-        .into_bytes();
+    let body = Envelope::reply(
+        APP,
+        "0000",
+        "SUCCESS",
+        data.to_string(),
+        TS.into(),
+        &Md5Key::new("bench-key"),
+    )
+    .to_json()
+    .into_bytes();
     let _ = load(&bare_url, body.clone(), 8, 1).await; // warm up
     let floor = load(&bare_url, body.clone(), 32, 3).await;
     let ours = load(&ours_url, body, 32, 3).await;
@@ -128,7 +154,11 @@ async fn http_receiver() {
 }
 
 async fn due_queries(large: bool) {
-    let sizes: &[usize] = if large { &[10_000, 100_000, 1_000_000] } else { &[10_000, 100_000] };
+    let sizes: &[usize] = if large {
+        &[10_000, 100_000, 1_000_000]
+    } else {
+        &[10_000, 100_000]
+    };
     let now = chrono::Utc::now();
     for &n in sizes {
         let memory = MemoryStorage::new();
@@ -150,7 +180,10 @@ async fn due_queries(large: bool) {
         }
         if n == 100_000 {
             let disk = sled.size_on_disk().unwrap();
-            println!("sled on disk: {:.0} bytes per stored order ({n} orders)", disk as f64 / n as f64);
+            println!(
+                "sled on disk: {:.0} bytes per stored order ({n} orders)",
+                disk as f64 / n as f64
+            );
         }
     }
 }
@@ -206,7 +239,11 @@ async fn memory_per_order() {
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let large = std::env::var("PROTOPAY_BENCH_LARGE").is_ok();
     rt.block_on(async {
         memory_per_order().await;

@@ -22,7 +22,10 @@ async fn main() -> ExitCode {
     println!("protopay demo — sled store in {}", data_dir.display());
     let started = std::time::Instant::now();
     let stack = harness::Stack::start(&data_dir, 2026).await;
-    println!("simulator on {}, callbacks to http://{}/protopay/notify\n", stack.sim_url, stack.callback_addr);
+    println!(
+        "simulator on {}, callbacks to http://{}/protopay/notify\n",
+        stack.sim_url, stack.callback_addr
+    );
 
     let story = harness::escrow_story(&stack).await;
 
@@ -42,18 +45,52 @@ async fn main() -> ExitCode {
     let protocols = [story.pos_protocol.as_str(), story.qp_protocol.as_str()];
     println!("\n{:<18} {:>26} {:>26}", "balances", "protopay ledger", "simulator");
     for trans_no in protocols {
-        let ours = stack.engine().protocol(trans_no).await.map(|p| p.ledger).unwrap_or_default();
+        let ours = stack
+            .engine()
+            .protocol(trans_no)
+            .await
+            .map(|p| p.ledger)
+            .unwrap_or_default();
         let theirs = stack.sim.balances(trans_no).unwrap_or_default();
         println!("{trans_no}");
-        println!("  {:<16} {:>26} {:>26}", "available", ours.available.to_string(), theirs.available.to_string());
-        println!("  {:<16} {:>26} {:>26}", "in transit", ours.in_transit.to_string(), theirs.in_transit.to_string());
-        println!("  {:<16} {:>26} {:>26}", "reserved", ours.reserved.to_string(), theirs.reserved.to_string());
-        let paid = ours.paid_out.checked_add(ours.refunded).map(|a| a.to_string()).unwrap_or_default();
-        println!("  {:<16} {:>26} {:>26}", "paid out+refund", paid, theirs.paid_out.to_string());
+        println!(
+            "  {:<16} {:>26} {:>26}",
+            "available",
+            ours.available.to_string(),
+            theirs.available.to_string()
+        );
+        println!(
+            "  {:<16} {:>26} {:>26}",
+            "in transit",
+            ours.in_transit.to_string(),
+            theirs.in_transit.to_string()
+        );
+        println!(
+            "  {:<16} {:>26} {:>26}",
+            "reserved",
+            ours.reserved.to_string(),
+            theirs.reserved.to_string()
+        );
+        let paid = ours
+            .paid_out
+            .checked_add(ours.refunded)
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        println!(
+            "  {:<16} {:>26} {:>26}",
+            "paid out+refund",
+            paid,
+            theirs.paid_out.to_string()
+        );
     }
     let payouts = stack.sim.stats().payouts;
     println!("\npayouts sent per order (simulator's count): {payouts:?}");
-    for key in [&story.payout, &story.refund, &story.failed_payout, &story.lost_reply_payout] {
+    for key in [
+        &story.payout,
+        &story.refund,
+        &story.failed_payout,
+        &story.lost_reply_payout,
+    ] {
         if let Ok(Order::Outbound(o)) = stack.engine().order(key).await {
             println!("  {key}: {} after {} submission(s)", o.status, o.attempts.submissions);
         }
@@ -63,7 +100,10 @@ async fn main() -> ExitCode {
     stack.stop().await;
     let _ = std::fs::remove_dir_all(&data_dir);
     if problems.is_empty() {
-        println!("\nOK: every order and balance agrees with the simulator ({:.1}s)", started.elapsed().as_secs_f64());
+        println!(
+            "\nOK: every order and balance agrees with the simulator ({:.1}s)",
+            started.elapsed().as_secs_f64()
+        );
         ExitCode::SUCCESS
     } else {
         for p in &problems {

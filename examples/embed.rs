@@ -20,7 +20,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // Durable storage, HTTP both ways, and the poller that recovers whatever callbacks miss.
     let engine = Engine::builder(config.clone())
-        .storage(protopay::sled::SledStorage::open(env("PROTOPAY_DATA", "protopay-data"))?)
+        .storage(protopay::sled::SledStorage::open(env(
+            "PROTOPAY_DATA",
+            "protopay-data",
+        ))?)
         .transport(protopay::http::HttpTransport::from_config(&config)?)
         .build()
         .await?;

@@ -26,7 +26,12 @@ const KEY: &str = "crash-key";
 const DEPOSITS: usize = 24;
 
 fn config(sim_url: &str, callback_addr: &str) -> Config {
-    let mut c = Config::new(APP, Md5Key::new(KEY), sim_url, &format!("http://{callback_addr}/notify"));
+    let mut c = Config::new(
+        APP,
+        Md5Key::new(KEY),
+        sim_url,
+        &format!("http://{callback_addr}/notify"),
+    );
     c.timeouts.connect_ms = 300;
     c.timeouts.request_ms = 600;
     c.poll.grace_ms = 1_000;
@@ -46,8 +51,10 @@ fn config(sim_url: &str, callback_addr: &str) -> Config {
 async fn workload(engine: &Engine, trans_no: &str) {
     for i in 0..DEPOSITS {
         let key = format!("{APP}-d{i:02}");
-        let cmd =
-            NewInbound { out_req_no: Some(key), ..NewInbound::pos(trans_no, Amount::parse("100.00").expect("amount")) };
+        let cmd = NewInbound {
+            out_req_no: Some(key),
+            ..NewInbound::pos(trans_no, Amount::parse("100.00").expect("amount"))
+        };
         if let Err(e) = engine.prepay(cmd).await {
             eprintln!("prepay: {e}");
         }
@@ -86,8 +93,15 @@ async fn crash_child() {
     let config = config(&sim_url, &callback_addr);
     let storage = SledStorage::open(Path::new(&dir).join("store")).expect("open store");
     let transport = HttpTransport::from_config(&config).expect("transport");
-    let engine = Engine::builder(config).storage(storage).transport(transport).build().await.expect("engine");
-    let listener = tokio::net::TcpListener::bind(&callback_addr).await.expect("bind receiver");
+    let engine = Engine::builder(config)
+        .storage(storage)
+        .transport(transport)
+        .build()
+        .await
+        .expect("engine");
+    let listener = tokio::net::TcpListener::bind(&callback_addr)
+        .await
+        .expect("bind receiver");
     let app = callback_router(engine.clone(), "/notify");
     tokio::spawn(async move { axum::serve(listener, app).await });
     let poller = engine.spawn_poller();
@@ -98,7 +112,11 @@ async fn crash_child() {
         let mut feed = consumer_engine.subscribe("crash-consumer");
         loop {
             let Ok(events) = feed.next().await else { return };
-            let mut f = std::fs::OpenOptions::new().create(true).append(true).open(&delivered).expect("log");
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&delivered)
+                .expect("log");
             let seqs: String = events.iter().map(|e| format!("{}\n", e.seq)).collect();
             f.write_all(seqs.as_bytes()).expect("write");
             f.sync_all().expect("sync");
@@ -122,7 +140,12 @@ async fn crash_child() {
     loop {
         let orders = engine.orders_of(&trans_no).await.expect("orders");
         let all_settled = orders.len() >= DEPOSITS && orders.iter().all(|o| !o.is_open());
-        let last = engine.events_after(0, usize::MAX).await.expect("events").last().map_or(0, |e| e.seq);
+        let last = engine
+            .events_after(0, usize::MAX)
+            .await
+            .expect("events")
+            .last()
+            .map_or(0, |e| e.seq);
         if all_settled && engine.cursor("crash-consumer").await.expect("cursor") >= last {
             break;
         }
@@ -154,8 +177,14 @@ fn spawn_child(dir: &Path, sim_url: &str, callback_addr: &str, trans_no: &str, l
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_and_recover() {
-    let iterations: u64 = std::env::var("PROTOPAY_CRASH_ITERATIONS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
-    let seed: u64 = std::env::var("PROTOPAY_CRASH_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+    let iterations: u64 = std::env::var("PROTOPAY_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("PROTOPAY_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
     eprintln!("crash test: {iterations} kills, seed {seed}");
     let dir = tempfile::tempdir().unwrap();
 
@@ -176,7 +205,9 @@ async fn crash_and_recover() {
     tokio::spawn(serve(
         listener,
         server_sim,
-        ServerOptions { hold: Duration::from_millis(800) },
+        ServerOptions {
+            hold: Duration::from_millis(800),
+        },
         std::future::pending(),
     ));
     let background = sim.spawn(Arc::new(HttpSink::new(Duration::from_millis(500)).unwrap()));
@@ -192,9 +223,13 @@ async fn crash_and_recover() {
         cashier_type: Some(CashierType::Pos),
     };
     let request = Envelope::for_call(APP, &create, "20261126120000123".into(), &Md5Key::new(KEY)).unwrap();
-    let Handled::Reply(body) = sim.handle("create", request.to_json().as_bytes()) else { panic!("create") };
+    let Handled::Reply(body) = sim.handle("create", request.to_json().as_bytes()) else {
+        panic!("create")
+    };
     let reply = Envelope::open(&body, APP, &Md5Key::new(KEY)).unwrap();
-    let trans_no = Envelope::decode_data::<ProtocolView>(reply.reply_data().unwrap()).unwrap().trans_no;
+    let trans_no = Envelope::decode_data::<ProtocolView>(reply.reply_data().unwrap())
+        .unwrap()
+        .trans_no;
 
     let mut rng = Rng::new(seed);
     for _ in 0..iterations {
@@ -212,13 +247,23 @@ async fn crash_and_recover() {
     // The parent reads the store itself.
     let store = SledStorage::open(dir.path().join("store")).expect("the store opens after all the kills");
     let protocol = store.protocol(&trans_no).await.unwrap().expect("protocol").value;
-    let orders: Vec<Order> = store.orders_of(&trans_no).await.unwrap().into_iter().map(|o| o.value).collect();
+    let orders: Vec<Order> = store
+        .orders_of(&trans_no)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|o| o.value)
+        .collect();
     let truth = sim.order_states();
     let mut wrong = Vec::new();
     for o in &orders {
         let ours = o.state_label().replace("+closed", "");
         if truth.get(o.out_req_no()) != Some(&ours) {
-            wrong.push(format!("{}: ours {ours}, simulator {:?}", o.out_req_no(), truth.get(o.out_req_no())));
+            wrong.push(format!(
+                "{}: ours {ours}, simulator {:?}",
+                o.out_req_no(),
+                truth.get(o.out_req_no())
+            ));
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");

@@ -93,7 +93,9 @@ impl CallbackSink for Switchboard {
             let reply = engine.handle_callback(kind, &body).await;
             return Some((reply.status, reply.body));
         };
-        let mangled = String::from_utf8_lossy(&body).replacen("\"sign\":\"", "\"sign\":\"0", 1).into_bytes();
+        let mangled = String::from_utf8_lossy(&body)
+            .replacen("\"sign\":\"", "\"sign\":\"0", 1)
+            .into_bytes();
         let twin = async {
             for _ in 0..lag {
                 tokio::task::yield_now().await;
@@ -206,13 +208,20 @@ impl Storage for Probe {
             if let Ok(Some(o)) = self.inner.order(&key).await
                 && o.value.is_open() != at.is_some()
             {
-                violate(&self.violation, format!("{key} is {} and was given due time {at:?}", o.value.state_label()));
+                violate(
+                    &self.violation,
+                    format!("{key} is {} and was given due time {at:?}", o.value.state_label()),
+                );
             }
         }
         Ok(last)
     }
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> protopay::Result<Vec<Due>> {
-        let n = self.passes.lock().unwrap().hit(self.truth.now(), chrono::Duration::seconds(60));
+        let n = self
+            .passes
+            .lock()
+            .unwrap()
+            .hit(self.truth.now(), chrono::Duration::seconds(60));
         if n > self.pass_budget {
             violate(&self.violation, format!("poller: {n} passes within a simulated minute"));
         }
@@ -260,15 +269,26 @@ struct NamesOrder {
 #[async_trait::async_trait]
 impl Transport for Metered {
     async fn call(&self, endpoint: Endpoint, request: &Envelope) -> Result<Vec<u8>, TransportError> {
-        if let Some(key) = serde_json::from_str::<NamesOrder>(&request.data).ok().and_then(|n| n.out_req_no) {
+        if let Some(key) = serde_json::from_str::<NamesOrder>(&request.data)
+            .ok()
+            .and_then(|n| n.out_req_no)
+        {
             let mut calls = self.calls.lock().unwrap();
-            let n = calls.entry(key.clone()).or_default().hit(self.truth.now(), chrono::Duration::hours(1));
+            let n = calls
+                .entry(key.clone())
+                .or_default()
+                .hit(self.truth.now(), chrono::Duration::hours(1));
             if n > self.budget {
-                violate(&self.violation, format!("{key}: {n} calls to the payment system within a simulated hour"));
+                violate(
+                    &self.violation,
+                    format!("{key}: {n} calls to the payment system within a simulated hour"),
+                );
             }
         }
         if self.violation.lock().unwrap().is_some() {
-            return Err(TransportError::NotDelivered { reason: "the auditor stopped the run".into() });
+            return Err(TransportError::NotDelivered {
+                reason: "the auditor stopped the run".into(),
+            });
         }
         self.sim.call(endpoint, request).await
     }
@@ -277,7 +297,10 @@ impl Transport for Metered {
 /// The budgets, derived from the poll policy.
 fn budgets(config: &Config) -> (usize, usize) {
     let p = &config.poll;
-    let fastest = [p.submitted_ms, p.processing_ms, p.unpaid_ms, p.grace_ms].into_iter().min().unwrap_or(1);
+    let fastest = [p.submitted_ms, p.processing_ms, p.unpaid_ms, p.grace_ms]
+        .into_iter()
+        .min()
+        .unwrap_or(1);
     let fastest = fastest * (100 - u64::from(p.jitter_percent)) / 100;
     // Polls at the fastest interval, polls moved forward by failed callbacks, every send.
     let calls = 3_600_000 / fastest + 3_600_000 / p.poll_sooner_min_interval_ms + u64::from(p.max_submissions) + 10;
@@ -348,7 +371,12 @@ impl Settings {
     }
 
     fn config(&self, app: &str, deploy: u32) -> Config {
-        let mut c = Config::new(app, Md5Key::new(KEY), "sim://", &format!("http://engine-{deploy}/notify"));
+        let mut c = Config::new(
+            app,
+            Md5Key::new(KEY),
+            "sim://",
+            &format!("http://engine-{deploy}/notify"),
+        );
         c.poll.max_submissions = self.max_submissions;
         c.poll.attention_after_quiet_polls = self.attention_after_quiet_polls;
         c
@@ -364,7 +392,13 @@ fn classify(result: &protopay::Result<Order>) -> Answer {
 }
 
 fn faults_for(rng: &mut Rng, late_ms: u64) -> Faults {
-    let p = |rng: &mut Rng, max: f64| if rng.unit() < 0.5 { Fault::chance(rng.unit() * max) } else { Fault::default() };
+    let p = |rng: &mut Rng, max: f64| {
+        if rng.unit() < 0.5 {
+            Fault::chance(rng.unit() * max)
+        } else {
+            Fault::default()
+        }
+    };
     Faults {
         drop_callback: p(rng, 0.5),
         duplicate_callback: p(rng, 0.5),
@@ -418,7 +452,11 @@ impl World {
             violation: violation.clone(),
         });
         let mangled = if rng.unit() < 0.5 { rng.unit() * 0.3 } else { 0.0 };
-        let board = Switchboard { engine: Arc::default(), rng: Arc::new(Mutex::new(Rng::new(seed))), mangled };
+        let board = Switchboard {
+            engine: Arc::default(),
+            rng: Arc::new(Mutex::new(Rng::new(seed))),
+            mangled,
+        };
         let background = sim.spawn(Arc::new(board.clone()));
         let engine = Self::start(&app, settings, 0, &store, &transport, truth, 0, 0).await;
         board.set(Some(engine.clone()));
@@ -452,8 +490,17 @@ impl World {
 
     async fn engine(&self) -> Engine {
         let (store, transport) = (&self.store, &self.transport);
-        Self::start(&self.app, self.settings, self.deploy, store, transport, self.truth, self.skew_ms, self.restarts)
-            .await
+        Self::start(
+            &self.app,
+            self.settings,
+            self.deploy,
+            store,
+            transport,
+            self.truth,
+            self.skew_ms,
+            self.restarts,
+        )
+        .await
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -506,9 +553,15 @@ impl World {
             (None, Err(_)) => return, // a generated key the host never learned: must not exist
         };
         if let Err(Error::IdempotencyMismatch { fields, .. }) = result {
-            panic!("seed {}: an identical repeat of {key} was refused as differing in {fields:?}", self.seed);
+            panic!(
+                "seed {}: an identical repeat of {key} was refused as differing in {fields:?}",
+                self.seed
+            );
         }
-        trace(format!("  {key}: {answer:?} {}", result.as_ref().map_or_else(|e| e.to_string(), |o| o.state_label())));
+        trace(format!(
+            "  {key}: {answer:?} {}",
+            result.as_ref().map_or_else(|e| e.to_string(), |o| o.state_label())
+        ));
         // A repeat never downgrades what an earlier call established.
         let entry = self.answers.entry(key).or_insert(answer);
         if answer == Answer::Accepted {
@@ -517,9 +570,16 @@ impl World {
     }
 
     async fn create_protocol(&mut self) {
-        let cashier_type = if self.rng.unit() < 0.7 { CashierType::Pos } else { CashierType::Qp };
-        let cmd =
-            NewProtocol { trans_desc: "vopr".into(), business_id: "B1".into(), cashier_type: cashier_type.clone() };
+        let cashier_type = if self.rng.unit() < 0.7 {
+            CashierType::Pos
+        } else {
+            CashierType::Qp
+        };
+        let cmd = NewProtocol {
+            trans_desc: "vopr".into(),
+            business_id: "B1".into(),
+            cashier_type: cashier_type.clone(),
+        };
         if let Ok(p) = self.engine.create_protocol(cmd).await {
             self.protocols.push((p.trans_no, cashier_type));
         }
@@ -535,13 +595,22 @@ impl World {
 
     /// Our own key most of the time; sometimes let the engine generate one.
     fn maybe_key(&mut self, kind: &str) -> Option<String> {
-        if self.rng.unit() < 0.25 { None } else { Some(self.key(kind)) }
+        if self.rng.unit() < 0.25 {
+            None
+        } else {
+            Some(self.key(kind))
+        }
     }
 
     async fn deposit(&mut self) {
-        let Some((trans_no, cashier)) = self.pick_protocol() else { return };
+        let Some((trans_no, cashier)) = self.pick_protocol() else {
+            return;
+        };
         let key = self.maybe_key("in");
-        let mut cmd = NewInbound { out_req_no: key.clone(), ..NewInbound::pos(&trans_no, self.amount(50_000)) };
+        let mut cmd = NewInbound {
+            out_req_no: key.clone(),
+            ..NewInbound::pos(&trans_no, self.amount(50_000))
+        };
         if cashier == CashierType::Qp {
             cmd.prod_catalog = None;
             cmd.payer_name = Some(Sensitive::new("张三"));
@@ -566,14 +635,23 @@ impl World {
             3 | 4 => Some("vopr".into()),
             _ => None,
         };
-        let out_type = if self.rng.unit() < 0.7 { OutType::Out } else { OutType::Refund };
+        let out_type = if self.rng.unit() < 0.7 {
+            OutType::Out
+        } else {
+            OutType::Refund
+        };
         let amount = self.amount(20_000);
         let payee = protopay::testing::payee(trans_no, key.as_deref(), &amount.to_string(), out_type);
-        NewOutbound { remark, ..payee.expect("amount") }
+        NewOutbound {
+            remark,
+            ..payee.expect("amount")
+        }
     }
 
     async fn payout(&mut self) {
-        let Some((trans_no, _)) = self.pick_protocol() else { return };
+        let Some((trans_no, _)) = self.pick_protocol() else {
+            return;
+        };
         let key = self.maybe_key("out");
         let cmd = self.payout_cmd(&trans_no, key.clone());
         if self.rng.unit() < 0.2 {
@@ -581,7 +659,10 @@ impl World {
                 0 => Aimed::ServerError,
                 1 => Aimed::TimeoutAfterCommit,
                 2 => Aimed::ConnectionRefused,
-                _ => Aimed::LateArrival(self.rng.range(0, self.settings.config(&self.app, 0).timeouts.request_ms - 1)),
+                _ => Aimed::LateArrival(
+                    self.rng
+                        .range(0, self.settings.config(&self.app, 0).timeouts.request_ms - 1),
+                ),
             };
             trace(format!("  next outpay: {how:?}"));
             self.sim.fail_next(Endpoint::Outpay, how);
@@ -598,14 +679,17 @@ impl World {
     /// Several payouts at once on one protocol, left running as host tasks (a restart may
     /// cut them off mid-flight).
     fn burst(&mut self) {
-        let Some((trans_no, _)) = self.pick_protocol() else { return };
+        let Some((trans_no, _)) = self.pick_protocol() else {
+            return;
+        };
         for _ in 0..self.rng.range(2, 4) {
             let key = self.key("out");
             let cmd = self.payout_cmd(&trans_no, Some(key.clone()));
             self.sent.push(Sent::Out(cmd.clone()));
             let engine = self.engine.clone();
             self.answers.entry(key.clone()).or_insert(Answer::Unknown);
-            self.inflight.push((key, tokio::spawn(async move { classify(&engine.outpay(cmd).await) })));
+            self.inflight
+                .push((key, tokio::spawn(async move { classify(&engine.outpay(cmd).await) })));
         }
     }
 
@@ -646,8 +730,15 @@ impl World {
             "20261126120000123".into(),
             &Md5Key::new("forger"),
         );
-        let reply = self.engine.handle_callback(CallbackKind::InboundArrival, body.to_json().as_bytes()).await;
-        assert!(!reply.is_success(), "seed {}: a forged callback was accepted", self.seed);
+        let reply = self
+            .engine
+            .handle_callback(CallbackKind::InboundArrival, body.to_json().as_bytes())
+            .await;
+        assert!(
+            !reply.is_success(),
+            "seed {}: a forged callback was accepted",
+            self.seed
+        );
     }
 
     /// The host's wall clock steps (NTP, a failover to a skewed machine). The running engine
@@ -680,8 +771,15 @@ impl World {
         if self.rng.unit() < 0.3 {
             self.deploy += 1;
         }
-        let down = if self.rng.unit() < 0.5 { 0 } else { self.rng.range(0, 30_000) };
-        trace(format!("  restart ({}) after {down} ms", if graceful { "graceful" } else { "crash" }));
+        let down = if self.rng.unit() < 0.5 {
+            0
+        } else {
+            self.rng.range(0, 30_000)
+        };
+        trace(format!(
+            "  restart ({}) after {down} ms",
+            if graceful { "graceful" } else { "crash" }
+        ));
         tokio::time::sleep(Duration::from_millis(down)).await;
         self.engine = self.engine().await;
         self.board.set(Some(self.engine.clone()));
@@ -711,7 +809,14 @@ impl World {
     async fn orders(&self) -> Vec<Order> {
         let mut all = Vec::new();
         for (t, _) in &self.protocols {
-            all.extend(self.store.orders_of(t).await.expect("orders").into_iter().map(|o| o.value));
+            all.extend(
+                self.store
+                    .orders_of(t)
+                    .await
+                    .expect("orders")
+                    .into_iter()
+                    .map(|o| o.value),
+            );
         }
         all
     }
@@ -724,15 +829,27 @@ impl World {
         }
         for (t, _) in &self.protocols {
             let p = self.store.protocol(t).await.expect("read").expect("protocol").value;
-            let orders: Vec<Order> =
-                self.store.orders_of(t).await.expect("orders").into_iter().map(|o| o.value).collect();
+            let orders: Vec<Order> = self
+                .store
+                .orders_of(t)
+                .await
+                .expect("orders")
+                .into_iter()
+                .map(|o| o.value)
+                .collect();
             if let Err(e) = protopay::ledger::check(&p.ledger, orders.iter()) {
                 panic!("seed {seed}: ledger of {t}: {e}");
             }
         }
         let far = self.truth.now() + chrono::Duration::days(3_650);
-        let due: BTreeSet<String> =
-            self.store.due(far, usize::MAX).await.expect("due").into_iter().map(|d| d.out_req_no).collect();
+        let due: BTreeSet<String> = self
+            .store
+            .due(far, usize::MAX)
+            .await
+            .expect("due")
+            .into_iter()
+            .map(|d| d.out_req_no)
+            .collect();
         let orders = self.orders().await;
         for o in &orders {
             let key = o.out_req_no();
@@ -756,8 +873,14 @@ impl World {
         let remote = self.sim.order_states();
         for (key, answer) in &self.answers {
             if *answer == Answer::Refused {
-                assert!(!stored.contains(key.as_str()), "seed {seed}: {key} was refused to the host, yet stored");
-                assert!(!remote.contains_key(key), "seed {seed}: {key} was refused to the host, yet sent");
+                assert!(
+                    !stored.contains(key.as_str()),
+                    "seed {seed}: {key} was refused to the host, yet stored"
+                );
+                assert!(
+                    !remote.contains_key(key),
+                    "seed {seed}: {key} was refused to the host, yet sent"
+                );
             }
         }
         for key in remote.keys() {
@@ -791,7 +914,9 @@ impl World {
         let events = self.store.events_after(0, usize::MAX).await.expect("events");
         for o in self.orders().await {
             let has = |f: &dyn Fn(&EventKind) -> bool| {
-                events.iter().any(|e| e.out_req_no.as_deref() == Some(o.out_req_no()) && f(&e.kind))
+                events
+                    .iter()
+                    .any(|e| e.out_req_no.as_deref() == Some(o.out_req_no()) && f(&e.kind))
             };
             let ok = match (&o, o.status()) {
                 (Order::Inbound(i), Status::Success) => {
@@ -802,7 +927,13 @@ impl World {
                 (Order::Outbound(_), Status::Failure) => has(&|k| matches!(k, EventKind::OutboundFailed { .. })),
                 _ => true,
             };
-            assert!(ok, "seed {}: events of {} do not match {}", self.seed, o.out_req_no(), o.state_label());
+            assert!(
+                ok,
+                "seed {}: events of {} do not match {}",
+                self.seed,
+                o.out_req_no(),
+                o.state_label()
+            );
         }
     }
 
@@ -818,7 +949,11 @@ impl World {
                 None => o.status() == Status::Failure,
             };
             if !acceptable {
-                out.push(format!("{}: ours {ours}, simulator {:?}", o.out_req_no(), truth.get(o.out_req_no())));
+                out.push(format!(
+                    "{}: ours {ours}, simulator {:?}",
+                    o.out_req_no(),
+                    truth.get(o.out_req_no())
+                ));
             }
         }
         for key in truth.keys() {
@@ -872,7 +1007,10 @@ async fn run_seed(seed: u64) -> Run {
     }
     // Quiet phase: faults off (the simulator still never deduplicates), in-flight host calls
     // finish, and everything must converge within bounded simulated time.
-    w.sim.set_faults(Faults { no_dedupe: true, ..Faults::default() });
+    w.sim.set_faults(Faults {
+        no_dedupe: true,
+        ..Faults::default()
+    });
     w.store.inner.fail_next_commits(0);
     w.store.disarm();
     w.store.outage(0);
@@ -904,7 +1042,10 @@ async fn run_seed(seed: u64) -> Run {
             break;
         }
     }
-    assert!(left.is_empty(), "seed {seed}: not converged after {minutes} simulated minutes: {left:#?}");
+    assert!(
+        left.is_empty(),
+        "seed {seed}: not converged after {minutes} simulated minutes: {left:#?}"
+    );
     w.audit().await;
     w.events_match_states().await;
     for (t, _) in &w.protocols {
@@ -927,9 +1068,21 @@ async fn run_seed(seed: u64) -> Run {
         assert_eq!(ours.available, theirs.available, "seed {seed}: available of {t}");
         assert_eq!(ours.in_transit, theirs.in_transit, "seed {seed}: in transit of {t}");
     }
-    let events = w.store.events_after(0, usize::MAX).await.expect("events").iter().map(|e| format!("{e:?}")).collect();
+    let events = w
+        .store
+        .events_after(0, usize::MAX)
+        .await
+        .expect("events")
+        .iter()
+        .map(|e| format!("{e:?}"))
+        .collect();
     let requests = w.sim.received().iter().map(|r| format!("{r:?}")).collect();
-    let run = Run { orders: w.orders().await.len(), restarts: w.restarts, events, requests };
+    let run = Run {
+        orders: w.orders().await.len(),
+        restarts: w.restarts,
+        events,
+        requests,
+    };
     if let Some(p) = w.poller.take() {
         p.shutdown().await;
     }
@@ -939,14 +1092,21 @@ async fn run_seed(seed: u64) -> Run {
 }
 
 fn run_in_simulated_time(seed: u64) -> Run {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().start_paused(true).build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("runtime");
     rt.block_on(run_seed(seed))
 }
 
 /// Run one seed on its own thread, failing it as hung if it outlasts the real-time limit (a
 /// spin that keeps simulated time from advancing shows this way).
 fn run_guarded(seed: u64) -> std::thread::Result<Run> {
-    let limit = std::env::var("PROTOPAY_SEED_TIMEOUT_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(300);
+    let limit = std::env::var("PROTOPAY_SEED_TIMEOUT_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         TRACE.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -954,7 +1114,9 @@ fn run_guarded(seed: u64) -> std::thread::Result<Run> {
     });
     match rx.recv_timeout(Duration::from_secs(limit)) {
         Ok(result) => result,
-        Err(_) => Err(Box::new(format!("seed {seed} hung: no progress for {limit} s of real time"))),
+        Err(_) => Err(Box::new(format!(
+            "seed {seed} hung: no progress for {limit} s of real time"
+        ))),
     }
 }
 
@@ -963,7 +1125,10 @@ fn vopr() {
     let seeds: Vec<u64> = match (std::env::var("PROTOPAY_SEED"), std::env::var("PROTOPAY_SEEDS")) {
         (Ok(one), _) => vec![one.parse().expect("PROTOPAY_SEED must be a number")],
         (_, Ok(n)) => {
-            let start: u64 = std::env::var("PROTOPAY_SEED_START").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+            let start: u64 = std::env::var("PROTOPAY_SEED_START")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             (start..start + n.parse::<u64>().expect("PROTOPAY_SEEDS must be a number")).collect()
         }
         _ => (0..200).collect(),
@@ -987,7 +1152,10 @@ fn vopr() {
             }
         }
     }
-    eprintln!("VOPR: {} seeds, {orders} orders, {restarts} restarts, all converged", seeds.len());
+    eprintln!(
+        "VOPR: {} seeds, {orders} orders, {restarts} restarts, all converged",
+        seeds.len()
+    );
 }
 
 #[test]

@@ -27,7 +27,10 @@ async fn protocol(stack: &Stack) -> String {
 }
 
 async fn deposit(stack: &Stack, trans_no: &str, key: &str, amount: &str) {
-    let cmd = NewInbound { out_req_no: Some(key.into()), ..NewInbound::pos(trans_no, Amount::parse(amount).unwrap()) };
+    let cmd = NewInbound {
+        out_req_no: Some(key.into()),
+        ..NewInbound::pos(trans_no, Amount::parse(amount).unwrap())
+    };
     stack.engine().prepay(cmd).await.unwrap();
 }
 
@@ -61,7 +64,11 @@ async fn the_whole_escrow_story() {
     assert_eq!(ledger.available.to_string(), "250.00");
     assert_eq!(ledger.paid_out.to_string(), "450.00");
     assert_eq!(ledger.refunded.to_string(), "100.00");
-    assert_eq!(stack.sim.stats().payouts.get(&story.lost_reply_payout), Some(&1), "the lost-reply payout left once");
+    assert_eq!(
+        stack.sim.stats().payouts.get(&story.lost_reply_payout),
+        Some(&1),
+        "the lost-reply payout left once"
+    );
     let lost = e.order(&story.lost_reply_payout).await.unwrap();
     assert_eq!(lost.attempts().submissions, 1, "queried, never resent");
     for ((key, kind), n) in event_counts(&stack).await {
@@ -121,8 +128,16 @@ async fn duplicated_and_reordered_callbacks_same_state_one_event_each() {
     while stack.sim.pending_callbacks() > 0 && tokio::time::Instant::now() < deadline {
         let _ = tokio::time::timeout(Duration::from_millis(500), feed.next()).await;
     }
-    assert_eq!(stack.sim.pending_callbacks(), 0, "every duplicate landed within {WAIT:?}");
-    assert!(stack.sim.stats().callbacks_acknowledged >= 10, "{:?}", stack.sim.stats());
+    assert_eq!(
+        stack.sim.pending_callbacks(),
+        0,
+        "every duplicate landed within {WAIT:?}"
+    );
+    assert!(
+        stack.sim.stats().callbacks_acknowledged >= 10,
+        "{:?}",
+        stack.sim.stats()
+    );
     for ((key, kind), n) in event_counts(&stack).await {
         assert_eq!(n, 1, "{key} {kind} published {n} times");
     }
@@ -162,18 +177,27 @@ async fn forged_and_malformed_callbacks_over_http_change_nothing() {
         let text = r.text().await.unwrap();
         assert!(!protopay_sim::is_ack(status, &text), "refusals are not success");
     }
-    let r =
-        http.post(format!("http://{}/protopay/notify/nonsense", stack.callback_addr)).body("{}").send().await.unwrap();
+    let r = http
+        .post(format!("http://{}/protopay/notify/nonsense", stack.callback_addr))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404);
     let after = stack.engine().order(&key).await.unwrap();
     assert_eq!(after.status(), before.status());
     assert!(!matches!(after, Order::Inbound(ref i) if i.arrived));
     let new_events = stack.engine().events_after(0, 10_000).await.unwrap();
     assert!(
-        new_events[events..].iter().all(|e| !matches!(e.kind, EventKind::InboundPaid | EventKind::InboundArrived)),
+        new_events[events..]
+            .iter()
+            .all(|e| !matches!(e.kind, EventKind::InboundPaid | EventKind::InboundArrived)),
         "nothing was paid by a forgery"
     );
-    assert_eq!(stack.engine().protocol(&t).await.unwrap().ledger.available, Amount::ZERO);
+    assert_eq!(
+        stack.engine().protocol(&t).await.unwrap().ledger.available,
+        Amount::ZERO
+    );
     stack.stop().await;
 }
 
@@ -219,13 +243,32 @@ async fn a_burst_of_callbacks_on_one_protocol_on_sled_all_land() {
         if let Order::Inbound(x) = &mut o {
             x.status = Status::Submitted;
         }
-        orders.push(Put { expected: None, value: o });
+        orders.push(Put {
+            expected: None,
+            value: o,
+        });
     }
-    let seed =
-        Batch { protocols: vec![Put { expected: None, value: sample_protocol("T1") }], orders, ..Default::default() };
+    let seed = Batch {
+        protocols: vec![Put {
+            expected: None,
+            value: sample_protocol("T1"),
+        }],
+        orders,
+        ..Default::default()
+    };
     storage.commit(seed).await.unwrap();
-    let config = protopay::Config::new(APP, protopay::Md5Key::new("k"), "http://pay.invalid", "http://host.invalid/n");
-    let engine = protopay::Engine::builder(config).storage(storage).transport(Offline).build().await.unwrap();
+    let config = protopay::Config::new(
+        APP,
+        protopay::Md5Key::new("k"),
+        "http://pay.invalid",
+        "http://host.invalid/n",
+    );
+    let engine = protopay::Engine::builder(config)
+        .storage(storage)
+        .transport(Offline)
+        .build()
+        .await
+        .unwrap();
     let tasks: Vec<_> = (0..64)
         .map(|i| {
             let engine = engine.clone();
@@ -240,7 +283,10 @@ async fn a_burst_of_callbacks_on_one_protocol_on_sled_all_land() {
         let reply = t.await.unwrap();
         assert!(reply.is_success(), "{}", reply.body);
     }
-    assert_eq!(engine.protocol("T1").await.unwrap().ledger.in_transit.to_string(), "64.00");
+    assert_eq!(
+        engine.protocol("T1").await.unwrap().ledger.in_transit.to_string(),
+        "64.00"
+    );
 }
 
 /// `Engine::shutdown` drains the engine and releases the sled store: a new engine opens the
@@ -249,7 +295,10 @@ async fn a_burst_of_callbacks_on_one_protocol_on_sled_all_land() {
 /// `PROTOPAY_RESTART_RUNS=200` for the long proof.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_releases_the_sled_store_for_the_next_engine() {
-    let runs: usize = std::env::var("PROTOPAY_RESTART_RUNS").ok().and_then(|v| v.parse().ok()).unwrap_or(20);
+    let runs: usize = std::env::var("PROTOPAY_RESTART_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(20);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hog = {
         let stop = stop.clone();
@@ -261,11 +310,20 @@ async fn shutdown_releases_the_sled_store_for_the_next_engine() {
         })
     };
     let dir = tempfile::tempdir().unwrap();
-    let config = protopay::Config::new(APP, protopay::Md5Key::new("k"), "http://pay.invalid", "http://host.invalid/n");
+    let config = protopay::Config::new(
+        APP,
+        protopay::Md5Key::new("k"),
+        "http://pay.invalid",
+        "http://host.invalid/n",
+    );
     for run in 0..runs {
         let storage = protopay::sled::SledStorage::open(dir.path()).unwrap_or_else(|e| panic!("run {run}: {e}"));
-        let engine =
-            protopay::Engine::builder(config.clone()).storage(storage).transport(Offline).build().await.unwrap();
+        let engine = protopay::Engine::builder(config.clone())
+            .storage(storage)
+            .transport(Offline)
+            .build()
+            .await
+            .unwrap();
         let poller = engine.spawn_poller();
         let mut feed = engine.subscribe("host");
         // A commit through the group committer: an orphan callback, acknowledged once durable.
@@ -276,7 +334,8 @@ async fn shutdown_releases_the_sled_store_for_the_next_engine() {
         engine.shutdown().await.unwrap();
         assert!(matches!(feed.next().await, Err(protopay::Error::Shutdown)));
         assert!(matches!(
-            held.prepay(protopay::NewInbound::pos("T1", Amount::parse("1").unwrap())).await,
+            held.prepay(protopay::NewInbound::pos("T1", Amount::parse("1").unwrap()))
+                .await,
             Err(protopay::Error::Shutdown)
         ));
         poller.shutdown().await;
@@ -284,13 +343,23 @@ async fn shutdown_releases_the_sled_store_for_the_next_engine() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     hog.join().unwrap();
     let storage = protopay::sled::SledStorage::open(dir.path()).unwrap();
-    assert_eq!(protopay::storage::Storage::orphans(&storage).await.unwrap().len(), runs, "every commit kept");
+    assert_eq!(
+        protopay::storage::Storage::orphans(&storage).await.unwrap().len(),
+        runs,
+        "every commit kept"
+    );
 }
 
 /// A callback body as the payment system would sign it, with the offline tests' key `k`.
 fn signed(data: &serde_json::Value) -> Vec<u8> {
     let key = protopay::Md5Key::new("k");
-    let body =
-        protopay::wire::Envelope::reply(APP, "0000", "SUCCESS", data.to_string(), "20261126120000123".into(), &key);
+    let body = protopay::wire::Envelope::reply(
+        APP,
+        "0000",
+        "SUCCESS",
+        data.to_string(),
+        "20261126120000123".into(),
+        &key,
+    );
     body.to_json().into_bytes()
 }

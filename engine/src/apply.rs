@@ -83,8 +83,15 @@ pub fn apply(order: &Order, observation: &Observation) -> Outcome {
     }
     let mut events = transition_events(order, &next);
     events.extend(anomalies.into_iter().map(EventKind::Anomaly));
-    debug_assert!(next.status().rank() >= order.status().rank(), "apply moved a status backwards");
-    Outcome { movement: movement(Some(order), &next), order: next, events }
+    debug_assert!(
+        next.status().rank() >= order.status().rank(),
+        "apply moved a status backwards"
+    );
+    Outcome {
+        movement: movement(Some(order), &next),
+        order: next,
+        events,
+    }
 }
 
 fn set_status(order: &mut Order, status: Status) {
@@ -105,10 +112,12 @@ fn transition_events(before: &Order, after: &Order) -> Vec<EventKind> {
             (_, Status::Unpaid | Status::Processing) => EventKind::Pending { status: a },
             (Order::Inbound(_), Status::Success) => EventKind::InboundPaid,
             (Order::Inbound(_), Status::Failure) => EventKind::InboundFailed,
-            (Order::Outbound(o), Status::Success) => {
-                EventKind::OutboundSucceeded { out_type: o.request.out_type.clone() }
-            }
-            (Order::Outbound(o), Status::Failure) => EventKind::OutboundFailed { refusal: o.refusal.clone() },
+            (Order::Outbound(o), Status::Success) => EventKind::OutboundSucceeded {
+                out_type: o.request.out_type.clone(),
+            },
+            (Order::Outbound(o), Status::Failure) => EventKind::OutboundFailed {
+                refusal: o.refusal.clone(),
+            },
             // Rank never goes back to an intent state.
             (_, Status::Requested | Status::Reserved) => EventKind::Submitted,
         });
@@ -131,7 +140,9 @@ fn transition_events(before: &Order, after: &Order) -> Vec<EventKind> {
 fn same(field: &str, ours: Option<&str>, theirs: Option<&str>, anomalies: &mut Vec<Anomaly>) -> bool {
     match (ours, theirs) {
         (Some(o), Some(t)) if o != t => {
-            anomalies.push(Anomaly::IdentityMismatch { field: field.to_owned() });
+            anomalies.push(Anomaly::IdentityMismatch {
+                field: field.to_owned(),
+            });
             false
         }
         _ => true,
@@ -166,7 +177,10 @@ fn reported(field: &str, status: Option<&PayStatus>, anomalies: &mut Vec<Anomaly
         Some(PayStatus::Success) => Ok(Some(Status::Success)),
         Some(PayStatus::Failure) => Ok(Some(Status::Failure)),
         Some(PayStatus::Unknown(v)) => {
-            anomalies.push(Anomaly::UnknownEnumValue { field: field.to_owned(), value: v.clone() });
+            anomalies.push(Anomaly::UnknownEnumValue {
+                field: field.to_owned(),
+                value: v.clone(),
+            });
             Err(())
         }
     }
@@ -177,11 +191,18 @@ fn advance(current: Status, observed: Status) -> Option<Status> {
     if current.is_terminal() && observed.is_terminal() && current != observed {
         return None;
     }
-    Some(if observed.rank() > current.rank() { observed } else { current })
+    Some(if observed.rank() > current.rank() {
+        observed
+    } else {
+        current
+    })
 }
 
 fn conflict(current: String, observed: impl Into<String>) -> Anomaly {
-    Anomaly::ConflictingStatus { current, observed: observed.into() }
+    Anomaly::ConflictingStatus {
+        current,
+        observed: observed.into(),
+    }
 }
 
 /// Rule 4 for either kind: orders and views name their identifying fields alike.
@@ -219,14 +240,22 @@ fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<An
         return;
     }
     if let Some(c) = v.cashier_type.as_ref().filter(|c| !c.is_known()) {
-        anomalies.push(Anomaly::UnknownEnumValue { field: "cashierType".into(), value: c.to_string() });
+        anomalies.push(Anomaly::UnknownEnumValue {
+            field: "cashierType".into(),
+            value: c.to_string(),
+        });
     }
-    let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else { return };
+    let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else {
+        return;
+    };
     let arrived = match &v.arrived_status {
         None | Some(ArrivedStatus::NotArrived) => false,
         Some(ArrivedStatus::Arrived) => true,
         Some(ArrivedStatus::Unknown(value)) => {
-            anomalies.push(Anomaly::UnknownEnumValue { field: "arrivedStatus".into(), value: value.clone() });
+            anomalies.push(Anomaly::UnknownEnumValue {
+                field: "arrivedStatus".into(),
+                value: value.clone(),
+            });
             return;
         }
     };
@@ -243,7 +272,11 @@ fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<An
         match advance(o.status, observed) {
             Some(s) => o.status = s,
             None => {
-                let label = if arrived { "SUCCESS+arrived".to_owned() } else { observed.to_string() };
+                let label = if arrived {
+                    "SUCCESS+arrived".to_owned()
+                } else {
+                    observed.to_string()
+                };
                 anomalies.push(conflict(o.status.to_string(), label));
                 return;
             }
@@ -264,12 +297,18 @@ fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<An
 }
 
 fn observe_outbound(o: &mut OutboundOrder, v: &OutboundView, anomalies: &mut Vec<Anomaly>) {
-    let out_type_matches =
-        same("outType", Some(o.request.out_type.as_str()), v.out_type.as_ref().map(|t| t.as_str()), anomalies);
+    let out_type_matches = same(
+        "outType",
+        Some(o.request.out_type.as_str()),
+        v.out_type.as_ref().map(|t| t.as_str()),
+        anomalies,
+    );
     if !identity_of!(o, v, anomalies) || !out_type_matches {
         return;
     }
-    let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else { return };
+    let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else {
+        return;
+    };
     if let Some(observed) = status {
         match advance(o.status, observed) {
             Some(s) => o.status = s,
@@ -303,7 +342,10 @@ impl ReportsTimes for InboundView {
 
 impl ReportsTimes for OutboundView {
     fn times(&self) -> Vec<(&'static str, Option<&ReportedTime>)> {
-        vec![("payFinishTime", self.pay_finish_time.as_ref()), ("createTime", self.create_time.as_ref())]
+        vec![
+            ("payFinishTime", self.pay_finish_time.as_ref()),
+            ("createTime", self.create_time.as_ref()),
+        ]
     }
 }
 
@@ -312,7 +354,9 @@ impl ReportsTimes for OutboundView {
 fn unreadable_times<V: ReportsTimes>(held: &V, news: &V, anomalies: &mut Vec<Anomaly>) {
     for ((field, ours), (_, theirs)) in held.times().into_iter().zip(news.times()) {
         if ours.is_none() && theirs.is_some_and(|t| t.time().is_none()) {
-            anomalies.push(Anomaly::UnreadableValue { field: field.to_owned() });
+            anomalies.push(Anomaly::UnreadableValue {
+                field: field.to_owned(),
+            });
         }
     }
 }

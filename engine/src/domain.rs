@@ -377,11 +377,14 @@ impl Ledger {
     pub fn apply(&mut self, m: &Move) -> Result<()> {
         let mut next = *self;
         if let Some(b) = next.bucket(m.from) {
-            *b =
-                b.checked_sub(m.amount).ok_or_else(|| Error::Invariant(format!("{:?} would go below zero", m.from)))?;
+            *b = b
+                .checked_sub(m.amount)
+                .ok_or_else(|| Error::Invariant(format!("{:?} would go below zero", m.from)))?;
         }
         if let Some(b) = next.bucket(m.to) {
-            *b = b.checked_add(m.amount).ok_or_else(|| Error::Invariant(format!("{:?} overflows", m.to)))?;
+            *b = b
+                .checked_add(m.amount)
+                .ok_or_else(|| Error::Invariant(format!("{:?} overflows", m.to)))?;
         }
         *self = next;
         Ok(())
@@ -389,11 +392,18 @@ impl Ledger {
 
     /// The ledger of a protocol adopted holding `opening`, available.
     pub fn opened_with(opening: Amount) -> Self {
-        Ledger { available: opening, opening, ..Ledger::default() }
+        Ledger {
+            available: opening,
+            opening,
+            ..Ledger::default()
+        }
     }
 
     /// Everything that has arrived: `available + reserved + paid_out + refunded`.
     pub fn arrived_total(&self) -> Option<Amount> {
-        self.available.checked_add(self.reserved)?.checked_add(self.paid_out)?.checked_add(self.refunded)
+        self.available
+            .checked_add(self.reserved)?
+            .checked_add(self.paid_out)?
+            .checked_add(self.refunded)
     }
 }

@@ -228,7 +228,9 @@ impl Missing {
 
     /// The kind for a wire code, if it is one of the not-found codes.
     pub fn from_code(code: &str) -> Option<Self> {
-        [Missing::Protocol, Missing::InboundOrder, Missing::OutboundOrder].into_iter().find(|m| m.code() == code)
+        [Missing::Protocol, Missing::InboundOrder, Missing::OutboundOrder]
+            .into_iter()
+            .find(|m| m.code() == code)
     }
 }
 

@@ -40,7 +40,11 @@ pub fn origin_of(order: &Order) -> Slot {
 pub fn movement(before: Option<&Order>, after: &Order) -> Option<Move> {
     let from = before.map_or_else(|| origin_of(after), slot_of);
     let to = slot_of(after);
-    (from != to).then(|| Move { from, to, amount: after.amount() })
+    (from != to).then(|| Move {
+        from,
+        to,
+        amount: after.amount(),
+    })
 }
 
 /// The ledger a set of orders implies, computed from scratch, for a protocol adopted holding

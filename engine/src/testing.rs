@@ -14,7 +14,9 @@ pub struct Offline;
 #[async_trait::async_trait]
 impl Transport for Offline {
     async fn call(&self, _: Endpoint, _: &Envelope) -> std::result::Result<Vec<u8>, TransportError> {
-        Err(TransportError::NotDelivered { reason: "offline".into() })
+        Err(TransportError::NotDelivered {
+            reason: "offline".into(),
+        })
     }
 }
 

@@ -128,7 +128,9 @@ fn event_label(e: &EventKind) -> String {
 
 fn row(table: &mut String, order: &Order, news: News) {
     let out = apply(order, &obs(news.clone()));
-    let mv = out.movement.map_or("".to_owned(), |m| format!("{:?}→{:?}", m.from, m.to));
+    let mv = out
+        .movement
+        .map_or("".to_owned(), |m| format!("{:?}→{:?}", m.from, m.to));
     let events: Vec<String> = out.events.iter().map(event_label).collect();
     let next = match (out.order == *order, out.order.state_label() == order.state_label()) {
         (true, _) => "=".to_owned(),
@@ -163,8 +165,14 @@ fn transition_table() {
         (Status::Success, true, false),
         (Status::Failure, false, false),
     ];
-    let refusal = News::Refused(Refusal { code: "EP10001".into(), msg: "bad".into() });
-    let resolved = |status| News::Resolved { status, note: "ops: confirmed by phone".into() };
+    let refusal = News::Refused(Refusal {
+        code: "EP10001".into(),
+        msg: "bad".into(),
+    });
+    let resolved = |status| News::Resolved {
+        status,
+        note: "ops: confirmed by phone".into(),
+    };
     // News that is not a view of the payment system's, asked of every state of both kinds.
     let local_news = vec![
         News::Sending,
@@ -184,13 +192,22 @@ fn transition_table() {
                 row(&mut table, &order, view_of(&order, s.clone(), a));
             }
         }
-        row(&mut table, &order, view_of(&order, None, Some(ArrivedStatus::Unknown("03".into()))));
+        row(
+            &mut table,
+            &order,
+            view_of(&order, None, Some(ArrivedStatus::Unknown("03".into()))),
+        );
     }
     table.push_str("\n## Outbound (OUT; REFUND differs only in PaidOut→Refunded)\n\n");
     table.push_str(header);
-    for status in
-        [Status::Reserved, Status::Submitted, Status::Unpaid, Status::Processing, Status::Success, Status::Failure]
-    {
+    for status in [
+        Status::Reserved,
+        Status::Submitted,
+        Status::Unpaid,
+        Status::Processing,
+        Status::Success,
+        Status::Failure,
+    ] {
         let order = in_state(outbound(1, 6_000, false), status, false, false);
         for news in local_news.clone() {
             row(&mut table, &order, news);
@@ -212,10 +229,34 @@ fn transition_table() {
         ..Default::default()
     };
     for (label, view) in [
-        ("other transNo", InboundView { trans_no: Some("T2".into()), ..good.clone() }),
-        ("other amount", InboundView { amount: Some(Amount::from_fen(1).unwrap()), ..good.clone() }),
-        ("other appId", InboundView { app_id: Some("APP002".into()), ..good.clone() }),
-        ("other outReqNo", InboundView { out_req_no: Some("APP001-x".into()), ..good.clone() }),
+        (
+            "other transNo",
+            InboundView {
+                trans_no: Some("T2".into()),
+                ..good.clone()
+            },
+        ),
+        (
+            "other amount",
+            InboundView {
+                amount: Some(Amount::from_fen(1).unwrap()),
+                ..good.clone()
+            },
+        ),
+        (
+            "other appId",
+            InboundView {
+                app_id: Some("APP002".into()),
+                ..good.clone()
+            },
+        ),
+        (
+            "other outReqNo",
+            InboundView {
+                out_req_no: Some("APP001-x".into()),
+                ..good.clone()
+            },
+        ),
     ] {
         let _ = writeln!(table, "<!-- {label} -->");
         row(&mut table, &order, News::Inbound(Box::new(view)));
@@ -232,7 +273,11 @@ fn any_status() -> impl Strategy<Value = Option<PayStatus>> {
 }
 
 fn any_arrival() -> impl Strategy<Value = Option<ArrivedStatus>> {
-    prop::sample::select(vec![None, Some(ArrivedStatus::NotArrived), Some(ArrivedStatus::Arrived)])
+    prop::sample::select(vec![
+        None,
+        Some(ArrivedStatus::NotArrived),
+        Some(ArrivedStatus::Arrived),
+    ])
 }
 
 /// Any reachable inbound or outbound state.

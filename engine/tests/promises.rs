@@ -34,7 +34,9 @@ fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> NewOutbound {
 }
 
 fn maybe() -> Step {
-    Step::Fail(TransportError::MaybeDelivered { reason: "timeout after sending".into() })
+    Step::Fail(TransportError::MaybeDelivered {
+        reason: "timeout after sending".into(),
+    })
 }
 
 /// An engine on a flaky store, with a funded protocol.
@@ -77,11 +79,17 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
     let (store, t) = (Flaky::default(), Scripted::default());
     let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
     store.fail_commit(2); // 1: the intent; 2: the `Submitted` mark.
-    let order = e.outpay(payout(&trans_no, None, "20")).await.expect("the request stands once recorded");
+    let order = e
+        .outpay(payout(&trans_no, None, "20"))
+        .await
+        .expect("the request stands once recorded");
     assert_eq!(order.status(), Status::Reserved);
     assert_eq!(t.count(Endpoint::Outpay), 0, "nothing was sent without its mark");
     let key = order.out_req_no().to_owned();
-    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "20.00", "PROCESSING")));
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "20.00", "PROCESSING")),
+    );
     for _ in 0..10 {
         tokio::time::advance(Duration::from_secs(30)).await;
         e.poll_due().await.unwrap();
@@ -91,8 +99,15 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
 
     // The same for `prepay`.
     store.fail_commit(2);
-    let order = e.prepay(NewInbound::pos(&trans_no, Amount::parse("5").unwrap())).await.unwrap();
-    assert_eq!((order.status(), t.count(Endpoint::Prepay)), (Status::Requested, 1), "only the funding prepay");
+    let order = e
+        .prepay(NewInbound::pos(&trans_no, Amount::parse("5").unwrap()))
+        .await
+        .unwrap();
+    assert_eq!(
+        (order.status(), t.count(Endpoint::Prepay)),
+        (Status::Requested, 1),
+        "only the funding prepay"
+    );
 
     // A failure of the intent itself is a plain error, and nothing is ever sent for it.
     store.fail_commit(1);
@@ -122,8 +137,16 @@ async fn a_wall_clock_ahead_after_restart_cannot_cut_the_grace_period() {
         e.poll_due().await.unwrap();
     }
     assert!(t.count(Endpoint::Outquery) >= 1, "it was asked about");
-    assert_eq!(t.count(Endpoint::Outpay), 1, "no resend within this process's grace period");
-    assert_eq!(resent_within(&e, &t, Duration::from_secs(180)).await, Some(2), "resent once it has truly passed");
+    assert_eq!(
+        t.count(Endpoint::Outpay),
+        1,
+        "no resend within this process's grace period"
+    );
+    assert_eq!(
+        resent_within(&e, &t, Duration::from_secs(180)).await,
+        Some(2),
+        "resent once it has truly passed"
+    );
 }
 
 /// Defect 2, the other way: a wall clock an hour behind after a restart must not hold
@@ -137,10 +160,17 @@ async fn a_wall_clock_behind_after_restart_does_not_delay_recovery() {
     drop(e);
     let behind = Clock::starting_at(clock().now() - chrono::Duration::hours(1));
     let e = engine_with(store.clone(), t.clone(), config(), behind).await;
-    assert!(e.now() >= clock().now(), "the clock does not start behind what is stored");
+    assert!(
+        e.now() >= clock().now(),
+        "the clock does not start behind what is stored"
+    );
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
     let bound = Duration::from_millis(config().poll.grace_ms) + Duration::from_secs(120);
-    assert_eq!(resent_within(&e, &t, bound).await, Some(2), "resent within minutes, not an hour");
+    assert_eq!(
+        resent_within(&e, &t, bound).await,
+        Some(2),
+        "resent within minutes, not an hour"
+    );
 }
 
 /// Defect 3: once an order needed attention, every further "not found" committed nothing
@@ -151,7 +181,12 @@ async fn an_order_that_needs_attention_is_polled_at_the_attention_pace() {
     let mut c = config();
     c.poll.max_submissions = 1;
     let (e, trans_no) = funded_on(&store, &t, c.clone(), "50.00").await;
-    t.push(Endpoint::Outpay, Step::Fail(TransportError::MaybeDelivered { reason: "HTTP 500".into() }));
+    t.push(
+        Endpoint::Outpay,
+        Step::Fail(TransportError::MaybeDelivered {
+            reason: "HTTP 500".into(),
+        }),
+    );
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
     e.outpay(payout(&trans_no, Some("APP001-flag"), "20")).await.unwrap();
     tokio::time::advance(Duration::from_millis(c.poll.grace_ms + 60_000)).await;
@@ -166,7 +201,10 @@ async fn an_order_that_needs_attention_is_polled_at_the_attention_pace() {
         e.poll_due().await.unwrap();
     }
     let asked = t.count(Endpoint::Outquery) - before;
-    assert!((1..=3).contains(&asked), "{asked} queries in two hours at one per attention_ms");
+    assert!(
+        (1..=3).contains(&asked),
+        "{asked} queries in two hours at one per attention_ms"
+    );
 }
 
 /// Defect 4: a poll whose commit failed left the order due in the past, and the poller's
@@ -175,9 +213,15 @@ async fn an_order_that_needs_attention_is_polled_at_the_attention_pace() {
 async fn a_failing_store_holds_polls_back_by_the_policy() {
     let (store, t) = (Flaky::default(), Scripted::default());
     let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
-    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "PROCESSING")));
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "PROCESSING")),
+    );
     e.outpay(payout(&trans_no, Some("APP001-down"), "20")).await.unwrap();
-    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "PROCESSING")));
+    t.default_for(
+        Endpoint::Outquery,
+        Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "PROCESSING")),
+    );
     store.set_down(true);
     // A tick every second (as an idle poller would, at least).
     for _ in 0..120 {
@@ -190,10 +234,17 @@ async fn a_failing_store_holds_polls_back_by_the_policy() {
     assert!((1..=5).contains(&asked), "{asked} queries in 120 s with the store down");
     store.set_down(false);
     let poller = e.spawn_poller();
-    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "SUCCESS")));
+    t.default_for(
+        Endpoint::Outquery,
+        Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "SUCCESS")),
+    );
     tokio::time::sleep(Duration::from_secs(600)).await;
     poller.shutdown().await;
-    assert_eq!(e.order("APP001-down").await.unwrap().status(), Status::Success, "it recovers");
+    assert_eq!(
+        e.order("APP001-down").await.unwrap().status(),
+        Status::Success,
+        "it recovers"
+    );
 }
 
 /// Defect 5: the poll moved forward by a bad-signature callback read the order while it was
@@ -204,8 +255,14 @@ async fn a_poll_moved_sooner_that_loses_a_race_leaves_a_settled_order_no_due_tim
     let (store, t) = (Flaky::default(), Scripted::default());
     let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
     let key = "APP001-in-race";
-    t.push(Endpoint::Prepay, Step::Data(inbound_view(&trans_no, key, "3.00", "UNPAID", "01")));
-    let cmd = NewInbound { out_req_no: Some(key.into()), ..NewInbound::pos(&trans_no, Amount::parse("3").unwrap()) };
+    t.push(
+        Endpoint::Prepay,
+        Step::Data(inbound_view(&trans_no, key, "3.00", "UNPAID", "01")),
+    );
+    let cmd = NewInbound {
+        out_req_no: Some(key.into()),
+        ..NewInbound::pos(&trans_no, Amount::parse("3").unwrap())
+    };
     e.prepay(cmd).await.unwrap();
     // Between the poll-sooner's read and its write, the order is settled elsewhere (failed: no money
     // moves, so the ledger needs no change).
@@ -215,17 +272,32 @@ async fn a_poll_moved_sooner_that_loses_a_race_leaves_a_settled_order_no_due_tim
             if let Order::Inbound(o) = &mut current.value {
                 o.status = Status::Failure;
             }
-            let settled = Put { expected: Some(current.version), value: current.value };
-            let batch = Batch { orders: vec![settled], schedule: vec![(key.into(), None)], ..Default::default() };
+            let settled = Put {
+                expected: Some(current.version),
+                value: current.value,
+            };
+            let batch = Batch {
+                orders: vec![settled],
+                schedule: vec![(key.into(), None)],
+                ..Default::default()
+            };
             inner.commit(batch).await.unwrap();
         })
     });
-    let forged = reply_body("0000", "SUCCESS", &inbound_view(&trans_no, key, "3.00", "SUCCESS", "02"), "not-the-key");
+    let forged = reply_body(
+        "0000",
+        "SUCCESS",
+        &inbound_view(&trans_no, key, "3.00", "SUCCESS", "02"),
+        "not-the-key",
+    );
     assert!(!e.handle_callback(CallbackKind::InboundPay, &forged).await.is_success());
     assert_eq!(e.order(key).await.unwrap().status(), Status::Failure);
     let far = clock().now() + chrono::Duration::days(365);
     let due = store.inner.due(far, usize::MAX).await.unwrap();
-    assert!(due.iter().all(|d| d.out_req_no != key), "a settled order has no due time: {due:?}");
+    assert!(
+        due.iter().all(|d| d.out_req_no != key),
+        "a settled order has no due time: {due:?}"
+    );
 }
 
 /// Defect 6: `attention_after_quiet_polls` was documented and never read: an order whose
@@ -237,7 +309,10 @@ async fn an_order_whose_queries_keep_failing_needs_attention() {
     c.poll.attention_after_quiet_polls = 3;
     let (e, trans_no) = funded_on(&store, &t, c, "50.00").await;
     t.push(Endpoint::Outpay, maybe());
-    t.default_for(Endpoint::Outquery, Step::Fail(TransportError::NotDelivered { reason: "down".into() }));
+    t.default_for(
+        Endpoint::Outquery,
+        Step::Fail(TransportError::NotDelivered { reason: "down".into() }),
+    );
     e.outpay(payout(&trans_no, Some("APP001-quiet"), "20")).await.unwrap();
     for _ in 0..40 {
         tokio::time::advance(Duration::from_secs(60)).await;
@@ -246,7 +321,11 @@ async fn an_order_whose_queries_keep_failing_needs_attention() {
     let o = e.order("APP001-quiet").await.unwrap();
     assert!(o.attempts().needs_attention, "{:?}", o.attempts());
     assert_eq!(o.status(), Status::Submitted, "never failed on our own");
-    let flagged = anomalies(&e).await.into_iter().filter(|a| matches!(a, Anomaly::NeedsAttention { .. })).count();
+    let flagged = anomalies(&e)
+        .await
+        .into_iter()
+        .filter(|a| matches!(a, Anomaly::NeedsAttention { .. }))
+        .count();
     assert_eq!(flagged, 1);
 }
 
@@ -269,7 +348,9 @@ async fn a_deploy_that_moves_notify_urls_keeps_repeats_idempotent() {
     let mut other = payout(&trans_no, Some("APP001-deploy"), "21");
     other.remark = Some("different".into());
     let err = e.outpay(other).await.unwrap_err();
-    let Error::IdempotencyMismatch { fields, .. } = &err else { panic!("{err:?}") };
+    let Error::IdempotencyMismatch { fields, .. } = &err else {
+        panic!("{err:?}")
+    };
     assert_eq!(fields, &["amount", "remark"]);
     let text = err.to_string();
     assert!(!text.contains("new outReqNo") && !text.contains("new order"), "{text}");
@@ -281,7 +362,10 @@ async fn a_deploy_that_moves_notify_urls_keeps_repeats_idempotent() {
 async fn an_app_id_without_room_for_a_generated_out_req_no_is_refused() {
     let mut c = config();
     c.app_id = "A".repeat(limits::APP_ID + 1);
-    assert!(matches!(c.validate(), Err(Error::InvalidConfig { field: "app_id", .. })));
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidConfig { field: "app_id", .. })
+    ));
     c.app_id = "A".repeat(limits::APP_ID);
     let e = engine_with(MemoryStorage::new(), Scripted::default(), c, clock()).await;
     let generated = e.generate_out_req_no();
@@ -314,12 +398,22 @@ async fn personal_data_never_shows_in_debug_or_errors() {
     )
     .unwrap();
     let orphan_body = callback_body(&json!({"outReqNo": "APP001-nobody", "bankAccName": PAYEE, "bankAccNum": ACCOUNT}));
-    assert!(e.handle_callback(CallbackKind::Outbound, &orphan_body).await.is_success());
+    assert!(
+        e.handle_callback(CallbackKind::Outbound, &orphan_body)
+            .await
+            .is_success()
+    );
     let orphans: Vec<Orphan> = e.orphans().await.unwrap();
     assert_eq!(orphans.len(), 1);
     let Order::Inbound(stored_in) = &in_order else { panic!() };
     let prepay: &Prepay = &stored_in.request;
-    let mismatch = e.outpay(NewOutbound { amount: Amount::parse("1").unwrap(), ..outbound.clone() }).await.unwrap_err();
+    let mismatch = e
+        .outpay(NewOutbound {
+            amount: Amount::parse("1").unwrap(),
+            ..outbound.clone()
+        })
+        .await
+        .unwrap_err();
     let events = e.events_after(0, 10_000).await.unwrap();
     let printed = [
         format!("{outbound:?}"),
@@ -350,12 +444,22 @@ async fn over_long_text_is_refused_before_anything_is_stored() {
     let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
     let mut long = payout(&trans_no, Some("APP001-long"), "20");
     long.remark = Some("备".repeat(70_000 / 3));
-    assert!(matches!(e.outpay(long).await, Err(Error::TooLong { field: "remark", max: limits::REMARK })));
+    assert!(matches!(
+        e.outpay(long).await,
+        Err(Error::TooLong {
+            field: "remark",
+            max: limits::REMARK
+        })
+    ));
     assert!(e.order("APP001-long").await.is_err());
     assert_eq!(t.count(Endpoint::Outpay), 0);
 
     // The longest acceptable request, echoed by the payment system, fits the receiver.
-    let mut longest = payout(&trans_no, Some(&format!("APP001-{}", "9".repeat(limits::OUT_REQ_NO - 7))), "20");
+    let mut longest = payout(
+        &trans_no,
+        Some(&format!("APP001-{}", "9".repeat(limits::OUT_REQ_NO - 7))),
+        "20",
+    );
     longest.payee_name = Sensitive::new("名".repeat(limits::PERSON_NAME));
     longest.payee_account = Sensitive::new("6".repeat(limits::ACCOUNT));
     longest.bank_name = "行".repeat(limits::BANK_NAME);
@@ -367,7 +471,11 @@ async fn over_long_text_is_refused_before_anything_is_stored() {
         "bankAccNum": longest.payee_account.expose(), "bankName": longest.bank_name, "bankCnaps": longest.bank_cnaps,
         "outType": "OUT", "remark": longest.remark, "payStatus": "SUCCESS", "payFinishTime": "2026-11-26 12:00:00",
         "channelReturnMsg": "成功".repeat(50)});
-    let ascii = serde_json::to_string(&echo).unwrap().chars().map(|c| if c.is_ascii() { 1 } else { 6 }).sum::<usize>();
+    let ascii = serde_json::to_string(&echo)
+        .unwrap()
+        .chars()
+        .map(|c| if c.is_ascii() { 1 } else { 6 })
+        .sum::<usize>();
     let body = callback_body(&echo);
     assert!(ascii * 2 < limits::ECHO_BODY_MAX && body.len() < config().callback_body_limit);
     assert!(e.handle_callback(CallbackKind::Outbound, &body).await.is_success());
@@ -387,13 +495,28 @@ async fn an_informative_field_that_cannot_be_read_does_not_block_the_news() {
         view["payFinishTime"] = json!(finish);
         let reply = e.handle_callback(CallbackKind::Outbound, &callback_body(&view)).await;
         assert!(reply.is_success(), "{reply:?}");
-        let Order::Outbound(o) = e.order(key).await.unwrap() else { panic!() };
+        let Order::Outbound(o) = e.order(key).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(o.status, Status::Success);
-        assert_eq!(o.remote.pay_finish_time.as_ref().map(|t| t.raw()), Some(finish), "kept as received");
+        assert_eq!(
+            o.remote.pay_finish_time.as_ref().map(|t| t.raw()),
+            Some(finish),
+            "kept as received"
+        );
     }
-    let unreadable: Vec<_> =
-        anomalies(&e).await.into_iter().filter(|a| matches!(a, Anomaly::UnreadableValue { .. })).collect();
-    assert_eq!(unreadable, vec![Anomaly::UnreadableValue { field: "payFinishTime".into() }], "only the odd one");
+    let unreadable: Vec<_> = anomalies(&e)
+        .await
+        .into_iter()
+        .filter(|a| matches!(a, Anomaly::UnreadableValue { .. }))
+        .collect();
+    assert_eq!(
+        unreadable,
+        vec![Anomaly::UnreadableValue {
+            field: "payFinishTime".into()
+        }],
+        "only the odd one"
+    );
 }
 
 /// Also found: `find_protocol` adopted a funded protocol with an empty ledger, so it could
@@ -418,11 +541,20 @@ async fn an_adopted_protocol_pays_out_what_it_holds_and_reconciles() {
         .any(|ev| matches!(ev.kind, EventKind::ProtocolAdopted { opening } if opening.to_string() == "30.00"));
     assert!(opened, "the opening balance is published");
     assert!(e.reconcile("T-elsewhere").await.unwrap().drift.is_empty());
-    t.push(Endpoint::Outpay, Step::Data(outbound_view("T-elsewhere", "APP001-from-opening", "20.00", "SUCCESS")));
-    let paid = e.outpay(payout("T-elsewhere", Some("APP001-from-opening"), "20")).await.unwrap();
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view("T-elsewhere", "APP001-from-opening", "20.00", "SUCCESS")),
+    );
+    let paid = e
+        .outpay(payout("T-elsewhere", Some("APP001-from-opening"), "20"))
+        .await
+        .unwrap();
     assert_eq!(paid.status(), Status::Success);
     let l = e.protocol("T-elsewhere").await.unwrap().ledger;
-    assert_eq!((l.available.to_string(), l.paid_out.to_string()), ("10.00".into(), "20.00".into()));
+    assert_eq!(
+        (l.available.to_string(), l.paid_out.to_string()),
+        ("10.00".into(), "20.00".into())
+    );
     let orders = e.orders_of("T-elsewhere").await.unwrap();
     protopay_engine::ledger::check(&l, orders.iter()).unwrap();
 }

@@ -28,7 +28,9 @@ fn payout(trans_no: &str, key: &str, amount: &str) -> NewOutbound {
 }
 
 fn maybe() -> Step {
-    Step::Fail(TransportError::MaybeDelivered { reason: "timeout after sending".into() })
+    Step::Fail(TransportError::MaybeDelivered {
+        reason: "timeout after sending".into(),
+    })
 }
 
 async fn setup(amount: &str) -> (Engine, Scripted, MemoryStorage, String) {
@@ -40,7 +42,12 @@ async fn setup(amount: &str) -> (Engine, Scripted, MemoryStorage, String) {
 }
 
 async fn kinds(e: &Engine) -> Vec<EventKind> {
-    e.events_after(0, 10_000).await.unwrap().into_iter().map(|e| e.kind).collect()
+    e.events_after(0, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect()
 }
 
 #[tokio::test(start_paused = true)]
@@ -59,7 +66,10 @@ async fn create_and_find_protocol() {
     assert_eq!(p.trans_no, "T9");
     assert!(matches!(
         kinds(&e).await.as_slice(),
-        [EventKind::ProtocolCreateRequested { .. }, EventKind::ProtocolCreated { .. }]
+        [
+            EventKind::ProtocolCreateRequested { .. },
+            EventKind::ProtocolCreated { .. }
+        ]
     ));
 
     let mut view = protocol_view("T9");
@@ -69,7 +79,10 @@ async fn create_and_find_protocol() {
     assert_eq!(found.remote.unwrap().available.to_string(), "5.00");
 
     t.push(Endpoint::Find, Step::Code("EP20001", "no such protocol"));
-    assert!(matches!(e.find_protocol("T404").await, Err(Error::NotFound(Missing::Protocol))));
+    assert!(matches!(
+        e.find_protocol("T404").await,
+        Err(Error::NotFound(Missing::Protocol))
+    ));
 
     // A protocol created elsewhere (or an orphan whose number turned up) is adopted.
     t.push(Endpoint::Find, Step::Data(protocol_view("T77")));
@@ -81,30 +94,51 @@ async fn create_and_find_protocol() {
 async fn create_errors_are_typed_and_lost_replies_are_visible() {
     let t = Scripted::default();
     let e = engine_on(MemoryStorage::new(), t.clone()).await;
-    let cmd = NewProtocol { trans_desc: "deal".into(), business_id: "B1".into(), cashier_type: CashierType::Pos };
+    let cmd = NewProtocol {
+        trans_desc: "deal".into(),
+        business_id: "B1".into(),
+        cashier_type: CashierType::Pos,
+    };
     t.push(Endpoint::Create, Step::Code("EP10009", "businessId unknown"));
     assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::Remote { code, .. }) if code == "EP10009"));
     t.push(Endpoint::Create, maybe());
     assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::Transport(_))));
-    let orphan =
-        kinds(&e).await.into_iter().any(|k| matches!(k, EventKind::Anomaly(Anomaly::PossibleOrphanProtocol { .. })));
+    let orphan = kinds(&e)
+        .await
+        .into_iter()
+        .any(|k| matches!(k, EventKind::Anomaly(Anomaly::PossibleOrphanProtocol { .. })));
     assert!(orphan, "a lost create reply must be visible to the host");
     t.push(Endpoint::Create, Step::Forged(protocol_view("T1")));
     assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::BadSign)));
     assert!(e.protocol("T1").await.is_err(), "a forged reply changes nothing");
-    let empty = NewProtocol { trans_desc: " ".into(), ..cmd };
-    assert!(matches!(e.create_protocol(empty).await, Err(Error::InvalidField { field: "transDesc", .. })));
+    let empty = NewProtocol {
+        trans_desc: " ".into(),
+        ..cmd
+    };
+    assert!(matches!(
+        e.create_protocol(empty).await,
+        Err(Error::InvalidField { field: "transDesc", .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
 async fn prepay_paths() {
     let (e, t, _, trans_no) = setup("100.00").await;
     let key = format!("{APP}-in-2");
-    t.push(Endpoint::Prepay, Step::Data(inbound_view(&trans_no, &key, "20.00", "UNPAID", "01")));
-    let cmd = NewInbound { out_req_no: Some(key.clone()), ..NewInbound::pos(&trans_no, Amount::parse("20").unwrap()) };
+    t.push(
+        Endpoint::Prepay,
+        Step::Data(inbound_view(&trans_no, &key, "20.00", "UNPAID", "01")),
+    );
+    let cmd = NewInbound {
+        out_req_no: Some(key.clone()),
+        ..NewInbound::pos(&trans_no, Amount::parse("20").unwrap())
+    };
     let order = e.prepay(cmd.clone()).await.unwrap();
     let Order::Inbound(o) = &order else { panic!() };
-    assert_eq!((o.status, o.remote.pos_code.as_deref()), (Status::Unpaid, Some("834201")));
+    assert_eq!(
+        (o.status, o.remote.pos_code.as_deref()),
+        (Status::Unpaid, Some("834201"))
+    );
     assert_eq!(
         t.calls(Endpoint::Prepay).last().unwrap()["outSuccessNotifyUrl"],
         "http://host.invalid/notify/inbound-pay"
@@ -114,26 +148,57 @@ async fn prepay_paths() {
     let before = t.count(Endpoint::Prepay);
     assert_eq!(e.prepay(cmd.clone()).await.unwrap(), order);
     assert_eq!(t.count(Endpoint::Prepay), before);
-    let other = NewInbound { amount: Amount::parse("21").unwrap(), ..cmd.clone() };
+    let other = NewInbound {
+        amount: Amount::parse("21").unwrap(),
+        ..cmd.clone()
+    };
     assert!(matches!(e.prepay(other).await, Err(Error::IdempotencyMismatch { .. })));
 
     // A definite refusal fails the order; EP20001 likewise.
     t.push(Endpoint::Prepay, Step::Code("EP30001", "amount over limit"));
-    let refused = e.prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap())).await.unwrap();
+    let refused = e
+        .prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap()))
+        .await
+        .unwrap();
     let Order::Inbound(r) = &refused else { panic!() };
-    assert_eq!((r.status, r.refusal.as_ref().map(|x| x.code.as_str())), (Status::Failure, Some("EP30001")));
+    assert_eq!(
+        (r.status, r.refusal.as_ref().map(|x| x.code.as_str())),
+        (Status::Failure, Some("EP30001"))
+    );
     t.push(Endpoint::Prepay, Step::Code("EP20001", "no protocol"));
-    let refused = e.prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap())).await.unwrap();
+    let refused = e
+        .prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap()))
+        .await
+        .unwrap();
     assert_eq!(refused.status(), Status::Failure);
 
     // Validation happens before anything is stored or sent.
     let sent = t.count(Endpoint::Prepay);
     let zero = NewInbound::pos(&trans_no, Amount::ZERO);
-    assert!(matches!(e.prepay(zero).await, Err(Error::InvalidField { field: "amount", .. })));
-    let bad_key = NewInbound { out_req_no: Some("OTHER-1".into()), ..cmd.clone() };
-    assert!(matches!(e.prepay(bad_key).await, Err(Error::InvalidField { field: "outReqNo", .. })));
-    let no_catalog = NewInbound { prod_catalog: None, out_req_no: None, ..cmd.clone() };
-    assert!(matches!(e.prepay(no_catalog).await, Err(Error::InvalidField { field: "prodCatalog", .. })));
+    assert!(matches!(
+        e.prepay(zero).await,
+        Err(Error::InvalidField { field: "amount", .. })
+    ));
+    let bad_key = NewInbound {
+        out_req_no: Some("OTHER-1".into()),
+        ..cmd.clone()
+    };
+    assert!(matches!(
+        e.prepay(bad_key).await,
+        Err(Error::InvalidField { field: "outReqNo", .. })
+    ));
+    let no_catalog = NewInbound {
+        prod_catalog: None,
+        out_req_no: None,
+        ..cmd.clone()
+    };
+    assert!(matches!(
+        e.prepay(no_catalog).await,
+        Err(Error::InvalidField {
+            field: "prodCatalog",
+            ..
+        })
+    ));
     assert!(matches!(
         e.prepay(NewInbound::pos("T404", Amount::parse("1").unwrap())).await,
         Err(Error::UnknownProtocol { .. })
@@ -153,20 +218,35 @@ async fn prepay_paths() {
     assert!(paid.is_success());
     assert_eq!(e.order(&key).await.unwrap().status(), Status::Success);
     assert!(kinds(&e).await.contains(&EventKind::Anomaly(Anomaly::PaidAfterClose)));
-    assert!(matches!(e.close_pos(&key).await, Err(Error::InvalidState { .. })), "a paid code cannot be closed");
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.in_transit.to_string(), "20.00");
+    assert!(
+        matches!(e.close_pos(&key).await, Err(Error::InvalidState { .. })),
+        "a paid code cannot be closed"
+    );
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.in_transit.to_string(),
+        "20.00"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn posclose_and_cnaps_errors() {
     let (e, t, _, trans_no) = setup("10.00").await;
     let key = format!("{APP}-in-3");
-    t.push(Endpoint::Prepay, Step::Data(inbound_view(&trans_no, &key, "1.00", "UNPAID", "01")));
-    e.prepay(NewInbound { out_req_no: Some(key.clone()), ..NewInbound::pos(&trans_no, Amount::parse("1").unwrap()) })
-        .await
-        .unwrap();
+    t.push(
+        Endpoint::Prepay,
+        Step::Data(inbound_view(&trans_no, &key, "1.00", "UNPAID", "01")),
+    );
+    e.prepay(NewInbound {
+        out_req_no: Some(key.clone()),
+        ..NewInbound::pos(&trans_no, Amount::parse("1").unwrap())
+    })
+    .await
+    .unwrap();
     t.push(Endpoint::Posclose, Step::Code("EP20002", "no such order"));
-    assert!(matches!(e.close_pos(&key).await, Err(Error::NotFound(Missing::InboundOrder))));
+    assert!(matches!(
+        e.close_pos(&key).await,
+        Err(Error::NotFound(Missing::InboundOrder))
+    ));
     assert!(matches!(e.order(&key).await.unwrap(), Order::Inbound(o) if !o.closed));
 
     t.push(
@@ -185,7 +265,10 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
     let (e, t, _, trans_no) = setup("100.00").await;
     // Too much: nothing stored, nothing sent.
     let events_before = kinds(&e).await.len();
-    let err = e.outpay(payout(&trans_no, &format!("{APP}-out-big"), "100.01")).await.unwrap_err();
+    let err = e
+        .outpay(payout(&trans_no, &format!("{APP}-out-big"), "100.01"))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::InsufficientFunds { .. }), "{err:?}");
     assert_eq!(t.count(Endpoint::Outpay), 0);
     assert!(e.order(&format!("{APP}-out-big")).await.is_err());
@@ -193,29 +276,47 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
 
     // Accepted: reserved, then PROCESSING; then the callback settles it.
     let key = format!("{APP}-out-1");
-    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "60.00", "PROCESSING")));
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "60.00", "PROCESSING")),
+    );
     let o = e.outpay(payout(&trans_no, &key, "60")).await.unwrap();
     assert_eq!(o.status(), Status::Processing);
     let l = e.protocol(&trans_no).await.unwrap().ledger;
-    assert_eq!((l.available.to_string(), l.reserved.to_string()), ("40.00".into(), "60.00".into()));
+    assert_eq!(
+        (l.available.to_string(), l.reserved.to_string()),
+        ("40.00".into(), "60.00".into())
+    );
     let r = e
-        .handle_callback(CallbackKind::Outbound, &callback_body(&outbound_view(&trans_no, &key, "60.00", "SUCCESS")))
+        .handle_callback(
+            CallbackKind::Outbound,
+            &callback_body(&outbound_view(&trans_no, &key, "60.00", "SUCCESS")),
+        )
         .await;
     assert!(r.is_success());
     let l = e.protocol(&trans_no).await.unwrap().ledger;
-    assert_eq!((l.reserved.to_string(), l.paid_out.to_string()), ("0.00".into(), "60.00".into()));
+    assert_eq!(
+        (l.reserved.to_string(), l.paid_out.to_string()),
+        ("0.00".into(), "60.00".into())
+    );
 
     // Refused outright: the funds come back.
     let key = format!("{APP}-out-2");
     t.push(Endpoint::Outpay, Step::Code("EP40001", "account frozen"));
     let o = e.outpay(payout(&trans_no, &key, "40")).await.unwrap();
     assert_eq!(o.status(), Status::Failure);
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "40.00");
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
+        "40.00"
+    );
 
     // Validation.
     let mut bad = payout(&trans_no, &format!("{APP}-out-3"), "1");
     bad.bank_cnaps = "1021".into();
-    assert!(matches!(e.outpay(bad).await, Err(Error::InvalidField { field: "bankCnaps", .. })));
+    assert!(matches!(
+        e.outpay(bad).await,
+        Err(Error::InvalidField { field: "bankCnaps", .. })
+    ));
 }
 
 #[tokio::test(start_paused = true)]
@@ -223,7 +324,10 @@ async fn callback_and_poll_bring_the_same_news_once_in_either_order() {
     for callback_first in [true, false] {
         let (e, t, _, trans_no) = setup("50.00").await;
         let key = format!("{APP}-out-1");
-        t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "50.00", "PROCESSING")));
+        t.push(
+            Endpoint::Outpay,
+            Step::Data(outbound_view(&trans_no, &key, "50.00", "PROCESSING")),
+        );
         e.outpay(payout(&trans_no, &key, "50")).await.unwrap();
         let settled = outbound_view(&trans_no, &key, "50.00", "SUCCESS");
         t.default_for(Endpoint::Outquery, Step::Data(settled.clone()));
@@ -238,10 +342,16 @@ async fn callback_and_poll_bring_the_same_news_once_in_either_order() {
             e.poll_due().await.unwrap();
             assert!(callback().await.is_success(), "a duplicate is answered with success");
         }
-        let succeeded =
-            kinds(&e).await.into_iter().filter(|k| matches!(k, EventKind::OutboundSucceeded { .. })).count();
+        let succeeded = kinds(&e)
+            .await
+            .into_iter()
+            .filter(|k| matches!(k, EventKind::OutboundSucceeded { .. }))
+            .count();
         assert_eq!(succeeded, 1, "callback first: {callback_first}");
-        assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(), "50.00");
+        assert_eq!(
+            e.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(),
+            "50.00"
+        );
     }
 }
 
@@ -252,7 +362,10 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     t.push(Endpoint::Outpay, maybe());
     let o = e.outpay(payout(&trans_no, &key, "80")).await.unwrap();
     assert_eq!(o.status(), Status::Submitted, "ambiguous: stays Submitted");
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(), "80.00");
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(),
+        "80.00"
+    );
 
     // Before the grace period a verified EP20003 resends nothing.
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
@@ -263,7 +376,10 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     assert_eq!(t.count(Endpoint::Outpay), 1, "no resend within the grace period");
 
     // After it: exactly one resend, same outReqNo, same everything.
-    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "80.00", "PROCESSING")));
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "80.00", "PROCESSING")),
+    );
     for _ in 0..20 {
         tokio::time::advance(grace).await;
         e.poll_due().await.unwrap();
@@ -277,7 +393,10 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     assert_eq!(e.order(&key).await.unwrap().status(), Status::Processing);
 
     // A later SUCCESS settles it; no more sends ever.
-    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "80.00", "SUCCESS")));
+    t.default_for(
+        Endpoint::Outquery,
+        Step::Data(outbound_view(&trans_no, &key, "80.00", "SUCCESS")),
+    );
     for _ in 0..10 {
         tokio::time::advance(grace).await;
         e.poll_due().await.unwrap();
@@ -285,7 +404,10 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     assert_eq!(e.order(&key).await.unwrap().status(), Status::Success);
     assert_eq!(t.count(Endpoint::Outpay), 2);
     let l = e.protocol(&trans_no).await.unwrap().ledger;
-    assert_eq!((l.reserved.to_string(), l.paid_out.to_string()), ("0.00".into(), "80.00".into()));
+    assert_eq!(
+        (l.reserved.to_string(), l.paid_out.to_string()),
+        ("0.00".into(), "80.00".into())
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -303,32 +425,53 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
     assert_eq!(o.status(), Status::Submitted, "never failed on our own");
     assert!(o.attempts().needs_attention);
     assert_eq!(t.count(Endpoint::Outpay) as u32, config().poll.max_submissions);
-    let flagged =
-        kinds(&e).await.into_iter().filter(|k| matches!(k, EventKind::Anomaly(Anomaly::NeedsAttention { .. }))).count();
+    let flagged = kinds(&e)
+        .await
+        .into_iter()
+        .filter(|k| matches!(k, EventKind::Anomaly(Anomaly::NeedsAttention { .. })))
+        .count();
     assert_eq!(flagged, 1, "raised once");
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(), "30.00");
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(),
+        "30.00"
+    );
     // Still polled, slowly.
     let queries = t.count(Endpoint::Outquery);
     tokio::time::advance(Duration::from_secs(2 * 3600)).await;
     e.poll_due().await.unwrap();
     assert!(t.count(Endpoint::Outquery) > queries);
     // A person may decide; a settled order cannot be decided again.
-    assert!(matches!(e.resolve(&key, Status::Processing, "x").await, Err(Error::InvalidField { .. })));
-    assert!(matches!(e.resolve(&key, Status::Failure, " ").await, Err(Error::InvalidField { .. })));
+    assert!(matches!(
+        e.resolve(&key, Status::Processing, "x").await,
+        Err(Error::InvalidField { .. })
+    ));
+    assert!(matches!(
+        e.resolve(&key, Status::Failure, " ").await,
+        Err(Error::InvalidField { .. })
+    ));
     // And the payment system's word still settles it.
-    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "30.00", "FAILURE")));
+    t.default_for(
+        Endpoint::Outquery,
+        Step::Data(outbound_view(&trans_no, &key, "30.00", "FAILURE")),
+    );
     for _ in 0..10 {
         tokio::time::advance(Duration::from_secs(3 * 3600)).await;
         e.poll_due().await.unwrap();
     }
     assert_eq!(e.order(&key).await.unwrap().status(), Status::Failure);
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "30.00");
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
+        "30.00"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn concurrent_payouts_exactly_one_accepted() {
     let (e, t, _, trans_no) = setup("100.00").await;
-    t.default_for(Endpoint::Outpay, Step::Fail(TransportError::MaybeDelivered { reason: "slow".into() }));
+    t.default_for(
+        Endpoint::Outpay,
+        Step::Fail(TransportError::MaybeDelivered { reason: "slow".into() }),
+    );
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let e = e.clone();
@@ -346,7 +489,10 @@ async fn concurrent_payouts_exactly_one_accepted() {
     }
     assert_eq!(accepted, 1);
     let l = e.protocol(&trans_no).await.unwrap().ledger;
-    assert_eq!((l.available.to_string(), l.reserved.to_string()), ("30.00".into(), "70.00".into()));
+    assert_eq!(
+        (l.available.to_string(), l.reserved.to_string()),
+        ("30.00".into(), "70.00".into())
+    );
     protopay_engine::ledger::check(&l, e.orders_of(&trans_no).await.unwrap().iter()).unwrap();
 }
 
@@ -354,7 +500,10 @@ async fn concurrent_payouts_exactly_one_accepted() {
 async fn bad_callbacks_are_rejected_and_change_nothing() {
     let (e, t, _, trans_no) = setup("10.00").await;
     let key = format!("{APP}-out-1");
-    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")));
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")),
+    );
     e.outpay(payout(&trans_no, &key, "10")).await.unwrap();
     let order = e.order(&key).await.unwrap();
     let events = kinds(&e).await.len();
@@ -369,7 +518,11 @@ async fn bad_callbacks_are_rejected_and_change_nothing() {
         ("wrong appId", wrong_app.to_string().into_bytes(), 401),
         ("not json", b"{{{".to_vec(), 400),
         ("data not a view", callback_body(&json!({"payStatus": 7})), 400),
-        ("bad amount", callback_body(&json!({"outReqNo": key, "amount": "1e3"})), 400),
+        (
+            "bad amount",
+            callback_body(&json!({"outReqNo": key, "amount": "1e3"})),
+            400,
+        ),
         ("oversized", oversized, 413),
     ];
     for (name, body, status) in cases {
@@ -382,7 +535,10 @@ async fn bad_callbacks_are_rejected_and_change_nothing() {
     assert_eq!(kinds(&e).await.len(), events, "no events");
 
     // The forged body named a known order: its next poll moved forward (it is due now).
-    t.default_for(Endpoint::Outquery, Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")));
+    t.default_for(
+        Endpoint::Outquery,
+        Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")),
+    );
     let report = e.poll_due().await.unwrap();
     assert_eq!(report.due, 1, "order named by a failed callback polled at once");
 }
@@ -397,7 +553,10 @@ async fn unknown_order_callback_is_kept_as_an_orphan() {
     }
     assert_eq!(e.orphans().await.unwrap().len(), 1, "kept once per signature");
     assert!(kinds(&e).await.contains(&EventKind::Anomaly(Anomaly::OrphanCallback)));
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "10.00");
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
+        "10.00"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -405,9 +564,21 @@ async fn plain_success_reply_style() {
     let t = Scripted::default();
     let mut c = config();
     c.reply_style = protopay_engine::ReplyStyle::PlainSuccess;
-    let e = Engine::builder(c).storage(MemoryStorage::new()).transport(t.clone()).clock(clock()).build().await.unwrap();
+    let e = Engine::builder(c)
+        .storage(MemoryStorage::new())
+        .transport(t.clone())
+        .clock(clock())
+        .build()
+        .await
+        .unwrap();
     let trans_no = funded(&e, &t, "1.00").await;
-    let body = callback_body(&inbound_view(&trans_no, &format!("{APP}-in-fund-1_00"), "1.00", "SUCCESS", "02"));
+    let body = callback_body(&inbound_view(
+        &trans_no,
+        &format!("{APP}-in-fund-1_00"),
+        "1.00",
+        "SUCCESS",
+        "02",
+    ));
     let r = e.handle_callback(CallbackKind::InboundArrival, &body).await;
     assert_eq!((r.status, r.body.as_str()), (200, "SUCCESS"));
 }
@@ -429,7 +600,10 @@ async fn event_feed_survives_a_restart() {
     let waiter = tokio::spawn(async move { sub.next().await.unwrap() });
     tokio::task::yield_now().await;
     let key = format!("{APP}-out-1");
-    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "1.00", "PROCESSING")));
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "1.00", "PROCESSING")),
+    );
     e2.outpay(payout(&trans_no, &key, "1")).await.unwrap();
     let live = waiter.await.unwrap();
     assert!(live.iter().any(|ev| ev.kind == EventKind::OutboundReserved));
@@ -447,10 +621,17 @@ async fn restart_recovers_stored_but_unsent_orders() {
     let key = format!("{APP}-out-crash");
     storage.fail_commit(2);
     let stored = e.outpay(payout(&trans_no, &key, "4")).await.unwrap();
-    assert_eq!((stored.status(), t.count(Endpoint::Outpay)), (Status::Reserved, 0), "stored, never sent");
+    assert_eq!(
+        (stored.status(), t.count(Endpoint::Outpay)),
+        (Status::Reserved, 0),
+        "stored, never sent"
+    );
     drop(e);
     let e2 = engine_with(storage, t.clone(), config(), clock()).await;
-    t.push(Endpoint::Outpay, Step::Data(outbound_view(&trans_no, &key, "4.00", "SUCCESS")));
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "4.00", "SUCCESS")),
+    );
     let poller = e2.spawn_poller();
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(30)).await;
@@ -461,7 +642,10 @@ async fn restart_recovers_stored_but_unsent_orders() {
     poller.shutdown().await;
     assert_eq!(e2.order(&key).await.unwrap().status(), Status::Success);
     assert_eq!(t.count(Endpoint::Outpay), 1, "sent once, by the new process's poller");
-    assert_eq!(e2.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(), "4.00");
+    assert_eq!(
+        e2.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(),
+        "4.00"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -476,14 +660,24 @@ async fn reconcile_reports_drift_and_moves_nothing() {
     t.push(Endpoint::Find, Step::Data(view));
     let r = e.reconcile(&trans_no).await.unwrap();
     assert_eq!(r.drift.len(), 1);
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "10.00", "reports, never fixes");
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
+        "10.00",
+        "reports, never fixes"
+    );
 }
 
 #[test]
 fn config_is_validated() {
     let mut c = config();
     c.poll.grace_ms = c.timeouts.request_ms;
-    assert!(matches!(c.validate(), Err(Error::InvalidConfig { field: "poll.grace_ms", .. })));
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidConfig {
+            field: "poll.grace_ms",
+            ..
+        })
+    ));
     let parsed: Result<protopay_engine::Config, _> =
         serde_json::from_str(r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c","typo":1}"#);
     assert!(parsed.is_err(), "unknown settings are refused");
@@ -503,14 +697,40 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
         tokio::time::advance(Duration::from_secs(120)).await;
         e.poll_due().await.unwrap();
     }
-    assert!(e.order(&key).await.unwrap().attempts().needs_attention, "it needs attention first");
-    let o = e.resolve(&key, Status::Failure, "ops (Li): bank confirmed no transfer, ticket 42").await.unwrap();
+    assert!(
+        e.order(&key).await.unwrap().attempts().needs_attention,
+        "it needs attention first"
+    );
+    let o = e
+        .resolve(&key, Status::Failure, "ops (Li): bank confirmed no transfer, ticket 42")
+        .await
+        .unwrap();
     assert_eq!(o.status(), Status::Failure);
-    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger.available.to_string(), "30.00", "funds released");
-    let recorded =
-        kinds(&e).await.into_iter().any(|k| matches!(k, EventKind::OperatorResolved { status: Status::Failure, .. }));
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
+        "30.00",
+        "funds released"
+    );
+    let recorded = kinds(&e).await.into_iter().any(|k| {
+        matches!(
+            k,
+            EventKind::OperatorResolved {
+                status: Status::Failure,
+                ..
+            }
+        )
+    });
     assert!(recorded);
-    assert!(matches!(e.resolve(&key, Status::Success, "again").await, Err(Error::InvalidState { .. })));
-    let src = e.events_after(0, 1000).await.unwrap().into_iter().filter(|ev| ev.source == Source::Operator).count();
+    assert!(matches!(
+        e.resolve(&key, Status::Success, "again").await,
+        Err(Error::InvalidState { .. })
+    ));
+    let src = e
+        .events_after(0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|ev| ev.source == Source::Operator)
+        .count();
     assert!(src >= 2, "the decision and its effect are attributed to the operator");
 }

@@ -34,7 +34,12 @@ fn request_envelopes() {
             cashier_type: Some(CashierType::Pos),
         })
     );
-    insta::assert_snapshot!("find", body(&FindProtocol { trans_no: "T202611260001".into() }));
+    insta::assert_snapshot!(
+        "find",
+        body(&FindProtocol {
+            trans_no: "T202611260001".into()
+        })
+    );
     insta::assert_snapshot!(
         "prepay_pos",
         body(&Prepay {
@@ -65,8 +70,18 @@ fn request_envelopes() {
             return_url: Some("https://host.example/paid".into()),
         })
     );
-    insta::assert_snapshot!("posclose", body(&PosClose { out_req_no: "APP001-in-1".into() }));
-    insta::assert_snapshot!("inquery", body(&Inquery { out_req_no: "APP001-in-1".into() }));
+    insta::assert_snapshot!(
+        "posclose",
+        body(&PosClose {
+            out_req_no: "APP001-in-1".into()
+        })
+    );
+    insta::assert_snapshot!(
+        "inquery",
+        body(&Inquery {
+            out_req_no: "APP001-in-1".into()
+        })
+    );
     insta::assert_snapshot!(
         "outpay",
         body(&Outpay {
@@ -83,8 +98,18 @@ fn request_envelopes() {
             remark: Some("seller payout".into()),
         })
     );
-    insta::assert_snapshot!("outquery", body(&Outquery { out_req_no: "APP001-out-1".into() }));
-    insta::assert_snapshot!("querybankcnaps", body(&QueryBankCnaps { bank_name_key_word: "海淀".into() }));
+    insta::assert_snapshot!(
+        "outquery",
+        body(&Outquery {
+            out_req_no: "APP001-out-1".into()
+        })
+    );
+    insta::assert_snapshot!(
+        "querybankcnaps",
+        body(&QueryBankCnaps {
+            bank_name_key_word: "海淀".into()
+        })
+    );
 }
 
 /// Decode a reply envelope signed by the payment system and its `data` into `T`.

@@ -5,13 +5,17 @@
 use libfuzzer_sys::fuzz_target;
 use protopay_engine::domain::Refusal;
 use protopay_engine::ledger::{self, Ledger};
-use protopay_engine::wire::*;
 use protopay_engine::storage::conformance::{sample_inbound, sample_outbound};
+use protopay_engine::wire::*;
 use protopay_engine::{Amount, News, Observation, Order, Source, apply};
 
 fn order(i: u8, fen: u64) -> Option<Order> {
     let key = format!("APP001-{i}");
-    let mut o = if i % 2 == 0 { sample_inbound("T1", &key, fen.max(1)) } else { sample_outbound("T1", &key, fen.max(1)) };
+    let mut o = if i % 2 == 0 {
+        sample_inbound("T1", &key, fen.max(1))
+    } else {
+        sample_outbound("T1", &key, fen.max(1))
+    };
     if let (Order::Outbound(out), 3) = (&mut o, i % 4) {
         out.request.out_type = OutType::Refund;
     }
@@ -35,7 +39,9 @@ fuzz_target!(|data: &[u8]| {
     for chunk in data.chunks_exact(4) {
         let [op, pick, s, extra] = [chunk[0], chunk[1], chunk[2], chunk[3]];
         if op % 4 == 0 || orders.is_empty() {
-            let Some(o) = order(orders.len() as u8, u64::from(extra) * 100) else { continue };
+            let Some(o) = order(orders.len() as u8, u64::from(extra) * 100) else {
+                continue;
+            };
             if let Some(m) = ledger::movement(None, &o) {
                 if matches!(o, Order::Outbound(_)) && o.amount() > ledger.available {
                     continue;
@@ -50,10 +56,17 @@ fuzz_target!(|data: &[u8]| {
             1 => News::NotFound,
             2 => News::Sending,
             3 => News::Closed,
-            4 => News::Refused(Refusal { code: "E".into(), msg: String::new() }),
+            4 => News::Refused(Refusal {
+                code: "E".into(),
+                msg: String::new(),
+            }),
             _ => match &orders[i] {
                 Order::Inbound(o) => News::Inbound(Box::new(InboundView {
-                    amount: if extra == 255 { Amount::from_fen(1) } else { Some(o.request.amount) },
+                    amount: if extra == 255 {
+                        Amount::from_fen(1)
+                    } else {
+                        Some(o.request.amount)
+                    },
                     pay_status: status(s),
                     arrived_status: match extra % 3 {
                         0 => None,
@@ -62,7 +75,10 @@ fuzz_target!(|data: &[u8]| {
                     },
                     ..Default::default()
                 })),
-                Order::Outbound(_) => News::Outbound(Box::new(OutboundView { pay_status: status(s), ..Default::default() })),
+                Order::Outbound(_) => News::Outbound(Box::new(OutboundView {
+                    pay_status: status(s),
+                    ..Default::default()
+                })),
             },
         };
         let before = orders[i].status();

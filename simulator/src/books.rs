@@ -159,7 +159,11 @@ impl SimInbound {
             pos_code: self.pos_code.clone(),
             pay_order_no: Some(self.pay_order_no.clone()),
             pay_status: Some(self.status.clone()),
-            arrived_status: Some(if self.arrived { ArrivedStatus::Arrived } else { ArrivedStatus::NotArrived }),
+            arrived_status: Some(if self.arrived {
+                ArrivedStatus::Arrived
+            } else {
+                ArrivedStatus::NotArrived
+            }),
             pay_finish_time: self.finish_time.map(Into::into),
             pay_arrive_time: self.arrive_time.map(Into::into),
             create_time: Some(self.create_time.into()),
@@ -167,7 +171,9 @@ impl SimInbound {
             issuing_bank: paid.then(|| "ICBC".to_owned()),
             issuing_bank_zh: paid.then(|| "中国工商银行".to_owned()),
             channel_return_code: self.finish_time.map(|_| if paid { "00" } else { "51" }.to_owned()),
-            channel_return_msg: self.finish_time.map(|_| if paid { "交易成功" } else { "余额不足" }.to_owned()),
+            channel_return_msg: self
+                .finish_time
+                .map(|_| if paid { "交易成功" } else { "余额不足" }.to_owned()),
             contract_num: self.request.contract_num.clone(),
             cashier_url: self.cashier_url.clone(),
             qp_user_name: self.request.qp_user_name.clone(),
@@ -237,6 +243,9 @@ mod tests {
         b.settle(a("60"), false).unwrap();
         b.reserve(a("100")).unwrap();
         b.settle(a("100"), true).unwrap();
-        assert_eq!((b.available, b.in_transit, b.reserved, b.paid_out), (a("0"), a("0"), a("0"), a("100")));
+        assert_eq!(
+            (b.available, b.in_transit, b.reserved, b.paid_out),
+            (a("0"), a("0"), a("0"), a("100"))
+        );
     }
 }

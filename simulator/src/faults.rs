@@ -56,12 +56,18 @@ impl Fault {
 
     /// A fault that fires on the next `n` occasions.
     pub fn once(n: u32) -> Self {
-        Fault { probability: 0.0, once: n }
+        Fault {
+            probability: 0.0,
+            once: n,
+        }
     }
 
     /// A fault that fires with probability `p`.
     pub fn chance(p: f64) -> Self {
-        Fault { probability: p, once: 0 }
+        Fault {
+            probability: p,
+            once: 0,
+        }
     }
 }
 

@@ -81,9 +81,14 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
-    say(&format!("protopay-sim listening on http://{addr} (appId {}, seed {})", args.app_id, args.seed));
+    say(&format!(
+        "protopay-sim listening on http://{addr} (appId {}, seed {})",
+        args.app_id, args.seed
+    ));
     let background = sim.spawn(Arc::new(sink));
-    let options = ServerOptions { hold: Duration::from_millis(args.hold_ms) };
+    let options = ServerOptions {
+        hold: Duration::from_millis(args.hold_ms),
+    };
     let result = serve(listener, sim, options, async {
         let _ = tokio::signal::ctrl_c().await;
     })

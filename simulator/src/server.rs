@@ -33,7 +33,9 @@ pub struct ServerOptions {
 
 impl Default for ServerOptions {
     fn default() -> Self {
-        ServerOptions { hold: Duration::from_secs(120) }
+        ServerOptions {
+            hold: Duration::from_secs(120),
+        }
     }
 }
 
@@ -51,7 +53,11 @@ pub fn router(sim: Sim, options: ServerOptions, shutdown: watch::Receiver<bool>)
         .route("/sim/received", get(received))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .layer(middleware::from_fn(log_line))
-        .with_state(AppState { sim, shutdown, hold: options.hold })
+        .with_state(AppState {
+            sim,
+            shutdown,
+            hold: options.hold,
+        })
 }
 
 /// Serve until `shutdown` resolves, then finish the requests in flight.
@@ -75,7 +81,11 @@ async fn log_line(request: Request, next: Next) -> Response {
     let (method, path) = (request.method().clone(), request.uri().path().to_owned());
     let started = tokio::time::Instant::now();
     let response = next.run(request).await;
-    tracing::info!("{method} {path} {} {}ms", response.status().as_u16(), started.elapsed().as_millis());
+    tracing::info!(
+        "{method} {path} {} {}ms",
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    );
     response
 }
 

@@ -47,14 +47,22 @@ pub struct HttpSink {
 impl HttpSink {
     /// A sink with a per-callback timeout.
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
-        Ok(HttpSink { client: reqwest::Client::builder().timeout(timeout).build()? })
+        Ok(HttpSink {
+            client: reqwest::Client::builder().timeout(timeout).build()?,
+        })
     }
 }
 
 #[async_trait::async_trait]
 impl CallbackSink for HttpSink {
     async fn deliver(&self, url: &str, body: Vec<u8>) -> Option<(u16, String)> {
-        let response = self.client.post(url).header("content-type", "application/json").body(body).send().await;
+        let response = self
+            .client
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await;
         match response {
             Ok(r) => {
                 let status = r.status().as_u16();
@@ -76,9 +84,23 @@ mod tests {
     fn both_answer_styles_are_success() {
         assert!(is_ack(200, "SUCCESS"));
         assert!(is_ack(200, "SUCCESS\n"));
-        let env = Envelope::reply("A", "0000", "SUCCESS", "{}".into(), "1".into(), &protopay_engine::Md5Key::new("k"));
+        let env = Envelope::reply(
+            "A",
+            "0000",
+            "SUCCESS",
+            "{}".into(),
+            "1".into(),
+            &protopay_engine::Md5Key::new("k"),
+        );
         assert!(is_ack(200, &env.to_json()));
-        let fail = Envelope::reply("A", "FAIL", "no", "{}".into(), "1".into(), &protopay_engine::Md5Key::new("k"));
+        let fail = Envelope::reply(
+            "A",
+            "FAIL",
+            "no",
+            "{}".into(),
+            "1".into(),
+            &protopay_engine::Md5Key::new("k"),
+        );
         assert!(!is_ack(200, &fail.to_json()));
         assert!(!is_ack(500, "SUCCESS"));
         assert!(!is_ack(200, "OK"));

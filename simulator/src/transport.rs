@@ -21,13 +21,21 @@ impl Transport for SimTransport {
                 tokio::time::sleep(delay).await;
                 let _ = sim.handle(endpoint.name(), body.as_bytes());
             });
-            return Err(TransportError::MaybeDelivered { reason: "timed out; the request may still arrive".into() });
+            return Err(TransportError::MaybeDelivered {
+                reason: "timed out; the request may still arrive".into(),
+            });
         }
         match self.0.handle(endpoint.name(), request.to_json().as_bytes()) {
             Handled::Reply(body) => Ok(body),
-            Handled::ServerError => Err(TransportError::MaybeDelivered { reason: "HTTP 500".into() }),
-            Handled::TimeoutAfterCommit => Err(TransportError::MaybeDelivered { reason: "timed out".into() }),
-            Handled::ConnectionRefused => Err(TransportError::NotDelivered { reason: "connection refused".into() }),
+            Handled::ServerError => Err(TransportError::MaybeDelivered {
+                reason: "HTTP 500".into(),
+            }),
+            Handled::TimeoutAfterCommit => Err(TransportError::MaybeDelivered {
+                reason: "timed out".into(),
+            }),
+            Handled::ConnectionRefused => Err(TransportError::NotDelivered {
+                reason: "connection refused".into(),
+            }),
         }
     }
 }

@@ -56,7 +56,10 @@ pub fn record<T: Serialize>(version: u64, v: &T) -> Result<Vec<u8>, rmp_serde::e
 
 /// A record's version alone.
 pub fn record_version(bytes: &[u8]) -> Result<u64, DecodeError> {
-    let head: [u8; 8] = bytes.get(..8).and_then(|h| h.try_into().ok()).ok_or(DecodeError::Short)?;
+    let head: [u8; 8] = bytes
+        .get(..8)
+        .and_then(|h| h.try_into().ok())
+        .ok_or(DecodeError::Short)?;
     Ok(u64::from_be_bytes(head))
 }
 

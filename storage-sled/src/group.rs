@@ -75,7 +75,13 @@ impl GroupCommit {
         tree: sled::Tree,
         fail: impl Fn(Arc<sled::Error>) -> Error + Send + Sync + 'static,
     ) -> Self {
-        GroupCommit { db, tree, queue: Arc::default(), fail: Arc::new(fail), clones: Arc::default() }
+        GroupCommit {
+            db,
+            tree,
+            queue: Arc::default(),
+            fail: Arc::new(fail),
+            clones: Arc::default(),
+        }
     }
 
     /// Wait until no other clone is alive (a leader finishing its last group), flush, and
@@ -114,9 +120,11 @@ impl GroupCommit {
             let this = self.clone();
             tokio::spawn(async move { this.lead().await });
         }
-        answer
-            .await
-            .unwrap_or_else(|_| Err((self.fail)(Arc::new(sled::Error::ReportableBug("group commit dropped".into())))))
+        answer.await.unwrap_or_else(|_| {
+            Err((self.fail)(Arc::new(sled::Error::ReportableBug(
+                "group commit dropped".into(),
+            ))))
+        })
     }
 
     /// Take groups until none is waiting, then step down.
@@ -133,7 +141,11 @@ impl GroupCommit {
             let mut overlay = Overlay::default();
             let mut accepted = Vec::with_capacity(group.len());
             for w in group {
-                let mut staging = Staging { tree: &self.tree, group: &overlay, own: Overlay::default() };
+                let mut staging = Staging {
+                    tree: &self.tree,
+                    group: &overlay,
+                    own: Overlay::default(),
+                };
                 match (w.stage)(&mut staging) {
                     Ok(answer) => {
                         let own = staging.own;

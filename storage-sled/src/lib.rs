@@ -110,7 +110,9 @@ struct Handles {
 
 impl std::fmt::Debug for SledStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SledStorage").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SledStorage")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -127,8 +129,14 @@ impl SledStorage {
             {
                 SledError::Locked { path: path.clone() }
             }
-            sled::Error::Corruption { .. } => SledError::Corrupt { path: path.clone(), reason: source.to_string() },
-            _ => SledError::Sled { path: path.clone(), source },
+            sled::Error::Corruption { .. } => SledError::Corrupt {
+                path: path.clone(),
+                reason: source.to_string(),
+            },
+            _ => SledError::Sled {
+                path: path.clone(),
+                source,
+            },
         };
         // sled panics on some damaged files rather than erroring; keep that from reaching the
         // host as a panic.
@@ -136,28 +144,49 @@ impl SledStorage {
             std::panic::catch_unwind(|| sled::Config::new().path(&path).mode(sled::Mode::HighThroughput).open());
         let db = match opened {
             Ok(result) => result.map_err(classify)?,
-            Err(_) => return Err(SledError::Corrupt { path, reason: "sled could not read its files".into() }),
+            Err(_) => {
+                return Err(SledError::Corrupt {
+                    path,
+                    reason: "sled could not read its files".into(),
+                });
+            }
         };
         let tree = db.open_tree("protopay").map_err(classify)?;
         let handles = Handles {
             group: group::GroupCommit::new(db.clone(), tree.clone(), {
                 let path = path.clone();
-                move |source| Error::Storage(Arc::new(SledError::Flush { path: path.clone(), source }))
+                move |source| {
+                    Error::Storage(Arc::new(SledError::Flush {
+                        path: path.clone(),
+                        source,
+                    }))
+                }
             }),
             tree: tree.clone(),
         };
-        let store = SledStorage { path: path.clone(), open: Arc::new(std::sync::RwLock::new(Some(handles))) };
+        let store = SledStorage {
+            path: path.clone(),
+            open: Arc::new(std::sync::RwLock::new(Some(handles))),
+        };
         let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
         match tree.get(&format_key).map_err(classify)? {
             Some(f) if f.as_ref() == codec::FORMAT => {}
             Some(f) => {
-                return Err(SledError::UnsupportedFormat { path, found: String::from_utf8_lossy(&f).into_owned() });
+                return Err(SledError::UnsupportedFormat {
+                    path,
+                    found: String::from_utf8_lossy(&f).into_owned(),
+                });
             }
             None if tree.is_empty() && db.tree_names().len() <= 2 => {
                 tree.insert(format_key, codec::FORMAT).map_err(classify)?;
                 db.flush().map_err(classify)?;
             }
-            None => return Err(SledError::Corrupt { path, reason: "records without a format marker".into() }),
+            None => {
+                return Err(SledError::Corrupt {
+                    path,
+                    reason: "records without a format marker".into(),
+                });
+            }
         }
         Ok(store)
     }
@@ -169,12 +198,21 @@ impl SledStorage {
 
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> std::result::Result<u64, SledError> {
-        let group = self.handles().map(|h| h.group).map_err(|_| SledError::Closed { path: self.path.clone() })?;
-        group.db().size_on_disk().map_err(|source| SledError::Sled { path: self.path.clone(), source })
+        let group = self.handles().map(|h| h.group).map_err(|_| SledError::Closed {
+            path: self.path.clone(),
+        })?;
+        group.db().size_on_disk().map_err(|source| SledError::Sled {
+            path: self.path.clone(),
+            source,
+        })
     }
 
     fn handles(&self) -> Result<Handles> {
-        self.open.read().unwrap_or_else(|p| p.into_inner()).clone().ok_or(Error::Shutdown)
+        self.open
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or(Error::Shutdown)
     }
 
     fn tree(&self) -> Result<sled::Tree> {
@@ -190,7 +228,10 @@ impl SledStorage {
     }
 
     fn corrupt(&self, tree: &str, key: &[u8], e: DecodeError) -> Error {
-        Error::Corrupt { key: format!("{tree}/{}", String::from_utf8_lossy(key)), reason: e.to_string() }
+        Error::Corrupt {
+            key: format!("{tree}/{}", String::from_utf8_lossy(key)),
+            reason: e.to_string(),
+        }
     }
 
     fn read_record<T: DeserializeOwned>(&self, prefix: &[u8], key: &[u8]) -> Result<Option<Versioned<T>>> {
@@ -235,7 +276,10 @@ impl Storage for SledStorage {
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
-        let end = codec::key(codec::prefix::DUE, &codec::time_key(now + chrono::Duration::microseconds(1)));
+        let end = codec::key(
+            codec::prefix::DUE,
+            &codec::time_key(now + chrono::Duration::microseconds(1)),
+        );
         let mut out = Vec::new();
         for entry in self.tree()?.range(codec::prefix::DUE.to_vec()..end).take(limit) {
             let (key, _) = entry.map_err(|e| self.fail(e))?;
@@ -277,7 +321,9 @@ impl Storage for SledStorage {
     }
 
     async fn cursor(&self, consumer: &str) -> Result<u64> {
-        Ok(self.u64_at(&codec::key(codec::prefix::CURSOR, consumer.as_bytes()))?.unwrap_or(0))
+        Ok(self
+            .u64_at(&codec::key(codec::prefix::CURSOR, consumer.as_bytes()))?
+            .unwrap_or(0))
     }
 
     async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
@@ -310,7 +356,9 @@ impl Storage for SledStorage {
     /// Take the handles out, wait for every commit group still holding them to step down,
     /// flush, and drop them: sled releases its files and lock with the last handle.
     async fn close(&self) -> Result<()> {
-        let Some(handles) = self.open.write().unwrap_or_else(|p| p.into_inner()).take() else { return Ok(()) };
+        let Some(handles) = self.open.write().unwrap_or_else(|p| p.into_inner()).take() else {
+            return Ok(());
+        };
         let Handles { tree, group } = handles;
         drop(tree);
         group.close().await.map_err(|e| self.fail(e))

@@ -16,11 +16,17 @@ pub(crate) struct Errors(pub(crate) PathBuf);
 
 impl Errors {
     pub(crate) fn fail(&self, source: sled::Error) -> Error {
-        Error::Storage(Arc::new(SledError::Sled { path: self.0.clone(), source }))
+        Error::Storage(Arc::new(SledError::Sled {
+            path: self.0.clone(),
+            source,
+        }))
     }
 
     pub(crate) fn corrupt(&self, key: &[u8], e: DecodeError) -> Error {
-        Error::Corrupt { key: String::from_utf8_lossy(key).into_owned(), reason: e.to_string() }
+        Error::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        }
     }
 
     /// A u64 value as a commit group would leave it (0 when absent).
@@ -68,11 +74,18 @@ impl SledStorage {
                 Some(index),
             ));
         }
-        let events: Vec<Vec<u8>> =
-            batch.events.iter().map(codec::value).collect::<std::result::Result<_, _>>().map_err(encode)?;
+        let events: Vec<Vec<u8>> = batch
+            .events
+            .iter()
+            .map(codec::value)
+            .collect::<std::result::Result<_, _>>()
+            .map_err(encode)?;
         let mut orphans = Vec::new();
         for o in &batch.orphans {
-            orphans.push((codec::key(codec::prefix::ORPHAN, o.sign.as_bytes()), codec::value(o).map_err(encode)?));
+            orphans.push((
+                codec::key(codec::prefix::ORPHAN, o.sign.as_bytes()),
+                codec::value(o).map_err(encode)?,
+            ));
         }
         let schedule = batch.schedule;
         let errors = self.errors();

@@ -45,10 +45,16 @@ async fn corrupt_or_foreign_stores_are_typed_errors_never_panics() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("protopay").unwrap().insert("m/format", "someone-else/9").unwrap();
+        db.open_tree("protopay")
+            .unwrap()
+            .insert("m/format", "someone-else/9")
+            .unwrap();
         db.flush().unwrap();
     }
-    assert!(matches!(SledStorage::open(dir.path()), Err(SledError::UnsupportedFormat { .. })));
+    assert!(matches!(
+        SledStorage::open(dir.path()),
+        Err(SledError::UnsupportedFormat { .. })
+    ));
 }
 
 #[tokio::test]
@@ -58,7 +64,10 @@ async fn a_corrupt_record_is_reported_not_panicked() {
         let store = SledStorage::open(dir.path()).unwrap();
         drop(store);
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("protopay").unwrap().insert("o/APP001-x", &[1u8, 2, 3][..]).unwrap();
+        db.open_tree("protopay")
+            .unwrap()
+            .insert("o/APP001-x", &[1u8, 2, 3][..])
+            .unwrap();
         db.flush().unwrap();
     }
     let store = SledStorage::open(dir.path()).unwrap();
@@ -80,7 +89,13 @@ async fn many_concurrent_commits_all_become_durable() {
                 for i in 0..10 {
                     let order = sample_inbound("T1", &format!("APP001-{c}-{i}"), 100);
                     store
-                        .commit(Batch { orders: vec![Put { expected: None, value: order }], ..Default::default() })
+                        .commit(Batch {
+                            orders: vec![Put {
+                                expected: None,
+                                value: order,
+                            }],
+                            ..Default::default()
+                        })
                         .await
                         .unwrap();
                 }
@@ -93,7 +108,9 @@ async fn many_concurrent_commits_all_become_durable() {
         }
     };
     // A safety net against a hang, not a measurement.
-    tokio::time::timeout(std::time::Duration::from_secs(120), all).await.expect("commits stalled");
+    tokio::time::timeout(std::time::Duration::from_secs(120), all)
+        .await
+        .expect("commits stalled");
     assert_eq!(store.orders_of("T1").await.unwrap().len(), 640);
     drop(store);
     let reopened = SledStorage::open(dir.path()).unwrap();
@@ -108,7 +125,13 @@ async fn racing_updates_in_one_group_exactly_one_wins() {
     let dir = tempfile::tempdir().unwrap();
     let store = SledStorage::open(dir.path()).unwrap();
     store
-        .commit(Batch { protocols: vec![Put { expected: None, value: sample_protocol("T1") }], ..Default::default() })
+        .commit(Batch {
+            protocols: vec![Put {
+                expected: None,
+                value: sample_protocol("T1"),
+            }],
+            ..Default::default()
+        })
         .await
         .unwrap();
     let tasks: Vec<_> = (0..16)
@@ -117,7 +140,15 @@ async fn racing_updates_in_one_group_exactly_one_wins() {
             tokio::spawn(async move {
                 let mut p = sample_protocol("T1");
                 p.business_id = format!("B{i}");
-                store.commit(Batch { protocols: vec![Put { expected: Some(1), value: p }], ..Default::default() }).await
+                store
+                    .commit(Batch {
+                        protocols: vec![Put {
+                            expected: Some(1),
+                            value: p,
+                        }],
+                        ..Default::default()
+                    })
+                    .await
             })
         })
         .collect();

@@ -43,7 +43,12 @@ pub struct Stack {
 
 /// Timings that make a whole story take seconds, keeping grace > request timeout.
 pub fn config(sim_url: &str, callback_addr: SocketAddr) -> Config {
-    let mut c = Config::new(APP, Md5Key::new(KEY), sim_url, &format!("http://{callback_addr}/protopay/notify"));
+    let mut c = Config::new(
+        APP,
+        Md5Key::new(KEY),
+        sim_url,
+        &format!("http://{callback_addr}/protopay/notify"),
+    );
     c.timeouts.connect_ms = 500;
     c.timeouts.request_ms = 1_000;
     c.poll.grace_ms = 1_500;
@@ -67,7 +72,9 @@ impl Stack {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the simulator");
         let sim_url = format!("http://{}", listener.local_addr().expect("sim address"));
         let (stop_sim, stopped) = oneshot::channel::<()>();
-        let options = ServerOptions { hold: Duration::from_secs(5) };
+        let options = ServerOptions {
+            hold: Duration::from_secs(5),
+        };
         let server_sim = sim.clone();
         let sim_server = tokio::spawn(async move {
             let _ = serve(listener, server_sim, options, async move {
@@ -104,8 +111,15 @@ impl Stack {
         let config = config(&self.sim_url, self.callback_addr);
         let storage = SledStorage::open(&self.data_dir).expect("open the sled store");
         let transport = HttpTransport::from_config(&config).expect("HTTP transport");
-        let engine = Engine::builder(config).storage(storage).transport(transport).build().await.expect("engine");
-        let listener = TcpListener::bind(self.callback_addr).await.expect("bind the receiver again");
+        let engine = Engine::builder(config)
+            .storage(storage)
+            .transport(transport)
+            .build()
+            .await
+            .expect("engine");
+        let listener = TcpListener::bind(self.callback_addr)
+            .await
+            .expect("bind the receiver again");
         let app = callback_router(engine.clone(), "/protopay/notify");
         let (stop_receiver, stopped) = oneshot::channel::<()>();
         let receiver = tokio::spawn(async move {
@@ -116,7 +130,12 @@ impl Stack {
                 .await;
         });
         let poller = engine.spawn_poller();
-        self.running = Some(Running { engine, poller, receiver, stop_receiver });
+        self.running = Some(Running {
+            engine,
+            poller,
+            receiver,
+            stop_receiver,
+        });
     }
 
     /// Stop the engine half gracefully (the simulator keeps running and retrying callbacks).
@@ -202,7 +221,11 @@ impl Stack {
 
 /// A convenience to check a store's event count without an engine.
 pub async fn last_seq(dir: &Path) -> u64 {
-    SledStorage::open(dir).expect("open").last_seq().await.expect("last seq")
+    SledStorage::open(dir)
+        .expect("open")
+        .last_seq()
+        .await
+        .expect("last seq")
 }
 
 /// What the story made.
@@ -228,7 +251,10 @@ async fn chapter(engine: &Engine, chapters: &mut Vec<(String, u64)>, title: &str
 
 fn payee(trans_no: &str, key: &str, amount: &str, out_type: protopay::wire::OutType) -> protopay::NewOutbound {
     let payee = protopay::testing::payee(trans_no, Some(key), amount, out_type).expect("amount");
-    protopay::NewOutbound { remark: Some("demo".into()), ..payee }
+    protopay::NewOutbound {
+        remark: Some("demo".into()),
+        ..payee
+    }
 }
 
 /// The whole escrow story of the README, step by step, against the running stack.
@@ -241,7 +267,12 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     let mut chapters = Vec::new();
 
     // 1. A POS protocol.
-    chapter(e, &mut chapters, "1. An escrow protocol for a house deposit, paid in at a POS terminal").await;
+    chapter(
+        e,
+        &mut chapters,
+        "1. An escrow protocol for a house deposit, paid in at a POS terminal",
+    )
+    .await;
     let pos = e
         .create_protocol(NewProtocol {
             trans_desc: "二手房交易 定金".into(),
@@ -251,7 +282,12 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .await
         .expect("create the POS protocol");
 
-    chapter(e, &mut chapters, "2. A deposit paid at the terminal; its callbacks bring the news").await;
+    chapter(
+        e,
+        &mut chapters,
+        "2. A deposit paid at the terminal; its callbacks bring the news",
+    )
+    .await;
     // 2. A deposit paid at the terminal and arrived, both reported by callbacks.
     let deposit = format!("{APP}-dep-1");
     let o = e
@@ -261,13 +297,21 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         })
         .await
         .expect("prepay");
-    assert!(matches!(&o, Order::Inbound(i) if i.remote.pos_code.is_some()), "a POS code to type in");
+    assert!(
+        matches!(&o, Order::Inbound(i) if i.remote.pos_code.is_some()),
+        "a POS code to type in"
+    );
     stack.sim.pay(&deposit, true).expect("pay");
     stack.until(&deposit, wait, |o| o.status() == Status::Success).await;
     stack.sim.arrive(&deposit).expect("arrive");
     stack.until(&deposit, wait, paid_and_arrived).await;
 
-    chapter(e, &mut chapters, "3. A deposit whose callbacks are all lost: the poller finds it").await;
+    chapter(
+        e,
+        &mut chapters,
+        "3. A deposit whose callbacks are all lost: the poller finds it",
+    )
+    .await;
     // 3. A second deposit whose callbacks are all dropped: the poller finds it.
     let quiet = format!("{APP}-dep-2");
     e.prepay(NewInbound {
@@ -276,12 +320,19 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     })
     .await
     .expect("prepay");
-    stack.sim.with_faults(|f| f.drop_callback = protopay_sim::Fault::once(2));
+    stack
+        .sim
+        .with_faults(|f| f.drop_callback = protopay_sim::Fault::once(2));
     stack.sim.pay(&quiet, true).expect("pay");
     stack.sim.arrive(&quiet).expect("arrive");
     stack.until(&quiet, wait, paid_and_arrived).await;
 
-    chapter(e, &mut chapters, "4. A rent deposit by quick pay: a cashier page instead of a code").await;
+    chapter(
+        e,
+        &mut chapters,
+        "4. A rent deposit by quick pay: a cashier page instead of a code",
+    )
+    .await;
     // 4. A quick-pay deposit on a QP protocol: a cashier page instead of a code.
     let qp = e
         .create_protocol(NewProtocol {
@@ -305,7 +356,10 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         })
         .await
         .expect("quick-pay prepay");
-    assert!(matches!(&o, Order::Inbound(i) if i.remote.cashier_url.is_some()), "a cashier page to open");
+    assert!(
+        matches!(&o, Order::Inbound(i) if i.remote.cashier_url.is_some()),
+        "a cashier page to open"
+    );
     stack.sim.pay(&qp_deposit, true).expect("pay");
     stack.sim.arrive(&qp_deposit).expect("arrive");
     stack.until(&qp_deposit, wait, paid_and_arrived).await;
@@ -313,9 +367,13 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     chapter(e, &mut chapters, "5. A payout to the seller and a refund to the buyer").await;
     // 5. A payout and a refund, both settled.
     let payout = format!("{APP}-pay-1");
-    e.outpay(payee(&pos.trans_no, &payout, "200.00", OutType::Out)).await.expect("payout");
+    e.outpay(payee(&pos.trans_no, &payout, "200.00", OutType::Out))
+        .await
+        .expect("payout");
     let refund = format!("{APP}-ref-1");
-    e.outpay(payee(&pos.trans_no, &refund, "100.00", OutType::Refund)).await.expect("refund");
+    e.outpay(payee(&pos.trans_no, &refund, "100.00", OutType::Refund))
+        .await
+        .expect("refund");
     stack.sim.settle(&payout, true).expect("settle");
     stack.sim.settle(&refund, true).expect("settle");
     stack.until(&payout, wait, |o| o.status() == Status::Success).await;
@@ -324,7 +382,9 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     chapter(e, &mut chapters, "6. A payout the bank refuses: its funds come back").await;
     // 6. A payout that fails: its funds come back.
     let failed = format!("{APP}-pay-2");
-    e.outpay(payee(&pos.trans_no, &failed, "150.00", OutType::Out)).await.expect("payout");
+    e.outpay(payee(&pos.trans_no, &failed, "150.00", OutType::Out))
+        .await
+        .expect("payout");
     stack.sim.settle(&failed, false).expect("settle");
     stack.until(&failed, wait, |o| o.status() == Status::Failure).await;
 
@@ -341,7 +401,10 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         f.no_dedupe = true;
         f.timeout_after_commit = protopay_sim::Fault::once(1);
     });
-    let o = e.outpay(payee(&pos.trans_no, &lost, "250.00", OutType::Out)).await.expect("payout");
+    let o = e
+        .outpay(payee(&pos.trans_no, &lost, "250.00", OutType::Out))
+        .await
+        .expect("payout");
     assert_eq!(o.status(), Status::Submitted, "the reply was lost: outcome unknown");
     stack.until(&lost, wait, |o| o.status() == Status::Processing).await;
     stack.sim.settle(&lost, true).expect("settle");

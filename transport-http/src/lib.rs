@@ -56,7 +56,12 @@ pub struct HttpTransport {
 impl HttpTransport {
     /// A transport to `base_url` with the engine config's timeouts.
     pub fn from_config(config: &Config) -> Result<Self, HttpError> {
-        Self::new(&config.base_url, config.timeouts.connect(), config.timeouts.request(), DEFAULT_MAX_RESPONSE_BYTES)
+        Self::new(
+            &config.base_url,
+            config.timeouts.connect(),
+            config.timeouts.request(),
+            DEFAULT_MAX_RESPONSE_BYTES,
+        )
     }
 
     /// A transport with explicit settings.
@@ -67,10 +72,19 @@ impl HttpTransport {
         max_response_bytes: usize,
     ) -> Result<Self, HttpError> {
         if !(base_url.starts_with("http://") || base_url.starts_with("https://")) {
-            return Err(HttpError::BaseUrl { url: base_url.to_owned() });
+            return Err(HttpError::BaseUrl {
+                url: base_url.to_owned(),
+            });
         }
-        let client = reqwest::Client::builder().connect_timeout(connect).timeout(request).build()?;
-        Ok(HttpTransport { client, base: base_url.trim_end_matches('/').to_owned(), max_response_bytes })
+        let client = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .timeout(request)
+            .build()?;
+        Ok(HttpTransport {
+            client,
+            base: base_url.trim_end_matches('/').to_owned(),
+            max_response_bytes,
+        })
     }
 }
 
@@ -100,13 +114,17 @@ impl Transport for HttpTransport {
         let status = response.status();
         if !status.is_success() {
             // The server answered but not with a reply: it may have acted (5xx, proxies' 4xx).
-            return Err(TransportError::MaybeDelivered { reason: format!("HTTP {status} from {}", endpoint.name()) });
+            return Err(TransportError::MaybeDelivered {
+                reason: format!("HTTP {status} from {}", endpoint.name()),
+            });
         }
         let mut response = response;
         let mut body = Vec::new();
         while let Some(chunk) = response.chunk().await.map_err(|e| classify(&e))? {
             if body.len() + chunk.len() > self.max_response_bytes {
-                return Err(TransportError::MaybeDelivered { reason: "reply larger than the limit".into() });
+                return Err(TransportError::MaybeDelivered {
+                    reason: "reply larger than the limit".into(),
+                });
             }
             body.extend_from_slice(&chunk);
         }
@@ -120,7 +138,10 @@ impl Transport for HttpTransport {
 pub fn callback_router(engine: Engine, prefix: &str) -> Router {
     let limit = engine.config().callback_body_limit;
     let route = format!("{}/{{kind}}", prefix.trim_end_matches('/'));
-    Router::new().route(&route, post(receive)).layer(DefaultBodyLimit::max(limit)).with_state(engine)
+    Router::new()
+        .route(&route, post(receive))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(engine)
 }
 
 async fn receive(State(engine): State<Engine>, Path(kind): Path<String>, body: Bytes) -> Response {

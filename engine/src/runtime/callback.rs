@@ -73,13 +73,19 @@ impl Engine {
     async fn accept_callback(&self, kind: CallbackKind, body: &[u8]) -> Result<()> {
         let config = self.config();
         if body.len() > config.callback_body_limit {
-            return Err(Error::TooLarge { size: body.len(), limit: config.callback_body_limit });
+            return Err(Error::TooLarge {
+                size: body.len(),
+                limit: config.callback_body_limit,
+            });
         }
         let envelope = Envelope::open(body, &config.app_id, &config.key)?;
         if let Some(max_age) = config.callback_max_age_ms {
             let sent = parse_timestamp(&envelope.timestamp, self.inner.zone)?;
             if (self.now() - sent).num_milliseconds() > i64::try_from(max_age).unwrap_or(i64::MAX) {
-                return Err(Error::InvalidTime { value: envelope.timestamp.clone(), expected: "a recent timestamp" });
+                return Err(Error::InvalidTime {
+                    value: envelope.timestamp.clone(),
+                    expected: "a recent timestamp",
+                });
             }
         }
         let (out_req_no, news) = match kind {
@@ -92,8 +98,14 @@ impl Engine {
                 (view.out_req_no.clone(), News::Outbound(Box::new(view)))
             }
         };
-        let out_req_no = out_req_no.ok_or(Error::InvalidField { field: "outReqNo", reason: "is required" })?;
-        match self.transact(&out_req_no, Step::news(Source::Callback(kind), news)).await {
+        let out_req_no = out_req_no.ok_or(Error::InvalidField {
+            field: "outReqNo",
+            reason: "is required",
+        })?;
+        match self
+            .transact(&out_req_no, Step::news(Source::Callback(kind), news))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(Error::UnknownOrder { .. }) => self.keep_orphan(kind, out_req_no, envelope).await,
             Err(e) => Err(e),
@@ -103,7 +115,11 @@ impl Engine {
     /// A verified callback for an order we do not know: keep it, raise an anomaly, and
     /// answer success (retrying it would not make us know the order).
     async fn keep_orphan(&self, kind: CallbackKind, out_req_no: String, envelope: Envelope) -> Result<()> {
-        let mut event = self.event(None, Source::Callback(kind), EventKind::Anomaly(Anomaly::OrphanCallback));
+        let mut event = self.event(
+            None,
+            Source::Callback(kind),
+            EventKind::Anomaly(Anomaly::OrphanCallback),
+        );
         event.out_req_no = Some(out_req_no.clone());
         let orphan = Orphan {
             kind,
@@ -141,7 +157,10 @@ impl Engine {
         }
         // Through the unit of work, at the order's version: a poll-sooner that lands after the order
         // was settled writes no due time for it.
-        let step = Step { poll_at: PollAt::Now, ..Step::record(Source::Engine, Bookkeeping::Nothing) };
+        let step = Step {
+            poll_at: PollAt::Now,
+            ..Step::record(Source::Engine, Bookkeeping::Nothing)
+        };
         if let Ok(order) = self.transact(&out_req_no, step).await
             && order.is_open()
         {

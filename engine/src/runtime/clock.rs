@@ -28,7 +28,10 @@ impl Clock {
 
     /// Starting at a fixed wall time (tests, simulations).
     pub fn starting_at(wall: DateTime<Utc>) -> Self {
-        Clock { wall, start: Instant::now() }
+        Clock {
+            wall,
+            start: Instant::now(),
+        }
     }
 
     /// The same clock, moved forward if need be so that it does not read earlier than
@@ -39,7 +42,10 @@ impl Clock {
         if now >= floor {
             return self;
         }
-        Clock { wall: self.wall.checked_add_signed(floor - now).unwrap_or(self.wall), start: self.start }
+        Clock {
+            wall: self.wall.checked_add_signed(floor - now).unwrap_or(self.wall),
+            start: self.start,
+        }
     }
 
     /// Now.

@@ -31,7 +31,10 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { connect_ms: 3_000, request_ms: 15_000 }
+        Timeouts {
+            connect_ms: 3_000,
+            request_ms: 15_000,
+        }
     }
 }
 
@@ -181,8 +184,10 @@ impl Config {
 
     /// The payment system's zone.
     pub fn zone(&self) -> Result<FixedOffset> {
-        FixedOffset::east_opt(self.utc_offset_minutes.saturating_mul(60))
-            .ok_or(Error::InvalidConfig { field: "utc_offset_minutes", reason: "must be within ±24 hours" })
+        FixedOffset::east_opt(self.utc_offset_minutes.saturating_mul(60)).ok_or(Error::InvalidConfig {
+            field: "utc_offset_minutes",
+            reason: "must be within ±24 hours",
+        })
     }
 
     /// The notify URL for a callback kind.
@@ -193,22 +198,43 @@ impl Config {
     /// Check the settings that depend on each other.
     pub fn validate(&self) -> Result<()> {
         let bad = |field, reason| Err(Error::InvalidConfig { field, reason });
-        if self.app_id.is_empty() || !self.app_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        if self.app_id.is_empty()
+            || !self
+                .app_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        {
             return bad("app_id", "must be non-empty [A-Za-z0-9_-]");
         }
         if self.app_id.len() > limits::APP_ID {
-            return bad("app_id", "longer than 39 characters: leaves no room for a generated outReqNo");
+            return bad(
+                "app_id",
+                "longer than 39 characters: leaves no room for a generated outReqNo",
+            );
         }
         self.zone()?;
-        let longest_slug = crate::wire::CallbackKind::ALL.iter().map(|k| k.slug().len() + 1).max().unwrap_or(0);
+        let longest_slug = crate::wire::CallbackKind::ALL
+            .iter()
+            .map(|k| k.slug().len() + 1)
+            .max()
+            .unwrap_or(0);
         if self.callback_base_url.trim_end_matches('/').len() + longest_slug > limits::URL {
             return bad("callback_base_url", "too long for a notify URL (512 characters)");
         }
         if self.callback_body_limit < limits::ECHO_BODY_MAX {
-            return bad("callback_body_limit", "smaller than a callback echoing our longest request");
+            return bad(
+                "callback_body_limit",
+                "smaller than a callback echoing our longest request",
+            );
         }
         let p = &self.poll;
-        let intervals = [p.submitted_ms, p.processing_ms, p.unpaid_ms, p.awaiting_arrival_ms, p.attention_ms];
+        let intervals = [
+            p.submitted_ms,
+            p.processing_ms,
+            p.unpaid_ms,
+            p.awaiting_arrival_ms,
+            p.attention_ms,
+        ];
         if intervals.contains(&0) || p.max_interval_ms == 0 || p.idle_tick_ms == 0 {
             return bad("poll", "intervals must be at least 1 ms");
         }

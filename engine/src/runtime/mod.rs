@@ -76,7 +76,9 @@ struct Inner {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("app_id", &self.inner.config.app_id).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("app_id", &self.inner.config.app_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -137,8 +139,14 @@ impl EngineBuilder {
     pub async fn build(self) -> Result<Engine> {
         self.config.validate()?;
         let zone = self.config.zone()?;
-        let storage = self.storage.ok_or(Error::InvalidConfig { field: "storage", reason: "is required" })?;
-        let transport = self.transport.ok_or(Error::InvalidConfig { field: "transport", reason: "is required" })?;
+        let storage = self.storage.ok_or(Error::InvalidConfig {
+            field: "storage",
+            reason: "is required",
+        })?;
+        let transport = self.transport.ok_or(Error::InvalidConfig {
+            field: "transport",
+            reason: "is required",
+        })?;
         let last = storage.last_seq().await?;
         let newest = match last {
             0 => None,
@@ -180,7 +188,13 @@ struct Working(#[allow(dead_code)] tokio::sync::OwnedRwLockReadGuard<()>);
 impl Engine {
     /// Start building an engine.
     pub fn builder(config: Config) -> EngineBuilder {
-        EngineBuilder { config, storage: None, transport: None, clock: None, id_seed: None }
+        EngineBuilder {
+            config,
+            storage: None,
+            transport: None,
+            clock: None,
+            id_seed: None,
+        }
     }
 
     /// The configuration.
@@ -202,7 +216,12 @@ impl Engine {
         if *self.inner.stopping.borrow() {
             return Err(Error::Shutdown);
         }
-        self.inner.work.clone().try_read_owned().map(Working).map_err(|_| Error::Shutdown)
+        self.inner
+            .work
+            .clone()
+            .try_read_owned()
+            .map(Working)
+            .map_err(|_| Error::Shutdown)
     }
 
     /// Stop the engine: refuse new commands and callbacks (they get [`Error::Shutdown`]),

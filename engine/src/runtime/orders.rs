@@ -38,13 +38,23 @@ impl Engine {
         let protocol = self.protocol(&cmd.trans_no).await?;
         validate::positive("amount", cmd.amount)?;
         if protocol.cashier_type == CashierType::Pos && cmd.prod_catalog.is_none() {
-            return Err(Error::InvalidField { field: "prodCatalog", reason: "is required for POS" });
+            return Err(Error::InvalidField {
+                field: "prodCatalog",
+                reason: "is required for POS",
+            });
         }
         if cmd.prod_catalog.as_ref().is_some_and(|c| !c.is_known()) {
-            return Err(Error::InvalidField { field: "prodCatalog", reason: "must be 01 or 02" });
+            return Err(Error::InvalidField {
+                field: "prodCatalog",
+                reason: "must be 01 or 02",
+            });
         }
         validate::optional_text("contractNum", cmd.contract_num.as_deref(), limits::CONTRACT_NUM)?;
-        validate::optional_text("qpUserName", cmd.payer_name.as_ref().map(|s| s.expose()), limits::PERSON_NAME)?;
+        validate::optional_text(
+            "qpUserName",
+            cmd.payer_name.as_ref().map(|s| s.expose()),
+            limits::PERSON_NAME,
+        )?;
         validate::optional_text(
             "qpCertNumber",
             cmd.payer_cert_number.as_ref().map(|s| s.expose()),
@@ -89,7 +99,10 @@ impl Engine {
         validate::optional_text("remark", cmd.remark.as_deref(), limits::REMARK)?;
         validate::bank_cnaps(&cmd.bank_cnaps, self.config().cnaps_check)?;
         if !cmd.out_type.is_known() {
-            return Err(Error::InvalidField { field: "outType", reason: "must be OUT or REFUND" });
+            return Err(Error::InvalidField {
+                field: "outType",
+                reason: "must be OUT or REFUND",
+            });
         }
         let out_req_no = self.out_req_no(cmd.out_req_no)?;
         let config = self.config();
@@ -148,7 +161,10 @@ impl Engine {
     async fn existing(&self, existing: Versioned<Order>, asked: &Order) -> Result<Order> {
         let fields = differences(&existing.value, asked);
         if !fields.is_empty() {
-            return Err(Error::IdempotencyMismatch { out_req_no: asked.out_req_no().to_owned(), fields });
+            return Err(Error::IdempotencyMismatch {
+                out_req_no: asked.out_req_no().to_owned(),
+                fields,
+            });
         }
         if matches!(existing.value.status(), Status::Requested | Status::Reserved) {
             return Ok(self.send_accepted(&existing).await);
@@ -171,9 +187,16 @@ impl Engine {
                 state: order.state_label(),
             });
         }
-        let result = self.call(&PosClose { out_req_no: out_req_no.to_owned() }).await?;
+        let result = self
+            .call(&PosClose {
+                out_req_no: out_req_no.to_owned(),
+            })
+            .await?;
         if !result.result {
-            return Err(Error::Remote { code: "0000".into(), msg: "posclose answered result=false".into() });
+            return Err(Error::Remote {
+                code: "0000".into(),
+                msg: "posclose answered result=false".into(),
+            });
         }
         self.transact(out_req_no, Step::news(Source::Reply, News::Closed)).await
     }
@@ -189,7 +212,10 @@ impl Engine {
         validate::required("note", note)?;
         validate::text("note", note, limits::NOTE)?;
         if !status.is_terminal() {
-            return Err(Error::InvalidField { field: "status", reason: "must be SUCCESS or FAILURE" });
+            return Err(Error::InvalidField {
+                field: "status",
+                reason: "must be SUCCESS or FAILURE",
+            });
         }
         let order = self.order(out_req_no).await?;
         if order.status().is_terminal() {
@@ -200,8 +226,17 @@ impl Engine {
             });
         }
         let step = Step {
-            news: Some(News::Resolved { status, note: note.to_owned() }),
-            ..Step::record(Source::Operator, Bookkeeping::Resolved { status, note: note.to_owned() })
+            news: Some(News::Resolved {
+                status,
+                note: note.to_owned(),
+            }),
+            ..Step::record(
+                Source::Operator,
+                Bookkeeping::Resolved {
+                    status,
+                    note: note.to_owned(),
+                },
+            )
         };
         self.transact(out_req_no, step).await
     }

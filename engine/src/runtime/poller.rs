@@ -86,7 +86,10 @@ impl Engine {
     async fn poll_tick(&self) -> Result<PollReport> {
         let policy = &self.config().poll;
         let due = self.storage().due(self.now(), policy.batch).await?;
-        let mut report = PollReport { due: due.len(), ..PollReport::default() };
+        let mut report = PollReport {
+            due: due.len(),
+            ..PollReport::default()
+        };
         let ready: Vec<String> = {
             let backoff = self.inner.backoff.lock().unwrap_or_else(|p| p.into_inner());
             let now = Instant::now();
@@ -164,7 +167,13 @@ impl Engine {
             let now = Instant::now();
             backoff.retain(|_, b| b.until > now);
         }
-        backoff.insert(key.to_owned(), Backoff { failures, until: Instant::now() + wait });
+        backoff.insert(
+            key.to_owned(),
+            Backoff {
+                failures,
+                until: Instant::now() + wait,
+            },
+        );
         wait
     }
 
@@ -218,7 +227,12 @@ impl Engine {
             Ok(None) => {
                 // A due entry without its order: only a damaged store has one.
                 tracing::error!(%out_req_no, "due entry for an order that is not stored");
-                return (None, Err(Error::UnknownOrder { out_req_no: out_req_no.to_owned() }));
+                return (
+                    None,
+                    Err(Error::UnknownOrder {
+                        out_req_no: out_req_no.to_owned(),
+                    }),
+                );
             }
             Err(e) => return (None, Err(e)),
         };
@@ -235,11 +249,15 @@ impl Engine {
         }
         let answer = match &current.value {
             Order::Inbound(o) => self
-                .call(&Inquery { out_req_no: o.request.out_req_no.clone() })
+                .call(&Inquery {
+                    out_req_no: o.request.out_req_no.clone(),
+                })
                 .await
                 .map(|v| News::Inbound(Box::new(v))),
             Order::Outbound(o) => self
-                .call(&Outquery { out_req_no: o.request.out_req_no.clone() })
+                .call(&Outquery {
+                    out_req_no: o.request.out_req_no.clone(),
+                })
                 .await
                 .map(|v| News::Outbound(Box::new(v))),
         };
@@ -247,7 +265,10 @@ impl Engine {
             Ok(news) => self.transact_at(current, Step::poll(Some(news))).await.map(drop),
             Err(Error::NotFound(_)) if current.value.status() == Status::Submitted => self.not_found(current).await,
             // It had acknowledged the order: `apply` raises `RemoteLost`.
-            Err(Error::NotFound(_)) => self.transact_at(current, Step::poll(Some(News::NotFound))).await.map(drop),
+            Err(Error::NotFound(_)) => self
+                .transact_at(current, Step::poll(Some(News::NotFound)))
+                .await
+                .map(drop),
             Err(e) => {
                 tracing::debug!(error = %e, "query failed; will retry");
                 self.transact_at(current, Step::poll(None)).await.map(drop)

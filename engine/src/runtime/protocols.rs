@@ -24,11 +24,19 @@ impl Engine {
         validate::text("transDesc", &cmd.trans_desc, limits::TRANS_DESC)?;
         validate::text("businessId", &cmd.business_id, limits::BUSINESS_ID)?;
         if !cmd.cashier_type.is_known() {
-            return Err(Error::InvalidField { field: "cashierType", reason: "must be POS or QP" });
+            return Err(Error::InvalidField {
+                field: "cashierType",
+                reason: "must be POS or QP",
+            });
         }
         let attempt = self.generate_out_req_no();
-        let requested =
-            self.event(None, Source::Engine, EventKind::ProtocolCreateRequested { attempt: attempt.clone() });
+        let requested = self.event(
+            None,
+            Source::Engine,
+            EventKind::ProtocolCreateRequested {
+                attempt: attempt.clone(),
+            },
+        );
         self.record_events(vec![requested], Vec::new()).await?;
         let request = CreateProtocol {
             channel_type: ChannelType::Lft,
@@ -69,9 +77,16 @@ impl Engine {
 
     async fn refresh_protocol(&self, trans_no: &str) -> Result<Protocol> {
         validate::required("transNo", trans_no)?;
-        let view = self.call(&FindProtocol { trans_no: trans_no.to_owned() }).await?;
+        let view = self
+            .call(&FindProtocol {
+                trans_no: trans_no.to_owned(),
+            })
+            .await?;
         if view.trans_no != trans_no {
-            return Err(Error::InvalidField { field: "transNo", reason: "reply names another protocol" });
+            return Err(Error::InvalidField {
+                field: "transNo",
+                reason: "reply names another protocol",
+            });
         }
         let balances = self.balances(&view);
         let opening = balances.available;
@@ -79,11 +94,24 @@ impl Engine {
         adopted.trans_no = Some(trans_no.to_owned());
         self.update_protocol(trans_no, |stored| {
             Some(match stored {
-                Some(p) => (Protocol { remote: Some(balances.clone()), ..p.clone() }, Vec::new()),
+                Some(p) => (
+                    Protocol {
+                        remote: Some(balances.clone()),
+                        ..p.clone()
+                    },
+                    Vec::new(),
+                ),
                 None => {
                     let p = Protocol::from_view(&view, "", "", CashierType::Pos);
                     let ledger = Ledger::opened_with(opening);
-                    (Protocol { remote: Some(balances.clone()), ledger, ..p }, vec![adopted.clone()])
+                    (
+                        Protocol {
+                            remote: Some(balances.clone()),
+                            ledger,
+                            ..p
+                        },
+                        vec![adopted.clone()],
+                    )
                 }
             })
         })
@@ -105,7 +133,10 @@ impl Engine {
         let _working = self.working()?;
         validate::required("bankNameKeyWord", keyword)?;
         validate::text("bankNameKeyWord", keyword, limits::KEYWORD)?;
-        self.call(&QueryBankCnaps { bank_name_key_word: keyword.to_owned() }).await
+        self.call(&QueryBankCnaps {
+            bank_name_key_word: keyword.to_owned(),
+        })
+        .await
     }
 
     /// Compare our ledger with the payment system's balances and report drift (also as
@@ -118,7 +149,9 @@ impl Engine {
     pub async fn reconcile(&self, trans_no: &str) -> Result<Reconciliation> {
         let _working = self.working()?;
         let protocol = self.refresh_protocol(trans_no).await?;
-        let theirs = protocol.remote.clone().ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() })?;
+        let theirs = protocol.remote.clone().ok_or_else(|| Error::UnknownProtocol {
+            trans_no: trans_no.to_owned(),
+        })?;
         let ours = protocol.ledger;
         let sum = |xs: &[Amount]| xs.iter().try_fold(Amount::ZERO, |a, b| a.checked_add(*b));
         let figures = [
@@ -152,6 +185,11 @@ impl Engine {
                 .collect();
             self.record_events(events, Vec::new()).await?;
         }
-        Ok(Reconciliation { trans_no: trans_no.to_owned(), ours, theirs, drift })
+        Ok(Reconciliation {
+            trans_no: trans_no.to_owned(),
+            ours,
+            theirs,
+            drift,
+        })
     }
 }

@@ -11,7 +11,9 @@ impl Engine {
             .protocol(trans_no)
             .await?
             .map(|p| p.value)
-            .ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() })
+            .ok_or_else(|| Error::UnknownProtocol {
+                trans_no: trans_no.to_owned(),
+            })
     }
 
     /// An order.
@@ -21,6 +23,12 @@ impl Engine {
 
     /// Every order of a protocol.
     pub async fn orders_of(&self, trans_no: &str) -> Result<Vec<Order>> {
-        Ok(self.storage().orders_of(trans_no).await?.into_iter().map(|o| o.value).collect())
+        Ok(self
+            .storage()
+            .orders_of(trans_no)
+            .await?
+            .into_iter()
+            .map(|o| o.value)
+            .collect())
     }
 }

@@ -30,12 +30,20 @@ pub fn next_poll(order: &Order, now: DateTime<Utc>, policy: &PollPolicy) -> Opti
         }
     };
     let doublings = attempts.quiet_polls.min(20);
-    let interval = base.saturating_mul(1u64 << doublings).min(policy.max_interval_ms.max(base));
+    let interval = base
+        .saturating_mul(1u64 << doublings)
+        .min(policy.max_interval_ms.max(base));
     let mut h = DefaultHasher::new();
     (order.out_req_no(), attempts.quiet_polls, attempts.submissions).hash(&mut h);
     let spread = interval * u64::from(policy.jitter_percent) / 100;
-    let jittered = if spread == 0 { interval } else { interval - spread + h.finish() % (2 * spread + 1) };
-    now.checked_add_signed(chrono::Duration::milliseconds(i64::try_from(jittered).unwrap_or(i64::MAX)))
+    let jittered = if spread == 0 {
+        interval
+    } else {
+        interval - spread + h.finish() % (2 * spread + 1)
+    };
+    now.checked_add_signed(chrono::Duration::milliseconds(
+        i64::try_from(jittered).unwrap_or(i64::MAX),
+    ))
 }
 
 #[cfg(test)]
@@ -50,7 +58,10 @@ mod tests {
 
     #[test]
     fn intervals_follow_state_and_back_off() {
-        let policy = PollPolicy { jitter_percent: 0, ..PollPolicy::default() };
+        let policy = PollPolicy {
+            jitter_percent: 0,
+            ..PollPolicy::default()
+        };
         let mut o = sample_outbound("T", "A-1", 100);
         assert_eq!(at(&o, &policy), policy.grace_ms as i64);
         if let Order::Outbound(ob) = &mut o {
@@ -69,7 +80,11 @@ mod tests {
         if let Order::Inbound(ib) = &mut i {
             ib.status = Status::Success;
         }
-        assert_eq!(at(&i, &policy), policy.awaiting_arrival_ms as i64, "paid, waiting for arrival");
+        assert_eq!(
+            at(&i, &policy),
+            policy.awaiting_arrival_ms as i64,
+            "paid, waiting for arrival"
+        );
     }
 
     #[test]

@@ -35,8 +35,10 @@ impl Engine {
     /// Once it is committed, every later failure leaves the order where the store has it, and
     /// the order is returned: the poller carries on from there.
     pub(super) async fn submit(&self, current: &Versioned<Order>) -> Result<Order> {
-        let step =
-            Step { news: Some(News::Sending), ..Step::record(Source::Engine, Bookkeeping::Sending { at: self.now() }) };
+        let step = Step {
+            news: Some(News::Sending),
+            ..Step::record(Source::Engine, Bookkeeping::Sending { at: self.now() })
+        };
         let sent = self.transact_at(current, step).await?.value;
         self.saw_submission(&sent);
         let reply = match &sent {
@@ -45,8 +47,14 @@ impl Engine {
         };
         let key = &sent.out_req_no().to_owned();
         let refusal = match &reply {
-            Err(Error::Remote { code, msg }) => Some(Refusal { code: code.clone(), msg: msg.clone() }),
-            Err(Error::NotFound(m)) => Some(Refusal { code: m.code().to_owned(), msg: m.to_string() }),
+            Err(Error::Remote { code, msg }) => Some(Refusal {
+                code: code.clone(),
+                msg: msg.clone(),
+            }),
+            Err(Error::NotFound(m)) => Some(Refusal {
+                code: m.code().to_owned(),
+                msg: m.to_string(),
+            }),
             _ => None,
         };
         let applied = match (reply, refusal) {
@@ -55,9 +63,13 @@ impl Engine {
                 // A resend refused: the first send may have landed after all. Never fail it
                 // on our own; a person decides.
                 tracing::warn!(out_req_no = %key, code = %refusal.code, "resend refused; needs attention");
-                self.transact(key, Step::record(Source::Reply, Bookkeeping::NeedsAttention)).await
+                self.transact(key, Step::record(Source::Reply, Bookkeeping::NeedsAttention))
+                    .await
             }
-            (_, Some(refusal)) => self.transact(key, Step::news(Source::Reply, News::Refused(refusal))).await,
+            (_, Some(refusal)) => {
+                self.transact(key, Step::news(Source::Reply, News::Refused(refusal)))
+                    .await
+            }
             (Err(e), None) => {
                 tracing::warn!(out_req_no = %key, error = %e, "outcome unknown; the poller will query");
                 return Ok(sent);
@@ -78,7 +90,10 @@ impl Engine {
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
         if order.attempts().submissions >= self.config().poll.max_submissions {
-            return self.transact_at(current, Step::record(Source::Poll, Bookkeeping::NeedsAttention)).await.map(drop);
+            return self
+                .transact_at(current, Step::record(Source::Poll, Bookkeeping::NeedsAttention))
+                .await
+                .map(drop);
         }
         tracing::info!(
             out_req_no = order.out_req_no(),
@@ -94,17 +109,30 @@ impl Engine {
         let grace = Duration::from_millis(self.config().poll.grace_ms);
         let submissions = order.attempts().submissions;
         let mut sends = self.inner.sends.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = sends.entry(order.out_req_no().to_owned()).or_insert(Seen { submissions, at: Instant::now() });
+        let seen = sends.entry(order.out_req_no().to_owned()).or_insert(Seen {
+            submissions,
+            at: Instant::now(),
+        });
         if seen.submissions != submissions {
-            *seen = Seen { submissions, at: Instant::now() };
+            *seen = Seen {
+                submissions,
+                at: Instant::now(),
+            };
         }
         seen.at.elapsed() >= grace
     }
 
     /// Our own send, about to go out: its grace period starts now.
     fn saw_submission(&self, order: &Order) {
-        let seen = Seen { submissions: order.attempts().submissions, at: Instant::now() };
-        self.inner.sends.lock().unwrap_or_else(|p| p.into_inner()).insert(order.out_req_no().to_owned(), seen);
+        let seen = Seen {
+            submissions: order.attempts().submissions,
+            at: Instant::now(),
+        };
+        self.inner
+            .sends
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(order.out_req_no().to_owned(), seen);
     }
 
     /// The order's outcome is known (or it was never sent): nothing to time any more.

@@ -10,6 +10,8 @@
 //!   now or later, and a closed order has none (checked in debug builds);
 //! - steps on one protocol take turns within this process, so a burst on a hot protocol
 //!   queues instead of burning its retries; across processes the versions decide.
+//!
+//! Longer than most files on purpose: every rule of a commit reads here, in one place.
 
 use super::Engine;
 use super::schedule::next_poll;
@@ -78,17 +80,32 @@ pub(super) struct Step {
 impl Step {
     /// News, applied.
     pub fn news(source: Source, news: News) -> Self {
-        Step { source, news: Some(news), bookkeeping: Bookkeeping::Nothing, poll_at: PollAt::Policy }
+        Step {
+            source,
+            news: Some(news),
+            bookkeeping: Bookkeeping::Nothing,
+            poll_at: PollAt::Policy,
+        }
     }
 
     /// The poller's step: optional news, then the quiet-poll count if it brought no outcome.
     pub fn poll(news: Option<News>) -> Self {
-        Step { source: Source::Poll, news, bookkeeping: Bookkeeping::QuietPoll, poll_at: PollAt::Policy }
+        Step {
+            source: Source::Poll,
+            news,
+            bookkeeping: Bookkeeping::QuietPoll,
+            poll_at: PollAt::Policy,
+        }
     }
 
     /// The engine's own record, without news.
     pub fn record(source: Source, bookkeeping: Bookkeeping) -> Self {
-        Step { source, news: None, bookkeeping, poll_at: PollAt::Policy }
+        Step {
+            source,
+            news: None,
+            bookkeeping,
+            poll_at: PollAt::Policy,
+        }
     }
 }
 
@@ -113,7 +130,9 @@ impl Engine {
                 other => return other.map(|v| v.value),
             }
         }
-        Err(Error::Busy { what: format!("order {out_req_no}") })
+        Err(Error::Busy {
+            what: format!("order {out_req_no}"),
+        })
     }
 
     /// Apply `step` to the order exactly as read at `current`; `Conflict` if it has moved
@@ -150,18 +169,31 @@ impl Engine {
             PollAt::Policy => next_poll(&next, now, &self.config().poll),
             PollAt::Now => next.is_open().then_some(now),
         };
-        debug_assert_eq!(due.is_some(), next.is_open(), "an open order has one due time, a closed one none");
+        debug_assert_eq!(
+            due.is_some(),
+            next.is_open(),
+            "an open order has one due time, a closed one none"
+        );
         debug_assert!(due.is_none_or(|d| d >= now), "a due time is now or later");
         let mut batch = Batch::default();
         if let Some(m) = movement {
             let protocol = self.stored_protocol(next.trans_no()).await?;
             let mut updated = protocol.value;
             updated.ledger.apply(&m)?;
-            batch.protocols.push(Put { expected: Some(protocol.version), value: updated });
+            batch.protocols.push(Put {
+                expected: Some(protocol.version),
+                value: updated,
+            });
         }
-        batch.events = kinds.into_iter().map(|k| self.event(Some(&next), step.source, k)).collect();
+        batch.events = kinds
+            .into_iter()
+            .map(|k| self.event(Some(&next), step.source, k))
+            .collect();
         batch.schedule.push((next.out_req_no().to_owned(), due));
-        batch.orders.push(Put { expected: Some(current.version), value: next.clone() });
+        batch.orders.push(Put {
+            expected: Some(current.version),
+            value: next.clone(),
+        });
         self.commit(batch).await?;
         if next.status() != before.status() {
             tracing::info!(out_req_no = next.out_req_no(), from = %before.status(), to = %next.status(),
@@ -171,7 +203,10 @@ impl Engine {
             self.forget_submission(next.out_req_no());
         }
         self.debug_check_ledger(next.trans_no()).await;
-        Ok(Versioned { version: current.version + 1, value: next })
+        Ok(Versioned {
+            version: current.version + 1,
+            value: next,
+        })
     }
 
     /// The engine's own records on an order, beside what the news changed.
@@ -180,7 +215,9 @@ impl Engine {
             let a = next.attempts_mut();
             if !a.needs_attention {
                 a.needs_attention = true;
-                kinds.push(EventKind::Anomaly(Anomaly::NeedsAttention { submissions: a.submissions }));
+                kinds.push(EventKind::Anomaly(Anomaly::NeedsAttention {
+                    submissions: a.submissions,
+                }));
             }
         };
         match books {
@@ -204,7 +241,10 @@ impl Engine {
             Bookkeeping::NeedsAttention => raise(next, kinds),
             Bookkeeping::Resolved { status, note } => {
                 if next.status() == *status && before.status() != *status {
-                    kinds.push(EventKind::OperatorResolved { status: *status, note: note.clone() });
+                    kinds.push(EventKind::OperatorResolved {
+                        status: *status,
+                        note: note.clone(),
+                    });
                 }
             }
         }
@@ -236,15 +276,28 @@ impl Engine {
                     });
                 }
                 updated.ledger.apply(&m)?;
-                batch.protocols.push(Put { expected: Some(protocol.version), value: updated });
+                batch.protocols.push(Put {
+                    expected: Some(protocol.version),
+                    value: updated,
+                });
             }
-            batch.events.push(self.event(Some(order), Source::Engine, recorded.clone()));
-            batch.schedule.push((key.to_owned(), next_poll(order, self.now(), &self.config().poll)));
-            batch.orders.push(Put { expected: None, value: order.clone() });
+            batch
+                .events
+                .push(self.event(Some(order), Source::Engine, recorded.clone()));
+            batch
+                .schedule
+                .push((key.to_owned(), next_poll(order, self.now(), &self.config().poll)));
+            batch.orders.push(Put {
+                expected: None,
+                value: order.clone(),
+            });
             match self.commit(batch).await {
                 Ok(()) => {
                     self.debug_check_ledger(order.trans_no()).await;
-                    return Ok(Intent::Recorded(Versioned { version: 1, value: order.clone() }));
+                    return Ok(Intent::Recorded(Versioned {
+                        version: 1,
+                        value: order.clone(),
+                    }));
                 }
                 Err(Error::Conflict) => continue,
                 Err(e) => {
@@ -252,12 +305,16 @@ impl Engine {
                         Ok(None) => Err(e),
                         Ok(Some(stored)) if stored.value == *order => Ok(Intent::Recorded(stored)),
                         Ok(Some(stored)) => Ok(Intent::Existing(stored)),
-                        Err(_) => Err(Error::OutcomeUnknown { out_req_no: key.to_owned() }),
+                        Err(_) => Err(Error::OutcomeUnknown {
+                            out_req_no: key.to_owned(),
+                        }),
                     };
                 }
             }
         }
-        Err(Error::Busy { what: format!("protocol {}", order.trans_no()) })
+        Err(Error::Busy {
+            what: format!("protocol {}", order.trans_no()),
+        })
     }
 
     /// Read-modify-write a protocol record: `change` gets the protocol as stored (or `None`)
@@ -271,24 +328,41 @@ impl Engine {
         for _ in 0..CONFLICT_RETRIES {
             let current = self.storage().protocol(trans_no).await?;
             let Some((next, events)) = change(current.as_ref().map(|c| &c.value)) else {
-                return current
-                    .map(|c| c.value)
-                    .ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() });
+                return current.map(|c| c.value).ok_or_else(|| Error::UnknownProtocol {
+                    trans_no: trans_no.to_owned(),
+                });
             };
-            let put = Put { expected: current.map(|c| c.version), value: next.clone() };
-            match self.commit(Batch { protocols: vec![put], events, ..Default::default() }).await {
+            let put = Put {
+                expected: current.map(|c| c.version),
+                value: next.clone(),
+            };
+            match self
+                .commit(Batch {
+                    protocols: vec![put],
+                    events,
+                    ..Default::default()
+                })
+                .await
+            {
                 Ok(()) => return Ok(next),
                 Err(Error::Conflict) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Err(Error::Busy { what: format!("protocol {trans_no}") })
+        Err(Error::Busy {
+            what: format!("protocol {trans_no}"),
+        })
     }
 
     /// Commit events that belong to no order's step (a protocol being created, a drift seen,
     /// an orphan callback kept).
     pub(super) async fn record_events(&self, events: Vec<Event>, orphans: Vec<crate::storage::Orphan>) -> Result<()> {
-        self.commit(Batch { events, orphans, ..Default::default() }).await
+        self.commit(Batch {
+            events,
+            orphans,
+            ..Default::default()
+        })
+        .await
     }
 
     /// Commit a batch and wake live subscribers.
@@ -316,11 +390,21 @@ impl Engine {
     }
 
     pub(super) async fn stored_order(&self, out_req_no: &str) -> Result<Versioned<Order>> {
-        self.storage().order(out_req_no).await?.ok_or_else(|| Error::UnknownOrder { out_req_no: out_req_no.to_owned() })
+        self.storage()
+            .order(out_req_no)
+            .await?
+            .ok_or_else(|| Error::UnknownOrder {
+                out_req_no: out_req_no.to_owned(),
+            })
     }
 
     async fn stored_protocol(&self, trans_no: &str) -> Result<Versioned<Protocol>> {
-        self.storage().protocol(trans_no).await?.ok_or_else(|| Error::UnknownProtocol { trans_no: trans_no.to_owned() })
+        self.storage()
+            .protocol(trans_no)
+            .await?
+            .ok_or_else(|| Error::UnknownProtocol {
+                trans_no: trans_no.to_owned(),
+            })
     }
 
     /// In debug builds, check the protocol's ledger against its orders after every change:
@@ -330,9 +414,11 @@ impl Engine {
             return;
         }
         let storage = self.storage();
-        let (Ok(Some(before)), Ok(orders), Ok(Some(after))) =
-            (storage.protocol(trans_no).await, storage.orders_of(trans_no).await, storage.protocol(trans_no).await)
-        else {
+        let (Ok(Some(before)), Ok(orders), Ok(Some(after))) = (
+            storage.protocol(trans_no).await,
+            storage.orders_of(trans_no).await,
+            storage.protocol(trans_no).await,
+        ) else {
             return;
         };
         // Only a consistent read proves anything: every money move bumps the protocol.

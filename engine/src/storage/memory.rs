@@ -87,7 +87,11 @@ impl Storage for MemoryStorage {
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
-        if self.failing.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1)).is_ok() {
+        if self
+            .failing
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
+        {
             return Err(Error::Storage(Arc::new(InjectedFailure)));
         }
         let mut s = self.lock();
@@ -101,12 +105,27 @@ impl Storage for MemoryStorage {
             order_versions.push(check_version(s.orders.get(o.value.out_req_no()), o.expected)?);
         }
         for (p, version) in batch.protocols.into_iter().zip(protocol_versions) {
-            s.protocols.insert(p.value.trans_no.clone(), Versioned { version, value: p.value });
+            s.protocols.insert(
+                p.value.trans_no.clone(),
+                Versioned {
+                    version,
+                    value: p.value,
+                },
+            );
         }
         for (o, version) in batch.orders.into_iter().zip(order_versions) {
             let key = o.value.out_req_no().to_owned();
-            s.by_protocol.entry(o.value.trans_no().to_owned()).or_default().insert(key.clone());
-            s.orders.insert(key, Versioned { version, value: o.value });
+            s.by_protocol
+                .entry(o.value.trans_no().to_owned())
+                .or_default()
+                .insert(key.clone());
+            s.orders.insert(
+                key,
+                Versioned {
+                    version,
+                    value: o.value,
+                },
+            );
         }
         for mut e in batch.events {
             e.seq = s.events.len() as u64 + 1;
@@ -135,7 +154,10 @@ impl Storage for MemoryStorage {
             .iter()
             .take_while(|(at, _)| *at <= now)
             .take(limit)
-            .map(|(at, k)| Due { at: *at, out_req_no: k.clone() })
+            .map(|(at, k)| Due {
+                at: *at,
+                out_req_no: k.clone(),
+            })
             .collect())
     }
 

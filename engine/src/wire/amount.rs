@@ -49,7 +49,9 @@ impl Amount {
                 return bad("not a plain decimal (digits and one '.')");
             }
         }
-        let d = Decimal::from_str(s).map_err(|_| Error::InvalidAmount { reason: "not a decimal" })?;
+        let d = Decimal::from_str(s).map_err(|_| Error::InvalidAmount {
+            reason: "not a decimal",
+        })?;
         Ok(Amount::normalise(d))
     }
 
@@ -137,7 +139,13 @@ mod tests {
 
     #[test]
     fn accepts_plain_decimals() {
-        for (s, f) in [("0", "0.00"), ("0.01", "0.01"), ("100", "100.00"), ("12.5", "12.50"), ("12.34", "12.34")] {
+        for (s, f) in [
+            ("0", "0.00"),
+            ("0.01", "0.01"),
+            ("100", "100.00"),
+            ("12.5", "12.50"),
+            ("12.34", "12.34"),
+        ] {
             assert_eq!(Amount::parse(s).map(|a| a.to_string()).ok().as_deref(), Some(f), "{s}");
         }
     }
@@ -162,7 +170,10 @@ mod tests {
             "0x10",
             "1000000000000000",
         ] {
-            assert!(matches!(Amount::parse(s), Err(Error::InvalidAmount { .. })), "{s:?} accepted");
+            assert!(
+                matches!(Amount::parse(s), Err(Error::InvalidAmount { .. })),
+                "{s:?} accepted"
+            );
         }
     }
 

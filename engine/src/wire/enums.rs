@@ -147,6 +147,9 @@ mod tests {
         assert_eq!(c, CashierType::Unknown("ONLINEBANK".into()));
         assert!(!c.is_known());
         assert_eq!(serde_json::to_string(&c).unwrap(), "\"ONLINEBANK\"");
-        assert_eq!(serde_json::from_str::<PayStatus>("\"SUCCESS\"").unwrap(), PayStatus::Success);
+        assert_eq!(
+            serde_json::from_str::<PayStatus>("\"SUCCESS\"").unwrap(),
+            PayStatus::Success
+        );
     }
 }

@@ -106,7 +106,14 @@ impl Envelope {
     /// A signed request carrying `data`.
     pub fn request(app_id: &str, data: String, timestamp: String, key: &Md5Key) -> Self {
         let sign = sign(app_id, &data, &timestamp, key);
-        Envelope { app_id: app_id.to_owned(), data, sign, timestamp, code: None, msg: None }
+        Envelope {
+            app_id: app_id.to_owned(),
+            data,
+            sign,
+            timestamp,
+            code: None,
+            msg: None,
+        }
     }
 
     /// A signed request for a typed call.
@@ -134,7 +141,9 @@ impl Envelope {
                 e.column()
             ),
         })?;
-        let missing = |field: &str| Error::MalformedEnvelope { reason: format!("missing `{field}`") };
+        let missing = |field: &str| Error::MalformedEnvelope {
+            reason: format!("missing `{field}`"),
+        };
         let data = match raw.data {
             None => String::new(),
             Some(v) => {
@@ -144,7 +153,9 @@ impl Envelope {
                     Some(b'{') | Some(b'[') => text.to_owned(),
                     _ if text == "null" => String::new(),
                     _ => {
-                        return Err(Error::MalformedEnvelope { reason: "`data` must be a string or an object".into() });
+                        return Err(Error::MalformedEnvelope {
+                            reason: "`data` must be a string or an object".into(),
+                        });
                     }
                 }
             }
@@ -162,14 +173,20 @@ impl Envelope {
     /// Check the signature in constant time.
     pub fn verify(&self, key: &Md5Key) -> Result<()> {
         let expected = sign_bytes(&self.app_id, &self.data, &self.timestamp, key);
-        if bool::from(expected.ct_eq(self.sign.as_bytes())) { Ok(()) } else { Err(Error::BadSign) }
+        if bool::from(expected.ct_eq(self.sign.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Error::BadSign)
+        }
     }
 
     /// Decode, check that the envelope is ours (`appId`) and verify its signature.
     pub fn open(body: &[u8], app_id: &str, key: &Md5Key) -> Result<Self> {
         let env = Envelope::decode(body)?;
         if env.app_id != app_id {
-            return Err(Error::WrongAppId { got: env.app_id.chars().take(64).collect() });
+            return Err(Error::WrongAppId {
+                got: env.app_id.chars().take(64).collect(),
+            });
         }
         env.verify(key)?;
         Ok(env)
@@ -195,9 +212,14 @@ impl Envelope {
             Some(CODE_OK) => Ok(&self.data),
             Some(code) => Err(match Missing::from_code(code) {
                 Some(m) => Error::NotFound(m),
-                None => Error::Remote { code: code.to_owned(), msg: self.msg.clone().unwrap_or_default() },
+                None => Error::Remote {
+                    code: code.to_owned(),
+                    msg: self.msg.clone().unwrap_or_default(),
+                },
             }),
-            None => Err(Error::MalformedEnvelope { reason: "reply without `code`".into() }),
+            None => Err(Error::MalformedEnvelope {
+                reason: "reply without `code`".into(),
+            }),
         }
     }
 
@@ -215,7 +237,11 @@ mod tests {
     fn spec_vectors() {
         let cases = [
             ("{\"transNo\":\"T1\"}", "k3y", "ca65620bcc93844dba73288b73adf2d1"),
-            ("{\"bankNameKeyWord\":\"海淀\"}", "密钥-1", "272adf6c306e4cff189d9f3c657e8c27"),
+            (
+                "{\"bankNameKeyWord\":\"海淀\"}",
+                "密钥-1",
+                "272adf6c306e4cff189d9f3c657e8c27",
+            ),
             ("", "k3y", "616b17286173d4c2ed31af28652a5c9d"),
         ];
         for (data, key, want) in cases {
@@ -255,12 +281,26 @@ mod tests {
     #[test]
     fn tampering_and_strangers_refused() {
         let key = Md5Key::new("k3y");
-        let env = Envelope::request("APP001", "{\"transNo\":\"T1\"}".into(), "20261126120000123".into(), &key);
+        let env = Envelope::request(
+            "APP001",
+            "{\"transNo\":\"T1\"}".into(),
+            "20261126120000123".into(),
+            &key,
+        );
         let body = env.to_json();
         assert!(Envelope::open(body.as_bytes(), "APP001", &key).is_ok());
-        assert!(matches!(Envelope::open(body.replace("T1", "T2").as_bytes(), "APP001", &key), Err(Error::BadSign)));
-        assert!(matches!(Envelope::open(body.as_bytes(), "APP002", &key), Err(Error::WrongAppId { .. })));
-        assert!(matches!(Envelope::open(body.as_bytes(), "APP001", &Md5Key::new("other")), Err(Error::BadSign)));
+        assert!(matches!(
+            Envelope::open(body.replace("T1", "T2").as_bytes(), "APP001", &key),
+            Err(Error::BadSign)
+        ));
+        assert!(matches!(
+            Envelope::open(body.as_bytes(), "APP002", &key),
+            Err(Error::WrongAppId { .. })
+        ));
+        assert!(matches!(
+            Envelope::open(body.as_bytes(), "APP001", &Md5Key::new("other")),
+            Err(Error::BadSign)
+        ));
         assert!(matches!(Envelope::decode(b"[]"), Err(Error::MalformedEnvelope { .. })));
         assert!(matches!(
             Envelope::decode(b"{\"appId\":\"A\",\"data\":5,\"sign\":\"\",\"timestamp\":\"\"}"),
@@ -272,8 +312,14 @@ mod tests {
     fn reply_codes_are_typed() {
         let key = Md5Key::new("k");
         let r = |code| Envelope::reply("A", code, "no", String::new(), "1".into(), &key);
-        assert!(matches!(r("EP20003").reply_data(), Err(Error::NotFound(Missing::OutboundOrder))));
-        assert!(matches!(r("EP20001").reply_data(), Err(Error::NotFound(Missing::Protocol))));
+        assert!(matches!(
+            r("EP20003").reply_data(),
+            Err(Error::NotFound(Missing::OutboundOrder))
+        ));
+        assert!(matches!(
+            r("EP20001").reply_data(),
+            Err(Error::NotFound(Missing::Protocol))
+        ));
         assert!(matches!(r("EP99999").reply_data(), Err(Error::Remote { ref code, .. }) if code == "EP99999"));
         assert_eq!(r("0000").reply_data().unwrap(), "");
     }

@@ -130,7 +130,11 @@ pub enum CallbackKind {
 
 impl CallbackKind {
     /// Every kind.
-    pub const ALL: [CallbackKind; 3] = [CallbackKind::InboundPay, CallbackKind::InboundArrival, CallbackKind::Outbound];
+    pub const ALL: [CallbackKind; 3] = [
+        CallbackKind::InboundPay,
+        CallbackKind::InboundArrival,
+        CallbackKind::Outbound,
+    ];
 
     /// The path segment the engine puts in notify URLs for this kind.
     pub fn slug(self) -> &'static str {

@@ -25,7 +25,10 @@ impl WireTime {
     pub fn parse(s: &str) -> Result<Self> {
         NaiveDateTime::parse_from_str(s, DATA_FORMAT)
             .map(WireTime)
-            .map_err(|_| Error::InvalidTime { value: s.chars().take(40).collect(), expected: "yyyy-MM-dd HH:mm:ss" })
+            .map_err(|_| Error::InvalidTime {
+                value: s.chars().take(40).collect(),
+                expected: "yyyy-MM-dd HH:mm:ss",
+            })
     }
 
     /// The wall-clock time of `instant` in `zone`, to the second.
@@ -37,7 +40,10 @@ impl WireTime {
     /// The instant this wall-clock time denotes in `zone`.
     pub fn in_zone(self, zone: FixedOffset) -> DateTime<Utc> {
         // A fixed offset maps every local time to exactly one instant.
-        zone.from_local_datetime(&self.0).single().map(|t| t.with_timezone(&Utc)).unwrap_or_else(|| self.0.and_utc())
+        zone.from_local_datetime(&self.0)
+            .single()
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_else(|| self.0.and_utc())
     }
 }
 
@@ -98,14 +104,22 @@ pub struct ReportedTime {
 impl ReportedTime {
     /// Read `raw` leniently; never fails. What the strict format reads, it reads the same.
     pub fn parse(raw: &str) -> Self {
-        let formats = ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f", "%Y%m%d%H%M%S", "%Y/%m/%d %H:%M:%S%.f"];
+        let formats = [
+            "%Y-%m-%d %H:%M:%S%.f",
+            "%Y-%m-%dT%H:%M:%S%.f",
+            "%Y%m%d%H%M%S",
+            "%Y/%m/%d %H:%M:%S%.f",
+        ];
         let lenient = || {
             formats
                 .iter()
                 .find_map(|f| NaiveDateTime::parse_from_str(raw.trim(), f).ok())
                 .map(|t| WireTime(t.with_nanosecond_zero()))
         };
-        ReportedTime { raw: raw.to_owned(), time: WireTime::parse(raw).ok().or_else(lenient) }
+        ReportedTime {
+            raw: raw.to_owned(),
+            time: WireTime::parse(raw).ok().or_else(lenient),
+        }
     }
 
     /// The text as received.
@@ -121,7 +135,10 @@ impl ReportedTime {
 
 impl From<WireTime> for ReportedTime {
     fn from(t: WireTime) -> Self {
-        ReportedTime { raw: t.to_string(), time: Some(t) }
+        ReportedTime {
+            raw: t.to_string(),
+            time: Some(t),
+        }
     }
 }
 
@@ -164,12 +181,18 @@ pub fn format_timestamp(instant: DateTime<Utc>, zone: FixedOffset) -> String {
 
 /// Parse an envelope `timestamp` (exactly 17 digits) in `zone`.
 pub fn parse_timestamp(s: &str, zone: FixedOffset) -> Result<DateTime<Utc>> {
-    let bad = || Error::InvalidTime { value: s.chars().take(40).collect(), expected: "yyyyMMddHHmmssSSS" };
+    let bad = || Error::InvalidTime {
+        value: s.chars().take(40).collect(),
+        expected: "yyyyMMddHHmmssSSS",
+    };
     if s.len() != 17 || !s.bytes().all(|b| b.is_ascii_digit()) {
         return Err(bad());
     }
     let naive = NaiveDateTime::parse_from_str(s, TIMESTAMP_FORMAT).map_err(|_| bad())?;
-    zone.from_local_datetime(&naive).single().map(|t| t.with_timezone(&Utc)).ok_or_else(bad)
+    zone.from_local_datetime(&naive)
+        .single()
+        .map(|t| t.with_timezone(&Utc))
+        .ok_or_else(bad)
 }
 
 #[cfg(test)]
@@ -185,7 +208,13 @@ mod tests {
 
     #[test]
     fn bad_timestamps_refused() {
-        for s in ["", "2026112612000012", "202611261200001234", "2026112612000012x", "20261326120000123"] {
+        for s in [
+            "",
+            "2026112612000012",
+            "202611261200001234",
+            "2026112612000012x",
+            "20261326120000123",
+        ] {
             assert!(parse_timestamp(s, china_standard_time()).is_err(), "{s}");
         }
     }
@@ -194,15 +223,26 @@ mod tests {
     fn data_times() {
         let w = WireTime::parse("2026-11-26 12:00:00").unwrap();
         assert_eq!(w.to_string(), "2026-11-26 12:00:00");
-        assert_eq!(w.in_zone(china_standard_time()).to_rfc3339(), "2026-11-26T04:00:00+00:00");
+        assert_eq!(
+            w.in_zone(china_standard_time()).to_rfc3339(),
+            "2026-11-26T04:00:00+00:00"
+        );
         assert!(WireTime::parse("2026/11/26 12:00:00").is_err());
-        assert_eq!(WireTime::from_instant(w.in_zone(china_standard_time()), china_standard_time()), w);
+        assert_eq!(
+            WireTime::from_instant(w.in_zone(china_standard_time()), china_standard_time()),
+            w
+        );
     }
 
     #[test]
     fn reported_times_are_read_leniently_and_kept_verbatim() {
         let w = WireTime::parse("2026-11-27 10:10:10").unwrap();
-        for raw in ["2026-11-27 10:10:10", "2026-11-27 10:10:10.0", "2026-11-27T10:10:10.250", "20261127101010"] {
+        for raw in [
+            "2026-11-27 10:10:10",
+            "2026-11-27 10:10:10.0",
+            "2026-11-27T10:10:10.250",
+            "20261127101010",
+        ] {
             let r = ReportedTime::parse(raw);
             assert_eq!((r.time(), r.raw()), (Some(w), raw), "{raw}");
         }

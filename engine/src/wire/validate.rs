@@ -53,7 +53,11 @@ pub mod limits {
 
 /// A text field: at most `max` characters.
 pub fn text(field: &'static str, s: &str, max: usize) -> Result<()> {
-    if s.chars().count() > max { Err(Error::TooLong { field, max }) } else { Ok(()) }
+    if s.chars().count() > max {
+        Err(Error::TooLong { field, max })
+    } else {
+        Ok(())
+    }
 }
 
 /// An optional text field: at most `max` characters when given.
@@ -67,10 +71,16 @@ pub fn out_req_no(app_id: &str, s: &str) -> Result<()> {
     let field = "outReqNo";
     text(field, s, OUT_REQ_NO_MAX)?;
     if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(Error::InvalidField { field, reason: "only A-Z, a-z, 0-9, '_' and '-' are allowed" });
+        return Err(Error::InvalidField {
+            field,
+            reason: "only A-Z, a-z, 0-9, '_' and '-' are allowed",
+        });
     }
     if !s.starts_with(app_id) || s.len() == app_id.len() {
-        return Err(Error::InvalidField { field, reason: "must be our appId followed by a suffix" });
+        return Err(Error::InvalidField {
+            field,
+            reason: "must be our appId followed by a suffix",
+        });
     }
     Ok(())
 }
@@ -91,23 +101,46 @@ pub enum CnapsCheck {
 pub fn bank_cnaps(s: &str, check: CnapsCheck) -> Result<()> {
     let field = "bankCnaps";
     if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(Error::InvalidField { field, reason: "must be digits" });
+        return Err(Error::InvalidField {
+            field,
+            reason: "must be digits",
+        });
     }
     match check {
-        CnapsCheck::Strict if s.len() != 12 => Err(Error::InvalidField { field, reason: "must be 12 digits" }),
-        CnapsCheck::DigitsOnly if s.len() > 12 => Err(Error::InvalidField { field, reason: "longer than 12 digits" }),
+        CnapsCheck::Strict if s.len() != 12 => Err(Error::InvalidField {
+            field,
+            reason: "must be 12 digits",
+        }),
+        CnapsCheck::DigitsOnly if s.len() > 12 => Err(Error::InvalidField {
+            field,
+            reason: "longer than 12 digits",
+        }),
         _ => Ok(()),
     }
 }
 
 /// A required text field: present and not blank.
 pub fn required(field: &'static str, s: &str) -> Result<()> {
-    if s.trim().is_empty() { Err(Error::InvalidField { field, reason: "is required" }) } else { Ok(()) }
+    if s.trim().is_empty() {
+        Err(Error::InvalidField {
+            field,
+            reason: "is required",
+        })
+    } else {
+        Ok(())
+    }
 }
 
 /// An amount in a request: more than zero.
 pub fn positive(field: &'static str, a: crate::Amount) -> Result<()> {
-    if a.is_zero() { Err(Error::InvalidField { field, reason: "must be more than zero" }) } else { Ok(()) }
+    if a.is_zero() {
+        Err(Error::InvalidField {
+            field,
+            reason: "must be more than zero",
+        })
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -117,7 +150,13 @@ mod tests {
     #[test]
     fn out_req_no_rules() {
         assert!(out_req_no("APP001", "APP001-2026_x1").is_ok());
-        for bad in ["APP001", "APP002X", "APP001 x", "APP001中", &format!("APP001{}", "x".repeat(59))] {
+        for bad in [
+            "APP001",
+            "APP002X",
+            "APP001 x",
+            "APP001中",
+            &format!("APP001{}", "x".repeat(59)),
+        ] {
             assert!(out_req_no("APP001", bad).is_err(), "{bad}");
         }
     }

@@ -45,7 +45,13 @@ pub struct Scripted {
 
 impl Scripted {
     pub fn push(&self, endpoint: Endpoint, step: Step) {
-        self.state.lock().unwrap().queue.entry(endpoint).or_default().push_back(step);
+        self.state
+            .lock()
+            .unwrap()
+            .queue
+            .entry(endpoint)
+            .or_default()
+            .push_back(step);
     }
 
     pub fn default_for(&self, endpoint: Endpoint, step: Step) {
@@ -53,7 +59,14 @@ impl Scripted {
     }
 
     pub fn calls(&self, endpoint: Endpoint) -> Vec<Value> {
-        self.state.lock().unwrap().calls.iter().filter(|(e, _)| *e == endpoint).map(|(_, d)| d.clone()).collect()
+        self.state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|(e, _)| *e == endpoint)
+            .map(|(_, d)| d.clone())
+            .collect()
     }
 
     pub fn count(&self, endpoint: Endpoint) -> usize {
@@ -62,8 +75,14 @@ impl Scripted {
 }
 
 pub fn reply_body(code: &str, msg: &str, data: &Value, key: &str) -> Vec<u8> {
-    let data = if data.is_null() { String::new() } else { data.to_string() };
-    Envelope::reply(APP, code, msg, data, TS.into(), &Md5Key::new(key)).to_json().into_bytes()
+    let data = if data.is_null() {
+        String::new()
+    } else {
+        data.to_string()
+    };
+    Envelope::reply(APP, code, msg, data, TS.into(), &Md5Key::new(key))
+        .to_json()
+        .into_bytes()
 }
 
 #[async_trait::async_trait]
@@ -81,13 +100,20 @@ impl Transport for Scripted {
             Some(Step::Code(code, msg)) => Ok(reply_body(code, msg, &Value::Null, KEY)),
             Some(Step::Fail(e)) => Err(e),
             Some(Step::Forged(v)) => Ok(reply_body(CODE_OK, MSG_OK, &v, "not-the-key")),
-            None => Err(TransportError::NotDelivered { reason: format!("no script for {endpoint:?}") }),
+            None => Err(TransportError::NotDelivered {
+                reason: format!("no script for {endpoint:?}"),
+            }),
         }
     }
 }
 
 pub fn config() -> Config {
-    let mut c = Config::new(APP, Md5Key::new(KEY), "http://pay.invalid", "http://host.invalid/notify");
+    let mut c = Config::new(
+        APP,
+        Md5Key::new(KEY),
+        "http://pay.invalid",
+        "http://host.invalid/notify",
+    );
     c.poll.jitter_percent = 0;
     c
 }
@@ -97,7 +123,13 @@ pub fn clock() -> Clock {
 }
 
 pub async fn engine_on(storage: MemoryStorage, transport: Scripted) -> Engine {
-    Engine::builder(config()).storage(storage).transport(transport).clock(clock()).build().await.unwrap()
+    Engine::builder(config())
+        .storage(storage)
+        .transport(transport)
+        .clock(clock())
+        .build()
+        .await
+        .unwrap()
 }
 
 pub fn protocol_view(trans_no: &str) -> Value {
@@ -133,9 +165,14 @@ pub async fn funded(engine: &Engine, t: &Scripted, amount: &str) -> String {
         .await
         .unwrap();
     let key = format!("{APP}-in-fund-{}", amount.replace('.', "_"));
-    t.push(Endpoint::Prepay, Step::Data(inbound_view("T1", &key, amount, "UNPAID", "01")));
-    let cmd =
-        NewInbound { out_req_no: Some(key.clone()), ..NewInbound::pos(&p.trans_no, Amount::parse(amount).unwrap()) };
+    t.push(
+        Endpoint::Prepay,
+        Step::Data(inbound_view("T1", &key, amount, "UNPAID", "01")),
+    );
+    let cmd = NewInbound {
+        out_req_no: Some(key.clone()),
+        ..NewInbound::pos(&p.trans_no, Amount::parse(amount).unwrap())
+    };
     engine.prepay(cmd).await.unwrap();
     let reply = engine
         .handle_callback(
@@ -242,5 +279,11 @@ impl Storage for Flaky {
 
 /// An engine on any storage, with a config and a clock.
 pub async fn engine_with(storage: impl Storage, transport: Scripted, config: Config, clock: Clock) -> Engine {
-    Engine::builder(config).storage(storage).transport(transport).clock(clock).build().await.unwrap()
+    Engine::builder(config)
+        .storage(storage)
+        .transport(transport)
+        .clock(clock)
+        .build()
+        .await
+        .unwrap()
 }

@@ -40,7 +40,10 @@ impl Sim {
         }
         let State { faults, rng, .. } = &mut *s;
         let max = faults.late_ms;
-        faults.late_arrival.fire(rng).then(|| std::time::Duration::from_millis(rng.range(0, max)))
+        faults
+            .late_arrival
+            .fire(rng)
+            .then(|| std::time::Duration::from_millis(rng.range(0, max)))
     }
 
     /// Handle one call to `/api/protocol/{name}` with a request body.
@@ -60,7 +63,12 @@ impl Sim {
             // A long-running staging simulator keeps the recent past only.
             s.received.drain(..RECEIVED_KEPT / 10);
         }
-        s.received.push(Received { at, endpoint: name.to_owned(), out_req_no, handled: !refused && !failed });
+        s.received.push(Received {
+            at,
+            endpoint: name.to_owned(),
+            out_req_no,
+            handled: !refused && !failed,
+        });
         if refused {
             return Handled::ConnectionRefused;
         }
@@ -91,7 +99,8 @@ impl Sim {
         if env.app_id != self.config.app_id {
             return Err(refuse("EP10002", "unknown appId"));
         }
-        env.verify(&self.config.key).map_err(|_| refuse("EP10001", "签名错误 (bad sign)"))?;
+        env.verify(&self.config.key)
+            .map_err(|_| refuse("EP10001", "签名错误 (bad sign)"))?;
         if env.timestamp.len() != 17 || !env.timestamp.bytes().all(|b| b.is_ascii_digit()) {
             return Err(refuse("EP10003", "timestamp must be yyyyMMddHHmmssSSS"));
         }
@@ -106,14 +115,22 @@ impl Sim {
             Endpoint::Create => json(&self.create(s, data(&env)?)?),
             Endpoint::Find => {
                 let req: FindProtocol = data(&env)?;
-                let p = s.books.protocols.get(&req.trans_no).ok_or(not_found(Missing::Protocol))?;
+                let p = s
+                    .books
+                    .protocols
+                    .get(&req.trans_no)
+                    .ok_or(not_found(Missing::Protocol))?;
                 json(&p.view(&self.config.app_id))
             }
             Endpoint::Prepay => json(&self.prepay(s, data(&env)?)?),
             Endpoint::Posclose => json(&self.posclose(s, data(&env)?)?),
             Endpoint::Inquery => {
                 let req: Inquery = data(&env)?;
-                let o = s.books.inbound.get(&req.out_req_no).ok_or(not_found(Missing::InboundOrder))?;
+                let o = s
+                    .books
+                    .inbound
+                    .get(&req.out_req_no)
+                    .ok_or(not_found(Missing::InboundOrder))?;
                 json(&o.view(&self.config.app_id))
             }
             Endpoint::Outpay => json(&self.outpay(s, data(&env)?)?),
@@ -130,7 +147,10 @@ impl Sim {
                 let found: Vec<CnapsEntry> = CNAPS
                     .iter()
                     .filter(|(name, _)| name.contains(req.bank_name_key_word.trim()))
-                    .map(|(name, code)| CnapsEntry { bank_name: (*name).into(), bank_cnaps: (*code).into() })
+                    .map(|(name, code)| CnapsEntry {
+                        bank_name: (*name).into(),
+                        bank_cnaps: (*code).into(),
+                    })
                     .collect();
                 json(&found)
             }
@@ -174,8 +194,13 @@ impl Sim {
     }
 
     fn prepay(&self, s: &mut State, req: Prepay) -> Result<protopay_engine::wire::InboundView, Refusal> {
-        let cashier_type =
-            s.books.protocols.get(&req.trans_no).ok_or(not_found(Missing::Protocol))?.cashier_type.clone();
+        let cashier_type = s
+            .books
+            .protocols
+            .get(&req.trans_no)
+            .ok_or(not_found(Missing::Protocol))?
+            .cashier_type
+            .clone();
         self.check_out_req_no(&req.out_req_no)?;
         validate::positive("amount", req.amount).map_err(|e| refuse("EP10003", e.to_string()))?;
         if req.out_success_notify_url.trim().is_empty() {
@@ -221,7 +246,11 @@ impl Sim {
     }
 
     fn posclose(&self, s: &mut State, req: PosClose) -> Result<PosCloseResult, Refusal> {
-        let o = s.books.inbound.get_mut(&req.out_req_no).ok_or(not_found(Missing::InboundOrder))?;
+        let o = s
+            .books
+            .inbound
+            .get_mut(&req.out_req_no)
+            .ok_or(not_found(Missing::InboundOrder))?;
         if o.cashier_type != CashierType::Pos {
             return Err(refuse("EP30003", "not a POS order"));
         }
@@ -258,8 +287,14 @@ impl Sim {
                 Err(refuse("EP30002", "outReqNo already used with other parameters"))
             };
         }
-        let p = s.books.protocols.get_mut(&req.trans_no).ok_or(not_found(Missing::Protocol))?;
-        p.balances.reserve(req.amount).map_err(|_| refuse("EP30001", "余额不足 (insufficient balance)"))?;
+        let p = s
+            .books
+            .protocols
+            .get_mut(&req.trans_no)
+            .ok_or(not_found(Missing::Protocol))?;
+        p.balances
+            .reserve(req.amount)
+            .map_err(|_| refuse("EP30001", "余额不足 (insufficient balance)"))?;
         let n = self.next_number(s);
         let order = SimOutbound {
             request: req,

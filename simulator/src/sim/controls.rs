@@ -17,15 +17,27 @@ impl Sim {
 
     pub(super) fn do_pay(&self, s: &mut State, out_req_no: &str, success: bool) -> Result<(), SimError> {
         let now = wire_time(self.now(), self.zone);
-        let o = s.books.inbound.get_mut(out_req_no).ok_or_else(|| SimError::UnknownOrder(out_req_no.into()))?;
+        let o = s
+            .books
+            .inbound
+            .get_mut(out_req_no)
+            .ok_or_else(|| SimError::UnknownOrder(out_req_no.into()))?;
         if matches!(o.status, PayStatus::Success | PayStatus::Failure) {
             return Err(SimError::InvalidState(out_req_no.into(), "be paid"));
         }
         if success {
-            let p = s.books.protocols.get_mut(&o.request.trans_no).ok_or(SimError::Books(BooksError::Overflow))?;
+            let p = s
+                .books
+                .protocols
+                .get_mut(&o.request.trans_no)
+                .ok_or(SimError::Books(BooksError::Overflow))?;
             p.balances.paid(o.request.amount)?;
         }
-        o.status = if success { PayStatus::Success } else { PayStatus::Failure };
+        o.status = if success {
+            PayStatus::Success
+        } else {
+            PayStatus::Failure
+        };
         o.finish_time = Some(now);
         let (url, body) = (o.request.out_success_notify_url.clone(), o.view(&self.config.app_id));
         self.enqueue(s, url, &body);
@@ -43,11 +55,19 @@ impl Sim {
 
     pub(super) fn do_arrive(&self, s: &mut State, out_req_no: &str) -> Result<(), SimError> {
         let now = wire_time(self.now(), self.zone);
-        let o = s.books.inbound.get_mut(out_req_no).ok_or_else(|| SimError::UnknownOrder(out_req_no.into()))?;
+        let o = s
+            .books
+            .inbound
+            .get_mut(out_req_no)
+            .ok_or_else(|| SimError::UnknownOrder(out_req_no.into()))?;
         if o.status != PayStatus::Success || o.arrived {
             return Err(SimError::InvalidState(out_req_no.into(), "arrive"));
         }
-        let p = s.books.protocols.get_mut(&o.request.trans_no).ok_or(SimError::Books(BooksError::Overflow))?;
+        let p = s
+            .books
+            .protocols
+            .get_mut(&o.request.trans_no)
+            .ok_or(SimError::Books(BooksError::Overflow))?;
         p.balances.arrived(o.request.amount)?;
         o.arrived = true;
         o.arrive_time = Some(now);
@@ -71,12 +91,24 @@ impl Sim {
     pub(super) fn do_settle(&self, s: &mut State, out_req_no: &str, success: bool) -> Result<(), SimError> {
         let now = wire_time(self.now(), self.zone);
         let app_id = self.config.app_id.clone();
-        let payouts = s.books.outbound.get_mut(out_req_no).ok_or_else(|| SimError::UnknownOrder(out_req_no.into()))?;
+        let payouts = s
+            .books
+            .outbound
+            .get_mut(out_req_no)
+            .ok_or_else(|| SimError::UnknownOrder(out_req_no.into()))?;
         let mut callbacks = Vec::new();
         for o in payouts.iter_mut().filter(|o| o.status == PayStatus::Processing) {
-            let p = s.books.protocols.get_mut(&o.request.trans_no).ok_or(SimError::Books(BooksError::Overflow))?;
+            let p = s
+                .books
+                .protocols
+                .get_mut(&o.request.trans_no)
+                .ok_or(SimError::Books(BooksError::Overflow))?;
             p.balances.settle(o.request.amount, success)?;
-            o.status = if success { PayStatus::Success } else { PayStatus::Failure };
+            o.status = if success {
+                PayStatus::Success
+            } else {
+                PayStatus::Failure
+            };
             o.finish_time = Some(now);
             callbacks.push((o.request.out_notify_url.clone(), o.view(&app_id)));
         }

@@ -161,7 +161,9 @@ pub struct Sim {
 
 impl std::fmt::Debug for Sim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sim").field("app_id", &self.config.app_id).finish_non_exhaustive()
+        f.debug_struct("Sim")
+            .field("app_id", &self.config.app_id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -181,7 +183,13 @@ impl Sim {
             aimed: Vec::new(),
             received: Vec::new(),
         };
-        Sim { config: Arc::new(config), zone, clock, state: Arc::new(Mutex::new(state)), wake: Arc::new(Notify::new()) }
+        Sim {
+            config: Arc::new(config),
+            zone,
+            clock,
+            state: Arc::new(Mutex::new(state)),
+            wake: Arc::new(Notify::new()),
+        }
     }
 
     /// Its configuration.
@@ -222,11 +230,18 @@ impl Sim {
     pub fn handled(&self, endpoint: Endpoint, out_req_no: &str) -> usize {
         let s = self.lock();
         let named = |r: &&Received| r.handled && r.endpoint == endpoint.name();
-        s.received.iter().filter(named).filter(|r| r.out_req_no.as_deref() == Some(out_req_no)).count()
+        s.received
+            .iter()
+            .filter(named)
+            .filter(|r| r.out_req_no.as_deref() == Some(out_req_no))
+            .count()
     }
 
     fn take_aimed(s: &mut State, name: &str, late: bool) -> Option<Aimed> {
-        let i = s.aimed.iter().position(|(e, how)| e.name() == name && matches!(how, Aimed::LateArrival(_)) == late)?;
+        let i = s
+            .aimed
+            .iter()
+            .position(|(e, how)| e.name() == name && matches!(how, Aimed::LateArrival(_)) == late)?;
         Some(s.aimed.remove(i).1)
     }
 
@@ -245,24 +260,37 @@ impl Sim {
 
     /// An inbound order's status and arrival.
     pub fn inbound_status(&self, out_req_no: &str) -> Option<(PayStatus, bool)> {
-        self.lock().books.inbound.get(out_req_no).map(|o| (o.status.clone(), o.arrived))
+        self.lock()
+            .books
+            .inbound
+            .get(out_req_no)
+            .map(|o| (o.status.clone(), o.arrived))
     }
 
     /// An outbound order's status (the first payout's, if several).
     pub fn outbound_status(&self, out_req_no: &str) -> Option<PayStatus> {
-        self.lock().books.outbound.get(out_req_no).and_then(|v| v.first()).map(|o| o.status.clone())
+        self.lock()
+            .books
+            .outbound
+            .get(out_req_no)
+            .and_then(|v| v.first())
+            .map(|o| o.status.clone())
     }
 
     /// Every order's `outReqNo` with its status label, inbound and outbound.
     pub fn order_states(&self) -> BTreeMap<String, String> {
         let s = self.lock();
-        let inbound = s
+        let inbound = s.books.inbound.iter().map(|(k, o)| {
+            (
+                k.clone(),
+                format!("{}{}", o.status, if o.arrived { "+arrived" } else { "" }),
+            )
+        });
+        let outbound = s
             .books
-            .inbound
+            .outbound
             .iter()
-            .map(|(k, o)| (k.clone(), format!("{}{}", o.status, if o.arrived { "+arrived" } else { "" })));
-        let outbound =
-            s.books.outbound.iter().filter_map(|(k, v)| v.first().map(|o| (k.clone(), o.status.to_string())));
+            .filter_map(|(k, v)| v.first().map(|o| (k.clone(), o.status.to_string())));
         inbound.chain(outbound).collect()
     }
 

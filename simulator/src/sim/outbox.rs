@@ -30,7 +30,13 @@ impl Sim {
         let copies = if faults.duplicate_callback.fire(rng) { 2 } else { 1 };
         for _ in 0..copies {
             let id = self.next_number(s);
-            s.outbox.push(Delivery { id, url: url.clone(), body: body.clone(), attempt: 0, next_at: at });
+            s.outbox.push(Delivery {
+                id,
+                url: url.clone(),
+                body: body.clone(),
+                attempt: 0,
+                next_at: at,
+            });
         }
     }
 

@@ -24,18 +24,32 @@ impl Gen {
     }
 
     fn pick<'a>(&mut self, from: &[&'a str]) -> &'a str {
-        from.get((self.next() % from.len().max(1) as u64) as usize).copied().unwrap_or_default()
+        from.get((self.next() % from.len().max(1) as u64) as usize)
+            .copied()
+            .unwrap_or_default()
     }
 
     fn text(&mut self) -> String {
         let long = "长".repeat(300);
-        let texts =
-            ["", " ", "plain", "中国工商银行 海淀支行", "quote\" back\\slash", "line\nbreak", "\u{0}nul", &long];
+        let texts = [
+            "",
+            " ",
+            "plain",
+            "中国工商银行 海淀支行",
+            "quote\" back\\slash",
+            "line\nbreak",
+            "\u{0}nul",
+            &long,
+        ];
         self.pick(&texts).to_owned()
     }
 
     fn opt_text(&mut self) -> Option<String> {
-        if self.next().is_multiple_of(3) { None } else { Some(self.text()) }
+        if self.next().is_multiple_of(3) {
+            None
+        } else {
+            Some(self.text())
+        }
     }
 
     fn sensitive(&mut self) -> Option<Sensitive> {
@@ -47,12 +61,26 @@ impl Gen {
     }
 
     fn opt_amount(&mut self) -> Option<Amount> {
-        if self.next().is_multiple_of(3) { None } else { Some(self.amount()) }
+        if self.next().is_multiple_of(3) {
+            None
+        } else {
+            Some(self.amount())
+        }
     }
 
     fn time(&mut self) -> Option<crate::wire::ReportedTime> {
-        let times = ["2026-11-27 10:10:10", "2026-11-27 10:10:10.0", "", "tomorrow", "20261127101010"];
-        if self.next().is_multiple_of(3) { None } else { Some(crate::wire::ReportedTime::parse(self.pick(&times))) }
+        let times = [
+            "2026-11-27 10:10:10",
+            "2026-11-27 10:10:10.0",
+            "",
+            "tomorrow",
+            "20261127101010",
+        ];
+        if self.next().is_multiple_of(3) {
+            None
+        } else {
+            Some(crate::wire::ReportedTime::parse(self.pick(&times)))
+        }
     }
 
     fn when(&mut self) -> DateTime<Utc> {
@@ -78,7 +106,10 @@ impl Gen {
     }
 
     fn refusal(&mut self) -> Option<crate::domain::Refusal> {
-        self.flag().then(|| crate::domain::Refusal { code: self.text(), msg: self.text() })
+        self.flag().then(|| crate::domain::Refusal {
+            code: self.text(),
+            msg: self.text(),
+        })
     }
 
     pub(super) fn protocol(&mut self, seed: u64) -> Protocol {
@@ -206,9 +237,17 @@ impl Gen {
     pub(super) fn event(&mut self, seed: u64) -> Event {
         let kind = match self.next() % 5 {
             0 => EventKind::ProtocolCreateRequested { attempt: self.text() },
-            1 => EventKind::OperatorResolved { status: self.status(), note: self.text() },
-            2 => EventKind::Anomaly(crate::event::Anomaly::UnknownEnumValue { field: self.text(), value: self.text() }),
-            3 => EventKind::OutboundFailed { refusal: self.refusal() },
+            1 => EventKind::OperatorResolved {
+                status: self.status(),
+                note: self.text(),
+            },
+            2 => EventKind::Anomaly(crate::event::Anomaly::UnknownEnumValue {
+                field: self.text(),
+                value: self.text(),
+            }),
+            3 => EventKind::OutboundFailed {
+                refusal: self.refusal(),
+            },
             _ => EventKind::Pending { status: self.status() },
         };
         Event {

@@ -8,7 +8,8 @@
 //! A backend that survives a restart also runs [`reopen`], with a function that opens the
 //! same data again (after dropping the previous handle).
 //!
-//! These functions panic on the first broken rule, like any test.
+//! These functions panic on the first broken rule, like any test. One file, one function per
+//! rule, so that a backend's author reads the whole contract in one go.
 
 mod generate;
 
@@ -102,29 +103,66 @@ pub async fn run<S: Storage, F: Fn() -> S>(fresh: F) {
 /// Records get versions from 1; a stale or missing expected version is a `Conflict`.
 pub async fn versions_and_conflicts<S: Storage>(s: &S) {
     let p = sample_protocol("T1");
-    s.commit(Batch { protocols: vec![Put { expected: None, value: p.clone() }], ..Default::default() }).await.unwrap();
+    s.commit(Batch {
+        protocols: vec![Put {
+            expected: None,
+            value: p.clone(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let got = s.protocol("T1").await.unwrap().unwrap();
     assert_eq!((got.version, &got.value), (1, &p));
-    let again =
-        s.commit(Batch { protocols: vec![Put { expected: None, value: p.clone() }], ..Default::default() }).await;
-    assert!(matches!(again, Err(Error::Conflict)), "inserting an existing record must conflict");
-    let stale =
-        s.commit(Batch { protocols: vec![Put { expected: Some(7), value: p.clone() }], ..Default::default() }).await;
+    let again = s
+        .commit(Batch {
+            protocols: vec![Put {
+                expected: None,
+                value: p.clone(),
+            }],
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(again, Err(Error::Conflict)),
+        "inserting an existing record must conflict"
+    );
+    let stale = s
+        .commit(Batch {
+            protocols: vec![Put {
+                expected: Some(7),
+                value: p.clone(),
+            }],
+            ..Default::default()
+        })
+        .await;
     assert!(matches!(stale, Err(Error::Conflict)), "a wrong version must conflict");
     let mut p2 = p.clone();
     p2.business_id = "B2".into();
-    s.commit(Batch { protocols: vec![Put { expected: Some(1), value: p2.clone() }], ..Default::default() })
-        .await
-        .unwrap();
+    s.commit(Batch {
+        protocols: vec![Put {
+            expected: Some(1),
+            value: p2.clone(),
+        }],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let got = s.protocol("T1").await.unwrap().unwrap();
     assert_eq!((got.version, &got.value), (2, &p2));
     let missing = s
         .commit(Batch {
-            orders: vec![Put { expected: Some(1), value: sample_inbound("T1", "X", 1) }],
+            orders: vec![Put {
+                expected: Some(1),
+                value: sample_inbound("T1", "X", 1),
+            }],
             ..Default::default()
         })
         .await;
-    assert!(matches!(missing, Err(Error::Conflict)), "updating a missing record must conflict");
+    assert!(
+        matches!(missing, Err(Error::Conflict)),
+        "updating a missing record must conflict"
+    );
     assert!(s.order("X").await.unwrap().is_none());
     assert!(s.protocol("nope").await.unwrap().is_none());
 }
@@ -132,7 +170,10 @@ pub async fn versions_and_conflicts<S: Storage>(s: &S) {
 /// A failed commit leaves nothing: no record, no event, no schedule change.
 pub async fn atomicity<S: Storage>(s: &S) {
     s.commit(Batch {
-        orders: vec![Put { expected: None, value: sample_inbound("T1", "A", 100) }],
+        orders: vec![Put {
+            expected: None,
+            value: sample_inbound("T1", "A", 100),
+        }],
         schedule: vec![("A".into(), Some(t(10)))],
         events: vec![event("A", EventKind::InboundRequested)],
         ..Default::default()
@@ -141,10 +182,19 @@ pub async fn atomicity<S: Storage>(s: &S) {
     .unwrap();
     let before_seq = s.last_seq().await.unwrap();
     let failing = Batch {
-        protocols: vec![Put { expected: None, value: sample_protocol("T9") }],
+        protocols: vec![Put {
+            expected: None,
+            value: sample_protocol("T9"),
+        }],
         orders: vec![
-            Put { expected: None, value: sample_inbound("T1", "B", 100) },
-            Put { expected: Some(99), value: sample_inbound("T1", "A", 100) },
+            Put {
+                expected: None,
+                value: sample_inbound("T1", "B", 100),
+            },
+            Put {
+                expected: Some(99),
+                value: sample_inbound("T1", "A", 100),
+            },
         ],
         events: vec![event("B", EventKind::InboundRequested)],
         schedule: vec![("A".into(), None), ("B".into(), Some(t(1)))],
@@ -152,9 +202,22 @@ pub async fn atomicity<S: Storage>(s: &S) {
     };
     assert!(matches!(s.commit(failing).await, Err(Error::Conflict)));
     assert!(s.order("B").await.unwrap().is_none(), "a failed commit wrote an order");
-    assert!(s.protocol("T9").await.unwrap().is_none(), "a failed commit wrote a protocol");
-    assert_eq!(s.last_seq().await.unwrap(), before_seq, "a failed commit appended events");
-    assert_eq!(s.due(t(100), 10).await.unwrap(), vec![Due { at: t(10), out_req_no: "A".into() }]);
+    assert!(
+        s.protocol("T9").await.unwrap().is_none(),
+        "a failed commit wrote a protocol"
+    );
+    assert_eq!(
+        s.last_seq().await.unwrap(),
+        before_seq,
+        "a failed commit appended events"
+    );
+    assert_eq!(
+        s.due(t(100), 10).await.unwrap(),
+        vec![Due {
+            at: t(10),
+            out_req_no: "A".into()
+        }]
+    );
     assert!(s.orphans().await.unwrap().is_empty());
     assert_eq!(s.orders_of("T1").await.unwrap().len(), 1);
 }
@@ -166,11 +229,20 @@ pub async fn due_index<S: Storage>(s: &S) {
     let mut schedule = Vec::new();
     for i in 0..20i64 {
         let key = format!("O{i:02}");
-        orders.push(Put { expected: None, value: sample_inbound("T1", &key, 100) });
+        orders.push(Put {
+            expected: None,
+            value: sample_inbound("T1", &key, 100),
+        });
         // Deliberately out of order in time.
         schedule.push((key, Some(t((i * 7) % 20))));
     }
-    s.commit(Batch { orders, schedule, ..Default::default() }).await.unwrap();
+    s.commit(Batch {
+        orders,
+        schedule,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let due = s.due(t(9), 100).await.unwrap();
     assert_eq!(due.len(), 10, "orders due at or before now");
     assert!(due.windows(2).all(|w| w[0] <= w[1]), "earliest first");
@@ -178,11 +250,21 @@ pub async fn due_index<S: Storage>(s: &S) {
     assert_eq!(s.due(t(100), 5).await.unwrap().len(), 5, "limit respected");
     assert_eq!(s.next_due().await.unwrap(), Some(t(0)));
     let first = due[0].out_req_no.clone();
-    s.commit(Batch { schedule: vec![(first.clone(), Some(t(50)))], ..Default::default() }).await.unwrap();
+    s.commit(Batch {
+        schedule: vec![(first.clone(), Some(t(50)))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let all = s.due(t(100), 100).await.unwrap();
     assert_eq!(all.len(), 20, "rescheduling must not duplicate");
     assert_eq!(all.last().map(|d| (&d.out_req_no, d.at)), Some((&first, t(50))));
-    s.commit(Batch { schedule: vec![(first.clone(), None)], ..Default::default() }).await.unwrap();
+    s.commit(Batch {
+        schedule: vec![(first.clone(), None)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let all = s.due(t(100), 100).await.unwrap();
     assert_eq!(all.len(), 19);
     assert!(all.iter().all(|d| d.out_req_no != first), "a removed entry is gone");
@@ -194,19 +276,35 @@ pub async fn events_and_cursors<S: Storage>(s: &S) {
     assert_eq!(s.last_seq().await.unwrap(), 0);
     let last = s
         .commit(Batch {
-            events: vec![event("A", EventKind::InboundRequested), event("A", EventKind::Submitted)],
+            events: vec![
+                event("A", EventKind::InboundRequested),
+                event("A", EventKind::Submitted),
+            ],
             ..Default::default()
         })
         .await
         .unwrap();
     assert_eq!(last, 2);
-    let last =
-        s.commit(Batch { events: vec![event("B", EventKind::InboundPaid)], ..Default::default() }).await.unwrap();
+    let last = s
+        .commit(Batch {
+            events: vec![event("B", EventKind::InboundPaid)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(last, 3);
     let all = s.events_after(0, 100).await.unwrap();
     assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(all[2].kind, EventKind::InboundPaid);
-    assert_eq!(s.events_after(1, 1).await.unwrap().iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2]);
+    assert_eq!(
+        s.events_after(1, 1)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.seq)
+            .collect::<Vec<_>>(),
+        vec![2]
+    );
     assert!(s.events_after(3, 10).await.unwrap().is_empty());
     assert_eq!(s.cursor("host").await.unwrap(), 0);
     s.ack("host", 2).await.unwrap();
@@ -227,10 +325,23 @@ fn orphan(sign: &str) -> Orphan {
 
 /// Orphans are kept once per signature.
 pub async fn orphans<S: Storage>(s: &S) {
-    s.commit(Batch { orphans: vec![orphan("S1")], ..Default::default() }).await.unwrap();
-    s.commit(Batch { orphans: vec![orphan("S1"), orphan("S2")], ..Default::default() }).await.unwrap();
+    s.commit(Batch {
+        orphans: vec![orphan("S1")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.commit(Batch {
+        orphans: vec![orphan("S1"), orphan("S2")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
     let kept = s.orphans().await.unwrap();
-    assert_eq!(kept.iter().map(|o| o.sign.as_str()).collect::<Vec<_>>(), vec!["S1", "S2"]);
+    assert_eq!(
+        kept.iter().map(|o| o.sign.as_str()).collect::<Vec<_>>(),
+        vec!["S1", "S2"]
+    );
 }
 
 /// What was committed survives closing and reopening: records with versions, the due index,
@@ -239,12 +350,24 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
     {
         let s = open();
         s.commit(Batch {
-            protocols: vec![Put { expected: None, value: sample_protocol("T1") }],
+            protocols: vec![Put {
+                expected: None,
+                value: sample_protocol("T1"),
+            }],
             orders: vec![
-                Put { expected: None, value: sample_inbound("T1", "A", 100) },
-                Put { expected: None, value: sample_outbound("T1", "B", 50) },
+                Put {
+                    expected: None,
+                    value: sample_inbound("T1", "A", 100),
+                },
+                Put {
+                    expected: None,
+                    value: sample_outbound("T1", "B", 50),
+                },
             ],
-            events: vec![event("A", EventKind::InboundRequested), event("B", EventKind::OutboundReserved)],
+            events: vec![
+                event("A", EventKind::InboundRequested),
+                event("B", EventKind::OutboundReserved),
+            ],
             schedule: vec![("A".into(), Some(t(5))), ("B".into(), Some(t(3)))],
             orphans: vec![orphan("S1")],
         })
@@ -254,19 +377,37 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
     }
     let s = open();
     assert_eq!(s.protocol("T1").await.unwrap().map(|p| p.version), Some(1));
-    assert_eq!(s.order("A").await.unwrap().map(|o| o.value), Some(sample_inbound("T1", "A", 100)));
+    assert_eq!(
+        s.order("A").await.unwrap().map(|o| o.value),
+        Some(sample_inbound("T1", "A", 100))
+    );
     assert_eq!(s.orders_of("T1").await.unwrap().len(), 2);
-    let due: Vec<String> = s.due(t(10), 10).await.unwrap().into_iter().map(|d| d.out_req_no).collect();
+    let due: Vec<String> = s
+        .due(t(10), 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.out_req_no)
+        .collect();
     assert_eq!(due, vec!["B".to_owned(), "A".to_owned()]);
     assert_eq!(s.last_seq().await.unwrap(), 2);
     assert_eq!(s.cursor("host").await.unwrap(), 1);
     assert_eq!(s.orphans().await.unwrap().len(), 1);
     // Numbering continues after a reopen.
-    let last = s.commit(Batch { events: vec![event("A", EventKind::Submitted)], ..Default::default() }).await.unwrap();
+    let last = s
+        .commit(Batch {
+            events: vec![event("A", EventKind::Submitted)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     assert_eq!(last, 3);
     let again = s
         .commit(Batch {
-            orders: vec![Put { expected: None, value: sample_inbound("T1", "A", 1) }],
+            orders: vec![Put {
+                expected: None,
+                value: sample_inbound("T1", "A", 1),
+            }],
             ..Default::default()
         })
         .await;
@@ -281,17 +422,32 @@ pub async fn round_trip<S: Storage>(s: &S, count: u64) {
     for seed in 0..count {
         let mut g = Gen(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0xD1B5_4A32_D192_ED03);
         let protocol = g.protocol(seed);
-        let orders = [g.inbound(&protocol.trans_no, seed), g.outbound(&protocol.trans_no, seed)];
+        let orders = [
+            g.inbound(&protocol.trans_no, seed),
+            g.outbound(&protocol.trans_no, seed),
+        ];
         let mut event = g.event(seed);
         let orphan = g.orphan(seed);
         let batch = Batch {
-            protocols: vec![Put { expected: None, value: protocol.clone() }],
-            orders: orders.iter().map(|o| Put { expected: None, value: o.clone() }).collect(),
+            protocols: vec![Put {
+                expected: None,
+                value: protocol.clone(),
+            }],
+            orders: orders
+                .iter()
+                .map(|o| Put {
+                    expected: None,
+                    value: o.clone(),
+                })
+                .collect(),
             events: vec![event.clone()],
             orphans: vec![orphan.clone()],
             ..Default::default()
         };
-        let seq = s.commit(batch).await.unwrap_or_else(|e| panic!("record {seed}: commit failed: {e}"));
+        let seq = s
+            .commit(batch)
+            .await
+            .unwrap_or_else(|e| panic!("record {seed}: commit failed: {e}"));
         let stored = s.protocol(&protocol.trans_no).await.ok().flatten().map(|p| p.value);
         assert_eq!(stored.as_ref(), Some(&protocol), "protocol {seed} did not round-trip");
         for o in &orders {
