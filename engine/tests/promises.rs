@@ -6,7 +6,7 @@ mod support;
 
 use protopay_engine::storage::{Batch, MemoryStorage, Orphan, Put, Storage};
 use protopay_engine::wire::validate::limits;
-use protopay_engine::wire::{CallbackKind, Endpoint, Envelope, InboundView, OutType, OutboundView, Prepay};
+use protopay_engine::wire::{CallbackKind, Endpoint, Envelope, InboundView, OutboundView, Prepay};
 use protopay_engine::{
     Amount, Anomaly, Clock, Config, Engine, Error, EventKind, NewInbound, NewOutbound, Order, Sensitive, Status,
     TransportError,
@@ -14,30 +14,6 @@ use protopay_engine::{
 use serde_json::json;
 use std::time::Duration;
 use support::*;
-
-const PAYEE: &str = "欧阳娜娜";
-const ACCOUNT: &str = "6222029999888877776";
-const CERT: &str = "110101199003071234";
-
-fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> NewOutbound {
-    NewOutbound {
-        trans_no: trans_no.into(),
-        out_req_no: key.map(Into::into),
-        amount: Amount::parse(amount).unwrap(),
-        out_type: OutType::Out,
-        payee_name: Sensitive::new(PAYEE),
-        payee_account: Sensitive::new(ACCOUNT),
-        bank_name: "中国工商银行北京海淀支行".into(),
-        bank_cnaps: "102100000030".into(),
-        remark: Some(String::new()),
-    }
-}
-
-fn maybe() -> Step {
-    Step::Fail(TransportError::MaybeDelivered {
-        reason: "timeout after sending".into(),
-    })
-}
 
 /// An engine on a flaky store, with a funded protocol.
 async fn funded_on(store: &Flaky, t: &Scripted, config: Config, amount: &str) -> (Engine, String) {

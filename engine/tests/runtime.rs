@@ -4,34 +4,13 @@
 mod support;
 
 use protopay_engine::storage::MemoryStorage;
-use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Missing, OutType};
+use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Missing};
 use protopay_engine::{
-    Amount, Anomaly, Engine, Error, EventKind, NewInbound, NewOutbound, NewProtocol, Order, Sensitive, Source, Status,
-    TransportError,
+    Amount, Anomaly, Engine, Error, EventKind, NewInbound, NewProtocol, Order, Source, Status, TransportError,
 };
 use serde_json::json;
 use std::time::Duration;
 use support::*;
-
-fn payout(trans_no: &str, key: &str, amount: &str) -> NewOutbound {
-    NewOutbound {
-        trans_no: trans_no.into(),
-        out_req_no: Some(key.into()),
-        amount: Amount::parse(amount).unwrap(),
-        out_type: OutType::Out,
-        payee_name: Sensitive::new("李四"),
-        payee_account: Sensitive::new("6222020200112233445"),
-        bank_name: "中国工商银行北京海淀支行".into(),
-        bank_cnaps: "102100000030".into(),
-        remark: None,
-    }
-}
-
-fn maybe() -> Step {
-    Step::Fail(TransportError::MaybeDelivered {
-        reason: "timeout after sending".into(),
-    })
-}
 
 async fn setup(amount: &str) -> (Engine, Scripted, MemoryStorage, String) {
     let t = Scripted::default();
@@ -266,7 +245,7 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
     // Too much: nothing stored, nothing sent.
     let events_before = kinds(&e).await.len();
     let err = e
-        .outpay(payout(&trans_no, &format!("{APP}-out-big"), "100.01"))
+        .outpay(payout(&trans_no, Some(&format!("{APP}-out-big")), "100.01"))
         .await
         .unwrap_err();
     assert!(matches!(err, Error::InsufficientFunds { .. }), "{err:?}");
@@ -280,7 +259,7 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
         Endpoint::Outpay,
         Step::Data(outbound_view(&trans_no, &key, "60.00", "PROCESSING")),
     );
-    let o = e.outpay(payout(&trans_no, &key, "60")).await.unwrap();
+    let o = e.outpay(payout(&trans_no, Some(&key), "60")).await.unwrap();
     assert_eq!(o.status(), Status::Processing);
     let l = e.protocol(&trans_no).await.unwrap().ledger;
     assert_eq!(
@@ -303,7 +282,7 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
     // Refused outright: the funds come back.
     let key = format!("{APP}-out-2");
     t.push(Endpoint::Outpay, Step::Code("EP40001", "account frozen"));
-    let o = e.outpay(payout(&trans_no, &key, "40")).await.unwrap();
+    let o = e.outpay(payout(&trans_no, Some(&key), "40")).await.unwrap();
     assert_eq!(o.status(), Status::Failure);
     assert_eq!(
         e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
@@ -311,7 +290,7 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
     );
 
     // Validation.
-    let mut bad = payout(&trans_no, &format!("{APP}-out-3"), "1");
+    let mut bad = payout(&trans_no, Some(&format!("{APP}-out-3")), "1");
     bad.bank_cnaps = "1021".into();
     assert!(matches!(
         e.outpay(bad).await,
@@ -328,7 +307,7 @@ async fn callback_and_poll_bring_the_same_news_once_in_either_order() {
             Endpoint::Outpay,
             Step::Data(outbound_view(&trans_no, &key, "50.00", "PROCESSING")),
         );
-        e.outpay(payout(&trans_no, &key, "50")).await.unwrap();
+        e.outpay(payout(&trans_no, Some(&key), "50")).await.unwrap();
         let settled = outbound_view(&trans_no, &key, "50.00", "SUCCESS");
         t.default_for(Endpoint::Outquery, Step::Data(settled.clone()));
         let body = callback_body(&settled);
@@ -360,7 +339,7 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     let (e, t, _, trans_no) = setup("80.00").await;
     let key = format!("{APP}-out-lost");
     t.push(Endpoint::Outpay, maybe());
-    let o = e.outpay(payout(&trans_no, &key, "80")).await.unwrap();
+    let o = e.outpay(payout(&trans_no, Some(&key), "80")).await.unwrap();
     assert_eq!(o.status(), Status::Submitted, "ambiguous: stays Submitted");
     assert_eq!(
         e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(),
@@ -416,7 +395,7 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
     let key = format!("{APP}-out-void");
     t.default_for(Endpoint::Outpay, maybe());
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
-    e.outpay(payout(&trans_no, &key, "30")).await.unwrap();
+    e.outpay(payout(&trans_no, Some(&key), "30")).await.unwrap();
     for _ in 0..60 {
         tokio::time::advance(Duration::from_secs(120)).await;
         e.poll_due().await.unwrap();
@@ -476,7 +455,10 @@ async fn concurrent_payouts_exactly_one_accepted() {
         .map(|i| {
             let e = e.clone();
             let trans_no = trans_no.clone();
-            tokio::spawn(async move { e.outpay(payout(&trans_no, &format!("{APP}-race-{i}"), "70")).await })
+            tokio::spawn(async move {
+                e.outpay(payout(&trans_no, Some(&format!("{APP}-race-{i}")), "70"))
+                    .await
+            })
         })
         .collect();
     let mut accepted = 0;
@@ -504,7 +486,7 @@ async fn bad_callbacks_are_rejected_and_change_nothing() {
         Endpoint::Outpay,
         Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")),
     );
-    e.outpay(payout(&trans_no, &key, "10")).await.unwrap();
+    e.outpay(payout(&trans_no, Some(&key), "10")).await.unwrap();
     let order = e.order(&key).await.unwrap();
     let events = kinds(&e).await.len();
     let settled = outbound_view(&trans_no, &key, "10.00", "SUCCESS");
@@ -604,7 +586,7 @@ async fn event_feed_survives_a_restart() {
         Endpoint::Outpay,
         Step::Data(outbound_view(&trans_no, &key, "1.00", "PROCESSING")),
     );
-    e2.outpay(payout(&trans_no, &key, "1")).await.unwrap();
+    e2.outpay(payout(&trans_no, Some(&key), "1")).await.unwrap();
     let live = waiter.await.unwrap();
     assert!(live.iter().any(|ev| ev.kind == EventKind::OutboundReserved));
     assert!(live.iter().all(|ev| ev.seq > all.last().unwrap().seq));
@@ -620,7 +602,7 @@ async fn restart_recovers_stored_but_unsent_orders() {
     let trans_no = funded(&e, &t, "10.00").await;
     let key = format!("{APP}-out-crash");
     storage.fail_commit(2);
-    let stored = e.outpay(payout(&trans_no, &key, "4")).await.unwrap();
+    let stored = e.outpay(payout(&trans_no, Some(&key), "4")).await.unwrap();
     assert_eq!(
         (stored.status(), t.count(Endpoint::Outpay)),
         (Status::Reserved, 0),
@@ -692,7 +674,7 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
     let key = format!("{APP}-out-void");
     t.default_for(Endpoint::Outpay, maybe());
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
-    e.outpay(payout(&trans_no, &key, "30")).await.unwrap();
+    e.outpay(payout(&trans_no, Some(&key), "30")).await.unwrap();
     for _ in 0..60 {
         tokio::time::advance(Duration::from_secs(120)).await;
         e.poll_due().await.unwrap();

@@ -287,3 +287,32 @@ pub async fn engine_with(storage: impl Storage, transport: Scripted, config: Con
         .await
         .unwrap()
 }
+
+/// Personal data in fixtures, distinctive enough to search for in anything printed.
+pub const PAYEE: &str = "欧阳娜娜";
+/// A payee's account number.
+pub const ACCOUNT: &str = "6222029999888877776";
+/// A payer's ID number.
+pub const CERT: &str = "110101199003071234";
+
+/// A payout of `amount` from `trans_no` to the fixture payee.
+pub fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> protopay_engine::NewOutbound {
+    protopay_engine::NewOutbound {
+        trans_no: trans_no.into(),
+        out_req_no: key.map(Into::into),
+        amount: Amount::parse(amount).unwrap(),
+        out_type: protopay_engine::wire::OutType::Out,
+        payee_name: protopay_engine::Sensitive::new(PAYEE),
+        payee_account: protopay_engine::Sensitive::new(ACCOUNT),
+        bank_name: "中国工商银行北京海淀支行".into(),
+        bank_cnaps: "102100000030".into(),
+        remark: None,
+    }
+}
+
+/// A call that may or may not have reached the payment system.
+pub fn maybe() -> Step {
+    Step::Fail(TransportError::MaybeDelivered {
+        reason: "timeout after sending".into(),
+    })
+}
