@@ -5,14 +5,17 @@ use crate::books::{BooksError, wire_time};
 use protopay_engine::wire::PayStatus;
 
 impl Sim {
+    /// Run a control on the books, then wake the background task (callbacks may be due).
+    fn control(&self, change: impl FnOnce(&mut State) -> Result<(), SimError>) -> Result<(), SimError> {
+        change(&mut self.lock())?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
     /// The payer pays (`SUCCESS`) or the payment fails (`FAILURE`). Works on a closed POS
     /// code too: a payer may have paid just before the close.
     pub fn pay(&self, out_req_no: &str, success: bool) -> Result<(), SimError> {
-        let mut s = self.lock();
-        self.do_pay(&mut s, out_req_no, success)?;
-        drop(s);
-        self.wake.notify_one();
-        Ok(())
+        self.control(|s| self.do_pay(s, out_req_no, success))
     }
 
     pub(super) fn do_pay(&self, s: &mut State, out_req_no: &str, success: bool) -> Result<(), SimError> {
@@ -46,11 +49,7 @@ impl Sim {
 
     /// Paid-in money arrives in the protocol's available balance.
     pub fn arrive(&self, out_req_no: &str) -> Result<(), SimError> {
-        let mut s = self.lock();
-        self.do_arrive(&mut s, out_req_no)?;
-        drop(s);
-        self.wake.notify_one();
-        Ok(())
+        self.control(|s| self.do_arrive(s, out_req_no))
     }
 
     pub(super) fn do_arrive(&self, s: &mut State, out_req_no: &str) -> Result<(), SimError> {
@@ -81,11 +80,7 @@ impl Sim {
     /// A payout settles: `SUCCESS` (money out) or `FAILURE` (back to available). Every payout
     /// of the `outReqNo` that is still processing settles (more than one only in no-dedupe mode).
     pub fn settle(&self, out_req_no: &str, success: bool) -> Result<(), SimError> {
-        let mut s = self.lock();
-        self.do_settle(&mut s, out_req_no, success)?;
-        drop(s);
-        self.wake.notify_one();
-        Ok(())
+        self.control(|s| self.do_settle(s, out_req_no, success))
     }
 
     pub(super) fn do_settle(&self, s: &mut State, out_req_no: &str, success: bool) -> Result<(), SimError> {
