@@ -361,7 +361,21 @@ impl Storage for SledStorage {
         };
         let Handles { tree, group } = handles;
         drop(tree);
-        group.close().await.map_err(|e| self.fail(e))
+        group.close().await.map_err(|e| self.fail(e))?;
+        // sled lets go of its files a moment after its last handle: a write finishing on its
+        // own thread pool still holds them. Wait (boundedly) until its lock can be taken, so
+        // that a new engine can open the store as soon as this returns.
+        let path = self.path.clone();
+        let released = tokio::task::spawn_blocking(move || lock_released(&path.join("db")))
+            .await
+            .unwrap_or(false);
+        if released {
+            Ok(())
+        } else {
+            Err(Error::Storage(Arc::new(SledError::Locked {
+                path: self.path.clone(),
+            })))
+        }
     }
 }
 
@@ -372,4 +386,22 @@ impl SledStorage {
         let out_req_no = String::from_utf8_lossy(rest.get(8..).unwrap_or_default()).into_owned();
         Ok(Due { at, out_req_no })
     }
+}
+
+/// Whether sled's lock on `db_file` can be taken within a few seconds (it is released again at
+/// once). sled takes an exclusive advisory lock on that file while the store is open.
+fn lock_released(db_file: &Path) -> bool {
+    use fs2::FileExt;
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(db_file) else {
+        return true; // no file, no lock
+    };
+    for _ in 0..5_000 {
+        if file.try_lock_exclusive().is_ok() {
+            let _ = FileExt::unlock(&file);
+            return true;
+        }
+        // Waiting on another thread of this process to drop its handle; it takes microseconds.
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    false
 }
