@@ -260,19 +260,10 @@ struct Metered {
     violation: Violation,
 }
 
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NamesOrder {
-    out_req_no: Option<String>,
-}
-
 #[async_trait::async_trait]
 impl Transport for Metered {
     async fn call(&self, endpoint: Endpoint, request: &Envelope) -> Result<Vec<u8>, TransportError> {
-        if let Some(key) = serde_json::from_str::<NamesOrder>(&request.data)
-            .ok()
-            .and_then(|n| n.out_req_no)
-        {
+        if let Some(key) = request.names_order() {
             let mut calls = self.calls.lock().unwrap();
             let n = calls
                 .entry(key.clone())

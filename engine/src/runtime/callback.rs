@@ -14,7 +14,6 @@ use crate::wire::{
     CODE_OK, CallbackKind, Envelope, InboundView, MSG_OK, OutboundView, format_timestamp, parse_timestamp,
 };
 use crate::{Error, Result};
-use serde::Deserialize;
 
 /// What to answer the payment system: an HTTP status, a body and its content type.
 #[derive(Debug, Clone)]
@@ -40,12 +39,6 @@ impl CallbackReply {
 /// storm of mangled callbacks on every open order of a large engine, bounded so a flood of
 /// forged ones naming random orders cannot grow memory without end.
 const POLLED_SOONER_KEPT: usize = 10_000;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NamesOrder {
-    out_req_no: Option<String>,
-}
 
 impl Engine {
     /// Handle one callback body of `kind`. Never panics on any input.
@@ -134,11 +127,7 @@ impl Engine {
     /// Move forward the next poll of the order an unverified body names, at most once per
     /// `poll_sooner_min_interval_ms` per order, and only for orders we hold and still poll.
     async fn poll_sooner(&self, body: &[u8]) {
-        let Some(out_req_no) = Envelope::decode(body)
-            .ok()
-            .and_then(|e| Envelope::decode_data::<NamesOrder>(&e.data).ok())
-            .and_then(|n| n.out_req_no)
-        else {
+        let Some(out_req_no) = Envelope::decode(body).ok().and_then(|e| e.names_order()) else {
             return;
         };
         let now = self.now();

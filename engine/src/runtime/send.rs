@@ -85,7 +85,7 @@ impl Engine {
     /// past budget, it needs attention; within grace, it is a quiet poll.
     pub(super) async fn not_found(&self, current: &Versioned<Order>) -> Result<()> {
         let order = &current.value;
-        if !Self::past_grace(self, order) {
+        if !self.past_grace(order) {
             // Our request may still be on its way: sending again now could pay twice.
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }

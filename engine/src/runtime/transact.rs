@@ -199,7 +199,7 @@ impl Engine {
             tracing::info!(out_req_no = next.out_req_no(), from = %before.status(), to = %next.status(),
                 source = %step.source, "order moved");
         }
-        if next.status() != Status::Submitted {
+        if before.status() == Status::Submitted && next.status() != Status::Submitted {
             self.forget_submission(next.out_req_no());
         }
         self.debug_check_ledger(next.trans_no()).await;

@@ -227,6 +227,17 @@ impl Envelope {
     pub fn decode_data<T: serde::de::DeserializeOwned>(data: &str) -> Result<T> {
         serde_json::from_str(data).map_err(|e| Error::from_data(&e))
     }
+
+    /// The `outReqNo` its `data` names, if it names one — read without trusting or
+    /// validating anything else (to route, rate-limit or log; never to decide).
+    pub fn names_order(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "camelCase")]
+        struct NamesOrder {
+            out_req_no: Option<String>,
+        }
+        serde_json::from_str::<NamesOrder>(&self.data).ok()?.out_req_no
+    }
 }
 
 #[cfg(test)]

@@ -12,13 +12,6 @@ use serde::Serialize;
 /// How many calls the request log keeps.
 const RECEIVED_KEPT: usize = 100_000;
 
-/// The `outReqNo` a request names, for the request log.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NamesOrder {
-    out_req_no: Option<String>,
-}
-
 /// A refusal to answer with a non-`0000` code.
 struct Refusal(&'static str, String);
 
@@ -54,10 +47,7 @@ impl Sim {
         let State { faults, rng, .. } = &mut *s;
         let refused = aimed == Some(Aimed::ConnectionRefused) || faults.refuse_connection.fire(rng);
         let failed = !refused && (aimed == Some(Aimed::ServerError) || faults.http_500.fire(rng));
-        let out_req_no = Envelope::decode(body)
-            .ok()
-            .and_then(|e| serde_json::from_str::<NamesOrder>(&e.data).ok())
-            .and_then(|n| n.out_req_no);
+        let out_req_no = Envelope::decode(body).ok().and_then(|e| e.names_order());
         let at = self.now();
         if s.received.len() >= RECEIVED_KEPT {
             // A long-running staging simulator keeps the recent past only.
