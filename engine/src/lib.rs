@@ -64,7 +64,7 @@ pub mod transport;
 pub mod wire;
 
 pub use apply::{Outcome, apply};
-pub use domain::{InboundOrder, Order, OutboundOrder, Protocol, Status};
+pub use domain::{InboundOrder, Order, OutboundOrder, Protocol, Refusal, Status};
 pub use error::{Error, Result};
 pub use event::{Anomaly, Event, EventKind};
 pub use ledger::{Ledger, Move, Slot};
