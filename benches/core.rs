@@ -13,7 +13,7 @@ use protopay::storage::conformance::{sample_inbound, sample_protocol};
 use protopay::storage::{Batch, MemoryStorage, Put, Storage};
 use protopay::testing::Offline;
 use protopay::wire::{ArrivedStatus, CallbackKind, Envelope, InboundView, PayStatus};
-use protopay::{Amount, Config, Engine, Event, EventKind, Md5Key, News, Observation, Order, Source, Status};
+use protopay::{Amount, Config, Engine, Event, EventKind, Md5Key, News, Observation, Source, Status};
 use std::hint::black_box;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -68,9 +68,7 @@ fn observation(status: PayStatus, arrived: bool) -> Observation {
 
 fn applying(c: &mut Criterion) {
     let mut order = sample_inbound("T1", "APP001-in-1", 10_000);
-    if let Order::Inbound(o) = &mut order {
-        o.status = Status::Processing;
-    }
+    order.status = Status::Processing;
     let news = observation(PayStatus::Success, true);
     let mut g = c.benchmark_group("apply");
     g.throughput(criterion::Throughput::Elements(1));
@@ -97,9 +95,7 @@ async fn seeded(storage: Arc<dyn Storage>, n: usize) -> Engine {
     let mut orders = Vec::new();
     for i in 0..n {
         let mut o = sample_inbound(&protocol_of(i), &format!("APP001-in-{i}"), 10_000);
-        if let Order::Inbound(x) = &mut o {
-            x.status = Status::Submitted;
-        }
+        o.status = Status::Submitted;
         orders.push(Put {
             expected: None,
             value: o,

@@ -12,7 +12,7 @@ use protopay::storage::conformance::{sample_inbound, sample_protocol};
 use protopay::storage::{Batch, MemoryStorage, Put, Storage};
 use protopay::testing::Offline;
 use protopay::wire::Envelope;
-use protopay::{Config, Engine, Md5Key, Order, Status};
+use protopay::{Config, Engine, Md5Key, Status};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicIsize, AtomicU64, Ordering};
@@ -66,9 +66,7 @@ async fn fill(storage: &dyn Storage, n: usize, due: usize, now: chrono::DateTime
     let mut batch = Batch::default();
     for i in 0..n {
         let mut o = sample_inbound("T1", &format!("APP001-in-{i:07}"), 10_000);
-        if let Order::Inbound(x) = &mut o {
-            x.status = Status::Unpaid;
-        }
+        o.status = Status::Unpaid;
         let at = if i % (n / due.max(1)).max(1) == 0 && i / (n / due.max(1)).max(1) < due {
             now
         } else {

@@ -9,7 +9,6 @@
 #[path = "../tests/harness/mod.rs"]
 mod harness;
 
-use protopay::Order;
 use std::process::ExitCode;
 
 #[tokio::main]
@@ -91,7 +90,7 @@ async fn main() -> ExitCode {
         &story.failed_payout,
         &story.lost_reply_payout,
     ] {
-        if let Ok(Order::Outbound(o)) = stack.engine().order(key).await {
+        if let Ok(o) = stack.engine().order(key).await {
             println!("  {key}: {} after {} submission(s)", o.status, o.attempts.submissions);
         }
     }

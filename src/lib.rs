@@ -26,7 +26,7 @@
 //! let receiver = protopay::http::callback_router(engine.clone(), "/protopay/notify");
 //! // … serve `receiver` with axum, then:
 //! let order = engine.prepay(NewInbound::pos("T2026112600001", Amount::parse("100.00")?)).await?;
-//! println!("{} → {:?}", order.out_req_no(), order.status());
+//! println!("{} → {:?}", order.out_req_no(), order.status);
 //! # drop(receiver); poller.shutdown().await; Ok(()) }
 //! ```
 

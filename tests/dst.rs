@@ -38,7 +38,7 @@ use protopay::storage::{Batch, Due, MemoryStorage, Orphan, Storage, Versioned};
 use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
     Amount, Clock, Config, Engine, Error, Event, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
-    PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
+    OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
 };
 use protopay_sim::{Aimed, Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -781,7 +781,7 @@ impl World {
     /// them.
     async fn resolve(&mut self) {
         for o in self.orders().await {
-            if o.attempts().needs_attention && o.status().rank() < Status::Success.rank() {
+            if o.attempts.needs_attention && o.status.rank() < Status::Success.rank() {
                 // As a person would after asking the payment system: an order it never
                 // received failed; otherwise its settled status.
                 let truth = self.sim.order_states().get(o.out_req_no()).cloned();
@@ -851,7 +851,7 @@ impl World {
                 o.state_label(),
                 if due.contains(key) { "is" } else { "is not" }
             );
-            let now = (o.status().rank(), matches!(o, Order::Inbound(i) if i.arrived));
+            let now = (o.status.rank(), o.inbound().is_some_and(|i| i.arrived));
             if let Some(before) = self.seen.insert(key.to_owned(), now) {
                 assert!(now >= before, "seed {seed}: {key} went back from {before:?} to {now:?}");
             }
@@ -909,13 +909,13 @@ impl World {
                     .iter()
                     .any(|e| e.out_req_no.as_deref() == Some(o.out_req_no()) && f(&e.kind))
             };
-            let ok = match (&o, o.status()) {
-                (Order::Inbound(i), Status::Success) => {
+            let ok = match (&o.kind, o.status) {
+                (OrderKind::Inbound(i), Status::Success) => {
                     has(&|k| *k == EventKind::InboundPaid) && (i.arrived == has(&|k| *k == EventKind::InboundArrived))
                 }
-                (Order::Inbound(_), Status::Failure) => has(&|k| *k == EventKind::InboundFailed),
-                (Order::Outbound(_), Status::Success) => has(&|k| matches!(k, EventKind::OutboundSucceeded { .. })),
-                (Order::Outbound(_), Status::Failure) => has(&|k| matches!(k, EventKind::OutboundFailed { .. })),
+                (OrderKind::Inbound(_), Status::Failure) => has(&|k| *k == EventKind::InboundFailed),
+                (OrderKind::Outbound(_), Status::Success) => has(&|k| matches!(k, EventKind::OutboundSucceeded { .. })),
+                (OrderKind::Outbound(_), Status::Failure) => has(&|k| matches!(k, EventKind::OutboundFailed { .. })),
                 _ => true,
             };
             assert!(
@@ -937,7 +937,7 @@ impl World {
             let ours = o.state_label().replace("+closed", "");
             let acceptable = match truth.get(o.out_req_no()) {
                 Some(t) => *t == ours,
-                None => o.status() == Status::Failure,
+                None => o.status == Status::Failure,
             };
             if !acceptable {
                 out.push(format!(
@@ -1052,7 +1052,7 @@ async fn run_seed(seed: u64) -> Run {
                     o.value.out_type().map_or("IN", |t| t.as_str()),
                     o.value.state_label(),
                     truth.get(key),
-                    o.value.attempts()
+                    o.value.attempts
                 );
             }
         }

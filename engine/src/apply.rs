@@ -10,7 +10,7 @@
 //! 5. order-independent — any permutation of one true history, with duplicates, ends the same;
 //! 6. money-positive news wins — `SUCCESS` after a POS close is applied (`PaidAfterClose`).
 
-use crate::domain::{InboundOrder, Order, OutboundOrder, Status};
+use crate::domain::{Inbound, Order, OrderKind, Outbound, Status};
 use crate::event::{Anomaly, EventKind};
 use crate::ledger::{Move, movement};
 use crate::observation::{News, Observation};
@@ -41,50 +41,54 @@ impl Outcome {
 pub fn apply(order: &Order, observation: &Observation) -> Outcome {
     let mut next = order.clone();
     let mut anomalies = Vec::new();
-    match (&mut next, &observation.news) {
-        (Order::Inbound(o), News::Inbound(view)) => observe_inbound(o, view, &mut anomalies),
-        (Order::Outbound(o), News::Outbound(view)) => observe_outbound(o, view, &mut anomalies),
-        (Order::Inbound(_), News::Outbound(_)) | (Order::Outbound(_), News::Inbound(_) | News::Closed) => {
+    let Order {
+        app_id,
+        status,
+        refusal,
+        kind,
+        ..
+    } = &mut next;
+    match (kind, &observation.news) {
+        (OrderKind::Inbound(i), News::Inbound(view)) => observe_inbound(app_id, status, i, view, &mut anomalies),
+        (OrderKind::Outbound(o), News::Outbound(view)) => observe_outbound(app_id, status, o, view, &mut anomalies),
+        (OrderKind::Inbound(_), News::Outbound(_)) | (OrderKind::Outbound(_), News::Inbound(_) | News::Closed) => {
             anomalies.push(Anomaly::WrongOrderKind)
         }
         (_, News::Sending) => {
-            if next.status().rank() == 0 {
-                set_status(&mut next, Status::Submitted);
+            if status.rank() == 0 {
+                *status = Status::Submitted;
             }
         }
         (_, News::NotFound) => {
             // Before acknowledgement "not found" is expected and the engine's retry rules
             // decide what to do; after it, the payment system lost a record it had.
-            if next.status().is_remote() {
+            if status.is_remote() {
                 anomalies.push(Anomaly::RemoteLost);
             }
         }
-        (_, News::Refused(refusal)) => {
-            if next.status().is_remote() {
-                anomalies.push(conflict(order.state_label(), format!("refused {}", refusal.code)));
+        (_, News::Refused(refused)) => {
+            if status.is_remote() {
+                anomalies.push(conflict(order.state_label(), format!("refused {}", refused.code)));
             } else {
-                set_status(&mut next, Status::Failure);
-                match &mut next {
-                    Order::Inbound(o) => o.refusal = Some(refusal.clone()),
-                    Order::Outbound(o) => o.refusal = Some(refusal.clone()),
-                }
+                *status = Status::Failure;
+                *refusal = Some(refused.clone());
             }
         }
-        (Order::Inbound(o), News::Closed) => o.closed = true,
-        (_, News::Resolved { status, .. }) => {
-            if !status.is_terminal() || next.status().is_terminal() {
-                if next.status() != *status {
-                    anomalies.push(conflict(order.state_label(), format!("resolved {status}")));
+        (OrderKind::Inbound(i), News::Closed) => i.closed = true,
+        (_, News::Resolved { status: resolved, .. }) => {
+            if !resolved.is_terminal() || status.is_terminal() {
+                if status != resolved {
+                    anomalies.push(conflict(order.state_label(), format!("resolved {resolved}")));
                 }
             } else {
-                set_status(&mut next, *status);
+                *status = *resolved;
             }
         }
     }
     let mut events = transition_events(order, &next);
     events.extend(anomalies.into_iter().map(EventKind::Anomaly));
     debug_assert!(
-        next.status().rank() >= order.status().rank(),
+        next.status.rank() >= order.status.rank(),
         "apply moved a status backwards"
     );
     Outcome {
@@ -94,35 +98,28 @@ pub fn apply(order: &Order, observation: &Observation) -> Outcome {
     }
 }
 
-fn set_status(order: &mut Order, status: Status) {
-    match order {
-        Order::Inbound(o) => o.status = status,
-        Order::Outbound(o) => o.status = status,
-    }
-}
-
 /// The events implied by a change of state: one function for every source, so that the same
 /// change always reads the same in the feed.
 fn transition_events(before: &Order, after: &Order) -> Vec<EventKind> {
     let mut events = Vec::new();
-    let (b, a) = (before.status(), after.status());
+    let (b, a) = (before.status, after.status);
     if a != b {
-        events.push(match (after, a) {
+        events.push(match (&after.kind, a) {
             (_, Status::Submitted) => EventKind::Submitted,
             (_, Status::Unpaid | Status::Processing) => EventKind::Pending { status: a },
-            (Order::Inbound(_), Status::Success) => EventKind::InboundPaid,
-            (Order::Inbound(_), Status::Failure) => EventKind::InboundFailed,
-            (Order::Outbound(o), Status::Success) => EventKind::OutboundSucceeded {
+            (OrderKind::Inbound(_), Status::Success) => EventKind::InboundPaid,
+            (OrderKind::Inbound(_), Status::Failure) => EventKind::InboundFailed,
+            (OrderKind::Outbound(o), Status::Success) => EventKind::OutboundSucceeded {
                 out_type: o.request.out_type.clone(),
             },
-            (Order::Outbound(o), Status::Failure) => EventKind::OutboundFailed {
-                refusal: o.refusal.clone(),
+            (OrderKind::Outbound(_), Status::Failure) => EventKind::OutboundFailed {
+                refusal: after.refusal.clone(),
             },
             // Rank never goes back to an intent state.
             (_, Status::Requested | Status::Reserved) => EventKind::Submitted,
         });
     }
-    if let (Order::Inbound(bi), Order::Inbound(ai)) = (before, after) {
+    if let (Some(bi), Some(ai)) = (before.inbound(), after.inbound()) {
         if ai.arrived && !bi.arrived {
             events.push(EventKind::InboundArrived);
         }
@@ -207,12 +204,12 @@ fn conflict(current: String, observed: impl Into<String>) -> Anomaly {
 
 /// Rule 4 for either kind: orders and views name their identifying fields alike.
 macro_rules! identity_of {
-    ($o:expr, $v:expr, $anomalies:expr) => {
+    ($app_id:expr, $o:expr, $v:expr, $anomalies:expr) => {
         identity_holds(
             Identity {
                 out_req_no: Some(&$o.request.out_req_no),
                 trans_no: Some(&$o.request.trans_no),
-                app_id: Some(&$o.app_id),
+                app_id: Some($app_id),
                 amount: Some($o.request.amount),
                 pay_order_no: $o.remote.pay_order_no.as_deref(),
             },
@@ -235,8 +232,8 @@ macro_rules! fill {
     };
 }
 
-fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<Anomaly>) {
-    if !identity_of!(o, v, anomalies) {
+fn observe_inbound(app_id: &str, current: &mut Status, o: &mut Inbound, v: &InboundView, anomalies: &mut Vec<Anomaly>) {
+    if !identity_of!(app_id, o, v, anomalies) {
         return;
     }
     if let Some(c) = v.cashier_type.as_ref().filter(|c| !c.is_known()) {
@@ -262,27 +259,27 @@ fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<An
     // Rule 3: arrival implies payment; arrival with FAILURE contradicts itself.
     let observed = match (status, arrived) {
         (Some(Status::Failure), true) => {
-            anomalies.push(conflict(o.status.to_string(), "FAILURE+arrived"));
+            anomalies.push(conflict(current.to_string(), "FAILURE+arrived"));
             return;
         }
         (_, true) => Some(Status::Success),
         (s, false) => s,
     };
     if let Some(observed) = observed {
-        match advance(o.status, observed) {
-            Some(s) => o.status = s,
+        match advance(*current, observed) {
+            Some(s) => *current = s,
             None => {
                 let label = if arrived {
                     "SUCCESS+arrived".to_owned()
                 } else {
                     observed.to_string()
                 };
-                anomalies.push(conflict(o.status.to_string(), label));
+                anomalies.push(conflict(current.to_string(), label));
                 return;
             }
         }
     }
-    if arrived && o.status == Status::Success {
+    if arrived && *current == Status::Success {
         o.arrived = true;
     }
     unreadable_times(&o.remote, v, anomalies);
@@ -290,30 +287,36 @@ fn observe_inbound(o: &mut InboundOrder, v: &InboundView, anomalies: &mut Vec<An
         arrived_status, pay_finish_time, pay_arrive_time, create_time, card_num, issuing_bank, issuing_bank_zh,
         channel_return_code, channel_return_msg, contract_num, cashier_url, qp_user_name, qp_cert_number, cashier_type);
     // The merged view reports our current status, not the first one seen.
-    o.remote.pay_status = status_to_wire(o.status).or(o.remote.pay_status.take());
+    o.remote.pay_status = status_to_wire(*current).or(o.remote.pay_status.take());
     if o.arrived {
         o.remote.arrived_status = Some(ArrivedStatus::Arrived);
     }
 }
 
-fn observe_outbound(o: &mut OutboundOrder, v: &OutboundView, anomalies: &mut Vec<Anomaly>) {
+fn observe_outbound(
+    app_id: &str,
+    current: &mut Status,
+    o: &mut Outbound,
+    v: &OutboundView,
+    anomalies: &mut Vec<Anomaly>,
+) {
     let out_type_matches = same(
         "outType",
         Some(o.request.out_type.as_str()),
         v.out_type.as_ref().map(|t| t.as_str()),
         anomalies,
     );
-    if !identity_of!(o, v, anomalies) || !out_type_matches {
+    if !identity_of!(app_id, o, v, anomalies) || !out_type_matches {
         return;
     }
     let Ok(status) = reported("payStatus", v.pay_status.as_ref(), anomalies) else {
         return;
     };
     if let Some(observed) = status {
-        match advance(o.status, observed) {
-            Some(s) => o.status = s,
+        match advance(*current, observed) {
+            Some(s) => *current = s,
             None => {
-                anomalies.push(conflict(o.status.to_string(), observed.to_string()));
+                anomalies.push(conflict(current.to_string(), observed.to_string()));
                 return;
             }
         }
@@ -322,7 +325,7 @@ fn observe_outbound(o: &mut OutboundOrder, v: &OutboundView, anomalies: &mut Vec
     fill!(o.remote, v; trans_no, app_id, channel_subacc_code, channel_subacc_custid, amount, out_req_no, pay_order_no,
         channel_type, bank_acc_name, bank_acc_num, bank_name, bank_cnaps, out_type, remark, pay_status, pay_finish_time,
         create_time, channel_return_code, channel_return_msg);
-    o.remote.pay_status = status_to_wire(o.status).or(o.remote.pay_status.take());
+    o.remote.pay_status = status_to_wire(*current).or(o.remote.pay_status.take());
 }
 
 /// The views whose times only inform: each named with its wire name.

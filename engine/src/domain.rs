@@ -1,9 +1,13 @@
 //! What the engine keeps: protocols, inbound and outbound orders, and their states.
 
-use crate::wire::{Amount, CashierType, ChannelType, InboundView, OutType, Outpay, Prepay, ProtocolView, ReportedTime};
+use crate::wire::{
+    Amount, CashierType, ChannelType, InboundView, OutType, OutboundView, Outpay, Prepay, ProtocolView, ReportedTime,
+};
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+
+mod stored;
 
 /// Where an order stands: first our own local phases, then the payment system's status.
 ///
@@ -139,171 +143,163 @@ pub struct Attempts {
     pub needs_attention: bool,
 }
 
-/// An inbound payment (入金).
+/// An order: one payment in or out of a protocol, from the intent we store before sending it
+/// to the outcome the payment system reports.
+///
+/// What every order has is here; what only one kind has is in [`kind`](Order::kind). The
+/// stored form (sled format 1) is the earlier two-struct enum, kept by [`stored`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct InboundOrder {
+#[serde(into = "stored::StoredOrder", from = "stored::StoredOrder")]
+pub struct Order {
     /// Our `appId`, which the payment system's views must repeat.
     pub app_id: String,
-    /// Exactly what we send (and resend) as `prepay`.
-    pub request: Prepay,
     /// Where it stands.
     pub status: Status,
+    /// Set when the call (`prepay`/`outpay`) was refused outright.
+    pub refusal: Option<Refusal>,
+    /// Retry bookkeeping.
+    pub attempts: Attempts,
+    /// Money in or money out, with what only that kind has.
+    pub kind: OrderKind,
+}
+
+/// Which way an order moves money.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OrderKind {
+    /// Money in (入金).
+    Inbound(Inbound),
+    /// Money out (出金), or a refund.
+    Outbound(Outbound),
+}
+
+/// What only an inbound order has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inbound {
+    /// Exactly what we send (and resend) as `prepay`.
+    pub request: Prepay,
     /// Funds arrived (`arrivedStatus 02`).
     pub arrived: bool,
     /// We closed its POS code.
     pub closed: bool,
-    /// Set when `prepay` was refused outright.
-    pub refusal: Option<Refusal>,
     /// What the payment system has told us, merged (fields fill in, never change).
     pub remote: InboundView,
-    /// Retry bookkeeping.
-    pub attempts: Attempts,
 }
 
-/// An outbound payment (出金) or refund.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OutboundOrder {
-    /// Our `appId`.
-    pub app_id: String,
+/// What only an outbound order (a payout or a refund) has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outbound {
     /// Exactly what we send (and resend) as `outpay`.
     pub request: Outpay,
-    /// Where it stands.
-    pub status: Status,
-    /// Set when `outpay` was refused outright.
-    pub refusal: Option<Refusal>,
     /// What the payment system has told us, merged.
-    pub remote: crate::wire::OutboundView,
-    /// Retry bookkeeping.
-    pub attempts: Attempts,
-}
-
-/// Either kind of order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Order {
-    /// Money in.
-    Inbound(InboundOrder),
-    /// Money out.
-    Outbound(OutboundOrder),
+    pub remote: OutboundView,
 }
 
 impl Order {
+    fn new(app_id: &str, status: Status, kind: OrderKind) -> Self {
+        Order {
+            app_id: app_id.to_owned(),
+            status,
+            refusal: None,
+            attempts: Attempts::default(),
+            kind,
+        }
+    }
+
     /// A new inbound order, `Requested`.
     pub fn new_inbound(app_id: &str, request: Prepay) -> Self {
-        Order::Inbound(InboundOrder {
-            app_id: app_id.to_owned(),
+        let inbound = Inbound {
             request,
-            status: Status::Requested,
             arrived: false,
             closed: false,
-            refusal: None,
             remote: InboundView::default(),
-            attempts: Attempts::default(),
-        })
+        };
+        Order::new(app_id, Status::Requested, OrderKind::Inbound(inbound))
     }
 
     /// A new outbound order, `Reserved`.
     pub fn new_outbound(app_id: &str, request: Outpay) -> Self {
-        Order::Outbound(OutboundOrder {
-            app_id: app_id.to_owned(),
+        let outbound = Outbound {
             request,
-            status: Status::Reserved,
-            refusal: None,
-            remote: Default::default(),
-            attempts: Attempts::default(),
-        })
+            remote: OutboundView::default(),
+        };
+        Order::new(app_id, Status::Reserved, OrderKind::Outbound(outbound))
     }
 
     /// `outReqNo`.
     pub fn out_req_no(&self) -> &str {
-        match self {
-            Order::Inbound(o) => &o.request.out_req_no,
-            Order::Outbound(o) => &o.request.out_req_no,
+        match &self.kind {
+            OrderKind::Inbound(i) => &i.request.out_req_no,
+            OrderKind::Outbound(o) => &o.request.out_req_no,
         }
     }
 
     /// `transNo` of its protocol.
     pub fn trans_no(&self) -> &str {
-        match self {
-            Order::Inbound(o) => &o.request.trans_no,
-            Order::Outbound(o) => &o.request.trans_no,
+        match &self.kind {
+            OrderKind::Inbound(i) => &i.request.trans_no,
+            OrderKind::Outbound(o) => &o.request.trans_no,
         }
     }
 
     /// Its amount.
     pub fn amount(&self) -> Amount {
-        match self {
-            Order::Inbound(o) => o.request.amount,
-            Order::Outbound(o) => o.request.amount,
+        match &self.kind {
+            OrderKind::Inbound(i) => i.request.amount,
+            OrderKind::Outbound(o) => o.request.amount,
         }
     }
 
-    /// Where it stands.
-    pub fn status(&self) -> Status {
-        match self {
-            Order::Inbound(o) => o.status,
-            Order::Outbound(o) => o.status,
+    /// The inbound part, if it is inbound.
+    pub fn inbound(&self) -> Option<&Inbound> {
+        match &self.kind {
+            OrderKind::Inbound(i) => Some(i),
+            OrderKind::Outbound(_) => None,
         }
     }
 
-    /// Retry bookkeeping.
-    pub fn attempts(&self) -> &Attempts {
-        match self {
-            Order::Inbound(o) => &o.attempts,
-            Order::Outbound(o) => &o.attempts,
-        }
-    }
-
-    /// Retry bookkeeping, to update.
-    pub fn attempts_mut(&mut self) -> &mut Attempts {
-        match self {
-            Order::Inbound(o) => &mut o.attempts,
-            Order::Outbound(o) => &mut o.attempts,
+    /// The outbound part, if it is outbound.
+    pub fn outbound(&self) -> Option<&Outbound> {
+        match &self.kind {
+            OrderKind::Inbound(_) => None,
+            OrderKind::Outbound(o) => Some(o),
         }
     }
 
     /// Whether the engine still has something to learn about it: not terminal, or paid in
     /// and not yet arrived.
     pub fn is_open(&self) -> bool {
-        match self {
-            Order::Inbound(o) => !o.status.is_terminal() || (o.status == Status::Success && !o.arrived),
-            Order::Outbound(o) => !o.status.is_terminal(),
-        }
+        let unarrived = self.inbound().is_some_and(|i| !i.arrived);
+        !self.status.is_terminal() || (self.status == Status::Success && unarrived)
     }
 
     /// Whether money is in motion with its outcome unknown: sent and not acknowledged, or
     /// acknowledged and not settled (an inbound payment not yet made by its payer is not:
     /// nobody has paid).
     pub fn awaits_outcome(&self) -> bool {
-        match self.status() {
+        match self.status {
             Status::Submitted | Status::Processing => true,
-            Status::Unpaid => matches!(self, Order::Outbound(_)),
+            Status::Unpaid => self.outbound().is_some(),
             _ => false,
         }
     }
 
     /// `OUT` or `REFUND` for outbound orders.
     pub fn out_type(&self) -> Option<&OutType> {
-        match self {
-            Order::Inbound(_) => None,
-            Order::Outbound(o) => Some(&o.request.out_type),
-        }
+        self.outbound().map(|o| &o.request.out_type)
     }
 
     /// A short label of its state, as in the transition table: `SUCCESS+arrived`, `UNPAID+closed`.
     pub fn state_label(&self) -> String {
-        match self {
-            Order::Inbound(o) => {
-                let mut s = o.status.to_string();
-                if o.arrived {
-                    s.push_str("+arrived");
-                }
-                if o.closed {
-                    s.push_str("+closed");
-                }
-                s
+        let mut label = self.status.to_string();
+        if let Some(i) = self.inbound() {
+            if i.arrived {
+                label.push_str("+arrived");
             }
-            Order::Outbound(o) => o.status.to_string(),
+            if i.closed {
+                label.push_str("+closed");
+            }
         }
+        label
     }
 }
 

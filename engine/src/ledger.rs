@@ -6,19 +6,19 @@
 //! which is what [`check`] verifies.
 
 pub use crate::domain::{Ledger, Move, Slot};
-use crate::domain::{Order, Status};
+use crate::domain::{Order, OrderKind, Status};
 use crate::wire::{Amount, OutType};
 use crate::{Error, Result};
 
 /// The slot an order's amount sits in, from its state alone.
 pub fn slot_of(order: &Order) -> Slot {
-    match order {
-        Order::Inbound(o) => match (o.status, o.arrived) {
+    match &order.kind {
+        OrderKind::Inbound(i) => match (order.status, i.arrived) {
             (Status::Success, true) => Slot::Available,
             (Status::Success, false) => Slot::InTransit,
             _ => Slot::Outside,
         },
-        Order::Outbound(o) => match o.status {
+        OrderKind::Outbound(o) => match order.status {
             Status::Success if o.request.out_type == OutType::Refund => Slot::Refunded,
             Status::Success => Slot::PaidOut,
             Status::Failure => Slot::Available,
@@ -30,9 +30,9 @@ pub fn slot_of(order: &Order) -> Slot {
 /// Where an order's amount is before the order exists: inbound money comes from outside,
 /// outbound money from the available balance.
 pub fn origin_of(order: &Order) -> Slot {
-    match order {
-        Order::Inbound(_) => Slot::Outside,
-        Order::Outbound(_) => Slot::Available,
+    match order.kind {
+        OrderKind::Inbound(_) => Slot::Outside,
+        OrderKind::Outbound(_) => Slot::Available,
     }
 }
 
@@ -53,13 +53,13 @@ pub fn expected<'a>(opening: Amount, orders: impl IntoIterator<Item = &'a Order>
     let mut ledger = Ledger::opened_with(opening);
     let mut outbound = Vec::new();
     for order in orders {
-        match order {
-            Order::Inbound(_) => {
+        match order.kind {
+            OrderKind::Inbound(_) => {
                 if let Some(m) = movement(None, order) {
                     ledger.apply(&m)?;
                 }
             }
-            Order::Outbound(_) => outbound.push(order),
+            OrderKind::Outbound(_) => outbound.push(order),
         }
     }
     // Outbound amounts come out of `available`, so count them after all arrivals.
@@ -78,7 +78,7 @@ pub fn check<'a>(ledger: &Ledger, orders: impl IntoIterator<Item = &'a Order> + 
     let arrived: Option<Amount> = orders
         .clone()
         .into_iter()
-        .filter(|o| matches!(o, Order::Inbound(i) if i.arrived))
+        .filter(|o| o.inbound().is_some_and(|i| i.arrived))
         .try_fold(ledger.opening, |acc, o| acc.checked_add(o.amount()));
     if ledger.arrived_total() != arrived {
         return Err(Error::Invariant(format!(
@@ -89,7 +89,7 @@ pub fn check<'a>(ledger: &Ledger, orders: impl IntoIterator<Item = &'a Order> + 
     let paid_not_arrived = orders
         .clone()
         .into_iter()
-        .filter(|o| matches!(o, Order::Inbound(i) if i.status == Status::Success && !i.arrived))
+        .filter(|o| o.status == Status::Success && o.inbound().is_some_and(|i| !i.arrived))
         .try_fold(Amount::ZERO, |acc, o| acc.checked_add(o.amount()));
     if Some(ledger.in_transit) != paid_not_arrived {
         return Err(Error::Invariant(format!(

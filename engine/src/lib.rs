@@ -43,7 +43,7 @@
 //!     ..Default::default()
 //! };
 //! let out = apply(&order, &Observation::new(Source::Poll, News::Inbound(Box::new(news))));
-//! assert_eq!(out.order.status(), Status::Success);
+//! assert_eq!(out.order.status, Status::Success);
 //! assert_eq!(out.movement.map(|m| m.amount.to_string()), Some("100.00".to_string()));
 //! # Ok::<(), protopay_engine::Error>(())
 //! ```
@@ -64,7 +64,7 @@ pub mod transport;
 pub mod wire;
 
 pub use apply::{Outcome, apply};
-pub use domain::{InboundOrder, Order, OutboundOrder, Protocol, Refusal, Status};
+pub use domain::{Inbound, Order, OrderKind, Outbound, Protocol, Refusal, Status};
 pub use error::{Error, Result};
 pub use event::{Anomaly, Event, EventKind};
 pub use ledger::{Ledger, Move, Slot};

@@ -5,7 +5,9 @@ use proptest::prelude::*;
 use protopay_engine::domain::Refusal;
 use protopay_engine::ledger::{self, Ledger};
 use protopay_engine::wire::*;
-use protopay_engine::{Amount, Anomaly, EventKind, News, Observation, Order, Sensitive, Source, Status, apply};
+use protopay_engine::{
+    Amount, Anomaly, EventKind, News, Observation, Order, OrderKind, Sensitive, Source, Status, apply,
+};
 use std::fmt::Write;
 
 const APP: &str = "APP001";
@@ -50,8 +52,8 @@ fn outbound(n: u32, fen: u64, refund: bool) -> Order {
 
 /// A view of `order` as the payment system would send it.
 fn view_of(order: &Order, status: Option<PayStatus>, arrived: Option<ArrivedStatus>) -> News {
-    match order {
-        Order::Inbound(o) => News::Inbound(Box::new(InboundView {
+    match &order.kind {
+        OrderKind::Inbound(o) => News::Inbound(Box::new(InboundView {
             trans_no: Some(o.request.trans_no.clone()),
             app_id: Some(APP.into()),
             amount: Some(o.request.amount),
@@ -61,7 +63,7 @@ fn view_of(order: &Order, status: Option<PayStatus>, arrived: Option<ArrivedStat
             arrived_status: arrived,
             ..Default::default()
         })),
-        Order::Outbound(o) => News::Outbound(Box::new(OutboundView {
+        OrderKind::Outbound(o) => News::Outbound(Box::new(OutboundView {
             trans_no: Some(o.request.trans_no.clone()),
             app_id: Some(APP.into()),
             amount: Some(o.request.amount),
@@ -80,13 +82,10 @@ fn obs(news: News) -> Observation {
 
 /// Put an order into a state directly (for the table and for generators).
 fn in_state(mut order: Order, status: Status, arrived: bool, closed: bool) -> Order {
-    match &mut order {
-        Order::Inbound(o) => {
-            o.status = status;
-            o.arrived = arrived;
-            o.closed = closed;
-        }
-        Order::Outbound(o) => o.status = status,
+    order.status = status;
+    if let OrderKind::Inbound(i) = &mut order.kind {
+        i.arrived = arrived;
+        i.closed = closed;
     }
     order
 }
@@ -219,7 +218,7 @@ fn transition_table() {
     table.push_str("\n## Identity\n\n");
     table.push_str(header);
     let order = in_state(inbound(1, 10_000), Status::Processing, false, false);
-    let Order::Inbound(o) = &order else { unreachable!() };
+    let Some(o) = order.inbound() else { unreachable!() };
     let good = InboundView {
         trans_no: Some(TRANS.into()),
         app_id: Some(APP.into()),
@@ -334,7 +333,7 @@ fn order_and_news() -> impl Strategy<Value = (Order, News)> {
 }
 
 fn arrived(order: &Order) -> bool {
-    matches!(order, Order::Inbound(o) if o.arrived)
+    order.inbound().is_some_and(|i| i.arrived)
 }
 
 fn news_rank(news: &News) -> Option<u8> {
@@ -360,12 +359,12 @@ proptest! {
     #[test]
     fn rule1_monotonic((order, news) in order_and_news()) {
         let out = apply(&order, &obs(news.clone()));
-        prop_assert!(out.order.status().rank() >= order.status().rank());
+        prop_assert!(out.order.status.rank() >= order.status.rank());
         if let Some(r) = news_rank(&news) {
             let arrival_news = matches!(&news, News::Inbound(v) if v.arrived_status == Some(ArrivedStatus::Arrived));
             let learns_arrival = arrival_news && !arrived(&order);
-            if r <= order.status().rank() && !learns_arrival {
-                prop_assert_eq!(out.order.status(), order.status());
+            if r <= order.status.rank() && !learns_arrival {
+                prop_assert_eq!(out.order.status, order.status);
                 prop_assert!(out.movement.is_none());
                 prop_assert!(out.events.iter().all(|e| matches!(e, EventKind::Anomaly(_))));
             }
@@ -375,15 +374,15 @@ proptest! {
     /// Rule 2: a terminal status never changes; a conflicting terminal raises ConflictingStatus.
     #[test]
     fn rule2_terminal_absorbing((order, news) in order_and_news()) {
-        prop_assume!(order.status().is_terminal());
+        prop_assume!(order.status.is_terminal());
         let out = apply(&order, &obs(news.clone()));
-        prop_assert_eq!(out.order.status(), order.status());
+        prop_assert_eq!(out.order.status, order.status);
         let status = match &news {
             News::Inbound(v) => v.pay_status.clone(),
             News::Outbound(v) => v.pay_status.clone(),
             _ => None,
         };
-        let opposite = match order.status() {
+        let opposite = match order.status {
             Status::Success => PayStatus::Failure,
             _ => PayStatus::Success,
         };
@@ -396,15 +395,15 @@ proptest! {
     /// Rule 3: arrival implies payment; arrival on FAILURE is a conflict.
     #[test]
     fn rule3_arrival_implies_payment(order in any_order(), status in any_status()) {
-        prop_assume!(matches!(order, Order::Inbound(_)));
+        prop_assume!(order.inbound().is_some());
         let out = apply(&order, &obs(view_of(&order, status.clone(), Some(ArrivedStatus::Arrived))));
         let status_known = !matches!(status, Some(PayStatus::Unknown(_)));
-        if order.status() == Status::Failure || status == Some(PayStatus::Failure) {
+        if order.status == Status::Failure || status == Some(PayStatus::Failure) {
             prop_assert_eq!(&out.order, &order);
             let conflicted = out.anomalies().any(|a| matches!(a, Anomaly::ConflictingStatus { .. }));
             prop_assert!(conflicted || !status_known);
         } else if status_known {
-            prop_assert_eq!(out.order.status(), Status::Success);
+            prop_assert_eq!(out.order.status, Status::Success);
             prop_assert!(arrived(&out.order));
         }
     }
@@ -483,7 +482,7 @@ proptest! {
         let order = in_state(inbound(1, 100), status, false, true);
         let arrival = if arrive { Some(ArrivedStatus::Arrived) } else { None };
         let out = apply(&order, &obs(view_of(&order, Some(PayStatus::Success), arrival)));
-        prop_assert_eq!(out.order.status(), Status::Success);
+        prop_assert_eq!(out.order.status, Status::Success);
         let flagged = out.anomalies().any(|a| matches!(a, Anomaly::PaidAfterClose));
         prop_assert!(flagged);
         prop_assert!(out.movement.is_some());

@@ -8,7 +8,7 @@ use protopay_engine::storage::{Batch, MemoryStorage, Orphan, Put, Storage};
 use protopay_engine::wire::validate::limits;
 use protopay_engine::wire::{CallbackKind, Endpoint, Envelope, InboundView, OutboundView, Prepay};
 use protopay_engine::{
-    Amount, Anomaly, Clock, Config, Engine, Error, EventKind, NewInbound, NewOutbound, Order, Sensitive, Status,
+    Amount, Anomaly, Clock, Config, Engine, Error, EventKind, NewInbound, NewOutbound, Sensitive, Status,
     TransportError,
 };
 use serde_json::json;
@@ -59,7 +59,7 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
         .outpay(payout(&trans_no, None, "20"))
         .await
         .expect("the request stands once recorded");
-    assert_eq!(order.status(), Status::Reserved);
+    assert_eq!(order.status, Status::Reserved);
     assert_eq!(t.count(Endpoint::Outpay), 0, "nothing was sent without its mark");
     let key = order.out_req_no().to_owned();
     t.push(
@@ -71,7 +71,7 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
         e.poll_due().await.unwrap();
     }
     assert_eq!(t.count(Endpoint::Outpay), 1, "the poller sent it, once");
-    assert_eq!(e.order(&key).await.unwrap().status(), Status::Processing);
+    assert_eq!(e.order(&key).await.unwrap().status, Status::Processing);
 
     // The same for `prepay`.
     store.fail_commit(2);
@@ -80,7 +80,7 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
         .await
         .unwrap();
     assert_eq!(
-        (order.status(), t.count(Endpoint::Prepay)),
+        (order.status, t.count(Endpoint::Prepay)),
         (Status::Requested, 1),
         "only the funding prepay"
     );
@@ -170,7 +170,7 @@ async fn an_order_that_needs_attention_is_polled_at_the_attention_pace() {
         tokio::time::advance(Duration::from_secs(30)).await;
         e.poll_due().await.unwrap();
     }
-    assert!(e.order("APP001-flag").await.unwrap().attempts().needs_attention);
+    assert!(e.order("APP001-flag").await.unwrap().attempts.needs_attention);
     let before = t.count(Endpoint::Outquery);
     for _ in 0..7_200 {
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -217,7 +217,7 @@ async fn a_failing_store_holds_polls_back_by_the_policy() {
     tokio::time::sleep(Duration::from_secs(600)).await;
     poller.shutdown().await;
     assert_eq!(
-        e.order("APP001-down").await.unwrap().status(),
+        e.order("APP001-down").await.unwrap().status,
         Status::Success,
         "it recovers"
     );
@@ -245,9 +245,7 @@ async fn a_poll_moved_sooner_that_loses_a_race_leaves_a_settled_order_no_due_tim
     store.before_next_commit(move |inner: MemoryStorage| {
         Box::pin(async move {
             let mut current = inner.order(key).await.unwrap().unwrap();
-            if let Order::Inbound(o) = &mut current.value {
-                o.status = Status::Failure;
-            }
+            current.value.status = Status::Failure;
             let settled = Put {
                 expected: Some(current.version),
                 value: current.value,
@@ -267,7 +265,7 @@ async fn a_poll_moved_sooner_that_loses_a_race_leaves_a_settled_order_no_due_tim
         "not-the-key",
     );
     assert!(!e.handle_callback(CallbackKind::InboundPay, &forged).await.is_success());
-    assert_eq!(e.order(key).await.unwrap().status(), Status::Failure);
+    assert_eq!(e.order(key).await.unwrap().status, Status::Failure);
     let far = clock().now() + chrono::Duration::days(365);
     let due = store.inner.due(far, usize::MAX).await.unwrap();
     assert!(
@@ -295,8 +293,8 @@ async fn an_order_whose_queries_keep_failing_needs_attention() {
         e.poll_due().await.unwrap();
     }
     let o = e.order("APP001-quiet").await.unwrap();
-    assert!(o.attempts().needs_attention, "{:?}", o.attempts());
-    assert_eq!(o.status(), Status::Submitted, "never failed on our own");
+    assert!(o.attempts.needs_attention, "{:?}", o.attempts);
+    assert_eq!(o.status, Status::Submitted, "never failed on our own");
     let flagged = anomalies(&e)
         .await
         .into_iter()
@@ -381,7 +379,7 @@ async fn personal_data_never_shows_in_debug_or_errors() {
     );
     let orphans: Vec<Orphan> = e.orphans().await.unwrap();
     assert_eq!(orphans.len(), 1);
-    let Order::Inbound(stored_in) = &in_order else { panic!() };
+    let Some(stored_in) = in_order.inbound() else { panic!() };
     let prepay: &Prepay = &stored_in.request;
     let mismatch = e
         .outpay(NewOutbound {
@@ -455,7 +453,7 @@ async fn over_long_text_is_refused_before_anything_is_stored() {
     let body = callback_body(&echo);
     assert!(ascii * 2 < limits::ECHO_BODY_MAX && body.len() < config().callback_body_limit);
     assert!(e.handle_callback(CallbackKind::Outbound, &body).await.is_success());
-    assert_eq!(e.order(order.out_req_no()).await.unwrap().status(), Status::Success);
+    assert_eq!(e.order(order.out_req_no()).await.unwrap().status, Status::Success);
 }
 
 /// Defect 12: a verified callback whose `payFinishTime` was written as Java writes it
@@ -471,10 +469,9 @@ async fn an_informative_field_that_cannot_be_read_does_not_block_the_news() {
         view["payFinishTime"] = json!(finish);
         let reply = e.handle_callback(CallbackKind::Outbound, &callback_body(&view)).await;
         assert!(reply.is_success(), "{reply:?}");
-        let Order::Outbound(o) = e.order(key).await.unwrap() else {
-            panic!()
-        };
-        assert_eq!(o.status, Status::Success);
+        let order = e.order(key).await.unwrap();
+        assert_eq!(order.status, Status::Success);
+        let Some(o) = order.outbound() else { panic!() };
         assert_eq!(
             o.remote.pay_finish_time.as_ref().map(|t| t.raw()),
             Some(finish),
@@ -525,7 +522,7 @@ async fn an_adopted_protocol_pays_out_what_it_holds_and_reconciles() {
         .outpay(payout("T-elsewhere", Some("APP001-from-opening"), "20"))
         .await
         .unwrap();
-    assert_eq!(paid.status(), Status::Success);
+    assert_eq!(paid.status, Status::Success);
     let l = e.protocol("T-elsewhere").await.unwrap().ledger;
     assert_eq!(
         (l.available.to_string(), l.paid_out.to_string()),

@@ -6,7 +6,7 @@ mod support;
 use protopay_engine::storage::MemoryStorage;
 use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Missing};
 use protopay_engine::{
-    Amount, Anomaly, Engine, Error, EventKind, NewInbound, NewProtocol, Order, Source, Status, TransportError,
+    Amount, Anomaly, Engine, Error, EventKind, NewInbound, NewProtocol, Source, Status, TransportError,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -113,9 +113,9 @@ async fn prepay_paths() {
         ..NewInbound::pos(&trans_no, Amount::parse("20").unwrap())
     };
     let order = e.prepay(cmd.clone()).await.unwrap();
-    let Order::Inbound(o) = &order else { panic!() };
+    let Some(o) = order.inbound() else { panic!() };
     assert_eq!(
-        (o.status, o.remote.pos_code.as_deref()),
+        (order.status, o.remote.pos_code.as_deref()),
         (Status::Unpaid, Some("834201"))
     );
     assert_eq!(
@@ -139,9 +139,9 @@ async fn prepay_paths() {
         .prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap()))
         .await
         .unwrap();
-    let Order::Inbound(r) = &refused else { panic!() };
+    assert!(refused.inbound().is_some());
     assert_eq!(
-        (r.status, r.refusal.as_ref().map(|x| x.code.as_str())),
+        (refused.status, refused.refusal.as_ref().map(|x| x.code.as_str())),
         (Status::Failure, Some("EP30001"))
     );
     t.push(Endpoint::Prepay, Step::Code("EP20001", "no protocol"));
@@ -149,7 +149,7 @@ async fn prepay_paths() {
         .prepay(NewInbound::pos(&trans_no, Amount::parse("1").unwrap()))
         .await
         .unwrap();
-    assert_eq!(refused.status(), Status::Failure);
+    assert_eq!(refused.status, Status::Failure);
 
     // Validation happens before anything is stored or sent.
     let sent = t.count(Endpoint::Prepay);
@@ -187,7 +187,7 @@ async fn prepay_paths() {
     // Close the POS code; a payer who paid just before still wins.
     t.push(Endpoint::Posclose, Step::Data(json!({"result": "true"})));
     let closed = e.close_pos(&key).await.unwrap();
-    assert!(matches!(&closed, Order::Inbound(o) if o.closed));
+    assert!(closed.inbound().is_some_and(|o| o.closed));
     let paid = e
         .handle_callback(
             CallbackKind::InboundPay,
@@ -195,7 +195,7 @@ async fn prepay_paths() {
         )
         .await;
     assert!(paid.is_success());
-    assert_eq!(e.order(&key).await.unwrap().status(), Status::Success);
+    assert_eq!(e.order(&key).await.unwrap().status, Status::Success);
     assert!(kinds(&e).await.contains(&EventKind::Anomaly(Anomaly::PaidAfterClose)));
     assert!(
         matches!(e.close_pos(&key).await, Err(Error::InvalidState { .. })),
@@ -226,7 +226,7 @@ async fn posclose_and_cnaps_errors() {
         e.close_pos(&key).await,
         Err(Error::NotFound(Missing::InboundOrder))
     ));
-    assert!(matches!(e.order(&key).await.unwrap(), Order::Inbound(o) if !o.closed));
+    assert!(e.order(&key).await.unwrap().inbound().is_some_and(|o| !o.closed));
 
     t.push(
         Endpoint::Querybankcnaps,
@@ -260,7 +260,7 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
         Step::Data(outbound_view(&trans_no, &key, "60.00", "PROCESSING")),
     );
     let o = e.outpay(payout(&trans_no, Some(&key), "60")).await.unwrap();
-    assert_eq!(o.status(), Status::Processing);
+    assert_eq!(o.status, Status::Processing);
     let l = e.protocol(&trans_no).await.unwrap().ledger;
     assert_eq!(
         (l.available.to_string(), l.reserved.to_string()),
@@ -283,7 +283,7 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
     let key = format!("{APP}-out-2");
     t.push(Endpoint::Outpay, Step::Code("EP40001", "account frozen"));
     let o = e.outpay(payout(&trans_no, Some(&key), "40")).await.unwrap();
-    assert_eq!(o.status(), Status::Failure);
+    assert_eq!(o.status, Status::Failure);
     assert_eq!(
         e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
         "40.00"
@@ -340,7 +340,7 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     let key = format!("{APP}-out-lost");
     t.push(Endpoint::Outpay, maybe());
     let o = e.outpay(payout(&trans_no, Some(&key), "80")).await.unwrap();
-    assert_eq!(o.status(), Status::Submitted, "ambiguous: stays Submitted");
+    assert_eq!(o.status, Status::Submitted, "ambiguous: stays Submitted");
     assert_eq!(
         e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(),
         "80.00"
@@ -369,7 +369,7 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     let sent = t.calls(Endpoint::Outpay);
     assert_eq!(sent.len(), 2);
     assert_eq!(sent[0], sent[1], "the resend is byte-for-byte the same request");
-    assert_eq!(e.order(&key).await.unwrap().status(), Status::Processing);
+    assert_eq!(e.order(&key).await.unwrap().status, Status::Processing);
 
     // A later SUCCESS settles it; no more sends ever.
     t.default_for(
@@ -380,7 +380,7 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
         tokio::time::advance(grace).await;
         e.poll_due().await.unwrap();
     }
-    assert_eq!(e.order(&key).await.unwrap().status(), Status::Success);
+    assert_eq!(e.order(&key).await.unwrap().status, Status::Success);
     assert_eq!(t.count(Endpoint::Outpay), 2);
     let l = e.protocol(&trans_no).await.unwrap().ledger;
     assert_eq!(
@@ -401,8 +401,8 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
         e.poll_due().await.unwrap();
     }
     let o = e.order(&key).await.unwrap();
-    assert_eq!(o.status(), Status::Submitted, "never failed on our own");
-    assert!(o.attempts().needs_attention);
+    assert_eq!(o.status, Status::Submitted, "never failed on our own");
+    assert!(o.attempts.needs_attention);
     assert_eq!(t.count(Endpoint::Outpay) as u32, config().poll.max_submissions);
     let flagged = kinds(&e)
         .await
@@ -437,7 +437,7 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
         tokio::time::advance(Duration::from_secs(3 * 3600)).await;
         e.poll_due().await.unwrap();
     }
-    assert_eq!(e.order(&key).await.unwrap().status(), Status::Failure);
+    assert_eq!(e.order(&key).await.unwrap().status, Status::Failure);
     assert_eq!(
         e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
         "30.00"
@@ -604,7 +604,7 @@ async fn restart_recovers_stored_but_unsent_orders() {
     storage.fail_commit(2);
     let stored = e.outpay(payout(&trans_no, Some(&key), "4")).await.unwrap();
     assert_eq!(
-        (stored.status(), t.count(Endpoint::Outpay)),
+        (stored.status, t.count(Endpoint::Outpay)),
         (Status::Reserved, 0),
         "stored, never sent"
     );
@@ -617,12 +617,12 @@ async fn restart_recovers_stored_but_unsent_orders() {
     let poller = e2.spawn_poller();
     for _ in 0..30 {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        if e2.order(&key).await.unwrap().status() == Status::Success {
+        if e2.order(&key).await.unwrap().status == Status::Success {
             break;
         }
     }
     poller.shutdown().await;
-    assert_eq!(e2.order(&key).await.unwrap().status(), Status::Success);
+    assert_eq!(e2.order(&key).await.unwrap().status, Status::Success);
     assert_eq!(t.count(Endpoint::Outpay), 1, "sent once, by the new process's poller");
     assert_eq!(
         e2.protocol(&trans_no).await.unwrap().ledger.paid_out.to_string(),
@@ -680,14 +680,14 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
         e.poll_due().await.unwrap();
     }
     assert!(
-        e.order(&key).await.unwrap().attempts().needs_attention,
+        e.order(&key).await.unwrap().attempts.needs_attention,
         "it needs attention first"
     );
     let o = e
         .resolve(&key, Status::Failure, "ops (Li): bank confirmed no transfer, ticket 42")
         .await
         .unwrap();
-    assert_eq!(o.status(), Status::Failure);
+    assert_eq!(o.status, Status::Failure);
     assert_eq!(
         e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
         "30.00",

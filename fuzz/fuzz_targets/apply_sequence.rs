@@ -7,7 +7,7 @@ use protopay_engine::domain::Refusal;
 use protopay_engine::ledger::{self, Ledger};
 use protopay_engine::storage::conformance::{sample_inbound, sample_outbound};
 use protopay_engine::wire::*;
-use protopay_engine::{Amount, News, Observation, Order, Source, apply};
+use protopay_engine::{Amount, News, Observation, Order, OrderKind, Source, apply};
 
 fn order(i: u8, fen: u64) -> Option<Order> {
     let key = format!("APP001-{i}");
@@ -16,7 +16,7 @@ fn order(i: u8, fen: u64) -> Option<Order> {
     } else {
         sample_outbound("T1", &key, fen.max(1))
     };
-    if let (Order::Outbound(out), 3) = (&mut o, i % 4) {
+    if let (OrderKind::Outbound(out), 3) = (&mut o.kind, i % 4) {
         out.request.out_type = OutType::Refund;
     }
     Some(o)
@@ -43,7 +43,7 @@ fuzz_target!(|data: &[u8]| {
                 continue;
             };
             if let Some(m) = ledger::movement(None, &o) {
-                if matches!(o, Order::Outbound(_)) && o.amount() > ledger.available {
+                if o.outbound().is_some() && o.amount() > ledger.available {
                     continue;
                 }
                 ledger.apply(&m).expect("reservation within available");
@@ -60,8 +60,8 @@ fuzz_target!(|data: &[u8]| {
                 code: "E".into(),
                 msg: String::new(),
             }),
-            _ => match &orders[i] {
-                Order::Inbound(o) => News::Inbound(Box::new(InboundView {
+            _ => match &orders[i].kind {
+                OrderKind::Inbound(o) => News::Inbound(Box::new(InboundView {
                     amount: if extra == 255 {
                         Amount::from_fen(1)
                     } else {
@@ -75,15 +75,15 @@ fuzz_target!(|data: &[u8]| {
                     },
                     ..Default::default()
                 })),
-                Order::Outbound(_) => News::Outbound(Box::new(OutboundView {
+                OrderKind::Outbound(_) => News::Outbound(Box::new(OutboundView {
                     pay_status: status(s),
                     ..Default::default()
                 })),
             },
         };
-        let before = orders[i].status();
+        let before = orders[i].status;
         let out = apply(&orders[i], &Observation::new(Source::Poll, news));
-        assert!(out.order.status().rank() >= before.rank());
+        assert!(out.order.status.rank() >= before.rank());
         if let Some(m) = out.movement {
             ledger.apply(&m).expect("movement within the ledger");
         }

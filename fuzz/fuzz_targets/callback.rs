@@ -28,9 +28,9 @@ fn world() -> &'static World {
             let mut orders = Vec::new();
             for i in 0..4 {
                 let mut inbound = conformance::sample_inbound("T1", &format!("APP001-i{i}"), 10_000);
-                if let (0, protopay_engine::Order::Inbound(o)) = (i % 2, &mut inbound) {
-                    o.status = protopay_engine::Status::Success;
+                if let (0, protopay_engine::OrderKind::Inbound(o)) = (i % 2, &mut inbound.kind) {
                     o.arrived = true;
+                    inbound.status = protopay_engine::Status::Success;
                 }
                 orders.push(inbound);
                 orders.push(conformance::sample_outbound("T1", &format!("APP001-o{i}"), 100));

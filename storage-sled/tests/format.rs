@@ -5,16 +5,16 @@
 
 use protopay_engine::storage::conformance::{sample_inbound, sample_outbound};
 use protopay_engine::wire::{ArrivedStatus, PayStatus};
-use protopay_engine::{Order, Refusal, Status};
+use protopay_engine::{Order, OrderKind, Refusal, Status};
 use protopay_storage_sled::codec;
 
 /// Both kinds of order with every stored field set away from its default.
 fn orders() -> Vec<Order> {
     let mut inbound = sample_inbound("T1", "IN-1", 12_345);
-    if let Order::Inbound(i) = &mut inbound {
-        i.status = Status::Success;
-        i.attempts.submissions = 2;
-        i.attempts.quiet_polls = 1;
+    inbound.status = Status::Success;
+    inbound.attempts.submissions = 2;
+    inbound.attempts.quiet_polls = 1;
+    if let OrderKind::Inbound(i) = &mut inbound.kind {
         i.arrived = true;
         i.closed = true;
         i.remote.pay_status = Some(PayStatus::Success);
@@ -22,13 +22,13 @@ fn orders() -> Vec<Order> {
         i.remote.pos_code = Some("123456".into());
     }
     let mut outbound = sample_outbound("T1", "OUT-1", 500);
-    if let Order::Outbound(o) = &mut outbound {
-        o.status = Status::Failure;
-        o.refusal = Some(Refusal {
-            code: "EP30001".into(),
-            msg: "refused".into(),
-        });
-        o.attempts.needs_attention = true;
+    outbound.status = Status::Failure;
+    outbound.refusal = Some(Refusal {
+        code: "EP30001".into(),
+        msg: "refused".into(),
+    });
+    outbound.attempts.needs_attention = true;
+    if let OrderKind::Outbound(o) = &mut outbound.kind {
         o.remote.pay_status = Some(PayStatus::Failure);
     }
     vec![inbound, outbound]

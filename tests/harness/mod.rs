@@ -263,7 +263,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     use protopay::{Amount, NewInbound, NewProtocol, Status};
     let e = stack.engine();
     let wait = Duration::from_secs(20);
-    let paid_and_arrived = |o: &Order| matches!(o, Order::Inbound(i) if i.arrived);
+    let paid_and_arrived = |o: &Order| o.inbound().is_some_and(|i| i.arrived);
     let mut chapters = Vec::new();
 
     // 1. A POS protocol.
@@ -298,11 +298,11 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .await
         .expect("prepay");
     assert!(
-        matches!(&o, Order::Inbound(i) if i.remote.pos_code.is_some()),
+        o.inbound().is_some_and(|i| i.remote.pos_code.is_some()),
         "a POS code to type in"
     );
     stack.sim.pay(&deposit, true).expect("pay");
-    stack.until(&deposit, wait, |o| o.status() == Status::Success).await;
+    stack.until(&deposit, wait, |o| o.status == Status::Success).await;
     stack.sim.arrive(&deposit).expect("arrive");
     stack.until(&deposit, wait, paid_and_arrived).await;
 
@@ -357,7 +357,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .await
         .expect("quick-pay prepay");
     assert!(
-        matches!(&o, Order::Inbound(i) if i.remote.cashier_url.is_some()),
+        o.inbound().is_some_and(|i| i.remote.cashier_url.is_some()),
         "a cashier page to open"
     );
     stack.sim.pay(&qp_deposit, true).expect("pay");
@@ -376,8 +376,8 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .expect("refund");
     stack.sim.settle(&payout, true).expect("settle");
     stack.sim.settle(&refund, true).expect("settle");
-    stack.until(&payout, wait, |o| o.status() == Status::Success).await;
-    stack.until(&refund, wait, |o| o.status() == Status::Success).await;
+    stack.until(&payout, wait, |o| o.status == Status::Success).await;
+    stack.until(&refund, wait, |o| o.status == Status::Success).await;
 
     chapter(e, &mut chapters, "6. A payout the bank refuses: its funds come back").await;
     // 6. A payout that fails: its funds come back.
@@ -386,7 +386,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .await
         .expect("payout");
     stack.sim.settle(&failed, false).expect("settle");
-    stack.until(&failed, wait, |o| o.status() == Status::Failure).await;
+    stack.until(&failed, wait, |o| o.status == Status::Failure).await;
 
     chapter(
         e,
@@ -405,10 +405,10 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .outpay(payee(&pos.trans_no, &lost, "250.00", OutType::Out))
         .await
         .expect("payout");
-    assert_eq!(o.status(), Status::Submitted, "the reply was lost: outcome unknown");
-    stack.until(&lost, wait, |o| o.status() == Status::Processing).await;
+    assert_eq!(o.status, Status::Submitted, "the reply was lost: outcome unknown");
+    stack.until(&lost, wait, |o| o.status == Status::Processing).await;
     stack.sim.settle(&lost, true).expect("settle");
-    stack.until(&lost, wait, |o| o.status() == Status::Success).await;
+    stack.until(&lost, wait, |o| o.status == Status::Success).await;
     stack.sim.with_faults(|f| f.no_dedupe = false);
 
     Story {

@@ -5,7 +5,7 @@
 use super::Engine;
 use super::inputs::{NewInbound, NewOutbound};
 use super::transact::{Bookkeeping, Intent, Step};
-use crate::domain::{Order, Status};
+use crate::domain::{Order, OrderKind, Status};
 use crate::event::EventKind;
 use crate::observation::{News, Source};
 use crate::storage::Versioned;
@@ -19,7 +19,7 @@ impl Engine {
     ///
     /// **The host contract** (the same for [`Engine::outpay`]):
     /// - `Ok(order)`: the request is durably recorded and will be carried out; read
-    ///   `order.status()` for where it stands (`Requested`/`Reserved`: recorded, not yet sent
+    ///   `order.status` for where it stands (`Requested`/`Reserved`: recorded, not yet sent
     ///   — the poller sends it; `Submitted`: sent, outcome not yet known; then the payment
     ///   system's statuses). Storage or network trouble *after* the request was recorded is
     ///   not an error: the engine carries on from what is stored.
@@ -166,7 +166,7 @@ impl Engine {
                 fields,
             });
         }
-        if matches!(existing.value.status(), Status::Requested | Status::Reserved) {
+        if matches!(existing.value.status, Status::Requested | Status::Reserved) {
             return Ok(self.send_accepted(&existing).await);
         }
         Ok(existing.value)
@@ -179,7 +179,7 @@ impl Engine {
         let _working = self.working()?;
         let order = self.order(out_req_no).await?;
         let closable =
-            matches!(&order, Order::Inbound(o) if !o.status.is_terminal() && o.status.is_remote() && !o.closed);
+            order.inbound().is_some_and(|i| !i.closed) && order.status.is_remote() && !order.status.is_terminal();
         if !closable {
             return Err(Error::InvalidState {
                 out_req_no: out_req_no.to_owned(),
@@ -218,7 +218,7 @@ impl Engine {
             });
         }
         let order = self.order(out_req_no).await?;
-        if order.status().is_terminal() {
+        if order.status.is_terminal() {
             return Err(Error::InvalidState {
                 out_req_no: out_req_no.to_owned(),
                 action: "be resolved",
@@ -253,12 +253,12 @@ fn differences(stored: &Order, asked: &Order) -> Vec<&'static str> {
             fields
         }};
     }
-    match (stored, asked) {
-        (Order::Inbound(a), Order::Inbound(b)) => differing!(a.request, b.request;
+    match (&stored.kind, &asked.kind) {
+        (OrderKind::Inbound(a), OrderKind::Inbound(b)) => differing!(a.request, b.request;
             trans_no => "transNo", amount => "amount", prod_catalog => "prodCatalog",
             contract_num => "contractNum", qp_user_name => "qpUserName", qp_cert_number => "qpCertNumber",
             return_url => "returnUrl"),
-        (Order::Outbound(a), Order::Outbound(b)) => differing!(a.request, b.request;
+        (OrderKind::Outbound(a), OrderKind::Outbound(b)) => differing!(a.request, b.request;
             trans_no => "transNo", amount => "amount", out_type => "outType", bank_acc_name => "bankAccName",
             bank_acc_num => "bankAccNum", bank_name => "bankName", bank_cnaps => "bankCnaps", remark => "remark"),
         _ => vec!["kind"],

@@ -10,7 +10,7 @@
 use super::Engine;
 use super::schedule::next_poll;
 use super::transact::Step;
-use crate::domain::{Order, Status};
+use crate::domain::{Order, OrderKind, Status};
 use crate::observation::News;
 use crate::storage::Versioned;
 use crate::wire::{Inquery, Outquery};
@@ -152,7 +152,7 @@ impl Engine {
         let interval = match read {
             Some(order) => {
                 let mut held = order.clone();
-                let a = held.attempts_mut();
+                let a = &mut held.attempts;
                 a.quiet_polls = a.quiet_polls.saturating_add(failures);
                 next_poll(&held, now, policy).and_then(|t| (t - now).to_std().ok())
             }
@@ -244,17 +244,17 @@ impl Engine {
         if !current.value.is_open() {
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
-        if matches!(current.value.status(), Status::Requested | Status::Reserved) {
+        if matches!(current.value.status, Status::Requested | Status::Reserved) {
             return self.submit(current).await.map(drop);
         }
-        let answer = match &current.value {
-            Order::Inbound(o) => self
+        let answer = match &current.value.kind {
+            OrderKind::Inbound(o) => self
                 .call(&Inquery {
                     out_req_no: o.request.out_req_no.clone(),
                 })
                 .await
                 .map(|v| News::Inbound(Box::new(v))),
-            Order::Outbound(o) => self
+            OrderKind::Outbound(o) => self
                 .call(&Outquery {
                     out_req_no: o.request.out_req_no.clone(),
                 })
@@ -263,7 +263,7 @@ impl Engine {
         };
         match answer {
             Ok(news) => self.transact_at(current, Step::poll(Some(news))).await.map(drop),
-            Err(Error::NotFound(_)) if current.value.status() == Status::Submitted => self.not_found(current).await,
+            Err(Error::NotFound(_)) if current.value.status == Status::Submitted => self.not_found(current).await,
             // It had acknowledged the order: `apply` raises `RemoteLost`.
             Err(Error::NotFound(_)) => self
                 .transact_at(current, Step::poll(Some(News::NotFound)))

@@ -1,7 +1,7 @@
 //! When to poll an order next: a pure function of its state, the time and the policy.
 
 use super::config::PollPolicy;
-use crate::domain::{Order, Status};
+use crate::domain::{Order, OrderKind, Status};
 use chrono::{DateTime, Utc};
 use std::hash::{DefaultHasher, Hash, Hasher};
 
@@ -15,16 +15,16 @@ pub fn next_poll(order: &Order, now: DateTime<Utc>, policy: &PollPolicy) -> Opti
     if !order.is_open() {
         return None;
     }
-    let attempts = order.attempts();
+    let attempts = &order.attempts;
     let base = if attempts.needs_attention {
         policy.attention_ms
     } else {
-        match (order, order.status()) {
+        match (&order.kind, order.status) {
             // Stored but never sent (a crash between the two): send after the grace period,
             // so that a command still running in this process gets there first.
             (_, Status::Requested | Status::Reserved) => policy.grace_ms,
             (_, Status::Submitted) => policy.submitted_ms,
-            (Order::Inbound(_), Status::Unpaid) => policy.unpaid_ms,
+            (OrderKind::Inbound(_), Status::Unpaid) => policy.unpaid_ms,
             (_, Status::Unpaid | Status::Processing) => policy.processing_ms,
             (_, Status::Success | Status::Failure) => policy.awaiting_arrival_ms,
         }
@@ -64,22 +64,16 @@ mod tests {
         };
         let mut o = sample_outbound("T", "A-1", 100);
         assert_eq!(at(&o, &policy), policy.grace_ms as i64);
-        if let Order::Outbound(ob) = &mut o {
-            ob.status = Status::Processing;
-        }
+        o.status = Status::Processing;
         assert_eq!(at(&o, &policy), policy.processing_ms as i64);
-        o.attempts_mut().quiet_polls = 3;
+        o.attempts.quiet_polls = 3;
         assert_eq!(at(&o, &policy), 8 * policy.processing_ms as i64);
-        o.attempts_mut().quiet_polls = 20;
+        o.attempts.quiet_polls = 20;
         assert_eq!(at(&o, &policy), policy.max_interval_ms as i64);
-        if let Order::Outbound(ob) = &mut o {
-            ob.status = Status::Success;
-        }
+        o.status = Status::Success;
         assert_eq!(at(&o, &policy), -1, "settled orders are not polled");
         let mut i = sample_inbound("T", "A-2", 100);
-        if let Order::Inbound(ib) = &mut i {
-            ib.status = Status::Success;
-        }
+        i.status = Status::Success;
         assert_eq!(
             at(&i, &policy),
             policy.awaiting_arrival_ms as i64,

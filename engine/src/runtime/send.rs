@@ -14,7 +14,7 @@
 
 use super::Engine;
 use super::transact::{Bookkeeping, Step};
-use crate::domain::{Order, Refusal};
+use crate::domain::{Order, OrderKind, Refusal};
 use crate::observation::{News, Source};
 use crate::storage::Versioned;
 use crate::{Error, Result};
@@ -41,9 +41,9 @@ impl Engine {
         };
         let sent = self.transact_at(current, step).await?.value;
         self.saw_submission(&sent);
-        let reply = match &sent {
-            Order::Inbound(o) => self.call(&o.request).await.map(|v| News::Inbound(Box::new(v))),
-            Order::Outbound(o) => self.call(&o.request).await.map(|v| News::Outbound(Box::new(v))),
+        let reply = match &sent.kind {
+            OrderKind::Inbound(o) => self.call(&o.request).await.map(|v| News::Inbound(Box::new(v))),
+            OrderKind::Outbound(o) => self.call(&o.request).await.map(|v| News::Outbound(Box::new(v))),
         };
         let key = &sent.out_req_no().to_owned();
         let refusal = match &reply {
@@ -59,7 +59,7 @@ impl Engine {
         };
         let applied = match (reply, refusal) {
             (Ok(news), _) => self.transact(key, Step::news(Source::Reply, news)).await,
-            (_, Some(refusal)) if sent.attempts().submissions > 1 => {
+            (_, Some(refusal)) if sent.attempts.submissions > 1 => {
                 // A resend refused: the first send may have landed after all. Never fail it
                 // on our own; a person decides.
                 tracing::warn!(out_req_no = %key, code = %refusal.code, "resend refused; needs attention");
@@ -89,7 +89,7 @@ impl Engine {
             // Our request may still be on its way: sending again now could pay twice.
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
-        if order.attempts().submissions >= self.config().poll.max_submissions {
+        if order.attempts.submissions >= self.config().poll.max_submissions {
             return self
                 .transact_at(current, Step::record(Source::Poll, Bookkeeping::NeedsAttention))
                 .await
@@ -97,7 +97,7 @@ impl Engine {
         }
         tracing::info!(
             out_req_no = order.out_req_no(),
-            submissions = order.attempts().submissions,
+            submissions = order.attempts.submissions,
             "not found past grace; resending"
         );
         self.submit(current).await.map(drop)
@@ -107,7 +107,7 @@ impl Engine {
     /// order's latest send was made or first seen here.
     fn past_grace(&self, order: &Order) -> bool {
         let grace = Duration::from_millis(self.config().poll.grace_ms);
-        let submissions = order.attempts().submissions;
+        let submissions = order.attempts.submissions;
         let mut sends = self.inner.sends.lock().unwrap_or_else(|p| p.into_inner());
         let seen = sends.entry(order.out_req_no().to_owned()).or_insert(Seen {
             submissions,
@@ -125,7 +125,7 @@ impl Engine {
     /// Our own send, about to go out: its grace period starts now.
     fn saw_submission(&self, order: &Order) {
         let seen = Seen {
-            submissions: order.attempts().submissions,
+            submissions: order.attempts.submissions,
             at: Instant::now(),
         };
         self.inner

@@ -151,8 +151,8 @@ impl Engine {
             }
             None => (before.clone(), None, Vec::new()),
         };
-        if ledger::slot_of(&next) != ledger::slot_of(before) || next.status() != before.status() {
-            let a = next.attempts_mut();
+        if ledger::slot_of(&next) != ledger::slot_of(before) || next.status != before.status {
+            let a = &mut next.attempts;
             a.quiet_polls = 0;
             a.needs_attention = false;
         }
@@ -195,11 +195,11 @@ impl Engine {
             value: next.clone(),
         });
         self.commit(batch).await?;
-        if next.status() != before.status() {
-            tracing::info!(out_req_no = next.out_req_no(), from = %before.status(), to = %next.status(),
+        if next.status != before.status {
+            tracing::info!(out_req_no = next.out_req_no(), from = %before.status, to = %next.status,
                 source = %step.source, "order moved");
         }
-        if before.status() == Status::Submitted && next.status() != Status::Submitted {
+        if before.status == Status::Submitted && next.status != Status::Submitted {
             self.forget_submission(next.out_req_no());
         }
         self.debug_check_ledger(next.trans_no()).await;
@@ -212,7 +212,7 @@ impl Engine {
     /// The engine's own records on an order, beside what the news changed.
     fn keep_books(&self, before: &Order, next: &mut Order, kinds: &mut Vec<EventKind>, books: &Bookkeeping) {
         let raise = |next: &mut Order, kinds: &mut Vec<EventKind>| {
-            let a = next.attempts_mut();
+            let a = &mut next.attempts;
             if !a.needs_attention {
                 a.needs_attention = true;
                 kinds.push(EventKind::Anomaly(Anomaly::NeedsAttention {
@@ -223,14 +223,14 @@ impl Engine {
         match books {
             Bookkeeping::Nothing => {}
             Bookkeeping::Sending { at } => {
-                let a = next.attempts_mut();
+                let a = &mut next.attempts;
                 a.submissions += 1;
                 a.last_submitted_at = Some(*at);
                 a.quiet_polls = 0;
             }
             Bookkeeping::QuietPoll => {
-                if next.status() == before.status() {
-                    let a = next.attempts_mut();
+                if next.status == before.status {
+                    let a = &mut next.attempts;
                     a.quiet_polls = a.quiet_polls.saturating_add(1);
                     let budget = self.config().poll.attention_after_quiet_polls;
                     if a.quiet_polls >= budget && next.awaits_outcome() {
@@ -240,7 +240,7 @@ impl Engine {
             }
             Bookkeeping::NeedsAttention => raise(next, kinds),
             Bookkeeping::Resolved { status, note } => {
-                if next.status() == *status && before.status() != *status {
+                if next.status == *status && before.status != *status {
                     kinds.push(EventKind::OperatorResolved {
                         status: *status,
                         note: note.clone(),

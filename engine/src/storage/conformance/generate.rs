@@ -4,7 +4,7 @@
 
 use super::t;
 use crate::Sensitive;
-use crate::domain::{Order, Protocol};
+use crate::domain::{Inbound, Order, OrderKind, Outbound, Protocol};
 use crate::event::{Event, EventKind};
 use crate::observation::Source;
 use crate::storage::Orphan;
@@ -176,16 +176,20 @@ impl Gen {
             qp_cert_number: self.sensitive(),
             cashier_type: self.opt_text().map(|s| CashierType::from_wire(&s)),
         };
-        Order::Inbound(crate::domain::InboundOrder {
-            app_id: self.text(),
+        let (app_id, status) = (self.text(), self.status());
+        let kind = OrderKind::Inbound(Inbound {
             request,
-            status: self.status(),
             arrived: self.flag(),
             closed: self.flag(),
-            refusal: self.refusal(),
             remote,
+        });
+        Order {
+            app_id,
+            status,
+            refusal: self.refusal(),
             attempts: self.attempts(),
-        })
+            kind,
+        }
     }
 
     pub(super) fn outbound(&mut self, trans_no: &str, seed: u64) -> Order {
@@ -224,14 +228,13 @@ impl Gen {
             channel_return_code: self.opt_text(),
             channel_return_msg: self.opt_text(),
         };
-        Order::Outbound(crate::domain::OutboundOrder {
+        Order {
             app_id: self.text(),
-            request,
             status: self.status(),
             refusal: self.refusal(),
-            remote,
             attempts: self.attempts(),
-        })
+            kind: OrderKind::Outbound(Outbound { request, remote }),
+        }
     }
 
     pub(super) fn event(&mut self, seed: u64) -> Event {
