@@ -217,6 +217,16 @@ impl Storage for Probe {
         Ok(last)
     }
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> protopay::Result<Vec<Due>> {
+        self.inner.due(now, limit).await
+    }
+    /// Every poller pass claims: the place to count passes.
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: DateTime<Utc>,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> protopay::Result<Vec<Due>> {
         let n = self
             .passes
             .lock()
@@ -229,10 +239,10 @@ impl Storage for Probe {
             // Stop the spin so that simulated time moves on and the auditor can report it.
             return Err(Error::Shutdown);
         }
-        self.inner.due(now, limit).await
+        self.inner.claim_due(owner, now, limit, lease).await
     }
-    async fn next_due(&self) -> protopay::Result<Option<DateTime<Utc>>> {
-        self.inner.next_due().await
+    async fn next_due(&self, owner: &str) -> protopay::Result<Option<DateTime<Utc>>> {
+        self.inner.next_due(owner).await
     }
     async fn events_after(&self, after: u64, limit: usize) -> protopay::Result<Vec<Event>> {
         self.inner.events_after(after, limit).await

@@ -32,11 +32,12 @@ use chrono::{DateTime, Utc};
 use codec::DecodeError;
 use protopay_engine::domain::{Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Leases, Orphan, Storage, Versioned};
 use protopay_engine::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 /// What can go wrong opening or using the sled store.
 #[derive(Debug, thiserror::Error)]
@@ -97,6 +98,8 @@ pub struct SledStorage {
     /// `None` once closed: [`Storage::close`] takes the handles out, so that sled's files and
     /// lock are released even while clones of this store live on.
     open: Arc<std::sync::RwLock<Option<Handles>>>,
+    /// Claims on due orders: in memory, since only this process opens the store.
+    leases: Arc<Leases>,
 }
 
 /// What an open store holds.
@@ -167,6 +170,7 @@ impl SledStorage {
         let store = SledStorage {
             path: path.clone(),
             open: Arc::new(std::sync::RwLock::new(Some(handles))),
+            leases: Arc::default(),
         };
         let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
         match tree.get(&format_key).map_err(classify)? {
@@ -272,30 +276,24 @@ impl Storage for SledStorage {
     async fn commit(&self, batch: Batch) -> Result<u64> {
         // Durable before it returns: concurrent commits share one batch and one flush.
         let group = self.handles()?.group;
-        group.commit(self.stage(batch)?).await
+        let rescheduled: Vec<String> = batch.schedule.iter().map(|(key, _)| key.clone()).collect();
+        let last = group.commit(self.stage(batch)?).await?;
+        for key in &rescheduled {
+            self.leases.release(key);
+        }
+        Ok(last)
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
-        let end = codec::key(
-            codec::prefix::DUE,
-            &codec::time_key(now + chrono::Duration::microseconds(1)),
-        );
-        let mut out = Vec::new();
-        for entry in self.tree()?.range(codec::prefix::DUE.to_vec()..end).take(limit) {
-            let (key, _) = entry.map_err(|e| self.fail(e))?;
-            out.push(self.due_entry(&key)?);
-        }
-        Ok(out)
+        self.due_until(now)?.take(limit).collect()
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        match self.tree()?.scan_prefix(codec::prefix::DUE).next() {
-            None => Ok(None),
-            Some(entry) => {
-                let (key, _) = entry.map_err(|e| self.fail(e))?;
-                Ok(Some(self.due_entry(&key)?.at))
-            }
-        }
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>> {
+        self.leases.claim(owner, lease, limit, self.due_until(now)?)
+    }
+
+    async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
+        self.leases.first_free(owner, self.due_until(DateTime::<Utc>::MAX_UTC)?)
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
@@ -380,6 +378,19 @@ impl Storage for SledStorage {
 }
 
 impl SledStorage {
+    /// The due index up to `now`, earliest first.
+    fn due_until(&self, now: DateTime<Utc>) -> Result<impl Iterator<Item = Result<Due>> + '_> {
+        let start = codec::prefix::DUE.to_vec();
+        // Past every entry due at `now`: an `outReqNo` is UTF-8, which never holds 0xFF.
+        let mut end = codec::key(codec::prefix::DUE, &codec::time_key(now));
+        end.push(0xFF);
+        let entries = self.tree()?.range(start..end);
+        Ok(entries.map(|entry| {
+            let (key, _) = entry.map_err(|e| self.fail(e))?;
+            self.due_entry(&key)
+        }))
+    }
+
     fn due_entry(&self, key: &[u8]) -> Result<Due> {
         let rest = key.get(codec::prefix::DUE.len()..).unwrap_or_default();
         let at = codec::time_from(rest).map_err(|e| self.corrupt("due", key, e))?;

@@ -86,6 +86,10 @@ pub struct PollPolicy {
     /// name `hint_min_interval_ms` is still read).
     #[serde(alias = "hint_min_interval_ms")]
     pub poll_sooner_min_interval_ms: u64,
+    /// How long an order claimed by a poll stays this instance's before another instance on
+    /// the same store may take it (a dead instance's claims run out after this). A little over
+    /// the request timeout, so that a live instance's poll is over before anyone else's starts.
+    pub lease_ms: u64,
 }
 
 impl Default for PollPolicy {
@@ -105,6 +109,7 @@ impl Default for PollPolicy {
             batch: 256,
             idle_tick_ms: 1_000,
             poll_sooner_min_interval_ms: 5_000,
+            lease_ms: 20_000,
         }
     }
 }

@@ -71,6 +71,8 @@ struct Inner {
     work: Arc<tokio::sync::RwLock<()>>,
     /// For generated `outReqNo`s and attempt ids.
     id_seed: u64,
+    /// This instance's name as the owner of its claims on due orders (see `Storage::claim_due`).
+    instance: String,
     id_counter: AtomicU64,
 }
 
@@ -175,6 +177,7 @@ impl EngineBuilder {
                 stopping: watch::Sender::new(false),
                 work: Arc::default(),
                 id_seed,
+                instance: format!("{id_seed:016x}"),
                 id_counter: AtomicU64::new(0),
             }),
         })

@@ -85,7 +85,11 @@ impl Engine {
 
     async fn poll_tick(&self) -> Result<PollReport> {
         let policy = &self.config().poll;
-        let due = self.storage().due(self.now(), policy.batch).await?;
+        let lease = Duration::from_millis(policy.lease_ms);
+        let due = self
+            .storage()
+            .claim_due(&self.inner.instance, self.now(), policy.batch, lease)
+            .await?;
         let mut report = PollReport {
             due: due.len(),
             ..PollReport::default()
@@ -193,7 +197,7 @@ impl Engine {
                 let wait = match engine.poll_tick().await {
                     // Everything due is held back: sleep until the first may be tried.
                     Ok(r) if r.polled == 0 && r.due > 0 => r.retry_in.unwrap_or(idle),
-                    Ok(r) => match engine.storage().next_due().await {
+                    Ok(r) => match engine.storage().next_due(&engine.inner.instance).await {
                         Ok(Some(at)) if r.failed == 0 => (at - engine.now()).to_std().unwrap_or(Duration::ZERO),
                         _ => r.retry_in.unwrap_or(idle),
                     },

@@ -2,7 +2,7 @@
 //! bring their own persistence later. Not durable across a process restart; "reopening" it
 //! is sharing the same handle (it is `Clone`).
 
-use super::{Batch, Due, Orphan, Storage, Versioned};
+use super::{Batch, Due, Leases, Orphan, Storage, Versioned};
 use crate::domain::{Order, Protocol};
 use crate::event::Event;
 use crate::{Error, Result};
@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 #[derive(Default)]
 struct State {
@@ -28,6 +29,7 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemoryStorage {
     state: Arc<Mutex<State>>,
+    leases: Arc<Leases>,
     failing: Arc<AtomicU32>,
 }
 
@@ -60,6 +62,16 @@ impl MemoryStorage {
         // everything before it writes), so a poisoned lock's data is still consistent.
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
+}
+
+/// The due index up to `now`, earliest first.
+fn due_until(s: &State, now: DateTime<Utc>) -> impl Iterator<Item = Result<Due>> + '_ {
+    s.due.iter().take_while(move |(at, _)| *at <= now).map(|(at, key)| {
+        Ok(Due {
+            at: *at,
+            out_req_no: key.clone(),
+        })
+    })
 }
 
 fn check_version<T>(current: Option<&Versioned<T>>, expected: Option<u64>) -> Result<u64> {
@@ -132,6 +144,7 @@ impl Storage for MemoryStorage {
             s.events.push(e);
         }
         for (key, at) in batch.schedule {
+            self.leases.release(&key);
             if let Some(old) = s.due_at.remove(&key) {
                 s.due.remove(&(old, key.clone()));
             }
@@ -149,20 +162,16 @@ impl Storage for MemoryStorage {
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
-        let s = self.lock();
-        Ok(s.due
-            .iter()
-            .take_while(|(at, _)| *at <= now)
-            .take(limit)
-            .map(|(at, k)| Due {
-                at: *at,
-                out_req_no: k.clone(),
-            })
-            .collect())
+        due_until(&self.lock(), now).take(limit).collect()
     }
 
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>> {
-        Ok(self.lock().due.iter().next().map(|(at, _)| *at))
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>> {
+        self.leases.claim(owner, lease, limit, due_until(&self.lock(), now))
+    }
+
+    async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
+        self.leases
+            .first_free(owner, due_until(&self.lock(), DateTime::<Utc>::MAX_UTC))
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {

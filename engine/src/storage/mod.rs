@@ -10,8 +10,10 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+mod lease;
 mod memory;
 
+pub use lease::Leases;
 pub use memory::{InjectedFailure, MemoryStorage};
 
 use crate::Result;
@@ -20,6 +22,7 @@ use crate::event::Event;
 use crate::wire::CallbackKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
 
 /// A record with the version it was read at. Versions start at 1 and grow by one per write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,8 +126,17 @@ pub trait Storage: Send + Sync + 'static {
     /// scan of all orders.
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>>;
 
-    /// The earliest scheduled poll, if any.
-    async fn next_due(&self) -> Result<Option<DateTime<Utc>>>;
+    /// Claim up to `limit` orders due at or before `now` for `owner` (one engine instance),
+    /// earliest first, each for `lease`: until the lease ends or the order's schedule is
+    /// rewritten by a commit, claims by other owners skip it; the owner's own claims return it
+    /// again. This is how instances on one shared store split the due work; a dead instance's
+    /// leases run out and others take its orders. Leases save duplicate *queries*; versions,
+    /// not leases, are what make a duplicate *send* impossible.
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>>;
+
+    /// The earliest scheduled poll that `owner` could claim (orders leased to other owners
+    /// are theirs until their leases run out), if any.
+    async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>>;
 
     /// Up to `limit` events with `seq > after`, in order.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;

@@ -257,8 +257,17 @@ impl Storage for Flaky {
     async fn due(&self, now: chrono::DateTime<Utc>, limit: usize) -> protopay_engine::Result<Vec<Due>> {
         self.inner.due(now, limit).await
     }
-    async fn next_due(&self) -> protopay_engine::Result<Option<chrono::DateTime<Utc>>> {
-        self.inner.next_due().await
+    async fn claim_due(
+        &self,
+        owner: &str,
+        now: chrono::DateTime<Utc>,
+        limit: usize,
+        lease: std::time::Duration,
+    ) -> protopay_engine::Result<Vec<Due>> {
+        self.inner.claim_due(owner, now, limit, lease).await
+    }
+    async fn next_due(&self, owner: &str) -> protopay_engine::Result<Option<chrono::DateTime<Utc>>> {
+        self.inner.next_due(owner).await
     }
     async fn events_after(&self, after: u64, limit: usize) -> protopay_engine::Result<Vec<protopay_engine::Event>> {
         self.inner.events_after(after, limit).await

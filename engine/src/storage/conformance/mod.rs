@@ -96,6 +96,7 @@ pub async fn run<S: Storage, F: Fn() -> S>(fresh: F) {
     versions_and_conflicts(&fresh()).await;
     atomicity(&fresh()).await;
     due_index(&fresh()).await;
+    claims(&fresh()).await;
     events_and_cursors(&fresh()).await;
     orphans(&fresh()).await;
 }
@@ -248,7 +249,7 @@ pub async fn due_index<S: Storage>(s: &S) {
     assert!(due.windows(2).all(|w| w[0] <= w[1]), "earliest first");
     assert!(due.iter().all(|d| d.at <= t(9)));
     assert_eq!(s.due(t(100), 5).await.unwrap().len(), 5, "limit respected");
-    assert_eq!(s.next_due().await.unwrap(), Some(t(0)));
+    assert_eq!(s.next_due("A").await.unwrap(), Some(t(0)));
     let first = due[0].out_req_no.clone();
     s.commit(Batch {
         schedule: vec![(first.clone(), Some(t(50)))],
@@ -268,6 +269,66 @@ pub async fn due_index<S: Storage>(s: &S) {
     let all = s.due(t(100), 100).await.unwrap();
     assert_eq!(all.len(), 19);
     assert!(all.iter().all(|d| d.out_req_no != first), "a removed entry is gone");
+}
+
+/// Claims share due orders between owners: an order claimed by one owner is skipped by
+/// others until its lease runs out or a commit reschedules it; its owner claims it again;
+/// `next_due` skips orders leased to others.
+pub async fn claims<S: Storage>(s: &S) {
+    let hour = std::time::Duration::from_secs(3600);
+    let mut orders = Vec::new();
+    let mut schedule = Vec::new();
+    for i in 0..6i64 {
+        let key = format!("C{i}");
+        orders.push(Put {
+            expected: None,
+            value: sample_inbound("T1", &key, 100),
+        });
+        schedule.push((key, Some(t(i))));
+    }
+    s.commit(Batch {
+        orders,
+        schedule,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let keys = |d: Vec<Due>| d.into_iter().map(|d| d.out_req_no).collect::<Vec<_>>();
+    let a = keys(s.claim_due("A", t(3), 2, hour).await.unwrap());
+    assert_eq!(a, ["C0", "C1"], "earliest first, at most the limit");
+    let b = keys(s.claim_due("B", t(3), 10, hour).await.unwrap());
+    assert_eq!(b, ["C2", "C3"], "another owner skips what A holds; only what is due");
+    assert_eq!(
+        keys(s.claim_due("A", t(3), 10, hour).await.unwrap()),
+        ["C0", "C1"],
+        "an owner claims its own again"
+    );
+    assert_eq!(
+        s.next_due("B").await.unwrap(),
+        Some(t(2)),
+        "A's orders are not B's next"
+    );
+    assert_eq!(s.next_due("C").await.unwrap(), Some(t(4)), "nor C's, while leased");
+    assert_eq!(s.next_due("A").await.unwrap(), Some(t(0)));
+
+    // A commit that reschedules an order ends its lease.
+    s.commit(Batch {
+        schedule: vec![("C0".into(), Some(t(1)))],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(keys(s.claim_due("C", t(3), 1, hour).await.unwrap()), ["C0"]);
+
+    // A lease that has run out is anyone's (a dead owner's orders are taken over).
+    let gone = keys(s.claim_due("D", t(5), 10, std::time::Duration::ZERO).await.unwrap());
+    assert_eq!(gone, ["C4", "C5"], "D leases what nobody holds, for no time at all");
+    assert_eq!(keys(s.claim_due("E", t(5), 10, hour).await.unwrap()), ["C4", "C5"]);
+    assert_eq!(
+        s.due(t(5), 10).await.unwrap().len(),
+        6,
+        "claims do not change the due index"
+    );
 }
 
 /// Events are numbered 1, 2, 3… without gaps across commits; reads after a cursor; named

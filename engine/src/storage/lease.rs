@@ -1,0 +1,90 @@
+//! Leases on due orders, for stores that one process owns (memory, sled).
+//!
+//! Several engines on one shared store split the due work by claiming orders for a while
+//! (`Storage::claim_due`); a store that only one process opens has one owner at a time, but
+//! a restarted engine is a new owner, and the leases of the one before it must run out before
+//! it takes their orders — as on a shared store when an instance dies. Leases are kept in
+//! memory on tokio's monotonic clock (a wall clock stepped back cannot stretch them), and are
+//! an efficiency measure only: versions are what make a double send impossible.
+
+use super::Due;
+use crate::Result;
+use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// The leases one store holds, by `outReqNo`.
+#[derive(Debug, Default)]
+pub struct Leases(Mutex<HashMap<String, Lease>>);
+
+#[derive(Debug)]
+struct Lease {
+    owner: String,
+    until: Instant,
+}
+
+impl Leases {
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Lease>> {
+        // Each update is one insert or remove: a poisoned map is still consistent.
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Claim for `owner`, from due entries in time order, up to `limit` not leased to another
+    /// owner; each claimed entry is leased to `owner` for `lease`.
+    pub fn claim(
+        &self,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+        due: impl IntoIterator<Item = Result<Due>>,
+    ) -> Result<Vec<Due>> {
+        let mut leases = self.lock();
+        let now = Instant::now();
+        let mut claimed = Vec::new();
+        for entry in due {
+            if claimed.len() >= limit {
+                break;
+            }
+            let entry = entry?;
+            if held_by_another(&leases, &entry.out_req_no, owner, now) {
+                continue;
+            }
+            leases.insert(
+                entry.out_req_no.clone(),
+                Lease {
+                    owner: owner.to_owned(),
+                    until: now + lease,
+                },
+            );
+            claimed.push(entry);
+        }
+        if leases.len() > claimed.len().saturating_mul(4).max(1024) {
+            leases.retain(|_, l| l.until > now);
+        }
+        Ok(claimed)
+    }
+
+    /// The first of the due entries (in time order) that `owner` could claim.
+    pub fn first_free(&self, owner: &str, due: impl IntoIterator<Item = Result<Due>>) -> Result<Option<DateTime<Utc>>> {
+        let leases = self.lock();
+        let now = Instant::now();
+        for entry in due {
+            let entry = entry?;
+            if !held_by_another(&leases, &entry.out_req_no, owner, now) {
+                return Ok(Some(entry.at));
+            }
+        }
+        Ok(None)
+    }
+
+    /// End an order's lease: its schedule was rewritten, so whoever polls next claims anew.
+    pub fn release(&self, out_req_no: &str) {
+        self.lock().remove(out_req_no);
+    }
+}
+
+fn held_by_another(leases: &HashMap<String, Lease>, key: &str, owner: &str, now: Instant) -> bool {
+    leases.get(key).is_some_and(|l| l.owner != owner && l.until > now)
+}
