@@ -163,6 +163,13 @@ pub enum Error {
     /// The storage backend failed. Nothing was acknowledged; the caller may retry.
     #[error("storage backend failed")]
     Storage(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
+    /// The connection to the store was lost while a commit was in flight, and the store
+    /// could not learn afterwards whether it landed. Not a success: nothing was
+    /// acknowledged. Not "nothing written" either: whoever acts on it re-reads first (a
+    /// command returns [`OutcomeUnknown`](Error::OutcomeUnknown); a callback is answered
+    /// with a failure and redelivered; a poll is retried).
+    #[error("whether a storage commit landed is unknown (the connection was lost during COMMIT)")]
+    CommitUnknown(#[source] std::sync::Arc<dyn std::error::Error + Send + Sync>),
     /// Stored data could not be decoded: a bug or on-disk corruption. Stop and inspect.
     #[error("corrupt stored record {key}: {reason}")]
     Corrupt {

@@ -161,7 +161,7 @@ impl EngineBuilder {
             std::hash::Hash::hash(&(std::process::id(), Utc::now().timestamp_nanos_opt()), &mut h);
             std::hash::Hasher::finish(&h)
         });
-        Ok(Engine {
+        let engine = Engine {
             inner: Arc::new(Inner {
                 config: self.config,
                 zone,
@@ -180,7 +180,36 @@ impl EngineBuilder {
                 instance: format!("{id_seed:016x}"),
                 id_counter: AtomicU64::new(0),
             }),
-        })
+        };
+        if let Some(hints) = engine.inner.storage.remote_commits() {
+            tokio::spawn(follow_remote_commits(Arc::downgrade(&engine.inner), hints));
+        }
+        Ok(engine)
+    }
+}
+
+/// Act on another instance's commits on a shared store: wake the poller (an order may be
+/// due sooner) and the event subscriptions (events may have been appended). Ends with the
+/// engine or its shutdown. Holds the engine weakly, so that it never keeps one alive.
+async fn follow_remote_commits(engine: std::sync::Weak<Inner>, mut hints: watch::Receiver<u64>) {
+    loop {
+        let mut stopping = match engine.upgrade() {
+            Some(inner) if !*inner.stopping.borrow() => inner.stopping.subscribe(),
+            _ => return,
+        };
+        tokio::select! {
+            _ = stopping.changed() => return,
+            changed = hints.changed() => if changed.is_err() { return },
+        }
+        let Some(inner) = engine.upgrade() else { return };
+        inner.wake_poller.notify_one();
+        if let Ok(last) = inner.storage.last_seq().await {
+            inner.last_seq.send_if_modified(|seen| {
+                let newer = last > *seen;
+                *seen = (*seen).max(last);
+                newer
+            });
+        }
     }
 }
 

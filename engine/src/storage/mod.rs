@@ -153,6 +153,14 @@ pub trait Storage: Send + Sync + 'static {
     /// The orphan callbacks kept.
     async fn orphans(&self) -> Result<Vec<Orphan>>;
 
+    /// Commits made by other processes on a shared store, as they become known: every change
+    /// of the value is a hint to look again (events appended, orders due sooner). `None` for
+    /// a store that only this process writes. Only a hint: the stored data is the truth, and a
+    /// missed hint costs at most one idle tick of the poller.
+    fn remote_commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
+
     /// Release what the store holds (files, locks, connections) once every commit has
     /// returned; later calls fail. [`Engine::shutdown`](crate::Engine::shutdown) calls it
     /// last, so that a new engine may open the same store as soon as it returns.

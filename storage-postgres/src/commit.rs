@@ -1,0 +1,175 @@
+//! One commit: a single transaction, settled even when the connection dies during `COMMIT`.
+//!
+//! Order of work inside the transaction: the versioned records first (a stale version ends
+//! it at once: `Conflict`, nothing written), then the schedule and the orphans, and last the
+//! event `seq`s from the counter row — last, because its row lock makes every event-writing
+//! commit wait for the one before it to finish, so that events become visible in `seq` order
+//! and a reader never skips one (the cost: such commits are serialised per schema).
+//!
+//! The transaction's id is read first. If the connection is lost while `COMMIT` is in flight,
+//! the outcome is unknown to us; a fresh connection asks `pg_xact_status` for that id and
+//! learns it: committed (success), aborted (nothing written), or still unknown
+//! ([`Error::CommitUnknown`]) — never a guess.
+
+use crate::codec;
+use crate::{PgError, PostgresStorage};
+use deadpool_postgres::Transaction;
+use protopay_engine::storage::Batch;
+use protopay_engine::{Error, Result};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// How often a lost `COMMIT` is asked after, and how long between asks, while the server
+/// still reports the transaction in progress.
+const SETTLE_ASKS: u32 = 50;
+const SETTLE_PAUSE: Duration = Duration::from_millis(20);
+
+impl PostgresStorage {
+    pub(crate) async fn commit_batch(&self, batch: Batch) -> Result<u64> {
+        let encoded = Encoded::new(&batch)?;
+        let mut client = self.client().await?;
+        let sql = &self.inner.sql;
+        let tx = client.transaction().await.map_err(query)?;
+        let xid: String = tx
+            .query_one("SELECT pg_current_xact_id()::text", &[])
+            .await
+            .map_err(query)?
+            .get(0);
+        for (put, value) in batch.protocols.iter().zip(&encoded.protocols) {
+            let key = &put.value.trans_no;
+            let written = match put.expected {
+                None => execute(&tx, &sql.insert_protocol, &[key, value]).await,
+                Some(v) => execute(&tx, &sql.update_protocol, &[key, &seq(v)?, value]).await,
+            }
+            .map_err(query)?;
+            if written != 1 {
+                return Err(Error::Conflict);
+            }
+        }
+        for (put, value) in batch.orders.iter().zip(&encoded.orders) {
+            let (key, trans_no) = (put.value.out_req_no(), put.value.trans_no());
+            let written = match put.expected {
+                None => execute(&tx, &sql.insert_order, &[&key, &trans_no, value]).await,
+                Some(v) => execute(&tx, &sql.update_order, &[&key, &seq(v)?, value, &trans_no]).await,
+            }
+            .map_err(query)?;
+            if written != 1 {
+                return Err(Error::Conflict);
+            }
+        }
+        for (key, at) in &batch.schedule {
+            match at {
+                Some(at) => execute(&tx, &sql.schedule, &[key, at]).await,
+                None => execute(&tx, &sql.unschedule, &[key]).await,
+            }
+            .map_err(query)?;
+        }
+        for (orphan, value) in batch.orphans.iter().zip(&encoded.orphans) {
+            execute(&tx, &sql.orphan, &[&orphan.sign, value]).await.map_err(query)?;
+        }
+        let last = if encoded.events.is_empty() {
+            query_one(&tx, &sql.last_seq, &[]).await.map_err(query)?.get::<_, i64>(0)
+        } else {
+            let n = i64::try_from(encoded.events.len()).unwrap_or(i64::MAX);
+            let last: i64 = query_one(&tx, &sql.take_seqs, &[&n]).await.map_err(query)?.get(0);
+            let seqs: Vec<i64> = (last - n + 1..=last).collect();
+            execute(&tx, &sql.append_events, &[&seqs, &encoded.events])
+                .await
+                .map_err(query)?;
+            last
+        };
+        if !encoded.events.is_empty() || batch.schedule.iter().any(|(_, at)| at.is_some()) {
+            // Delivered on commit to every instance listening: a hint, never the truth.
+            execute(&tx, "SELECT pg_notify($1, '')", &[&sql.channel])
+                .await
+                .map_err(query)?;
+        }
+        #[cfg(feature = "test-util")]
+        self.inner.hooks.before_commit(&tx).await;
+        match tx.commit().await {
+            Ok(()) => u64::try_from(last).map_err(|_| negative("counter")),
+            Err(e) if e.as_db_error().is_some() => Err(query(e)),
+            Err(lost) => {
+                drop(client);
+                self.settle(&xid, last, lost).await
+            }
+        }
+    }
+
+    /// Learn the outcome of a transaction whose `COMMIT` got no answer.
+    async fn settle(&self, xid: &str, last: i64, lost: tokio_postgres::Error) -> Result<u64> {
+        tracing::warn!(xid, error = %lost, "connection lost during COMMIT; asking the server how it ended");
+        let lost = Arc::new(PgError::Query(lost));
+        for _ in 0..SETTLE_ASKS {
+            let status: Option<String> = match self.client().await {
+                Ok(client) => match client.query_one("SELECT pg_xact_status($1::text::xid8)", &[&xid]).await {
+                    Ok(row) => row.get(0),
+                    Err(_) => None,
+                },
+                Err(_) => None,
+            };
+            match status.as_deref() {
+                Some("committed") => return u64::try_from(last).map_err(|_| negative("counter")),
+                Some("aborted") => return Err(Error::Storage(lost)),
+                // In progress (the server has not finished it yet), or no answer: ask again.
+                _ => tokio::time::sleep(SETTLE_PAUSE).await,
+            }
+        }
+        Err(Error::CommitUnknown(lost))
+    }
+}
+
+/// The batch's values, encoded before the transaction starts (no encoding while holding
+/// row locks).
+struct Encoded {
+    protocols: Vec<Vec<u8>>,
+    orders: Vec<Vec<u8>>,
+    events: Vec<Vec<u8>>,
+    orphans: Vec<Vec<u8>>,
+}
+
+impl Encoded {
+    fn new(batch: &Batch) -> Result<Self> {
+        Ok(Encoded {
+            protocols: batch.protocols.iter().map(|p| codec::encode(&p.value)).collect::<Result<_>>()?,
+            orders: batch.orders.iter().map(|o| codec::encode(&o.value)).collect::<Result<_>>()?,
+            events: batch.events.iter().map(codec::encode).collect::<Result<_>>()?,
+            orphans: batch.orphans.iter().map(codec::encode).collect::<Result<_>>()?,
+        })
+    }
+}
+
+type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+
+/// A statement prepared once per connection, then only executed.
+async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> std::result::Result<u64, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.execute(&statement, params).await
+}
+
+async fn query_one(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> std::result::Result<tokio_postgres::Row, tokio_postgres::Error> {
+    let statement = tx.prepare_cached(sql).await?;
+    tx.query_one(&statement, params).await
+}
+
+fn query(e: tokio_postgres::Error) -> Error {
+    PgError::Query(e).into()
+}
+
+/// A version or seq as PostgreSQL's `bigint`.
+fn seq(v: u64) -> Result<i64> {
+    i64::try_from(v).map_err(|_| Error::Conflict)
+}
+
+fn negative(table: &'static str) -> Error {
+    PgError::Corrupt {
+        table,
+        key: "last_seq".into(),
+        reason: "negative".into(),
+    }
+    .into()
+}

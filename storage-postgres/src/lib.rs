@@ -1,0 +1,308 @@
+//! # protopay-storage-postgres
+//!
+//! protopay's [`Storage`] on PostgreSQL (13 or newer, no extensions), for running several
+//! engine instances — replicas behind a load balancer — on one database:
+//!
+//! - **Safety from versions.** Every commit is one transaction of version-conditional writes;
+//!   a stale writer writes nothing (`Conflict`). Nothing else is trusted for money.
+//! - **Shared polling.** Instances claim due orders with `FOR UPDATE SKIP LOCKED` and a lease
+//!   (`Storage::claim_due`); a dead instance's leases run out and others take its orders.
+//! - **Wake-ups across instances.** Commits `NOTIFY`; every store `LISTEN`s and hands the
+//!   engine a hint ([`Storage::remote_commits`]) to look again. Hints only: a missed one
+//!   costs an idle tick.
+//! - **An event log that never skips** (see [`commit`](crate) notes in ARCHITECTURE.md), and
+//!   a commit whose `COMMIT` got no answer settled by asking the server, never guessed.
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! use protopay_storage_postgres::{PostgresOptions, PostgresStorage};
+//!
+//! let store = PostgresStorage::open(PostgresOptions {
+//!     schema: "payments".into(),
+//!     ..PostgresOptions::new("postgres://protopay@db.internal/app?sslmode=require")
+//! })
+//! .await?;
+//! // Engine::builder(config).storage(store) …
+//! # Ok(()) }
+//! ```
+
+mod codec;
+mod commit;
+mod error;
+mod listen;
+mod schema;
+#[cfg(feature = "test-util")]
+pub mod testing;
+
+pub use error::PgError;
+pub use schema::SCHEMA_VERSION;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use protopay_engine::domain::{Order, Protocol};
+use protopay_engine::event::Event;
+use protopay_engine::storage::{Batch, Due, Orphan, Storage, Versioned};
+use protopay_engine::{Error, Result};
+use schema::Statements;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio_postgres_rustls::MakeRustlsConnect;
+
+/// How to reach the database and where in it to keep the store.
+#[derive(Clone)]
+pub struct PostgresOptions {
+    /// A libpq-style connection string or URL (`postgres://user:pass@host/db?sslmode=require`).
+    /// TLS is rustls with the platform's root certificates; `sslmode` decides whether it is used.
+    pub url: String,
+    /// The PostgreSQL schema holding the tables (default `protopay`): one per engine, so one
+    /// database can hold several.
+    pub schema: String,
+    /// Connections in the pool (default 16).
+    pub pool_size: usize,
+}
+
+impl PostgresOptions {
+    /// Defaults for `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        PostgresOptions {
+            url: url.into(),
+            schema: "protopay".into(),
+            pool_size: 16,
+        }
+    }
+}
+
+impl std::fmt::Debug for PostgresOptions {
+    /// The URL may carry a password: it is never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// [`Storage`] on PostgreSQL. Cheap to clone; clones share the pool.
+#[derive(Clone)]
+pub struct PostgresStorage {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    schema: String,
+    pool: Pool,
+    sql: Statements,
+    hints: watch::Receiver<u64>,
+    listener: tokio::task::JoinHandle<()>,
+    #[cfg(feature = "test-util")]
+    hooks: testing::Hooks,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStorage")
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PostgresStorage {
+    /// Connect, apply migrations (under an advisory lock: instances starting together take
+    /// turns), and start listening for other instances' commits. A schema written by a newer
+    /// build is refused ([`PgError::NewerSchema`]).
+    pub async fn open(options: PostgresOptions) -> std::result::Result<Self, PgError> {
+        schema::check_name(&options.schema)?;
+        let config: tokio_postgres::Config = options.url.parse().map_err(PgError::Config)?;
+        let tls = tls()?;
+        let manager = Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size.max(1))
+            .build()
+            .map_err(PgError::Pool)?;
+        let mut client = pool.get().await.map_err(PgError::Connect)?;
+        schema::migrate(&mut client, &options.schema).await?;
+        drop(client);
+        let sql = Statements::new(&options.schema);
+        let (hints, hint_rx) = watch::channel(0);
+        let listener = tokio::spawn(listen::run(config, tls, sql.channel.clone(), Arc::new(hints)));
+        Ok(PostgresStorage {
+            inner: Arc::new(Inner {
+                schema: options.schema,
+                pool,
+                sql,
+                hints: hint_rx,
+                listener,
+                #[cfg(feature = "test-util")]
+                hooks: testing::Hooks::default(),
+            }),
+        })
+    }
+
+    /// The schema this store lives in.
+    pub fn schema(&self) -> &str {
+        &self.inner.schema
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        if self.inner.pool.is_closed() {
+            return Err(Error::Shutdown);
+        }
+        self.inner
+            .pool
+            .get()
+            .await
+            .map_err(|e| PgError::Connect(e).into())
+    }
+
+    async fn rows(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<tokio_postgres::Row>> {
+        let client = self.client().await?;
+        let statement = client.prepare_cached(sql).await.map_err(PgError::Query)?;
+        Ok(client.query(&statement, params).await.map_err(PgError::Query)?)
+    }
+}
+
+/// rustls with the platform's roots and aws-lc-rs, named explicitly so that a host linking
+/// another provider cannot make the choice ambiguous.
+fn tls() -> std::result::Result<MakeRustlsConnect, PgError> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(PgError::Tls)?
+        .with_platform_verifier()
+        .map_err(PgError::Tls)?
+        .with_no_client_auth();
+    Ok(MakeRustlsConnect::new(config))
+}
+
+fn versioned<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, row: &tokio_postgres::Row) -> Result<Versioned<T>> {
+    let version: i64 = row.get(0);
+    let bytes: &[u8] = row.get(1);
+    Ok(Versioned {
+        version: u64::try_from(version).map_err(|_| corrupt(table, key, "negative version"))?,
+        value: codec::decode(table, key, bytes)?,
+    })
+}
+
+fn corrupt(table: &'static str, key: &str, reason: &str) -> Error {
+    PgError::Corrupt {
+        table,
+        key: key.to_owned(),
+        reason: reason.to_owned(),
+    }
+    .into()
+}
+
+fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn due_of(row: &tokio_postgres::Row) -> Due {
+    Due {
+        at: row.get(0),
+        out_req_no: row.get(1),
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for PostgresStorage {
+    async fn protocol(&self, trans_no: &str) -> Result<Option<Versioned<Protocol>>> {
+        let rows = self.rows(&self.inner.sql.protocol, &[&trans_no]).await?;
+        rows.first().map(|r| versioned("protocols", trans_no, r)).transpose()
+    }
+
+    async fn order(&self, out_req_no: &str) -> Result<Option<Versioned<Order>>> {
+        let rows = self.rows(&self.inner.sql.order, &[&out_req_no]).await?;
+        rows.first().map(|r| versioned("orders", out_req_no, r)).transpose()
+    }
+
+    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
+        let rows = self.rows(&self.inner.sql.orders_of, &[&trans_no]).await?;
+        rows.iter().map(|r| versioned("orders", r.get(2), r)).collect()
+    }
+
+    async fn commit(&self, batch: Batch) -> Result<u64> {
+        self.commit_batch(batch).await
+    }
+
+    async fn due(&self, now: DateTime<Utc>, n: usize) -> Result<Vec<Due>> {
+        let rows = self.rows(&self.inner.sql.due, &[&now, &limit(n)]).await?;
+        Ok(rows.iter().map(due_of).collect())
+    }
+
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, n: usize, lease: Duration) -> Result<Vec<Due>> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX) as f64;
+        let rows = self
+            .rows(&self.inner.sql.claim_due, &[&now, &owner, &limit(n), &lease_ms])
+            .await?;
+        let mut due: Vec<Due> = rows.iter().map(due_of).collect();
+        due.sort();
+        Ok(due)
+    }
+
+    async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
+        let rows = self.rows(&self.inner.sql.next_due, &[&owner]).await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
+    async fn events_after(&self, after: u64, n: usize) -> Result<Vec<Event>> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = self.rows(&self.inner.sql.events_after, &[&after, &limit(n)]).await?;
+        rows.iter()
+            .map(|r| {
+                let seq: i64 = r.get(0);
+                let mut event: Event = codec::decode("events", &seq.to_string(), r.get(1))?;
+                event.seq = u64::try_from(seq).map_err(|_| corrupt("events", &seq.to_string(), "negative seq"))?;
+                Ok(event)
+            })
+            .collect()
+    }
+
+    async fn last_seq(&self) -> Result<u64> {
+        let rows = self.rows(&self.inner.sql.last_seq, &[]).await?;
+        let last: i64 = rows.first().map_or(0, |r| r.get(0));
+        u64::try_from(last).map_err(|_| corrupt("counter", "last_seq", "negative"))
+    }
+
+    async fn cursor(&self, consumer: &str) -> Result<u64> {
+        let rows = self.rows(&self.inner.sql.cursor, &[&consumer]).await?;
+        let seq: i64 = rows.first().map_or(0, |r| r.get(0));
+        u64::try_from(seq).map_err(|_| corrupt("cursors", consumer, "negative"))
+    }
+
+    async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
+        let seq = i64::try_from(seq).unwrap_or(i64::MAX);
+        self.rows(&self.inner.sql.ack, &[&consumer, &seq]).await?;
+        Ok(())
+    }
+
+    async fn orphans(&self) -> Result<Vec<Orphan>> {
+        let rows = self.rows(&self.inner.sql.orphans, &[]).await?;
+        rows.iter()
+            .map(|r| Ok(codec::decode("orphans", r.get(1), r.get(0))?))
+            .collect()
+    }
+
+    fn remote_commits(&self) -> Option<watch::Receiver<u64>> {
+        Some(self.inner.hints.clone())
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.inner.listener.abort();
+        self.inner.pool.close();
+        Ok(())
+    }
+}

@@ -1,0 +1,274 @@
+//! The PostgreSQL store against a real server (see `testing::url`): the engine's conformance
+//! suite, reopening, the event log under interleaved commits, a connection cut during
+//! `COMMIT` (both outcomes), schema versions, concurrent opens, and cross-instance hints.
+
+use protopay_engine::storage::conformance::{self, sample_inbound};
+use protopay_engine::storage::{Batch, Put, Storage};
+use protopay_engine::{Error, EventKind, Source};
+use protopay_storage_postgres::{PgError, PostgresOptions, PostgresStorage, testing};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+async fn open(url: &str, schema: &str) -> PostgresStorage {
+    PostgresStorage::open(PostgresOptions {
+        schema: schema.to_owned(),
+        pool_size: 8,
+        ..PostgresOptions::new(url)
+    })
+    .await
+    .unwrap()
+}
+
+/// Open from a synchronous closure (the conformance suite's signature).
+fn open_blocking(url: &str, schema: &str) -> PostgresStorage {
+    tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(open(url, schema)))
+}
+
+fn order_batch(key: &str) -> Batch {
+    Batch {
+        orders: vec![Put {
+            expected: None,
+            value: sample_inbound("T1", key, 100),
+        }],
+        events: vec![protopay_engine::Event {
+            seq: 0,
+            at: chrono::Utc::now(),
+            trans_no: Some("T1".into()),
+            out_req_no: Some(key.into()),
+            source: Source::Engine,
+            kind: EventKind::InboundRequested,
+        }],
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_storage_conforms() {
+    let Some(url) = testing::url() else { return };
+    conformance::run(|| open_blocking(&url, &testing::schema("conform"))).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_storage_survives_reopen_with_a_new_pool() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("reopen");
+    conformance::reopen(|| open_blocking(&url, &schema)).await;
+}
+
+/// Two commits interleave so that the one holding the later `seq` would commit first: it
+/// cannot. A reader sees nothing, then both, in order — never seq 2 without seq 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_later_seq_never_becomes_visible_before_an_earlier_one() {
+    let Some(url) = testing::url() else { return };
+    let s = open(&url, &testing::schema("seq")).await;
+    let held = s.hold_next_commit();
+    let first = tokio::spawn({
+        let s = s.clone();
+        async move { s.commit(order_batch("A")).await }
+    });
+    let pid = held.backend_pid.await.unwrap();
+    // The first commit holds seq 1, uncommitted. The second must wait for it.
+    let second = tokio::spawn({
+        let s = s.clone();
+        async move { s.commit(order_batch("B")).await }
+    });
+    wait_until_blocked_behind(&s, pid).await;
+    assert!(s.events_after(0, 10).await.unwrap().is_empty(), "nothing visible yet");
+    held.release.send(()).unwrap();
+    assert_eq!(first.await.unwrap().unwrap(), 1);
+    assert_eq!(second.await.unwrap().unwrap(), 2);
+    let events = s.events_after(0, 10).await.unwrap();
+    let seen: Vec<_> = events.iter().map(|e| (e.seq, e.out_req_no.clone().unwrap())).collect();
+    assert_eq!(seen, [(1, "A".to_owned()), (2, "B".to_owned())]);
+}
+
+/// Wait (on the server's own account, not on time) until some backend waits for a lock held
+/// by `pid`.
+async fn wait_until_blocked_behind(s: &PostgresStorage, pid: i32) {
+    let (client, conn) = tokio_postgres::connect(&testing::url().unwrap(), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let _ = s;
+    loop {
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+                &[&pid],
+            )
+            .await
+            .unwrap();
+        if row.get::<_, i64>(0) > 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+/// The connection dies before `COMMIT` reaches the server: the server aborts the
+/// transaction, the store learns so, and reports a plain failure with nothing written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_killed_before_commit_is_a_failure_that_wrote_nothing() {
+    let Some(url) = testing::url() else { return };
+    let s = open(&url, &testing::schema("kill")).await;
+    let held = s.hold_next_commit();
+    let commit = tokio::spawn({
+        let s = s.clone();
+        async move { s.commit(order_batch("K")).await }
+    });
+    let pid = held.backend_pid.await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .execute("SELECT pg_terminate_backend($1)", &[&pid])
+        .await
+        .unwrap();
+    held.release.send(()).unwrap();
+    let result = commit.await.unwrap();
+    assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
+    assert!(s.order("K").await.unwrap().is_none());
+    assert_eq!(s.last_seq().await.unwrap(), 0);
+}
+
+/// The server commits but its answer never arrives (a proxy swallows it and cuts the
+/// socket): the store asks the server how the transaction ended and reports success — not a
+/// failure the engine would take for "nothing written".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_whose_answer_is_lost_is_settled_as_committed() {
+    let Some(url) = testing::url() else { return };
+    let proxy = Proxy::start(&url).await;
+    let s = open(&proxy.url, &testing::schema("lost")).await;
+    let held = s.hold_next_commit();
+    let commit = tokio::spawn({
+        let s = s.clone();
+        async move { s.commit(order_batch("L")).await }
+    });
+    held.backend_pid.await.unwrap();
+    proxy.cut_next_answer.store(true, Ordering::SeqCst);
+    held.release.send(()).unwrap();
+    assert_eq!(commit.await.unwrap().unwrap(), 1, "settled as committed");
+    assert!(proxy.cuts.load(Ordering::SeqCst), "the answer was really lost");
+    assert_eq!(s.order("L").await.unwrap().map(|o| o.version), Some(1));
+}
+
+/// A loopback TCP proxy in front of the server that can swallow the next answer and cut
+/// that connection.
+struct Proxy {
+    url: String,
+    cut_next_answer: Arc<AtomicBool>,
+    cuts: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(url: &str) -> Proxy {
+        let config: tokio_postgres::Config = url.parse().unwrap();
+        let tokio_postgres::config::Host::Tcp(host) = &config.get_hosts()[0] else {
+            panic!("the proxy test needs a TCP server URL")
+        };
+        let upstream = format!("{host}:{}", config.get_ports()[0]);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let cut_next_answer = Arc::new(AtomicBool::new(false));
+        let cuts = Arc::new(AtomicBool::new(false));
+        let (armed, cut) = (cut_next_answer.clone(), cuts.clone());
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let server = TcpStream::connect(&upstream).await.unwrap();
+                let (armed, cut) = (armed.clone(), cut.clone());
+                tokio::spawn(async move {
+                    let (mut cr, mut cw) = client.into_split();
+                    let (mut sr, mut sw) = server.into_split();
+                    let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                    let mut buf = vec![0u8; 64 * 1024];
+                    loop {
+                        let Ok(n) = sr.read(&mut buf).await else { break };
+                        if n == 0 {
+                            break;
+                        }
+                        if armed.swap(false, Ordering::SeqCst) {
+                            cut.store(true, Ordering::SeqCst);
+                            break; // swallow the answer and drop both halves
+                        }
+                        if cw.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    up.abort();
+                });
+            }
+        });
+        let user = config.get_user().unwrap_or("postgres");
+        let db = config.get_dbname().unwrap_or("postgres");
+        Proxy {
+            url: format!("postgres://{user}@127.0.0.1:{port}/{db}?sslmode=disable"),
+            cut_next_answer,
+            cuts,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_schema_from_a_newer_build_is_refused() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("newer");
+    drop(open(&url, &schema).await);
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(&format!("INSERT INTO {schema}.schema_version (version) VALUES (999)"), &[])
+        .await
+        .unwrap();
+    let refused = PostgresStorage::open(PostgresOptions {
+        schema: schema.clone(),
+        ..PostgresOptions::new(&url)
+    })
+    .await;
+    assert!(
+        matches!(refused, Err(PgError::NewerSchema { found: 999, .. })),
+        "{refused:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_starting_together_migrate_once() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("race");
+    let opens = (0..4).map(|_| {
+        let (url, schema) = (url.clone(), schema.clone());
+        tokio::spawn(async move { open(&url, &schema).await })
+    });
+    for open in opens {
+        open.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_schema_name_or_url_is_a_typed_error() {
+    let bad = PostgresStorage::open(PostgresOptions {
+        schema: "x; DROP TABLE y".into(),
+        ..PostgresOptions::new("postgres://nobody@127.0.0.1:1/x")
+    })
+    .await;
+    assert!(matches!(bad, Err(PgError::SchemaName(_))), "{bad:?}");
+    let bad = PostgresStorage::open(PostgresOptions::new("postgres://u:secret@[::1")).await;
+    let Err(e) = bad else { panic!("parsed") };
+    assert!(!format!("{e} {e:?}").contains("secret"), "the password never shows");
+}
+
+/// A commit on one instance is a hint on the other: no idle tick to wait for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_on_one_instance_hints_the_other() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("hint");
+    let a = open(&url, &schema).await;
+    let b = open(&url, &schema).await;
+    let mut hints = b.remote_commits().unwrap();
+    // The listener hints once when it starts listening: from then on nothing is missed.
+    hints.changed().await.unwrap();
+    let before = *hints.borrow_and_update();
+    a.commit(order_batch("H")).await.unwrap();
+    hints.changed().await.unwrap();
+    assert!(*hints.borrow() > before);
+}
