@@ -37,6 +37,10 @@ pub use protopay_engine::*;
 #[cfg(feature = "sled")]
 pub use protopay_storage_sled as sled;
 
+/// Shared storage on PostgreSQL, for several instances on one database.
+#[cfg(feature = "postgres")]
+pub use protopay_storage_postgres as postgres;
+
 /// The HTTP transport and the callback receiver.
 #[cfg(feature = "http")]
 pub use protopay_transport_http as http;

@@ -68,7 +68,10 @@ impl PostgresStorage {
             execute(&tx, &sql.orphan, &[&orphan.sign, value]).await.map_err(query)?;
         }
         let last = if encoded.events.is_empty() {
-            query_one(&tx, &sql.last_seq, &[]).await.map_err(query)?.get::<_, i64>(0)
+            query_one(&tx, &sql.last_seq, &[])
+                .await
+                .map_err(query)?
+                .get::<_, i64>(0)
         } else {
             let n = i64::try_from(encoded.events.len()).unwrap_or(i64::MAX);
             let last: i64 = query_one(&tx, &sql.take_seqs, &[&n]).await.map_err(query)?.get(0);
@@ -131,8 +134,16 @@ struct Encoded {
 impl Encoded {
     fn new(batch: &Batch) -> Result<Self> {
         Ok(Encoded {
-            protocols: batch.protocols.iter().map(|p| codec::encode(&p.value)).collect::<Result<_>>()?,
-            orders: batch.orders.iter().map(|o| codec::encode(&o.value)).collect::<Result<_>>()?,
+            protocols: batch
+                .protocols
+                .iter()
+                .map(|p| codec::encode(&p.value))
+                .collect::<Result<_>>()?,
+            orders: batch
+                .orders
+                .iter()
+                .map(|o| codec::encode(&o.value))
+                .collect::<Result<_>>()?,
             events: batch.events.iter().map(codec::encode).collect::<Result<_>>()?,
             orphans: batch.orphans.iter().map(codec::encode).collect::<Result<_>>()?,
         })
@@ -142,7 +153,11 @@ impl Encoded {
 type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
 
 /// A statement prepared once per connection, then only executed.
-async fn execute(tx: &Transaction<'_>, sql: &str, params: Params<'_>) -> std::result::Result<u64, tokio_postgres::Error> {
+async fn execute(
+    tx: &Transaction<'_>,
+    sql: &str,
+    params: Params<'_>,
+) -> std::result::Result<u64, tokio_postgres::Error> {
     let statement = tx.prepare_cached(sql).await?;
     tx.execute(&statement, params).await
 }

@@ -160,14 +160,14 @@ impl PostgresStorage {
         if self.inner.pool.is_closed() {
             return Err(Error::Shutdown);
         }
-        self.inner
-            .pool
-            .get()
-            .await
-            .map_err(|e| PgError::Connect(e).into())
+        self.inner.pool.get().await.map_err(|e| PgError::Connect(e).into())
     }
 
-    async fn rows(&self, sql: &str, params: &[&(dyn tokio_postgres::types::ToSql + Sync)]) -> Result<Vec<tokio_postgres::Row>> {
+    async fn rows(
+        &self,
+        sql: &str,
+        params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    ) -> Result<Vec<tokio_postgres::Row>> {
         let client = self.client().await?;
         let statement = client.prepare_cached(sql).await.map_err(PgError::Query)?;
         Ok(client.query(&statement, params).await.map_err(PgError::Query)?)
@@ -188,7 +188,11 @@ fn tls() -> std::result::Result<MakeRustlsConnect, PgError> {
     Ok(MakeRustlsConnect::new(config))
 }
 
-fn versioned<T: serde::de::DeserializeOwned>(table: &'static str, key: &str, row: &tokio_postgres::Row) -> Result<Versioned<T>> {
+fn versioned<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    key: &str,
+    row: &tokio_postgres::Row,
+) -> Result<Versioned<T>> {
     let version: i64 = row.get(0);
     let bytes: &[u8] = row.get(1);
     Ok(Versioned {

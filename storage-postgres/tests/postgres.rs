@@ -182,8 +182,7 @@ impl Proxy {
                     let (mut sr, mut sw) = server.into_split();
                     let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
                     let mut buf = vec![0u8; 64 * 1024];
-                    loop {
-                        let Ok(n) = sr.read(&mut buf).await else { break };
+                    while let Ok(n) = sr.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
@@ -217,7 +216,10 @@ async fn a_schema_from_a_newer_build_is_refused() {
     let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     client
-        .execute(&format!("INSERT INTO {schema}.schema_version (version) VALUES (999)"), &[])
+        .execute(
+            &format!("INSERT INTO {schema}.schema_version (version) VALUES (999)"),
+            &[],
+        )
         .await
         .unwrap();
     let refused = PostgresStorage::open(PostgresOptions {

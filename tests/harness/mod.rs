@@ -177,46 +177,51 @@ impl Stack {
 
     /// Every difference between the engine's orders and balances and the simulator's.
     pub async fn disagreements(&self, protocols: &[&str]) -> Vec<String> {
-        let mut out = Vec::new();
-        let truth = self.sim.order_states();
-        for trans_no in protocols {
-            let engine = self.engine();
-            let ledger = engine.protocol(trans_no).await.expect("protocol").ledger;
-            let theirs = self.sim.balances(trans_no).expect("sim protocol");
-            let paid = ledger.paid_out.checked_add(ledger.refunded);
-            let pairs = [
-                ("available", Some(ledger.available), theirs.available),
-                ("in transit", Some(ledger.in_transit), theirs.in_transit),
-                ("reserved", Some(ledger.reserved), theirs.reserved),
-                ("paid out + refunded", paid, theirs.paid_out),
-            ];
-            for (name, ours, theirs) in pairs {
-                if ours != Some(theirs) {
-                    out.push(format!("{trans_no} {name}: ours {ours:?}, simulator {theirs}"));
-                }
-            }
-            for order in engine.orders_of(trans_no).await.expect("orders") {
-                let ours = order.state_label().replace("+closed", "");
-                match truth.get(order.out_req_no()) {
-                    Some(t) if *t == ours => {}
-                    t => out.push(format!("{}: ours {ours}, simulator {t:?}", order.out_req_no())),
-                }
-            }
-            protopay::ledger::check(&ledger, engine.orders_of(trans_no).await.expect("orders").iter())
-                .unwrap_or_else(|e| out.push(format!("{trans_no}: {e}")));
-        }
-        for (key, n) in self.sim.stats().payouts {
-            if n > 1 {
-                out.push(format!("{key} was paid out {n} times"));
-            }
-        }
-        out
+        disagreements(self.engine(), &self.sim, protocols).await
     }
 
     /// The storage, for tests that inspect it directly (opened by the running engine).
     pub fn storage_dir(&self) -> &Path {
         &self.data_dir
     }
+}
+
+/// Every difference between an engine's orders and balances and the simulator's, and every
+/// payout the simulator made more than once.
+pub async fn disagreements(engine: &Engine, sim: &Sim, protocols: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    let truth = sim.order_states();
+    for trans_no in protocols {
+        let ledger = engine.protocol(trans_no).await.expect("protocol").ledger;
+        let theirs = sim.balances(trans_no).expect("sim protocol");
+        let paid = ledger.paid_out.checked_add(ledger.refunded);
+        let pairs = [
+            ("available", Some(ledger.available), theirs.available),
+            ("in transit", Some(ledger.in_transit), theirs.in_transit),
+            ("reserved", Some(ledger.reserved), theirs.reserved),
+            ("paid out + refunded", paid, theirs.paid_out),
+        ];
+        for (name, ours, theirs) in pairs {
+            if ours != Some(theirs) {
+                out.push(format!("{trans_no} {name}: ours {ours:?}, simulator {theirs}"));
+            }
+        }
+        for order in engine.orders_of(trans_no).await.expect("orders") {
+            let ours = order.state_label().replace("+closed", "");
+            match truth.get(order.out_req_no()) {
+                Some(t) if *t == ours => {}
+                t => out.push(format!("{}: ours {ours}, simulator {t:?}", order.out_req_no())),
+            }
+        }
+        protopay::ledger::check(&ledger, engine.orders_of(trans_no).await.expect("orders").iter())
+            .unwrap_or_else(|e| out.push(format!("{trans_no}: {e}")));
+    }
+    for (key, n) in sim.stats().payouts {
+        if n > 1 {
+            out.push(format!("{key} was paid out {n} times"));
+        }
+    }
+    out
 }
 
 /// A convenience to check a store's event count without an engine.

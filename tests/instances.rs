@@ -1,0 +1,402 @@
+//! Many instances, one store: three engines share one store and one simulator, as replicas
+//! behind a load balancer share one PostgreSQL. Each seed draws a workload and a fault mix:
+//! commands on random instances, callbacks delivered to a random live instance, instances
+//! crashed (pollers aborted, their leases left behind) and restarted, the simulator's network
+//! faults with deduplication off (so a second send would be a second payout). An auditor
+//! checks after every step — no `outReqNo` paid out twice, every protocol's ledger consistent
+//! with its orders — and, once faults stop, that every order and balance converges to the
+//! simulator's and every open order (only open ones) has a due time.
+//!
+//! Two stores run it:
+//! - the shared in-memory store on tokio's paused clock: deterministic, hundreds of seeds
+//!   (`PROTOPAY_INSTANCE_SEEDS`, default 40; `PROTOPAY_INSTANCE_SEED=n` replays one);
+//! - PostgreSQL on a real server in real time (`PROTOPAY_PG_INSTANCE_SEEDS`, default 2):
+//!   claims with `SKIP LOCKED`, leases on the database clock, `NOTIFY` wake-ups, and
+//!   transactions racing for real. Replay a seed the same way; the interleaving of real
+//!   threads and I/O is not replayed, the workload and faults are.
+
+mod harness;
+
+use protopay::storage::{MemoryStorage, Storage};
+use protopay::wire::{CallbackKind, CashierType, OutType};
+use protopay::{Amount, Clock, Config, Engine, Error, Md5Key, NewInbound, NewProtocol, PollerHandle};
+use protopay_sim::{Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const APP: &str = "APP001";
+const KEY: &str = "instances-key";
+const INSTANCES: usize = 3;
+
+/// Timings that fit a story into seconds, keeping grace above the request timeout.
+fn config() -> Config {
+    let mut c = Config::new(APP, Md5Key::new(KEY), "sim://", "http://instances/notify");
+    c.timeouts.request_ms = 1_000;
+    c.poll.grace_ms = 1_500;
+    c.poll.submitted_ms = 300;
+    c.poll.processing_ms = 300;
+    c.poll.unpaid_ms = 300;
+    c.poll.awaiting_arrival_ms = 300;
+    c.poll.attention_ms = 2_000;
+    c.poll.max_interval_ms = 1_000;
+    c.poll.idle_tick_ms = 200;
+    c.poll.lease_ms = 1_200;
+    c.poll.max_submissions = 5;
+    c.poll.attention_after_quiet_polls = 200;
+    c
+}
+
+/// Delivers each callback to a random live instance, as a load balancer would.
+#[derive(Clone)]
+struct Balancer {
+    live: Arc<Mutex<Vec<Option<Engine>>>>,
+    rng: Arc<Mutex<Rng>>,
+}
+
+#[async_trait::async_trait]
+impl CallbackSink for Balancer {
+    async fn deliver(&self, url: &str, body: Vec<u8>) -> Option<(u16, String)> {
+        let kind = url.rsplit('/').next().and_then(CallbackKind::from_slug)?;
+        let engine = {
+            let live: Vec<Engine> = self.live.lock().unwrap().iter().flatten().cloned().collect();
+            let pick = self.rng.lock().unwrap().range(0, live.len().saturating_sub(1) as u64) as usize;
+            live.get(pick).cloned()
+        }?;
+        let reply = engine.handle_callback(kind, &body).await;
+        Some((reply.status, reply.body))
+    }
+}
+
+struct Cluster {
+    seed: u64,
+    rng: Rng,
+    sim: Sim,
+    clock: Clock,
+    store: Arc<dyn Storage>,
+    balancer: Balancer,
+    pollers: Vec<Option<PollerHandle>>,
+    incarnations: u64,
+    protocols: Vec<String>,
+    next: u64,
+    trace: Vec<String>,
+}
+
+impl Cluster {
+    async fn start(seed: u64, store: Arc<dyn Storage>) -> (Cluster, Background) {
+        let rng = Rng::new(seed);
+        let clock = Clock::system();
+        let mut sc = SimConfig::new(APP, Md5Key::new(KEY));
+        sc.seed = seed;
+        sc.auto = true;
+        sc.auto_delay_ms = (50, 1_500);
+        sc.callback_retry_ms = vec![200, 500, 1_000, 2_000];
+        let sim = Sim::new(sc, clock);
+        let balancer = Balancer {
+            live: Arc::new(Mutex::new(vec![None; INSTANCES])),
+            rng: Arc::new(Mutex::new(Rng::new(seed ^ 0x0BA1_A0CE))),
+        };
+        let background = sim.spawn(Arc::new(balancer.clone()));
+        let mut cluster = Cluster {
+            seed,
+            rng,
+            sim,
+            clock,
+            store,
+            balancer,
+            pollers: (0..INSTANCES).map(|_| None).collect(),
+            incarnations: 0,
+            protocols: Vec::new(),
+            next: 0,
+            trace: Vec::new(),
+        };
+        for i in 0..INSTANCES {
+            cluster.restart(i).await;
+        }
+        (cluster, background)
+    }
+
+    async fn restart(&mut self, i: usize) {
+        self.incarnations += 1;
+        let engine = Engine::builder(config())
+            .shared_storage(self.store.clone())
+            .transport(SimTransport(self.sim.clone()))
+            .clock(self.clock)
+            .id_seed(self.seed.wrapping_mul(1_000).wrapping_add(self.incarnations))
+            .build()
+            .await
+            .expect("engine");
+        self.pollers[i] = Some(engine.spawn_poller());
+        self.balancer.live.lock().unwrap()[i] = Some(engine);
+        self.trace.push(format!("start instance {i}"));
+    }
+
+    /// Kill an instance as a crash would: its poller stops wherever it is, its claims stay
+    /// behind until their leases run out, callbacks stop reaching it.
+    fn crash(&mut self, i: usize) {
+        if let Some(poller) = self.pollers[i].take() {
+            poller.abort();
+        }
+        self.balancer.live.lock().unwrap()[i] = None;
+        self.trace.push(format!("crash instance {i}"));
+    }
+
+    fn live(&self) -> Vec<usize> {
+        let live = self.balancer.live.lock().unwrap();
+        (0..INSTANCES).filter(|i| live[*i].is_some()).collect()
+    }
+
+    fn any_engine(&mut self) -> (usize, Engine) {
+        let live = self.live();
+        let i = live[self.rng.range(0, live.len() as u64 - 1) as usize];
+        let engine = self.balancer.live.lock().unwrap()[i].clone().expect("live");
+        (i, engine)
+    }
+
+    async fn step(&mut self) {
+        let (i, engine) = self.any_engine();
+        match self.rng.range(0, 11) {
+            0..=5 => {
+                let Some(trans_no) = self.pick_protocol() else { return };
+                self.next += 1;
+                let key = format!("{APP}-in-{}", self.next);
+                let amount = Amount::from_fen(self.rng.range(100, 50_000)).expect("amount");
+                let cmd = NewInbound {
+                    out_req_no: Some(key.clone()),
+                    ..NewInbound::pos(&trans_no, amount)
+                };
+                let result = engine.prepay(cmd).await;
+                assert!(!matches!(result, Err(Error::Conflict)), "Conflict reached the host");
+                self.trace
+                    .push(format!("instance {i}: prepay {key} {amount} -> {}", ok(&result)));
+            }
+            6..=8 => {
+                let Some(trans_no) = self.pick_protocol() else { return };
+                self.next += 1;
+                let key = format!("{APP}-out-{}", self.next);
+                let out_type = if self.rng.unit() < 0.3 {
+                    OutType::Refund
+                } else {
+                    OutType::Out
+                };
+                let amount = format!("{}.00", self.rng.range(1, 200));
+                let cmd = protopay::testing::payee(&trans_no, Some(&key), &amount, out_type).expect("payee");
+                // Half the time the host, unsure, sends the same command to a second replica
+                // at once: one payout at most, whichever instance records it.
+                let (j, twin) = self.any_engine();
+                let both = self.rng.unit() < 0.5;
+                let (result, again) = tokio::join!(engine.outpay(cmd.clone()), async {
+                    if both { Some(twin.outpay(cmd).await) } else { None }
+                });
+                for r in std::iter::once(&result).chain(again.as_ref()) {
+                    assert!(!matches!(r, Err(Error::Conflict)), "Conflict reached the host");
+                }
+                let twin = again.map(|r| format!(", and on instance {j} -> {}", ok(&r)));
+                self.trace.push(format!(
+                    "instance {i}: outpay {key} {amount} -> {}{}",
+                    ok(&result),
+                    twin.unwrap_or_default()
+                ));
+            }
+            9 if self.live().len() > 1 => self.crash(i),
+            _ => {
+                for dead in (0..INSTANCES)
+                    .filter(|d| self.pollers[*d].is_none())
+                    .collect::<Vec<_>>()
+                {
+                    self.restart(dead).await;
+                }
+            }
+        }
+    }
+
+    fn pick_protocol(&mut self) -> Option<String> {
+        let n = self.protocols.len() as u64;
+        (n > 0).then(|| self.protocols[self.rng.range(0, n - 1) as usize].clone())
+    }
+
+    /// No payout twice; every protocol's ledger equal to the sum of its orders (read
+    /// consistently: a protocol's version moves with every money move).
+    async fn audit(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for (key, n) in self.sim.stats().payouts {
+            if n > 1 {
+                out.push(format!("{key} was paid out {n} times"));
+            }
+        }
+        for trans_no in &self.protocols {
+            let before = self.store.protocol(trans_no).await;
+            let orders = self.store.orders_of(trans_no).await;
+            let after = self.store.protocol(trans_no).await;
+            if let (Ok(Some(before)), Ok(orders), Ok(Some(after))) = (before, orders, after)
+                && before.version == after.version
+            {
+                let orders: Vec<_> = orders.into_iter().map(|o| o.value).collect();
+                if let Err(e) = protopay::ledger::check(&before.value.ledger, orders.iter()) {
+                    out.push(format!("{trans_no}: {e}"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every open order has a due time and no closed one has.
+    async fn due_times(&self) -> Vec<String> {
+        let far = chrono::DateTime::<chrono::Utc>::MAX_UTC;
+        let due: std::collections::BTreeSet<String> = self
+            .store
+            .due(far, usize::MAX)
+            .await
+            .expect("due")
+            .into_iter()
+            .map(|d| d.out_req_no)
+            .collect();
+        let mut out = Vec::new();
+        for trans_no in &self.protocols {
+            for o in self.store.orders_of(trans_no).await.expect("orders") {
+                if o.value.is_open() != due.contains(o.value.out_req_no()) {
+                    out.push(format!(
+                        "{} is {} with due={}",
+                        o.value.out_req_no(),
+                        o.value.state_label(),
+                        !o.value.is_open()
+                    ));
+                }
+            }
+        }
+        out
+    }
+
+    fn fail(&self, what: &str, problems: &[String]) -> ! {
+        let tail: Vec<_> = self.trace.iter().rev().take(40).rev().collect();
+        panic!(
+            "seed {}: {what}:\n{problems:#?}\nlast steps:\n{tail:#?}\nreplay: PROTOPAY_INSTANCE_SEED={}",
+            self.seed, self.seed
+        );
+    }
+}
+
+fn ok<T>(r: &protopay::Result<T>) -> String {
+    match r {
+        Ok(_) => "ok".into(),
+        Err(e) => format!("{e}"),
+    }
+}
+
+/// The seed's fault mix, with deduplication off: a second send would be a second payout.
+fn faults(rng: &mut Rng) -> Faults {
+    let chance = |rng: &mut Rng, max: f64| Fault::chance(rng.unit() * max);
+    Faults {
+        drop_callback: chance(rng, 0.4),
+        duplicate_callback: chance(rng, 0.4),
+        delay_callback: chance(rng, 0.4),
+        reorder_callback: chance(rng, 0.4),
+        http_500: chance(rng, 0.15),
+        timeout_after_commit: chance(rng, 0.2),
+        corrupt_sign: chance(rng, 0.1),
+        refuse_connection: chance(rng, 0.15),
+        late_arrival: chance(rng, 0.2),
+        late_ms: 900,
+        no_dedupe: true,
+        delay_ms: rng.range(50, 2_000),
+    }
+}
+
+/// One seed, on one store.
+async fn run(seed: u64, store: Arc<dyn Storage>, steps: u32) {
+    let (mut c, background) = Cluster::start(seed, store).await;
+    for _ in 0..2 {
+        let (i, engine) = c.any_engine();
+        let p = engine
+            .create_protocol(NewProtocol {
+                trans_desc: "deal".into(),
+                business_id: "B1".into(),
+                cashier_type: CashierType::Pos,
+            })
+            .await;
+        if let Ok(p) = p {
+            c.trace.push(format!("instance {i}: protocol {}", p.trans_no));
+            c.protocols.push(p.trans_no);
+        }
+    }
+    // The protocols exist before the faults start: the seed is about what comes after.
+    let mix = faults(&mut c.rng);
+    c.sim.set_faults(mix);
+    for _ in 0..steps {
+        c.step().await;
+        let wait = c.rng.range(0, 800);
+        tokio::time::sleep(Duration::from_millis(wait)).await;
+        let problems = c.audit().await;
+        if !problems.is_empty() {
+            c.fail("audit", &problems);
+        }
+    }
+    // Quiet: faults off, every instance up; everything must converge.
+    c.sim.set_faults(Faults::default());
+    for dead in (0..INSTANCES).filter(|d| c.pollers[*d].is_none()).collect::<Vec<_>>() {
+        c.restart(dead).await;
+    }
+    let owned = c.protocols.clone();
+    let protocols: Vec<&str> = owned.iter().map(String::as_str).collect();
+    let mut problems = Vec::new();
+    for _ in 0..120 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let (_, engine) = c.any_engine();
+        problems = harness::disagreements(&engine, &c.sim, &protocols).await;
+        problems.extend(c.audit().await);
+        problems.extend(c.due_times().await);
+        if problems.is_empty() {
+            break;
+        }
+    }
+    if !problems.is_empty() {
+        c.fail("no convergence after 60 s of quiet", &problems);
+    }
+    let stats = c.sim.stats();
+    let crashes = c.trace.iter().filter(|t| t.starts_with("crash")).count();
+    eprintln!(
+        "seed {seed}: {} orders, {} payouts, {} callbacks ({} acknowledged), {crashes} crashes",
+        c.next,
+        stats.payouts.len(),
+        stats.callbacks_sent,
+        stats.callbacks_acknowledged
+    );
+    for i in 0..INSTANCES {
+        c.crash(i);
+    }
+    background.stop().await;
+}
+
+fn seeds(var: &str, default: u64) -> Vec<u64> {
+    if let Some(one) = std::env::var("PROTOPAY_INSTANCE_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+    {
+        return vec![one];
+    }
+    let n = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+    (1..=n).collect()
+}
+
+#[tokio::test(start_paused = true)]
+async fn three_instances_on_one_shared_store() {
+    for seed in seeds("PROTOPAY_INSTANCE_SEEDS", 40) {
+        run(seed, Arc::new(MemoryStorage::new()), 60).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_on_one_postgres() {
+    let Some(url) = protopay_storage_postgres::testing::url() else {
+        return;
+    };
+    for seed in seeds("PROTOPAY_PG_INSTANCE_SEEDS", 2) {
+        let schema = protopay_storage_postgres::testing::schema("instances");
+        let store = protopay_storage_postgres::PostgresStorage::open(protopay_storage_postgres::PostgresOptions {
+            schema,
+            ..protopay_storage_postgres::PostgresOptions::new(&url)
+        })
+        .await
+        .expect("postgres");
+        run(seed, Arc::new(store), 40).await;
+    }
+}
