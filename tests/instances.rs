@@ -400,3 +400,95 @@ async fn three_instances_on_one_postgres() {
         run(seed, Arc::new(store), 40).await;
     }
 }
+
+/// Keeps callbacks instead of delivering them (the simulator retries them later).
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(String, Vec<u8>)>>);
+
+#[async_trait::async_trait]
+impl CallbackSink for Recorder {
+    async fn deliver(&self, url: &str, body: Vec<u8>) -> Option<(u16, String)> {
+        self.0.lock().unwrap().push((url.to_owned(), body));
+        None
+    }
+}
+
+/// A hot protocol across instances: 64 payment callbacks for one protocol land at once,
+/// spread over three instances on one PostgreSQL. Within a process, steps on a protocol take
+/// turns; across processes only versions decide, so each commit that loses re-reads and
+/// retries. None may run out of retries (a failure answer costs the payment system a
+/// redelivery and us minutes of delay).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_on_one_protocol_across_instances_lands_without_failures() {
+    let Some(url) = protopay_storage_postgres::testing::url() else {
+        return;
+    };
+    let store: Arc<dyn Storage> = Arc::new(
+        protopay_storage_postgres::PostgresStorage::open(protopay_storage_postgres::PostgresOptions {
+            schema: protopay_storage_postgres::testing::schema("burst"),
+            ..protopay_storage_postgres::PostgresOptions::new(&url)
+        })
+        .await
+        .expect("postgres"),
+    );
+    let sim = Sim::new(SimConfig::new(APP, Md5Key::new(KEY)), Clock::system());
+    let mut engines = Vec::new();
+    for n in 0..INSTANCES as u64 {
+        let engine = Engine::builder(config())
+            .shared_storage(store.clone())
+            .transport(SimTransport(sim.clone()))
+            .id_seed(n + 1)
+            .build()
+            .await
+            .expect("engine");
+        engines.push(engine);
+    }
+    let trans_no = engines[0]
+        .create_protocol(NewProtocol {
+            trans_desc: "hot".into(),
+            business_id: "B1".into(),
+            cashier_type: CashierType::Pos,
+        })
+        .await
+        .expect("protocol")
+        .trans_no;
+    let keys: Vec<String> = (0..64).map(|i| format!("{APP}-hot-{i}")).collect();
+    for key in &keys {
+        let cmd = NewInbound {
+            out_req_no: Some(key.clone()),
+            ..NewInbound::pos(&trans_no, Amount::parse("1.00").expect("amount"))
+        };
+        engines[0].prepay(cmd).await.expect("prepay");
+        sim.pay(key, true).expect("pay");
+    }
+    let recorder = Recorder::default();
+    sim.deliver_due(&recorder).await;
+    let callbacks = std::mem::take(&mut *recorder.0.lock().unwrap());
+    assert_eq!(callbacks.len(), 64, "one payment callback per order");
+    let started = std::time::Instant::now();
+    let tasks: Vec<_> = callbacks
+        .into_iter()
+        .enumerate()
+        .map(|(i, (url, body))| {
+            let engine = engines[i % INSTANCES].clone();
+            tokio::spawn(async move {
+                let kind = url.rsplit('/').next().and_then(CallbackKind::from_slug).expect("kind");
+                engine.handle_callback(kind, &body).await
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for task in tasks {
+        let reply = task.await.expect("task");
+        if !reply.is_success() {
+            failures.push(reply.body);
+        }
+    }
+    eprintln!(
+        "64 callbacks on one protocol over {INSTANCES} instances: {:?}",
+        started.elapsed()
+    );
+    assert!(failures.is_empty(), "{} failed: {failures:?}", failures.len());
+    let ledger = engines[1].protocol(&trans_no).await.expect("protocol").ledger;
+    assert_eq!(ledger.in_transit.to_string(), "64.00");
+}
