@@ -147,7 +147,7 @@ pub struct Attempts {
 /// to the outcome the payment system reports.
 ///
 /// What every order has is here; what only one kind has is in [`kind`](Order::kind). The
-/// stored form (sled format 1) is the earlier two-struct enum, kept by [`stored`].
+/// stored form (sled format 1) is the earlier two-struct enum, kept by the private module `domain::stored`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(into = "stored::StoredOrder", from = "stored::StoredOrder")]
 pub struct Order {
