@@ -93,7 +93,8 @@ impl PostgresStorage {
             Ok(()) => u64::try_from(last).map_err(|_| negative("counter")),
             Err(e) if e.as_db_error().is_some() => Err(query(e)),
             Err(lost) => {
-                drop(client);
+                // That connection is gone: never hand it out again.
+                drop(deadpool_postgres::Object::take(client));
                 self.settle(&xid, last, lost).await
             }
         }

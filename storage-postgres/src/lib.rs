@@ -124,8 +124,11 @@ impl PostgresStorage {
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
+            // Verified: a connection is checked with an empty query before it is handed out
+            // again, so one that died (a killed backend, a failover) is replaced rather than
+            // failing the next call.
             ManagerConfig {
-                recycling_method: RecyclingMethod::Fast,
+                recycling_method: RecyclingMethod::Verified,
             },
         );
         let pool = Pool::builder(manager)

@@ -125,6 +125,17 @@ async fn a_connection_killed_before_commit_is_a_failure_that_wrote_nothing() {
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
         .unwrap();
+    // Let the commit go on only once the backend is really gone.
+    loop {
+        let alive = client
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .unwrap();
+        if alive.get::<_, i64>(0) == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
     held.release.send(()).unwrap();
     let result = commit.await.unwrap();
     assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
@@ -180,13 +191,29 @@ impl Proxy {
                 tokio::spawn(async move {
                     let (mut cr, mut cw) = client.into_split();
                     let (mut sr, mut sw) = server.into_split();
-                    let up = tokio::spawn(async move { tokio::io::copy(&mut cr, &mut sw).await });
+                    // Cut only an answer to `COMMIT`: the first server bytes after this
+                    // connection, armed, sent one (earlier answers may still be in flight).
+                    let committing = Arc::new(AtomicBool::new(false));
+                    let seen = committing.clone();
+                    let up_armed = armed.clone();
+                    let up = tokio::spawn(async move {
+                        let mut buf = vec![0u8; 64 * 1024];
+                        while let Ok(n) = cr.read(&mut buf).await {
+                            let chunk = &buf[..n];
+                            if n == 0 || sw.write_all(chunk).await.is_err() {
+                                break;
+                            }
+                            if up_armed.load(Ordering::SeqCst) && chunk.windows(6).any(|w| w == b"COMMIT") {
+                                seen.store(true, Ordering::SeqCst);
+                            }
+                        }
+                    });
                     let mut buf = vec![0u8; 64 * 1024];
                     while let Ok(n) = sr.read(&mut buf).await {
                         if n == 0 {
                             break;
                         }
-                        if armed.swap(false, Ordering::SeqCst) {
+                        if committing.load(Ordering::SeqCst) && armed.swap(false, Ordering::SeqCst) {
                             cut.store(true, Ordering::SeqCst);
                             break; // swallow the answer and drop both halves
                         }
