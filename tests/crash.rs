@@ -15,6 +15,7 @@ use protopay::wire::{CashierType, ChannelType, CreateProtocol, Envelope, OutType
 use protopay::{Amount, Config, Engine, Error, Md5Key, NewInbound, NewOutbound, Order, Sensitive};
 use protopay_sim::server::{ServerOptions, serve};
 use protopay_sim::{Fault, Handled, HttpSink, Rng, Sim, SimConfig};
+use protopay_storage_postgres::{PostgresOptions, PostgresStorage};
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::path::Path;
@@ -90,11 +91,24 @@ async fn crash_child() {
     let callback_addr = std::env::var("PROTOPAY_CALLBACK_ADDR").expect("callback addr");
     let trans_no = std::env::var("PROTOPAY_TRANS_NO").expect("trans no");
     let last_round = std::env::var("PROTOPAY_FINAL").is_ok();
-    let config = config(&sim_url, &callback_addr);
-    let storage = SledStorage::open(Path::new(&dir).join("store")).expect("open store");
+    // Callbacks reach this child directly, or through the parent's balancer when several
+    // children share a store.
+    let callback_base = std::env::var("PROTOPAY_CALLBACK_BASE").unwrap_or_else(|_| callback_addr.clone());
+    let config = config(&sim_url, &callback_base);
+    let storage: Arc<dyn Storage> = match std::env::var("PROTOPAY_CRASH_PG_URL") {
+        Ok(url) => Arc::new(
+            PostgresStorage::open(PostgresOptions {
+                schema: std::env::var("PROTOPAY_CRASH_PG_SCHEMA").expect("schema"),
+                ..PostgresOptions::new(url)
+            })
+            .await
+            .expect("open postgres"),
+        ),
+        Err(_) => Arc::new(SledStorage::open(Path::new(&dir).join("store")).expect("open store")),
+    };
     let transport = HttpTransport::from_config(&config).expect("transport");
     let engine = Engine::builder(config)
-        .storage(storage)
+        .shared_storage(storage)
         .transport(transport)
         .build()
         .await
@@ -161,7 +175,19 @@ async fn crash_child() {
 }
 
 fn spawn_child(dir: &Path, sim_url: &str, callback_addr: &str, trans_no: &str, last: bool) -> std::process::Child {
+    spawn_child_with(dir, sim_url, callback_addr, trans_no, last, &[])
+}
+
+fn spawn_child_with(
+    dir: &Path,
+    sim_url: &str,
+    callback_addr: &str,
+    trans_no: &str,
+    last: bool,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     let mut cmd = std::process::Command::new(std::env::current_exe().expect("test binary"));
+    cmd.envs(env.iter().copied());
     cmd.args(["crash_child", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env("PROTOPAY_CRASH_DIR", dir)
         .env("PROTOPAY_SIM_URL", sim_url)
@@ -175,19 +201,9 @@ fn spawn_child(dir: &Path, sim_url: &str, callback_addr: &str, trans_no: &str, l
     cmd.spawn().expect("spawn the child")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn crash_and_recover() {
-    let iterations: u64 = std::env::var("PROTOPAY_CRASH_ITERATIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(30);
-    let seed: u64 = std::env::var("PROTOPAY_CRASH_SEED")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1);
-    eprintln!("crash test: {iterations} kills, seed {seed}");
-    let dir = tempfile::tempdir().unwrap();
-
+/// The simulator (auto schedule, no-dedupe, some replies lost after commit) serving HTTP, its
+/// callback sender, a free address for callbacks, and a protocol opened at it.
+async fn simulator(seed: u64) -> (Sim, String, protopay_sim::Background, String, String) {
     // The simulator: auto schedule, no-dedupe, some replies lost after commit.
     let mut sim_config = SimConfig::new(APP, Md5Key::new(KEY));
     sim_config.auto = true;
@@ -231,24 +247,16 @@ async fn crash_and_recover() {
         .unwrap()
         .trans_no;
 
-    let mut rng = Rng::new(seed);
-    for _ in 0..iterations {
-        let mut child = spawn_child(dir.path(), &sim_url, &callback_addr, &trans_no, false);
-        tokio::time::sleep(Duration::from_millis(rng.range(80, 700))).await;
-        child.kill().expect("SIGKILL");
-        child.wait().expect("reap");
-    }
-    sim.with_faults(|f| f.timeout_after_commit = Fault::default());
-    let mut last = spawn_child(dir.path(), &sim_url, &callback_addr, &trans_no, true);
-    let status = tokio::task::spawn_blocking(move || last.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "the final round did not converge: {status:?}");
-    background.stop().await;
+    (sim, sim_url, background, callback_addr, trans_no)
+}
 
-    // The parent reads the store itself.
-    let store = SledStorage::open(dir.path().join("store")).expect("the store opens after all the kills");
-    let protocol = store.protocol(&trans_no).await.unwrap().expect("protocol").value;
+/// Check a store against the simulator after the last round: every order equals the
+/// simulator's truth, nothing was paid twice, the ledger holds and matches, and every event
+/// reached the consumer (whose log is in `dir`). Returns orders, events and the balance.
+async fn verify(store: &dyn Storage, sim: &Sim, trans_no: &str, dir: &Path) -> (usize, u64, Amount) {
+    let protocol = store.protocol(trans_no).await.unwrap().expect("protocol").value;
     let orders: Vec<Order> = store
-        .orders_of(&trans_no)
+        .orders_of(trans_no)
         .await
         .unwrap()
         .into_iter()
@@ -270,20 +278,149 @@ async fn crash_and_recover() {
     let twice: Vec<_> = sim.stats().payouts.into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "paid out more than once: {twice:?}");
     protopay::ledger::check(&protocol.ledger, orders.iter()).expect("ledger invariants");
-    let theirs = sim.balances(&trans_no).unwrap();
+    let theirs = sim.balances(trans_no).unwrap();
     assert_eq!(protocol.ledger.available, theirs.available);
     let last_seq = store.last_seq().await.unwrap();
-    let delivered: BTreeSet<u64> = std::fs::read_to_string(dir.path().join("delivered"))
+    let delivered: BTreeSet<u64> = std::fs::read_to_string(dir.join("delivered"))
         .unwrap_or_default()
         .lines()
         .filter_map(|l| l.parse().ok())
         .collect();
     let missing: Vec<u64> = (1..=last_seq).filter(|s| !delivered.contains(s)).collect();
     assert!(missing.is_empty(), "events never delivered: {missing:?}");
+    (orders.len(), last_seq, protocol.ledger.available)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crash_and_recover() {
+    let iterations: u64 = std::env::var("PROTOPAY_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let seed: u64 = std::env::var("PROTOPAY_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    eprintln!("crash test: {iterations} kills, seed {seed}");
+    let dir = tempfile::tempdir().unwrap();
+
+    let (sim, sim_url, background, callback_addr, trans_no) = simulator(seed).await;
+
+    let mut rng = Rng::new(seed);
+    for _ in 0..iterations {
+        let mut child = spawn_child(dir.path(), &sim_url, &callback_addr, &trans_no, false);
+        tokio::time::sleep(Duration::from_millis(rng.range(80, 700))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    sim.with_faults(|f| f.timeout_after_commit = Fault::default());
+    let mut last = spawn_child(dir.path(), &sim_url, &callback_addr, &trans_no, true);
+    let status = tokio::task::spawn_blocking(move || last.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the final round did not converge: {status:?}");
+    background.stop().await;
+
+    // The parent reads the store itself.
+    let store = SledStorage::open(dir.path().join("store")).expect("the store opens after all the kills");
+    let (orders, last_seq, available) = verify(&store, &sim, &trans_no, dir.path()).await;
+    eprintln!("crash test: {iterations} kills; {orders} orders, {last_seq} events, all agree; available {available}");
+}
+
+/// Two instances on one PostgreSQL, as two replicas behind a load balancer: both run the same
+/// workload (every command twice, on two processes), callbacks go through a balancer in this
+/// process to either child, and one child or the other is SIGKILLed again and again, leaving
+/// its claims behind for the survivor. Then one final child converges, and the parent checks
+/// the database: no double payout, no lost transition, the ledger equals the simulator's books,
+/// every event delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_on_postgres_survive_kills() {
+    let Some(url) = protopay_storage_postgres::testing::url() else {
+        return;
+    };
+    let schema = protopay_storage_postgres::testing::schema("crash");
+    let iterations: u64 = std::env::var("PROTOPAY_CRASH_ITERATIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(12);
+    let seed: u64 = std::env::var("PROTOPAY_CRASH_SEED")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1);
+    let dir = tempfile::tempdir().unwrap();
+    let (sim, sim_url, background, balancer_addr, trans_no) = simulator(seed).await;
+
+    // The children's own receivers, and the balancer that forwards to a live one.
+    let addrs: Vec<String> = (0..2)
+        .map(|_| {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap().to_string()
+        })
+        .collect();
+    let balancer = tokio::net::TcpListener::bind(&balancer_addr).await.unwrap();
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let targets = Arc::new(addrs.clone());
+    let app = axum::Router::new().route(
+        "/notify/{kind}",
+        axum::routing::post(
+            move |axum::extract::Path(kind): axum::extract::Path<String>, body: axum::body::Bytes| {
+                let (client, targets) = (client.clone(), targets.clone());
+                async move {
+                    // Try one child, then the other: a dead replica is skipped.
+                    let first = body.len() % 2;
+                    for i in [first, 1 - first] {
+                        let url = format!("http://{}/notify/{kind}", targets[i]);
+                        if let Ok(r) = client.post(&url).body(body.clone()).send().await {
+                            let status = r.status().as_u16();
+                            let text = r.text().await.unwrap_or_default();
+                            return (axum::http::StatusCode::from_u16(status).unwrap(), text);
+                        }
+                    }
+                    (axum::http::StatusCode::BAD_GATEWAY, String::new())
+                }
+            },
+        ),
+    );
+    tokio::spawn(async move { axum::serve(balancer, app).await });
+
+    let base = balancer_addr.clone();
+    let env = [
+        ("PROTOPAY_CRASH_PG_URL", url.as_str()),
+        ("PROTOPAY_CRASH_PG_SCHEMA", schema.as_str()),
+        ("PROTOPAY_CALLBACK_BASE", base.as_str()),
+    ];
+    let spawn = |i: usize, last: bool| spawn_child_with(dir.path(), &sim_url, &addrs[i], &trans_no, last, &env);
+    let mut children = [Some(spawn(0, false)), Some(spawn(1, false))];
+    let mut rng = Rng::new(seed);
+    for _ in 0..iterations {
+        tokio::time::sleep(Duration::from_millis(rng.range(150, 900))).await;
+        let victim = rng.range(0, 1) as usize;
+        if let Some(mut child) = children[victim].take() {
+            child.kill().expect("SIGKILL");
+            child.wait().expect("reap");
+        }
+        children[victim] = Some(spawn(victim, false));
+    }
+    for child in children.iter_mut().filter_map(Option::take) {
+        let mut child = child;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+    }
+    sim.with_faults(|f| f.timeout_after_commit = Fault::default());
+    let mut last = spawn(0, true);
+    let status = tokio::task::spawn_blocking(move || last.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "the final round did not converge: {status:?}");
+    background.stop().await;
+
+    let store = PostgresStorage::open(PostgresOptions {
+        schema,
+        ..PostgresOptions::new(&url)
+    })
+    .await
+    .expect("open");
+    let (orders, events, available) = verify(&store, &sim, &trans_no, dir.path()).await;
     eprintln!(
-        "crash test: {iterations} kills; {} orders, {} events, all agree; available {}",
-        orders.len(),
-        last_seq,
-        protocol.ledger.available
+        "two instances on postgres: {iterations} kills; {orders} orders, {events} events, all agree; available {available}"
     );
 }
