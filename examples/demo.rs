@@ -2,8 +2,13 @@
 //! HTTP, on the embedded sled storage. Prints a timeline and the final ledger next to the
 //! simulator's balances; exits 0 only if they agree.
 //!
+//! With `--postgres [URL]` (the URL defaults to `PROTOPAY_PG_URL`) it tells the same story
+//! with two engine instances on one PostgreSQL, callbacks alternating between them through a
+//! balancer, and the second instance stopped halfway.
+//!
 //! ```text
 //! cargo run --example demo [-- DATA_DIR]
+//! cargo run --example demo -- --postgres postgres://user@localhost/db
 //! ```
 
 #[path = "../tests/harness/mod.rs"]
@@ -13,20 +18,46 @@ use std::process::ExitCode;
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let data_dir = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let postgres = match args.iter().position(|a| a == "--postgres") {
+        Some(at) => match args
+            .get(at + 1)
+            .cloned()
+            .or_else(|| std::env::var("PROTOPAY_PG_URL").ok())
+        {
+            Some(url) => Some(url),
+            None => {
+                eprintln!("--postgres needs a URL (or PROTOPAY_PG_URL)");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let data_dir = args
+        .first()
+        .filter(|_| postgres.is_none())
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| std::env::temp_dir().join(format!("protopay-demo-{}", std::process::id())));
     let _ = std::fs::remove_dir_all(&data_dir);
-    println!("protopay demo — sled store in {}", data_dir.display());
     let started = std::time::Instant::now();
-    let stack = harness::Stack::start(&data_dir, 2026).await;
+    let mut stack = match postgres {
+        Some(url) => {
+            let schema = format!("demo_{}", std::process::id());
+            println!("protopay demo — two instances on PostgreSQL, schema {schema}");
+            let store = harness::Store::Postgres { url, schema };
+            harness::Stack::start_with(store, 2, 2026).await
+        }
+        None => {
+            println!("protopay demo — sled store in {}", data_dir.display());
+            harness::Stack::start(&data_dir, 2026).await
+        }
+    };
     println!(
         "simulator on {}, callbacks to http://{}/protopay/notify\n",
         stack.sim_url, stack.callback_addr
     );
 
-    let story = harness::escrow_story(&stack).await;
+    let story = harness::escrow_story(&mut stack).await;
 
     let events = stack.engine().events_after(0, 10_000).await.unwrap_or_default();
     let t0 = events.first().map(|e| e.at);

@@ -8,6 +8,8 @@
 //! `PROTOPAY_CRASH_ITERATIONS=n` (default 30) sets the number of kills;
 //! `PROTOPAY_CRASH_SEED=n` the kill timing.
 
+mod harness;
+
 use protopay::http::{HttpTransport, callback_router};
 use protopay::sled::SledStorage;
 use protopay::storage::Storage;
@@ -31,7 +33,7 @@ fn config(sim_url: &str, callback_addr: &str) -> Config {
         APP,
         Md5Key::new(KEY),
         sim_url,
-        &format!("http://{callback_addr}/notify"),
+        &format!("http://{callback_addr}/protopay/notify"),
     );
     c.timeouts.connect_ms = 300;
     c.timeouts.request_ms = 600;
@@ -116,7 +118,7 @@ async fn crash_child() {
     let listener = tokio::net::TcpListener::bind(&callback_addr)
         .await
         .expect("bind receiver");
-    let app = callback_router(engine.clone(), "/notify");
+    let app = callback_router(engine.clone(), "/protopay/notify");
     tokio::spawn(async move { axum::serve(listener, app).await });
     let poller = engine.spawn_poller();
 
@@ -346,43 +348,17 @@ async fn two_instances_on_postgres_survive_kills() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(1);
     let dir = tempfile::tempdir().unwrap();
-    let (sim, sim_url, background, balancer_addr, trans_no) = simulator(seed).await;
+    let (sim, sim_url, background, _, trans_no) = simulator(seed).await;
 
-    // The children's own receivers, and the balancer that forwards to a live one.
-    let addrs: Vec<String> = (0..2)
+    // The children's own receivers, and the balancer in front of them.
+    let addrs: Vec<std::net::SocketAddr> = (0..2)
         .map(|_| {
             let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            probe.local_addr().unwrap().to_string()
+            probe.local_addr().unwrap()
         })
         .collect();
-    let balancer = tokio::net::TcpListener::bind(&balancer_addr).await.unwrap();
-    let client = reqwest::Client::builder()
-        .timeout(Duration::from_millis(500))
-        .build()
-        .unwrap();
-    let targets = Arc::new(addrs.clone());
-    let app = axum::Router::new().route(
-        "/notify/{kind}",
-        axum::routing::post(
-            move |axum::extract::Path(kind): axum::extract::Path<String>, body: axum::body::Bytes| {
-                let (client, targets) = (client.clone(), targets.clone());
-                async move {
-                    // Try one child, then the other: a dead replica is skipped.
-                    let first = body.len() % 2;
-                    for i in [first, 1 - first] {
-                        let url = format!("http://{}/notify/{kind}", targets[i]);
-                        if let Ok(r) = client.post(&url).body(body.clone()).send().await {
-                            let status = r.status().as_u16();
-                            let text = r.text().await.unwrap_or_default();
-                            return (axum::http::StatusCode::from_u16(status).unwrap(), text);
-                        }
-                    }
-                    (axum::http::StatusCode::BAD_GATEWAY, String::new())
-                }
-            },
-        ),
-    );
-    tokio::spawn(async move { axum::serve(balancer, app).await });
+    let balancer_addr = harness::balancer(addrs.clone()).await.to_string();
+    let addrs: Vec<String> = addrs.iter().map(ToString::to_string).collect();
 
     let base = balancer_addr.clone();
     let env = [

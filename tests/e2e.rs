@@ -53,8 +53,8 @@ async fn event_counts(stack: &Stack) -> BTreeMap<(String, String), usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_whole_escrow_story() {
     let dir = tempfile::tempdir().unwrap();
-    let stack = Stack::start(dir.path(), 1).await;
-    let story = harness::escrow_story(&stack).await;
+    let mut stack = Stack::start(dir.path(), 1).await;
+    let story = harness::escrow_story(&mut stack).await;
     let problems = stack.disagreements(&[&story.pos_protocol, &story.qp_protocol]).await;
     assert!(problems.is_empty(), "{problems:#?}");
 
@@ -74,6 +74,28 @@ async fn the_whole_escrow_story() {
     for ((key, kind), n) in event_counts(&stack).await {
         assert_eq!(n, 1, "{key} {kind} published {n} times");
     }
+    stack.stop().await;
+}
+
+/// The same story with two instances on one PostgreSQL, callbacks alternating between them
+/// through a balancer, and the second instance stopped halfway (the demo's `--postgres`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_whole_escrow_story_on_two_instances_on_postgres() {
+    let Some(url) = protopay_storage_postgres::testing::url() else {
+        return;
+    };
+    let store = harness::Store::Postgres {
+        url,
+        schema: protopay_storage_postgres::testing::schema("story"),
+    };
+    let mut stack = Stack::start_with(store, 2, 1).await;
+    let story = harness::escrow_story(&mut stack).await;
+    assert_eq!(stack.running(), 1, "the second instance stopped halfway");
+    let problems = stack.disagreements(&[&story.pos_protocol, &story.qp_protocol]).await;
+    assert!(problems.is_empty(), "{problems:#?}");
+    let ledger = stack.engine().protocol(&story.pos_protocol).await.unwrap().ledger;
+    assert_eq!(ledger.available.to_string(), "250.00");
+    assert_eq!(stack.sim.stats().payouts.get(&story.lost_reply_payout), Some(&1));
     stack.stop().await;
 }
 

@@ -24,23 +24,13 @@ use protopay_sim::{Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig,
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-const APP: &str = "APP001";
-const KEY: &str = "instances-key";
+use harness::{APP, KEY};
 const INSTANCES: usize = 3;
 
-/// Timings that fit a story into seconds, keeping grace above the request timeout.
+/// The harness's timings (a story in seconds), for in-process transport and callbacks.
 fn config() -> Config {
-    let mut c = Config::new(APP, Md5Key::new(KEY), "sim://", "http://instances/notify");
-    c.timeouts.request_ms = 1_000;
-    c.poll.grace_ms = 1_500;
-    c.poll.submitted_ms = 300;
-    c.poll.processing_ms = 300;
-    c.poll.unpaid_ms = 300;
-    c.poll.awaiting_arrival_ms = 300;
-    c.poll.attention_ms = 2_000;
-    c.poll.max_interval_ms = 1_000;
+    let mut c = harness::config("sim://", ([127, 0, 0, 1], 9).into());
     c.poll.idle_tick_ms = 200;
-    c.poll.lease_ms = 1_200;
     c.poll.max_submissions = 5;
     c.poll.attention_after_quiet_polls = 200;
     c

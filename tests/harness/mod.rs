@@ -11,6 +11,7 @@ use protopay::storage::Storage;
 use protopay::{Config, Engine, Md5Key, Order, PollerHandle};
 use protopay_sim::server::{ServerOptions, serve};
 use protopay_sim::{Background, HttpSink, Sim, SimConfig};
+use protopay_storage_postgres::{PostgresOptions, PostgresStorage};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,13 +30,42 @@ struct Running {
     stop_receiver: oneshot::Sender<()>,
 }
 
-/// The stack.
+/// Where the engines keep their data.
+#[derive(Debug, Clone)]
+pub enum Store {
+    /// sled in a directory (one instance at a time).
+    Sled(PathBuf),
+    /// One PostgreSQL schema, shared by every instance.
+    Postgres { url: String, schema: String },
+}
+
+impl Store {
+    async fn open(&self) -> Arc<dyn Storage> {
+        match self {
+            Store::Sled(dir) => Arc::new(SledStorage::open(dir).expect("open the sled store")),
+            Store::Postgres { url, schema } => Arc::new(
+                PostgresStorage::open(PostgresOptions {
+                    schema: schema.clone(),
+                    ..PostgresOptions::new(url)
+                })
+                .await
+                .expect("open the PostgreSQL store"),
+            ),
+        }
+    }
+}
+
+/// The stack: the simulator and one or more engine instances on one store.
 pub struct Stack {
     pub sim: Sim,
     pub sim_url: String,
+    /// Where the payment system posts callbacks: the one instance's receiver, or a balancer
+    /// that alternates between the instances' receivers.
     pub callback_addr: SocketAddr,
-    pub data_dir: PathBuf,
-    running: Option<Running>,
+    pub store: Store,
+    /// Each instance's own receiver.
+    receivers: Vec<SocketAddr>,
+    instances: Vec<Option<Running>>,
     sim_server: JoinHandle<()>,
     stop_sim: oneshot::Sender<()>,
     sim_background: Background,
@@ -59,12 +89,57 @@ pub fn config(sim_url: &str, callback_addr: SocketAddr) -> Config {
     c.poll.attention_ms = 2_000;
     c.poll.max_interval_ms = 1_000;
     c.poll.idle_tick_ms = 100;
+    c.poll.lease_ms = 1_200;
     c
 }
 
+/// A free loopback address.
+fn free_addr() -> SocketAddr {
+    let probe = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a probe");
+    probe.local_addr().expect("probe address")
+}
+
+/// A load balancer for callbacks: each callback goes to the next of `targets` in turn, and to
+/// the one after if that one does not answer (a replica that is down is skipped).
+pub async fn balancer(targets: Vec<SocketAddr>) -> SocketAddr {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the balancer");
+    let addr = listener.local_addr().expect("balancer address");
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .expect("HTTP client");
+    let next = Arc::new(AtomicUsize::new(0));
+    let targets = Arc::new(targets);
+    let forward = move |axum::extract::Path(kind): axum::extract::Path<String>, body: axum::body::Bytes| {
+        let (client, targets, next) = (client.clone(), targets.clone(), next.clone());
+        async move {
+            let first = next.fetch_add(1, Ordering::Relaxed);
+            for i in 0..targets.len() {
+                let target = targets[(first + i) % targets.len()];
+                let url = format!("http://{target}/protopay/notify/{kind}");
+                if let Ok(r) = client.post(&url).body(body.clone()).send().await {
+                    let status = axum::http::StatusCode::from_u16(r.status().as_u16())
+                        .unwrap_or(axum::http::StatusCode::BAD_GATEWAY);
+                    return (status, r.text().await.unwrap_or_default());
+                }
+            }
+            (axum::http::StatusCode::BAD_GATEWAY, String::new())
+        }
+    };
+    let app = axum::Router::new().route("/protopay/notify/{kind}", axum::routing::post(forward));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
 impl Stack {
-    /// Start everything; `data_dir` holds the sled store.
+    /// Start everything, with one engine on sled in `data_dir`.
     pub async fn start(data_dir: &Path, seed: u64) -> Stack {
+        Stack::start_with(Store::Sled(data_dir.to_path_buf()), 1, seed).await
+    }
+
+    /// Start everything, with `instances` engines on `store` behind a callback balancer.
+    pub async fn start_with(store: Store, instances: usize, seed: u64) -> Stack {
         let mut sim_config = SimConfig::new(APP, Md5Key::new(KEY));
         sim_config.seed = seed;
         sim_config.callback_retry_ms = vec![200, 400, 800, 1_600, 3_200];
@@ -84,42 +159,60 @@ impl Stack {
         });
         let sink = HttpSink::new(Duration::from_secs(2)).expect("HTTP client");
         let sim_background = sim.spawn(Arc::new(sink));
-        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind the receiver");
-        let callback_addr = probe.local_addr().expect("receiver address");
-        drop(probe);
+        let receivers: Vec<SocketAddr> = (0..instances.max(1)).map(|_| free_addr()).collect();
+        let callback_addr = match receivers.as_slice() {
+            [one] => *one,
+            many => balancer(many.to_vec()).await,
+        };
         let mut stack = Stack {
             sim,
             sim_url,
             callback_addr,
-            data_dir: data_dir.to_path_buf(),
-            running: None,
+            store,
+            instances: receivers.iter().map(|_| None).collect(),
+            receivers,
             sim_server,
             stop_sim,
             sim_background,
         };
-        stack.start_engine().await;
+        for i in 0..stack.instances.len() {
+            stack.start_instance(i).await;
+        }
         stack
     }
 
-    /// The engine (panics if stopped).
-    pub fn engine(&self) -> &Engine {
-        &self.running.as_ref().expect("engine running").engine
+    /// The first running instance's engine (panics if none runs).
+    pub fn engine(&self) -> Engine {
+        self.instances
+            .iter()
+            .flatten()
+            .next()
+            .expect("an engine running")
+            .engine
+            .clone()
     }
 
-    /// Start the engine half on the data directory.
+    /// How many instances run.
+    pub fn running(&self) -> usize {
+        self.instances.iter().flatten().count()
+    }
+
+    /// Start the first instance again (after [`Stack::stop_engine`]).
     pub async fn start_engine(&mut self) {
+        self.start_instance(0).await;
+    }
+
+    /// Start instance `i` on the store, with its own receiver and poller.
+    pub async fn start_instance(&mut self, i: usize) {
         let config = config(&self.sim_url, self.callback_addr);
-        let storage = SledStorage::open(&self.data_dir).expect("open the sled store");
         let transport = HttpTransport::from_config(&config).expect("HTTP transport");
         let engine = Engine::builder(config)
-            .storage(storage)
+            .shared_storage(self.store.open().await)
             .transport(transport)
             .build()
             .await
             .expect("engine");
-        let listener = TcpListener::bind(self.callback_addr)
-            .await
-            .expect("bind the receiver again");
+        let listener = TcpListener::bind(self.receivers[i]).await.expect("bind the receiver");
         let app = callback_router(engine.clone(), "/protopay/notify");
         let (stop_receiver, stopped) = oneshot::channel::<()>();
         let receiver = tokio::spawn(async move {
@@ -130,7 +223,7 @@ impl Stack {
                 .await;
         });
         let poller = engine.spawn_poller();
-        self.running = Some(Running {
+        self.instances[i] = Some(Running {
             engine,
             poller,
             receiver,
@@ -138,10 +231,15 @@ impl Stack {
         });
     }
 
-    /// Stop the engine half gracefully (the simulator keeps running and retrying callbacks).
-    /// When it returns, the sled directory is free for the next engine.
+    /// Stop the first instance gracefully (the simulator keeps running and retrying
+    /// callbacks). When it returns, a sled directory is free for the next engine.
     pub async fn stop_engine(&mut self) {
-        if let Some(r) = self.running.take() {
+        self.stop_instance(0).await;
+    }
+
+    /// Stop instance `i` gracefully: its receiver first, then its engine and poller.
+    pub async fn stop_instance(&mut self, i: usize) {
+        if let Some(r) = self.instances[i].take() {
             let _ = r.stop_receiver.send(());
             let _ = r.receiver.await;
             r.engine.shutdown().await.expect("engine shutdown");
@@ -151,7 +249,9 @@ impl Stack {
 
     /// Stop everything.
     pub async fn stop(mut self) {
-        self.stop_engine().await;
+        for i in 0..self.instances.len() {
+            self.stop_instance(i).await;
+        }
         let _ = self.stop_sim.send(());
         let _ = self.sim_server.await;
         self.sim_background.stop().await;
@@ -160,16 +260,17 @@ impl Stack {
     /// Wait until the order satisfies `done`, woken by the engine's event feed (every state
     /// change commits an event); `within` is only a safety net against a hang.
     pub async fn until(&self, out_req_no: &str, within: Duration, done: impl Fn(&Order) -> bool) -> Order {
+        let engine = self.engine();
         let deadline = tokio::time::Instant::now() + within;
-        let mut feed = self.engine().subscribe(&format!("until-{out_req_no}"));
+        let mut feed = engine.subscribe(&format!("until-{out_req_no}"));
         loop {
-            if let Ok(order) = self.engine().order(out_req_no).await
+            if let Ok(order) = engine.order(out_req_no).await
                 && done(&order)
             {
                 return order;
             }
             if tokio::time::timeout_at(deadline, feed.next()).await.is_err() {
-                let state = self.engine().order(out_req_no).await.map(|o| o.state_label());
+                let state = engine.order(out_req_no).await.map(|o| o.state_label());
                 panic!("{out_req_no} did not get there within {within:?}: {state:?}");
             }
         }
@@ -177,12 +278,7 @@ impl Stack {
 
     /// Every difference between the engine's orders and balances and the simulator's.
     pub async fn disagreements(&self, protocols: &[&str]) -> Vec<String> {
-        disagreements(self.engine(), &self.sim, protocols).await
-    }
-
-    /// The storage, for tests that inspect it directly (opened by the running engine).
-    pub fn storage_dir(&self) -> &Path {
-        &self.data_dir
+        disagreements(&self.engine(), &self.sim, protocols).await
     }
 }
 
@@ -263,7 +359,7 @@ fn payee(trans_no: &str, key: &str, amount: &str, out_type: protopay::wire::OutT
 }
 
 /// The whole escrow story of the README, step by step, against the running stack.
-pub async fn escrow_story(stack: &Stack) -> Story {
+pub async fn escrow_story(stack: &mut Stack) -> Story {
     use protopay::wire::{CashierType, OutType};
     use protopay::{Amount, NewInbound, NewProtocol, Status};
     let e = stack.engine();
@@ -273,7 +369,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
 
     // 1. A POS protocol.
     chapter(
-        e,
+        &e,
         &mut chapters,
         "1. An escrow protocol for a house deposit, paid in at a POS terminal",
     )
@@ -288,7 +384,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
         .expect("create the POS protocol");
 
     chapter(
-        e,
+        &e,
         &mut chapters,
         "2. A deposit paid at the terminal; its callbacks bring the news",
     )
@@ -312,7 +408,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.until(&deposit, wait, paid_and_arrived).await;
 
     chapter(
-        e,
+        &e,
         &mut chapters,
         "3. A deposit whose callbacks are all lost: the poller finds it",
     )
@@ -333,7 +429,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.until(&quiet, wait, paid_and_arrived).await;
 
     chapter(
-        e,
+        &e,
         &mut chapters,
         "4. A rent deposit by quick pay: a cashier page instead of a code",
     )
@@ -369,7 +465,18 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.sim.arrive(&qp_deposit).expect("arrive");
     stack.until(&qp_deposit, wait, paid_and_arrived).await;
 
-    chapter(e, &mut chapters, "5. A payout to the seller and a refund to the buyer").await;
+    if stack.running() > 1 {
+        // Halfway, one replica goes away: the others carry on, its claims run out.
+        chapter(
+            &e,
+            &mut chapters,
+            "   (instance 2 stops here; instance 1 carries on alone)",
+        )
+        .await;
+        stack.stop_instance(1).await;
+    }
+
+    chapter(&e, &mut chapters, "5. A payout to the seller and a refund to the buyer").await;
     // 5. A payout and a refund, both settled.
     let payout = format!("{APP}-pay-1");
     e.outpay(payee(&pos.trans_no, &payout, "200.00", OutType::Out))
@@ -384,7 +491,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.until(&payout, wait, |o| o.status == Status::Success).await;
     stack.until(&refund, wait, |o| o.status == Status::Success).await;
 
-    chapter(e, &mut chapters, "6. A payout the bank refuses: its funds come back").await;
+    chapter(&e, &mut chapters, "6. A payout the bank refuses: its funds come back").await;
     // 6. A payout that fails: its funds come back.
     let failed = format!("{APP}-pay-2");
     e.outpay(payee(&pos.trans_no, &failed, "150.00", OutType::Out))
@@ -394,7 +501,7 @@ pub async fn escrow_story(stack: &Stack) -> Story {
     stack.until(&failed, wait, |o| o.status == Status::Failure).await;
 
     chapter(
-        e,
+        &e,
         &mut chapters,
         "7. A payout whose reply is lost, at a payment system that never deduplicates: paid once",
     )

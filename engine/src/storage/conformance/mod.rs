@@ -223,20 +223,17 @@ pub async fn atomicity<S: Storage>(s: &S) {
     assert_eq!(s.orders_of("T1").await.unwrap().len(), 1);
 }
 
-/// Due entries come earliest first, only up to `now`, at most `limit`; rescheduling moves an
-/// entry, `None` removes it.
-pub async fn due_index<S: Storage>(s: &S) {
-    let mut orders = Vec::new();
-    let mut schedule = Vec::new();
-    for i in 0..20i64 {
-        let key = format!("O{i:02}");
-        orders.push(Put {
-            expected: None,
-            value: sample_inbound("T1", &key, 100),
-        });
-        // Deliberately out of order in time.
-        schedule.push((key, Some(t((i * 7) % 20))));
-    }
+/// New inbound orders in T1, each scheduled at its time, in one commit.
+async fn scheduled<S: Storage>(s: &S, due: impl Iterator<Item = (String, DateTime<Utc>)>) {
+    let (orders, schedule) = due
+        .map(|(key, at)| {
+            let order = Put {
+                expected: None,
+                value: sample_inbound("T1", &key, 100),
+            };
+            (order, (key, Some(at)))
+        })
+        .unzip();
     s.commit(Batch {
         orders,
         schedule,
@@ -244,6 +241,13 @@ pub async fn due_index<S: Storage>(s: &S) {
     })
     .await
     .unwrap();
+}
+
+/// Due entries come earliest first, only up to `now`, at most `limit`; rescheduling moves an
+/// entry, `None` removes it.
+pub async fn due_index<S: Storage>(s: &S) {
+    // Deliberately out of order in time.
+    scheduled(s, (0..20i64).map(|i| (format!("O{i:02}"), t((i * 7) % 20)))).await;
     let due = s.due(t(9), 100).await.unwrap();
     assert_eq!(due.len(), 10, "orders due at or before now");
     assert!(due.windows(2).all(|w| w[0] <= w[1]), "earliest first");
@@ -276,23 +280,7 @@ pub async fn due_index<S: Storage>(s: &S) {
 /// `next_due` skips orders leased to others.
 pub async fn claims<S: Storage>(s: &S) {
     let hour = std::time::Duration::from_secs(3600);
-    let mut orders = Vec::new();
-    let mut schedule = Vec::new();
-    for i in 0..6i64 {
-        let key = format!("C{i}");
-        orders.push(Put {
-            expected: None,
-            value: sample_inbound("T1", &key, 100),
-        });
-        schedule.push((key, Some(t(i))));
-    }
-    s.commit(Batch {
-        orders,
-        schedule,
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    scheduled(s, (0..6i64).map(|i| (format!("C{i}"), t(i)))).await;
     let keys = |d: Vec<Due>| d.into_iter().map(|d| d.out_req_no).collect::<Vec<_>>();
     let a = keys(s.claim_due("A", t(3), 2, hour).await.unwrap());
     assert_eq!(a, ["C0", "C1"], "earliest first, at most the limit");
