@@ -301,3 +301,50 @@ async fn a_commit_on_one_instance_hints_the_other() {
     hints.changed().await.unwrap();
     assert!(*hints.borrow() > before);
 }
+
+/// The listening connection dies (a failover, a proxy timeout): the store reconnects and
+/// listens again, and the next commit on another instance still hints this one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_listener_reconnects_and_hints_again() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("relisten");
+    let a = open(&url, &schema).await;
+    let b = open(&url, &schema).await;
+    let mut hints = b.remote_commits().unwrap();
+    hints.changed().await.unwrap();
+    let before = *hints.borrow_and_update();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let listening = format!("LISTEN protopay_{schema}");
+    let listeners = "SELECT pid FROM pg_stat_activity WHERE query = $1 AND state = 'idle'";
+    // Two stores listen on the schema; cut both.
+    let pids: Vec<i32> = client
+        .query(listeners, &[&listening])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pids.len(), 2, "one listening connection per store");
+    for pid in &pids {
+        client.execute("SELECT pg_terminate_backend($1)", &[pid]).await.unwrap();
+    }
+    // Wait (on the server's account) until both listen again from new connections.
+    loop {
+        let now: Vec<i32> = client
+            .query(listeners, &[&listening])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        // b's reconnection hints once: that one is not the commit's.
+        if now.len() == 2 && now.iter().all(|p| !pids.contains(p)) && *hints.borrow() > before {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    hints.borrow_and_update();
+    a.commit(order_batch("R")).await.unwrap();
+    hints.changed().await.unwrap();
+}
