@@ -2,8 +2,10 @@
 //! - verify (the signature check of a 1 KiB body) vs raw md5 of the same bytes;
 //! - pure `apply` throughput;
 //! - engine callback handling on `MemoryStorage` (duplicate and advancing);
-//! - a durable engine commit on sled vs a bare sled insert + flush of the same bytes, at 1
-//!   and 64 concurrent callers; and callbacks per second on sled with 64 concurrent callers.
+//! - a durable engine commit on sled vs the physical floor — an append of the same bytes to
+//!   a file on the same filesystem and one `fdatasync` — at 1 caller and at 64 callers sharing
+//!   syncs, with commits per sync; and, as a second reference, vs a bare sled insert + flush;
+//! - callbacks per second on sled with 64 concurrent callers.
 //!
 //! `cargo bench --bench core` — the ratios are printed at the end (and in the README).
 
@@ -357,4 +359,162 @@ fn main() {
     sled_commits(&mut c);
     c.final_summary();
     report();
+    physical_floor();
+}
+
+/// Shared syncs for the physical floor: the written and synced counts of one file.
+struct SyncState {
+    file: std::fs::File,
+    written: u64,
+    synced: u64,
+    syncing: bool,
+    syncs: u64,
+}
+
+/// The physical floor of a durable commit: append the bytes one engine commit stores to a
+/// file on the same filesystem and `fdatasync` it. With several callers the syncs are shared
+/// as the best group commit would share them: a caller that finds no sync running syncs for
+/// every write already in the file. Returns the time per commit and commits per sync.
+fn fdatasync_floor(dir: &std::path::Path, bytes: &[u8], callers: usize, per_caller: usize) -> (Duration, f64) {
+    use std::io::Write;
+    use std::sync::{Condvar, Mutex};
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join(format!("floor-{callers}")))
+        .unwrap();
+    let shared = Arc::new((
+        Mutex::new(SyncState {
+            file,
+            written: 0,
+            synced: 0,
+            syncing: false,
+            syncs: 0,
+        }),
+        Condvar::new(),
+    ));
+    let start = Instant::now();
+    let threads: Vec<_> = (0..callers)
+        .map(|_| {
+            let (shared, bytes) = (shared.clone(), bytes.to_vec());
+            std::thread::spawn(move || {
+                let (lock, done) = &*shared;
+                for _ in 0..per_caller {
+                    let ticket = {
+                        let mut s = lock.lock().unwrap();
+                        s.file.write_all(&bytes).unwrap();
+                        s.written += 1;
+                        s.written
+                    };
+                    let mut s = lock.lock().unwrap();
+                    while s.synced < ticket {
+                        if s.syncing {
+                            s = done.wait(s).unwrap();
+                            continue;
+                        }
+                        s.syncing = true;
+                        let (target, file) = (s.written, s.file.try_clone().unwrap());
+                        drop(s);
+                        file.sync_data().unwrap();
+                        s = lock.lock().unwrap();
+                        s.synced = target;
+                        s.syncing = false;
+                        s.syncs += 1;
+                        done.notify_all();
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let elapsed = start.elapsed();
+    let commits = (callers * per_caller) as f64;
+    let syncs = shared.0.lock().unwrap().syncs as f64;
+    (elapsed.div_f64(commits), commits / syncs)
+}
+
+/// Engine commits on sled (a new order and its event each), timed directly: the time per
+/// commit and commits per flush.
+fn engine_commits(
+    store: &protopay::sled::SledStorage,
+    callers: usize,
+    per_caller: usize,
+    round: u64,
+) -> (Duration, f64) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let flushes = store.flushes();
+    let elapsed = rt.block_on(async {
+        let start = Instant::now();
+        let tasks: Vec<_> = (0..callers)
+            .map(|c| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    for i in 0..per_caller {
+                        let key = format!("APP001-phys-{round}-{c}-{i}");
+                        store.commit(commit_batch(&key)).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        start.elapsed()
+    });
+    let commits = (callers * per_caller) as f64;
+    let syncs = (store.flushes() - flushes).max(1) as f64;
+    (elapsed.div_f64(commits), commits / syncs)
+}
+
+/// What one engine commit of a new order writes: the order and its event.
+fn commit_batch(key: &str) -> Batch {
+    Batch {
+        orders: vec![Put {
+            expected: None,
+            value: sample_inbound("T1", key, 10_000),
+        }],
+        events: vec![Event {
+            seq: 0,
+            at: chrono::Utc::now(),
+            trans_no: Some("T1".into()),
+            out_req_no: Some(key.into()),
+            source: Source::Poll,
+            kind: EventKind::InboundPaid,
+        }],
+        schedule: vec![(key.into(), Some(chrono::Utc::now()))],
+        ..Default::default()
+    }
+}
+
+/// The engine's durable commit against the physical floor, in the same run.
+fn physical_floor() {
+    println!("\n== durable commit vs the physical floor (one fdatasync) ==");
+    let dir = tempfile::tempdir().unwrap();
+    let store = protopay::sled::SledStorage::open(dir.path().join("engine")).unwrap();
+    let bytes = {
+        let batch = commit_batch("APP001-phys-bytes");
+        let order = protopay_storage_sled::codec::record(1, &batch.orders[0].value).unwrap();
+        let event = protopay_storage_sled::codec::value(&batch.events[0]).unwrap();
+        [order, event].concat()
+    };
+    // Warm up both.
+    let _ = engine_commits(&store, 1, 50, 0);
+    let _ = fdatasync_floor(dir.path(), &bytes, 1, 50);
+    for (callers, per_caller) in [(1usize, 400usize), (64, 40)] {
+        let (floor, floor_shared) = fdatasync_floor(dir.path(), &bytes, callers, per_caller);
+        let (ours, ours_shared) = engine_commits(&store, callers, per_caller, callers as u64);
+        println!(
+            "{callers:>2} caller(s): engine commit {:>7.1} µs, fdatasync floor {:>7.1} µs, ours/floor {:.2}×; \
+             commits per sync: ours {ours_shared:.1}, floor {floor_shared:.1}",
+            ours.as_secs_f64() * 1e6,
+            floor.as_secs_f64() * 1e6,
+            ours.as_secs_f64() / floor.as_secs_f64()
+        );
+    }
 }

@@ -7,6 +7,7 @@
 
 use protopay_engine::{Error, Result};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -66,6 +67,8 @@ pub struct GroupCommit {
     fail: Arc<dyn Fn(Arc<sled::Error>) -> Error + Send + Sync>,
     /// One count per live clone (leaders included), so that `close` can wait for the last.
     clones: Arc<()>,
+    /// Groups made durable so far (each one flush).
+    flushes: Arc<AtomicU64>,
 }
 
 impl GroupCommit {
@@ -81,7 +84,14 @@ impl GroupCommit {
             queue: Arc::default(),
             fail: Arc::new(fail),
             clones: Arc::default(),
+            flushes: Arc::default(),
         }
+    }
+
+    /// Groups made durable so far: each is one flush, so commits / flushes is how many
+    /// commits shared a sync.
+    pub fn flushes(&self) -> u64 {
+        self.flushes.load(Ordering::Relaxed)
     }
 
     /// Wait until no other clone is alive (a leader finishing its last group), flush, and
@@ -170,6 +180,7 @@ impl GroupCommit {
                 db.flush().map(drop)
             })
             .await;
+            self.flushes.fetch_add(1, Ordering::Relaxed);
             let failure = match written {
                 Ok(Ok(())) => None,
                 Ok(Err(e)) => Some(Arc::new(e)),

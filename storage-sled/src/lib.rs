@@ -200,6 +200,12 @@ impl SledStorage {
         &self.path
     }
 
+    /// Flushes (durable syncs) since the store was opened; commits / flushes is how many
+    /// commits shared each sync. 0 once closed.
+    pub fn flushes(&self) -> u64 {
+        self.handles().map_or(0, |h| h.group.flushes())
+    }
+
     /// Bytes on disk.
     pub fn size_on_disk(&self) -> std::result::Result<u64, SledError> {
         let group = self.handles().map(|h| h.group).map_err(|_| SledError::Closed {
