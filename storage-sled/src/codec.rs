@@ -1,10 +1,14 @@
-//! The on-disk format, version 1: one sled tree, `protopay`, keys prefixed by record kind.
+//! The on-disk format, version 2: one sled tree, `protopay`, keys prefixed by record kind,
+//! and beside it the write-ahead log `protopay.wal` (see `wal.rs`), which makes commits
+//! durable; sled is synced at checkpoints. Version 1 is the same tree without the log; this
+//! version opens it and writes the version-2 marker (a version-1 build then refuses the store
+//! rather than miss commits that are only in the log).
 //! One tree, so that a commit is one atomic `apply_batch` (sled's multi-tree transactions cost
 //! several times more; see the benchmark notes in the README).
 //!
 //! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `m/` | `format` | `protopay-sled/1` |
+//! | `m/` | `format` | `protopay-sled/2` |
 //! | `m/` | `last_seq` | u64 big-endian |
 //! | `p/` | `transNo` (UTF-8) | record |
 //! | `o/` | `outReqNo` (UTF-8) | record |
@@ -24,7 +28,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format written by this version.
-pub const FORMAT: &[u8] = b"protopay-sled/1";
+pub const FORMAT: &[u8] = b"protopay-sled/2";
+
+/// The format this version upgrades on open.
+pub const FORMAT_1: &[u8] = b"protopay-sled/1";
 
 /// Why bytes on disk could not be decoded.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,19 @@
 //! Write-level group commit: concurrent commits are checked one after another by a single
-//! leader against an overlay of the group's earlier writes, applied together as one atomic
-//! sled batch, and made durable by one flush. A commit that fails its version check is
-//! answered `Conflict` and contributes nothing; the others are unaffected.
+//! leader against an overlay of the group's earlier writes, appended together to the
+//! write-ahead log and made durable by one `fdatasync` (see `wal.rs`), then applied to sled
+//! as one atomic batch. A commit that fails its version check is answered `Conflict` and
+//! contributes nothing; the others are unaffected. When the log has grown past
+//! [`CHECKPOINT_BYTES`], sled's files are synced for real and the log starts empty.
 //!
-//! No commit is answered before the flush that covers it has returned.
+//! No commit is answered before the sync that covers it has returned, and no write is
+//! visible in sled before it is durable in the log. The leader is one blocking task from
+//! its first group to its last: staging, the sync and sled's batch all block, and a caller
+//! that is cancelled cannot take the leader down with it.
 
+use crate::wal::{Wal, Writes};
 use protopay_engine::{Error, Result};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
@@ -63,6 +70,10 @@ struct Queue {
 pub struct GroupCommit {
     db: sled::Db,
     tree: sled::Tree,
+    /// The store's directory (sled's files and the log).
+    dir: PathBuf,
+    /// Only the leader writes it; the lock is never contended.
+    wal: Arc<Mutex<Wal>>,
     queue: Arc<Mutex<Queue>>,
     fail: Arc<dyn Fn(Arc<sled::Error>) -> Error + Send + Sync>,
     /// One count per live clone (leaders included), so that `close` can wait for the last.
@@ -76,11 +87,15 @@ impl GroupCommit {
     pub fn new(
         db: sled::Db,
         tree: sled::Tree,
+        dir: PathBuf,
+        wal: Wal,
         fail: impl Fn(Arc<sled::Error>) -> Error + Send + Sync + 'static,
     ) -> Self {
         GroupCommit {
             db,
             tree,
+            dir,
+            wal: Arc::new(Mutex::new(wal)),
             queue: Arc::default(),
             fail: Arc::new(fail),
             clones: Arc::default(),
@@ -94,18 +109,19 @@ impl GroupCommit {
         self.flushes.load(Ordering::Relaxed)
     }
 
-    /// Wait until no other clone is alive (a leader finishing its last group), flush, and
-    /// drop this one: with it go the last handles on sled's files.
+    /// Wait until no other clone is alive (a leader finishing its last group), checkpoint,
+    /// and drop this one: with it go the last handles on sled's files.
     pub async fn close(self) -> std::result::Result<(), sled::Error> {
         while Arc::strong_count(&self.clones) > 1 {
             tokio::task::yield_now().await;
         }
-        let GroupCommit { db, tree, .. } = self;
+        let GroupCommit { db, tree, dir, wal, .. } = self;
         tokio::task::spawn_blocking(move || {
-            let flushed = db.flush().map(drop);
+            let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
+            let done = checkpoint(&db, &dir, &mut wal);
             drop(tree);
             drop(db);
-            flushed
+            done
         })
         .await
         .unwrap_or_else(|join| Err(sled::Error::ReportableBug(join.to_string())))
@@ -128,7 +144,7 @@ impl GroupCommit {
             // The leader runs as its own task: a caller cancelled mid-commit (a host task
             // aborted) must not leave the group without a leader.
             let this = self.clone();
-            tokio::spawn(async move { this.lead().await });
+            tokio::task::spawn_blocking(move || this.lead());
         }
         answer.await.unwrap_or_else(|_| {
             Err((self.fail)(Arc::new(sled::Error::ReportableBug(
@@ -138,7 +154,7 @@ impl GroupCommit {
     }
 
     /// Take groups until none is waiting, then step down.
-    async fn lead(&self) {
+    fn lead(&self) {
         loop {
             let group = {
                 let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -167,24 +183,10 @@ impl GroupCommit {
                     }
                 }
             }
-            let mut batch = sled::Batch::default();
-            for (key, value) in overlay.writes {
-                match value {
-                    Some(v) => batch.insert(key, v),
-                    None => batch.remove(key),
-                }
-            }
-            let (db, tree) = (self.db.clone(), self.tree.clone());
-            let written = tokio::task::spawn_blocking(move || {
-                tree.apply_batch(batch)?;
-                db.flush().map(drop)
-            })
-            .await;
-            self.flushes.fetch_add(1, Ordering::Relaxed);
-            let failure = match written {
-                Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(Arc::new(e)),
-                Err(join) => Some(Arc::new(sled::Error::ReportableBug(join.to_string()))),
+            let failure = if accepted.is_empty() {
+                None
+            } else {
+                self.write(overlay.writes.into_iter().collect()).err().map(Arc::new)
             };
             for (reply, answer) in accepted {
                 let _ = reply.send(match &failure {
@@ -194,4 +196,62 @@ impl GroupCommit {
             }
         }
     }
+
+    /// Make a group durable in the log, then visible in sled; checkpoint when the log is
+    /// long.
+    fn write(&self, writes: Writes) -> std::result::Result<(), sled::Error> {
+        let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        wal.append(&writes)?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = self.tree.apply_batch(batch_of(writes)) {
+            // Durable in the log, not in sled: only a restart's replay sets that right.
+            wal.poison();
+            return Err(e);
+        }
+        if wal.bytes() > CHECKPOINT_BYTES {
+            checkpoint(&self.db, &self.dir, &mut wal)?;
+        }
+        Ok(())
+    }
+}
+
+/// The log's size at which sled's files are synced and the log emptied: replaying it on open
+/// costs about a second per 100 MiB; a checkpoint costs one sync of sled's files.
+pub const CHECKPOINT_BYTES: u64 = 16 << 20;
+
+/// One sled batch of a group's writes.
+pub fn batch_of(writes: Writes) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for (key, value) in writes {
+        match value {
+            Some(v) => batch.insert(key, v),
+            None => batch.remove(key),
+        }
+    }
+    batch
+}
+
+/// Make everything sled holds durable for real — its flush, then an `fsync` of each of its
+/// files (its flush alone does not empty the disk's write cache) — and empty the log.
+pub fn checkpoint(db: &sled::Db, dir: &Path, wal: &mut Wal) -> std::result::Result<(), sled::Error> {
+    db.flush()?;
+    sync_tree(dir, wal.path())?;
+    wal.reset()?;
+    Ok(())
+}
+
+/// `fsync` every file under `dir` but `skip`, and the directories themselves.
+fn sync_tree(dir: &Path, skip: &Path) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path == skip {
+            continue;
+        }
+        if path.is_dir() {
+            sync_tree(&path, skip)?;
+        } else {
+            std::fs::File::open(&path)?.sync_all()?;
+        }
+    }
+    std::fs::File::open(dir)?.sync_all()
 }

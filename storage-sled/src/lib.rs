@@ -25,6 +25,7 @@
 pub mod codec;
 mod group;
 mod stage;
+pub mod wal;
 
 use stage::Errors;
 
@@ -57,7 +58,7 @@ pub enum SledError {
         reason: String,
     },
     /// The store was written by a version with another on-disk format.
-    #[error("store {path} has format {found:?}; this version reads protopay-sled/1")]
+    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 and /2")]
     UnsupportedFormat {
         /// The store's directory.
         path: PathBuf,
@@ -89,6 +90,9 @@ pub enum SledError {
     /// A value could not be encoded.
     #[error("encoding a record: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
+    /// The write-ahead log could not be read back, or is damaged. Restore from a backup.
+    #[error(transparent)]
+    Wal(#[from] wal::WalError),
 }
 
 /// The durable store.
@@ -143,8 +147,13 @@ impl SledStorage {
         };
         // sled panics on some damaged files rather than erroring; keep that from reaching the
         // host as a panic.
-        let opened =
-            std::panic::catch_unwind(|| sled::Config::new().path(&path).mode(sled::Mode::HighThroughput).open());
+        let opened = std::panic::catch_unwind(|| {
+            sled::Config::new()
+                .path(&path)
+                .mode(sled::Mode::HighThroughput)
+                .flush_every_ms(None)
+                .open()
+        });
         let db = match opened {
             Ok(result) => result.map_err(classify)?,
             Err(_) => {
@@ -155,8 +164,43 @@ impl SledStorage {
             }
         };
         let tree = db.open_tree("protopay").map_err(classify)?;
+        let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
+        // Format 1 is format 2 without the log: upgraded in place by writing the new marker.
+        let new_marker = match tree.get(&format_key).map_err(classify)? {
+            Some(f) if f.as_ref() == codec::FORMAT => false,
+            Some(f) if f.as_ref() == codec::FORMAT_1 => true,
+            Some(f) => {
+                return Err(SledError::UnsupportedFormat {
+                    path,
+                    found: String::from_utf8_lossy(&f).into_owned(),
+                });
+            }
+            None if tree.is_empty() && db.tree_names().len() <= 2 => true,
+            None => {
+                return Err(SledError::Corrupt {
+                    path,
+                    reason: "records without a format marker".into(),
+                });
+            }
+        };
+        // What was durable only in the log goes into sled again; then sled is synced for
+        // real and the log emptied, before anything new is written.
+        let (mut wal, groups) = wal::Wal::open(&path)?;
+        let replayed = groups.len();
+        for writes in groups {
+            tree.apply_batch(group::batch_of(writes)).map_err(classify)?;
+        }
+        if new_marker {
+            tree.insert(&format_key, codec::FORMAT).map_err(classify)?;
+        }
+        if new_marker || replayed > 0 {
+            group::checkpoint(&db, &path, &mut wal).map_err(classify)?;
+        }
+        if replayed > 0 {
+            tracing::info!(path = %path.display(), groups = replayed, "replayed the write-ahead log");
+        }
         let handles = Handles {
-            group: group::GroupCommit::new(db.clone(), tree.clone(), {
+            group: group::GroupCommit::new(db.clone(), tree.clone(), path.clone(), wal, {
                 let path = path.clone();
                 move |source| {
                     Error::Storage(Arc::new(SledError::Flush {
@@ -172,26 +216,6 @@ impl SledStorage {
             open: Arc::new(std::sync::RwLock::new(Some(handles))),
             leases: Arc::default(),
         };
-        let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
-        match tree.get(&format_key).map_err(classify)? {
-            Some(f) if f.as_ref() == codec::FORMAT => {}
-            Some(f) => {
-                return Err(SledError::UnsupportedFormat {
-                    path,
-                    found: String::from_utf8_lossy(&f).into_owned(),
-                });
-            }
-            None if tree.is_empty() && db.tree_names().len() <= 2 => {
-                tree.insert(format_key, codec::FORMAT).map_err(classify)?;
-                db.flush().map_err(classify)?;
-            }
-            None => {
-                return Err(SledError::Corrupt {
-                    path,
-                    reason: "records without a format marker".into(),
-                });
-            }
-        }
         Ok(store)
     }
 

@@ -423,6 +423,8 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
         .await
         .unwrap();
         s.ack("host", 1).await.unwrap();
+        // As a host's shutdown does; a crash instead is the crash tests' subject.
+        s.close().await.unwrap();
     }
     let s = open();
     assert_eq!(s.protocol("T1").await.unwrap().map(|p| p.version), Some(1));
