@@ -504,7 +504,7 @@ fn physical_floor() {
         [order, event].concat()
     };
     // Warm up both.
-    let _ = engine_commits(&store, 1, 50, 0);
+    let _ = engine_commits(&store, 1, 400, 0);
     let _ = fdatasync_floor(dir.path(), &bytes, 1, 50);
     for (callers, per_caller) in [(1usize, 400usize), (64, 40)] {
         let (floor, floor_shared) = fdatasync_floor(dir.path(), &bytes, callers, per_caller);

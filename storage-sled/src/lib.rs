@@ -2,8 +2,11 @@
 //!
 //! A durable [`Storage`] for protopay on [sled](https://docs.rs/sled/0.34.7): all records live
 //! in one tree, keyed by kind. Commits (and cursor acknowledgements) go through a group
-//! committer (`group.rs`): concurrent commits are checked one by one, applied as one atomic sled
-//! batch and made durable by one flush; none returns before that flush has.
+//! committer (`group.rs`): concurrent commits are checked one by one, appended together to
+//! protopay's write-ahead log and made durable by one `fdatasync` ([`wal`]), then applied to
+//! sled as one atomic batch; none returns before that sync has. sled's own flush is not relied
+//! on for durability (it uses `sync_file_range`, which leaves the disk's write cache
+//! unflushed); its files are `fsync`ed at checkpoints, after which the log starts empty.
 //!
 //! The due-poll index and the event log are key ranges of their own, so that "what is due"
 //! and "events after N" are range reads, never scans of all orders. The on-disk format is
@@ -73,8 +76,10 @@ pub enum SledError {
         /// sled's error.
         source: sled::Error,
     },
-    /// Flushing to disk failed: the commit is not durable and was not acknowledged.
-    #[error("store {path}: flushing to disk failed: {source}")]
+    /// Writing to disk failed (the log, sled, or a checkpoint): the commit was not
+    /// acknowledged. After a failed log write the store takes no more commits until it is
+    /// opened again, which reads back what is really on disk.
+    #[error("store {path}: writing to disk failed: {source}")]
     Flush {
         /// The store's directory.
         path: PathBuf,
@@ -151,6 +156,7 @@ impl SledStorage {
             sled::Config::new()
                 .path(&path)
                 .mode(sled::Mode::HighThroughput)
+                // Durability is the log's job; sled is synced at checkpoints.
                 .flush_every_ms(None)
                 .open()
         });
@@ -304,7 +310,7 @@ impl Storage for SledStorage {
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
-        // Durable before it returns: concurrent commits share one batch and one flush.
+        // Durable before it returns: concurrent commits share one log record and one sync.
         let group = self.handles()?.group;
         let rescheduled: Vec<String> = batch.schedule.iter().map(|(key, _)| key.clone()).collect();
         let last = group.commit(self.stage(batch)?).await?;
