@@ -119,7 +119,13 @@ impl PostgresStorage {
     /// build is refused ([`PgError::NewerSchema`]).
     pub async fn open(options: PostgresOptions) -> std::result::Result<Self, PgError> {
         schema::check_name(&options.schema)?;
-        let config: tokio_postgres::Config = options.url.parse().map_err(PgError::Config)?;
+        let mut config: tokio_postgres::Config = options.url.parse().map_err(PgError::Config)?;
+        // A commit is acknowledged only once durable, whatever the server's default says.
+        let server_options = match config.get_options() {
+            Some(given) => format!("{given} -c synchronous_commit=on"),
+            None => "-c synchronous_commit=on".to_owned(),
+        };
+        config.options(&server_options);
         let tls = tls()?;
         let manager = Manager::from_config(
             config.clone(),

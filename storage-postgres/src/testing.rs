@@ -195,3 +195,15 @@ impl PostgresStorage {
         HeldCommit { backend_pid, release }
     }
 }
+
+impl PostgresStorage {
+    /// A server setting as this store's sessions see it.
+    pub async fn setting(&self, name: &str) -> String {
+        let client = self.inner.pool.get().await.expect("a pooled connection");
+        let row = client
+            .query_one("SELECT current_setting($1)", &[&name])
+            .await
+            .expect("current_setting");
+        row.get(0)
+    }
+}

@@ -348,3 +348,14 @@ async fn a_lost_listener_reconnects_and_hints_again() {
     a.commit(order_batch("R")).await.unwrap();
     hints.changed().await.unwrap();
 }
+
+/// Durable means durable: the store's sessions commit synchronously even when the URL (or
+/// the server's default) says otherwise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_commit_synchronously() {
+    let Some(url) = testing::url() else { return };
+    let separator = if url.contains('?') { '&' } else { '?' };
+    let relaxed = format!("{url}{separator}options=-c%20synchronous_commit%3Doff");
+    let s = open(&relaxed, &testing::schema("sync")).await;
+    assert_eq!(s.setting("synchronous_commit").await, "on");
+}
