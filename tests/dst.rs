@@ -241,6 +241,9 @@ impl Storage for Probe {
         }
         self.inner.claim_due(owner, now, limit, lease).await
     }
+    async fn release_claims(&self, owner: &str) -> protopay::Result<()> {
+        self.inner.release_claims(owner).await
+    }
     async fn next_due(&self, owner: &str) -> protopay::Result<Option<DateTime<Utc>>> {
         self.inner.next_due(owner).await
     }

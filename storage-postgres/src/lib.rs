@@ -266,6 +266,11 @@ impl Storage for PostgresStorage {
         Ok(due)
     }
 
+    async fn release_claims(&self, owner: &str) -> Result<()> {
+        self.rows(&self.inner.sql.release_claims, &[&owner]).await?;
+        Ok(())
+    }
+
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
         let rows = self.rows(&self.inner.sql.next_due, &[&owner]).await?;
         Ok(rows.first().map(|r| r.get(0)))

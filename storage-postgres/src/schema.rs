@@ -94,6 +94,7 @@ pub struct Statements {
     pub due: String,
     pub claim_due: String,
     pub next_due: String,
+    pub release_claims: String,
     pub events_after: String,
     pub cursor: String,
     pub ack: String,
@@ -155,6 +156,7 @@ impl Statements {
                  WHERE leased_by IS NULL OR leased_by = $1 OR leased_until <= clock_timestamp() \
                  ORDER BY at LIMIT 1"
             ),
+            release_claims: format!("UPDATE {s}.due SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1"),
             events_after: format!("SELECT seq, value FROM {s}.events WHERE seq > $1 ORDER BY seq LIMIT $2"),
             cursor: format!("SELECT seq FROM {s}.cursors WHERE consumer = $1"),
             ack: format!(

@@ -328,6 +328,11 @@ impl Storage for SledStorage {
         self.leases.claim(owner, lease, limit, self.due_until(now)?)
     }
 
+    async fn release_claims(&self, owner: &str) -> Result<()> {
+        self.leases.release_owner(owner);
+        Ok(())
+    }
+
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
         self.leases.first_free(owner, self.due_until(DateTime::<Utc>::MAX_UTC)?)
     }

@@ -266,6 +266,11 @@ impl Engine {
         // Subscriptions wait on the seq channel; closing it wakes them with `Shutdown`.
         self.inner.last_seq.send_modify(|_| {});
         let _all_done = self.inner.work.write().await;
+        // Hand this instance's claims over before going: on a shared store the others take
+        // its due orders now rather than after the leases run out.
+        if let Err(e) = self.storage().release_claims(&self.inner.instance).await {
+            tracing::warn!(error = %e, "could not release this instance's claims; they run out");
+        }
         self.storage().close().await
     }
 

@@ -79,6 +79,11 @@ impl Leases {
         Ok(None)
     }
 
+    /// End every lease `owner` holds.
+    pub fn release_owner(&self, owner: &str) {
+        self.lock().retain(|_, l| l.owner != owner);
+    }
+
     /// End an order's lease: its schedule was rewritten, so whoever polls next claims anew.
     pub fn release(&self, out_req_no: &str) {
         self.lock().remove(out_req_no);

@@ -169,6 +169,11 @@ impl Storage for MemoryStorage {
         self.leases.claim(owner, lease, limit, due_until(&self.lock(), now))
     }
 
+    async fn release_claims(&self, owner: &str) -> Result<()> {
+        self.leases.release_owner(owner);
+        Ok(())
+    }
+
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
         self.leases
             .first_free(owner, due_until(&self.lock(), DateTime::<Utc>::MAX_UTC))

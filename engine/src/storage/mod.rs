@@ -134,6 +134,11 @@ pub trait Storage: Send + Sync + 'static {
     /// not leases, are what make a duplicate *send* impossible.
     async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>>;
 
+    /// End every claim `owner` holds, so that other owners may take those orders at once: an
+    /// instance that stops gracefully hands its work over instead of letting it wait out the
+    /// leases.
+    async fn release_claims(&self, owner: &str) -> Result<()>;
+
     /// The earliest scheduled poll that `owner` could claim (orders leased to other owners
     /// are theirs until their leases run out), if any.
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>>;

@@ -266,6 +266,9 @@ impl Storage for Flaky {
     ) -> protopay_engine::Result<Vec<Due>> {
         self.inner.claim_due(owner, now, limit, lease).await
     }
+    async fn release_claims(&self, owner: &str) -> protopay_engine::Result<()> {
+        self.inner.release_claims(owner).await
+    }
     async fn next_due(&self, owner: &str) -> protopay_engine::Result<Option<chrono::DateTime<Utc>>> {
         self.inner.next_due(owner).await
     }

@@ -317,6 +317,14 @@ pub async fn claims<S: Storage>(s: &S) {
         6,
         "claims do not change the due index"
     );
+
+    // An owner that stops hands its claims over.
+    s.release_claims("A").await.unwrap();
+    assert_eq!(
+        keys(s.claim_due("F", t(3), 10, hour).await.unwrap()),
+        ["C1"],
+        "A's claims are free at once"
+    );
 }
 
 /// Events are numbered 1, 2, 3… without gaps across commits; reads after a cursor; named
