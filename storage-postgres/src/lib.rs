@@ -41,7 +41,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use protopay_engine::domain::{Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Keyed, Orphan, Storage, Versioned};
 use protopay_engine::{Error, Result};
 use schema::Statements;
 use std::sync::Arc;
@@ -197,16 +197,20 @@ fn tls() -> std::result::Result<MakeRustlsConnect, PgError> {
     Ok(MakeRustlsConnect::new(config))
 }
 
-fn versioned<T: serde::de::DeserializeOwned>(
+fn versioned<T: serde::de::DeserializeOwned + Keyed>(
     table: &'static str,
     key: &str,
     row: &tokio_postgres::Row,
 ) -> Result<Versioned<T>> {
     let version: i64 = row.get(0);
     let bytes: &[u8] = row.get(1);
+    let value: T = codec::decode(table, key, bytes)?;
+    if value.key() != key {
+        return Err(corrupt(table, key, &format!("holds the record of {}", value.key())));
+    }
     Ok(Versioned {
         version: u64::try_from(version).map_err(|_| corrupt(table, key, "negative version"))?,
-        value: codec::decode(table, key, bytes)?,
+        value,
     })
 }
 

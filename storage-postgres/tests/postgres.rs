@@ -359,3 +359,25 @@ async fn sessions_commit_synchronously() {
     let s = open(&relaxed, &testing::schema("sync")).await;
     assert_eq!(s.setting("synchronous_commit").await, "on");
 }
+
+/// A record filed under another record's key is damage: reported, never used.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_under_another_key_is_corrupt() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("keyed");
+    let s = open(&url, &schema).await;
+    s.commit(order_batch("A")).await.unwrap();
+    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {schema}.orders SELECT 'B', trans_no, version, value FROM {schema}.orders WHERE out_req_no = 'A'"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(s.order("A").await.unwrap().is_some());
+    assert!(matches!(s.order("B").await, Err(Error::Corrupt { .. })));
+}

@@ -36,7 +36,7 @@ use chrono::{DateTime, Utc};
 use codec::DecodeError;
 use protopay_engine::domain::{Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Leases, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Keyed, Leases, Orphan, Storage, Versioned};
 use protopay_engine::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -274,12 +274,18 @@ impl SledStorage {
         }
     }
 
-    fn read_record<T: DeserializeOwned>(&self, prefix: &[u8], key: &[u8]) -> Result<Option<Versioned<T>>> {
+    fn read_record<T: DeserializeOwned + Keyed>(&self, prefix: &[u8], key: &[u8]) -> Result<Option<Versioned<T>>> {
         let name = String::from_utf8_lossy(prefix).into_owned();
         match self.tree()?.get(codec::key(prefix, key)).map_err(|e| self.fail(e))? {
             None => Ok(None),
             Some(bytes) => {
-                let (version, value) = codec::from_record(&bytes).map_err(|e| self.corrupt(&name, key, e))?;
+                let (version, value): (u64, T) = codec::from_record(&bytes).map_err(|e| self.corrupt(&name, key, e))?;
+                if value.key().as_bytes() != key {
+                    return Err(Error::Corrupt {
+                        key: format!("{name}{}", String::from_utf8_lossy(key)),
+                        reason: format!("holds the record of {}", value.key()),
+                    });
+                }
                 Ok(Some(Versioned { version, value }))
             }
         }

@@ -227,3 +227,36 @@ async fn a_format_1_store_is_upgraded_in_place() {
     let marker = db.open_tree("protopay").unwrap().get("m/format").unwrap().unwrap();
     assert_eq!(marker.as_ref(), b"protopay-sled/2");
 }
+
+/// A record filed under another record's key is damage: reported, never used.
+#[tokio::test]
+async fn a_record_under_another_key_is_corrupt() {
+    use protopay_engine::storage::conformance::sample_inbound;
+    use protopay_engine::storage::{Batch, Put};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    store
+        .commit(Batch {
+            orders: vec![Put {
+                expected: None,
+                value: sample_inbound("T1", "A", 100),
+            }],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    store.close().await.unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        let tree = db.open_tree("protopay").unwrap();
+        let a = tree.get("o/A").unwrap().unwrap();
+        tree.insert("o/B", a).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStorage::open(dir.path()).unwrap();
+    assert!(store.order("A").await.unwrap().is_some());
+    assert!(matches!(
+        store.order("B").await,
+        Err(protopay_engine::Error::Corrupt { .. })
+    ));
+}

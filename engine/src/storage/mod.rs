@@ -33,6 +33,26 @@ pub struct Versioned<T> {
     pub value: T,
 }
 
+/// A stored record's own key (`transNo`, `outReqNo`): what a store files it under, and what a
+/// store checks on reading it back — a record under another record's key is damage, reported
+/// as [`Error::Corrupt`](crate::Error::Corrupt), never used.
+pub trait Keyed {
+    /// The key.
+    fn key(&self) -> &str;
+}
+
+impl Keyed for Protocol {
+    fn key(&self) -> &str {
+        &self.trans_no
+    }
+}
+
+impl Keyed for Order {
+    fn key(&self) -> &str {
+        self.out_req_no()
+    }
+}
+
 /// A write of one record, conditional on its version.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Put<T> {
