@@ -126,7 +126,7 @@ async fn http_receiver() {
         .build()
         .await
         .unwrap();
-    let app = protopay::http::callback_router(engine, "/n");
+    let app = protopay::http::callback_router(engine);
     let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let ours_url = format!("http://{}/n/inbound-pay", l.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(l, app).await });

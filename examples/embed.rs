@@ -28,7 +28,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .build()
         .await?;
     let poller = engine.spawn_poller();
-    let receiver = protopay::http::callback_router(engine.clone(), "/protopay/notify");
+    let receiver = protopay::http::callback_router(engine.clone());
     let listener = tokio::net::TcpListener::bind(env("PROTOPAY_LISTEN", "127.0.0.1:8080")).await?;
     let server = tokio::spawn(async move { axum::serve(listener, receiver).await });
 
@@ -38,7 +38,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             events = feed.next() => for event in events? {
                 println!("{} {:?} {:?}", event.seq, event.out_req_no, event.kind);
-                engine.ack("my-app", event.seq).await?;
+                feed.ack(event.seq).await?;
             },
             _ = tokio::signal::ctrl_c() => break,
         }

@@ -23,7 +23,7 @@
 //!     .build()
 //!     .await?;
 //! let poller = engine.spawn_poller();
-//! let receiver = protopay::http::callback_router(engine.clone(), "/protopay/notify");
+//! let receiver = protopay::http::callback_router(engine.clone());
 //! // … serve `receiver` with axum, then:
 //! let order = engine.prepay(NewInbound::pos("T2026112600001", Amount::parse("100.00")?)).await?;
 //! println!("{} → {:?}", order.out_req_no(), order.status);

@@ -118,7 +118,7 @@ async fn crash_child() {
     let listener = tokio::net::TcpListener::bind(&callback_addr)
         .await
         .expect("bind receiver");
-    let app = callback_router(engine.clone(), "/protopay/notify");
+    let app = callback_router(engine.clone());
     tokio::spawn(async move { axum::serve(listener, app).await });
     let poller = engine.spawn_poller();
 

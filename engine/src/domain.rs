@@ -265,6 +265,24 @@ impl Order {
         }
     }
 
+    /// The payment system's order number, once it has told us.
+    pub fn pay_order_no(&self) -> Option<&str> {
+        match &self.kind {
+            OrderKind::Inbound(i) => i.remote.pay_order_no.as_deref(),
+            OrderKind::Outbound(o) => o.remote.pay_order_no.as_deref(),
+        }
+    }
+
+    /// POS only: the six-digit code the payer types at the terminal.
+    pub fn pos_code(&self) -> Option<&str> {
+        self.inbound().and_then(|i| i.remote.pos_code.as_deref())
+    }
+
+    /// Quick pay only: the cashier page the payer opens.
+    pub fn cashier_url(&self) -> Option<&str> {
+        self.inbound().and_then(|i| i.remote.cashier_url.as_deref())
+    }
+
     /// Whether the engine still has something to learn about it: not terminal, or paid in
     /// and not yet arrived.
     pub fn is_open(&self) -> bool {

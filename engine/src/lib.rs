@@ -70,8 +70,8 @@ pub use event::{Anomaly, Event, EventKind};
 pub use ledger::{Ledger, Move, Slot};
 pub use observation::{News, Observation, Source};
 pub use runtime::{
-    CallbackReply, Clock, Config, Engine, EngineBuilder, NewInbound, NewOutbound, NewProtocol, PollPolicy, PollReport,
-    PollerHandle, Reconciliation, ReplyStyle, Subscription, Timeouts, next_poll,
+    CallbackReply, Clock, Config, Engine, EngineBuilder, NewInbound, NewOutbound, NewProtocol, Payee, PollPolicy,
+    PollReport, PollerHandle, Reconciliation, ReplyStyle, Subscription, Timeouts, next_poll,
 };
 pub use secret::{Md5Key, Sensitive};
 pub use transport::{Transport, TransportError};

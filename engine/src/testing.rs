@@ -4,7 +4,7 @@
 use crate::secret::Sensitive;
 use crate::transport::{Transport, TransportError};
 use crate::wire::{Amount, Endpoint, Envelope, OutType};
-use crate::{NewOutbound, Result};
+use crate::{NewOutbound, Payee, Result};
 
 /// A transport whose every call fails before it is sent: for tests of what the engine does
 /// without the payment system (callbacks, storage, the ledger).
@@ -22,15 +22,22 @@ impl Transport for Offline {
 
 /// A payout or refund of `amount` from `trans_no` to a fixed payee (a real CNAPS branch).
 pub fn payee(trans_no: &str, out_req_no: Option<&str>, amount: &str, out_type: OutType) -> Result<NewOutbound> {
-    Ok(NewOutbound {
-        trans_no: trans_no.to_owned(),
-        out_req_no: out_req_no.map(str::to_owned),
-        amount: Amount::parse(amount)?,
-        out_type,
-        payee_name: Sensitive::new("李四"),
-        payee_account: Sensitive::new("6222020200112233445"),
+    let payee = Payee {
+        name: Sensitive::new("李四"),
+        account: Sensitive::new("6222020200112233445"),
         bank_name: "中国工商银行股份有限公司北京海淀支行".into(),
         bank_cnaps: "102100000072".into(),
-        remark: None,
+    };
+    let amount = Amount::parse(amount)?;
+    let outbound = match out_type {
+        OutType::Refund => NewOutbound::refund(trans_no, amount, payee),
+        _ => NewOutbound {
+            out_type,
+            ..NewOutbound::payout(trans_no, amount, payee)
+        },
+    };
+    Ok(NewOutbound {
+        out_req_no: out_req_no.map(str::to_owned),
+        ..outbound
     })
 }

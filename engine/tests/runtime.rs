@@ -113,11 +113,9 @@ async fn prepay_paths() {
         ..NewInbound::pos(&trans_no, Amount::parse("20").unwrap())
     };
     let order = e.prepay(cmd.clone()).await.unwrap();
-    let Some(o) = order.inbound() else { panic!() };
-    assert_eq!(
-        (order.status, o.remote.pos_code.as_deref()),
-        (Status::Unpaid, Some("834201"))
-    );
+    assert_eq!((order.status, order.pos_code()), (Status::Unpaid, Some("834201")));
+    assert_eq!(order.pay_order_no(), Some(format!("P-{key}").as_str()));
+    assert_eq!(order.cashier_url(), None, "a POS payment has no cashier page");
     assert_eq!(
         t.calls(Endpoint::Prepay).last().unwrap()["outSuccessNotifyUrl"],
         "http://host.invalid/notify/inbound-pay"
@@ -579,7 +577,10 @@ async fn event_feed_survives_a_restart() {
     let first = sub.next().await.unwrap();
     assert_eq!(first.first().map(|ev| ev.seq), Some(half + 1));
     assert_eq!(first.last().map(|ev| ev.seq), all.last().map(|ev| ev.seq));
-    let waiter = tokio::spawn(async move { sub.next().await.unwrap() });
+    let waiter = tokio::spawn(async move {
+        let events = sub.next().await.unwrap();
+        (events, sub)
+    });
     tokio::task::yield_now().await;
     let key = format!("{APP}-out-1");
     t.push(
@@ -587,10 +588,13 @@ async fn event_feed_survives_a_restart() {
         Step::Data(outbound_view(&trans_no, &key, "1.00", "PROCESSING")),
     );
     e2.outpay(payout(&trans_no, Some(&key), "1")).await.unwrap();
-    let live = waiter.await.unwrap();
+    let (live, sub) = waiter.await.unwrap();
     assert!(live.iter().any(|ev| ev.kind == EventKind::OutboundReserved));
     assert!(live.iter().all(|ev| ev.seq > all.last().unwrap().seq));
     assert!(live.iter().any(|ev| ev.source == Source::Reply));
+    // Acknowledged through the subscription: not handed out again, to a new one either.
+    sub.ack(live.last().unwrap().seq).await.unwrap();
+    assert!(e2.unacknowledged("ledger-sync").await.unwrap().is_empty());
 }
 
 #[tokio::test(start_paused = true)]
@@ -663,6 +667,18 @@ fn config_is_validated() {
     let parsed: Result<protopay_engine::Config, _> =
         serde_json::from_str(r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c","typo":1}"#);
     assert!(parsed.is_err(), "unknown settings are refused");
+    // The receiver serves the path of the notify URLs we send, whatever the URL's shape.
+    for (base, path) in [
+        ("https://me.example/protopay/notify", "/protopay/notify"),
+        ("https://me.example/protopay/notify/", "/protopay/notify"),
+        ("http://127.0.0.1:8080/n?x=1", "/n"),
+        ("https://me.example", ""),
+        ("https://me.example/", ""),
+    ] {
+        let mut c = config();
+        c.callback_base_url = base.into();
+        assert_eq!(c.callback_path(), path, "{base}");
+    }
     let shown = format!("{:?}", config());
     assert!(!shown.contains(KEY), "the key is never shown: {shown}");
     assert!(shown.contains("Md5Key(***)"), "its place is marked: {shown}");

@@ -213,7 +213,7 @@ impl Stack {
             .await
             .expect("engine");
         let listener = TcpListener::bind(self.receivers[i]).await.expect("bind the receiver");
-        let app = callback_router(engine.clone(), "/protopay/notify");
+        let app = callback_router(engine.clone());
         let (stop_receiver, stopped) = oneshot::channel::<()>();
         let receiver = tokio::spawn(async move {
             let _ = axum::serve(listener, app)

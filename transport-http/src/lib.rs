@@ -5,13 +5,14 @@
 //!   with connect and request timeouts, a response size limit, one reused client, and every
 //!   failure classified as **not delivered** (safe to retry) or **maybe delivered** (query
 //!   first) — when in doubt, maybe: that is the side on which money is safe.
-//! - [`callback_router`]: the callback receiver as an axum `Router` (three routes under a
-//!   prefix, a body limit, answering exactly what [`Engine::handle_callback`] decides), and
+//! - [`callback_router`]: the callback receiver as an axum `Router` (three routes under the
+//!   path of `callback_base_url`, a body limit, answering exactly what [`Engine::handle_callback`] decides), and
 //!   [`handle_callback_path`], the same as a plain function for other web frameworks.
 //!
 //! ```no_run
 //! # async fn run(engine: protopay_engine::Engine) -> std::io::Result<()> {
-//! let app = protopay_transport_http::callback_router(engine, "/protopay/notify");
+//! // Routes under the path of the engine's `callback_base_url`, e.g. `/protopay/notify/outbound`.
+//! let app = protopay_transport_http::callback_router(engine);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await
 //! # }
@@ -132,12 +133,13 @@ impl Transport for HttpTransport {
     }
 }
 
-/// The callback receiver: `POST {prefix}/inbound-pay`, `{prefix}/inbound-arrival` and
-/// `{prefix}/outbound`, answering what the engine decides. Bodies over the engine's
+/// The callback receiver: `POST {path}/inbound-pay`, `{path}/inbound-arrival` and
+/// `{path}/outbound`, where `path` is that of the engine's `callback_base_url` (the URLs it
+/// sends as notify URLs), answering what the engine decides. Bodies over the engine's
 /// `callback_body_limit` are refused before they are read in full.
-pub fn callback_router(engine: Engine, prefix: &str) -> Router {
+pub fn callback_router(engine: Engine) -> Router {
     let limit = engine.config().callback_body_limit;
-    let route = format!("{}/{{kind}}", prefix.trim_end_matches('/'));
+    let route = format!("{}/{{kind}}", engine.config().callback_path());
     Router::new()
         .route(&route, post(receive))
         .layer(DefaultBodyLimit::max(limit))

@@ -195,6 +195,18 @@ impl Config {
         })
     }
 
+    /// The path the callback receiver serves, taken from `callback_base_url` so that the
+    /// notify URLs we send and the routes we mount cannot disagree: `https://host/a/b` →
+    /// `/a/b`; a bare host → `` (routes at the root).
+    pub fn callback_path(&self) -> &str {
+        let url = self.callback_base_url.split(['?', '#']).next().unwrap_or_default();
+        let after_scheme = url.split_once("://").map_or(url, |(_, rest)| rest);
+        after_scheme
+            .find('/')
+            .map_or("", |at| &after_scheme[at..])
+            .trim_end_matches('/')
+    }
+
     /// The notify URL for a callback kind.
     pub fn notify_url(&self, kind: crate::wire::CallbackKind) -> String {
         format!("{}/{}", self.callback_base_url.trim_end_matches('/'), kind.slug())

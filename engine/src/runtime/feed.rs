@@ -47,6 +47,12 @@ impl Subscription {
         }
     }
 
+    /// Acknowledge this consumer's events up to `seq` (as [`Engine::ack`]): they are not
+    /// handed out again, to this subscription or after a restart.
+    pub async fn ack(&self, seq: u64) -> Result<()> {
+        self.engine.ack(&self.consumer, seq).await
+    }
+
     /// The consumer's name.
     pub fn consumer(&self) -> &str {
         &self.consumer

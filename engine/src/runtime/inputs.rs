@@ -77,6 +77,46 @@ pub struct NewOutbound {
     pub remark: Option<String>,
 }
 
+/// The payee of a payout or refund: who receives the money, at which bank branch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Payee {
+    /// Account holder's name.
+    pub name: Sensitive,
+    /// Account number.
+    pub account: Sensitive,
+    /// Bank or branch name.
+    pub bank_name: String,
+    /// The branch's CNAPS number (12 digits).
+    pub bank_cnaps: String,
+}
+
+impl NewOutbound {
+    /// A payout (`OUT`) of `amount` from `trans_no` to `payee`, with a generated `outReqNo`
+    /// and no remark (set the fields to change either).
+    pub fn payout(trans_no: &str, amount: Amount, payee: Payee) -> Self {
+        Self::to(trans_no, amount, OutType::Out, payee)
+    }
+
+    /// A refund (`REFUND`) of `amount` from `trans_no` to `payee`.
+    pub fn refund(trans_no: &str, amount: Amount, payee: Payee) -> Self {
+        Self::to(trans_no, amount, OutType::Refund, payee)
+    }
+
+    fn to(trans_no: &str, amount: Amount, out_type: OutType, payee: Payee) -> Self {
+        NewOutbound {
+            trans_no: trans_no.to_owned(),
+            out_req_no: None,
+            amount,
+            out_type,
+            payee_name: payee.name,
+            payee_account: payee.account,
+            bank_name: payee.bank_name,
+            bank_cnaps: payee.bank_cnaps,
+            remark: None,
+        }
+    }
+}
+
 /// Our ledger next to the payment system's balances. Reported, never acted on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reconciliation {

@@ -23,7 +23,7 @@ pub use callback::CallbackReply;
 pub use clock::Clock;
 pub use config::{Config, PollPolicy, ReplyStyle, Timeouts};
 pub use feed::Subscription;
-pub use inputs::{NewInbound, NewOutbound, NewProtocol, Reconciliation};
+pub use inputs::{NewInbound, NewOutbound, NewProtocol, Payee, Reconciliation};
 pub use poller::{PollReport, PollerHandle};
 pub use schedule::next_poll;
 
