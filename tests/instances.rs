@@ -243,12 +243,13 @@ impl Cluster {
         let mut out = Vec::new();
         for trans_no in &self.protocols {
             for o in self.store.orders_of(trans_no).await.expect("orders") {
-                if o.value.is_open() != due.contains(o.value.out_req_no()) {
+                let scheduled = due.contains(o.value.out_req_no());
+                if o.value.is_open() != scheduled {
                     out.push(format!(
-                        "{} is {} with due={}",
+                        "{} is {} and {} in the due index",
                         o.value.out_req_no(),
                         o.value.state_label(),
-                        !o.value.is_open()
+                        if scheduled { "is" } else { "is not" }
                     ));
                 }
             }

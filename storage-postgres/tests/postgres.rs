@@ -44,6 +44,19 @@ fn order_batch(key: &str) -> Batch {
     }
 }
 
+/// A plain connection of the test's own, beside the store's.
+async fn raw(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    client
+}
+
+/// Commit one new order (and its event) in the background.
+fn spawn_commit(s: &PostgresStorage, key: &'static str) -> tokio::task::JoinHandle<protopay_engine::Result<u64>> {
+    let s = s.clone();
+    tokio::spawn(async move { s.commit(order_batch(key)).await })
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_storage_conforms() {
     let Some(url) = testing::url() else { return };
@@ -64,17 +77,11 @@ async fn a_later_seq_never_becomes_visible_before_an_earlier_one() {
     let Some(url) = testing::url() else { return };
     let s = open(&url, &testing::schema("seq")).await;
     let held = s.hold_next_commit();
-    let first = tokio::spawn({
-        let s = s.clone();
-        async move { s.commit(order_batch("A")).await }
-    });
+    let first = spawn_commit(&s, "A");
     let pid = held.backend_pid.await.unwrap();
     // The first commit holds seq 1, uncommitted. The second must wait for it.
-    let second = tokio::spawn({
-        let s = s.clone();
-        async move { s.commit(order_batch("B")).await }
-    });
-    wait_until_blocked_behind(&s, pid).await;
+    let second = spawn_commit(&s, "B");
+    wait_until_blocked_behind(&url, pid).await;
     assert!(s.events_after(0, 10).await.unwrap().is_empty(), "nothing visible yet");
     held.release.send(()).unwrap();
     assert_eq!(first.await.unwrap().unwrap(), 1);
@@ -86,12 +93,8 @@ async fn a_later_seq_never_becomes_visible_before_an_earlier_one() {
 
 /// Wait (on the server's own account, not on time) until some backend waits for a lock held
 /// by `pid`.
-async fn wait_until_blocked_behind(s: &PostgresStorage, pid: i32) {
-    let (client, conn) = tokio_postgres::connect(&testing::url().unwrap(), tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    let _ = s;
+async fn wait_until_blocked_behind(url: &str, pid: i32) {
+    let client = raw(url).await;
     loop {
         let row = client
             .query_one(
@@ -114,13 +117,9 @@ async fn a_connection_killed_before_commit_is_a_failure_that_wrote_nothing() {
     let Some(url) = testing::url() else { return };
     let s = open(&url, &testing::schema("kill")).await;
     let held = s.hold_next_commit();
-    let commit = tokio::spawn({
-        let s = s.clone();
-        async move { s.commit(order_batch("K")).await }
-    });
+    let commit = spawn_commit(&s, "K");
     let pid = held.backend_pid.await.unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = raw(&url).await;
     client
         .execute("SELECT pg_terminate_backend($1)", &[&pid])
         .await
@@ -152,10 +151,7 @@ async fn a_commit_whose_answer_is_lost_is_settled_as_committed() {
     let proxy = Proxy::start(&url).await;
     let s = open(&proxy.url, &testing::schema("lost")).await;
     let held = s.hold_next_commit();
-    let commit = tokio::spawn({
-        let s = s.clone();
-        async move { s.commit(order_batch("L")).await }
-    });
+    let commit = spawn_commit(&s, "L");
     held.backend_pid.await.unwrap();
     proxy.cut_next_answer.store(true, Ordering::SeqCst);
     held.release.send(()).unwrap();
@@ -240,8 +236,7 @@ async fn a_schema_from_a_newer_build_is_refused() {
     let Some(url) = testing::url() else { return };
     let schema = testing::schema("newer");
     drop(open(&url, &schema).await);
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = raw(&url).await;
     client
         .execute(
             &format!("INSERT INTO {schema}.schema_version (version) VALUES (999)"),
@@ -313,8 +308,7 @@ async fn a_lost_listener_reconnects_and_hints_again() {
     let mut hints = b.remote_commits().unwrap();
     hints.changed().await.unwrap();
     let before = *hints.borrow_and_update();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = raw(&url).await;
     let listening = format!("LISTEN protopay_{schema}");
     let listeners = "SELECT pid FROM pg_stat_activity WHERE query = $1 AND state = 'idle'";
     // Two stores listen on the schema; cut both.
@@ -367,8 +361,7 @@ async fn a_record_under_another_key_is_corrupt() {
     let schema = testing::schema("keyed");
     let s = open(&url, &schema).await;
     s.commit(order_batch("A")).await.unwrap();
-    let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
-    tokio::spawn(conn);
+    let client = raw(&url).await;
     client
         .execute(
             &format!(
