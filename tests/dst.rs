@@ -34,7 +34,7 @@
 
 use chrono::{DateTime, Utc};
 use protopay::sled::codec;
-use protopay::storage::{Batch, Due, MemoryStorage, Orphan, Storage, Versioned};
+use protopay::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
 use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
     Amount, Clock, Config, Engine, Error, Event, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
@@ -171,8 +171,22 @@ impl Storage for Probe {
         tokio::task::yield_now().await;
         self.inner.order(out_req_no).await
     }
-    async fn orders_of(&self, trans_no: &str) -> protopay::Result<Vec<Versioned<Order>>> {
-        self.inner.orders_of(trans_no).await
+    async fn protocols(&self, after: Option<&str>, limit: usize) -> protopay::Result<Vec<Versioned<Protocol>>> {
+        self.inner.protocols(after, limit).await
+    }
+    async fn orders(
+        &self,
+        query: &OrderQuery,
+        after: Option<&str>,
+        limit: usize,
+    ) -> protopay::Result<Vec<Versioned<Order>>> {
+        self.inner.orders(query, after, limit).await
+    }
+    async fn history(&self, out_req_no: &str) -> protopay::Result<Vec<Event>> {
+        self.inner.history(out_req_no).await
+    }
+    async fn due_at(&self, out_req_no: &str) -> protopay::Result<Option<DateTime<Utc>>> {
+        self.inner.due_at(out_req_no).await
     }
     async fn commit(&self, mut batch: Batch) -> protopay::Result<u64> {
         tokio::task::yield_now().await;

@@ -321,6 +321,61 @@ impl Order {
     }
 }
 
+/// A list an order is found in by status: one per [`Status`], and `NeedsAttention` for an
+/// open order whose outcome needs a person (an operator's first question). Stores keep an
+/// index per listing, so a list is read page by page, never by a scan of all orders.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Listing {
+    /// Orders in this status (flagged or not).
+    Status(Status),
+    /// Open orders flagged for a person (`Attempts::needs_attention`).
+    NeedsAttention,
+}
+
+impl Listing {
+    /// Every listing, in the order people scan them.
+    pub const ALL: [Listing; 8] = [
+        Listing::NeedsAttention,
+        Listing::Status(Status::Requested),
+        Listing::Status(Status::Reserved),
+        Listing::Status(Status::Submitted),
+        Listing::Status(Status::Unpaid),
+        Listing::Status(Status::Processing),
+        Listing::Status(Status::Success),
+        Listing::Status(Status::Failure),
+    ];
+
+    /// Its stable name: in store indexes, URLs and command lines (`needs_attention`,
+    /// `submitted`, `success`, …). Renaming one is a format change.
+    pub fn name(self) -> &'static str {
+        match self {
+            Listing::NeedsAttention => "needs_attention",
+            Listing::Status(Status::Requested) => "requested",
+            Listing::Status(Status::Reserved) => "reserved",
+            Listing::Status(Status::Submitted) => "submitted",
+            Listing::Status(Status::Unpaid) => "unpaid",
+            Listing::Status(Status::Processing) => "processing",
+            Listing::Status(Status::Success) => "success",
+            Listing::Status(Status::Failure) => "failure",
+        }
+    }
+
+    /// The listing of a name; `-` and `_` are the same, case is ignored
+    /// (`needs-attention`, `SUCCESS`).
+    pub fn from_name(name: &str) -> Option<Listing> {
+        let name = name.trim().to_ascii_lowercase().replace('-', "_");
+        Listing::ALL.into_iter().find(|l| l.name() == name)
+    }
+}
+
+impl Order {
+    /// The listings it is in: its status, and `NeedsAttention` while it is open and flagged.
+    pub fn listings(&self) -> impl Iterator<Item = Listing> + use<> {
+        let flagged = self.attempts.needs_attention && self.is_open();
+        std::iter::once(Listing::Status(self.status)).chain(flagged.then_some(Listing::NeedsAttention))
+    }
+}
+
 // ---- a protocol's books: slots, moves and the ledger (the rules over orders are in `ledger`) ----
 
 /// Where an order's amount sits.

@@ -64,14 +64,14 @@ pub mod transport;
 pub mod wire;
 
 pub use apply::{Outcome, apply};
-pub use domain::{Inbound, Order, OrderKind, Outbound, Protocol, Refusal, Status};
+pub use domain::{Inbound, Listing, Order, OrderKind, Outbound, Protocol, Refusal, Status};
 pub use error::{Error, Result};
 pub use event::{Anomaly, Event, EventKind};
 pub use ledger::{Ledger, Move, Slot};
 pub use observation::{News, Observation, Source};
 pub use runtime::{
-    CallbackReply, Clock, Config, Engine, EngineBuilder, NewInbound, NewOutbound, NewProtocol, Payee, PollPolicy,
-    PollReport, PollerHandle, Reconciliation, ReplyStyle, Subscription, Timeouts, next_poll,
+    CallbackReply, Clock, Config, Engine, EngineBuilder, MAX_PAGE, NewInbound, NewOutbound, NewProtocol, OrderDetails,
+    Page, Payee, PollPolicy, PollReport, PollerHandle, Reconciliation, ReplyStyle, Subscription, Timeouts, next_poll,
 };
 pub use secret::{Md5Key, Sensitive};
 pub use transport::{Transport, TransportError};

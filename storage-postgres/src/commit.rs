@@ -48,9 +48,16 @@ impl PostgresStorage {
         }
         for (put, value) in batch.orders.iter().zip(&encoded.orders) {
             let (key, trans_no) = (put.value.out_req_no(), put.value.trans_no());
+            let (status, attention) = crate::schema::order_columns(&put.value);
             let written = match put.expected {
-                None => execute(&tx, &sql.insert_order, &[&key, &trans_no, value]).await,
-                Some(v) => execute(&tx, &sql.update_order, &[&key, &seq(v)?, value, &trans_no]).await,
+                None => {
+                    let params: Params = &[&key, &trans_no, value, &status, &attention];
+                    execute(&tx, &sql.insert_order, params).await
+                }
+                Some(v) => {
+                    let params: Params = &[&key, &seq(v)?, value, &trans_no, &status, &attention];
+                    execute(&tx, &sql.update_order, params).await
+                }
             }
             .map_err(query)?;
             if written != 1 {
@@ -76,7 +83,8 @@ impl PostgresStorage {
             let n = i64::try_from(encoded.events.len()).unwrap_or(i64::MAX);
             let last: i64 = query_one(&tx, &sql.take_seqs, &[&n]).await.map_err(query)?.get(0);
             let seqs: Vec<i64> = (last - n + 1..=last).collect();
-            execute(&tx, &sql.append_events, &[&seqs, &encoded.events])
+            let orders: Vec<Option<&str>> = batch.events.iter().map(|e| e.out_req_no.as_deref()).collect();
+            execute(&tx, &sql.append_events, &[&seqs, &encoded.events, &orders])
                 .await
                 .map_err(query)?;
             last

@@ -39,9 +39,9 @@ pub use schema::SCHEMA_VERSION;
 
 use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use protopay_engine::domain::{Order, Protocol};
+use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Keyed, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Keyed, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::{Error, Result};
 use schema::Statements;
 use std::sync::Arc;
@@ -227,6 +227,14 @@ fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// An event from a `seq, value` row.
+fn event_of(row: &tokio_postgres::Row) -> Result<Event> {
+    let seq: i64 = row.get(0);
+    let mut event: Event = codec::decode("events", &seq.to_string(), row.get(1))?;
+    event.seq = u64::try_from(seq).map_err(|_| corrupt("events", &seq.to_string(), "negative seq"))?;
+    Ok(event)
+}
+
 fn due_of(row: &tokio_postgres::Row) -> Due {
     Due {
         at: row.get(0),
@@ -246,9 +254,40 @@ impl Storage for PostgresStorage {
         rows.first().map(|r| versioned("orders", out_req_no, r)).transpose()
     }
 
-    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
-        let rows = self.rows(&self.inner.sql.orders_of, &[&trans_no]).await?;
+    async fn protocols(&self, after: Option<&str>, n: usize) -> Result<Vec<Versioned<Protocol>>> {
+        let rows = self
+            .rows(&self.inner.sql.protocols, &[&after.unwrap_or_default(), &limit(n)])
+            .await?;
+        rows.iter().map(|r| versioned("protocols", r.get(2), r)).collect()
+    }
+
+    async fn orders(&self, query: &OrderQuery, after: Option<&str>, n: usize) -> Result<Vec<Versioned<Order>>> {
+        let sql = Statements::orders(&self.inner.schema, query);
+        let after = after.unwrap_or_default();
+        let n = limit(n);
+        let status = match query.listing {
+            Some(Listing::Status(s)) => Some(Listing::Status(s).name()),
+            _ => None,
+        };
+        let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![&after, &n];
+        if let Some(t) = &query.trans_no {
+            params.push(t);
+        }
+        if let Some(s) = &status {
+            params.push(s);
+        }
+        let rows = self.rows(&sql, &params).await?;
         rows.iter().map(|r| versioned("orders", r.get(2), r)).collect()
+    }
+
+    async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {
+        let rows = self.rows(&self.inner.sql.history, &[&out_req_no]).await?;
+        rows.iter().map(event_of).collect()
+    }
+
+    async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
+        let rows = self.rows(&self.inner.sql.due_at, &[&out_req_no]).await?;
+        Ok(rows.first().map(|r| r.get(0)))
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
@@ -283,14 +322,7 @@ impl Storage for PostgresStorage {
     async fn events_after(&self, after: u64, n: usize) -> Result<Vec<Event>> {
         let after = i64::try_from(after).unwrap_or(i64::MAX);
         let rows = self.rows(&self.inner.sql.events_after, &[&after, &limit(n)]).await?;
-        rows.iter()
-            .map(|r| {
-                let seq: i64 = r.get(0);
-                let mut event: Event = codec::decode("events", &seq.to_string(), r.get(1))?;
-                event.seq = u64::try_from(seq).map_err(|_| corrupt("events", &seq.to_string(), "negative seq"))?;
-                Ok(event)
-            })
-            .collect()
+        rows.iter().map(event_of).collect()
     }
 
     async fn last_seq(&self) -> Result<u64> {

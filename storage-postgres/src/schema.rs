@@ -8,7 +8,10 @@ use crate::PgError;
 use tokio_postgres::Client;
 
 /// The migrations, in order; version `i + 1` is `MIGRATIONS[i]`.
-const MIGRATIONS: &[&str] = &[include_str!("../migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/0001_init.sql"),
+    include_str!("../migrations/0002_read_models.sql"),
+];
 
 /// The newest schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -65,6 +68,9 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), PgError> {
         tx.batch_execute(&migration.replace("{schema}", schema))
             .await
             .map_err(PgError::Query)?;
+        if version == 2 {
+            fill_read_model_columns(&tx, schema).await?;
+        }
         tx.execute(
             &format!("INSERT INTO {schema}.schema_version (version) VALUES ($1)"),
             &[&version],
@@ -75,12 +81,59 @@ pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), PgError> {
     tx.commit().await.map_err(PgError::Query)
 }
 
+/// Migration 2's step that SQL cannot do: the new columns of rows written before it, from
+/// the MessagePack records.
+async fn fill_read_model_columns(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<(), PgError> {
+    use protopay_engine::domain::Order;
+    use protopay_engine::event::Event;
+    let orders = tx
+        .query(&format!("SELECT out_req_no, value FROM {schema}.orders"), &[])
+        .await
+        .map_err(PgError::Query)?;
+    let update = format!("UPDATE {schema}.orders SET status = $2, attention = $3 WHERE out_req_no = $1");
+    for row in orders {
+        let key: &str = row.get(0);
+        let order: Order = crate::codec::decode("orders", key, row.get(1))?;
+        let (status, attention) = order_columns(&order);
+        tx.execute(&update, &[&key, &status, &attention])
+            .await
+            .map_err(PgError::Query)?;
+    }
+    let events = tx
+        .query(&format!("SELECT seq, value FROM {schema}.events"), &[])
+        .await
+        .map_err(PgError::Query)?;
+    let update = format!("UPDATE {schema}.events SET out_req_no = $2 WHERE seq = $1");
+    for row in events {
+        let seq: i64 = row.get(0);
+        let event: Event = crate::codec::decode("events", &seq.to_string(), row.get(1))?;
+        if event.out_req_no.is_some() {
+            tx.execute(&update, &[&seq, &event.out_req_no])
+                .await
+                .map_err(PgError::Query)?;
+        }
+    }
+    tx.batch_execute(&format!("ALTER TABLE {schema}.orders ALTER COLUMN status SET NOT NULL"))
+        .await
+        .map_err(PgError::Query)
+}
+
+/// The columns of an order that its listings are found by: the name of its status's listing,
+/// and whether it needs attention.
+pub fn order_columns(order: &protopay_engine::domain::Order) -> (&'static str, bool) {
+    use protopay_engine::domain::Listing;
+    let attention = order.listings().any(|l| l == Listing::NeedsAttention);
+    (Listing::Status(order.status).name(), attention)
+}
+
 /// Every statement, written once for the configured schema.
 #[derive(Debug)]
 pub struct Statements {
     pub protocol: String,
     pub order: String,
-    pub orders_of: String,
+    pub protocols: String,
+    pub history: String,
+    pub due_at: String,
     pub insert_protocol: String,
     pub update_protocol: String,
     pub insert_order: String,
@@ -104,13 +157,37 @@ pub struct Statements {
 }
 
 impl Statements {
+    /// A page of orders: only the conditions asked for, so that each shape is planned on its
+    /// own index (by protocol, by status, needing attention, or the primary key). Parameters:
+    /// `$1` the cursor, `$2` the limit, then the `transNo` and the status name when asked for.
+    pub fn orders(s: &str, query: &protopay_engine::storage::OrderQuery) -> String {
+        use protopay_engine::domain::Listing;
+        let mut sql = format!("SELECT version, value, out_req_no FROM {s}.orders WHERE out_req_no > $1");
+        let mut next = 3;
+        if query.trans_no.is_some() {
+            sql.push_str(&format!(" AND trans_no = ${next}"));
+            next += 1;
+        }
+        match query.listing {
+            Some(Listing::NeedsAttention) => sql.push_str(" AND attention"),
+            Some(Listing::Status(_)) => sql.push_str(&format!(" AND status = ${next}")),
+            None => {}
+        }
+        sql.push_str(" ORDER BY out_req_no LIMIT $2");
+        sql
+    }
+
     pub fn new(s: &str) -> Self {
         Statements {
             protocol: format!("SELECT version, value FROM {s}.protocols WHERE trans_no = $1"),
             order: format!("SELECT version, value FROM {s}.orders WHERE out_req_no = $1"),
-            orders_of: format!(
-                "SELECT version, value, out_req_no FROM {s}.orders WHERE trans_no = $1 ORDER BY out_req_no"
+            protocols: format!(
+                "SELECT version, value, trans_no FROM {s}.protocols WHERE trans_no > $1 ORDER BY trans_no LIMIT $2"
             ),
+            history: format!(
+                "SELECT seq, value FROM {s}.events WHERE out_req_no = $1 AND out_req_no IS NOT NULL ORDER BY seq"
+            ),
+            due_at: format!("SELECT at FROM {s}.due WHERE out_req_no = $1"),
             insert_protocol: format!(
                 "INSERT INTO {s}.protocols (trans_no, version, value) VALUES ($1, 1, $2) ON CONFLICT DO NOTHING"
             ),
@@ -118,11 +195,11 @@ impl Statements {
                 "UPDATE {s}.protocols SET version = version + 1, value = $3 WHERE trans_no = $1 AND version = $2"
             ),
             insert_order: format!(
-                "INSERT INTO {s}.orders (out_req_no, trans_no, version, value) VALUES ($1, $2, 1, $3) \
-                 ON CONFLICT DO NOTHING"
+                "INSERT INTO {s}.orders (out_req_no, trans_no, version, value, status, attention) \
+                 VALUES ($1, $2, 1, $3, $4, $5) ON CONFLICT DO NOTHING"
             ),
             update_order: format!(
-                "UPDATE {s}.orders SET version = version + 1, value = $3 \
+                "UPDATE {s}.orders SET version = version + 1, value = $3, status = $5, attention = $6 \
                  WHERE out_req_no = $1 AND version = $2 AND trans_no = $4"
             ),
             // A rewritten schedule ends any claim on the order.
@@ -134,7 +211,8 @@ impl Statements {
             orphan: format!("INSERT INTO {s}.orphans (sign, value) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
             take_seqs: format!("UPDATE {s}.counter SET last_seq = last_seq + $1 RETURNING last_seq"),
             append_events: format!(
-                "INSERT INTO {s}.events (seq, value) SELECT * FROM unnest($1::bigint[], $2::bytea[])"
+                "INSERT INTO {s}.events (seq, value, out_req_no) \
+                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[])"
             ),
             last_seq: format!("SELECT last_seq FROM {s}.counter"),
             due: format!("SELECT at, out_req_no FROM {s}.due WHERE at <= $1 ORDER BY at, out_req_no LIMIT $2"),

@@ -365,7 +365,7 @@ async fn a_record_under_another_key_is_corrupt() {
     client
         .execute(
             &format!(
-                "INSERT INTO {schema}.orders SELECT 'B', trans_no, version, value FROM {schema}.orders WHERE out_req_no = 'A'"
+                "INSERT INTO {schema}.orders SELECT 'B', trans_no, version, value, status, attention FROM {schema}.orders WHERE out_req_no = 'A'"
             ),
             &[],
         )
@@ -373,4 +373,50 @@ async fn a_record_under_another_key_is_corrupt() {
         .unwrap();
     assert!(s.order("A").await.unwrap().is_some());
     assert!(matches!(s.order("B").await, Err(Error::Corrupt { .. })));
+}
+
+/// A schema of version 1 (no read-model columns) is migrated with its rows: orders get the
+/// listing of their status, events their order, from the records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_schema_gets_its_read_model_columns_filled() {
+    use protopay_engine::domain::{Listing, Status};
+    use protopay_engine::storage::OrderQuery;
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("v1");
+    let client = raw(&url).await;
+    let v1 = include_str!("../migrations/0001_init.sql").replace("{schema}", &schema);
+    client
+        .batch_execute(&format!(
+            "CREATE SCHEMA {schema};
+             CREATE TABLE {schema}.schema_version (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now());
+             INSERT INTO {schema}.schema_version (version) VALUES (1);
+             {v1}"
+        ))
+        .await
+        .unwrap();
+    let batch = order_batch("o1");
+    let order = rmp_serde::to_vec_named(&batch.orders[0].value).unwrap();
+    let event = rmp_serde::to_vec_named(&batch.events[0]).unwrap();
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.orders (out_req_no, trans_no, version, value) VALUES ('o1', 'T1', 1, $1)"),
+            &[&order],
+        )
+        .await
+        .unwrap();
+    client
+        .execute(
+            &format!("INSERT INTO {schema}.events (seq, value) VALUES (1, $1)"),
+            &[&event],
+        )
+        .await
+        .unwrap();
+    let store = open(&url, &schema).await;
+    let query = OrderQuery {
+        listing: Some(Listing::Status(Status::Requested)),
+        trans_no: None,
+    };
+    let listed = store.orders(&query, None, 10).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(store.history("o1").await.unwrap().len(), 1);
 }

@@ -1,20 +1,25 @@
-//! The on-disk format, version 2: one sled tree, `protopay`, keys prefixed by record kind,
+//! The on-disk format, version 3: one sled tree, `protopay`, keys prefixed by record kind,
 //! and beside it the write-ahead log `protopay.wal` (see `wal.rs`), which makes commits
-//! durable; sled is synced at checkpoints. Version 1 is the same tree without the log; this
-//! version opens it and writes the version-2 marker (a version-1 build then refuses the store
-//! rather than miss commits that are only in the log).
+//! durable; sled is synced at checkpoints. Version 2 is the same without the read-model
+//! indexes (`l/`, `s/`, `h/`), version 1 also without the log; this version opens both,
+//! builds the indexes from the records and events, and writes the version-3 marker (an older
+//! build then refuses the store rather than miss commits that are only in the log, or leave
+//! the indexes behind its own writes).
 //! One tree, so that a commit is one atomic `apply_batch` (sled's multi-tree transactions cost
 //! several times more; see the benchmark notes in the README).
 //!
 //! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `m/` | `format` | `protopay-sled/2` |
+//! | `m/` | `format` | `protopay-sled/3` |
 //! | `m/` | `last_seq` | u64 big-endian |
 //! | `p/` | `transNo` (UTF-8) | record |
 //! | `o/` | `outReqNo` (UTF-8) | record |
 //! | `b/` | u16 BE length of `transNo`, `transNo`, `outReqNo` | empty (orders by protocol) |
 //! | `d/` | i64 µs since the epoch, sign bit flipped, BE; then `outReqNo` | empty (the due index) |
 //! | `a/` | `outReqNo` | the same 8 time bytes (where it sits in the due index) |
+//! | `l/` | listing name, `/`, `outReqNo` | empty (orders by listing: status, `needs_attention`) |
+//! | `s/` | `outReqNo` | its listing names joined by `,` (where it sits in `l/`) |
+//! | `h/` | u16 BE length of `outReqNo`, `outReqNo`, `seq` u64 BE | empty (an order's history) |
 //! | `e/` | `seq` u64 BE | MessagePack of the event |
 //! | `c/` | consumer name (UTF-8) | u64 BE |
 //! | `x/` | the callback's `sign` | MessagePack of the orphan |
@@ -24,14 +29,15 @@
 //! compact. Keys sort as their meaning does: big-endian numbers, time with the sign flipped.
 
 use chrono::{DateTime, Utc};
+use protopay_engine::domain::{Listing, Order};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format written by this version.
-pub const FORMAT: &[u8] = b"protopay-sled/2";
+pub const FORMAT: &[u8] = b"protopay-sled/3";
 
-/// The format this version upgrades on open.
-pub const FORMAT_1: &[u8] = b"protopay-sled/1";
+/// The formats this version upgrades on open.
+pub const OLDER_FORMATS: [&[u8]; 2] = [b"protopay-sled/1", b"protopay-sled/2"];
 
 /// Why bytes on disk could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -117,6 +123,12 @@ pub mod prefix {
     pub const CURSOR: &[u8] = b"c/";
     /// Orphan callbacks.
     pub const ORPHAN: &[u8] = b"x/";
+    /// Orders by listing.
+    pub const LISTING: &[u8] = b"l/";
+    /// Where each order sits in the listing index.
+    pub const LISTED: &[u8] = b"s/";
+    /// Each order's events.
+    pub const HISTORY: &[u8] = b"h/";
 }
 
 /// `prefix` followed by `rest`.
@@ -139,6 +151,51 @@ pub fn protocol_prefix(trans_no: &str) -> Vec<u8> {
     let len = u16::try_from(trans_no.len()).unwrap_or(u16::MAX);
     let mut k = key(prefix::BY_PROTOCOL, &len.to_be_bytes());
     k.extend_from_slice(trans_no.as_bytes());
+    k
+}
+
+/// The prefix of one listing's index entries.
+pub fn listing_prefix(name: &str) -> Vec<u8> {
+    let mut k = key(prefix::LISTING, name.as_bytes());
+    k.push(b'/');
+    k
+}
+
+/// An order's listings as stored under `s/`.
+pub fn listed(order: &Order) -> Vec<u8> {
+    order
+        .listings()
+        .map(Listing::name)
+        .collect::<Vec<_>>()
+        .join(",")
+        .into_bytes()
+}
+
+/// The `l/` keys of an order whose `s/` value is `listed`.
+pub fn listing_keys(listed: &[u8], out_req_no: &str) -> Vec<Vec<u8>> {
+    listed
+        .split(|&b| b == b',')
+        .filter(|name| !name.is_empty())
+        .map(|name| {
+            let mut k = listing_prefix(&String::from_utf8_lossy(name));
+            k.extend_from_slice(out_req_no.as_bytes());
+            k
+        })
+        .collect()
+}
+
+/// The prefix of one order's history entries.
+pub fn history_prefix(out_req_no: &str) -> Vec<u8> {
+    let len = u16::try_from(out_req_no.len()).unwrap_or(u16::MAX);
+    let mut k = key(prefix::HISTORY, &len.to_be_bytes());
+    k.extend_from_slice(out_req_no.as_bytes());
+    k
+}
+
+/// The history entry of event `seq` about an order.
+pub fn history_key(out_req_no: &str, seq: u64) -> Vec<u8> {
+    let mut k = history_prefix(out_req_no);
+    k.extend_from_slice(&u64_key(seq));
     k
 }
 

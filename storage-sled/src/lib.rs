@@ -28,6 +28,7 @@
 pub mod codec;
 mod group;
 mod stage;
+mod upgrade;
 pub mod wal;
 
 use stage::Errors;
@@ -36,7 +37,7 @@ use chrono::{DateTime, Utc};
 use codec::DecodeError;
 use protopay_engine::domain::{Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Keyed, Leases, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Keyed, Leases, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::{Error, Result};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -61,7 +62,7 @@ pub enum SledError {
         reason: String,
     },
     /// The store was written by a version with another on-disk format.
-    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 and /2")]
+    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 to /3")]
     UnsupportedFormat {
         /// The store's directory.
         path: PathBuf,
@@ -171,17 +172,17 @@ impl SledStorage {
         };
         let tree = db.open_tree("protopay").map_err(classify)?;
         let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
-        // Format 1 is format 2 without the log: upgraded in place by writing the new marker.
-        let new_marker = match tree.get(&format_key).map_err(classify)? {
-            Some(f) if f.as_ref() == codec::FORMAT => false,
-            Some(f) if f.as_ref() == codec::FORMAT_1 => true,
+        // Older formats are upgraded in place (`upgrade.rs`); a new store is marked at once.
+        let (new_marker, build_indexes) = match tree.get(&format_key).map_err(classify)? {
+            Some(f) if f.as_ref() == codec::FORMAT => (false, false),
+            Some(f) if codec::OLDER_FORMATS.contains(&f.as_ref()) => (true, true),
             Some(f) => {
                 return Err(SledError::UnsupportedFormat {
                     path,
                     found: String::from_utf8_lossy(&f).into_owned(),
                 });
             }
-            None if tree.is_empty() && db.tree_names().len() <= 2 => true,
+            None if tree.is_empty() && db.tree_names().len() <= 2 => (true, false),
             None => {
                 return Err(SledError::Corrupt {
                     path,
@@ -195,6 +196,15 @@ impl SledStorage {
         let replayed = groups.len();
         for writes in groups {
             tree.apply_batch(group::batch_of(writes)).map_err(classify)?;
+        }
+        if build_indexes {
+            upgrade::build_indexes(&tree).map_err(|stop| match stop {
+                upgrade::Stop::Sled(e) => classify(e),
+                upgrade::Stop::Undecodable { key, reason } => SledError::Corrupt {
+                    path: path.clone(),
+                    reason: format!("{}: {reason}", String::from_utf8_lossy(&key)),
+                },
+            })?;
         }
         if new_marker {
             tree.insert(&format_key, codec::FORMAT).map_err(classify)?;
@@ -302,17 +312,54 @@ impl Storage for SledStorage {
         self.read_record(codec::prefix::ORDER, out_req_no.as_bytes())
     }
 
-    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
-        let prefix = codec::protocol_prefix(trans_no);
+    async fn protocols(&self, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Protocol>>> {
+        self.page(
+            codec::prefix::PROTOCOL.to_vec(),
+            after,
+            codec::prefix::PROTOCOL,
+            |_| true,
+            limit,
+        )
+    }
+
+    async fn orders(&self, query: &OrderQuery, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Order>>> {
+        let index = match (&query.trans_no, query.listing) {
+            (Some(t), _) => codec::protocol_prefix(t),
+            (None, Some(l)) => codec::listing_prefix(l.name()),
+            (None, None) => codec::prefix::ORDER.to_vec(),
+        };
+        let listed = |o: &Order| query.listing.is_none_or(|l| o.listings().any(|x| x == l));
+        self.page(index, after, codec::prefix::ORDER, listed, limit)
+    }
+
+    async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {
+        let prefix = codec::history_prefix(out_req_no);
         let mut out = Vec::new();
         for entry in self.tree()?.scan_prefix(&prefix) {
             let (key, _) = entry.map_err(|e| self.fail(e))?;
-            let order_key = key.get(prefix.len()..).unwrap_or_default();
-            if let Some(order) = self.read_record(codec::prefix::ORDER, order_key)? {
-                out.push(order);
-            }
+            let seq = codec::u64_from(key.get(prefix.len()..).unwrap_or_default())
+                .map_err(|e| self.corrupt("history", &key, e))?;
+            let event_key = codec::key(codec::prefix::EVENT, &codec::u64_key(seq));
+            let bytes = self.tree()?.get(&event_key).map_err(|e| self.fail(e))?;
+            let bytes = bytes.ok_or_else(|| Error::Corrupt {
+                key: String::from_utf8_lossy(&key).into_owned(),
+                reason: "names an event that is not stored".into(),
+            })?;
+            let mut event: Event = codec::from_value(&bytes).map_err(|e| self.corrupt("events", &event_key, e))?;
+            event.seq = seq;
+            out.push(event);
         }
         Ok(out)
+    }
+
+    async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
+        let key = codec::key(codec::prefix::DUE_AT, out_req_no.as_bytes());
+        match self.tree()?.get(&key).map_err(|e| self.fail(e))? {
+            None => Ok(None),
+            Some(bytes) => codec::time_from(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt("due_at", &key, e)),
+        }
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
@@ -425,6 +472,39 @@ impl Storage for SledStorage {
 }
 
 impl SledStorage {
+    /// Up to `limit` records named by the keys under `index` that come after `after`, read
+    /// from `records` and kept when `keep` says so: a page of a list.
+    fn page<T: DeserializeOwned + Keyed>(
+        &self,
+        index: Vec<u8>,
+        after: Option<&str>,
+        records: &[u8],
+        keep: impl Fn(&T) -> bool,
+        limit: usize,
+    ) -> Result<Vec<Versioned<T>>> {
+        let mut start = index.clone();
+        if let Some(after) = after {
+            // The first key past `after` itself.
+            start.extend_from_slice(after.as_bytes());
+            start.push(0);
+        }
+        let mut out = Vec::new();
+        for entry in self.tree()?.range(start..) {
+            if out.len() >= limit {
+                break;
+            }
+            let (key, _) = entry.map_err(|e| self.fail(e))?;
+            let Some(name) = key.strip_prefix(index.as_slice()) else {
+                break;
+            };
+            match self.read_record::<T>(records, name)? {
+                Some(record) if keep(&record.value) => out.push(record),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+
     /// The due index up to `now`, earliest first.
     fn due_until(&self, now: DateTime<Utc>) -> Result<impl Iterator<Item = Result<Due>> + '_> {
         let start = codec::prefix::DUE.to_vec();

@@ -42,6 +42,33 @@ fn encode(e: rmp_serde::encode::Error) -> Error {
     Error::Storage(Arc::new(SledError::Encode(e)))
 }
 
+/// An order's index entries: by protocol (fixed for its life) and by listing (moved when its
+/// listings change; unchanged listings write nothing).
+struct Indexes {
+    out_req_no: String,
+    by_protocol: Vec<u8>,
+    listed: Vec<u8>,
+}
+
+impl Indexes {
+    fn stage(self, w: &mut group::Staging<'_>) -> std::result::Result<(), sled::Error> {
+        w.insert(self.by_protocol, Vec::new());
+        let listed_key = codec::key(codec::prefix::LISTED, self.out_req_no.as_bytes());
+        let old = w.get(&listed_key)?;
+        if old.as_deref() == Some(&self.listed[..]) {
+            return Ok(());
+        }
+        for key in codec::listing_keys(old.as_deref().unwrap_or_default(), &self.out_req_no) {
+            w.remove(key);
+        }
+        for key in codec::listing_keys(&self.listed, &self.out_req_no) {
+            w.insert(key, Vec::new());
+        }
+        w.insert(listed_key, self.listed);
+        Ok(())
+    }
+}
+
 impl SledStorage {
     pub(crate) fn u64_at(&self, key: &[u8]) -> Result<Option<u64>> {
         match self.tree()?.get(key).map_err(|e| self.fail(e))? {
@@ -64,22 +91,25 @@ impl SledStorage {
             ));
         }
         for o in &batch.orders {
-            let key = codec::key(codec::prefix::ORDER, o.value.out_req_no().as_bytes());
-            let mut index = codec::protocol_prefix(o.value.trans_no());
-            index.extend_from_slice(o.value.out_req_no().as_bytes());
+            let out_req_no = o.value.out_req_no();
+            let key = codec::key(codec::prefix::ORDER, out_req_no.as_bytes());
+            let mut by_protocol = codec::protocol_prefix(o.value.trans_no());
+            by_protocol.extend_from_slice(out_req_no.as_bytes());
             records.push((
                 key,
                 o.expected,
                 codec::record(o.expected.map_or(1, |v| v + 1), &o.value).map_err(encode)?,
-                Some(index),
+                Some(Indexes {
+                    out_req_no: out_req_no.to_owned(),
+                    by_protocol,
+                    listed: codec::listed(&o.value),
+                }),
             ));
         }
-        let events: Vec<Vec<u8>> = batch
-            .events
-            .iter()
-            .map(codec::value)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(encode)?;
+        let mut events = Vec::with_capacity(batch.events.len());
+        for e in &batch.events {
+            events.push((codec::value(e).map_err(encode)?, e.out_req_no.clone()));
+        }
         let mut orphans = Vec::new();
         for o in &batch.orphans {
             orphans.push((
@@ -100,18 +130,21 @@ impl SledStorage {
                     return Err(Error::Conflict);
                 }
             }
-            for (key, _, bytes, index) in records {
+            for (key, _, bytes, indexes) in records {
                 w.insert(key, bytes);
-                if let Some(index) = index {
-                    w.insert(index, Vec::new());
+                if let Some(indexes) = indexes {
+                    indexes.stage(w).map_err(fail)?;
                 }
             }
             let last_key = codec::key(codec::prefix::META, LAST_SEQ);
             let mut last = errors.read_u64(w, &last_key)?;
             if !events.is_empty() {
-                for bytes in events {
+                for (bytes, order) in events {
                     last += 1;
                     w.insert(codec::key(codec::prefix::EVENT, &codec::u64_key(last)), bytes);
+                    if let Some(order) = order {
+                        w.insert(codec::history_key(&order, last), Vec::new());
+                    }
                 }
                 w.insert(last_key, codec::u64_key(last).to_vec());
             }

@@ -208,24 +208,53 @@ async fn a_commit_only_in_the_log_is_there_after_reopen() {
     );
 }
 
-/// A store of format 1 (no log) opens, keeps its records, and is marked format 2, so that a
-/// format-1 build refuses it rather than miss commits only in the log.
+/// A store of format 1 (no log) or 2 (no read-model indexes) opens, keeps its records, gets
+/// the indexes built from its orders and events, and is marked format 3, so that an older
+/// build refuses it rather than miss commits only in the log or leave the indexes stale.
 #[tokio::test]
-async fn a_format_1_store_is_upgraded_in_place() {
-    let dir = tempfile::tempdir().unwrap();
-    {
+async fn older_formats_are_upgraded_in_place() {
+    use protopay_engine::domain::{Listing, Status};
+    use protopay_engine::event::{Event, EventKind};
+    use protopay_engine::observation::Source;
+    use protopay_engine::storage::OrderQuery;
+    use protopay_engine::storage::conformance::sample_inbound;
+    use protopay_storage_sled::codec;
+    for format in ["protopay-sled/1", "protopay-sled/2"] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = sled::open(dir.path()).unwrap();
+            let tree = db.open_tree("protopay").unwrap();
+            tree.insert("m/format", format).unwrap();
+            tree.insert("m/last_seq", &7u64.to_be_bytes()).unwrap();
+            let order = sample_inbound("T1", "o1", 100);
+            tree.insert("o/o1", codec::record(3, &order).unwrap()).unwrap();
+            let event = Event {
+                seq: 0,
+                at: chrono::Utc::now(),
+                trans_no: Some("T1".into()),
+                out_req_no: Some("o1".into()),
+                source: Source::Engine,
+                kind: EventKind::InboundRequested,
+            };
+            tree.insert(codec::key(b"e/", &codec::u64_key(7)), codec::value(&event).unwrap())
+                .unwrap();
+            db.flush().unwrap();
+        }
+        let store = SledStorage::open(dir.path()).unwrap();
+        assert_eq!(store.last_seq().await.unwrap(), 7);
+        let query = OrderQuery {
+            listing: Some(Listing::Status(Status::Requested)),
+            trans_no: None,
+        };
+        let listed = store.orders(&query, None, 10).await.unwrap();
+        assert_eq!(listed.iter().map(|o| o.version).collect::<Vec<_>>(), [3], "{format}");
+        let history = store.history("o1").await.unwrap();
+        assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [7], "{format}");
+        store.close().await.unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let tree = db.open_tree("protopay").unwrap();
-        tree.insert("m/format", "protopay-sled/1").unwrap();
-        tree.insert("m/last_seq", &7u64.to_be_bytes()).unwrap();
-        db.flush().unwrap();
+        let marker = db.open_tree("protopay").unwrap().get("m/format").unwrap().unwrap();
+        assert_eq!(marker.as_ref(), b"protopay-sled/3");
     }
-    let store = SledStorage::open(dir.path()).unwrap();
-    assert_eq!(store.last_seq().await.unwrap(), 7);
-    store.close().await.unwrap();
-    let db = sled::open(dir.path()).unwrap();
-    let marker = db.open_tree("protopay").unwrap().get("m/format").unwrap().unwrap();
-    assert_eq!(marker.as_ref(), b"protopay-sled/2");
 }
 
 /// A record filed under another record's key is damage: reported, never used.

@@ -25,6 +25,7 @@ pub use config::{Config, PollPolicy, ReplyStyle, Timeouts};
 pub use feed::Subscription;
 pub use inputs::{NewInbound, NewOutbound, NewProtocol, Payee, Reconciliation};
 pub use poller::{PollReport, PollerHandle};
+pub use reads::{MAX_PAGE, OrderDetails, Page};
 pub use schedule::next_poll;
 
 use crate::domain::Order;

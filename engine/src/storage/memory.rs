@@ -2,21 +2,25 @@
 //! bring their own persistence later. Not durable across a process restart; "reopening" it
 //! is sharing the same handle (it is `Clone`).
 
-use super::{Batch, Due, Leases, Orphan, Storage, Versioned};
-use crate::domain::{Order, Protocol};
+use super::{Batch, Due, Leases, OrderQuery, Orphan, Storage, Versioned};
+use crate::domain::{Listing, Order, Protocol};
 use crate::event::Event;
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::ops::Bound;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 #[derive(Default)]
 struct State {
-    protocols: HashMap<String, Versioned<Protocol>>,
-    orders: HashMap<String, Versioned<Order>>,
+    protocols: BTreeMap<String, Versioned<Protocol>>,
+    orders: BTreeMap<String, Versioned<Order>>,
     by_protocol: HashMap<String, BTreeSet<String>>,
+    by_listing: HashMap<Listing, BTreeSet<String>>,
+    /// Each order's events, as indexes into `events`.
+    history: HashMap<String, Vec<usize>>,
     due: BTreeSet<(DateTime<Utc>, String)>,
     due_at: HashMap<String, DateTime<Utc>>,
     events: Vec<Event>,
@@ -74,6 +78,11 @@ fn due_until(s: &State, now: DateTime<Utc>) -> impl Iterator<Item = Result<Due>>
     })
 }
 
+/// The keys after a page's cursor, as a range of a sorted map or set.
+fn after(cursor: Option<&str>) -> (Bound<&str>, Bound<&str>) {
+    (cursor.map_or(Bound::Unbounded, Bound::Excluded), Bound::Unbounded)
+}
+
 fn check_version<T>(current: Option<&Versioned<T>>, expected: Option<u64>) -> Result<u64> {
     match (current.map(|v| v.version), expected) {
         (None, None) => Ok(1),
@@ -92,10 +101,49 @@ impl Storage for MemoryStorage {
         Ok(self.lock().orders.get(out_req_no).cloned())
     }
 
-    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
+    async fn protocols(&self, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Protocol>>> {
         let s = self.lock();
-        let keys = s.by_protocol.get(trans_no).into_iter().flatten();
-        Ok(keys.filter_map(|k| s.orders.get(k).cloned()).collect())
+        Ok(s.protocols
+            .range::<str, _>(self::after(after))
+            .take(limit)
+            .map(|(_, p)| p.clone())
+            .collect())
+    }
+
+    async fn orders(&self, query: &OrderQuery, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Order>>> {
+        let s = self.lock();
+        let range = self::after(after);
+        let keys: Box<dyn Iterator<Item = &String>> = match (&query.trans_no, query.listing) {
+            (Some(t), _) => Box::new(
+                s.by_protocol
+                    .get(t)
+                    .into_iter()
+                    .flat_map(move |k| k.range::<str, _>(range)),
+            ),
+            (None, Some(l)) => Box::new(
+                s.by_listing
+                    .get(&l)
+                    .into_iter()
+                    .flat_map(move |k| k.range::<str, _>(range)),
+            ),
+            (None, None) => Box::new(s.orders.range::<str, _>(range).map(|(k, _)| k)),
+        };
+        Ok(keys
+            .filter_map(|k| s.orders.get(k))
+            .filter(|o| query.listing.is_none_or(|l| o.value.listings().any(|x| x == l)))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
+    async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {
+        let s = self.lock();
+        let seqs = s.history.get(out_req_no).into_iter().flatten();
+        Ok(seqs.filter_map(|&i| s.events.get(i).cloned()).collect())
+    }
+
+    async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
+        Ok(self.lock().due_at.get(out_req_no).copied())
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
@@ -127,6 +175,17 @@ impl Storage for MemoryStorage {
         }
         for (o, version) in batch.orders.into_iter().zip(order_versions) {
             let key = o.value.out_req_no().to_owned();
+            let old: Vec<Listing> = s
+                .orders
+                .get(&key)
+                .map(|o| o.value.listings().collect())
+                .unwrap_or_default();
+            for l in old {
+                s.by_listing.entry(l).or_default().remove(&key);
+            }
+            for l in o.value.listings() {
+                s.by_listing.entry(l).or_default().insert(key.clone());
+            }
             s.by_protocol
                 .entry(o.value.trans_no().to_owned())
                 .or_default()
@@ -141,6 +200,10 @@ impl Storage for MemoryStorage {
         }
         for mut e in batch.events {
             e.seq = s.events.len() as u64 + 1;
+            if let Some(order) = &e.out_req_no {
+                let at = s.events.len();
+                s.history.entry(order.clone()).or_default().push(at);
+            }
             s.events.push(e);
         }
         for (key, at) in batch.schedule {

@@ -17,7 +17,7 @@ pub use lease::Leases;
 pub use memory::{InjectedFailure, MemoryStorage};
 
 use crate::Result;
-use crate::domain::{Order, Protocol};
+use crate::domain::{Listing, Order, Protocol};
 use crate::event::Event;
 use crate::wire::CallbackKind;
 use chrono::{DateTime, Utc};
@@ -125,6 +125,18 @@ pub struct Due {
     pub out_req_no: String,
 }
 
+/// Which orders a list holds: all of them, one listing's, one protocol's, or both at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OrderQuery {
+    /// Only orders in this listing.
+    pub listing: Option<Listing>,
+    /// Only this protocol's orders.
+    pub trans_no: Option<String>,
+}
+
+/// How many records a backend reads per page where the engine wants a whole list.
+const PAGE: usize = 512;
+
 /// Durable, transactional storage for the engine.
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
@@ -135,7 +147,37 @@ pub trait Storage: Send + Sync + 'static {
     async fn order(&self, out_req_no: &str) -> Result<Option<Versioned<Order>>>;
 
     /// Every order of a protocol, in `outReqNo` order.
-    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>>;
+    async fn orders_of(&self, trans_no: &str) -> Result<Vec<Versioned<Order>>> {
+        let query = OrderQuery {
+            trans_no: Some(trans_no.to_owned()),
+            ..OrderQuery::default()
+        };
+        let mut all: Vec<Versioned<Order>> = Vec::new();
+        loop {
+            let after = all.last().map(|o| o.value.out_req_no().to_owned());
+            let page = self.orders(&query, after.as_deref(), PAGE).await?;
+            let done = page.len() < PAGE;
+            all.extend(page);
+            if done {
+                return Ok(all);
+            }
+        }
+    }
+
+    /// Up to `limit` protocols with `transNo` after `after`, in `transNo` order.
+    async fn protocols(&self, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Protocol>>>;
+
+    /// Up to `limit` orders matching `query` with `outReqNo` after `after`, in `outReqNo`
+    /// order: a page of a list, read from an index (by listing, by protocol), never from a
+    /// scan of all orders. With both a listing and a protocol, the protocol's index is read
+    /// and filtered.
+    async fn orders(&self, query: &OrderQuery, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Order>>>;
+
+    /// Every event about one order, in `seq` order: its history, from an index.
+    async fn history(&self, out_req_no: &str) -> Result<Vec<Event>>;
+
+    /// When an order is next due to be polled, if it is scheduled.
+    async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>>;
 
     /// Write a batch atomically. Fails with [`Error::Conflict`](crate::Error::Conflict),
     /// writing nothing, when any record's version is not the expected one. Durable when it

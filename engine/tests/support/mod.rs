@@ -3,8 +3,9 @@
 
 #![allow(dead_code)]
 
+use chrono::DateTime;
 use chrono::{TimeZone, Utc};
-use protopay_engine::storage::{Batch, Due, MemoryStorage, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::wire::{CODE_OK, CallbackKind, Endpoint, Envelope, MSG_OK};
 use protopay_engine::{
     Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, Order, Protocol, Transport, TransportError,
@@ -232,8 +233,22 @@ impl Storage for Flaky {
     async fn order(&self, k: &str) -> protopay_engine::Result<Option<Versioned<Order>>> {
         self.inner.order(k).await
     }
-    async fn orders_of(&self, t: &str) -> protopay_engine::Result<Vec<Versioned<Order>>> {
-        self.inner.orders_of(t).await
+    async fn protocols(&self, after: Option<&str>, limit: usize) -> protopay_engine::Result<Vec<Versioned<Protocol>>> {
+        self.inner.protocols(after, limit).await
+    }
+    async fn orders(
+        &self,
+        query: &OrderQuery,
+        after: Option<&str>,
+        limit: usize,
+    ) -> protopay_engine::Result<Vec<Versioned<Order>>> {
+        self.inner.orders(query, after, limit).await
+    }
+    async fn history(&self, out_req_no: &str) -> protopay_engine::Result<Vec<protopay_engine::Event>> {
+        self.inner.history(out_req_no).await
+    }
+    async fn due_at(&self, out_req_no: &str) -> protopay_engine::Result<Option<DateTime<Utc>>> {
+        self.inner.due_at(out_req_no).await
     }
     async fn commit(&self, batch: Batch) -> protopay_engine::Result<u64> {
         let hook = self.hook.lock().unwrap().take();

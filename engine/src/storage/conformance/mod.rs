@@ -13,8 +13,8 @@
 
 mod generate;
 
-use super::{Batch, Due, Orphan, Put, Storage};
-use crate::domain::{Order, Protocol};
+use super::{Batch, Due, OrderQuery, Orphan, Put, Storage};
+use crate::domain::{Listing, Order, Protocol, Status};
 use crate::event::{Event, EventKind};
 use crate::observation::Source;
 use crate::wire::{Amount, CallbackKind, CashierType, ChannelType, OutType, Outpay, Prepay};
@@ -99,6 +99,7 @@ pub async fn run<S: Storage, F: Fn() -> S>(fresh: F) {
     claims(&fresh()).await;
     events_and_cursors(&fresh()).await;
     orphans(&fresh()).await;
+    read_models(&fresh()).await;
 }
 
 /// Records get versions from 1; a stale or missing expected version is a `Conflict`.
@@ -518,5 +519,118 @@ pub async fn round_trip<S: Storage>(s: &S, count: u64) {
         assert_eq!(stored, vec![event], "event {seed} did not round-trip");
         let kept = s.orphans().await.unwrap_or_default();
         assert!(kept.contains(&orphan), "orphan {seed} did not round-trip");
+    }
+}
+
+fn keys(orders: &[super::Versioned<Order>]) -> Vec<&str> {
+    orders.iter().map(|o| o.value.out_req_no()).collect()
+}
+
+/// The read models: protocols and orders page by page in key order, orders by listing (which
+/// follows every change of status and of the attention flag) and by protocol, an order's
+/// history, and its next poll time.
+pub async fn read_models<S: Storage>(s: &S) {
+    let write = |protocols: Vec<Protocol>, orders: Vec<(Option<u64>, Order)>, events: Vec<Event>| Batch {
+        protocols: protocols
+            .into_iter()
+            .map(|value| Put { expected: None, value })
+            .collect(),
+        orders: orders
+            .into_iter()
+            .map(|(expected, value)| Put { expected, value })
+            .collect(),
+        events,
+        ..Default::default()
+    };
+    let protocols = ["T3", "T1", "T2"].map(sample_protocol).to_vec();
+    let orders = vec![
+        (None, sample_inbound("T1", "o1", 100)),
+        (None, sample_outbound("T1", "o2", 50)),
+        (None, sample_inbound("T2", "o3", 70)),
+    ];
+    let mut other = event("o1", EventKind::InboundRequested);
+    other.out_req_no = None;
+    let events = vec![
+        event("o1", EventKind::InboundRequested),
+        other,
+        event("o2", EventKind::OutboundReserved),
+        event("o1", EventKind::Submitted),
+    ];
+    s.commit(write(protocols, orders, events)).await.unwrap();
+
+    let page = |after: Option<&'static str>| async move { s.protocols(after, 2).await.unwrap() };
+    let first: Vec<String> = page(None).await.into_iter().map(|p| p.value.trans_no).collect();
+    let second: Vec<String> = page(Some("T2")).await.into_iter().map(|p| p.value.trans_no).collect();
+    assert_eq!(
+        (first, second),
+        (vec!["T1".to_owned(), "T2".into()], vec!["T3".to_owned()])
+    );
+
+    let list = |listing: Option<Listing>, trans_no: Option<&str>, after: Option<&'static str>, limit| {
+        let query = OrderQuery {
+            listing,
+            trans_no: trans_no.map(str::to_owned),
+        };
+        async move { s.orders(&query, after, limit).await.unwrap() }
+    };
+    let requested = Some(Listing::Status(Status::Requested));
+    assert_eq!(keys(&list(None, None, None, 10).await), ["o1", "o2", "o3"]);
+    assert_eq!(keys(&list(None, None, Some("o1"), 1).await), ["o2"]);
+    assert_eq!(keys(&list(requested, None, None, 10).await), ["o1", "o3"]);
+    assert_eq!(keys(&list(requested, None, Some("o1"), 10).await), ["o3"]);
+    assert_eq!(keys(&list(requested, Some("T1"), None, 10).await), ["o1"]);
+    assert_eq!(keys(&list(None, Some("T1"), None, 10).await), ["o1", "o2"]);
+    assert!(list(requested, Some("T9"), None, 10).await.is_empty());
+
+    // A payout sent, then flagged: it leaves `Reserved` and joins `Submitted` and `NeedsAttention`.
+    let mut o2 = s.order("o2").await.unwrap().unwrap().value;
+    o2.status = Status::Submitted;
+    o2.attempts.needs_attention = true;
+    s.commit(write(vec![], vec![(Some(1), o2.clone())], vec![]))
+        .await
+        .unwrap();
+    assert!(
+        list(Some(Listing::Status(Status::Reserved)), None, None, 10)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        keys(&list(Some(Listing::Status(Status::Submitted)), None, None, 10).await),
+        ["o2"]
+    );
+    assert_eq!(keys(&list(Some(Listing::NeedsAttention), None, None, 10).await), ["o2"]);
+    assert_eq!(
+        keys(&list(Some(Listing::NeedsAttention), Some("T1"), None, 10).await),
+        ["o2"]
+    );
+    // Settled: no longer open, so no longer needing attention, flag or not.
+    o2.status = Status::Failure;
+    s.commit(write(vec![], vec![(Some(2), o2)], vec![])).await.unwrap();
+    assert!(list(Some(Listing::NeedsAttention), None, None, 10).await.is_empty());
+    assert!(
+        list(Some(Listing::Status(Status::Submitted)), None, None, 10)
+            .await
+            .is_empty()
+    );
+    assert_eq!(
+        keys(&list(Some(Listing::Status(Status::Failure)), None, None, 10).await),
+        ["o2"]
+    );
+    assert_eq!(s.orders_of("T1").await.unwrap().len(), 2);
+
+    let history = s.history("o1").await.unwrap();
+    let seen: Vec<(u64, &EventKind)> = history.iter().map(|e| (e.seq, &e.kind)).collect();
+    assert_eq!(seen, [(1, &EventKind::InboundRequested), (4, &EventKind::Submitted)]);
+    assert!(s.history("nope").await.unwrap().is_empty());
+
+    assert_eq!(s.due_at("o1").await.unwrap(), None);
+    for at in [Some(t(5)), Some(t(3)), None] {
+        s.commit(Batch {
+            schedule: vec![("o1".into(), at)],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(s.due_at("o1").await.unwrap(), at);
     }
 }
