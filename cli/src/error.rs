@@ -1,0 +1,47 @@
+//! The binary's one error type: what went wrong and what to do, printed on stderr.
+
+use std::path::PathBuf;
+
+/// Why `protopay` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// The configuration file could not be read.
+    #[error("cannot read {path}: {source}")]
+    ReadConfig {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid: a key unknown or missing, a value out of range.
+    #[error("{path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (names the key; never shows a secret).
+        reason: String,
+    },
+    /// A required environment variable is not set.
+    #[error("set {0} in the environment")]
+    MissingEnv(&'static str),
+    /// The sled store could not be opened.
+    #[error(transparent)]
+    Sled(#[from] protopay::sled::SledError),
+    /// The PostgreSQL store could not be opened.
+    #[error(transparent)]
+    Postgres(#[from] protopay::postgres::PgError),
+    /// The HTTP parts could not be set up (client, tokens, webhook).
+    #[error(transparent)]
+    Http(#[from] protopay::http::HttpError),
+    /// The engine refused to start or to stop cleanly.
+    #[error(transparent)]
+    Engine(#[from] protopay::Error),
+    /// The address could not be listened on, or serving failed.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,146 @@
+//! `protopay serve`: the sidecar. One listener serves the callback receiver (public: callbacks
+//! are signed), the `/v1` API (bearer tokens), `/healthz` (the process is up) and `/readyz`
+//! (the engine runs and its store answers). The poller runs beside it, and the webhook
+//! pusher when configured.
+//!
+//! Stopping (SIGTERM or Ctrl-C): the listener stops accepting; the engine refuses new work
+//! (`503 shutting_down`: nothing acknowledged, the caller retries elsewhere), lets in-flight
+//! commands, callbacks and polls finish their commits, ends long-polls and the poller, and
+//! closes the store; the last responses are written; exit 0. Nothing is acknowledged that is
+//! not stored, and nothing stored is lost.
+
+use crate::CliError;
+use crate::config::{ServeSettings, Store};
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use protopay::http::webhook::Webhook;
+use protopay::http::{ApiAuth, HttpTransport, api_router, callback_router};
+use protopay::postgres::{PostgresOptions, PostgresStorage};
+use protopay::sled::SledStorage;
+use protopay::Engine;
+use std::time::Duration;
+
+/// Run until a stop signal, then stop cleanly.
+pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
+    let ServeSettings {
+        engine: config,
+        listen,
+        store,
+        operate_token,
+        read_token,
+        webhook,
+    } = settings;
+    let mut auth = ApiAuth::new(operate_token.expose())?;
+    if let Some(read) = &read_token {
+        auth = auth.with_read_token(read.expose())?;
+    }
+    let webhook = match webhook {
+        None => None,
+        Some(w) => Some(Webhook::new(&w.url, w.secret, &w.consumer)?.retry(
+            Duration::from_millis(w.first_retry_ms),
+            Duration::from_millis(w.max_retry_ms),
+        )),
+    };
+    let builder = Engine::builder(config.clone()).transport(HttpTransport::from_config(&config)?);
+    let engine = match store {
+        Store::Sled(path) => builder.storage(SledStorage::open(path)?).build().await?,
+        Store::Postgres { url, schema } => {
+            let options = PostgresOptions {
+                schema,
+                ..PostgresOptions::new(url)
+            };
+            builder.storage(PostgresStorage::open(options).await?).build().await?
+        }
+    };
+    let poller = engine.spawn_poller();
+    let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
+    let app = callback_router(engine.clone())
+        .merge(api_router(engine.clone(), auth))
+        .merge(health(engine.clone()));
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|source| CliError::Listen { addr: listen, source })?;
+    let addr = listener.local_addr().unwrap_or(listen);
+    say(&format!("protopay listening on http://{addr}"));
+
+    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    stop_signal().await;
+    tracing::info!("stopping: finishing in-flight work");
+    let _ = stop_accepting.send(());
+    // Refuses new work, waits for in-flight commits, ends long-polls and the poller, closes the store.
+    let engine_stopped = engine.shutdown().await;
+    poller.shutdown().await;
+    if let Some(pusher) = pusher {
+        // Safe at any point: delivery is acknowledged only after the host's 2xx.
+        pusher.abort();
+    }
+    let served = server.await;
+    engine_stopped?;
+    match served {
+        Ok(Ok(())) => {}
+        Ok(Err(source)) => return Err(CliError::Listen { addr, source }),
+        Err(join) => tracing::error!(error = %join, "the HTTP server task failed"),
+    }
+    say("protopay stopped");
+    Ok(())
+}
+
+/// `/healthz`: the process answers. `/readyz`: the engine runs and its store answers.
+fn health(engine: Engine) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(engine)
+}
+
+async fn ready(State(engine): State<Engine>) -> (StatusCode, &'static str) {
+    if engine.is_shut_down() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping");
+    }
+    match engine.protocols(None, 1).await {
+        Ok(_) => (StatusCode::OK, "ready"),
+        Err(e) => {
+            tracing::warn!(error = %e, "not ready: the store does not answer");
+            (StatusCode::SERVICE_UNAVAILABLE, "store unavailable")
+        }
+    }
+}
+
+/// SIGTERM (how service managers stop a process) or Ctrl-C.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// A line on stdout, flushed (scripts wait for it); a closed stdout is not worth a panic.
+fn say(line: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+}

@@ -1,0 +1,277 @@
+//! The `/v1` JSON API: protopay's commands and read models for hosts in any language, and
+//! the heart of `protopay serve`. Every command is the engine's own, with its guarantees
+//! (idempotent by `outReqNo`; `Ok` means durably recorded and carried out); every read is
+//! an index read. Errors are JSON with a stable `code` ([`error`]). The OpenAPI document is
+//! served at `/v1/openapi.json`, without a token, so that clients can be generated from it.
+
+mod auth;
+mod error;
+mod requests;
+mod views;
+
+pub use auth::ApiAuth;
+pub use views::EventView;
+
+use auth::{Scope, require};
+use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
+use axum::routing::{get, post};
+use axum::{Json, Router, middleware};
+use error::ApiError;
+use protopay_engine::storage::OrderQuery;
+use protopay_engine::Engine;
+use std::time::Duration;
+use utoipa::OpenApi;
+use requests::*;
+use views::*;
+
+/// The longest a long-poll for events waits.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// A page's size when the request names none.
+const DEFAULT_PAGE: usize = 100;
+
+/// The API as an axum `Router`, to mount beside [`callback_router`](crate::callback_router)
+/// (whose routes stay public: callbacks are signed). Requests need a bearer token of
+/// `auth`: reads any token, commands the `operate` token.
+pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {
+    let reads = Router::new()
+        .route("/v1/protocols", get(list_protocols))
+        .route("/v1/protocols/{trans_no}", get(read_protocol))
+        .route("/v1/orders", get(list_orders))
+        .route("/v1/orders/{out_req_no}", get(read_order))
+        .route("/v1/events", get(read_events))
+        .route("/v1/cnaps", get(query_cnaps))
+        .route_layer(middleware::from_fn_with_state((auth.clone(), Scope::Read), require));
+    let commands = Router::new()
+        .route("/v1/protocols", post(create_protocol))
+        .route("/v1/protocols/{trans_no}/refresh", post(refresh_protocol))
+        .route("/v1/protocols/{trans_no}/reconcile", post(reconcile))
+        .route("/v1/inbound", post(create_inbound))
+        .route("/v1/inbound/{out_req_no}/close", post(close_inbound))
+        .route("/v1/outbound", post(create_outbound))
+        .route("/v1/orders/{out_req_no}/resolve", post(resolve))
+        .route("/v1/events/ack", post(ack))
+        .route_layer(middleware::from_fn_with_state((auth, Scope::Operate), require));
+    reads
+        .merge(commands)
+        .with_state(engine)
+        .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
+}
+
+/// The OpenAPI 3.1 document of the `/v1` API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "protopay", description = "Escrow payments through the LFT agreement-payment API: commands, read models and events."),
+    paths(
+        create_protocol, refresh_protocol, reconcile, create_inbound, close_inbound, create_outbound, resolve, ack,
+        list_protocols, read_protocol, list_orders, read_order, read_events, query_cnaps
+    ),
+    components(schemas(ApiError)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = api.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+type Reply<T> = Result<Json<T>, ApiError>;
+
+/// A JSON body, or an error that names no value from it (a body may hold account numbers).
+fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
+    body.map(|Json(b)| b).map_err(|rejection| {
+        let message = match &rejection {
+            JsonRejection::JsonDataError(e) => {
+                let text = e.body_text();
+                if text.contains("unknown field") || text.contains("missing field") {
+                    text
+                } else {
+                    "a field has the wrong type or value".to_owned()
+                }
+            }
+            JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
+            JsonRejection::MissingJsonContentType(_) => "Content-Type must be application/json".to_owned(),
+            _ => "the body could not be read".to_owned(),
+        };
+        ApiError::invalid("body", message)
+    })
+}
+
+fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
+    query
+        .map(|Query(q)| q)
+        .map_err(|e| ApiError::invalid("query", e.body_text()))
+}
+
+/// Open a protocol.
+#[utoipa::path(post, path = "/v1/protocols", request_body = CreateProtocol,
+    responses((status = 200, body = ProtocolView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn create_protocol(State(engine): State<Engine>, b: Result<Json<CreateProtocol>, JsonRejection>) -> Reply<ProtocolView> {
+    let command = body(b)?.into_command()?;
+    Ok(Json((&engine.create_protocol(command).await?).into()))
+}
+
+/// Ask the payment system for a protocol's balances and store them (adopts a protocol
+/// protopay did not create).
+#[utoipa::path(post, path = "/v1/protocols/{trans_no}/refresh", params(("trans_no" = String, Path)),
+    responses((status = 200, body = ProtocolView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
+    Ok(Json((&engine.find_protocol(&trans_no).await?).into()))
+}
+
+/// protopay's ledger beside the payment system's balances; reports drift, never moves money.
+#[utoipa::path(post, path = "/v1/protocols/{trans_no}/reconcile", params(("trans_no" = String, Path)),
+    responses((status = 200, body = ReconciliationView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ReconciliationView> {
+    Ok(Json((&engine.reconcile(&trans_no).await?).into()))
+}
+
+/// Take a payment in (`prepay`). Idempotent by `outReqNo`. `200` means durably recorded and
+/// carried out; `503 outcome_unknown` means repeat with the same `outReqNo`.
+#[utoipa::path(post, path = "/v1/inbound", request_body = CreateInbound,
+    responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn create_inbound(State(engine): State<Engine>, b: Result<Json<CreateInbound>, JsonRejection>) -> Reply<OrderView> {
+    let command = body(b)?.into_command()?;
+    Ok(Json(OrderView::of(&engine.prepay(command).await?, Personal::Shown)))
+}
+
+/// Close an unpaid POS code.
+#[utoipa::path(post, path = "/v1/inbound/{out_req_no}/close", params(("out_req_no" = String, Path)),
+    responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderView> {
+    Ok(Json(OrderView::of(&engine.close_pos(&out_req_no).await?, Personal::Shown)))
+}
+
+/// Pay out or refund (`outpay`). Idempotent by `outReqNo`; never sent twice. `200` means
+/// the funds are reserved and the payment durably recorded and carried out.
+#[utoipa::path(post, path = "/v1/outbound", request_body = CreateOutbound,
+    responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn create_outbound(State(engine): State<Engine>, b: Result<Json<CreateOutbound>, JsonRejection>) -> Reply<OrderView> {
+    let command = body(b)?.into_command()?;
+    Ok(Json(OrderView::of(&engine.outpay(command).await?, Personal::Shown)))
+}
+
+/// Record a person's decision on an order that needs attention.
+#[utoipa::path(post, path = "/v1/orders/{out_req_no}/resolve", params(("out_req_no" = String, Path)), request_body = Resolve,
+    responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn resolve(
+    State(engine): State<Engine>,
+    Path(out_req_no): Path<String>,
+    b: Result<Json<Resolve>, JsonRejection>,
+) -> Reply<OrderView> {
+    let (status, note) = body(b)?.into_decision()?;
+    Ok(Json(OrderView::of(&engine.resolve(&out_req_no, status, &note).await?, Personal::Shown)))
+}
+
+/// Acknowledge a consumer's events up to `seq`: they are not delivered to it again.
+#[utoipa::path(post, path = "/v1/events/ack", request_body = Ack,
+    responses((status = 204), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn ack(State(engine): State<Engine>, b: Result<Json<Ack>, JsonRejection>) -> Result<axum::http::StatusCode, ApiError> {
+    let ack = body(b)?;
+    check_consumer(&ack.consumer)?;
+    engine.ack(&ack.consumer, ack.seq).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT)
+}
+
+/// A page of protocols.
+#[utoipa::path(get, path = "/v1/protocols", params(PageQuery),
+    responses((status = 200, body = ProtocolPage), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn list_protocols(State(engine): State<Engine>, q: Result<Query<PageQuery>, QueryRejection>) -> Reply<ProtocolPage> {
+    let q = query(q)?;
+    let page = engine
+        .protocols(q.cursor.as_deref(), q.limit.unwrap_or(DEFAULT_PAGE))
+        .await?;
+    Ok(Json((&page).into()))
+}
+
+/// A protocol: its ledger and the payment system's last balances.
+#[utoipa::path(get, path = "/v1/protocols/{trans_no}", params(("trans_no" = String, Path)),
+    responses((status = 200, body = ProtocolView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
+    Ok(Json((&engine.protocol(&trans_no).await?).into()))
+}
+
+/// A page of orders, by status (`NEEDS_ATTENTION` included) and protocol; personal data masked.
+#[utoipa::path(get, path = "/v1/orders", params(OrdersQuery),
+    responses((status = 200, body = OrderPage), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>, QueryRejection>) -> Reply<OrderPage> {
+    let q = query(q)?;
+    let listing = match q.status.as_deref() {
+        None => None,
+        Some(name) => Some(protopay_engine::Listing::from_name(name).ok_or_else(|| {
+            ApiError::invalid("status", "unknown status; one of NEEDS_ATTENTION, REQUESTED, RESERVED, SUBMITTED, UNPAID, PROCESSING, SUCCESS, FAILURE")
+        })?),
+    };
+    let filter = OrderQuery {
+        listing,
+        trans_no: q.trans_no,
+    };
+    let page = engine
+        .orders(&filter, q.cursor.as_deref(), q.limit.unwrap_or(DEFAULT_PAGE))
+        .await?;
+    Ok(Json((&page).into()))
+}
+
+/// An order with its history and next poll time.
+#[utoipa::path(get, path = "/v1/orders/{out_req_no}", params(("out_req_no" = String, Path)),
+    responses((status = 200, body = OrderDetailsView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderDetailsView> {
+    Ok(Json((&engine.order_details(&out_req_no).await?).into()))
+}
+
+/// A consumer's unacknowledged events (at least once, in `seq` order), waiting up to `wait`
+/// seconds for one when there are none. Acknowledge with `POST /v1/events/ack`.
+#[utoipa::path(get, path = "/v1/events", params(EventsQuery),
+    responses((status = 200, body = EventBatch), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>, QueryRejection>) -> Reply<EventBatch> {
+    let q = query(q)?;
+    check_consumer(&q.consumer)?;
+    let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
+    let events = if wait.is_zero() {
+        engine.unacknowledged(&q.consumer).await?
+    } else {
+        let mut feed = engine.subscribe(&q.consumer);
+        match tokio::time::timeout(wait, feed.next()).await {
+            Ok(events) => events?,
+            Err(_elapsed) => Vec::new(),
+        }
+    };
+    Ok(Json(EventBatch {
+        events: events.iter().map(Into::into).collect(),
+    }))
+}
+
+/// Search bank branches' CNAPS numbers at the payment system.
+#[utoipa::path(get, path = "/v1/cnaps", params(CnapsQuery),
+    responses((status = 200, body = [CnapsView]), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn query_cnaps(State(engine): State<Engine>, q: Result<Query<CnapsQuery>, QueryRejection>) -> Reply<Vec<CnapsView>> {
+    let q = query(q)?;
+    let found = engine.query_cnaps(&q.keyword).await?;
+    Ok(Json(found.iter().map(Into::into).collect()))
+}
+
+fn check_consumer(name: &str) -> Result<(), ApiError> {
+    if consumer_ok(name) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "consumer",
+            "a consumer name is 1 to 64 letters, digits, '.', '_' or '-'",
+        ))
+    }
+}
