@@ -11,7 +11,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 # Seed corpora: every request body in the snapshots (whole envelopes) for the envelope and
 # callback targets; amounts and times from the same fixtures.
-mkdir -p corpus/envelope corpus/callback corpus/amount corpus/time corpus/config corpus/apply_sequence
+mkdir -p corpus/envelope corpus/callback corpus/amount corpus/time corpus/config corpus/apply_sequence corpus/api
 n=0
 for snap in ../engine/tests/snapshots/wire__*.snap; do
   body="$(sed -n '/^{"appId"/p' "$snap")"
@@ -27,7 +27,12 @@ printf '2026-11-6 12:00:60' > corpus/time/leap          # found once: a leap sec
 printf '2026-11-27 10:10:10.0' > corpus/time/java       # Java's Timestamp.toString()
 printf '{"app_id":"APP001","key":"k","base_url":"http://x","callback_base_url":"http://y","poll":{"grace_ms":99999}}' > corpus/config/min
 
-for target in envelope callback amount time config apply_sequence; do
+# API requests: a route selector byte, then a body or a query string.
+printf '\x02{"transNo":"T1","amount":"40.00","outType":"OUT","payeeName":"Li","payeeAccount":"6222020200112233445","bankName":"ICBC","bankCnaps":"102100000030"}' > corpus/api/payout
+printf '\x01{"transNo":"T1","amount":"1.00","prodCatalog":"01"}' > corpus/api/deposit
+printf '\x05status=needs-attention&transNo=T1&limit=2' > corpus/api/orders
+
+for target in envelope callback amount time config apply_sequence api; do
   log="$(mktemp)"
   if ! cargo fuzz run -s none "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"

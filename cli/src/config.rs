@@ -50,7 +50,10 @@ impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Store::Sled(path) => f.debug_tuple("Sled").field(path).finish(),
-            Store::Postgres { schema, .. } => f.debug_struct("Postgres").field("schema", schema).finish_non_exhaustive(),
+            Store::Postgres { schema, .. } => f
+                .debug_struct("Postgres")
+                .field("schema", schema)
+                .finish_non_exhaustive(),
         }
     }
 }
@@ -158,7 +161,9 @@ pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> R
     if let Some(key) = env("PROTOPAY_KEY") {
         table.insert("key".into(), toml::Value::String(key));
     }
-    let engine: Config = table.try_into().map_err(|e: toml::de::Error| bad(e.message().to_owned()))?;
+    let engine: Config = table
+        .try_into()
+        .map_err(|e: toml::de::Error| bad(e.message().to_owned()))?;
     engine.validate().map_err(|e| bad(e.to_string()))?;
     let serve: ServeFile = serve
         .try_into()

@@ -15,11 +15,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use protopay::Engine;
 use protopay::http::webhook::Webhook;
 use protopay::http::{ApiAuth, HttpTransport, api_router, callback_router};
 use protopay::postgres::{PostgresOptions, PostgresStorage};
 use protopay::sled::SledStorage;
-use protopay::Engine;
 use std::time::Duration;
 
 /// Run until a stop signal, then stop cleanly.

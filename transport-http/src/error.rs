@@ -22,4 +22,3 @@ pub enum HttpError {
         min: usize,
     },
 }
-

@@ -97,4 +97,3 @@ impl Transport for HttpTransport {
         Ok(body)
     }
 }
-

@@ -18,11 +18,11 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use error::ApiError;
-use protopay_engine::storage::OrderQuery;
 use protopay_engine::Engine;
+use protopay_engine::storage::OrderQuery;
+use requests::*;
 use std::time::Duration;
 use utoipa::OpenApi;
-use requests::*;
 use views::*;
 
 /// The longest a long-poll for events waits.
@@ -37,20 +37,20 @@ const DEFAULT_PAGE: usize = 100;
 pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {
     let reads = Router::new()
         .route("/v1/protocols", get(list_protocols))
-        .route("/v1/protocols/{trans_no}", get(read_protocol))
+        .route("/v1/protocols/{transNo}", get(read_protocol))
         .route("/v1/orders", get(list_orders))
-        .route("/v1/orders/{out_req_no}", get(read_order))
+        .route("/v1/orders/{outReqNo}", get(read_order))
         .route("/v1/events", get(read_events))
         .route("/v1/cnaps", get(query_cnaps))
         .route_layer(middleware::from_fn_with_state((auth.clone(), Scope::Read), require));
     let commands = Router::new()
         .route("/v1/protocols", post(create_protocol))
-        .route("/v1/protocols/{trans_no}/refresh", post(refresh_protocol))
-        .route("/v1/protocols/{trans_no}/reconcile", post(reconcile))
+        .route("/v1/protocols/{transNo}/refresh", post(refresh_protocol))
+        .route("/v1/protocols/{transNo}/reconcile", post(reconcile))
         .route("/v1/inbound", post(create_inbound))
-        .route("/v1/inbound/{out_req_no}/close", post(close_inbound))
+        .route("/v1/inbound/{outReqNo}/close", post(close_inbound))
         .route("/v1/outbound", post(create_outbound))
-        .route("/v1/orders/{out_req_no}/resolve", post(resolve))
+        .route("/v1/orders/{outReqNo}/resolve", post(resolve))
         .route("/v1/events/ack", post(ack))
         .route_layer(middleware::from_fn_with_state((auth, Scope::Operate), require));
     reads
@@ -121,21 +121,24 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 /// Open a protocol.
 #[utoipa::path(post, path = "/v1/protocols", request_body = CreateProtocol,
     responses((status = 200, body = ProtocolView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
-async fn create_protocol(State(engine): State<Engine>, b: Result<Json<CreateProtocol>, JsonRejection>) -> Reply<ProtocolView> {
+async fn create_protocol(
+    State(engine): State<Engine>,
+    b: Result<Json<CreateProtocol>, JsonRejection>,
+) -> Reply<ProtocolView> {
     let command = body(b)?.into_command()?;
     Ok(Json((&engine.create_protocol(command).await?).into()))
 }
 
 /// Ask the payment system for a protocol's balances and store them (adopts a protocol
 /// protopay did not create).
-#[utoipa::path(post, path = "/v1/protocols/{trans_no}/refresh", params(("trans_no" = String, Path)),
+#[utoipa::path(post, path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number")),
     responses((status = 200, body = ProtocolView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
 async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.find_protocol(&trans_no).await?).into()))
 }
 
 /// protopay's ledger beside the payment system's balances; reports drift, never moves money.
-#[utoipa::path(post, path = "/v1/protocols/{trans_no}/reconcile", params(("trans_no" = String, Path)),
+#[utoipa::path(post, path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number")),
     responses((status = 200, body = ReconciliationView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
 async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ReconciliationView> {
     Ok(Json((&engine.reconcile(&trans_no).await?).into()))
@@ -145,29 +148,38 @@ async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -
 /// carried out; `503 outcome_unknown` means repeat with the same `outReqNo`.
 #[utoipa::path(post, path = "/v1/inbound", request_body = CreateInbound,
     responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
-async fn create_inbound(State(engine): State<Engine>, b: Result<Json<CreateInbound>, JsonRejection>) -> Reply<OrderView> {
+async fn create_inbound(
+    State(engine): State<Engine>,
+    b: Result<Json<CreateInbound>, JsonRejection>,
+) -> Reply<OrderView> {
     let command = body(b)?.into_command()?;
     Ok(Json(OrderView::of(&engine.prepay(command).await?, Personal::Shown)))
 }
 
 /// Close an unpaid POS code.
-#[utoipa::path(post, path = "/v1/inbound/{out_req_no}/close", params(("out_req_no" = String, Path)),
+#[utoipa::path(post, path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number")),
     responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
 async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderView> {
-    Ok(Json(OrderView::of(&engine.close_pos(&out_req_no).await?, Personal::Shown)))
+    Ok(Json(OrderView::of(
+        &engine.close_pos(&out_req_no).await?,
+        Personal::Shown,
+    )))
 }
 
 /// Pay out or refund (`outpay`). Idempotent by `outReqNo`; never sent twice. `200` means
 /// the funds are reserved and the payment durably recorded and carried out.
 #[utoipa::path(post, path = "/v1/outbound", request_body = CreateOutbound,
     responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
-async fn create_outbound(State(engine): State<Engine>, b: Result<Json<CreateOutbound>, JsonRejection>) -> Reply<OrderView> {
+async fn create_outbound(
+    State(engine): State<Engine>,
+    b: Result<Json<CreateOutbound>, JsonRejection>,
+) -> Reply<OrderView> {
     let command = body(b)?.into_command()?;
     Ok(Json(OrderView::of(&engine.outpay(command).await?, Personal::Shown)))
 }
 
 /// Record a person's decision on an order that needs attention.
-#[utoipa::path(post, path = "/v1/orders/{out_req_no}/resolve", params(("out_req_no" = String, Path)), request_body = Resolve,
+#[utoipa::path(post, path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number")), request_body = Resolve,
     responses((status = 200, body = OrderView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
 async fn resolve(
     State(engine): State<Engine>,
@@ -175,13 +187,19 @@ async fn resolve(
     b: Result<Json<Resolve>, JsonRejection>,
 ) -> Reply<OrderView> {
     let (status, note) = body(b)?.into_decision()?;
-    Ok(Json(OrderView::of(&engine.resolve(&out_req_no, status, &note).await?, Personal::Shown)))
+    Ok(Json(OrderView::of(
+        &engine.resolve(&out_req_no, status, &note).await?,
+        Personal::Shown,
+    )))
 }
 
 /// Acknowledge a consumer's events up to `seq`: they are not delivered to it again.
 #[utoipa::path(post, path = "/v1/events/ack", request_body = Ack,
     responses((status = 204), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
-async fn ack(State(engine): State<Engine>, b: Result<Json<Ack>, JsonRejection>) -> Result<axum::http::StatusCode, ApiError> {
+async fn ack(
+    State(engine): State<Engine>,
+    b: Result<Json<Ack>, JsonRejection>,
+) -> Result<axum::http::StatusCode, ApiError> {
     let ack = body(b)?;
     check_consumer(&ack.consumer)?;
     engine.ack(&ack.consumer, ack.seq).await?;
@@ -191,7 +209,10 @@ async fn ack(State(engine): State<Engine>, b: Result<Json<Ack>, JsonRejection>) 
 /// A page of protocols.
 #[utoipa::path(get, path = "/v1/protocols", params(PageQuery),
     responses((status = 200, body = ProtocolPage), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
-async fn list_protocols(State(engine): State<Engine>, q: Result<Query<PageQuery>, QueryRejection>) -> Reply<ProtocolPage> {
+async fn list_protocols(
+    State(engine): State<Engine>,
+    q: Result<Query<PageQuery>, QueryRejection>,
+) -> Reply<ProtocolPage> {
     let q = query(q)?;
     let page = engine
         .protocols(q.cursor.as_deref(), q.limit.unwrap_or(DEFAULT_PAGE))
@@ -200,7 +221,7 @@ async fn list_protocols(State(engine): State<Engine>, q: Result<Query<PageQuery>
 }
 
 /// A protocol: its ledger and the payment system's last balances.
-#[utoipa::path(get, path = "/v1/protocols/{trans_no}", params(("trans_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number")),
     responses((status = 200, body = ProtocolView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
 async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.protocol(&trans_no).await?).into()))
@@ -228,7 +249,7 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
 }
 
 /// An order with its history and next poll time.
-#[utoipa::path(get, path = "/v1/orders/{out_req_no}", params(("out_req_no" = String, Path)),
+#[utoipa::path(get, path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number")),
     responses((status = 200, body = OrderDetailsView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
 async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderDetailsView> {
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))
@@ -259,7 +280,10 @@ async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>,
 /// Search bank branches' CNAPS numbers at the payment system.
 #[utoipa::path(get, path = "/v1/cnaps", params(CnapsQuery),
     responses((status = 200, body = [CnapsView]), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
-async fn query_cnaps(State(engine): State<Engine>, q: Result<Query<CnapsQuery>, QueryRejection>) -> Reply<Vec<CnapsView>> {
+async fn query_cnaps(
+    State(engine): State<Engine>,
+    q: Result<Query<CnapsQuery>, QueryRejection>,
+) -> Reply<Vec<CnapsView>> {
     let q = query(q)?;
     let found = engine.query_cnaps(&q.keyword).await?;
     Ok(Json(found.iter().map(Into::into).collect()))

@@ -135,7 +135,6 @@ pub struct CnapsQuery {
     pub keyword: String,
 }
 
-
 fn amount(text: &str) -> Result<Amount, ApiError> {
     Amount::parse(text).map_err(|e| {
         let mut e = ApiError::from(e);
