@@ -264,4 +264,18 @@ store = "/tmp/x"
         let shown = format!("{s:?}");
         assert!(!shown.contains("from-the-file") && !shown.contains("pw"), "{shown}");
     }
+
+    proptest::proptest! {
+        /// Whatever the file holds, reading it is a value or a typed error, never a panic,
+        /// and no error shows the key.
+        #[test]
+        fn any_file_is_read_or_refused_without_a_panic(
+            text in "(app_id|key|base_url|serve|listen|store|webhook|poll|\\[|\\]|=|\"|[a-z0-9:/._ \n{}-]){0,80}"
+        ) {
+            let with_key = format!("key = \"secret-md5-key\"\n{text}");
+            if let Err(e) = parse(&with_key, Path::new("p.toml"), env(&[("PROTOPAY_API_TOKEN", "t")])) {
+                proptest::prop_assert!(!e.to_string().contains("secret-md5-key"));
+            }
+        }
+    }
 }
