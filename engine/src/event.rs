@@ -147,6 +147,25 @@ pub struct Event {
 }
 
 /// A sentence for people (logs, the demo's timeline, an operator's screen).
+impl Anomaly {
+    /// A stable name for the kind, for metrics and dashboards (`needs_attention`, `balance_drift`).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Anomaly::ConflictingStatus { .. } => "conflicting_status",
+            Anomaly::IdentityMismatch { .. } => "identity_mismatch",
+            Anomaly::PaidAfterClose => "paid_after_close",
+            Anomaly::UnknownEnumValue { .. } => "unknown_enum_value",
+            Anomaly::UnreadableValue { .. } => "unreadable_value",
+            Anomaly::WrongOrderKind => "wrong_order_kind",
+            Anomaly::RemoteLost => "remote_lost",
+            Anomaly::NeedsAttention { .. } => "needs_attention",
+            Anomaly::OrphanCallback => "orphan_callback",
+            Anomaly::PossibleOrphanProtocol { .. } => "possible_orphan_protocol",
+            Anomaly::BalanceDrift { .. } => "balance_drift",
+        }
+    }
+}
+
 impl std::fmt::Display for EventKind {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {

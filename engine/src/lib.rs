@@ -73,6 +73,7 @@ pub use runtime::{
     CallbackReply, Clock, Config, Engine, EngineBuilder, MAX_PAGE, NewInbound, NewOutbound, NewProtocol, OrderDetails,
     Page, Payee, PollPolicy, PollReport, PollerHandle, Reconciliation, ReplyStyle, Subscription, Timeouts, next_poll,
 };
+pub use runtime::metrics;
 pub use secret::{Md5Key, Sensitive};
 pub use transport::{Transport, TransportError};
 pub use wire::Amount;

@@ -280,6 +280,17 @@ impl Storage for PostgresStorage {
         rows.iter().map(|r| versioned("orders", r.get(2), r)).collect()
     }
 
+    async fn count_listed(&self, listing: Listing, cap: usize) -> Result<usize> {
+        let sql = &self.inner.sql;
+        let cap = limit(cap);
+        let rows = match listing {
+            Listing::NeedsAttention => self.rows(&sql.count_attention, &[&cap]).await?,
+            Listing::Status(_) => self.rows(&sql.count_status, &[&listing.name(), &cap]).await?,
+        };
+        let n: i64 = rows.first().map_or(0, |r| r.get(0));
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {
         let rows = self.rows(&self.inner.sql.history, &[&out_req_no]).await?;
         rows.iter().map(event_of).collect()

@@ -35,7 +35,7 @@ use stage::Errors;
 
 use chrono::{DateTime, Utc};
 use codec::DecodeError;
-use protopay_engine::domain::{Order, Protocol};
+use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
 use protopay_engine::storage::{Batch, Due, Keyed, Leases, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::{Error, Result};
@@ -330,6 +330,18 @@ impl Storage for SledStorage {
         };
         let listed = |o: &Order| query.listing.is_none_or(|l| o.listings().any(|x| x == l));
         self.page(index, after, codec::prefix::ORDER, listed, limit)
+    }
+
+    async fn count_listed(&self, listing: Listing, cap: usize) -> Result<usize> {
+        let mut n = 0;
+        for entry in self.tree()?.scan_prefix(codec::listing_prefix(listing.name())).keys() {
+            entry.map_err(|e| self.fail(e))?;
+            n += 1;
+            if n >= cap {
+                break;
+            }
+        }
+        Ok(n)
     }
 
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {

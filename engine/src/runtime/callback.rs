@@ -6,7 +6,7 @@
 //! (rate-limited), so a real update mangled in transit still lands soon.
 
 use super::transact::{Bookkeeping, PollAt, Step};
-use super::{Engine, ReplyStyle};
+use super::{Engine, ReplyStyle, metrics};
 use crate::event::{Anomaly, EventKind};
 use crate::observation::{News, Source};
 use crate::storage::Orphan;
@@ -48,7 +48,9 @@ impl Engine {
             Ok(w) => w,
             Err(e) => return self.failure_reply(e),
         };
-        match self.accept_callback(kind, body).await {
+        let accepted = self.accept_callback(kind, body).await;
+        metrics::callback(kind.slug(), accepted.is_ok());
+        match accepted {
             Ok(()) => self.success_reply(),
             Err(e) => {
                 tracing::warn!(error = %e, "callback refused");
@@ -71,7 +73,7 @@ impl Engine {
                 limit: config.callback_body_limit,
             });
         }
-        let envelope = Envelope::open(body, &config.app_id, &config.key)?;
+        let envelope = self.open_envelope(body)?;
         if let Some(max_age) = config.callback_max_age_ms {
             let sent = parse_timestamp(&envelope.timestamp, self.inner.zone)?;
             if (self.now() - sent).num_milliseconds() > i64::try_from(max_age).unwrap_or(i64::MAX) {

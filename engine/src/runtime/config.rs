@@ -139,8 +139,13 @@ fn default_body_limit() -> usize {
 pub struct Config {
     /// Our business system id.
     pub app_id: String,
-    /// The shared MD5 key.
+    /// The shared MD5 key: everything is signed with it.
     pub key: Md5Key,
+    /// Keys still accepted when verifying callbacks and replies, during a rotation: the
+    /// payment system may sign with the old key until it switches. Remove them once
+    /// `protopay_callback_key_total{key="previous"}` stays flat.
+    #[serde(default)]
+    pub previous_keys: Vec<Md5Key>,
     /// The payment system's base URL (`{base}/api/protocol/{name}`), used by transports.
     pub base_url: String,
     /// Where our callback receiver is reachable; notify URLs are `{this}/{kind}` with kinds
@@ -167,6 +172,14 @@ pub struct Config {
     /// The largest callback body accepted.
     #[serde(default = "default_body_limit")]
     pub callback_body_limit: usize,
+    /// How often the poller reconciles every protocol with activity since the last run
+    /// against the payment system's balances (drift is reported, never acted on); 0 = off.
+    #[serde(default = "default_reconcile_every")]
+    pub reconcile_every_ms: u64,
+}
+
+fn default_reconcile_every() -> u64 {
+    3_600_000
 }
 
 impl Config {
@@ -175,6 +188,7 @@ impl Config {
         Config {
             app_id: app_id.to_owned(),
             key,
+            previous_keys: Vec::new(),
             base_url: base_url.to_owned(),
             callback_base_url: callback_base_url.to_owned(),
             utc_offset_minutes: default_offset(),
@@ -184,7 +198,13 @@ impl Config {
             cnaps_check: CnapsCheck::default(),
             callback_max_age_ms: None,
             callback_body_limit: default_body_limit(),
+            reconcile_every_ms: default_reconcile_every(),
         }
+    }
+
+    /// The keys that verify what the payment system sends: the current one first.
+    pub fn keys(&self) -> impl Iterator<Item = &Md5Key> {
+        std::iter::once(&self.key).chain(&self.previous_keys)
     }
 
     /// The payment system's zone.

@@ -72,6 +72,7 @@ impl Engine {
 
     /// Acknowledge a consumer's events up to `seq`.
     pub async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
+        self.served(consumer);
         self.storage().ack(consumer, seq).await
     }
 
@@ -83,6 +84,7 @@ impl Engine {
 
     /// A live subscription for `consumer`.
     pub fn subscribe(&self, consumer: &str) -> Subscription {
+        self.served(consumer);
         Subscription {
             engine: self.clone(),
             consumer: consumer.to_owned(),

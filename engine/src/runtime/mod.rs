@@ -7,10 +7,12 @@
 //! [`apply`]: crate::apply()
 
 mod callback;
+mod chores;
 mod clock;
 mod config;
 mod feed;
 mod inputs;
+pub mod metrics;
 mod orders;
 mod poller;
 mod protocols;
@@ -75,6 +77,11 @@ struct Inner {
     /// This instance's name as the owner of its claims on due orders (see `Storage::claim_due`).
     instance: String,
     id_counter: AtomicU64,
+    /// Consumers this process served (subscriptions, acknowledgements): whose outbox lag
+    /// the metrics report.
+    consumers: Mutex<std::collections::BTreeSet<String>>,
+    /// Protocols whose last reconciliation here found drift (a gauge).
+    drifting: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -180,6 +187,8 @@ impl EngineBuilder {
                 id_seed,
                 instance: format!("{id_seed:016x}"),
                 id_counter: AtomicU64::new(0),
+                consumers: Mutex::default(),
+                drifting: Mutex::default(),
             }),
         };
         if let Some(hints) = engine.inner.storage.remote_commits() {
@@ -290,14 +299,44 @@ impl Engine {
         format!("{}{millis:013}{suffix:08x}{:04x}", self.inner.config.app_id, n & 0xffff)
     }
 
-    /// Sign, send, verify and decode one call.
+    /// Remember a consumer for the outbox-lag gauge (a bounded set: names come from hosts).
+    fn served(&self, consumer: &str) {
+        let mut consumers = self.inner.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        if consumers.len() < 1_000 && !consumers.contains(consumer) {
+            consumers.insert(consumer.to_owned());
+        }
+    }
+
+    fn consumers(&self) -> Vec<String> {
+        let consumers = self.inner.consumers.lock().unwrap_or_else(|p| p.into_inner());
+        consumers.iter().cloned().collect()
+    }
+
+    /// Sign, send, verify and decode one call, counted by endpoint and outcome.
     async fn call<C: Call>(&self, request: &C) -> Result<C::Reply> {
+        let started = std::time::Instant::now();
+        let result = self.call_unmetered(request).await;
+        metrics::call(C::ENDPOINT.name(), started.elapsed(), result.as_ref().map(drop));
+        result
+    }
+
+    async fn call_unmetered<C: Call>(&self, request: &C) -> Result<C::Reply> {
         let config = &self.inner.config;
         let timestamp = format_timestamp(self.now(), self.inner.zone);
         let envelope = Envelope::for_call(&config.app_id, request, timestamp, &config.key)?;
         let body = self.inner.transport.call(C::ENDPOINT, &envelope).await?;
-        let reply = Envelope::open(&body, &config.app_id, &config.key)?;
+        let reply = self.open_envelope(&body)?;
         Envelope::decode_data(reply.reply_data()?)
+    }
+
+    /// Verify an envelope from the payment system (a reply or a callback) with the current
+    /// key, or during a rotation with one of `previous_keys`; which one verified is counted
+    /// (`protopay_callback_key_total`), so operators see when the old key can go.
+    fn open_envelope(&self, body: &[u8]) -> Result<Envelope> {
+        let config = self.config();
+        let (envelope, which) = Envelope::open_with_any(body, &config.app_id, config.keys())?;
+        metrics::key_verified(which > 0);
+        Ok(envelope)
     }
 
     fn event(&self, order: Option<&Order>, source: Source, kind: EventKind) -> Event {

@@ -7,7 +7,8 @@
 //! less, and the poller sleeps until then: neither a failing store nor a failing payment
 //! system can make it spin.
 
-use super::Engine;
+use super::chores::Chores;
+use super::{Engine, metrics};
 use super::schedule::next_poll;
 use super::transact::Step;
 use crate::domain::{Order, OrderKind, Status};
@@ -122,6 +123,7 @@ impl Engine {
             });
         }
         while let Some(done) = tasks.join_next().await {
+            metrics::poll(matches!(done, Ok((_, _, Ok(()) | Err(Error::Conflict)))));
             match done {
                 Ok((key, _, Ok(()) | Err(Error::Conflict))) => self.poll_succeeded(&key),
                 Ok((key, read, Err(e))) => {
@@ -192,8 +194,10 @@ impl Engine {
             let Ok(_working) = engine.working() else { return };
             let mut stopping = engine.inner.stopping.subscribe();
             let idle = Duration::from_millis(engine.config().poll.idle_tick_ms);
+            let mut chores = Chores::new(engine.config());
             loop {
                 counter.fetch_add(1, Ordering::Relaxed);
+                chores.run_due(&engine).await;
                 let wait = match engine.poll_tick().await {
                     // Everything due is held back: sleep until the first may be tried.
                     Ok(r) if r.polled == 0 && r.due > 0 => r.retry_in.unwrap_or(idle),

@@ -1,6 +1,6 @@
 //! Commands on protocols: open, find (and adopt), reconcile; and the CNAPS lookup.
 
-use super::Engine;
+use super::{Engine, metrics};
 use super::inputs::{NewProtocol, Reconciliation};
 use crate::domain::{Protocol, RemoteBalances};
 use crate::event::{Anomaly, EventKind};
@@ -147,6 +147,26 @@ impl Engine {
     /// less what is reserved for payouts still in flight (which they may hold apart).
     #[tracing::instrument(skip(self))]
     pub async fn reconcile(&self, trans_no: &str) -> Result<Reconciliation> {
+        let result = self.reconcile_unmetered(trans_no).await;
+        let mut drifting = self.inner.drifting.lock().unwrap_or_else(|p| p.into_inner());
+        match &result {
+            Ok(r) if r.drift.is_empty() => {
+                drifting.remove(trans_no);
+                metrics::reconciled("agreed");
+            }
+            Ok(_) => {
+                if drifting.len() < 100_000 {
+                    drifting.insert(trans_no.to_owned());
+                }
+                metrics::reconciled("drift");
+            }
+            Err(_) => metrics::reconciled("failed"),
+        }
+        metrics::protocols_drifting(drifting.len());
+        result
+    }
+
+    async fn reconcile_unmetered(&self, trans_no: &str) -> Result<Reconciliation> {
         let _working = self.working()?;
         let protocol = self.refresh_protocol(trans_no).await?;
         let theirs = protocol.remote.clone().ok_or_else(|| Error::UnknownProtocol {

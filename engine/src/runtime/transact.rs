@@ -13,7 +13,7 @@
 //!
 //! Longer than most files on purpose: every rule of a commit reads here, in one place.
 
-use super::Engine;
+use super::{Engine, metrics};
 use super::schedule::next_poll;
 use crate::domain::{Order, Protocol, Status};
 use crate::event::{Anomaly, Event, EventKind};
@@ -367,7 +367,12 @@ impl Engine {
 
     /// Commit a batch and wake live subscribers.
     async fn commit(&self, batch: Batch) -> Result<()> {
-        let last = self.storage().commit(batch).await?;
+        let tally = metrics::Tally::of(&batch.events);
+        let started = std::time::Instant::now();
+        let result = self.storage().commit(batch).await;
+        metrics::commit(started.elapsed(), &result);
+        let last = result?;
+        tally.record();
         self.inner.last_seq.send_if_modified(|seen| {
             let newer = last > *seen;
             *seen = (*seen).max(last);

@@ -182,14 +182,27 @@ impl Envelope {
 
     /// Decode, check that the envelope is ours (`appId`) and verify its signature.
     pub fn open(body: &[u8], app_id: &str, key: &Md5Key) -> Result<Self> {
+        Envelope::open_with_any(body, app_id, [key]).map(|(env, _)| env)
+    }
+
+    /// [`Envelope::open`] with the first of `keys` that verifies it (during a key rotation:
+    /// the current key, then the previous ones), and that key's position.
+    pub fn open_with_any<'k>(
+        body: &[u8],
+        app_id: &str,
+        keys: impl IntoIterator<Item = &'k Md5Key>,
+    ) -> Result<(Self, usize)> {
         let env = Envelope::decode(body)?;
         if env.app_id != app_id {
             return Err(Error::WrongAppId {
                 got: env.app_id.chars().take(64).collect(),
             });
         }
-        env.verify(key)?;
-        Ok(env)
+        let which = keys
+            .into_iter()
+            .position(|key| env.verify(key).is_ok())
+            .ok_or(Error::BadSign)?;
+        Ok((env, which))
     }
 
     /// The JSON body to send (`data` as a JSON string).
