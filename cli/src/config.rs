@@ -4,6 +4,7 @@
 //! | variable | what |
 //! |---|---|
 //! | `PROTOPAY_KEY` | the MD5 key (`key`) |
+//! | `PROTOPAY_PREVIOUS_KEYS` | keys still accepted during a rotation, comma-separated (`previous_keys`) |
 //! | `PROTOPAY_API_TOKEN` | the `operate` API token (required) |
 //! | `PROTOPAY_API_READ_TOKEN` | the `read` API token (optional) |
 //! | `PROTOPAY_WEBHOOK_SECRET` | the webhook's HMAC secret (`[serve.webhook] secret`) |
@@ -160,6 +161,11 @@ pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> R
     };
     if let Some(key) = env("PROTOPAY_KEY") {
         table.insert("key".into(), toml::Value::String(key));
+    }
+    if let Some(keys) = env("PROTOPAY_PREVIOUS_KEYS") {
+        let keys = keys.split(',').map(str::trim).filter(|k| !k.is_empty());
+        let keys = keys.map(|k| toml::Value::String(k.to_owned())).collect();
+        table.insert("previous_keys".into(), toml::Value::Array(keys));
     }
     let engine: Config = table
         .try_into()

@@ -36,6 +36,25 @@ pub enum CliError {
     /// The engine refused to start or to stop cleanly.
     #[error(transparent)]
     Engine(#[from] protopay::Error),
+    /// The server answered with an error (its stable `code` and message).
+    #[error("{code} ({status}): {message}")]
+    Api {
+        /// The HTTP status.
+        status: u16,
+        /// The API's error code.
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The server could not be reached, or answered something that is not the API.
+    #[error("talking to the server: {0}")]
+    Request(reqwest::Error),
+    /// The command was not used as it must be.
+    #[error("{0}")]
+    Usage(String),
+    /// The metrics recorder could not be installed.
+    #[error("installing the metrics recorder: {0}")]
+    Metrics(String),
     /// The address could not be listened on, or serving failed.
     #[error("listening on {addr}: {source}")]
     Listen {

@@ -1,13 +1,20 @@
 //! `protopay`: the escrow engine as a program.
 //!
 //! `protopay serve --config protopay.toml` runs the sidecar: the engine on its store, the
-//! callback receiver, the poller, the `/v1` JSON API, health checks and (optionally) webhook
-//! delivery — for hosts written in any language. See `config.rs` for the file and the
-//! environment variables, and the README's "Run it as a service".
+//! callback receiver, the poller, the `/v1` JSON API, `/metrics`, health checks and
+//! (optionally) webhook delivery — for hosts written in any language. See `config.rs` for
+//! the file and the environment variables, and the README's "Run it as a service".
+//!
+//! The operator commands (`orders`, `show`, `protocol`, `resolve`, `reconcile`, `events`,
+//! `check`) talk to a running server with `--url` (token from `PROTOPAY_API_TOKEN` or
+//! `--token`), or open the store of `--config` directly when no server holds it.
 
+mod client;
+mod commands;
 mod config;
 mod error;
 mod serve;
+mod table;
 
 pub(crate) use error::CliError;
 
@@ -21,6 +28,19 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// A running server's address (operator commands); without it they open the store of
+    /// `--config` directly.
+    #[arg(long, global = true, env = "PROTOPAY_URL")]
+    url: Option<String>,
+    /// The server's API token (operator commands).
+    #[arg(long, global = true, env = "PROTOPAY_API_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// The configuration file (for `serve`, and for operator commands without `--url`).
+    #[arg(long, global = true, default_value = "protopay.toml")]
+    config: PathBuf,
+    /// JSON for scripts instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -28,11 +48,65 @@ enum Command {
     /// Run the sidecar: engine, callback receiver, poller, `/v1` API, `/healthz`, `/readyz`.
     /// Prints `protopay listening on http://ADDR` once ready; stops cleanly on SIGTERM or
     /// Ctrl-C (in-flight commands and callbacks finish and are stored) and exits 0.
-    Serve {
-        /// The configuration file.
-        #[arg(long, default_value = "protopay.toml")]
-        config: PathBuf,
+    Serve,
+    /// List orders, a page at a time: `--status needs-attention`, `--protocol T`.
+    Orders {
+        /// A status (`submitted`, `success`, …) or `needs-attention`.
+        #[arg(long)]
+        status: Option<String>,
+        /// Only this protocol's orders.
+        #[arg(long)]
+        protocol: Option<String>,
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Every one.
+        #[arg(long, conflicts_with = "limit")]
+        all: bool,
     },
+    /// One order: its state, payee, timeline and next poll.
+    Show {
+        /// The order's `outReqNo`.
+        out_req_no: String,
+    },
+    /// One protocol: protopay's ledger beside the payment system's last balances.
+    Protocol {
+        /// The protocol's `transNo`.
+        trans_no: String,
+    },
+    /// Record a person's decision on an order that needs attention (asks first unless `--yes`).
+    Resolve {
+        /// The order's `outReqNo`.
+        out_req_no: String,
+        /// What the payment system's records (checked out of band) say.
+        #[arg(long = "as", value_parser = ["success", "failure"])]
+        outcome: String,
+        /// Who checked what: kept in the order's history.
+        #[arg(long)]
+        note: String,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Compare protocols' ledgers with the payment system's balances (exit 1 on drift).
+    Reconcile {
+        /// Protocols to reconcile.
+        trans_no: Vec<String>,
+        /// Every protocol.
+        #[arg(long)]
+        all: bool,
+    },
+    /// A consumer's unacknowledged events; `--follow` waits for more and acknowledges them.
+    Events {
+        /// The consumer (a cursor of its own; the default one is the CLI's).
+        #[arg(long, default_value = "protopay-cli")]
+        consumer: String,
+        /// Keep waiting, acknowledging what was printed.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Recompute every ledger from its orders and check every invariant (exit 1 on a violation).
+    Check,
 }
 
 fn main() -> ExitCode {
@@ -52,19 +126,50 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result: Result<(), CliError> = runtime.block_on(async {
-        match cli.command {
-            Command::Serve { config } => {
-                let settings = config::load(&config, |name| std::env::var(name).ok())?;
-                serve::run(settings).await
-            }
-        }
-    });
+    let result: Result<ExitCode, CliError> = runtime.block_on(run(cli));
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("protopay: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, CliError> {
+    if let Command::Serve = cli.command {
+        let settings = config::load(&cli.config, |name| std::env::var(name).ok())?;
+        serve::run(settings).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    let api = match &cli.url {
+        Some(url) => {
+            let token = cli.token.clone().ok_or(CliError::MissingEnv("PROTOPAY_API_TOKEN"))?;
+            client::Api::remote(url, token)?
+        }
+        None => client::Api::local(&cli.config).await?,
+    };
+    let out = commands::Output { json: cli.json };
+    let result = match cli.command {
+        Command::Serve => Ok(ExitCode::SUCCESS),
+        Command::Orders {
+            status,
+            protocol,
+            limit,
+            all,
+        } => commands::orders(&api, out, status, protocol, if all { usize::MAX } else { limit }).await,
+        Command::Show { out_req_no } => commands::show(&api, out, &out_req_no).await,
+        Command::Protocol { trans_no } => commands::protocol(&api, out, &trans_no).await,
+        Command::Resolve {
+            out_req_no,
+            outcome,
+            note,
+            yes,
+        } => commands::resolve(&api, out, &out_req_no, &outcome, &note, yes).await,
+        Command::Reconcile { trans_no, all } => commands::reconcile(&api, out, trans_no, all).await,
+        Command::Events { consumer, follow } => commands::events(&api, out, &consumer, follow).await,
+        Command::Check => commands::check(&api, out).await,
+    };
+    api.close().await?;
+    result
 }

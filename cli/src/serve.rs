@@ -54,11 +54,13 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
             builder.storage(PostgresStorage::open(options).await?).build().await?
         }
     };
+    let metrics = install_metrics()?;
     let poller = engine.spawn_poller();
     let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
     let app = callback_router(engine.clone())
         .merge(api_router(engine.clone(), auth))
-        .merge(health(engine.clone()));
+        .merge(health(engine.clone()))
+        .merge(metrics);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| CliError::Listen { addr: listen, source })?;
@@ -92,6 +94,25 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
     }
     say("protopay stopped");
     Ok(())
+}
+
+/// Install the Prometheus recorder (the engine records through the `metrics` facade) and
+/// the `/metrics` route that renders it. Public like the health checks: no personal data.
+fn install_metrics() -> Result<Router, CliError> {
+    let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|e| CliError::Metrics(e.to_string()))?;
+    protopay::metrics::describe();
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        // Histograms are drained into their summaries here.
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    Ok(Router::new().route("/metrics", get(move || async move { handle.render() })))
 }
 
 /// `/healthz`: the process answers. `/readyz`: the engine runs and its store answers.

@@ -37,7 +37,7 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let sim = simulator();
     let port = free_port();
-    let server = serve(dir.path(), &sim.addr, port, "");
+    let server = serve(dir.path(), &sim.addr, port, "", "");
     let api = format!("http://127.0.0.1:{port}");
     let trans_no = protocol(&api).await;
 
@@ -132,7 +132,7 @@ async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
         "[serve.webhook]\nurl = \"http://{hook_addr}/events\"\nsecret = \"{SECRET}\"\n\
          first_retry_ms = 10\nmax_retry_ms = 50\n"
     );
-    let server = serve(dir.path(), &sim.addr, port, &extra);
+    let server = serve(dir.path(), &sim.addr, port, "", &extra);
     let api = format!("http://127.0.0.1:{port}");
     let trans_no = protocol(&api).await;
     let deposit = json!({"transNo": trans_no, "outReqNo": "APP001-hook-1", "amount": "5.00", "prodCatalog": "01"});

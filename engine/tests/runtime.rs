@@ -4,9 +4,9 @@
 mod support;
 
 use protopay_engine::storage::MemoryStorage;
-use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Missing};
+use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Envelope, Missing};
 use protopay_engine::{
-    Amount, Anomaly, Engine, Error, EventKind, NewInbound, NewProtocol, Source, Status, TransportError,
+    Amount, Anomaly, Engine, Error, EventKind, Md5Key, NewInbound, NewProtocol, Source, Status, TransportError,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -731,4 +731,43 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
         .filter(|ev| ev.source == Source::Operator)
         .count();
     assert!(src >= 2, "the decision and its effect are attributed to the operator");
+}
+
+/// Key rotation: while the old key is in `previous_keys`, callbacks signed with it verify;
+/// once it is removed they are refused and change nothing; every answer is signed with the
+/// current key.
+#[tokio::test(start_paused = true)]
+async fn callbacks_signed_with_a_previous_key_verify_only_during_the_rotation() {
+    let (e, t, s, trans_no) = setup("50.00").await;
+    let key = format!("{APP}-rotated");
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")),
+    );
+    e.outpay(payout(&trans_no, Some(&key), "10.00")).await.unwrap();
+    let rotated = |previous: Vec<Md5Key>| {
+        let mut c = config();
+        c.key = Md5Key::new("the-new-key");
+        c.previous_keys = previous;
+        c
+    };
+    let signed_with_old_key = callback_body(&outbound_view(&trans_no, &key, "10.00", "SUCCESS"));
+
+    // After the rotation window: the old key is refused, nothing changes.
+    let after = engine_with(s.clone(), t.clone(), rotated(vec![]), clock()).await;
+    let refused = after
+        .handle_callback(CallbackKind::Outbound, &signed_with_old_key)
+        .await;
+    assert!(!refused.is_success(), "{}", refused.body);
+    assert_eq!(status_of(&after.order(&key).await.unwrap()), "PROCESSING");
+
+    // During the window: it verifies, and the answer is signed with the new key only.
+    let during = engine_with(s, t, rotated(vec![Md5Key::new(KEY)]), clock()).await;
+    let accepted = during
+        .handle_callback(CallbackKind::Outbound, &signed_with_old_key)
+        .await;
+    assert!(accepted.is_success(), "{}", accepted.body);
+    assert!(Envelope::open(accepted.body.as_bytes(), APP, &Md5Key::new("the-new-key")).is_ok());
+    assert!(Envelope::open(accepted.body.as_bytes(), APP, &Md5Key::new(KEY)).is_err());
+    assert_eq!(status_of(&during.order(&key).await.unwrap()), "SUCCESS");
 }

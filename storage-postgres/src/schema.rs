@@ -190,9 +190,7 @@ impl Statements {
                 "SELECT seq, value FROM {s}.events WHERE out_req_no = $1 AND out_req_no IS NOT NULL ORDER BY seq"
             ),
             due_at: format!("SELECT at FROM {s}.due WHERE out_req_no = $1"),
-            count_status: format!(
-                "SELECT count(*) FROM (SELECT 1 FROM {s}.orders WHERE status = $1 LIMIT $2) listed"
-            ),
+            count_status: format!("SELECT count(*) FROM (SELECT 1 FROM {s}.orders WHERE status = $1 LIMIT $2) listed"),
             count_attention: format!("SELECT count(*) FROM (SELECT 1 FROM {s}.orders WHERE attention LIMIT $1) listed"),
             insert_protocol: format!(
                 "INSERT INTO {s}.protocols (trans_no, version, value) VALUES ($1, 1, $2) ON CONFLICT DO NOTHING"

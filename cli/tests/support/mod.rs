@@ -67,20 +67,26 @@ pub fn free_port() -> u16 {
     l.local_addr().unwrap().port()
 }
 
-/// `protopay serve` on `port` with a sled store in `dir`, talking to the simulator at
-/// `sim_addr`; `extra` is appended to the `[serve]` table.
-pub fn serve(dir: &Path, sim_addr: &str, port: u16, extra: &str) -> Running {
+/// Write `dir/protopay.toml` for a server on `port` with a sled store in `dir`, talking to
+/// the simulator at `sim_addr`; `engine` adds top-level keys, `extra` lines to `[serve]`.
+pub fn write_config(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -> PathBuf {
     let config = dir.join("protopay.toml");
     std::fs::write(
         &config,
         format!(
             "app_id = \"APP001\"\nbase_url = \"http://{sim_addr}\"\n\
-             callback_base_url = \"http://127.0.0.1:{port}/protopay/notify\"\n\n\
+             callback_base_url = \"http://127.0.0.1:{port}/protopay/notify\"\n{engine}\n\
              [serve]\nlisten = \"127.0.0.1:{port}\"\nstore = \"{}\"\n{extra}",
             dir.join("data").display()
         ),
     )
     .unwrap();
+    config
+}
+
+/// `protopay serve` on `port` (see [`write_config`]).
+pub fn serve(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -> Running {
+    let config = write_config(dir, sim_addr, port, engine, extra);
     let mut c = Command::new(env!("CARGO_BIN_EXE_protopay"));
     c.args(["serve", "--config"])
         .arg(&config)

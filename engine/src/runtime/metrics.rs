@@ -9,22 +9,82 @@ use std::time::Duration;
 
 /// Every metric: name, kind, and what it says.
 pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
-    ("protopay_callbacks_total", "counter", "callbacks received, by `kind` and `outcome` (accepted, refused)"),
-    ("protopay_callback_key_total", "counter", "envelopes verified, by `key`: current or previous (rotation: drop the previous key once this stays flat)"),
+    (
+        "protopay_callbacks_total",
+        "counter",
+        "callbacks received, by `kind` and `outcome` (accepted, refused)",
+    ),
+    (
+        "protopay_callback_key_total",
+        "counter",
+        "envelopes verified, by `key`: current or previous (rotation: drop the previous key once this stays flat)",
+    ),
     ("protopay_commit_seconds", "histogram", "time of one storage commit"),
-    ("protopay_commit_conflicts_total", "counter", "commits that lost an optimistic-concurrency race (re-read and retried)"),
-    ("protopay_commit_failures_total", "counter", "commits the store refused or failed"),
-    ("protopay_polls_total", "counter", "polls of due orders, by `result`: done, failed"),
-    ("protopay_calls_total", "counter", "calls to the payment system, by `endpoint` and `outcome`: ok, refused, not_found, not_delivered, maybe_delivered, bad_reply"),
-    ("protopay_call_seconds", "histogram", "latency of calls to the payment system, by `endpoint`"),
-    ("protopay_due_backlog", "gauge", "orders due for a poll now (up to 10 000)"),
-    ("protopay_poll_lag_seconds", "gauge", "how long the oldest due order has waited past its due time"),
-    ("protopay_orders", "gauge", "open orders by `status` (requested, reserved, submitted, unpaid, processing) and needs_attention, counted from their indexes (up to 10 000)"),
-    ("protopay_orders_settled_total", "counter", "orders that reached a final status here, by `direction` and `status`"),
-    ("protopay_anomalies_total", "counter", "anomalies recorded, by `kind` (needs_attention, balance_drift, conflicting_status, …)"),
-    ("protopay_reconciliations_total", "counter", "reconciliations, by `result`: agreed, drift, failed"),
-    ("protopay_protocols_drifting", "gauge", "protocols whose last reconciliation here found drift"),
-    ("protopay_outbox_lag", "gauge", "events not yet acknowledged, by `consumer` (consumers served by this process)"),
+    (
+        "protopay_commit_conflicts_total",
+        "counter",
+        "commits that lost an optimistic-concurrency race (re-read and retried)",
+    ),
+    (
+        "protopay_commit_failures_total",
+        "counter",
+        "commits the store refused or failed",
+    ),
+    (
+        "protopay_polls_total",
+        "counter",
+        "polls of due orders, by `result`: done, failed",
+    ),
+    (
+        "protopay_calls_total",
+        "counter",
+        "calls to the payment system, by `endpoint` and `outcome`: ok, refused, not_found, not_delivered, maybe_delivered, bad_reply",
+    ),
+    (
+        "protopay_call_seconds",
+        "histogram",
+        "latency of calls to the payment system, by `endpoint`",
+    ),
+    (
+        "protopay_due_backlog",
+        "gauge",
+        "orders due for a poll now (up to 10 000)",
+    ),
+    (
+        "protopay_poll_lag_seconds",
+        "gauge",
+        "how long the oldest due order has waited past its due time",
+    ),
+    (
+        "protopay_orders",
+        "gauge",
+        "open orders by `status` (requested, reserved, submitted, unpaid, processing) and needs_attention, counted from their indexes (up to 10 000)",
+    ),
+    (
+        "protopay_orders_settled_total",
+        "counter",
+        "orders that reached a final status here, by `direction` and `status`",
+    ),
+    (
+        "protopay_anomalies_total",
+        "counter",
+        "anomalies recorded, by `kind` (needs_attention, balance_drift, conflicting_status, …)",
+    ),
+    (
+        "protopay_reconciliations_total",
+        "counter",
+        "reconciliations, by `result`: agreed, drift, failed",
+    ),
+    (
+        "protopay_protocols_drifting",
+        "gauge",
+        "protocols whose last reconciliation here found drift",
+    ),
+    (
+        "protopay_outbox_lag",
+        "gauge",
+        "events not yet acknowledged, by `consumer` (consumers served by this process)",
+    ),
 ];
 
 /// Describe every metric to the installed recorder (call once, after installing it).

@@ -7,6 +7,7 @@
 //! [`apply`]: crate::apply()
 
 mod callback;
+mod check;
 mod chores;
 mod clock;
 mod config;
@@ -22,6 +23,7 @@ mod send;
 mod transact;
 
 pub use callback::CallbackReply;
+pub use check::CheckReport;
 pub use clock::Clock;
 pub use config::{Config, PollPolicy, ReplyStyle, Timeouts};
 pub use feed::Subscription;

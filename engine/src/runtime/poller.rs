@@ -8,9 +8,9 @@
 //! system can make it spin.
 
 use super::chores::Chores;
-use super::{Engine, metrics};
 use super::schedule::next_poll;
 use super::transact::Step;
+use super::{Engine, metrics};
 use crate::domain::{Order, OrderKind, Status};
 use crate::observation::News;
 use crate::storage::Versioned;

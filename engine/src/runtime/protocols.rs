@@ -1,7 +1,7 @@
 //! Commands on protocols: open, find (and adopt), reconcile; and the CNAPS lookup.
 
-use super::{Engine, metrics};
 use super::inputs::{NewProtocol, Reconciliation};
+use super::{Engine, metrics};
 use crate::domain::{Protocol, RemoteBalances};
 use crate::event::{Anomaly, EventKind};
 use crate::ledger::Ledger;

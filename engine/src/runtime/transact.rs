@@ -13,8 +13,8 @@
 //!
 //! Longer than most files on purpose: every rule of a commit reads here, in one place.
 
-use super::{Engine, metrics};
 use super::schedule::next_poll;
+use super::{Engine, metrics};
 use crate::domain::{Order, Protocol, Status};
 use crate::event::{Anomaly, Event, EventKind};
 use crate::ledger;

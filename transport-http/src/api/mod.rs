@@ -42,6 +42,7 @@ pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {
         .route("/v1/orders/{outReqNo}", get(read_order))
         .route("/v1/events", get(read_events))
         .route("/v1/cnaps", get(query_cnaps))
+        .route("/v1/check", get(check))
         .route_layer(middleware::from_fn_with_state((auth.clone(), Scope::Read), require));
     let commands = Router::new()
         .route("/v1/protocols", post(create_protocol))
@@ -69,7 +70,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
     info(title = "protopay", description = "Escrow payments through the LFT agreement-payment API: commands, read models and events."),
     paths(
         create_protocol, refresh_protocol, reconcile, create_inbound, close_inbound, create_outbound, resolve, ack,
-        list_protocols, read_protocol, list_orders, read_order, read_events, query_cnaps
+        list_protocols, read_protocol, list_orders, read_order, read_events, query_cnaps, check
     ),
     components(schemas(ApiError)),
     modifiers(&BearerAuth),
@@ -287,6 +288,14 @@ async fn query_cnaps(
     let q = query(q)?;
     let found = engine.query_cnaps(&q.keyword).await?;
     Ok(Json(found.iter().map(Into::into).collect()))
+}
+
+/// Recompute every protocol's ledger from its orders and verify the invariants (a tool for
+/// after an incident: reads everything, changes nothing).
+#[utoipa::path(get, path = "/v1/check",
+    responses((status = 200, body = CheckView), (status = "4XX", body = ApiError), (status = "5XX", body = ApiError)))]
+async fn check(State(engine): State<Engine>) -> Reply<CheckView> {
+    Ok(Json((&engine.check().await?).into()))
 }
 
 fn check_consumer(name: &str) -> Result<(), ApiError> {

@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use protopay_engine::domain::{Listing, RemoteBalances};
 use protopay_engine::wire::CnapsEntry;
-use protopay_engine::{Event, Ledger, Order, OrderDetails, Page, Protocol, Reconciliation, Sensitive};
+use protopay_engine::{CheckReport, Event, Ledger, Order, OrderDetails, Page, Protocol, Reconciliation, Sensitive};
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -379,4 +379,26 @@ pub fn consumer_ok(name: &str) -> bool {
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// What a check of every ledger and due time found.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckView {
+    /// Protocols checked.
+    pub protocols: usize,
+    /// Orders checked.
+    pub orders: usize,
+    /// Every broken invariant, in words (empty when all hold).
+    pub violations: Vec<String>,
+}
+
+impl From<&CheckReport> for CheckView {
+    fn from(r: &CheckReport) -> Self {
+        CheckView {
+            protocols: r.protocols,
+            orders: r.orders,
+            violations: r.violations.clone(),
+        }
+    }
 }

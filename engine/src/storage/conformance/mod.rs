@@ -579,7 +579,11 @@ pub async fn read_models<S: Storage>(s: &S) {
     assert_eq!(keys(&list(requested, None, None, 10).await), ["o1", "o3"]);
     let requested_listing = Listing::Status(Status::Requested);
     assert_eq!(s.count_listed(requested_listing, 10).await.unwrap(), 2);
-    assert_eq!(s.count_listed(requested_listing, 1).await.unwrap(), 1, "counting stops at the cap");
+    assert_eq!(
+        s.count_listed(requested_listing, 1).await.unwrap(),
+        1,
+        "counting stops at the cap"
+    );
     assert_eq!(keys(&list(requested, None, Some("o1"), 10).await), ["o3"]);
     assert_eq!(keys(&list(requested, Some("T1"), None, 10).await), ["o1"]);
     assert_eq!(keys(&list(None, Some("T1"), None, 10).await), ["o1", "o2"]);

@@ -1,0 +1,259 @@
+//! The operator's night: a payout stuck at `PROCESSING` needs attention; the CLI finds it,
+//! shows it, resolves it; reconciliation reports the drift until the payment system agrees;
+//! `/metrics` shows each step; and with the server stopped, the same commands work on the
+//! store directly, where `check` finds a ledger corrupted on purpose.
+
+mod support;
+
+use assert_cmd::Command;
+use serde_json::{Value, json};
+use support::{KEY, OPERATE, free_port, serve, simulator, terminate};
+
+struct Run {
+    code: i32,
+    stdout: String,
+}
+
+/// Run the `protopay` binary (off the async runtime: it blocks).
+async fn protopay(args: Vec<String>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::cargo_bin("protopay")
+            .unwrap()
+            .args(&args)
+            .env("PROTOPAY_KEY", KEY)
+            .env_remove("PROTOPAY_URL")
+            .env_remove("PROTOPAY_API_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        }
+    })
+    .await
+    .unwrap()
+}
+
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+    let mut r = reqwest::Client::new().request(method, url).bearer_auth(OPERATE);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+/// Wait (on the event feed, never on a timer) until `done` holds.
+async fn until(api: &str, what: &str, done: impl AsyncFn() -> bool) {
+    for _ in 0..100 {
+        if done().await {
+            return;
+        }
+        let batch = call(
+            reqwest::Method::GET,
+            format!("{api}/v1/events?consumer=test&wait=5"),
+            None,
+        )
+        .await;
+        if let Some(last) = batch["events"].as_array().and_then(|e| e.last()) {
+            let ack = json!({"consumer": "test", "seq": last["seq"]});
+            call(reqwest::Method::POST, format!("{api}/v1/events/ack"), Some(ack)).await;
+        }
+    }
+    panic!("never happened: {what}");
+}
+
+fn metric(scrape: &str, series: &str) -> f64 {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse().ok()))
+        .unwrap_or_else(|| panic!("no {series} in\n{scrape}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator();
+    let simu = format!("http://{}", sim.addr);
+    let port = free_port();
+    let fast = "poll = { submitted_ms = 100, processing_ms = 100, unpaid_ms = 100, awaiting_arrival_ms = 100, \
+                max_interval_ms = 200, attention_after_quiet_polls = 2, jitter_percent = 0 }";
+    let server = serve(dir.path(), &sim.addr, port, fast, "");
+    let api = format!("http://127.0.0.1:{port}");
+    let post = |path: &str, body: Value| call(reqwest::Method::POST, format!("{api}{path}"), Some(body));
+    let get = |path: String| call(reqwest::Method::GET, format!("{api}{path}"), None);
+
+    let t = post("/v1/protocols", json!({"transDesc": "flat", "businessId": "B1"})).await["transNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deposit = json!({"transNo": t, "outReqNo": "APP001-dep", "amount": "1234.50", "prodCatalog": "01"});
+    post("/v1/inbound", deposit).await;
+    let http = reqwest::Client::new();
+    for step in ["pay", "arrive"] {
+        let r = http
+            .post(format!("{simu}/sim/inbound/APP001-dep/{step}"))
+            .json(&json!({"status": "SUCCESS"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    until(&api, "the deposit arrives", async || {
+        get("/v1/orders/APP001-dep".into()).await["order"]["arrived"] == json!(true)
+    })
+    .await;
+    let payout = json!({"transNo": t, "outReqNo": "APP001-stuck", "amount": "10.00", "outType": "OUT",
+        "payeeName": "Li Lei", "payeeAccount": "6222020200112233445", "bankName": "ICBC", "bankCnaps": "102100000030"});
+    post("/v1/outbound", payout).await;
+    until(&api, "the payout needs attention", async || {
+        get("/v1/orders?status=needs-attention".into()).await["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    let refused = http
+        .post(format!("{api}/protopay/notify/outbound"))
+        .body("not an envelope")
+        .send()
+        .await
+        .unwrap();
+    assert!(!refused.status().is_success());
+
+    let remote = |rest: &[&str]| {
+        let mut a = args(&["--url", &api, "--token", OPERATE]);
+        a.extend(args(rest));
+        a
+    };
+    let listed = protopay(remote(&["orders", "--status", "needs-attention"])).await;
+    assert_eq!(listed.code, 0);
+    assert!(
+        listed.stdout.contains("APP001-stuck") && listed.stdout.contains("PROCESSING !"),
+        "{}",
+        listed.stdout
+    );
+    let json_list = protopay(remote(&["orders", "--status", "needs-attention", "--json"])).await;
+    let parsed: Value = serde_json::from_str(&json_list.stdout).unwrap();
+    assert_eq!(parsed.as_array().map(Vec::len), Some(1));
+    let shown = protopay(remote(&["show", "APP001-stuck"])).await;
+    assert!(
+        shown.stdout.contains("next poll") && shown.stdout.contains("funds reserved"),
+        "{}",
+        shown.stdout
+    );
+    let ledger = protopay(remote(&["protocol", &t])).await;
+    assert!(ledger.stdout.contains("1,224.50"), "amounts grouped: {}", ledger.stdout);
+    let resolved = protopay(remote(&[
+        "resolve",
+        "APP001-stuck",
+        "--as",
+        "failure",
+        "--note",
+        "bank: returned",
+        "--yes",
+    ]))
+    .await;
+    assert_eq!(resolved.code, 0);
+    assert!(resolved.stdout.contains("FAILURE"), "{}", resolved.stdout);
+    let drifting = protopay(remote(&["reconcile", &t])).await;
+    assert_eq!(
+        drifting.code, 1,
+        "the payment system still holds the payout: {}",
+        drifting.stdout
+    );
+
+    let scrape = http
+        .get(format!("{api}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metric(
+            &scrape,
+            "protopay_callbacks_total{kind=\"outbound\",outcome=\"refused\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &scrape,
+            "protopay_callbacks_total{kind=\"inbound-pay\",outcome=\"accepted\"}"
+        ) >= 1.0
+    );
+    assert_eq!(
+        metric(&scrape, "protopay_anomalies_total{kind=\"needs_attention\"}"),
+        1.0
+    );
+    assert!(metric(&scrape, "protopay_anomalies_total{kind=\"balance_drift\"}") >= 1.0);
+    assert_eq!(metric(&scrape, "protopay_reconciliations_total{result=\"drift\"}"), 1.0);
+    assert_eq!(metric(&scrape, "protopay_protocols_drifting"), 1.0);
+    assert_eq!(
+        metric(
+            &scrape,
+            "protopay_orders_settled_total{direction=\"outbound\",status=\"failure\"}"
+        ),
+        1.0
+    );
+    assert!(metric(&scrape, "protopay_calls_total{endpoint=\"outquery\",outcome=\"ok\"}") >= 2.0);
+
+    let r = http
+        .post(format!("{simu}/sim/outbound/APP001-stuck/settle"))
+        .json(&json!({"status": "FAILURE"}))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success());
+    assert_eq!(
+        protopay(remote(&["reconcile", &t])).await.code,
+        0,
+        "agreed once the payment system failed it too"
+    );
+    assert_eq!(protopay(remote(&["check"])).await.code, 0);
+    let events = protopay(remote(&["events", "--json"])).await;
+    assert!(events.stdout.lines().count() >= 5, "{}", events.stdout);
+    assert!(terminate(server).success());
+
+    // No server now: the same commands open the store directly.
+    let config = dir.path().join("protopay.toml").display().to_string();
+    let local = |rest: &[&str]| {
+        let mut a = args(&["--config", &config]);
+        a.extend(args(rest));
+        a
+    };
+    let listed = protopay(local(&["orders", "--protocol", &t])).await;
+    assert!(
+        listed.stdout.contains("APP001-dep") && listed.stdout.contains("APP001-stuck"),
+        "{}",
+        listed.stdout
+    );
+    assert_eq!(protopay(local(&["check"])).await.code, 0);
+
+    // A ledger corrupted on purpose: check exits 1 and names the protocol.
+    {
+        use protopay::storage::{Batch, Put, Storage};
+        let store = protopay::sled::SledStorage::open(dir.path().join("data")).unwrap();
+        let mut p = store.protocol(&t).await.unwrap().unwrap();
+        p.value.ledger.available = protopay::Amount::parse("9999.00").unwrap();
+        let batch = Batch {
+            protocols: vec![Put {
+                expected: Some(p.version),
+                value: p.value,
+            }],
+            ..Default::default()
+        };
+        store.commit(batch).await.unwrap();
+        store.close().await.unwrap();
+    }
+    let checked = protopay(local(&["check"])).await;
+    assert_eq!(checked.code, 1, "{}", checked.stdout);
+    assert!(checked.stdout.contains(&t), "{}", checked.stdout);
+}
