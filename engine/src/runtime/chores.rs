@@ -5,7 +5,7 @@
 
 use super::{Config, Engine, metrics};
 use crate::Result;
-use crate::domain::{Listing, Status};
+use crate::domain::Listing;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -21,15 +21,14 @@ const GAUGE_CAP: usize = 10_000;
 /// restart (or another instance) carries on where the last run stopped.
 pub const RECONCILE_CONSUMER: &str = "protopay.reconcile";
 
-/// The listings whose size is a gauge: orders still open, and those needing a person.
-const OPEN: [Listing; 6] = [
-    Listing::NeedsAttention,
-    Listing::Status(Status::Requested),
-    Listing::Status(Status::Reserved),
-    Listing::Status(Status::Submitted),
-    Listing::Status(Status::Unpaid),
-    Listing::Status(Status::Processing),
-];
+/// Whether a listing's size is a gauge: orders still open, and those needing a person (a
+/// final status only grows; `protopay_orders_settled_total` counts it instead).
+fn gauged(listing: &Listing) -> bool {
+    match listing {
+        Listing::NeedsAttention => true,
+        Listing::Status(status) => !status.is_terminal(),
+    }
+}
 
 /// When each chore is next due, on the monotonic clock.
 pub(super) struct Chores {
@@ -75,7 +74,7 @@ impl Engine {
         let due = store.due(now, GAUGE_CAP).await?;
         let lag = due.first().and_then(|d| (now - d.at).to_std().ok()).unwrap_or_default();
         metrics::backlog(due.len(), lag);
-        for listing in OPEN {
+        for listing in Listing::ALL.into_iter().filter(gauged) {
             metrics::open_orders(listing.name(), store.count_listed(listing, GAUGE_CAP).await?);
         }
         let last = store.last_seq().await?;
