@@ -37,8 +37,8 @@ use protopay::sled::codec;
 use protopay::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
 use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
-    Amount, Clock, Config, Engine, Error, Event, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
-    OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
+    Amount, Clock, Config, Engine, Error, Event, EventKind, Listing, Md5Key, NewInbound, NewOutbound, NewProtocol,
+    Order, OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
 };
 use protopay_sim::{Aimed, Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -883,6 +883,7 @@ impl World {
                 assert!(now >= before, "seed {seed}: {key} went back from {before:?} to {now:?}");
             }
         }
+        self.audit_read_models(&orders).await;
         for (key, n) in self.sim.stats().payouts {
             assert!(n <= 1, "seed {seed}: {key} paid out {n} times");
         }
@@ -924,6 +925,55 @@ impl World {
                 *n += 1;
                 assert_eq!(*n, 1, "seed {seed}: {key} {:?} published twice", e.kind);
             }
+        }
+    }
+
+    /// The read models' indexes agree with the records: every order is in exactly the
+    /// listings its state puts it in, and its history is exactly its events.
+    async fn audit_read_models(&self, orders: &[Order]) {
+        let seed = self.seed;
+        for listing in Listing::ALL {
+            let query = OrderQuery {
+                listing: Some(listing),
+                trans_no: None,
+            };
+            let listed: BTreeSet<String> = self
+                .store
+                .orders(&query, None, usize::MAX)
+                .await
+                .expect("a listing")
+                .into_iter()
+                .map(|o| o.value.out_req_no().to_owned())
+                .collect();
+            for o in orders {
+                let belongs = o.listings().any(|l| l == listing);
+                assert_eq!(
+                    listed.contains(o.out_req_no()),
+                    belongs,
+                    "seed {seed}: {} is {} but the {} index says otherwise",
+                    o.out_req_no(),
+                    o.state_label(),
+                    listing.name()
+                );
+            }
+        }
+        let mut histories: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+        for e in self.store.events_after(0, usize::MAX).await.expect("events") {
+            if let Some(key) = e.out_req_no {
+                histories.entry(key).or_default().push(e.seq);
+            }
+        }
+        for o in orders {
+            let indexed: Vec<u64> = self
+                .store
+                .history(o.out_req_no())
+                .await
+                .expect("a history")
+                .iter()
+                .map(|e| e.seq)
+                .collect();
+            let expected = histories.get(o.out_req_no()).cloned().unwrap_or_default();
+            assert_eq!(indexed, expected, "seed {seed}: history of {}", o.out_req_no());
         }
     }
 

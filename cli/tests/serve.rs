@@ -177,3 +177,32 @@ async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
     );
     assert!(terminate(server).success());
 }
+
+/// The sidecar on PostgreSQL: two servers on one schema serve the same protocols, and each
+/// stops cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_share_one_postgres() {
+    let Some(url) = protopay_storage_postgres::testing::url() else {
+        return;
+    };
+    let schema = protopay_storage_postgres::testing::schema("serve");
+    let sim = simulator();
+    let extra = format!("store = \"{url}\"\nschema = \"{schema}\"\n");
+    let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let (port_a, port_b) = (free_port(), free_port());
+    let a = serve(dir_a.path(), &sim.addr, port_a, "", &extra);
+    let b = serve(dir_b.path(), &sim.addr, port_b, "", &extra);
+    let trans_no = protocol(&format!("http://127.0.0.1:{port_a}")).await;
+    let seen: Value = client()
+        .get(format!("http://127.0.0.1:{port_b}/v1/protocols/{trans_no}"))
+        .bearer_auth(OPERATE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seen["transNo"], trans_no.as_str(), "{seen}");
+    assert!(terminate(a).success());
+    assert!(terminate(b).success());
+}

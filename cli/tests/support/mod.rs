@@ -41,6 +41,8 @@ impl Drop for Running {
 
 /// Start `command` and wait for its `listening on http://ADDR` line.
 pub fn start(mut command: Command) -> Running {
+    // Their logs would interleave with every test's output; warnings and errors still show.
+    command.env("RUST_LOG", "warn");
     let mut child = command.stdout(Stdio::piped()).spawn().expect("the binary starts");
     let stdout = child.stdout.take().expect("piped");
     let mut line = String::new();
@@ -68,16 +70,22 @@ pub fn free_port() -> u16 {
 }
 
 /// Write `dir/protopay.toml` for a server on `port` with a sled store in `dir`, talking to
-/// the simulator at `sim_addr`; `engine` adds top-level keys, `extra` lines to `[serve]`.
+/// the simulator at `sim_addr`; `engine` adds top-level keys, `extra` lines to `[serve]`
+/// (a `store = …` there replaces the sled store).
 pub fn write_config(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -> PathBuf {
     let config = dir.join("protopay.toml");
+    // A sled store in `dir`, unless `extra` names another.
+    let store = if extra.contains("store =") {
+        String::new()
+    } else {
+        format!("store = \"{}\"\n", dir.join("data").display())
+    };
     std::fs::write(
         &config,
         format!(
             "app_id = \"APP001\"\nbase_url = \"http://{sim_addr}\"\n\
              callback_base_url = \"http://127.0.0.1:{port}/protopay/notify\"\n{engine}\n\
-             [serve]\nlisten = \"127.0.0.1:{port}\"\nstore = \"{}\"\n{extra}",
-            dir.join("data").display()
+             [serve]\nlisten = \"127.0.0.1:{port}\"\n{store}{extra}"
         ),
     )
     .unwrap();
