@@ -255,6 +255,9 @@ impl Storage for Probe {
         }
         self.inner.claim_due(owner, now, limit, lease).await
     }
+    async fn hold_lease(&self, name: &str, owner: &str, lease: std::time::Duration) -> protopay::Result<bool> {
+        self.inner.hold_lease(name, owner, lease).await
+    }
     async fn release_claims(&self, owner: &str) -> protopay::Result<()> {
         self.inner.release_claims(owner).await
     }

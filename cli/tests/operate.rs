@@ -237,14 +237,31 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
     );
     assert_eq!(protopay(local(&["check"])).await.code, 0);
     let shown = protopay(local(&["show", "APP001-stuck"])).await;
-    assert!(shown.stdout.contains("resolved"), "the operator's decision is in the timeline: {}", shown.stdout);
+    assert!(
+        shown.stdout.contains("resolved"),
+        "the operator's decision is in the timeline: {}",
+        shown.stdout
+    );
     let ledger = protopay(local(&["protocol", &t, "--json"])).await;
     let ledger: Value = serde_json::from_str(&ledger.stdout).unwrap();
     assert_eq!(ledger["ledger"]["available"], "1234.50");
-    assert_eq!(protopay(local(&["reconcile", "--all"])).await.code, 0, "asks the simulator, still running");
+    assert_eq!(
+        protopay(local(&["reconcile", "--all"])).await.code,
+        0,
+        "asks the simulator, still running"
+    );
     let events = protopay(local(&["events", "--consumer", "local", "--json"])).await;
     assert!(events.stdout.lines().count() >= 5, "{}", events.stdout);
-    let not_stuck = protopay(local(&["resolve", "APP001-dep", "--as", "failure", "--note", "x", "--yes"])).await;
+    let not_stuck = protopay(local(&[
+        "resolve",
+        "APP001-dep",
+        "--as",
+        "failure",
+        "--note",
+        "x",
+        "--yes",
+    ]))
+    .await;
     assert_eq!(not_stuck.code, 1, "a settled order cannot be resolved");
 
     // A ledger corrupted on purpose: check exits 1 and names the protocol.

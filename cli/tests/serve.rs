@@ -85,22 +85,28 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
     }
 }
 
-/// Push delivery: a host endpoint that fails its first requests still gets every event, in
-/// `seq` order, once it heals; each body's HMAC-SHA256 verifies under the shared secret.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
-    use hmac::{Hmac, Mac};
-    const SECRET: &str = "webhook-secret-0123456789";
-    type Received = Arc<Mutex<Vec<(u64, bool)>>>;
-    let received: Received = Arc::default();
-    let failures_left = Arc::new(Mutex::new(3u32));
-    let (delivered, mut deliveries) = tokio::sync::mpsc::unbounded_channel::<u64>();
-    let hook = {
-        let (received, failures_left) = (received.clone(), failures_left.clone());
-        axum::Router::new().route(
+const SECRET: &str = "webhook-secret-0123456789";
+
+/// A host's webhook endpoint that fails its first `failures` requests, checks each body's
+/// HMAC, and reports every event it accepts.
+struct Hook {
+    addr: std::net::SocketAddr,
+    /// Every request: its `seq`, and whether its signature verified.
+    received: Arc<Mutex<Vec<(u64, bool)>>>,
+    accepted: tokio::sync::mpsc::UnboundedReceiver<u64>,
+}
+
+impl Hook {
+    async fn start(failures: u32) -> Hook {
+        use hmac::{Hmac, Mac};
+        let received: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+        let failures_left = Arc::new(Mutex::new(failures));
+        let (accept, accepted) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let log = received.clone();
+        let app = axum::Router::new().route(
             "/events",
             axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (received, failures_left, delivered) = (received.clone(), failures_left.clone(), delivered.clone());
+                let (log, failures_left, accept) = (log.clone(), failures_left.clone(), accept.clone());
                 async move {
                     let event: Value = serde_json::from_slice(&body).unwrap();
                     let seq = event["seq"].as_u64().unwrap();
@@ -108,37 +114,49 @@ async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
                     mac.update(&body);
                     let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
                     let signature = headers["x-protopay-signature"].to_str().unwrap().to_owned();
-                    let verified = signature == format!("sha256={expected}");
-                    received.lock().unwrap().push((seq, verified));
+                    log.lock()
+                        .unwrap()
+                        .push((seq, signature == format!("sha256={expected}")));
                     let mut left = failures_left.lock().unwrap();
                     if *left > 0 {
                         *left -= 1;
                         return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
                     }
-                    let _ = delivered.send(seq);
+                    let _ = accept.send(seq);
                     axum::http::StatusCode::OK
                 }
             }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Hook {
+            addr,
+            received,
+            accepted,
+        }
+    }
+
+    fn config(&self) -> String {
+        format!(
+            "[serve.webhook]\nurl = \"http://{}/events\"\nsecret = \"{SECRET}\"\n\
+             first_retry_ms = 10\nmax_retry_ms = 50\n",
+            self.addr
         )
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let hook_addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, hook).await });
+    }
 
-    let dir = tempfile::tempdir().unwrap();
-    let sim = simulator();
-    let port = free_port();
-    let extra = format!(
-        "[serve.webhook]\nurl = \"http://{hook_addr}/events\"\nsecret = \"{SECRET}\"\n\
-         first_retry_ms = 10\nmax_retry_ms = 50\n"
-    );
-    let server = serve(dir.path(), &sim.addr, port, "", &extra);
-    let api = format!("http://127.0.0.1:{port}");
-    let trans_no = protocol(&api).await;
-    let deposit = json!({"transNo": trans_no, "outReqNo": "APP001-hook-1", "amount": "5.00", "prodCatalog": "01"});
-    assert_eq!(post(&api, "/v1/inbound", deposit).await.unwrap().status(), 200);
+    /// Wait until every event up to `last` was accepted; the accepted `seq`s in order.
+    async fn accepted_through(&mut self, last: u64) -> Vec<u64> {
+        let mut accepted = Vec::new();
+        while accepted.last() != Some(&last) {
+            accepted.push(self.accepted.recv().await.unwrap());
+        }
+        accepted
+    }
+}
 
-    // Every event in the log, read as another consumer.
+/// The last event's `seq`, read as a consumer of its own.
+async fn last_seq(api: &str) -> u64 {
     let all: Value = client()
         .get(format!("{api}/v1/events?consumer=audit"))
         .bearer_auth(OPERATE)
@@ -148,19 +166,37 @@ async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
         .json()
         .await
         .unwrap();
-    let last = all["events"].as_array().unwrap().last().unwrap()["seq"]
+    all["events"].as_array().unwrap().last().unwrap()["seq"]
         .as_u64()
-        .unwrap();
-    let mut accepted = Vec::new();
-    while accepted.last() != Some(&last) {
-        accepted.push(deliveries.recv().await.unwrap());
-    }
+        .unwrap()
+}
+
+async fn deposit(api: &str, trans_no: &str, out_req_no: &str) {
+    let body = json!({"transNo": trans_no, "outReqNo": out_req_no, "amount": "5.00", "prodCatalog": "01"});
+    assert_eq!(post(api, "/v1/inbound", body).await.unwrap().status(), 200);
+}
+
+/// Push delivery: a host endpoint that fails its first requests still gets every event, in
+/// `seq` order, once it heals; each body's HMAC-SHA256 verifies under the shared secret.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
+    let mut hook = Hook::start(3).await;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator();
+    let port = free_port();
+    let server = serve(dir.path(), &sim.addr, port, "", &hook.config());
+    let api = format!("http://127.0.0.1:{port}");
+    let trans_no = protocol(&api).await;
+    deposit(&api, &trans_no, "APP001-hook-1").await;
+
+    let last = last_seq(&api).await;
+    let accepted = hook.accepted_through(last).await;
     assert_eq!(
         accepted,
         (1..=last).collect::<Vec<_>>(),
         "each event accepted once, in order"
     );
-    let received = received.lock().unwrap().clone();
+    let received = hook.received.lock().unwrap().clone();
     assert!(
         received.iter().all(|(_, verified)| *verified),
         "every signature verifies"
@@ -178,8 +214,9 @@ async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
     assert!(terminate(server).success());
 }
 
-/// The sidecar on PostgreSQL: two servers on one schema serve the same protocols, and each
-/// stops cleanly.
+/// The sidecar on PostgreSQL: two servers on one schema serve the same protocols, both
+/// configured to push events to one webhook — which gets them once each, in order — and
+/// each stops cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_share_one_postgres() {
     let Some(url) = protopay_storage_postgres::testing::url() else {
@@ -187,7 +224,8 @@ async fn two_servers_share_one_postgres() {
     };
     let schema = protopay_storage_postgres::testing::schema("serve");
     let sim = simulator();
-    let extra = format!("store = \"{url}\"\nschema = \"{schema}\"\n");
+    let mut hook = Hook::start(2).await;
+    let extra = format!("store = \"{url}\"\nschema = \"{schema}\"\n{}", hook.config());
     let (dir_a, dir_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let (port_a, port_b) = (free_port(), free_port());
     let a = serve(dir_a.path(), &sim.addr, port_a, "", &extra);
@@ -203,6 +241,21 @@ async fn two_servers_share_one_postgres() {
         .await
         .unwrap();
     assert_eq!(seen["transNo"], trans_no.as_str(), "{seen}");
+    // Both push the same consumer; the lease lets one at a time, so the host sees order.
+    deposit(&format!("http://127.0.0.1:{port_b}"), &trans_no, "APP001-pg-1").await;
+    deposit(&format!("http://127.0.0.1:{port_a}"), &trans_no, "APP001-pg-2").await;
+    let last = last_seq(&format!("http://127.0.0.1:{port_a}")).await;
+    let accepted = hook.accepted_through(last).await;
+    assert_eq!(
+        accepted,
+        (1..=last).collect::<Vec<_>>(),
+        "each event accepted once, in order"
+    );
+    let firsts: Vec<u64> = hook.received.lock().unwrap().iter().map(|(seq, _)| *seq).collect();
+    assert!(
+        firsts.windows(2).all(|w| w[0] <= w[1]),
+        "never out of order: {firsts:?}"
+    );
     assert!(terminate(a).success());
     assert!(terminate(b).success());
 }

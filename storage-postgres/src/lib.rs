@@ -320,8 +320,17 @@ impl Storage for PostgresStorage {
         Ok(due)
     }
 
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX) as f64;
+        let rows = self
+            .rows(&self.inner.sql.hold_lease, &[&name, &owner, &lease_ms])
+            .await?;
+        Ok(!rows.is_empty())
+    }
+
     async fn release_claims(&self, owner: &str) -> Result<()> {
         self.rows(&self.inner.sql.release_claims, &[&owner]).await?;
+        self.rows(&self.inner.sql.release_leases, &[&owner]).await?;
         Ok(())
     }
 

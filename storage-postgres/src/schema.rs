@@ -11,6 +11,7 @@ use tokio_postgres::Client;
 const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_read_models.sql"),
+    include_str!("../migrations/0003_leases.sql"),
 ];
 
 /// The newest schema version this build writes.
@@ -150,6 +151,8 @@ pub struct Statements {
     pub claim_due: String,
     pub next_due: String,
     pub release_claims: String,
+    pub hold_lease: String,
+    pub release_leases: String,
     pub events_after: String,
     pub cursor: String,
     pub ack: String,
@@ -239,6 +242,16 @@ impl Statements {
                  ORDER BY at LIMIT 1"
             ),
             release_claims: format!("UPDATE {s}.due SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1"),
+            // Taken when free, run out, or already the owner's (then renewed); a row comes
+            // back only when the owner holds it.
+            hold_lease: format!(
+                "INSERT INTO {s}.leases (name, owner, until) \
+                 VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond') \
+                 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until \
+                 WHERE {s}.leases.owner = EXCLUDED.owner OR {s}.leases.until <= clock_timestamp() \
+                 RETURNING owner"
+            ),
+            release_leases: format!("DELETE FROM {s}.leases WHERE owner = $1"),
             events_after: format!("SELECT seq, value FROM {s}.events WHERE seq > $1 ORDER BY seq LIMIT $2"),
             cursor: format!("SELECT seq FROM {s}.cursors WHERE consumer = $1"),
             ack: format!(

@@ -110,6 +110,8 @@ pub struct SledStorage {
     open: Arc<std::sync::RwLock<Option<Handles>>>,
     /// Claims on due orders: in memory, since only this process opens the store.
     leases: Arc<Leases>,
+    /// Named leases (`Storage::hold_lease`), apart from the orders' so names never collide.
+    named_leases: Arc<Leases>,
 }
 
 /// What an open store holds.
@@ -231,6 +233,7 @@ impl SledStorage {
             path: path.clone(),
             open: Arc::new(std::sync::RwLock::new(Some(handles))),
             leases: Arc::default(),
+            named_leases: Arc::default(),
         };
         Ok(store)
     }
@@ -393,8 +396,13 @@ impl Storage for SledStorage {
         self.leases.claim(owner, lease, limit, self.due_until(now)?)
     }
 
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+        Ok(self.named_leases.hold(name, owner, lease))
+    }
+
     async fn release_claims(&self, owner: &str) -> Result<()> {
         self.leases.release_owner(owner);
+        self.named_leases.release_owner(owner);
         Ok(())
     }
 

@@ -7,6 +7,12 @@
 //! 2xx: it is apart from callback deduplication and from other consumers (a webhook that
 //! is down never holds anything else back), and it survives restarts — what was not
 //! acknowledged is sent again.
+//!
+//! Several instances on one store may all be configured to push: only the holder of the
+//! consumer's lease (`Engine::hold_lease`) does. It renews the lease before every attempt and
+//! stops the moment it loses it; the lease outlasts one attempt (connect and request
+//! timeouts), so a new holder never sends while an old one's request is still in flight —
+//! the order holds across instances, and a dead holder's lease runs out.
 
 use crate::HttpError;
 use crate::api::EventView;
@@ -20,6 +26,10 @@ pub const SIGNATURE_HEADER: &str = "x-protopay-signature";
 
 /// The header carrying the event's `seq`.
 pub const SEQ_HEADER: &str = "x-protopay-seq";
+
+/// How long the pushing instance holds the consumer's lease: longer than one attempt
+/// (connect 5 s + request 15 s), renewed before each.
+const LEASE: Duration = Duration::from_secs(30);
 
 /// Where and how to push events.
 #[derive(Clone)]
@@ -79,40 +89,73 @@ impl Webhook {
     /// Deliver events until the engine shuts down (or the task is aborted: nothing is lost,
     /// what was not acknowledged goes again).
     pub async fn run(self, engine: Engine) {
-        let mut feed = engine.subscribe(&self.consumer);
+        let lease = format!("webhook:{}", self.consumer);
         loop {
-            let events = match feed.next().await {
-                Ok(events) => events,
+            match engine.hold_lease(&lease, LEASE).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    // Another instance pushes; take over if its lease runs out.
+                    if engine.is_shut_down() {
+                        return;
+                    }
+                    tokio::time::sleep(LEASE / 3).await;
+                    continue;
+                }
+                Err(protopay_engine::Error::Shutdown) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "webhook: the lease could not be read; retrying");
+                    tokio::time::sleep(self.first_retry).await;
+                    continue;
+                }
+            }
+            match self.push_while_leading(&engine, &lease).await {
+                Ok(()) => {}
                 Err(protopay_engine::Error::Shutdown) => return,
                 Err(e) => {
                     tracing::warn!(error = %e, "webhook: reading events failed; retrying");
                     tokio::time::sleep(self.first_retry).await;
-                    feed = engine.subscribe(&self.consumer);
-                    continue;
-                }
-            };
-            for event in &events {
-                self.deliver(event).await;
-                if let Err(e) = feed.ack(event.seq).await {
-                    // Not acknowledged: it goes again after a restart (at least once).
-                    tracing::warn!(error = %e, seq = event.seq, "webhook: acknowledging failed");
                 }
             }
         }
     }
 
-    /// POST one event until the host answers 2xx.
-    async fn deliver(&self, event: &Event) {
+    /// Push from the consumer's cursor for as long as this instance holds the lease.
+    async fn push_while_leading(&self, engine: &Engine, lease: &str) -> protopay_engine::Result<()> {
+        let mut feed = engine.subscribe(&self.consumer);
+        loop {
+            // Wake at least once per lease period to renew it even when nothing happens.
+            let events = match tokio::time::timeout(LEASE / 3, feed.next()).await {
+                Ok(events) => events?,
+                Err(_quiet) => Vec::new(),
+            };
+            if !engine.hold_lease(lease, LEASE).await? {
+                return Ok(());
+            }
+            for event in &events {
+                if !self.deliver(engine, lease, event).await? {
+                    return Ok(()); // the lease was lost: the next holder starts from the cursor
+                }
+                feed.ack(event.seq).await?;
+            }
+        }
+    }
+
+    /// POST one event until the host answers 2xx (true), renewing the lease before each
+    /// attempt; false as soon as the lease is lost.
+    async fn deliver(&self, engine: &Engine, lease: &str, event: &Event) -> protopay_engine::Result<bool> {
         let body = match serde_json::to_vec(&EventView::from(event)) {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(error = %e, seq = event.seq, "webhook: event could not be encoded; skipped");
-                return;
+                return Ok(true);
             }
         };
         let signature = sign(&self.secret, &body);
         let mut wait = self.first_retry;
         loop {
+            if !engine.hold_lease(lease, LEASE).await? {
+                return Ok(false);
+            }
             let sent = self
                 .client
                 .post(&self.url)
@@ -123,7 +166,7 @@ impl Webhook {
                 .send()
                 .await;
             match sent {
-                Ok(r) if r.status().is_success() => return,
+                Ok(r) if r.status().is_success() => return Ok(true),
                 Ok(r) => tracing::warn!(status = %r.status(), seq = event.seq, "webhook refused the event; retrying"),
                 Err(e) => tracing::warn!(error = %e, seq = event.seq, "webhook unreachable; retrying"),
             }

@@ -1,4 +1,5 @@
-//! Leases on due orders, for stores that one process owns (memory, sled).
+//! Leases on due orders, and named leases on work one instance at a time must do, for
+//! stores that one process owns (memory, sled).
 //!
 //! Several engines on one shared store split the due work by claiming orders for a while
 //! (`Storage::claim_due`); a store that only one process opens has one owner at a time, but
@@ -82,6 +83,24 @@ impl Leases {
     /// End every lease `owner` holds.
     pub fn release_owner(&self, owner: &str) {
         self.lock().retain(|_, l| l.owner != owner);
+    }
+
+    /// Take the lease `name` for `owner` (free, run out, or already `owner`'s), or renew it:
+    /// whether `owner` holds it now.
+    pub fn hold(&self, name: &str, owner: &str, lease: Duration) -> bool {
+        let mut leases = self.lock();
+        let now = Instant::now();
+        if held_by_another(&leases, name, owner, now) {
+            return false;
+        }
+        leases.insert(
+            name.to_owned(),
+            Lease {
+                owner: owner.to_owned(),
+                until: now + lease,
+            },
+        );
+        true
     }
 
     /// End an order's lease: its schedule was rewritten, so whoever polls next claims anew.

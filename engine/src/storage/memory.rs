@@ -34,6 +34,7 @@ struct State {
 pub struct MemoryStorage {
     state: Arc<Mutex<State>>,
     leases: Arc<Leases>,
+    named: Arc<Leases>,
     failing: Arc<AtomicU32>,
 }
 
@@ -232,8 +233,13 @@ impl Storage for MemoryStorage {
         self.leases.claim(owner, lease, limit, due_until(&self.lock(), now))
     }
 
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+        Ok(self.named.hold(name, owner, lease))
+    }
+
     async fn release_claims(&self, owner: &str) -> Result<()> {
         self.leases.release_owner(owner);
+        self.named.release_owner(owner);
         Ok(())
     }
 

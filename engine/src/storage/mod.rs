@@ -217,9 +217,15 @@ pub trait Storage: Send + Sync + 'static {
     /// not leases, are what make a duplicate *send* impossible.
     async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>>;
 
-    /// End every claim `owner` holds, so that other owners may take those orders at once: an
-    /// instance that stops gracefully hands its work over instead of letting it wait out the
-    /// leases.
+    /// Take the named lease `name` for `owner` for `lease` — when it is free, has run out,
+    /// or is already `owner`'s (then it is renewed) — and say whether `owner` holds it now.
+    /// For work that one instance at a time must do on a shared store, such as pushing a
+    /// consumer's events in order. Like claims, on the store's clock where it has one.
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool>;
+
+    /// End every claim and named lease `owner` holds, so that other owners may take that
+    /// work at once: an instance that stops gracefully hands its work over instead of
+    /// letting it wait out the leases.
     async fn release_claims(&self, owner: &str) -> Result<()>;
 
     /// The earliest scheduled poll that `owner` could claim (orders leased to other owners

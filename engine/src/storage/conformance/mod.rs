@@ -326,6 +326,19 @@ pub async fn claims<S: Storage>(s: &S) {
         ["C1"],
         "A's claims are free at once"
     );
+    // Named leases: one holder at a time, renewed by it, handed over by `release_claims`.
+    let long = std::time::Duration::from_secs(60);
+    assert!(s.hold_lease("push:erp", "a", long).await.unwrap());
+    assert!(!s.hold_lease("push:erp", "b", long).await.unwrap(), "held by a");
+    assert!(s.hold_lease("push:erp", "a", long).await.unwrap(), "a renews");
+    assert!(s.hold_lease("push:other", "b", long).await.unwrap(), "names are apart");
+    s.release_claims("a").await.unwrap();
+    assert!(s.hold_lease("push:erp", "b", long).await.unwrap(), "handed over");
+    assert!(s.hold_lease("run-out", "a", std::time::Duration::ZERO).await.unwrap());
+    assert!(
+        s.hold_lease("run-out", "b", long).await.unwrap(),
+        "a lease that ran out is free"
+    );
 }
 
 /// Events are numbered 1, 2, 3… without gaps across commits; reads after a cursor; named
