@@ -771,3 +771,34 @@ async fn callbacks_signed_with_a_previous_key_verify_only_during_the_rotation() 
     assert!(Envelope::open(accepted.body.as_bytes(), APP, &Md5Key::new(KEY)).is_err());
     assert_eq!(status_of(&during.order(&key).await.unwrap()), "SUCCESS");
 }
+
+/// Periodic reconciliation: each period the poller reconciles the protocols with activity
+/// since the last run — drift is recorded as anomalies — and leaves quiet ones alone.
+#[tokio::test(start_paused = true)]
+async fn the_poller_reconciles_active_protocols_each_period() {
+    let t = Scripted::default();
+    let mut c = config();
+    c.reconcile_every_ms = 60_000;
+    let e = engine_with(MemoryStorage::new(), t.clone(), c, clock()).await;
+    let trans_no = funded(&e, &t, "50.00").await;
+    t.default_for(Endpoint::Find, Step::Data(protocol_view("T1"))); // theirs: nothing arrived
+    let poller = e.spawn_poller();
+    let drift = |k: &EventKind| matches!(k, EventKind::Anomaly(Anomaly::BalanceDrift { .. }));
+    for _ in 0..120 {
+        if kinds(&e).await.iter().any(drift) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(kinds(&e).await.iter().any(drift), "drift found within two periods");
+    assert_eq!(t.count(Endpoint::Find), 1, "one protocol was active: one find");
+
+    // The payment system agrees from now on: reconciled once more (the drift events were
+    // activity), then quiet — no more calls.
+    let mut agreeing = protocol_view(&trans_no);
+    agreeing["amount"] = json!("50.00");
+    t.default_for(Endpoint::Find, Step::Data(agreeing));
+    tokio::time::sleep(Duration::from_secs(250)).await;
+    assert_eq!(t.count(Endpoint::Find), 2, "a quiet protocol is not asked again");
+    poller.shutdown().await;
+}
