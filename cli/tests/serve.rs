@@ -155,17 +155,20 @@ impl Hook {
     }
 }
 
-/// The last event's `seq`, read as a consumer of its own.
-async fn last_seq(api: &str) -> u64 {
-    let all: Value = client()
-        .get(format!("{api}/v1/events?consumer=audit"))
+/// `GET` a `/v1` path as JSON.
+async fn get(api: &str, path: &str) -> Value {
+    let r = client()
+        .get(format!("{api}{path}"))
         .bearer_auth(OPERATE)
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
+    r.json().await.unwrap()
+}
+
+/// The last event's `seq`, read as a consumer of its own.
+async fn last_seq(api: &str) -> u64 {
+    let all = get(api, "/v1/events?consumer=audit").await;
     all["events"].as_array().unwrap().last().unwrap()["seq"]
         .as_u64()
         .unwrap()
@@ -231,15 +234,11 @@ async fn two_servers_share_one_postgres() {
     let a = serve(dir_a.path(), &sim.addr, port_a, "", &extra);
     let b = serve(dir_b.path(), &sim.addr, port_b, "", &extra);
     let trans_no = protocol(&format!("http://127.0.0.1:{port_a}")).await;
-    let seen: Value = client()
-        .get(format!("http://127.0.0.1:{port_b}/v1/protocols/{trans_no}"))
-        .bearer_auth(OPERATE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let seen = get(
+        &format!("http://127.0.0.1:{port_b}"),
+        &format!("/v1/protocols/{trans_no}"),
+    )
+    .await;
     assert_eq!(seen["transNo"], trans_no.as_str(), "{seen}");
     // Both push the same consumer; the lease lets one at a time, so the host sees order.
     deposit(&format!("http://127.0.0.1:{port_b}"), &trans_no, "APP001-pg-1").await;
