@@ -59,6 +59,19 @@ async fn bad_input_is_a_typed_error_that_changes_nothing_and_quotes_no_value() {
             400,
             "invalid_request",
         ),
+        // Found by the `api` fuzz target: a broken body folds the account number into a key.
+        (
+            http.post(format!("{api}/v1/outbound"))
+                .header("content-type", "application/json")
+                .body(r#"{"transNo":"T1","outTyp\\\"6222020200112233445","amount":"1.00"}"#),
+            400,
+            "invalid_request",
+        ),
+        (
+            http.get(format!("{api}/v1/orders?6222020200112233445=1")),
+            400,
+            "invalid_request",
+        ),
         (
             http.get(format!("{api}/v1/orders?status=stuck")),
             400,

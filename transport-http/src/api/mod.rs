@@ -97,14 +97,7 @@ type Reply<T> = Result<Json<T>, ApiError>;
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     body.map(|Json(b)| b).map_err(|rejection| {
         let message = match &rejection {
-            JsonRejection::JsonDataError(e) => {
-                let text = e.body_text();
-                if text.contains("unknown field") || text.contains("missing field") {
-                    text
-                } else {
-                    "a field has the wrong type or value".to_owned()
-                }
-            }
+            JsonRejection::JsonDataError(e) => describe_data_error(&e.body_text(), "a field"),
             JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
             JsonRejection::MissingJsonContentType(_) => "Content-Type must be application/json".to_owned(),
             _ => "the body could not be read".to_owned(),
@@ -113,10 +106,32 @@ fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
     })
 }
 
+/// serde's complaint about a body or a query string, reduced to what names no value: a missing field is one of
+/// ours; an unknown one is shown only when it looks like a field name — a malformed body can
+/// fold a value (an account number) into a key, which must not come back in the error.
+fn describe_data_error(text: &str, what: &str) -> String {
+    let quoted = |marker: &str| {
+        let rest = text.split_once(marker)?.1;
+        Some(rest.split_once('`')?.0.to_owned())
+    };
+    let name_like = |n: &str| (1..=40).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_');
+    if let Some(field) = quoted("missing field `") {
+        format!("missing field `{field}`")
+    } else if let Some(field) = quoted("unknown field `") {
+        if name_like(&field) {
+            format!("unknown field `{field}`")
+        } else {
+            "an unknown field (its name is not repeated)".to_owned()
+        }
+    } else {
+        format!("{what} has the wrong type or value")
+    }
+}
+
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid("query", e.body_text()))
+        .map_err(|e| ApiError::invalid("query", describe_data_error(&e.body_text(), "a query parameter")))
 }
 
 /// Open a protocol.
