@@ -22,21 +22,25 @@ pub fn amount(text: &str) -> String {
 /// Rows under a header, each column as wide as its widest cell; columns named in `right`
 /// (amounts, counts) are aligned right.
 pub fn render(header: &[&str], rows: &[Vec<String>], right: &[&str]) -> String {
-    let width = |i: usize| {
-        rows.iter()
-            .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
-            .chain(std::iter::once(header[i].chars().count()))
-            .max()
-            .unwrap_or(0)
-    };
-    let widths: Vec<usize> = (0..header.len()).map(width).collect();
+    let widths: Vec<usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, name)| {
+            rows.iter()
+                .map(|r| r.get(i).map_or(0, |c| c.chars().count()))
+                .chain(std::iter::once(name.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
     let line = |cells: Vec<&str>| {
+        // Cells past the header's columns are not shown.
         let padded: Vec<String> = cells
             .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                let pad = widths[i].saturating_sub(c.chars().count());
-                if right.contains(&header[i]) {
+            .zip(widths.iter().zip(header))
+            .map(|(c, (width, name))| {
+                let pad = width.saturating_sub(c.chars().count());
+                if right.contains(name) {
                     format!("{}{c}", " ".repeat(pad))
                 } else {
                     format!("{c}{}", " ".repeat(pad))
