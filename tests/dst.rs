@@ -37,8 +37,8 @@ use protopay::sled::codec;
 use protopay::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
 use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
-    Amount, Clock, Config, Engine, Error, Event, EventKind, Listing, Md5Key, NewInbound, NewOutbound, NewProtocol,
-    Order, OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
+    Amount, Clock, Config, Engine, Error, Event, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
+    OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
 };
 use protopay_sim::{Aimed, Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -935,31 +935,10 @@ impl World {
     /// listings its state puts it in, and its history is exactly its events.
     async fn audit_read_models(&self, orders: &[Order]) {
         let seed = self.seed;
-        for listing in Listing::ALL {
-            let query = OrderQuery {
-                listing: Some(listing),
-                trans_no: None,
-            };
-            let listed: BTreeSet<String> = self
-                .store
-                .orders(&query, None, usize::MAX)
-                .await
-                .expect("a listing")
-                .into_iter()
-                .map(|o| o.value.out_req_no().to_owned())
-                .collect();
-            for o in orders {
-                let belongs = o.listings().any(|l| l == listing);
-                assert_eq!(
-                    listed.contains(o.out_req_no()),
-                    belongs,
-                    "seed {seed}: {} is {} but the {} index says otherwise",
-                    o.out_req_no(),
-                    o.state_label(),
-                    listing.name()
-                );
-            }
-        }
+        let wrong = protopay::storage::conformance::listing_disagreements(self.store.as_ref(), orders)
+            .await
+            .expect("the listings");
+        assert!(wrong.is_empty(), "seed {seed}: {wrong:#?}");
         let mut histories: BTreeMap<String, Vec<u64>> = BTreeMap::new();
         for e in self.store.events_after(0, usize::MAX).await.expect("events") {
             if let Some(key) = e.out_req_no {

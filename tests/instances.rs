@@ -260,34 +260,20 @@ impl Cluster {
     /// Every order is in exactly the listings its state puts it in (the read models'
     /// indexes, written in the same commits as the records).
     async fn listings(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for listing in protopay::Listing::ALL {
-            let query = protopay::storage::OrderQuery {
-                listing: Some(listing),
-                trans_no: None,
-            };
-            let listed: std::collections::BTreeSet<String> = match self.store.orders(&query, None, usize::MAX).await {
-                Ok(page) => page.into_iter().map(|o| o.value.out_req_no().to_owned()).collect(),
-                Err(e) => {
-                    out.push(format!("listing {}: {e}", listing.name()));
-                    continue;
-                }
-            };
-            for trans_no in &self.protocols {
-                for o in self.store.orders_of(trans_no).await.expect("orders") {
-                    let belongs = o.value.listings().any(|l| l == listing);
-                    if listed.contains(o.value.out_req_no()) != belongs {
-                        out.push(format!(
-                            "{} is {} but the {} index says otherwise",
-                            o.value.out_req_no(),
-                            o.value.state_label(),
-                            listing.name()
-                        ));
-                    }
-                }
-            }
+        let mut orders = Vec::new();
+        for trans_no in &self.protocols {
+            orders.extend(
+                self.store
+                    .orders_of(trans_no)
+                    .await
+                    .expect("orders")
+                    .into_iter()
+                    .map(|o| o.value),
+            );
         }
-        out
+        protopay::storage::conformance::listing_disagreements(self.store.as_ref(), &orders)
+            .await
+            .unwrap_or_else(|e| vec![format!("listing indexes: {e}")])
     }
 
     fn fail(&self, what: &str, problems: &[String]) -> ! {

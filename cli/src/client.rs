@@ -9,9 +9,7 @@
 use crate::CliError;
 use crate::config;
 use protopay::Engine;
-use protopay::http::{ApiAuth, HttpTransport, api_router};
-use protopay::postgres::{PostgresOptions, PostgresStorage};
-use protopay::sled::SledStorage;
+use protopay::http::{ApiAuth, api_router};
 use serde_json::Value;
 use std::path::Path;
 
@@ -43,17 +41,7 @@ impl Api {
             other => std::env::var(other).ok(),
         };
         let settings = config::load(config_file, env)?;
-        let builder = Engine::builder(settings.engine.clone()).transport(HttpTransport::from_config(&settings.engine)?);
-        let engine = match settings.store {
-            config::Store::Sled(path) => builder.storage(SledStorage::open(path)?).build().await?,
-            config::Store::Postgres { url, schema } => {
-                let options = PostgresOptions {
-                    schema,
-                    ..PostgresOptions::new(url)
-                };
-                builder.storage(PostgresStorage::open(options).await?).build().await?
-            }
-        };
+        let engine = crate::serve::open_engine(&settings.engine, settings.store).await?;
         let app = api_router(engine.clone(), ApiAuth::new(&token)?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

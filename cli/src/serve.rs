@@ -15,11 +15,11 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use protopay::Engine;
 use protopay::http::webhook::Webhook;
 use protopay::http::{ApiAuth, HttpTransport, api_router, callback_router};
 use protopay::postgres::{PostgresOptions, PostgresStorage};
 use protopay::sled::SledStorage;
+use protopay::{Config, Engine};
 use std::time::Duration;
 
 /// Run until a stop signal, then stop cleanly.
@@ -43,17 +43,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
             Duration::from_millis(w.max_retry_ms),
         )),
     };
-    let builder = Engine::builder(config.clone()).transport(HttpTransport::from_config(&config)?);
-    let engine = match store {
-        Store::Sled(path) => builder.storage(SledStorage::open(path)?).build().await?,
-        Store::Postgres { url, schema } => {
-            let options = PostgresOptions {
-                schema,
-                ..PostgresOptions::new(url)
-            };
-            builder.storage(PostgresStorage::open(options).await?).build().await?
-        }
-    };
+    let engine = open_engine(&config, store).await?;
     let metrics = install_metrics()?;
     let poller = engine.spawn_poller();
     let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
@@ -94,6 +84,22 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
     }
     say("protopay stopped");
     Ok(())
+}
+
+/// The engine on the configured store, calling the payment system over HTTP. Starts nothing
+/// in the background: the caller decides whether it polls.
+pub(crate) async fn open_engine(config: &Config, store: Store) -> Result<Engine, CliError> {
+    let builder = Engine::builder(config.clone()).transport(HttpTransport::from_config(config)?);
+    Ok(match store {
+        Store::Sled(path) => builder.storage(SledStorage::open(path)?).build().await?,
+        Store::Postgres { url, schema } => {
+            let options = PostgresOptions {
+                schema,
+                ..PostgresOptions::new(url)
+            };
+            builder.storage(PostgresStorage::open(options).await?).build().await?
+        }
+    })
 }
 
 /// Install the Prometheus recorder (the engine records through the `metrics` facade) and

@@ -5,6 +5,7 @@
 
 use super::Engine;
 use crate::Result;
+use crate::domain::{Order, Protocol};
 use crate::ledger;
 
 /// What [`Engine::check`] found.
@@ -35,27 +36,19 @@ impl Engine {
                 let trans_no = protocol.value.trans_no;
                 let mut consistent = None;
                 for _ in 0..REREADS {
-                    let (Some(before), orders, Some(again)) = (
-                        store.protocol(&trans_no).await?,
-                        store.orders_of(&trans_no).await?,
-                        store.protocol(&trans_no).await?,
-                    ) else {
-                        break;
-                    };
-                    if before.version == again.version {
-                        consistent = Some((before.value, orders));
+                    consistent = self.books(&trans_no).await?;
+                    if consistent.is_some() {
                         break;
                     }
                 }
-                let Some((protocol, orders)) = consistent else {
+                let Some((protocol, values)) = consistent else {
                     report
                         .violations
                         .push(format!("{trans_no}: kept changing during the check; run it again"));
                     continue;
                 };
                 report.protocols += 1;
-                report.orders += orders.len();
-                let values: Vec<_> = orders.iter().map(|o| o.value.clone()).collect();
+                report.orders += values.len();
                 if let Err(e) = ledger::check(&protocol.ledger, values.iter()) {
                     report.violations.push(format!("{trans_no}: {e}"));
                 }
@@ -72,5 +65,21 @@ impl Engine {
             }
         }
         Ok(report)
+    }
+
+    /// A protocol and its orders as of one moment: its version is the same before and after
+    /// its orders are read (every money move bumps it), or `None` when it moved meanwhile
+    /// (or does not exist). Only such a read proves anything about its ledger.
+    pub(super) async fn books(&self, trans_no: &str) -> Result<Option<(Protocol, Vec<Order>)>> {
+        let store = self.storage();
+        let (Some(before), orders, Some(after)) = (
+            store.protocol(trans_no).await?,
+            store.orders_of(trans_no).await?,
+            store.protocol(trans_no).await?,
+        ) else {
+            return Ok(None);
+        };
+        let orders = orders.into_iter().map(|o| o.value).collect();
+        Ok((before.version == after.version).then_some((before.value, orders)))
     }
 }

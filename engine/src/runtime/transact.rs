@@ -418,18 +418,8 @@ impl Engine {
         if !cfg!(debug_assertions) {
             return;
         }
-        let storage = self.storage();
-        let (Ok(Some(before)), Ok(orders), Ok(Some(after))) = (
-            storage.protocol(trans_no).await,
-            storage.orders_of(trans_no).await,
-            storage.protocol(trans_no).await,
-        ) else {
-            return;
-        };
-        // Only a consistent read proves anything: every money move bumps the protocol.
-        if before.version == after.version {
-            let orders: Vec<Order> = orders.into_iter().map(|o| o.value).collect();
-            let checked = ledger::check(&before.value.ledger, orders.iter());
+        if let Ok(Some((protocol, orders))) = self.books(trans_no).await {
+            let checked = ledger::check(&protocol.ledger, orders.iter());
             debug_assert!(checked.is_ok(), "ledger invariant broken for {trans_no}: {checked:?}");
         }
     }

@@ -535,6 +535,36 @@ pub async fn round_trip<S: Storage>(s: &S, count: u64) {
     }
 }
 
+/// For the auditors of simulations that run a real workload on a store: whether each of
+/// `orders` is in exactly the listings its state puts it in, as the store's listing indexes
+/// say. The disagreements in words (none when all agree).
+pub async fn listing_disagreements<S: Storage + ?Sized>(s: &S, orders: &[Order]) -> crate::Result<Vec<String>> {
+    let mut out = Vec::new();
+    for listing in Listing::ALL {
+        let query = OrderQuery {
+            listing: Some(listing),
+            trans_no: None,
+        };
+        let listed: std::collections::BTreeSet<String> = s
+            .orders(&query, None, usize::MAX)
+            .await?
+            .into_iter()
+            .map(|o| o.value.out_req_no().to_owned())
+            .collect();
+        for o in orders {
+            if listed.contains(o.out_req_no()) != o.listings().any(|l| l == listing) {
+                out.push(format!(
+                    "{} is {} but the {} index says otherwise",
+                    o.out_req_no(),
+                    o.state_label(),
+                    listing.name()
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
 fn keys(orders: &[super::Versioned<Order>]) -> Vec<&str> {
     orders.iter().map(|o| o.value.out_req_no()).collect()
 }
