@@ -37,8 +37,8 @@ use protopay::sled::codec;
 use protopay::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
 use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
-    Amount, Clock, Config, Engine, Error, Event, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
-    OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
+    Amount, Clock, Config, Engine, Error, Event, EventKind, Listing, Md5Key, NewInbound, NewOutbound, NewProtocol,
+    Order, OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
 };
 use protopay_sim::{Aimed, Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -181,6 +181,9 @@ impl Storage for Probe {
         limit: usize,
     ) -> protopay::Result<Vec<Versioned<Order>>> {
         self.inner.orders(query, after, limit).await
+    }
+    async fn listing_counts(&self) -> protopay::Result<Vec<(Listing, u64)>> {
+        self.inner.listing_counts().await
     }
     async fn history(&self, out_req_no: &str) -> protopay::Result<Vec<Event>> {
         self.inner.history(out_req_no).await

@@ -44,7 +44,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
         )),
     };
     let engine = open_engine(&config, store).await?;
-    let metrics = install_metrics()?;
+    let metrics = install_metrics(engine.clone())?;
     let poller = engine.spawn_poller();
     let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
     let app = callback_router(engine.clone())
@@ -103,8 +103,9 @@ pub(crate) async fn open_engine(config: &Config, store: Store) -> Result<Engine,
 }
 
 /// Install the Prometheus recorder (the engine records through the `metrics` facade) and
-/// the `/metrics` route that renders it. Public like the health checks: no personal data.
-fn install_metrics() -> Result<Router, CliError> {
+/// the `/metrics` route that renders it, with the store's gauges read at that moment. Public
+/// like the health checks: no personal data.
+fn install_metrics(engine: Engine) -> Result<Router, CliError> {
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
         .map_err(|e| CliError::Metrics(e.to_string()))?;
@@ -118,7 +119,14 @@ fn install_metrics() -> Result<Router, CliError> {
             upkeep.run_upkeep();
         }
     });
-    Ok(Router::new().route("/metrics", get(move || async move { handle.render() })))
+    let scrape = move || async move {
+        if let Err(e) = engine.refresh_gauges().await {
+            // The last values stay; the scrape still answers.
+            tracing::warn!(error = %e, "gauges not refreshed for this scrape");
+        }
+        handle.render()
+    };
+    Ok(Router::new().route("/metrics", get(scrape)))
 }
 
 /// `/healthz`: the process answers. `/readyz`: the engine runs and its store answers.

@@ -119,6 +119,15 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
             .is_some_and(|i| !i.is_empty())
     })
     .await;
+    let scrape = |http: reqwest::Client| {
+        let url = format!("{api}/metrics");
+        async move { http.get(url).send().await.unwrap().text().await.unwrap() }
+    };
+    // Read from the store's counts at the scrape: exact, never a 15 s old census.
+    let stuck = scrape(http.clone()).await;
+    assert_eq!(metric(&stuck, "protopay_orders{status=\"needs_attention\"}"), 1.0);
+    assert_eq!(metric(&stuck, "protopay_orders{status=\"processing\"}"), 1.0);
+    assert_eq!(metric(&stuck, "protopay_orders{status=\"success\"}"), 1.0);
     let refused = http
         .post(format!("{api}/protopay/notify/outbound"))
         .body("not an envelope")
@@ -169,14 +178,9 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
         drifting.stdout
     );
 
-    let scrape = http
-        .get(format!("{api}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let scrape = scrape(http.clone()).await;
+    assert_eq!(metric(&scrape, "protopay_orders{status=\"needs_attention\"}"), 0.0);
+    assert_eq!(metric(&scrape, "protopay_orders{status=\"failure\"}"), 1.0);
     assert!(
         metric(
             &scrape,

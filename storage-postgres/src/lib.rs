@@ -280,15 +280,20 @@ impl Storage for PostgresStorage {
         rows.iter().map(|r| versioned("orders", r.get(2), r)).collect()
     }
 
-    async fn count_listed(&self, listing: Listing, cap: usize) -> Result<usize> {
-        let sql = &self.inner.sql;
-        let cap = limit(cap);
-        let rows = match listing {
-            Listing::NeedsAttention => self.rows(&sql.count_attention, &[&cap]).await?,
-            Listing::Status(_) => self.rows(&sql.count_status, &[&listing.name(), &cap]).await?,
-        };
-        let n: i64 = rows.first().map_or(0, |r| r.get(0));
-        Ok(usize::try_from(n).unwrap_or(0))
+    async fn listing_counts(&self) -> Result<Vec<(Listing, u64)>> {
+        let rows = self.rows(&self.inner.sql.listing_counts, &[]).await?;
+        let mut counts = Vec::with_capacity(Listing::ALL.len());
+        for listing in Listing::ALL {
+            let row = rows.iter().find(|r| r.get::<_, &str>(0) == listing.name());
+            let n: i64 = row.map_or(0, |r| r.get(1));
+            let n = u64::try_from(n).map_err(|_| PgError::Corrupt {
+                table: "listing_counts",
+                key: listing.name().to_owned(),
+                reason: format!("{n} orders"),
+            })?;
+            counts.push((listing, n));
+        }
+        Ok(counts)
     }
 
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {

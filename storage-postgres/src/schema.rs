@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0001_init.sql"),
     include_str!("../migrations/0002_read_models.sql"),
     include_str!("../migrations/0003_leases.sql"),
+    include_str!("../migrations/0004_listing_counts.sql"),
 ];
 
 /// The newest schema version this build writes.
@@ -135,8 +136,7 @@ pub struct Statements {
     pub protocols: String,
     pub history: String,
     pub due_at: String,
-    pub count_status: String,
-    pub count_attention: String,
+    pub listing_counts: String,
     pub insert_protocol: String,
     pub update_protocol: String,
     pub insert_order: String,
@@ -193,8 +193,7 @@ impl Statements {
                 "SELECT seq, value FROM {s}.events WHERE out_req_no = $1 AND out_req_no IS NOT NULL ORDER BY seq"
             ),
             due_at: format!("SELECT at FROM {s}.due WHERE out_req_no = $1"),
-            count_status: format!("SELECT count(*) FROM (SELECT 1 FROM {s}.orders WHERE status = $1 LIMIT $2) listed"),
-            count_attention: format!("SELECT count(*) FROM (SELECT 1 FROM {s}.orders WHERE attention LIMIT $1) listed"),
+            listing_counts: format!("SELECT listing, sum(n)::bigint FROM {s}.listing_counts GROUP BY listing"),
             insert_protocol: format!(
                 "INSERT INTO {s}.protocols (trans_no, version, value) VALUES ($1, 1, $2) ON CONFLICT DO NOTHING"
             ),

@@ -376,7 +376,7 @@ async fn a_record_under_another_key_is_corrupt() {
 }
 
 /// A schema of version 1 (no read-model columns) is migrated with its rows: orders get the
-/// listing of their status, events their order, from the records.
+/// listing of their status, events their order, from the records; the listings are counted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     use protopay_engine::domain::{Listing, Status};
@@ -419,4 +419,7 @@ async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     let listed = store.orders(&query, None, 10).await.unwrap();
     assert_eq!(listed.len(), 1);
     assert_eq!(store.history("o1").await.unwrap().len(), 1);
+    let counts = store.listing_counts().await.unwrap();
+    let counted: Vec<(Listing, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(counted, [(Listing::Status(Status::Requested), 1)]);
 }

@@ -1,16 +1,17 @@
-//! The on-disk format, version 3: one sled tree, `protopay`, keys prefixed by record kind,
+//! The on-disk format, version 4: one sled tree, `protopay`, keys prefixed by record kind,
 //! and beside it the write-ahead log `protopay.wal` (see `wal.rs`), which makes commits
-//! durable; sled is synced at checkpoints. Version 2 is the same without the read-model
-//! indexes (`l/`, `s/`, `h/`), version 1 also without the log; this version opens both,
-//! builds the indexes from the records and events, and writes the version-3 marker (an older
-//! build then refuses the store rather than miss commits that are only in the log, or leave
-//! the indexes behind its own writes).
+//! durable; sled is synced at checkpoints. Version 3 is the same without the listing counts
+//! (`n/`), version 2 also without the read-model indexes (`l/`, `s/`, `h/`), version 1 also
+//! without the log; this version opens all three, builds what they lack from the records,
+//! events and indexes (`upgrade.rs`), and writes the version-4 marker (an older build then
+//! refuses the store rather than miss commits that are only in the log, or leave the indexes
+//! and counts behind its own writes).
 //! One tree, so that a commit is one atomic `apply_batch` (sled's multi-tree transactions cost
 //! several times more; see the benchmark notes in the README).
 //!
 //! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `m/` | `format` | `protopay-sled/3` |
+//! | `m/` | `format` | `protopay-sled/4` |
 //! | `m/` | `last_seq` | u64 big-endian |
 //! | `p/` | `transNo` (UTF-8) | record |
 //! | `o/` | `outReqNo` (UTF-8) | record |
@@ -19,6 +20,7 @@
 //! | `a/` | `outReqNo` | the same 8 time bytes (where it sits in the due index) |
 //! | `l/` | listing name, `/`, `outReqNo` | empty (orders by listing: status, `needs_attention`) |
 //! | `s/` | `outReqNo` | its listing names joined by `,` (where it sits in `l/`) |
+//! | `n/` | listing name | u64 BE: how many orders `l/` holds under that name |
 //! | `h/` | u16 BE length of `outReqNo`, `outReqNo`, `seq` u64 BE | empty (an order's history) |
 //! | `e/` | `seq` u64 BE | MessagePack of the event |
 //! | `c/` | consumer name (UTF-8) | u64 BE |
@@ -34,10 +36,10 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format written by this version.
-pub const FORMAT: &[u8] = b"protopay-sled/3";
+pub const FORMAT: &[u8] = b"protopay-sled/4";
 
-/// The formats this version upgrades on open.
-pub const OLDER_FORMATS: [&[u8]; 2] = [b"protopay-sled/1", b"protopay-sled/2"];
+/// The formats this version upgrades on open, oldest first.
+pub const OLDER_FORMATS: [&[u8]; 3] = [b"protopay-sled/1", b"protopay-sled/2", b"protopay-sled/3"];
 
 /// Why bytes on disk could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -129,6 +131,8 @@ pub mod prefix {
     pub const LISTED: &[u8] = b"s/";
     /// Each order's events.
     pub const HISTORY: &[u8] = b"h/";
+    /// How many orders each listing holds.
+    pub const COUNT: &[u8] = b"n/";
 }
 
 /// `prefix` followed by `rest`.
@@ -161,6 +165,11 @@ pub fn listing_prefix(name: &str) -> Vec<u8> {
     k
 }
 
+/// The key of a listing's count.
+pub fn count_key(name: &str) -> Vec<u8> {
+    key(prefix::COUNT, name.as_bytes())
+}
+
 /// An order's listings as stored under `s/`.
 pub fn listed(order: &Order) -> Vec<u8> {
     order
@@ -171,13 +180,19 @@ pub fn listed(order: &Order) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The `l/` keys of an order whose `s/` value is `listed`.
-pub fn listing_keys(listed: &[u8], out_req_no: &str) -> Vec<Vec<u8>> {
+/// The listing names of an `s/` value.
+pub fn listing_names(listed: &[u8]) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
     listed
         .split(|&b| b == b',')
         .filter(|name| !name.is_empty())
+        .map(String::from_utf8_lossy)
+}
+
+/// The `l/` keys of an order whose `s/` value is `listed`.
+pub fn listing_keys(listed: &[u8], out_req_no: &str) -> Vec<Vec<u8>> {
+    listing_names(listed)
         .map(|name| {
-            let mut k = listing_prefix(&String::from_utf8_lossy(name));
+            let mut k = listing_prefix(&name);
             k.extend_from_slice(out_req_no.as_bytes());
             k
         })

@@ -62,7 +62,7 @@ pub enum SledError {
         reason: String,
     },
     /// The store was written by a version with another on-disk format.
-    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 to /3")]
+    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 to /4")]
     UnsupportedFormat {
         /// The store's directory.
         path: PathBuf,
@@ -175,16 +175,16 @@ impl SledStorage {
         let tree = db.open_tree("protopay").map_err(classify)?;
         let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
         // Older formats are upgraded in place (`upgrade.rs`); a new store is marked at once.
-        let (new_marker, build_indexes) = match tree.get(&format_key).map_err(classify)? {
-            Some(f) if f.as_ref() == codec::FORMAT => (false, false),
-            Some(f) if codec::OLDER_FORMATS.contains(&f.as_ref()) => (true, true),
+        let (new_marker, upgrade_from) = match tree.get(&format_key).map_err(classify)? {
+            Some(f) if f.as_ref() == codec::FORMAT => (false, None),
+            Some(f) if codec::OLDER_FORMATS.contains(&f.as_ref()) => (true, Some(f)),
             Some(f) => {
                 return Err(SledError::UnsupportedFormat {
                     path,
                     found: String::from_utf8_lossy(&f).into_owned(),
                 });
             }
-            None if tree.is_empty() && db.tree_names().len() <= 2 => (true, false),
+            None if tree.is_empty() && db.tree_names().len() <= 2 => (true, None),
             None => {
                 return Err(SledError::Corrupt {
                     path,
@@ -199,8 +199,8 @@ impl SledStorage {
         for writes in groups {
             tree.apply_batch(group::batch_of(writes)).map_err(classify)?;
         }
-        if build_indexes {
-            upgrade::build_indexes(&tree).map_err(|stop| match stop {
+        if let Some(from) = upgrade_from {
+            upgrade::upgrade(&tree, &from).map_err(|stop| match stop {
                 upgrade::Stop::Sled(e) => classify(e),
                 upgrade::Stop::Undecodable { key, reason } => SledError::Corrupt {
                     path: path.clone(),
@@ -335,16 +335,13 @@ impl Storage for SledStorage {
         self.page(index, after, codec::prefix::ORDER, listed, limit)
     }
 
-    async fn count_listed(&self, listing: Listing, cap: usize) -> Result<usize> {
-        let mut n = 0;
-        for entry in self.tree()?.scan_prefix(codec::listing_prefix(listing.name())).keys() {
-            entry.map_err(|e| self.fail(e))?;
-            n += 1;
-            if n >= cap {
-                break;
-            }
+    async fn listing_counts(&self) -> Result<Vec<(Listing, u64)>> {
+        let mut out = Vec::with_capacity(Listing::ALL.len());
+        for listing in Listing::ALL {
+            let n = self.u64_at(&codec::count_key(listing.name()))?;
+            out.push((listing, n.unwrap_or(0)));
         }
-        Ok(n)
+        Ok(out)
     }
 
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {

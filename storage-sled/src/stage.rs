@@ -43,7 +43,7 @@ fn encode(e: rmp_serde::encode::Error) -> Error {
 }
 
 /// An order's index entries: by protocol (fixed for its life) and by listing (moved when its
-/// listings change; unchanged listings write nothing).
+/// listings change, with the listings' counts; unchanged listings write nothing).
 struct Indexes {
     out_req_no: String,
     by_protocol: Vec<u8>,
@@ -51,22 +51,39 @@ struct Indexes {
 }
 
 impl Indexes {
-    fn stage(self, w: &mut group::Staging<'_>) -> std::result::Result<(), sled::Error> {
+    fn stage(self, w: &mut group::Staging<'_>, errors: &Errors) -> Result<()> {
         w.insert(self.by_protocol, Vec::new());
         let listed_key = codec::key(codec::prefix::LISTED, self.out_req_no.as_bytes());
-        let old = w.get(&listed_key)?;
-        if old.as_deref() == Some(&self.listed[..]) {
+        let old = w.get(&listed_key).map_err(|e| errors.fail(e))?.unwrap_or_default();
+        if old == self.listed {
             return Ok(());
         }
-        for key in codec::listing_keys(old.as_deref().unwrap_or_default(), &self.out_req_no) {
+        for key in codec::listing_keys(&old, &self.out_req_no) {
             w.remove(key);
         }
         for key in codec::listing_keys(&self.listed, &self.out_req_no) {
             w.insert(key, Vec::new());
         }
+        for name in codec::listing_names(&old) {
+            count(w, errors, &name, false)?;
+        }
+        for name in codec::listing_names(&self.listed) {
+            count(w, errors, &name, true)?;
+        }
         w.insert(listed_key, self.listed);
         Ok(())
     }
+}
+
+/// One order more (or fewer) in a listing's count.
+fn count(w: &mut group::Staging<'_>, errors: &Errors, listing: &str, more: bool) -> Result<()> {
+    let key = codec::count_key(listing);
+    let n = errors.read_u64(w, &key)?;
+    // The count follows the index in every write; below zero it would have left it.
+    debug_assert!(more || n > 0, "the count of {listing} would go below zero");
+    let n = if more { n.saturating_add(1) } else { n.saturating_sub(1) };
+    w.insert(key, codec::u64_key(n).to_vec());
+    Ok(())
 }
 
 impl SledStorage {
@@ -133,7 +150,7 @@ impl SledStorage {
             for (key, _, bytes, indexes) in records {
                 w.insert(key, bytes);
                 if let Some(indexes) = indexes {
-                    indexes.stage(w).map_err(fail)?;
+                    indexes.stage(w, &errors)?;
                 }
             }
             let last_key = codec::key(codec::prefix::META, LAST_SEQ);

@@ -1,11 +1,12 @@
 //! Opening a store of an older format: formats 1 and 2 lack the read-model indexes of
-//! format 3 (orders by listing, each order's listings, each order's history), so they are
-//! built from the records and events once, before the new marker is written. A crash half
-//! way leaves the old marker, and the next open builds them again: every entry written is
-//! a function of a record that does not change meanwhile, so building twice is building once.
+//! format 3 (orders by listing, each order's listings, each order's history), which are built
+//! from the records and events; formats 1 to 3 lack the listing counts of format 4, which are
+//! counted from the listing index. Both happen once, before the new marker is written. A
+//! crash half way leaves the old marker, and the next open does it again: every entry written
+//! is a function of records that do not change meanwhile, so doing it twice is doing it once.
 
 use crate::codec;
-use protopay_engine::domain::Order;
+use protopay_engine::domain::{Listing, Order};
 use protopay_engine::event::Event;
 
 /// Why an upgrade stopped: sled failed, or a record did not decode (its key and reason).
@@ -20,8 +21,30 @@ impl From<sled::Error> for Stop {
     }
 }
 
+/// Bring `tree`, of the older format `from` (one of [`codec::OLDER_FORMATS`]), to the current
+/// format's content. The caller writes the new marker.
+pub(crate) fn upgrade(tree: &sled::Tree, from: &[u8]) -> Result<(), Stop> {
+    if from != b"protopay-sled/3" {
+        build_indexes(tree)?;
+    }
+    count_listings(tree)
+}
+
+/// Count each listing's index entries into its format-4 count.
+fn count_listings(tree: &sled::Tree) -> Result<(), Stop> {
+    for listing in Listing::ALL {
+        let mut n: u64 = 0;
+        for entry in tree.scan_prefix(codec::listing_prefix(listing.name())).keys() {
+            entry?;
+            n += 1;
+        }
+        tree.insert(codec::count_key(listing.name()), codec::u64_key(n).to_vec())?;
+    }
+    Ok(())
+}
+
 /// Build the format-3 indexes of every order and event in `tree`.
-pub(crate) fn build_indexes(tree: &sled::Tree) -> Result<(), Stop> {
+fn build_indexes(tree: &sled::Tree) -> Result<(), Stop> {
     let undecodable = |key: &[u8], e: codec::DecodeError| Stop::Undecodable {
         key: key.to_vec(),
         reason: e.to_string(),

@@ -208,9 +208,10 @@ async fn a_commit_only_in_the_log_is_there_after_reopen() {
     );
 }
 
-/// A store of format 1 (no log) or 2 (no read-model indexes) opens, keeps its records, gets
-/// the indexes built from its orders and events, and is marked format 3, so that an older
-/// build refuses it rather than miss commits only in the log or leave the indexes stale.
+/// A store of format 1 (no log), 2 (no read-model indexes) or 3 (no listing counts) opens,
+/// keeps its records, gets what it lacks built from its orders, events and indexes, and is
+/// marked format 4, so that an older build refuses it rather than miss commits only in the
+/// log or leave the indexes and counts stale.
 #[tokio::test]
 async fn older_formats_are_upgraded_in_place() {
     use protopay_engine::domain::{Listing, Status};
@@ -219,7 +220,7 @@ async fn older_formats_are_upgraded_in_place() {
     use protopay_engine::storage::OrderQuery;
     use protopay_engine::storage::conformance::sample_inbound;
     use protopay_storage_sled::codec;
-    for format in ["protopay-sled/1", "protopay-sled/2"] {
+    for format in ["protopay-sled/1", "protopay-sled/2", "protopay-sled/3"] {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
@@ -228,6 +229,15 @@ async fn older_formats_are_upgraded_in_place() {
             tree.insert("m/last_seq", &7u64.to_be_bytes()).unwrap();
             let order = sample_inbound("T1", "o1", 100);
             tree.insert("o/o1", codec::record(3, &order).unwrap()).unwrap();
+            if format == "protopay-sled/3" {
+                // Format 3 has the indexes; only the counts are missing.
+                let listed = codec::listed(&order);
+                for key in codec::listing_keys(&listed, "o1") {
+                    tree.insert(key, Vec::new()).unwrap();
+                }
+                tree.insert("s/o1", listed).unwrap();
+                tree.insert(codec::history_key("o1", 7), Vec::new()).unwrap();
+            }
             let event = Event {
                 seq: 0,
                 at: chrono::Utc::now(),
@@ -250,10 +260,13 @@ async fn older_formats_are_upgraded_in_place() {
         assert_eq!(listed.iter().map(|o| o.version).collect::<Vec<_>>(), [3], "{format}");
         let history = store.history("o1").await.unwrap();
         assert_eq!(history.iter().map(|e| e.seq).collect::<Vec<_>>(), [7], "{format}");
+        let counts = store.listing_counts().await.unwrap();
+        let counted: Vec<(Listing, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(counted, [(Listing::Status(Status::Requested), 1)], "{format}");
         store.close().await.unwrap();
         let db = sled::open(dir.path()).unwrap();
         let marker = db.open_tree("protopay").unwrap().get("m/format").unwrap().unwrap();
-        assert_eq!(marker.as_ref(), b"protopay-sled/3");
+        assert_eq!(marker.as_ref(), b"protopay-sled/4");
     }
 }
 

@@ -1,11 +1,10 @@
 //! What the poller does besides polling, each on its own period: the metrics census (the
-//! gauges that need a read — due backlog and poll lag, open orders by listing, outbox lag
-//! per consumer) and the periodic reconciliation of every protocol with activity since the
+//! gauges that need a read — due backlog and poll lag, orders by listing, outbox lag per
+//! consumer) and the periodic reconciliation of every protocol with activity since the
 //! last one. Both only read and report; neither moves money.
 
 use super::{Config, Engine, metrics};
 use crate::Result;
-use crate::domain::Listing;
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -13,22 +12,13 @@ use tokio::time::Instant;
 /// How often the gauges are refreshed.
 const CENSUS_EVERY: Duration = Duration::from_secs(15);
 
-/// The most entries a gauge counts: the open listings are small, a runaway one saturates.
-const GAUGE_CAP: usize = 10_000;
+/// The most due orders the backlog gauge counts: a runaway backlog saturates it.
+const BACKLOG_CAP: usize = 10_000;
 
 /// The consumer whose cursor marks how far the periodic reconciliation has looked: the
 /// protocols named by events after it have had activity since. Kept in the store, so a
 /// restart (or another instance) carries on where the last run stopped.
 pub const RECONCILE_CONSUMER: &str = "protopay.reconcile";
-
-/// Whether a listing's size is a gauge: orders still open, and those needing a person (a
-/// final status only grows; `protopay_orders_settled_total` counts it instead).
-fn gauged(listing: &Listing) -> bool {
-    match listing {
-        Listing::NeedsAttention => true,
-        Listing::Status(status) => !status.is_terminal(),
-    }
-}
 
 /// When each chore is next due, on the monotonic clock.
 pub(super) struct Chores {
@@ -51,7 +41,7 @@ impl Chores {
         let now = Instant::now();
         if now >= self.census_at {
             self.census_at = now + CENSUS_EVERY;
-            if let Err(e) = engine.census().await {
+            if let Err(e) = engine.refresh_gauges().await {
                 tracing::debug!(error = %e, "metrics census failed");
             }
         }
@@ -67,15 +57,17 @@ impl Chores {
 }
 
 impl Engine {
-    /// Refresh the gauges that need a read of the store.
-    async fn census(&self) -> Result<()> {
+    /// Refresh the gauges that need a read of the store: due backlog and poll lag, orders by
+    /// listing, outbox lag. The poller does every 15 s; an exporter that renders on scrape
+    /// (as `protopay serve`'s `/metrics` does) calls it first, so a scrape is never stale.
+    pub async fn refresh_gauges(&self) -> Result<()> {
         let store = self.storage();
         let now = self.now();
-        let due = store.due(now, GAUGE_CAP).await?;
+        let due = store.due(now, BACKLOG_CAP).await?;
         let lag = due.first().and_then(|d| (now - d.at).to_std().ok()).unwrap_or_default();
         metrics::backlog(due.len(), lag);
-        for listing in Listing::ALL.into_iter().filter(gauged) {
-            metrics::open_orders(listing.name(), store.count_listed(listing, GAUGE_CAP).await?);
+        for (listing, n) in store.listing_counts().await? {
+            metrics::orders(listing.name(), n);
         }
         let last = store.last_seq().await?;
         for consumer in self.consumers() {

@@ -58,7 +58,7 @@ pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
     (
         "protopay_orders",
         "gauge",
-        "open orders by `status` (requested, reserved, submitted, unpaid, processing) and needs_attention, counted from their indexes (up to 10 000)",
+        "orders by `status` (every status, and needs_attention), from the counts the store keeps in each commit; on a shared store every instance reports the same totals (aggregate with max, not sum)",
     ),
     (
         "protopay_orders_settled_total",
@@ -189,7 +189,7 @@ pub(super) fn backlog(due_now: usize, lag: Duration) {
     gauge!("protopay_poll_lag_seconds").set(lag.as_secs_f64());
 }
 
-pub(super) fn open_orders(listing: &'static str, n: usize) {
+pub(super) fn orders(listing: &'static str, n: u64) {
     gauge!("protopay_orders", "status" => listing).set(n as f64);
 }
 

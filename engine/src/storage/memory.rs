@@ -137,6 +137,13 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
+    async fn listing_counts(&self) -> Result<Vec<(Listing, u64)>> {
+        // The listing's set is kept by every commit, and knows its size.
+        let s = self.lock();
+        let size = |l: &Listing| s.by_listing.get(l).map_or(0, |keys| keys.len() as u64);
+        Ok(Listing::ALL.into_iter().map(|l| (l, size(&l))).collect())
+    }
+
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {
         let s = self.lock();
         let seqs = s.history.get(out_req_no).into_iter().flatten();

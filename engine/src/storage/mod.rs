@@ -173,26 +173,11 @@ pub trait Storage: Send + Sync + 'static {
     /// and filtered.
     async fn orders(&self, query: &OrderQuery, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Order>>>;
 
-    /// How many orders are in `listing`, counting at most `cap` (a gauge, not a census: the
-    /// open listings are small; a full one reads `cap`). From the listing's index; backends
-    /// that can count index entries without reading records should.
-    async fn count_listed(&self, listing: Listing, cap: usize) -> Result<usize> {
-        let query = OrderQuery {
-            listing: Some(listing),
-            trans_no: None,
-        };
-        let mut n = 0;
-        let mut after: Option<String> = None;
-        while n < cap {
-            let page = self.orders(&query, after.as_deref(), PAGE.min(cap - n)).await?;
-            n += page.len();
-            match page.last() {
-                Some(last) if n < cap => after = Some(last.value.out_req_no().to_owned()),
-                _ => break,
-            }
-        }
-        Ok(n)
-    }
+    /// How many orders each listing holds, one entry per listing of [`Listing::ALL`], in
+    /// that order. Kept by every commit that moves an order between listings, in the same
+    /// atomic write, so that reading them is a handful of small reads however many orders
+    /// there are — never a count of an index (the metrics census reads them every 15 s).
+    async fn listing_counts(&self) -> Result<Vec<(Listing, u64)>>;
 
     /// Every event about one order, in `seq` order: its history, from an index.
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>>;

@@ -5,6 +5,7 @@
 
 use chrono::DateTime;
 use chrono::{TimeZone, Utc};
+use protopay_engine::domain::Listing;
 use protopay_engine::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::wire::{CODE_OK, CallbackKind, Endpoint, Envelope, MSG_OK};
 use protopay_engine::{
@@ -243,6 +244,9 @@ impl Storage for Flaky {
         limit: usize,
     ) -> protopay_engine::Result<Vec<Versioned<Order>>> {
         self.inner.orders(query, after, limit).await
+    }
+    async fn listing_counts(&self) -> protopay_engine::Result<Vec<(Listing, u64)>> {
+        self.inner.listing_counts().await
     }
     async fn history(&self, out_req_no: &str) -> protopay_engine::Result<Vec<protopay_engine::Event>> {
         self.inner.history(out_req_no).await

@@ -222,6 +222,7 @@ pub async fn atomicity<S: Storage>(s: &S) {
     );
     assert!(s.orphans().await.unwrap().is_empty());
     assert_eq!(s.orders_of("T1").await.unwrap().len(), 1);
+    assert_counts(s, &[(Listing::Status(Status::Requested), 1)], "atomicity").await;
 }
 
 /// New inbound orders in T1, each scheduled at its time, in one commit.
@@ -466,6 +467,11 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
     assert_eq!(s.last_seq().await.unwrap(), 2);
     assert_eq!(s.cursor("host").await.unwrap(), 1);
     assert_eq!(s.orphans().await.unwrap().len(), 1);
+    let counts = [
+        (Listing::Status(Status::Requested), 1),
+        (Listing::Status(Status::Reserved), 1),
+    ];
+    assert_counts(&s, &counts, "reopen").await;
     // Numbering continues after a reopen.
     let last = s
         .commit(Batch {
@@ -533,13 +539,16 @@ pub async fn round_trip<S: Storage>(s: &S, count: u64) {
         let kept = s.orphans().await.unwrap_or_default();
         assert!(kept.contains(&orphan), "orphan {seed} did not round-trip");
     }
+    assert_counts_agree(s, "round trip").await;
 }
 
 /// For the auditors of simulations that run a real workload on a store: whether each of
 /// `orders` is in exactly the listings its state puts it in, as the store's listing indexes
-/// say. The disagreements in words (none when all agree).
+/// say, and whether each listing's count is the size of its index. The disagreements in
+/// words (none when all agree).
 pub async fn listing_disagreements<S: Storage + ?Sized>(s: &S, orders: &[Order]) -> crate::Result<Vec<String>> {
     let mut out = Vec::new();
+    let counts = s.listing_counts().await?;
     for listing in Listing::ALL {
         let query = OrderQuery {
             listing: Some(listing),
@@ -561,8 +570,43 @@ pub async fn listing_disagreements<S: Storage + ?Sized>(s: &S, orders: &[Order])
                 ));
             }
         }
+        let counted = counts.iter().find(|(l, _)| *l == listing).map(|(_, n)| *n);
+        if counted != Some(listed.len() as u64) {
+            out.push(format!(
+                "the {} index holds {} orders but its count says {counted:?}",
+                listing.name(),
+                listed.len()
+            ));
+        }
     }
     Ok(out)
+}
+
+/// Panics unless every listing's count is the size of its index (and every order the store
+/// holds is listed where its state says).
+async fn assert_counts_agree<S: Storage>(s: &S, rule: &str) {
+    let mut orders = Vec::new();
+    loop {
+        let after = orders.last().map(|o: &Order| o.out_req_no().to_owned());
+        let page = s.orders(&OrderQuery::default(), after.as_deref(), 512).await.unwrap();
+        let done = page.len() < 512;
+        orders.extend(page.into_iter().map(|o| o.value));
+        if done {
+            break;
+        }
+    }
+    let wrong = listing_disagreements(s, &orders).await.unwrap();
+    assert!(wrong.is_empty(), "{rule}: {wrong:#?}");
+}
+
+/// The counts of the listings named, the others being zero.
+async fn assert_counts<S: Storage>(s: &S, expected: &[(Listing, u64)], rule: &str) {
+    let counts = s.listing_counts().await.unwrap();
+    let want: Vec<(Listing, u64)> = Listing::ALL
+        .into_iter()
+        .map(|l| (l, expected.iter().find(|(e, _)| *e == l).map_or(0, |(_, n)| *n)))
+        .collect();
+    assert_eq!(counts, want, "{rule}: listing counts");
 }
 
 fn keys(orders: &[super::Versioned<Order>]) -> Vec<&str> {
@@ -620,13 +664,13 @@ pub async fn read_models<S: Storage>(s: &S) {
     assert_eq!(keys(&list(None, None, None, 10).await), ["o1", "o2", "o3"]);
     assert_eq!(keys(&list(None, None, Some("o1"), 1).await), ["o2"]);
     assert_eq!(keys(&list(requested, None, None, 10).await), ["o1", "o3"]);
-    let requested_listing = Listing::Status(Status::Requested);
-    assert_eq!(s.count_listed(requested_listing, 10).await.unwrap(), 2);
-    assert_eq!(
-        s.count_listed(requested_listing, 1).await.unwrap(),
-        1,
-        "counting stops at the cap"
-    );
+    let counted = |status, n| (Listing::Status(status), n);
+    assert_counts(
+        s,
+        &[counted(Status::Requested, 2), counted(Status::Reserved, 1)],
+        "read models",
+    )
+    .await;
     assert_eq!(keys(&list(requested, None, Some("o1"), 10).await), ["o3"]);
     assert_eq!(keys(&list(requested, Some("T1"), None, 10).await), ["o1"]);
     assert_eq!(keys(&list(None, Some("T1"), None, 10).await), ["o1", "o2"]);
@@ -653,9 +697,30 @@ pub async fn read_models<S: Storage>(s: &S) {
         keys(&list(Some(Listing::NeedsAttention), Some("T1"), None, 10).await),
         ["o2"]
     );
+    let flagged = [
+        counted(Status::Requested, 2),
+        counted(Status::Submitted, 1),
+        (Listing::NeedsAttention, 1),
+    ];
+    assert_counts(s, &flagged, "read models, flagged").await;
+    // A rewrite that changes no listing changes no count.
+    let mut same = s.order("o2").await.unwrap().unwrap().value;
+    same.attempts.quiet_polls += 1;
+    s.commit(write(vec![], vec![(Some(2), same.clone())], vec![]))
+        .await
+        .unwrap();
+    assert_counts(s, &flagged, "read models, rewritten").await;
+    let o2 = same;
     // Settled: no longer open, so no longer needing attention, flag or not.
+    let mut o2 = o2;
     o2.status = Status::Failure;
-    s.commit(write(vec![], vec![(Some(2), o2)], vec![])).await.unwrap();
+    s.commit(write(vec![], vec![(Some(3), o2)], vec![])).await.unwrap();
+    assert_counts(
+        s,
+        &[counted(Status::Requested, 2), counted(Status::Failure, 1)],
+        "read models, settled",
+    )
+    .await;
     assert!(list(Some(Listing::NeedsAttention), None, None, 10).await.is_empty());
     assert!(
         list(Some(Listing::Status(Status::Submitted)), None, None, 10)
