@@ -253,7 +253,7 @@ async fn simulator(seed: u64) -> (Sim, String, protopay_sim::Background, String,
 }
 
 /// Check a store against the simulator after the last round: every order equals the
-/// simulator's truth, nothing was paid twice, the ledger holds and matches, and every event
+/// simulator's truth and is listed (and counted) where its state says, nothing was paid twice, the ledger holds and matches, and every event
 /// reached the consumer (whose log is in `dir`). Returns orders, events and the balance.
 async fn verify(store: &dyn Storage, sim: &Sim, trans_no: &str, dir: &Path) -> (usize, u64, Amount) {
     let protocol = store.protocol(trans_no).await.unwrap().expect("protocol").value;
@@ -277,6 +277,12 @@ async fn verify(store: &dyn Storage, sim: &Sim, trans_no: &str, dir: &Path) -> (
         }
     }
     assert!(wrong.is_empty(), "{wrong:#?}");
+    // Indexes and counts are written in the same atomic commit as the records: no kill
+    // leaves them apart.
+    let unlisted = protopay::storage::conformance::listing_disagreements(store, &orders)
+        .await
+        .unwrap();
+    assert!(unlisted.is_empty(), "read models after the kills: {unlisted:#?}");
     let twice: Vec<_> = sim.stats().payouts.into_iter().filter(|(_, n)| *n > 1).collect();
     assert!(twice.is_empty(), "paid out more than once: {twice:?}");
     protopay::ledger::check(&protocol.ledger, orders.iter()).expect("ledger invariants");
