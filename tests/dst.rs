@@ -6,7 +6,9 @@
 //!
 //! - **workload**: protocols, deposits, payouts and refunds (own or generated `outReqNo`s,
 //!   empty and long remarks, over-long texts), bursts of concurrent payouts, identical
-//!   repeats of earlier commands, POS closes, forged callbacks, operator resolutions;
+//!   repeats of earlier commands, POS closes, forged callbacks, operator resolutions, and
+//!   `check` run by an operator while all of that is in flight (it may fail while the store
+//!   is down, or leave what kept moving unjudged, but never report a violation);
 //! - **network**: dropped / duplicated / delayed / reordered callbacks, 5xx, refused
 //!   connections, timeouts after commit, corrupted reply signs, requests that land after the
 //!   caller gave up, and one-shot faults aimed at the next `outpay`/`prepay`;
@@ -162,16 +164,19 @@ impl Probe {
 
 #[async_trait::async_trait]
 impl Storage for Probe {
+    // A real store takes time: every read lets other tasks run, so that steps on one order
+    // race, and so do a reader's consecutive reads (`check`, the read models) with commits.
+    // The auditor reads `inner` directly: it sees one moment.
     async fn protocol(&self, trans_no: &str) -> protopay::Result<Option<Versioned<Protocol>>> {
+        tokio::task::yield_now().await;
         self.inner.protocol(trans_no).await
     }
     async fn order(&self, out_req_no: &str) -> protopay::Result<Option<Versioned<Order>>> {
-        // A real store takes time: let other tasks run between a read and the write that
-        // follows it, so that races between steps on one order happen.
         tokio::task::yield_now().await;
         self.inner.order(out_req_no).await
     }
     async fn protocols(&self, after: Option<&str>, limit: usize) -> protopay::Result<Vec<Versioned<Protocol>>> {
+        tokio::task::yield_now().await;
         self.inner.protocols(after, limit).await
     }
     async fn orders(
@@ -180,15 +185,19 @@ impl Storage for Probe {
         after: Option<&str>,
         limit: usize,
     ) -> protopay::Result<Vec<Versioned<Order>>> {
+        tokio::task::yield_now().await;
         self.inner.orders(query, after, limit).await
     }
     async fn listing_counts(&self) -> protopay::Result<Vec<(Listing, u64)>> {
+        tokio::task::yield_now().await;
         self.inner.listing_counts().await
     }
     async fn history(&self, out_req_no: &str) -> protopay::Result<Vec<Event>> {
+        tokio::task::yield_now().await;
         self.inner.history(out_req_no).await
     }
     async fn due_at(&self, out_req_no: &str) -> protopay::Result<Option<DateTime<Utc>>> {
+        tokio::task::yield_now().await;
         self.inner.due_at(out_req_no).await
     }
     async fn commit(&self, mut batch: Batch) -> protopay::Result<u64> {
@@ -360,6 +369,8 @@ struct World {
     deploy: u32,
     poller: Option<PollerHandle>,
     inflight: Vec<(String, tokio::task::JoinHandle<Answer>)>,
+    /// Operators' `check`s still reading while the run goes on.
+    checks: Vec<tokio::task::JoinHandle<protopay::Result<protopay::CheckReport>>>,
     protocols: Vec<(String, CashierType)>,
     inbound: Vec<String>,
     /// Commands sent, by `outReqNo` (own ones only), to repeat them.
@@ -500,6 +511,7 @@ impl World {
             deploy: 0,
             poller,
             inflight: Vec::new(),
+            checks: Vec::new(),
             protocols: Vec::new(),
             inbound: Vec::new(),
             sent: Vec::new(),
@@ -830,11 +842,47 @@ impl World {
         }
     }
 
+    /// An operator's `protopay check`, started in the middle of everything and left to read
+    /// while the run goes on (every read lets other tasks run): reads that interleave with
+    /// commands, callbacks, polls and restarts must never add up to a false alarm.
+    fn start_check(&mut self) {
+        trace("  operator starts a check".to_owned());
+        let engine = self.engine.clone();
+        self.checks.push(tokio::spawn(async move { engine.check().await }));
+    }
+
+    /// Judge the operators' checks that have finished (all of them, waiting, when `wait`).
+    async fn judge_checks(&mut self, wait: bool) {
+        let seed = self.seed;
+        let (done, running): (Vec<_>, Vec<_>) = std::mem::take(&mut self.checks)
+            .into_iter()
+            .partition(|c| wait || c.is_finished());
+        self.checks = running;
+        for check in done {
+            match check.await.expect("the check task") {
+                Ok(report) => {
+                    assert!(
+                        report.violations.is_empty(),
+                        "seed {seed}: check reported {:#?}",
+                        report.violations
+                    );
+                    trace(format!(
+                        "  a check ends: {} orders, {} not judged",
+                        report.orders,
+                        report.unsettled.len()
+                    ));
+                }
+                Err(e) => trace(format!("  a check failed: {e}")),
+            }
+        }
+    }
+
     async fn orders(&self) -> Vec<Order> {
         let mut all = Vec::new();
         for (t, _) in &self.protocols {
             all.extend(
                 self.store
+                    .inner
                     .orders_of(t)
                     .await
                     .expect("orders")
@@ -847,14 +895,23 @@ impl World {
 
     /// The auditor: what must hold after every step.
     async fn audit(&mut self) {
+        self.judge_checks(false).await;
         let seed = self.seed;
         if let Some(v) = self.violation.lock().unwrap().clone() {
             panic!("seed {seed}: {v}");
         }
         for (t, _) in &self.protocols {
-            let p = self.store.protocol(t).await.expect("read").expect("protocol").value;
+            let p = self
+                .store
+                .inner
+                .protocol(t)
+                .await
+                .expect("read")
+                .expect("protocol")
+                .value;
             let orders: Vec<Order> = self
                 .store
+                .inner
                 .orders_of(t)
                 .await
                 .expect("orders")
@@ -868,6 +925,7 @@ impl World {
         let far = self.truth.now() + chrono::Duration::days(3_650);
         let due: BTreeSet<String> = self
             .store
+            .inner
             .due(far, usize::MAX)
             .await
             .expect("due")
@@ -915,7 +973,7 @@ impl World {
             );
         }
         let mut once: BTreeMap<(String, String), u32> = BTreeMap::new();
-        for e in self.store.events_after(0, usize::MAX).await.expect("events") {
+        for e in self.store.inner.events_after(0, usize::MAX).await.expect("events") {
             let singular = matches!(
                 e.kind,
                 EventKind::InboundRequested
@@ -938,12 +996,12 @@ impl World {
     /// listings its state puts it in, and its history is exactly its events.
     async fn audit_read_models(&self, orders: &[Order]) {
         let seed = self.seed;
-        let wrong = protopay::storage::conformance::listing_disagreements(self.store.as_ref(), orders)
+        let wrong = protopay::storage::conformance::listing_disagreements(&self.store.inner, orders)
             .await
             .expect("the listings");
         assert!(wrong.is_empty(), "seed {seed}: {wrong:#?}");
         let mut histories: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for e in self.store.events_after(0, usize::MAX).await.expect("events") {
+        for e in self.store.inner.events_after(0, usize::MAX).await.expect("events") {
             if let Some(key) = e.out_req_no {
                 histories.entry(key).or_default().push(e.seq);
             }
@@ -951,6 +1009,7 @@ impl World {
         for o in orders {
             let indexed: Vec<u64> = self
                 .store
+                .inner
                 .history(o.out_req_no())
                 .await
                 .expect("a history")
@@ -964,7 +1023,7 @@ impl World {
 
     /// Events must tell the same story as the final states.
     async fn events_match_states(&self) {
-        let events = self.store.events_after(0, usize::MAX).await.expect("events");
+        let events = self.store.inner.events_after(0, usize::MAX).await.expect("events");
         for o in self.orders().await {
             let has = |f: &dyn Fn(&EventKind) -> bool| {
                 events
@@ -1010,7 +1069,7 @@ impl World {
             }
         }
         for key in truth.keys() {
-            if self.store.order(key).await.expect("read").is_none() {
+            if self.store.inner.order(key).await.expect("read").is_none() {
                 out.push(format!("{key}: the simulator has it, we do not"));
             }
         }
@@ -1051,6 +1110,7 @@ async fn run_seed(seed: u64) -> Run {
                 w.store.outage(ms);
             }
             80..=81 => w.resolve().await,
+            82..=83 => w.start_check(),
             _ => {
                 let ms = w.rng.range(100, 120_000);
                 tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -1100,13 +1160,22 @@ async fn run_seed(seed: u64) -> Run {
         "seed {seed}: not converged after {minutes} simulated minutes: {left:#?}"
     );
     w.audit().await;
+    w.judge_checks(true).await;
     w.events_match_states().await;
     for (t, _) in &w.protocols {
-        let ours = w.store.protocol(t).await.expect("read").expect("protocol").value.ledger;
+        let ours = w
+            .store
+            .inner
+            .protocol(t)
+            .await
+            .expect("read")
+            .expect("protocol")
+            .value
+            .ledger;
         let theirs = w.sim.balances(t).expect("sim protocol");
         if ours.available != theirs.available {
             let truth = w.sim.order_states();
-            for o in w.store.orders_of(t).await.expect("orders") {
+            for o in w.store.inner.orders_of(t).await.expect("orders") {
                 let key = o.value.out_req_no();
                 eprintln!(
                     "  {key} {} {}: ours {}, simulator {:?}; {:?}",

@@ -303,13 +303,15 @@ pub async fn events(api: &Api, out: Output, consumer: &str, follow: bool) -> Res
     }
 }
 
-/// `protopay check`: every ledger recomputed from its orders, every due time; exit 1 on
-/// any violation.
+/// `protopay check`: every ledger recomputed from its orders, every due time, every listing
+/// count; exit 1 on any violation, 2 when there is none but something kept changing and was
+/// not judged.
 pub async fn check(api: &Api, out: Output) -> Result<ExitCode, CliError> {
     let spinner = progress(0, "checking every ledger against its orders");
     let report = api.get("/v1/check").await?;
     spinner.finish_and_clear();
-    let violations = report["violations"].as_array().map_or(0, Vec::len);
+    let listed = |field: &str| report[field].as_array().map_or(0, Vec::len);
+    let (violations, unsettled) = (listed("violations"), listed("unsettled"));
     out.print(&report, |r| {
         let mut s = format!(
             "{} protocols, {} orders checked: ",
@@ -324,12 +326,20 @@ pub async fn check(api: &Api, out: Output) -> Result<ExitCode, CliError> {
                 s.push_str(&format!("  {}\n", text(v)));
             }
         }
+        if unsettled > 0 {
+            s.push_str(&format!(
+                "{unsettled} not judged (kept changing while read; run it again):\n"
+            ));
+            for v in r["unsettled"].as_array().into_iter().flatten() {
+                s.push_str(&format!("  {}\n", text(v)));
+            }
+        }
         s
     });
-    Ok(if violations == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    Ok(match (violations, unsettled) {
+        (0, 0) => ExitCode::SUCCESS,
+        (0, _) => ExitCode::from(2),
+        _ => ExitCode::from(1),
     })
 }
 

@@ -105,7 +105,8 @@ enum Command {
         #[arg(long)]
         follow: bool,
     },
-    /// Recompute every ledger from its orders and check every invariant (exit 1 on a violation).
+    /// Recompute every ledger from its orders and check every invariant: exit 1 on a violation,
+    /// 2 when none was found but some records kept changing and were not judged (run it again).
     Check,
 }
 

@@ -1,7 +1,7 @@
 //! The operator's night: a payout stuck at `PROCESSING` needs attention; the CLI finds it,
 //! shows it, resolves it; reconciliation reports the drift until the payment system agrees;
 //! `/metrics` shows each step; and with the server stopped, the same commands work on the
-//! store directly, where `check` finds a ledger corrupted on purpose.
+//! store directly, where `check` finds a ledger and a listing count corrupted on purpose.
 
 mod support;
 
@@ -287,4 +287,22 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
     let checked = protopay(local(&["check"])).await;
     assert_eq!(checked.code, 1, "{}", checked.stdout);
     assert!(checked.stdout.contains(&t), "{}", checked.stdout);
+    assert!(!checked.stdout.contains("count says"), "{}", checked.stdout);
+
+    // A listing count damaged behind the store's back (the gauge, and so the alert, would lie).
+    {
+        let db = sled::open(dir.path().join("data")).unwrap();
+        let tree = db.open_tree("protopay").unwrap();
+        tree.insert("n/needs_attention", &3u64.to_be_bytes()).unwrap();
+        db.flush().unwrap();
+    }
+    let checked = protopay(local(&["check"])).await;
+    assert_eq!(checked.code, 1, "{}", checked.stdout);
+    assert!(
+        checked
+            .stdout
+            .contains("the needs_attention count says 3 orders, but 0 are listed there"),
+        "{}",
+        checked.stdout
+    );
 }

@@ -802,3 +802,45 @@ async fn the_poller_reconciles_active_protocols_each_period() {
     assert_eq!(t.count(Endpoint::Find), 2, "a quiet protocol is not asked again");
     poller.shutdown().await;
 }
+
+/// `check` while payouts settle: reads interleave with the settling commits (each read lets
+/// the other task run), and no report may name a violation — an order read open whose due
+/// time is gone by the time it is looked up, or a listing counted while orders move, is the
+/// engine being busy, not broken.
+#[tokio::test(start_paused = true)]
+async fn check_while_orders_settle_is_no_false_alarm() {
+    let t = Scripted::default();
+    let store = Flaky::default();
+    let e = engine_with(store.clone(), t.clone(), config(), clock()).await;
+    let trans_no = funded(&e, &t, "100.00").await;
+    let keys: Vec<String> = (0..12).map(|i| format!("{APP}-busy-{i}")).collect();
+    for key in &keys {
+        t.push(
+            Endpoint::Outpay,
+            Step::Data(outbound_view("T1", key, "1.00", "PROCESSING")),
+        );
+        e.outpay(payout(&trans_no, Some(key), "1.00")).await.unwrap();
+    }
+    store.interleave();
+    let settling = tokio::spawn({
+        let e = e.clone();
+        async move {
+            for key in keys {
+                let body = callback_body(&outbound_view("T1", &key, "1.00", "SUCCESS"));
+                let reply = e.handle_callback(CallbackKind::Outbound, &body).await;
+                assert!(reply.is_success(), "{reply:?}");
+            }
+        }
+    });
+    let mut during = 0;
+    while !settling.is_finished() {
+        let report = e.check().await.unwrap();
+        assert!(report.violations.is_empty(), "while settling: {:#?}", report.violations);
+        during += 1;
+    }
+    settling.await.unwrap();
+    let report = e.check().await.unwrap();
+    assert!(report.violations.is_empty(), "{:#?}", report.violations);
+    assert_eq!(report.orders, 13);
+    assert!(during > 0, "no check ran while the payouts settled");
+}

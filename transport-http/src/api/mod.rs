@@ -305,8 +305,8 @@ async fn query_cnaps(
     Ok(Json(found.iter().map(Into::into).collect()))
 }
 
-/// Recompute every protocol's ledger from its orders and verify the invariants (a tool for
-/// after an incident: reads everything, changes nothing).
+/// Recompute every protocol's ledger from its orders and verify the invariants, listing
+/// counts included (a tool for after an incident: reads everything, changes nothing).
 #[utoipa::path(get, path = "/v1/check",
     responses((status = 200, description = "OK", body = CheckView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
 async fn check(State(engine): State<Engine>) -> Reply<CheckView> {

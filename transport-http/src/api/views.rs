@@ -381,7 +381,7 @@ pub fn consumer_ok(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// What a check of every ledger and due time found.
+/// What a check of every ledger, due time and listing count found.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CheckView {
@@ -391,6 +391,8 @@ pub struct CheckView {
     pub orders: usize,
     /// Every broken invariant, in words (empty when all hold).
     pub violations: Vec<String>,
+    /// What kept changing while it was read, and so was not judged: check again.
+    pub unsettled: Vec<String>,
 }
 
 impl From<&CheckReport> for CheckView {
@@ -399,6 +401,7 @@ impl From<&CheckReport> for CheckView {
             protocols: r.protocols,
             orders: r.orders,
             violations: r.violations.clone(),
+            unsettled: r.unsettled.clone(),
         }
     }
 }
