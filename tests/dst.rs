@@ -877,6 +877,12 @@ impl World {
         }
     }
 
+    /// A protocol as the auditor sees it: from the memory store, at one moment.
+    async fn protocol_now(&self, trans_no: &str) -> Protocol {
+        let stored = self.store.inner.protocol(trans_no).await.expect("read");
+        stored.expect("protocol").value
+    }
+
     async fn orders(&self) -> Vec<Order> {
         let mut all = Vec::new();
         for (t, _) in &self.protocols {
@@ -901,14 +907,7 @@ impl World {
             panic!("seed {seed}: {v}");
         }
         for (t, _) in &self.protocols {
-            let p = self
-                .store
-                .inner
-                .protocol(t)
-                .await
-                .expect("read")
-                .expect("protocol")
-                .value;
+            let p = self.protocol_now(t).await;
             let orders: Vec<Order> = self
                 .store
                 .inner
@@ -1163,15 +1162,7 @@ async fn run_seed(seed: u64) -> Run {
     w.judge_checks(true).await;
     w.events_match_states().await;
     for (t, _) in &w.protocols {
-        let ours = w
-            .store
-            .inner
-            .protocol(t)
-            .await
-            .expect("read")
-            .expect("protocol")
-            .value
-            .ledger;
+        let ours = w.protocol_now(t).await.ledger;
         let theirs = w.sim.balances(t).expect("sim protocol");
         if ours.available != theirs.available {
             let truth = w.sim.order_states();
