@@ -128,7 +128,12 @@ impl Window {
 /// commit point, an optional round trip of every record through the sled codec, and the
 /// poller-pass budget (every pass reads the due index once).
 struct Probe {
+    /// The store at one moment: what the auditor reads.
     inner: MemoryStorage,
+    /// The same store as the engine meets it: a real store takes time, so every call lets
+    /// other tasks run — steps on one order race, and so do a reader's consecutive reads
+    /// (`check`, the read models) with commits.
+    latent: MemoryStorage,
     round_trip: bool,
     truth: Clock,
     fail_in: Mutex<Option<u32>>,
@@ -164,20 +169,14 @@ impl Probe {
 
 #[async_trait::async_trait]
 impl Storage for Probe {
-    // A real store takes time: every read lets other tasks run, so that steps on one order
-    // race, and so do a reader's consecutive reads (`check`, the read models) with commits.
-    // The auditor reads `inner` directly: it sees one moment.
     async fn protocol(&self, trans_no: &str) -> protopay::Result<Option<Versioned<Protocol>>> {
-        tokio::task::yield_now().await;
-        self.inner.protocol(trans_no).await
+        self.latent.protocol(trans_no).await
     }
     async fn order(&self, out_req_no: &str) -> protopay::Result<Option<Versioned<Order>>> {
-        tokio::task::yield_now().await;
-        self.inner.order(out_req_no).await
+        self.latent.order(out_req_no).await
     }
     async fn protocols(&self, after: Option<&str>, limit: usize) -> protopay::Result<Vec<Versioned<Protocol>>> {
-        tokio::task::yield_now().await;
-        self.inner.protocols(after, limit).await
+        self.latent.protocols(after, limit).await
     }
     async fn orders(
         &self,
@@ -185,23 +184,18 @@ impl Storage for Probe {
         after: Option<&str>,
         limit: usize,
     ) -> protopay::Result<Vec<Versioned<Order>>> {
-        tokio::task::yield_now().await;
-        self.inner.orders(query, after, limit).await
+        self.latent.orders(query, after, limit).await
     }
     async fn listing_counts(&self) -> protopay::Result<Vec<(Listing, u64)>> {
-        tokio::task::yield_now().await;
-        self.inner.listing_counts().await
+        self.latent.listing_counts().await
     }
     async fn history(&self, out_req_no: &str) -> protopay::Result<Vec<Event>> {
-        tokio::task::yield_now().await;
-        self.inner.history(out_req_no).await
+        self.latent.history(out_req_no).await
     }
     async fn due_at(&self, out_req_no: &str) -> protopay::Result<Option<DateTime<Utc>>> {
-        tokio::task::yield_now().await;
-        self.inner.due_at(out_req_no).await
+        self.latent.due_at(out_req_no).await
     }
     async fn commit(&self, mut batch: Batch) -> protopay::Result<u64> {
-        tokio::task::yield_now().await;
         if self.down_until.lock().unwrap().is_some_and(|t| self.truth.now() < t) {
             return Err(Error::Storage(Arc::new(std::io::Error::other("the store is down"))));
         }
@@ -227,7 +221,7 @@ impl Storage for Probe {
             batch.orphans = batch.orphans.into_iter().map(round_trip).collect();
         }
         let schedule = batch.schedule.clone();
-        let last = self.inner.commit(batch).await?;
+        let last = self.latent.commit(batch).await?;
         // The due-time invariant, at every commit: an open order has a due time, a closed
         // one none.
         for (key, at) in schedule {
@@ -243,7 +237,7 @@ impl Storage for Probe {
         Ok(last)
     }
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> protopay::Result<Vec<Due>> {
-        self.inner.due(now, limit).await
+        self.latent.due(now, limit).await
     }
     /// Every poller pass claims: the place to count passes.
     async fn claim_due(
@@ -265,31 +259,31 @@ impl Storage for Probe {
             // Stop the spin so that simulated time moves on and the auditor can report it.
             return Err(Error::Shutdown);
         }
-        self.inner.claim_due(owner, now, limit, lease).await
+        self.latent.claim_due(owner, now, limit, lease).await
     }
     async fn hold_lease(&self, name: &str, owner: &str, lease: std::time::Duration) -> protopay::Result<bool> {
-        self.inner.hold_lease(name, owner, lease).await
+        self.latent.hold_lease(name, owner, lease).await
     }
     async fn release_claims(&self, owner: &str) -> protopay::Result<()> {
-        self.inner.release_claims(owner).await
+        self.latent.release_claims(owner).await
     }
     async fn next_due(&self, owner: &str) -> protopay::Result<Option<DateTime<Utc>>> {
-        self.inner.next_due(owner).await
+        self.latent.next_due(owner).await
     }
     async fn events_after(&self, after: u64, limit: usize) -> protopay::Result<Vec<Event>> {
-        self.inner.events_after(after, limit).await
+        self.latent.events_after(after, limit).await
     }
     async fn last_seq(&self) -> protopay::Result<u64> {
-        self.inner.last_seq().await
+        self.latent.last_seq().await
     }
     async fn cursor(&self, consumer: &str) -> protopay::Result<u64> {
-        self.inner.cursor(consumer).await
+        self.latent.cursor(consumer).await
     }
     async fn ack(&self, consumer: &str, seq: u64) -> protopay::Result<()> {
-        self.inner.ack(consumer, seq).await
+        self.latent.ack(consumer, seq).await
     }
     async fn orphans(&self) -> protopay::Result<Vec<Orphan>> {
-        self.inner.orphans().await
+        self.latent.orphans().await
     }
 }
 
@@ -469,8 +463,10 @@ impl World {
         sim.set_faults(faults_for(&mut rng, base.timeouts.request_ms - 1));
         let violation = Violation::default();
         let (call_budget, pass_budget) = budgets(&base);
+        let memory = MemoryStorage::new();
         let store = Arc::new(Probe {
-            inner: MemoryStorage::new(),
+            latent: memory.yielding(),
+            inner: memory,
             round_trip: rng.unit() < 0.3,
             truth,
             fail_in: Mutex::new(None),

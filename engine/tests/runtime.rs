@@ -803,15 +803,14 @@ async fn the_poller_reconciles_active_protocols_each_period() {
     poller.shutdown().await;
 }
 
-/// `check` while payouts settle: reads interleave with the settling commits (each read lets
-/// the other task run), and no report may name a violation — an order read open whose due
+/// `check` while payouts settle: reads interleave with the settling commits (on a yielding
+/// store each call lets the other task run), and no report may name a violation — an order read open whose due
 /// time is gone by the time it is looked up, or a listing counted while orders move, is the
 /// engine being busy, not broken.
 #[tokio::test(start_paused = true)]
 async fn check_while_orders_settle_is_no_false_alarm() {
     let t = Scripted::default();
-    let store = Flaky::default();
-    let e = engine_with(store.clone(), t.clone(), config(), clock()).await;
+    let e = engine_with(MemoryStorage::new().yielding(), t.clone(), config(), clock()).await;
     let trans_no = funded(&e, &t, "100.00").await;
     let keys: Vec<String> = (0..12).map(|i| format!("{APP}-busy-{i}")).collect();
     for key in &keys {
@@ -821,7 +820,6 @@ async fn check_while_orders_settle_is_no_false_alarm() {
         );
         e.outpay(payout(&trans_no, Some(key), "1.00")).await.unwrap();
     }
-    store.interleave();
     let settling = tokio::spawn({
         let e = e.clone();
         async move {

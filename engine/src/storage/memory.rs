@@ -36,6 +36,8 @@ pub struct MemoryStorage {
     leases: Arc<Leases>,
     named: Arc<Leases>,
     failing: Arc<AtomicU32>,
+    /// This handle lets other tasks run before each call (see `yielding`).
+    yielding: bool,
 }
 
 /// The failure injected by `MemoryStorage::fail_next_commits` (feature `test-util`).
@@ -60,6 +62,23 @@ impl MemoryStorage {
     #[cfg(any(test, feature = "test-util"))]
     pub fn fail_next_commits(&self, n: u32) {
         self.failing.store(n, Ordering::SeqCst);
+    }
+
+    /// Another handle on the same store, whose every call first lets other tasks run, as a
+    /// real store's latency would: on one thread, tasks then interleave between one call and
+    /// the next, so that simulations make readers race writers. A plain handle on the same
+    /// store still reads everything at one moment (an auditor's view).
+    pub fn yielding(&self) -> Self {
+        MemoryStorage {
+            yielding: true,
+            ..self.clone()
+        }
+    }
+
+    async fn call(&self) {
+        if self.yielding {
+            tokio::task::yield_now().await;
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -95,14 +114,17 @@ fn check_version<T>(current: Option<&Versioned<T>>, expected: Option<u64>) -> Re
 #[async_trait::async_trait]
 impl Storage for MemoryStorage {
     async fn protocol(&self, trans_no: &str) -> Result<Option<Versioned<Protocol>>> {
+        self.call().await;
         Ok(self.lock().protocols.get(trans_no).cloned())
     }
 
     async fn order(&self, out_req_no: &str) -> Result<Option<Versioned<Order>>> {
+        self.call().await;
         Ok(self.lock().orders.get(out_req_no).cloned())
     }
 
     async fn protocols(&self, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Protocol>>> {
+        self.call().await;
         let s = self.lock();
         Ok(s.protocols
             .range::<str, _>(self::after(after))
@@ -112,6 +134,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn orders(&self, query: &OrderQuery, after: Option<&str>, limit: usize) -> Result<Vec<Versioned<Order>>> {
+        self.call().await;
         let s = self.lock();
         let range = self::after(after);
         let keys: Box<dyn Iterator<Item = &String>> = match (&query.trans_no, query.listing) {
@@ -138,6 +161,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn listing_counts(&self) -> Result<Vec<(Listing, u64)>> {
+        self.call().await;
         // The listing's set is kept by every commit, and knows its size.
         let s = self.lock();
         let size = |l: &Listing| s.by_listing.get(l).map_or(0, |keys| keys.len() as u64);
@@ -145,16 +169,19 @@ impl Storage for MemoryStorage {
     }
 
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {
+        self.call().await;
         let s = self.lock();
         let seqs = s.history.get(out_req_no).into_iter().flatten();
         Ok(seqs.filter_map(|&i| s.events.get(i).cloned()).collect())
     }
 
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
+        self.call().await;
         Ok(self.lock().due_at.get(out_req_no).copied())
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
+        self.call().await;
         if self
             .failing
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
@@ -233,43 +260,52 @@ impl Storage for MemoryStorage {
     }
 
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
+        self.call().await;
         due_until(&self.lock(), now).take(limit).collect()
     }
 
     async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>> {
+        self.call().await;
         self.leases.claim(owner, lease, limit, due_until(&self.lock(), now))
     }
 
     async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+        self.call().await;
         Ok(self.named.hold(name, owner, lease))
     }
 
     async fn release_claims(&self, owner: &str) -> Result<()> {
+        self.call().await;
         self.leases.release_owner(owner);
         self.named.release_owner(owner);
         Ok(())
     }
 
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
+        self.call().await;
         self.leases
             .first_free(owner, due_until(&self.lock(), DateTime::<Utc>::MAX_UTC))
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
+        self.call().await;
         let s = self.lock();
         let start = usize::try_from(after).unwrap_or(usize::MAX).min(s.events.len());
         Ok(s.events.iter().skip(start).take(limit).cloned().collect())
     }
 
     async fn last_seq(&self) -> Result<u64> {
+        self.call().await;
         Ok(self.lock().events.len() as u64)
     }
 
     async fn cursor(&self, consumer: &str) -> Result<u64> {
+        self.call().await;
         Ok(self.lock().cursors.get(consumer).copied().unwrap_or(0))
     }
 
     async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
+        self.call().await;
         let mut s = self.lock();
         let last = s.events.len() as u64;
         let c = s.cursors.entry(consumer.to_owned()).or_insert(0);
@@ -278,6 +314,7 @@ impl Storage for MemoryStorage {
     }
 
     async fn orphans(&self) -> Result<Vec<Orphan>> {
+        self.call().await;
         Ok(self.lock().orphans.clone())
     }
 }

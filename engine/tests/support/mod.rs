@@ -198,7 +198,6 @@ pub struct Flaky {
     fail_in: Arc<Mutex<Option<u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
     hook: Arc<Mutex<Option<Hook>>>,
-    interleaved: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What a hook returns: a boxed future.
@@ -217,18 +216,6 @@ impl Flaky {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
-    /// Let other tasks run before every read, as a real store's latency would: on a
-    /// current-thread runtime, tasks then interleave between one read and the next.
-    pub fn interleave(&self) {
-        self.interleaved.store(true, std::sync::atomic::Ordering::SeqCst);
-    }
-
-    async fn read(&self) {
-        if self.interleaved.load(std::sync::atomic::Ordering::SeqCst) {
-            tokio::task::yield_now().await;
-        }
-    }
-
     /// Run `hook` on the inner store just before the next commit.
     pub fn before_next_commit(&self, hook: impl FnOnce(MemoryStorage) -> HookFuture + Send + 'static) {
         *self.hook.lock().unwrap() = Some(Box::new(hook));
@@ -242,15 +229,12 @@ fn failure() -> protopay_engine::Error {
 #[async_trait::async_trait]
 impl Storage for Flaky {
     async fn protocol(&self, t: &str) -> protopay_engine::Result<Option<Versioned<Protocol>>> {
-        self.read().await;
         self.inner.protocol(t).await
     }
     async fn order(&self, k: &str) -> protopay_engine::Result<Option<Versioned<Order>>> {
-        self.read().await;
         self.inner.order(k).await
     }
     async fn protocols(&self, after: Option<&str>, limit: usize) -> protopay_engine::Result<Vec<Versioned<Protocol>>> {
-        self.read().await;
         self.inner.protocols(after, limit).await
     }
     async fn orders(
@@ -259,19 +243,15 @@ impl Storage for Flaky {
         after: Option<&str>,
         limit: usize,
     ) -> protopay_engine::Result<Vec<Versioned<Order>>> {
-        self.read().await;
         self.inner.orders(query, after, limit).await
     }
     async fn listing_counts(&self) -> protopay_engine::Result<Vec<(Listing, u64)>> {
-        self.read().await;
         self.inner.listing_counts().await
     }
     async fn history(&self, out_req_no: &str) -> protopay_engine::Result<Vec<protopay_engine::Event>> {
-        self.read().await;
         self.inner.history(out_req_no).await
     }
     async fn due_at(&self, out_req_no: &str) -> protopay_engine::Result<Option<DateTime<Utc>>> {
-        self.read().await;
         self.inner.due_at(out_req_no).await
     }
     async fn commit(&self, batch: Batch) -> protopay_engine::Result<u64> {
