@@ -97,14 +97,16 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
     let deposit = json!({"transNo": t, "outReqNo": "APP001-dep", "amount": "1234.50", "prodCatalog": "01"});
     post("/v1/inbound", deposit).await;
     let http = reqwest::Client::new();
-    for step in ["pay", "arrive"] {
+    // What the payer and the bank do, through the simulator's admin routes.
+    let at_the_bank = |path: String, status: &'static str| {
         let r = http
-            .post(format!("{simu}/sim/inbound/APP001-dep/{step}"))
-            .json(&json!({"status": "SUCCESS"}))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
+            .post(format!("{simu}/sim/{path}"))
+            .json(&json!({ "status": status }))
+            .send();
+        async move { assert!(r.await.unwrap().status().is_success()) }
+    };
+    for step in ["pay", "arrive"] {
+        at_the_bank(format!("inbound/APP001-dep/{step}"), "SUCCESS").await;
     }
     until(&api, "the deposit arrives", async || {
         get("/v1/orders/APP001-dep".into()).await["order"]["arrived"] == json!(true)
@@ -209,13 +211,7 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
     );
     assert!(metric(&scrape, "protopay_calls_total{endpoint=\"outquery\",outcome=\"ok\"}") >= 2.0);
 
-    let r = http
-        .post(format!("{simu}/sim/outbound/APP001-stuck/settle"))
-        .json(&json!({"status": "FAILURE"}))
-        .send()
-        .await
-        .unwrap();
-    assert!(r.status().is_success());
+    at_the_bank("outbound/APP001-stuck/settle".into(), "FAILURE").await;
     assert_eq!(
         protopay(remote(&["reconcile", &t])).await.code,
         0,

@@ -253,11 +253,7 @@ async fn outpay_reserves_before_sending_and_refusal_releases() {
 
     // Accepted: reserved, then PROCESSING; then the callback settles it.
     let key = format!("{APP}-out-1");
-    t.push(
-        Endpoint::Outpay,
-        Step::Data(outbound_view(&trans_no, &key, "60.00", "PROCESSING")),
-    );
-    let o = e.outpay(payout(&trans_no, Some(&key), "60")).await.unwrap();
+    let o = accepted_payout(&e, &t, &trans_no, &key, "60.00").await;
     assert_eq!(o.status, Status::Processing);
     let l = e.protocol(&trans_no).await.unwrap().ledger;
     assert_eq!(
@@ -301,11 +297,7 @@ async fn callback_and_poll_bring_the_same_news_once_in_either_order() {
     for callback_first in [true, false] {
         let (e, t, _, trans_no) = setup("50.00").await;
         let key = format!("{APP}-out-1");
-        t.push(
-            Endpoint::Outpay,
-            Step::Data(outbound_view(&trans_no, &key, "50.00", "PROCESSING")),
-        );
-        e.outpay(payout(&trans_no, Some(&key), "50")).await.unwrap();
+        accepted_payout(&e, &t, &trans_no, &key, "50.00").await;
         let settled = outbound_view(&trans_no, &key, "50.00", "SUCCESS");
         t.default_for(Endpoint::Outquery, Step::Data(settled.clone()));
         let body = callback_body(&settled);
@@ -480,11 +472,7 @@ async fn concurrent_payouts_exactly_one_accepted() {
 async fn bad_callbacks_are_rejected_and_change_nothing() {
     let (e, t, _, trans_no) = setup("10.00").await;
     let key = format!("{APP}-out-1");
-    t.push(
-        Endpoint::Outpay,
-        Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")),
-    );
-    e.outpay(payout(&trans_no, Some(&key), "10")).await.unwrap();
+    accepted_payout(&e, &t, &trans_no, &key, "10.00").await;
     let order = e.order(&key).await.unwrap();
     let events = kinds(&e).await.len();
     let settled = outbound_view(&trans_no, &key, "10.00", "SUCCESS");
@@ -583,11 +571,7 @@ async fn event_feed_survives_a_restart() {
     });
     tokio::task::yield_now().await;
     let key = format!("{APP}-out-1");
-    t.push(
-        Endpoint::Outpay,
-        Step::Data(outbound_view(&trans_no, &key, "1.00", "PROCESSING")),
-    );
-    e2.outpay(payout(&trans_no, Some(&key), "1")).await.unwrap();
+    accepted_payout(&e2, &t, &trans_no, &key, "1.00").await;
     let (live, sub) = waiter.await.unwrap();
     assert!(live.iter().any(|ev| ev.kind == EventKind::OutboundReserved));
     assert!(live.iter().all(|ev| ev.seq > all.last().unwrap().seq));
@@ -740,11 +724,7 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
 async fn callbacks_signed_with_a_previous_key_verify_only_during_the_rotation() {
     let (e, t, s, trans_no) = setup("50.00").await;
     let key = format!("{APP}-rotated");
-    t.push(
-        Endpoint::Outpay,
-        Step::Data(outbound_view(&trans_no, &key, "10.00", "PROCESSING")),
-    );
-    e.outpay(payout(&trans_no, Some(&key), "10.00")).await.unwrap();
+    accepted_payout(&e, &t, &trans_no, &key, "10.00").await;
     let rotated = |previous: Vec<Md5Key>| {
         let mut c = config();
         c.key = Md5Key::new("the-new-key");
@@ -814,11 +794,7 @@ async fn check_while_orders_settle_is_no_false_alarm() {
     let trans_no = funded(&e, &t, "100.00").await;
     let keys: Vec<String> = (0..12).map(|i| format!("{APP}-busy-{i}")).collect();
     for key in &keys {
-        t.push(
-            Endpoint::Outpay,
-            Step::Data(outbound_view("T1", key, "1.00", "PROCESSING")),
-        );
-        e.outpay(payout(&trans_no, Some(key), "1.00")).await.unwrap();
+        accepted_payout(&e, &t, &trans_no, key, "1.00").await;
     }
     let settling = tokio::spawn({
         let e = e.clone();

@@ -344,6 +344,16 @@ pub fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> protopay_engin
     }
 }
 
+/// Pay out `amount` from `trans_no` as `key`, the payment system accepting it as
+/// `PROCESSING` (its reply scripted): the order as the command answers it.
+pub async fn accepted_payout(engine: &Engine, t: &Scripted, trans_no: &str, key: &str, amount: &str) -> Order {
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(trans_no, key, amount, "PROCESSING")),
+    );
+    engine.outpay(payout(trans_no, Some(key), amount)).await.unwrap()
+}
+
 /// A call that may or may not have reached the payment system.
 pub fn maybe() -> Step {
     Step::Fail(TransportError::MaybeDelivered {

@@ -9,6 +9,18 @@ use protopay_engine::Error;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+/// The failure answers every `/v1` route documents beside its success: one place for them.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)] // Only its OpenAPI description is used; errors are built as `ApiError`.
+pub(super) enum Failures {
+    /// Refused: nothing changed (see `code`)
+    #[response(status = "4XX")]
+    Refused(ApiError),
+    /// Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)
+    #[response(status = "5XX")]
+    Failed(ApiError),
+}
+
 /// An error answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -17,7 +17,7 @@ use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
-use error::ApiError;
+use error::{ApiError, Failures};
 use protopay_engine::Engine;
 use protopay_engine::storage::OrderQuery;
 use requests::*;
@@ -136,7 +136,7 @@ fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
 
 /// Open a protocol.
 #[utoipa::path(post, path = "/v1/protocols", request_body = CreateProtocol,
-    responses((status = 200, description = "OK", body = ProtocolView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn create_protocol(
     State(engine): State<Engine>,
     b: Result<Json<CreateProtocol>, JsonRejection>,
@@ -148,14 +148,14 @@ async fn create_protocol(
 /// Ask the payment system for a protocol's balances and store them (adopts a protocol
 /// protopay did not create).
 #[utoipa::path(post, path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number")),
-    responses((status = 200, description = "OK", body = ProtocolView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.find_protocol(&trans_no).await?).into()))
 }
 
 /// protopay's ledger beside the payment system's balances; reports drift, never moves money.
 #[utoipa::path(post, path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number")),
-    responses((status = 200, description = "OK", body = ReconciliationView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = ReconciliationView), Failures))]
 async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ReconciliationView> {
     Ok(Json((&engine.reconcile(&trans_no).await?).into()))
 }
@@ -163,7 +163,7 @@ async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -
 /// Take a payment in (`prepay`). Idempotent by `outReqNo`. `200` means durably recorded and
 /// carried out; `503 outcome_unknown` means repeat with the same `outReqNo`.
 #[utoipa::path(post, path = "/v1/inbound", request_body = CreateInbound,
-    responses((status = 200, description = "OK", body = OrderView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn create_inbound(
     State(engine): State<Engine>,
     b: Result<Json<CreateInbound>, JsonRejection>,
@@ -174,7 +174,7 @@ async fn create_inbound(
 
 /// Close an unpaid POS code.
 #[utoipa::path(post, path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number")),
-    responses((status = 200, description = "OK", body = OrderView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderView> {
     Ok(Json(OrderView::of(
         &engine.close_pos(&out_req_no).await?,
@@ -185,7 +185,7 @@ async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<Stri
 /// Pay out or refund (`outpay`). Idempotent by `outReqNo`; never sent twice. `200` means
 /// the funds are reserved and the payment durably recorded and carried out.
 #[utoipa::path(post, path = "/v1/outbound", request_body = CreateOutbound,
-    responses((status = 200, description = "OK", body = OrderView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn create_outbound(
     State(engine): State<Engine>,
     b: Result<Json<CreateOutbound>, JsonRejection>,
@@ -196,7 +196,7 @@ async fn create_outbound(
 
 /// Record a person's decision on an order that needs attention.
 #[utoipa::path(post, path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number")), request_body = Resolve,
-    responses((status = 200, description = "OK", body = OrderView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn resolve(
     State(engine): State<Engine>,
     Path(out_req_no): Path<String>,
@@ -211,7 +211,7 @@ async fn resolve(
 
 /// Acknowledge a consumer's events up to `seq`: they are not delivered to it again.
 #[utoipa::path(post, path = "/v1/events/ack", request_body = Ack,
-    responses((status = 204, description = "Acknowledged"), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 204, description = "Acknowledged"), Failures))]
 async fn ack(
     State(engine): State<Engine>,
     b: Result<Json<Ack>, JsonRejection>,
@@ -224,7 +224,7 @@ async fn ack(
 
 /// A page of protocols.
 #[utoipa::path(get, path = "/v1/protocols", params(PageQuery),
-    responses((status = 200, description = "OK", body = ProtocolPage), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = ProtocolPage), Failures))]
 async fn list_protocols(
     State(engine): State<Engine>,
     q: Result<Query<PageQuery>, QueryRejection>,
@@ -238,14 +238,14 @@ async fn list_protocols(
 
 /// A protocol: its ledger and the payment system's last balances.
 #[utoipa::path(get, path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number")),
-    responses((status = 200, description = "OK", body = ProtocolView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.protocol(&trans_no).await?).into()))
 }
 
 /// A page of orders, by status (`NEEDS_ATTENTION` included) and protocol; personal data masked.
 #[utoipa::path(get, path = "/v1/orders", params(OrdersQuery),
-    responses((status = 200, description = "OK", body = OrderPage), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = OrderPage), Failures))]
 async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>, QueryRejection>) -> Reply<OrderPage> {
     let q = query(q)?;
     let listing = match q.status.as_deref() {
@@ -266,7 +266,7 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
 
 /// An order with its history and next poll time.
 #[utoipa::path(get, path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number")),
-    responses((status = 200, description = "OK", body = OrderDetailsView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = OrderDetailsView), Failures))]
 async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderDetailsView> {
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))
 }
@@ -274,7 +274,7 @@ async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>
 /// A consumer's unacknowledged events (at least once, in `seq` order), waiting up to `wait`
 /// seconds for one when there are none. Acknowledge with `POST /v1/events/ack`.
 #[utoipa::path(get, path = "/v1/events", params(EventsQuery),
-    responses((status = 200, description = "OK", body = EventBatch), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = EventBatch), Failures))]
 async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>, QueryRejection>) -> Reply<EventBatch> {
     let q = query(q)?;
     check_consumer(&q.consumer)?;
@@ -295,7 +295,7 @@ async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>,
 
 /// Search bank branches' CNAPS numbers at the payment system.
 #[utoipa::path(get, path = "/v1/cnaps", params(CnapsQuery),
-    responses((status = 200, description = "OK", body = [CnapsView]), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = [CnapsView]), Failures))]
 async fn query_cnaps(
     State(engine): State<Engine>,
     q: Result<Query<CnapsQuery>, QueryRejection>,
@@ -308,7 +308,7 @@ async fn query_cnaps(
 /// Recompute every protocol's ledger from its orders and verify the invariants, listing
 /// counts included (a tool for after an incident: reads everything, changes nothing).
 #[utoipa::path(get, path = "/v1/check",
-    responses((status = 200, description = "OK", body = CheckView), (status = "4XX", description = "Refused: nothing changed (see `code`)", body = ApiError), (status = "5XX", description = "Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)", body = ApiError)))]
+    responses((status = 200, description = "OK", body = CheckView), Failures))]
 async fn check(State(engine): State<Engine>) -> Reply<CheckView> {
     Ok(Json((&engine.check().await?).into()))
 }
