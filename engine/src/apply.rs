@@ -158,11 +158,19 @@ fn identity_holds(ours: Identity<'_>, theirs: Identity<'_>, anomalies: &mut Vec<
     let amount = |a: Option<Amount>| a.map(|a| a.to_string());
     let (oa, ta) = (amount(ours.amount), amount(theirs.amount));
     // `&` (not `&&`) so that every disagreeing field is reported.
-    same("outReqNo", ours.out_req_no, theirs.out_req_no, anomalies)
+    let holds = same("outReqNo", ours.out_req_no, theirs.out_req_no, anomalies)
         & same("transNo", ours.trans_no, theirs.trans_no, anomalies)
         & same("appId", ours.app_id, theirs.app_id, anomalies)
-        & same("amount", oa.as_deref(), ta.as_deref(), anomalies)
-        & same("payOrderNo", ours.pay_order_no, theirs.pay_order_no, anomalies)
+        & same("amount", oa.as_deref(), ta.as_deref(), anomalies);
+    let one_payment = same("payOrderNo", ours.pay_order_no, theirs.pay_order_no, anomalies);
+    if let (false, Some(other)) = (one_payment, theirs.pay_order_no) {
+        // Another payment order for our `outReqNo`: the payment system acted on a request
+        // of ours twice (a delayed or repeated send). Money may have moved twice.
+        anomalies.push(Anomaly::SuspectedDoublePayment {
+            other_pay_order_no: other.to_owned(),
+        });
+    }
+    holds & one_payment
 }
 
 /// The status a view reports, if it reports a known one.

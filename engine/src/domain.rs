@@ -141,6 +141,32 @@ pub struct Attempts {
     pub quiet_polls: u32,
     /// Raised when the retry budget ran out without an outcome.
     pub needs_attention: bool,
+    /// Of the submissions, those known never to have left: refused before a byte was
+    /// written, or withdrawn by a sender that got to the network past its deadline. Only the
+    /// others may have reached the payment system. Absent in records written before it
+    /// existed (and in every record where it is 0, so those bytes are unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub unsent: u32,
+    /// The payment system reported a second payment for this order
+    /// (`Anomaly::SuspectedDoublePayment`). Unlike `needs_attention` it survives the order
+    /// settling: it is cleared only by a person's `resolve`. Absent while false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub double_payment_suspected: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl Attempts {
+    /// Sends that may have reached the payment system.
+    pub fn maybe_delivered(&self) -> u32 {
+        self.submissions.saturating_sub(self.unsent)
+    }
 }
 
 /// An order: one payment in or out of a protocol, from the intent we store before sending it
@@ -369,9 +395,11 @@ impl Listing {
 }
 
 impl Order {
-    /// The listings it is in: its status, and `NeedsAttention` while it is open and flagged.
+    /// The listings it is in: its status, and `NeedsAttention` while it is open and flagged,
+    /// or (open or not) while a second payment for it is suspected.
     pub fn listings(&self) -> impl Iterator<Item = Listing> + use<> {
-        let flagged = self.attempts.needs_attention && self.is_open();
+        let a = &self.attempts;
+        let flagged = (a.needs_attention && self.is_open()) || a.double_payment_suspected;
         std::iter::once(Listing::Status(self.status)).chain(flagged.then_some(Listing::NeedsAttention))
     }
 }

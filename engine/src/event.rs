@@ -56,6 +56,15 @@ pub enum Anomaly {
         /// The attempt, as in `ProtocolCreateRequested`.
         attempt: String,
     },
+    /// The payment system reports a second payment order for one of our orders (another
+    /// `payOrderNo` for the same `outReqNo`): it acted on our request twice, and money may
+    /// have moved twice. The order is flagged (listed as needing attention, even once
+    /// settled) until a person resolves it; `protopay_double_payment_suspected_total` counts
+    /// these and pages.
+    SuspectedDoublePayment {
+        /// The other payment order, to look up at the payment system.
+        other_pay_order_no: String,
+    },
     /// Our ledger and the payment system's balances disagree (from `reconcile`).
     BalanceDrift {
         /// Which figure.
@@ -95,6 +104,9 @@ pub enum EventKind {
     OutboundReserved,
     /// The order's call is being sent.
     Submitted,
+    /// The send just announced never left (refused before a byte was written, or held
+    /// back past its deadline): it will be made again.
+    NotSent,
     /// The payment system acknowledged the order (`UNPAID`/`PROCESSING`).
     Pending {
         /// The status it reported.
@@ -161,6 +173,7 @@ impl Anomaly {
             Anomaly::NeedsAttention { .. } => "needs_attention",
             Anomaly::OrphanCallback => "orphan_callback",
             Anomaly::PossibleOrphanProtocol { .. } => "possible_orphan_protocol",
+            Anomaly::SuspectedDoublePayment { .. } => "suspected_double_payment",
             Anomaly::BalanceDrift { .. } => "balance_drift",
         }
     }
@@ -175,6 +188,7 @@ impl std::fmt::Display for EventKind {
             EventKind::InboundRequested => f.write_str("payment in requested"),
             EventKind::OutboundReserved => f.write_str("funds reserved for a payment out"),
             EventKind::Submitted => f.write_str("sent to the payment system"),
+            EventKind::NotSent => f.write_str("the send never left; it will be made again"),
             EventKind::Pending { status } => write!(f, "accepted, now {status}"),
             EventKind::InboundPaid => f.write_str("paid by the payer"),
             EventKind::InboundArrived => f.write_str("funds arrived, available"),
@@ -203,6 +217,12 @@ impl std::fmt::Display for Anomaly {
             Anomaly::NeedsAttention { submissions } => write!(f, "needs attention after {submissions} sends"),
             Anomaly::OrphanCallback => f.write_str("callback for an order we do not know (kept)"),
             Anomaly::PossibleOrphanProtocol { .. } => f.write_str("a protocol may have been opened unseen"),
+            Anomaly::SuspectedDoublePayment { other_pay_order_no } => {
+                write!(
+                    f,
+                    "a second payment order {other_pay_order_no} for this order: paid twice?"
+                )
+            }
             Anomaly::BalanceDrift { figure, ours, theirs } => write!(f, "{figure}: ours {ours}, theirs {theirs}"),
         }
     }

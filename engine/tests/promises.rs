@@ -92,18 +92,28 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
     assert!(e.order("APP001-never").await.is_err());
 }
 
+/// A payment system that deduplicates `outReqNo`: the only setting under which a send that
+/// may have been delivered is ever repeated (after the grace period).
+fn deduplicating() -> Config {
+    Config {
+        payment_system_deduplicates: true,
+        ..config()
+    }
+}
+
 /// Defect 2: a send made just before a restart, on a host whose wall clock then reads
 /// 10 minutes ahead, looked past its grace period at once: a verified "not found" led to a
-/// resend while the first request was still on its way.
+/// resend while the first request was still on its way. (With a deduplicating payment
+/// system, the only one to which a maybe-delivered send is ever repeated.)
 #[tokio::test(start_paused = true)]
 async fn a_wall_clock_ahead_after_restart_cannot_cut_the_grace_period() {
     let (store, t) = (Flaky::default(), Scripted::default());
-    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    let (e, trans_no) = funded_on(&store, &t, deduplicating(), "50.00").await;
     t.push(Endpoint::Outpay, maybe());
     e.outpay(payout(&trans_no, Some("APP001-late"), "20")).await.unwrap();
     drop(e);
     let ahead = Clock::starting_at(clock().now() + chrono::Duration::minutes(10));
-    let e = engine_with(store.clone(), t.clone(), config(), ahead).await;
+    let e = engine_with(store.clone(), t.clone(), deduplicating(), ahead).await;
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
     let grace = Duration::from_millis(config().poll.grace_ms);
     let mut waited = Duration::ZERO;
@@ -130,12 +140,12 @@ async fn a_wall_clock_ahead_after_restart_cannot_cut_the_grace_period() {
 #[tokio::test(start_paused = true)]
 async fn a_wall_clock_behind_after_restart_does_not_delay_recovery() {
     let (store, t) = (Flaky::default(), Scripted::default());
-    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    let (e, trans_no) = funded_on(&store, &t, deduplicating(), "50.00").await;
     t.push(Endpoint::Outpay, maybe());
     e.outpay(payout(&trans_no, Some("APP001-behind"), "20")).await.unwrap();
     drop(e);
     let behind = Clock::starting_at(clock().now() - chrono::Duration::hours(1));
-    let e = engine_with(store.clone(), t.clone(), config(), behind).await;
+    let e = engine_with(store.clone(), t.clone(), deduplicating(), behind).await;
     assert!(
         e.now() >= clock().now(),
         "the clock does not start behind what is stored"

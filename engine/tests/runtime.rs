@@ -6,7 +6,8 @@ mod support;
 use protopay_engine::storage::MemoryStorage;
 use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Envelope, Missing};
 use protopay_engine::{
-    Amount, Anomaly, Engine, Error, EventKind, Md5Key, NewInbound, NewProtocol, Source, Status, TransportError,
+    Amount, Anomaly, Config, Engine, Error, EventKind, Listing, Md5Key, NewInbound, NewProtocol, Source, Status,
+    TransportError,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -324,17 +325,63 @@ async fn callback_and_poll_bring_the_same_news_once_in_either_order() {
     }
 }
 
+async fn setup_deduplicating(amount: &str) -> (Engine, Scripted, String) {
+    let t = Scripted::default();
+    let config = Config {
+        payment_system_deduplicates: true,
+        ..config()
+    };
+    let e = engine_with(MemoryStorage::new(), t.clone(), config, clock()).await;
+    let trans_no = funded(&e, &t, amount).await;
+    (e, t, trans_no)
+}
+
+/// The resend rule without a deduplicating payment system (the default): a send that may
+/// have been delivered is never repeated, however long "no such order" lasts — a paused
+/// sender or a slow network can deliver it after any wait. The order needs a person; its
+/// funds stay reserved.
 #[tokio::test(start_paused = true)]
-async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
+async fn a_maybe_delivered_payout_is_never_sent_again_without_deduplication() {
     let (e, t, _, trans_no) = setup("80.00").await;
     let key = format!("{APP}-out-lost");
     t.push(Endpoint::Outpay, maybe());
     let o = e.outpay(payout(&trans_no, Some(&key), "80")).await.unwrap();
     assert_eq!(o.status, Status::Submitted, "ambiguous: stays Submitted");
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    for _ in 0..200 {
+        tokio::time::advance(Duration::from_secs(60)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert!(t.count(Endpoint::Outquery) > 2, "it keeps being asked about");
+    assert_eq!(t.count(Endpoint::Outpay), 1, "never sent again");
+    let o = e.order(&key).await.unwrap();
+    assert_eq!(o.status, Status::Submitted, "never failed on our own");
+    assert!(o.attempts.needs_attention);
     assert_eq!(
         e.protocol(&trans_no).await.unwrap().ledger.reserved.to_string(),
         "80.00"
     );
+    // The first request lands after all: the order settles once.
+    t.default_for(
+        Endpoint::Outquery,
+        Step::Data(outbound_view(&trans_no, &key, "80.00", "SUCCESS")),
+    );
+    tokio::time::advance(Duration::from_secs(2 * 3600)).await;
+    e.poll_due().await.unwrap();
+    let o = e.order(&key).await.unwrap();
+    assert_eq!(o.status, Status::Success);
+    assert!(!o.listings().any(|l| l == Listing::NeedsAttention));
+}
+
+/// With a deduplicating payment system: a verified EP20003 past the grace period allows a
+/// resend, byte for byte, and the order settles once.
+#[tokio::test(start_paused = true)]
+async fn lost_reply_payout_is_sent_again_only_after_grace_when_the_payment_system_deduplicates() {
+    let (e, t, trans_no) = setup_deduplicating("80.00").await;
+    let key = format!("{APP}-out-lost");
+    t.push(Endpoint::Outpay, maybe());
+    let o = e.outpay(payout(&trans_no, Some(&key), "80")).await.unwrap();
+    assert_eq!(o.status, Status::Submitted, "ambiguous: stays Submitted");
 
     // Before the grace period a verified EP20003 resends nothing.
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
@@ -379,9 +426,64 @@ async fn lost_reply_payout_is_sent_again_only_after_grace_and_settles_once() {
     );
 }
 
+/// A send refused before a byte was written can never land: it is recorded as not sent
+/// (`NotSent`), not counted against the order, and made again — with backoff, not in a loop.
+#[tokio::test(start_paused = true)]
+async fn a_send_that_never_left_is_made_again() {
+    let (e, t, _, trans_no) = setup("81.00").await;
+    let key = format!("{APP}-out-refused");
+    t.push(
+        Endpoint::Outpay,
+        Step::Fail(TransportError::NotDelivered {
+            reason: "connection refused".into(),
+        }),
+    );
+    let o = e.outpay(payout(&trans_no, Some(&key), "80")).await.unwrap();
+    assert_eq!((o.attempts.submissions, o.attempts.unsent), (1, 1));
+    assert_eq!(o.attempts.maybe_delivered(), 0);
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, &key, "80.00", "PROCESSING")),
+    );
+    while t.count(Endpoint::Outpay) < 2 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert_eq!(
+        t.count(Endpoint::Outquery),
+        0,
+        "nothing to ask about first: nothing had left"
+    );
+    assert_eq!(e.order(&key).await.unwrap().status, Status::Processing);
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(10)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert_eq!(t.count(Endpoint::Outpay), 2, "sent again, once");
+    let k = kinds(&e).await;
+    assert!(k.contains(&EventKind::NotSent), "{k:?}");
+
+    // While the payment system refuses every connection, sends back off.
+    let key = format!("{APP}-out-down");
+    t.default_for(
+        Endpoint::Outpay,
+        Step::Fail(TransportError::NotDelivered {
+            reason: "connection refused".into(),
+        }),
+    );
+    let before = t.count(Endpoint::Outpay);
+    e.outpay(payout(&trans_no, Some(&key), "0.01")).await.unwrap();
+    for _ in 0..3_600 {
+        tokio::time::advance(Duration::from_secs(1)).await;
+        e.poll_due().await.unwrap();
+    }
+    let tries = t.count(Endpoint::Outpay) - before;
+    assert!((5..=20).contains(&tries), "{tries} sends in an hour");
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
-    let (e, t, _, trans_no) = setup("30.00").await;
+    let (e, t, trans_no) = setup_deduplicating("30.00").await;
     let key = format!("{APP}-out-void");
     t.default_for(Endpoint::Outpay, maybe());
     t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));

@@ -68,10 +68,20 @@ pub struct PollPolicy {
     pub max_interval_ms: u64,
     /// Jitter, in percent of the interval, either way.
     pub jitter_percent: u8,
-    /// How long after a send a verified "no such order" allows sending again. Must exceed the
-    /// request timeout, so that a slow first request cannot land after the resend.
+    /// How long after a send a verified "no such order" is believed. Within it, the order is
+    /// simply polled again. Past it, the order is sent again only if the payment system
+    /// deduplicates `outReqNo` ([`Config::payment_system_deduplicates`]); otherwise it needs
+    /// attention. Must exceed the request timeout. It bounds how long *we* wait; it cannot
+    /// bound a paused process or a delayed packet, so it never licenses a second send alone.
     pub grace_ms: u64,
-    /// Sends per order (first included) before it needs attention.
+    /// How long a send may take to leave after its `Submitted` commit began (this process's
+    /// monotonic clock): a sender that gets to the network later than this (it was paused,
+    /// or the commit was slow) does not send, and records the send as never made. Narrows
+    /// the window in which a sender nobody hears from still holds a request.
+    pub send_deadline_ms: u64,
+    /// Sends per order (first included) that may have reached the payment system, before it
+    /// needs attention (sends that provably never left do not count). Only matters when the
+    /// payment system deduplicates; otherwise a second send that may land is never made.
     pub max_submissions: u32,
     /// Quiet polls (polls that brought no outcome: an unchanged status, a failed query) of an
     /// order whose outcome is unknown before it needs attention.
@@ -103,6 +113,7 @@ impl Default for PollPolicy {
             max_interval_ms: 6 * 3_600_000,
             jitter_percent: 20,
             grace_ms: 60_000,
+            send_deadline_ms: 2_000,
             max_submissions: 3,
             attention_after_quiet_polls: 30,
             concurrency: 8,
@@ -176,6 +187,14 @@ pub struct Config {
     /// against the payment system's balances (drift is reported, never acted on); 0 = off.
     #[serde(default = "default_reconcile_every")]
     pub reconcile_every_ms: u64,
+    /// Whether the payment system deduplicates `outReqNo`: a second `outpay`/`prepay` with an
+    /// `outReqNo` it already holds is answered from the first and moves no money. Off by
+    /// default. Only when it is on does the engine repeat a send that may have been
+    /// delivered (after a verified "no such order" past the grace period); with it off such
+    /// an order needs a person. Turn it on only after the payment system has confirmed it in
+    /// writing and a staging test has shown it (the simulator's `no_dedupe` fault off).
+    #[serde(default)]
+    pub payment_system_deduplicates: bool,
 }
 
 fn default_reconcile_every() -> u64 {
@@ -199,6 +218,7 @@ impl Config {
             callback_max_age_ms: None,
             callback_body_limit: default_body_limit(),
             reconcile_every_ms: default_reconcile_every(),
+            payment_system_deduplicates: false,
         }
     }
 
@@ -280,6 +300,9 @@ impl Config {
         }
         if self.poll.grace_ms <= self.timeouts.request_ms {
             return bad("poll.grace_ms", "must exceed timeouts.request_ms");
+        }
+        if self.poll.send_deadline_ms == 0 {
+            return bad("poll.send_deadline_ms", "must be at least 1 ms");
         }
         if self.poll.max_submissions == 0 {
             return bad("poll.max_submissions", "must be at least 1");

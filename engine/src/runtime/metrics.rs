@@ -71,6 +71,11 @@ pub const DESCRIPTIONS: &[(&str, &str, &str)] = &[
         "anomalies recorded, by `kind` (needs_attention, balance_drift, conflicting_status, …)",
     ),
     (
+        "protopay_double_payment_suspected_total",
+        "counter",
+        "orders for which the payment system reported a second payment order (another payOrderNo for one outReqNo): money may have moved twice; page",
+    ),
+    (
         "protopay_reconciliations_total",
         "counter",
         "reconciliations, by `result`: agreed, drift, failed",
@@ -167,7 +172,12 @@ impl Tally {
     pub(super) fn record(self) {
         for tag in self.0 {
             match tag {
-                Tag::Anomaly(kind) => counter!("protopay_anomalies_total", "kind" => kind).increment(1),
+                Tag::Anomaly(kind) => {
+                    counter!("protopay_anomalies_total", "kind" => kind).increment(1);
+                    if kind == "suspected_double_payment" {
+                        counter!("protopay_double_payment_suspected_total").increment(1);
+                    }
+                }
                 Tag::Settled(direction, status) => {
                     counter!("protopay_orders_settled_total", "direction" => direction, "status" => status).increment(1)
                 }

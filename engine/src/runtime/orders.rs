@@ -206,6 +206,13 @@ impl Engine {
     /// decision goes through `apply` like any news, so its ledger move and events are the
     /// usual ones, plus `OperatorResolved`. A settled order cannot be resolved; later news
     /// from the payment system that contradicts the decision raises `ConflictingStatus`.
+    /// An order flagged for a suspected double payment is listed as needing attention even
+    /// once settled; resolving it with the status it has records that a person has looked.
+    ///
+    /// Resolving a `Submitted` order as `FAILURE` releases its funds while a send of it may
+    /// still land (a paused sender, a delayed packet): do it only once the payment system has
+    /// confirmed that it refused or never received the order, and no instance that was
+    /// running when it was last sent is still running unrestarted (see the README).
     #[tracing::instrument(skip(self, note))]
     pub async fn resolve(&self, out_req_no: &str, status: Status, note: &str) -> Result<Order> {
         let _working = self.working()?;
@@ -218,7 +225,10 @@ impl Engine {
             });
         }
         let order = self.order(out_req_no).await?;
-        if order.status.is_terminal() {
+        // A settled order can only be acknowledged, when a second payment for it is suspected:
+        // the person has looked (at the payment system, at the bank) and records it as such.
+        let acknowledging = order.attempts.double_payment_suspected && order.status == status;
+        if order.status.is_terminal() && !acknowledging {
             return Err(Error::InvalidState {
                 out_req_no: out_req_no.to_owned(),
                 action: "be resolved",

@@ -118,11 +118,23 @@ impl Engine {
             let permits = permits.clone();
             tasks.spawn(async move {
                 let _permit = permits.acquire_owned().await;
+                if engine.is_shut_down() {
+                    // Polls in flight finish; none starts once shutdown has begun.
+                    return None;
+                }
                 let (read, result) = engine.poll_order(&key).await;
-                (key, read, result)
+                Some((key, read, result))
             });
         }
         while let Some(done) = tasks.join_next().await {
+            let done = match done {
+                Ok(None) => {
+                    report.polled -= 1;
+                    continue;
+                }
+                Ok(Some(polled)) => Ok(polled),
+                Err(join) => Err(join),
+            };
             metrics::poll(matches!(done, Ok((_, _, Ok(()) | Err(Error::Conflict)))));
             match done {
                 Ok((key, _, Ok(()) | Err(Error::Conflict))) => self.poll_succeeded(&key),
@@ -252,7 +264,10 @@ impl Engine {
         if !current.value.is_open() {
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
-        if matches!(current.value.status, Status::Requested | Status::Reserved) {
+        // Never sent, or every send it had provably never left: nothing of ours can land.
+        let unsent = matches!(current.value.status, Status::Requested | Status::Reserved)
+            || (current.value.status == Status::Submitted && current.value.attempts.maybe_delivered() == 0);
+        if unsent {
             return self.submit(current).await.map(drop);
         }
         let answer = match &current.value.kind {

@@ -2,13 +2,20 @@
 //!
 //! - the send is counted and the order marked `Submitted` durably *before* anything goes
 //!   out; if that commit loses a race, someone else is handling the order and nothing is sent;
-//! - an ambiguous failure leaves the order `Submitted`: the poller queries before it would
-//!   ever send again;
-//! - only a verified "no such order" seen a full grace period after the last send allows a
-//!   resend, with the stored request byte for byte — and that period is measured on this
-//!   process's **monotonic** clock, from the send or from when this process first saw it (a
-//!   send by an earlier process, or another one, is at least that old). A wall clock that
-//!   jumps, across a restart or not, cannot shorten it;
+//! - a sender that reaches the network more than `poll.send_deadline_ms` after that commit
+//!   began (it was paused, or the commit was slow) does not send: it records the send as
+//!   never made (`NotSent`), and the order is sent afresh;
+//! - a send refused before a byte was written (`TransportError::NotDelivered`) is recorded
+//!   the same way: it can never land, so sending again is safe;
+//! - every other failure leaves the order `Submitted` with a send that *may* have been
+//!   delivered, and such a send is never repeated on the strength of time alone. A process
+//!   can pause between its check and its write for longer than any grace period, and a
+//!   network can deliver a request after its sender gave up: a verified "no such order" says
+//!   the request has not landed *yet*, never that it will not. So past the grace period (this
+//!   process's monotonic clock, from the send or from when this process first saw it) an
+//!   order the payment system still does not know is sent again only if the payment system
+//!   deduplicates `outReqNo` (`Config::payment_system_deduplicates`, off by default); without
+//!   it, the order needs a person, with its funds reserved;
 //! - a refused resend, or a spent budget, raises `NeedsAttention`; nothing is ever failed on
 //!   our own.
 
@@ -35,17 +42,25 @@ impl Engine {
     /// Once it is committed, every later failure leaves the order where the store has it, and
     /// the order is returned: the poller carries on from there.
     pub(super) async fn submit(&self, current: &Versioned<Order>) -> Result<Order> {
+        let started = Instant::now();
         let step = Step {
             news: Some(News::Sending),
             ..Step::record(Source::Engine, Bookkeeping::Sending { at: self.now() })
         };
         let sent = self.transact_at(current, step).await?.value;
+        let key = &sent.out_req_no().to_owned();
+        if started.elapsed() > Duration::from_millis(self.config().poll.send_deadline_ms) {
+            // Paused, or a slow commit: whoever watched the order meanwhile may have given
+            // up on us. Not sending now is the one way to be sure this send never lands.
+            tracing::warn!(out_req_no = %key, waited_ms = started.elapsed().as_millis() as u64,
+                "the send missed its deadline; not sent");
+            return Ok(self.not_sent(&sent).await);
+        }
         self.saw_submission(&sent);
         let reply = match &sent.kind {
             OrderKind::Inbound(o) => self.call(&o.request).await.map(|v| News::Inbound(Box::new(v))),
             OrderKind::Outbound(o) => self.call(&o.request).await.map(|v| News::Outbound(Box::new(v))),
         };
-        let key = &sent.out_req_no().to_owned();
         let refusal = match &reply {
             Err(Error::Remote { code, msg }) => Some(Refusal {
                 code: code.clone(),
@@ -59,7 +74,7 @@ impl Engine {
         };
         let applied = match (reply, refusal) {
             (Ok(news), _) => self.transact(key, Step::news(Source::Reply, news)).await,
-            (_, Some(refusal)) if sent.attempts.submissions > 1 => {
+            (_, Some(refusal)) if sent.attempts.maybe_delivered() > 1 => {
                 // A resend refused: the first send may have landed after all. Never fail it
                 // on our own; a person decides.
                 tracing::warn!(out_req_no = %key, code = %refusal.code, "resend refused; needs attention");
@@ -69,6 +84,10 @@ impl Engine {
             (_, Some(refusal)) => {
                 self.transact(key, Step::news(Source::Reply, News::Refused(refusal)))
                     .await
+            }
+            (Err(Error::Transport(e)), None) if !e.maybe_delivered() => {
+                tracing::warn!(out_req_no = %key, error = %e, "not delivered; it will be sent again");
+                return Ok(self.not_sent(&sent).await);
             }
             (Err(e), None) => {
                 tracing::warn!(out_req_no = %key, error = %e, "outcome unknown; the poller will query");
@@ -81,15 +100,45 @@ impl Engine {
         }))
     }
 
-    /// A verified "no such order" for an order we sent: resend past grace, within budget;
-    /// past budget, it needs attention; within grace, it is a quiet poll.
+    /// Record that the send just counted on `sent` never left. If that cannot be recorded,
+    /// the send keeps counting as one that may have been delivered: the safe side.
+    async fn not_sent(&self, sent: &Order) -> Order {
+        let key = sent.out_req_no();
+        self.forget_submission(key);
+        match self
+            .transact(key, Step::record(Source::Engine, Bookkeeping::NotSent))
+            .await
+        {
+            Ok(order) => order,
+            Err(e) => {
+                tracing::warn!(out_req_no = %key, error = %e,
+                    "an unsent send could not be recorded; it counts as maybe delivered");
+                sent.clone()
+            }
+        }
+    }
+
+    /// A verified "no such order" for an order we sent. Within grace, a quiet poll. Past it,
+    /// the payment system has not got our request *yet* — which proves nothing about a
+    /// request held up by a paused sender or a slow network. So: resend within budget only
+    /// where the payment system deduplicates `outReqNo`; otherwise a person decides.
     pub(super) async fn not_found(&self, current: &Versioned<Order>) -> Result<()> {
         let order = &current.value;
         if !self.past_grace(order) {
             // Our request may still be on its way: sending again now could pay twice.
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
-        if order.attempts.submissions >= self.config().poll.max_submissions {
+        let config = self.config();
+        let maybe_delivered = order.attempts.maybe_delivered();
+        if !config.payment_system_deduplicates || maybe_delivered >= config.poll.max_submissions {
+            if !order.attempts.needs_attention {
+                tracing::warn!(
+                    out_req_no = order.out_req_no(),
+                    maybe_delivered,
+                    deduplicates = config.payment_system_deduplicates,
+                    "not found past grace, and a send may still land; needs attention"
+                );
+            }
             return self
                 .transact_at(current, Step::record(Source::Poll, Bookkeeping::NeedsAttention))
                 .await
@@ -97,8 +146,8 @@ impl Engine {
         }
         tracing::info!(
             out_req_no = order.out_req_no(),
-            submissions = order.attempts.submissions,
-            "not found past grace; resending"
+            maybe_delivered,
+            "not found past grace; resending (the payment system deduplicates)"
         );
         self.submit(current).await.map(drop)
     }

@@ -50,6 +50,10 @@ pub(super) enum Bookkeeping {
         /// The wall time of the send (for people; the grace rule uses the monotonic clock).
         at: DateTime<Utc>,
     },
+    /// The send counted by `Sending` never left: refused before a byte was written, or
+    /// held back by a sender that reached the network past its deadline. It can never reach
+    /// the payment system, so it no longer counts as one that may have.
+    NotSent,
     /// A poll that brought no outcome: counted, and past the policy's budget the order
     /// needs attention.
     QuietPoll,
@@ -220,8 +224,28 @@ impl Engine {
                 }));
             }
         };
+        if kinds
+            .iter()
+            .any(|k| matches!(k, EventKind::Anomaly(Anomaly::SuspectedDoublePayment { .. })))
+        {
+            next.attempts.double_payment_suspected = true;
+        }
         match books {
             Bookkeeping::Nothing => {}
+            Bookkeeping::NotSent => {
+                let a = &mut next.attempts;
+                if next.status == Status::Submitted && a.unsent < a.submissions {
+                    a.unsent += 1;
+                    // Back off while sends cannot leave (the payment system refuses
+                    // connections): 2, 4, … 64 times the first interval.
+                    a.quiet_polls = a.unsent.min(6);
+                    if a.maybe_delivered() == 0 {
+                        // Nothing of ours is out there: nothing for a person to weigh.
+                        a.needs_attention = false;
+                    }
+                    kinds.push(EventKind::NotSent);
+                }
+            }
             Bookkeeping::Sending { at } => {
                 let a = &mut next.attempts;
                 a.submissions += 1;
@@ -240,7 +264,11 @@ impl Engine {
             }
             Bookkeeping::NeedsAttention => raise(next, kinds),
             Bookkeeping::Resolved { status, note } => {
-                if next.status == *status && before.status != *status {
+                let decided = next.status == *status && before.status != *status;
+                // A settled order flagged for a second payment: the person has looked.
+                let acknowledged = next.status == *status && before.attempts.double_payment_suspected;
+                if decided || acknowledged {
+                    next.attempts.double_payment_suspected = false;
                     kinds.push(EventKind::OperatorResolved {
                         status: *status,
                         note: note.clone(),
@@ -252,7 +280,9 @@ impl Engine {
 
     /// Store a new order with its intent event, its first poll time and (outbound) its
     /// reservation, checked against the protocol's available funds — or find the order
-    /// already stored under its `outReqNo`.
+    /// already stored under its `outReqNo`. An error is returned only after the order was
+    /// read again and found absent, so twins of one command on any number of instances get
+    /// the same answer.
     ///
     /// If the commit fails, the store is read again: a backend may fail after the write took
     /// effect (a lost connection mid-commit, a failed flush of a write already visible).
@@ -270,6 +300,12 @@ impl Engine {
                 let protocol = self.stored_protocol(order.trans_no()).await?;
                 let mut updated = protocol.value;
                 if order.amount() > updated.ledger.available {
+                    // A twin of this command, on this instance or another, may have stored
+                    // the order (and taken the funds) since it was looked up: re-read it
+                    // before saying that nothing will ever move.
+                    if let Some(existing) = self.storage().order(key).await? {
+                        return Ok(Intent::Existing(existing));
+                    }
                     return Err(Error::InsufficientFunds {
                         requested: order.amount(),
                         available: updated.ledger.available,
