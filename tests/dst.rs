@@ -142,6 +142,16 @@ struct Probe {
     passes: Mutex<Window>,
     pass_budget: usize,
     violation: Violation,
+    /// Pauses of the committing task right after its commit, before it can act on it (a
+    /// process frozen between a `Submitted` commit and the send it licenses).
+    pauses: Mutex<Option<Pauses>>,
+}
+
+/// A seeded chance of a pause after a commit, and its longest length.
+struct Pauses {
+    rng: Rng,
+    chance: f64,
+    max_ms: u64,
 }
 
 fn round_trip<T: serde::Serialize + serde::de::DeserializeOwned>(v: T) -> T {
@@ -159,6 +169,18 @@ impl Probe {
 
     fn disarm(&self) {
         *self.fail_in.lock().unwrap() = None;
+    }
+
+    /// Pause after commits from now on (`None`: no more pauses).
+    fn pauses(&self, pauses: Option<Pauses>) {
+        *self.pauses.lock().unwrap() = pauses;
+    }
+
+    /// How long the task that just committed freezes, if it does.
+    fn draw_pause(&self) -> Option<Duration> {
+        let mut pauses = self.pauses.lock().unwrap();
+        let p = pauses.as_mut()?;
+        (p.rng.unit() < p.chance).then(|| Duration::from_millis(p.rng.range(1, p.max_ms)))
     }
 
     /// Every commit fails for `ms` of simulated time.
@@ -233,6 +255,10 @@ impl Storage for Probe {
                     format!("{key} is {} and was given due time {at:?}", o.value.state_label()),
                 );
             }
+        }
+        if let Some(pause) = self.draw_pause() {
+            trace(format!("  a committer freezes for {} ms", pause.as_millis()));
+            tokio::time::sleep(pause).await;
         }
         Ok(last)
     }
@@ -388,14 +414,17 @@ enum Sent {
 struct Settings {
     max_submissions: u32,
     attention_after_quiet_polls: u32,
+    /// What the engine is told about the payment system.
+    deduplicates: bool,
 }
 
 impl Settings {
-    fn draw(rng: &mut Rng) -> Self {
+    fn draw(rng: &mut Rng, mode: Mode) -> Self {
         let quiet = [3, 10, 30, 1_000];
         Settings {
             max_submissions: rng.range(1, 8) as u32,
             attention_after_quiet_polls: quiet[rng.range(0, quiet.len() as u64 - 1) as usize],
+            deduplicates: mode == Mode::ClaimsDeduplication || rng.unit() < 0.3,
         }
     }
 
@@ -408,8 +437,20 @@ impl Settings {
         );
         c.poll.max_submissions = self.max_submissions;
         c.poll.attention_after_quiet_polls = self.attention_after_quiet_polls;
+        c.payment_system_deduplicates = self.deduplicates;
         c
     }
+}
+
+/// Whether the engine is told the truth about the payment system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// It deduplicates exactly when the engine is told so.
+    Honest,
+    /// The engine is told it deduplicates; it never does. That is the resend rule before
+    /// pauses and late packets were taken seriously ("not found past grace: resend"), which
+    /// the simulation must catch paying twice.
+    ClaimsDeduplication,
 }
 
 fn classify(result: &protopay::Result<Order>) -> Answer {
@@ -420,7 +461,7 @@ fn classify(result: &protopay::Result<Order>) -> Answer {
     }
 }
 
-fn faults_for(rng: &mut Rng, late_ms: u64) -> Faults {
+fn faults_for(rng: &mut Rng, late_ms: u64, no_dedupe: bool) -> Faults {
     let p = |rng: &mut Rng, max: f64| {
         if rng.unit() < 0.5 {
             Fault::chance(rng.unit() * max)
@@ -437,17 +478,17 @@ fn faults_for(rng: &mut Rng, late_ms: u64) -> Faults {
         timeout_after_commit: p(rng, 0.3),
         corrupt_sign: p(rng, 0.2),
         refuse_connection: p(rng, 0.2),
-        // Late arrivals stay within the request timeout, as a real network's do; the grace
-        // period (longer than that timeout) is what keeps a resend from paying twice.
+        // Late arrivals may come long after the grace period: a sender paused between its
+        // check and its write, a partition that heals. No wait makes a resend safe.
         late_arrival: p(rng, 0.3),
         late_ms,
-        no_dedupe: true,
+        no_dedupe,
         delay_ms: rng.range(100, 60_000),
     }
 }
 
 impl World {
-    async fn new(seed: u64) -> (World, Background) {
+    async fn new(seed: u64, mode: Mode) -> (World, Background) {
         let mut rng = Rng::new(seed);
         let app_len = rng.range(3, limits::APP_ID as u64) as usize;
         let app: String = "APP".chars().chain(std::iter::repeat('0')).take(app_len).collect();
@@ -458,9 +499,11 @@ impl World {
         sc.auto_delay_ms = (100, 20_000);
         sc.callback_retry_ms = vec![1_000, 5_000, 30_000, 120_000];
         let sim = Sim::new(sc, truth);
-        let settings = Settings::draw(&mut rng);
+        let settings = Settings::draw(&mut rng, mode);
         let base = settings.config(&app, 0);
-        sim.set_faults(faults_for(&mut rng, base.timeouts.request_ms - 1));
+        let late_ms = rng.range(base.timeouts.request_ms, 3 * base.poll.grace_ms);
+        let no_dedupe = mode == Mode::ClaimsDeduplication || !settings.deduplicates;
+        sim.set_faults(faults_for(&mut rng, late_ms, no_dedupe));
         let violation = Violation::default();
         let (call_budget, pass_budget) = budgets(&base);
         let memory = MemoryStorage::new();
@@ -474,6 +517,11 @@ impl World {
             passes: Mutex::default(),
             pass_budget,
             violation: violation.clone(),
+            pauses: Mutex::new((rng.unit() < 0.5).then(|| Pauses {
+                rng: Rng::new(seed ^ 0x5EED_0F_FA05E),
+                chance: rng.unit() * 0.05,
+                max_ms: 3 * base.poll.grace_ms,
+            })),
         });
         let transport = Arc::new(Metered {
             sim: SimTransport(sim.clone()),
@@ -691,10 +739,7 @@ impl World {
                 0 => Aimed::ServerError,
                 1 => Aimed::TimeoutAfterCommit,
                 2 => Aimed::ConnectionRefused,
-                _ => Aimed::LateArrival(
-                    self.rng
-                        .range(0, self.settings.config(&self.app, 0).timeouts.request_ms - 1),
-                ),
+                _ => Aimed::LateArrival(self.rng.range(0, 3 * self.settings.config(&self.app, 0).poll.grace_ms)),
             };
             trace(format!("  next outpay: {how:?}"));
             self.sim.fail_next(Endpoint::Outpay, how);
@@ -827,6 +872,8 @@ impl World {
                 // received failed; otherwise its settled status.
                 let truth = self.sim.order_states().get(o.out_req_no()).cloned();
                 let status = match truth.as_deref() {
+                    // The README's rule: failed only once no send of it can still land.
+                    None if self.sim.in_flight(o.out_req_no()) => continue,
                     None => Status::Failure,
                     Some(t) if t.starts_with("SUCCESS") => Status::Success,
                     Some("FAILURE") => Status::Failure,
@@ -1081,8 +1128,8 @@ struct Run {
     requests: Vec<String>,
 }
 
-async fn run_seed(seed: u64) -> Run {
-    let (mut w, background) = World::new(seed).await;
+async fn run_seed(seed: u64, mode: Mode) -> Run {
+    let (mut w, background) = World::new(seed, mode).await;
     w.create_protocol().await;
     let steps = w.rng.range(30, 70);
     for step in 0..steps {
@@ -1113,12 +1160,13 @@ async fn run_seed(seed: u64) -> Run {
         }
         w.audit().await;
     }
-    // Quiet phase: faults off (the simulator still never deduplicates), in-flight host calls
+    // Quiet phase: faults off (the simulator deduplicates as before), in-flight host calls
     // finish, and everything must converge within bounded simulated time.
     w.sim.set_faults(Faults {
-        no_dedupe: true,
+        no_dedupe: w.sim.faults().no_dedupe,
         ..Faults::default()
     });
+    w.store.pauses(None);
     w.store.inner.fail_next_commits(0);
     w.store.disarm();
     w.store.outage(0);
@@ -1200,18 +1248,18 @@ async fn run_seed(seed: u64) -> Run {
     run
 }
 
-fn run_in_simulated_time(seed: u64) -> Run {
+fn run_in_simulated_time(seed: u64, mode: Mode) -> Run {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_time()
         .start_paused(true)
         .build()
         .expect("runtime");
-    rt.block_on(run_seed(seed))
+    rt.block_on(run_seed(seed, mode))
 }
 
 /// Run one seed on its own thread, failing it as hung if it outlasts the real-time limit (a
 /// spin that keeps simulated time from advancing shows this way).
-fn run_guarded(seed: u64) -> std::thread::Result<Run> {
+fn run_guarded(seed: u64, mode: Mode) -> std::thread::Result<Run> {
     let limit = std::env::var("PROTOPAY_SEED_TIMEOUT_SECS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -1219,7 +1267,7 @@ fn run_guarded(seed: u64) -> std::thread::Result<Run> {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         TRACE.lock().unwrap_or_else(|p| p.into_inner()).clear();
-        let _ = tx.send(std::panic::catch_unwind(|| run_in_simulated_time(seed)));
+        let _ = tx.send(std::panic::catch_unwind(|| run_in_simulated_time(seed, mode)));
     });
     match rx.recv_timeout(Duration::from_secs(limit)) {
         Ok(result) => result,
@@ -1244,7 +1292,7 @@ fn vopr() {
     };
     let (mut orders, mut restarts) = (0, 0);
     for seed in &seeds {
-        match run_guarded(*seed) {
+        match run_guarded(*seed, Mode::Honest) {
             Ok(run) => {
                 orders += run.orders;
                 restarts += run.restarts;
@@ -1271,8 +1319,27 @@ fn vopr() {
 fn same_seed_same_run() {
     // Determinism is what makes a failing seed worth printing: the whole event log and the
     // simulator's request log must be identical.
-    let a = run_in_simulated_time(12_345);
-    let b = run_in_simulated_time(12_345);
+    let a = run_in_simulated_time(12_345, Mode::Honest);
+    let b = run_in_simulated_time(12_345, Mode::Honest);
     assert!(!a.events.is_empty() && !a.requests.is_empty());
     assert_eq!(a, b);
+}
+
+/// The simulation must find what the old resend rule did: told that the payment system
+/// deduplicates (so a verified "no such order" past the grace period licenses a resend) while
+/// it does not, some seed pays an order out twice — a request that landed late, after its
+/// resend. If no seed does, the simulation has lost its eyes for the class.
+#[test]
+fn the_old_resend_rule_is_caught_paying_twice() {
+    let found = (0..40).find_map(|seed| {
+        let panic = run_guarded(seed, Mode::ClaimsDeduplication).err()?;
+        let message = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        message.contains("paid out").then_some((seed, message))
+    });
+    let (seed, message) = found.expect("no seed of 40 caught the old resend rule paying twice");
+    eprintln!("the old resend rule pays twice at seed {seed}: {message}");
 }

@@ -93,10 +93,11 @@ pub struct Faults {
     /// A call is refused before it arrives (connection refused).
     pub refuse_connection: Fault,
     /// In-process only: a call reaches the payment system late, after the caller gave up
-    /// (the caller sees a timeout; the call is handled up to `late_ms` later).
+    /// (the caller sees a timeout; the call is handled up to `late_ms` later) — a sender
+    /// paused between its check and its write, or a network that held the request.
     pub late_arrival: Fault,
-    /// The longest delay of a late arrival (ms); keep it under the caller's request timeout,
-    /// as a real network's would be.
+    /// The longest delay of a late arrival (ms). Any length: longer than the caller's grace
+    /// period is what a paused process or a partition healing looks like.
     pub late_ms: u64,
     /// A repeated `outpay` with the same `outReqNo` creates a second payout.
     pub no_dedupe: bool,

@@ -16,11 +16,7 @@ impl Transport for SimTransport {
         tokio::task::yield_now().await;
         if let Some(delay) = self.0.draw_late_arrival(endpoint.name()) {
             // The caller times out now; the request is still on its way and lands later.
-            let (sim, body) = (self.0.clone(), request.to_json());
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                let _ = sim.handle(endpoint.name(), body.as_bytes());
-            });
+            self.0.deliver_late(endpoint, request.to_json(), delay);
             return Err(TransportError::MaybeDelivered {
                 reason: "timed out; the request may still arrive".into(),
             });

@@ -39,6 +39,36 @@ impl Sim {
             .then(|| std::time::Duration::from_millis(rng.range(0, max)))
     }
 
+    /// Deliver a call `delay` from now, as a network that held it would (its sender has
+    /// given up on it). Until it lands, [`Sim::in_flight`] says so for the order it names.
+    pub fn deliver_late(&self, endpoint: Endpoint, body: String, delay: std::time::Duration) {
+        let key = Envelope::decode(body.as_bytes()).ok().and_then(|e| e.names_order());
+        if let Some(k) = &key {
+            *self.lock().in_flight.entry(k.clone()).or_default() += 1;
+        }
+        let sim = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let _ = sim.handle(endpoint.name(), body.as_bytes());
+            if let Some(k) = key {
+                let mut s = sim.lock();
+                if let Some(n) = s.in_flight.get_mut(&k) {
+                    *n -= 1;
+                    if *n == 0 {
+                        s.in_flight.remove(&k);
+                    }
+                }
+            }
+        });
+    }
+
+    /// Whether a call naming `out_req_no` is still on its way (delivered late): what a
+    /// person can only know by asking every sender and waiting out the network, and a test
+    /// can simply look up.
+    pub fn in_flight(&self, out_req_no: &str) -> bool {
+        self.lock().in_flight.contains_key(out_req_no)
+    }
+
     /// Handle one call to `/api/protocol/{name}` with a request body.
     pub fn handle(&self, name: &str, body: &[u8]) -> Handled {
         let mut s = self.lock();

@@ -147,6 +147,8 @@ struct State {
     counter: u64,
     aimed: Vec<(Endpoint, Aimed)>,
     received: Vec<Received>,
+    /// Late arrivals still on their way, by `outReqNo`.
+    in_flight: BTreeMap<String, u32>,
 }
 
 /// The simulator. Cheap to clone; clones share one payment system.
@@ -182,6 +184,7 @@ impl Sim {
             counter: 0,
             aimed: Vec::new(),
             received: Vec::new(),
+            in_flight: BTreeMap::new(),
         };
         Sim {
             config: Arc::new(config),
