@@ -287,7 +287,7 @@ impl Storage for Probe {
         }
         self.latent.claim_due(owner, now, limit, lease).await
     }
-    async fn hold_lease(&self, name: &str, owner: &str, lease: std::time::Duration) -> protopay::Result<bool> {
+    async fn hold_lease(&self, name: &str, owner: &str, lease: std::time::Duration) -> protopay::Result<Option<u64>> {
         self.latent.hold_lease(name, owner, lease).await
     }
     async fn release_claims(&self, owner: &str) -> protopay::Result<()> {

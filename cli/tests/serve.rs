@@ -91,15 +91,15 @@ const SECRET: &str = "webhook-secret-0123456789";
 /// HMAC, and reports every event it accepts.
 struct Hook {
     addr: std::net::SocketAddr,
-    /// Every request: its `seq`, and whether its signature verified.
-    received: Arc<Mutex<Vec<(u64, bool)>>>,
+    /// Every request: its `seq`, whether its signature verified, and its lease epoch.
+    received: Arc<Mutex<Vec<(u64, bool, u64)>>>,
     accepted: tokio::sync::mpsc::UnboundedReceiver<u64>,
 }
 
 impl Hook {
     async fn start(failures: u32) -> Hook {
         use hmac::{Hmac, Mac};
-        let received: Arc<Mutex<Vec<(u64, bool)>>> = Arc::default();
+        let received: Arc<Mutex<Vec<(u64, bool, u64)>>> = Arc::default();
         let failures_left = Arc::new(Mutex::new(failures));
         let (accept, accepted) = tokio::sync::mpsc::unbounded_channel::<u64>();
         let log = received.clone();
@@ -114,9 +114,10 @@ impl Hook {
                     mac.update(&body);
                     let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
                     let signature = headers["x-protopay-signature"].to_str().unwrap().to_owned();
+                    let epoch: u64 = headers["x-protopay-lease-epoch"].to_str().unwrap().parse().unwrap();
                     log.lock()
                         .unwrap()
-                        .push((seq, signature == format!("sha256={expected}")));
+                        .push((seq, signature == format!("sha256={expected}"), epoch));
                     let mut left = failures_left.lock().unwrap();
                     if *left > 0 {
                         *left -= 1;
@@ -201,10 +202,14 @@ async fn a_failing_webhook_gets_every_event_in_order_once_it_heals() {
     );
     let received = hook.received.lock().unwrap().clone();
     assert!(
-        received.iter().all(|(_, verified)| *verified),
+        received.iter().all(|(_, verified, _)| *verified),
         "every signature verifies"
     );
-    let firsts: Vec<u64> = received.iter().map(|(seq, _)| *seq).collect();
+    assert!(
+        received.iter().all(|(_, _, epoch)| *epoch == 1),
+        "one holder, one fencing epoch: {received:?}"
+    );
+    let firsts: Vec<u64> = received.iter().map(|(seq, _, _)| *seq).collect();
     assert_eq!(
         &firsts[..4],
         &[1, 1, 1, 1],
@@ -250,11 +255,22 @@ async fn two_servers_share_one_postgres() {
         (1..=last).collect::<Vec<_>>(),
         "each event accepted once, in order"
     );
-    let firsts: Vec<u64> = hook.received.lock().unwrap().iter().map(|(seq, _)| *seq).collect();
+    let firsts: Vec<u64> = hook.received.lock().unwrap().iter().map(|(seq, _, _)| *seq).collect();
     assert!(
         firsts.windows(2).all(|w| w[0] <= w[1]),
         "never out of order: {firsts:?}"
     );
+    // Whoever pushed, it stops; the other takes over under a higher fencing epoch.
+    let epoch_before = hook.received.lock().unwrap().last().unwrap().2;
     assert!(terminate(a).success());
+    deposit(&format!("http://127.0.0.1:{port_b}"), &trans_no, "APP001-pg-3").await;
+    let now_last = last_seq(&format!("http://127.0.0.1:{port_b}")).await;
+    hook.accepted_through(now_last).await;
+    let epochs: Vec<u64> = hook.received.lock().unwrap().iter().map(|r| r.2).collect();
+    assert!(
+        epochs.windows(2).all(|w| w[0] <= w[1]),
+        "epochs never go back: {epochs:?}"
+    );
+    assert!(*epochs.last().unwrap() >= epoch_before);
     assert!(terminate(b).success());
 }

@@ -325,12 +325,12 @@ impl Storage for PostgresStorage {
         Ok(due)
     }
 
-    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<Option<u64>> {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX) as f64;
         let rows = self
             .rows(&self.inner.sql.hold_lease, &[&name, &owner, &lease_ms])
             .await?;
-        Ok(!rows.is_empty())
+        Ok(rows.first().map(|r| r.get::<_, i64>(0).max(0) as u64))
     }
 
     async fn release_claims(&self, owner: &str) -> Result<()> {

@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0002_read_models.sql"),
     include_str!("../migrations/0003_leases.sql"),
     include_str!("../migrations/0004_listing_counts.sql"),
+    include_str!("../migrations/0005_lease_epochs.sql"),
 ];
 
 /// The newest schema version this build writes.
@@ -242,15 +243,19 @@ impl Statements {
             ),
             release_claims: format!("UPDATE {s}.due SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1"),
             // Taken when free, run out, or already the owner's (then renewed); a row comes
-            // back only when the owner holds it.
+            // back, with the fencing epoch, only when the owner holds it. The epoch grows when
+            // the lease changes hands; releasing ends the lease but keeps the row, so it never
+            // goes back.
             hold_lease: format!(
-                "INSERT INTO {s}.leases (name, owner, until) \
-                 VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond') \
-                 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until \
+                "INSERT INTO {s}.leases (name, owner, until, epoch) \
+                 VALUES ($1, $2, clock_timestamp() + $3 * interval '1 millisecond', 1) \
+                 ON CONFLICT (name) DO UPDATE SET owner = EXCLUDED.owner, until = EXCLUDED.until, \
+                 epoch = CASE WHEN {s}.leases.owner = EXCLUDED.owner THEN {s}.leases.epoch \
+                 ELSE {s}.leases.epoch + 1 END \
                  WHERE {s}.leases.owner = EXCLUDED.owner OR {s}.leases.until <= clock_timestamp() \
-                 RETURNING owner"
+                 RETURNING epoch"
             ),
-            release_leases: format!("DELETE FROM {s}.leases WHERE owner = $1"),
+            release_leases: format!("UPDATE {s}.leases SET until = clock_timestamp() WHERE owner = $1"),
             events_after: format!("SELECT seq, value FROM {s}.events WHERE seq > $1 ORDER BY seq LIMIT $2"),
             cursor: format!("SELECT seq FROM {s}.cursors WHERE consumer = $1"),
             ack: format!(

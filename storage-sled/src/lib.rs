@@ -393,7 +393,7 @@ impl Storage for SledStorage {
         self.leases.claim(owner, lease, limit, self.due_until(now)?)
     }
 
-    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<Option<u64>> {
         Ok(self.named_leases.hold(name, owner, lease))
     }
 

@@ -9,10 +9,16 @@
 //! acknowledged is sent again.
 //!
 //! Several instances on one store may all be configured to push: only the holder of the
-//! consumer's lease (`Engine::hold_lease`) does. It renews the lease before every attempt and
-//! stops the moment it loses it; the lease outlasts one attempt (connect and request
-//! timeouts), so a new holder never sends while an old one's request is still in flight —
-//! the order holds across instances, and a dead holder's lease runs out.
+//! consumer's lease (`Engine::hold_lease`) does. It renews the lease before every attempt,
+//! sends only if that renewal is recent (`FRESH`), and stops the moment it loses it; a dead
+//! holder's lease runs out. That keeps one pusher at a time while processes run as they
+//! should — but a holder frozen between its renewal and its write (or whose request a
+//! network holds) can deliver after the lease passed on, so it can never be the whole
+//! guarantee. Each push therefore carries the lease's fencing epoch (`x-protopay-lease-epoch`,
+//! growing with every change of holder) beside its `seq`: a receiver processes each `seq`
+//! once, drops any `seq` at or below the highest it has processed, and can tell a late
+//! holder by its lower epoch. What holds for receivers: every event at least once; from one
+//! holder, in `seq` order; a late, lower-epoch push may repeat an older `seq` — never a gap.
 
 use crate::HttpError;
 use crate::api::EventView;
@@ -26,6 +32,13 @@ pub const SIGNATURE_HEADER: &str = "x-protopay-signature";
 
 /// The header carrying the event's `seq`.
 pub const SEQ_HEADER: &str = "x-protopay-seq";
+
+/// The header carrying the pushing lease's fencing epoch: higher means a later holder.
+pub const EPOCH_HEADER: &str = "x-protopay-lease-epoch";
+
+/// The longest time between renewing the lease and sending under it: a pusher that took
+/// longer (it was paused, the store was slow) renews again first.
+const FRESH: Duration = Duration::from_secs(5);
 
 /// How long the pushing instance holds the consumer's lease: longer than one attempt
 /// (connect 5 s + request 15 s), renewed before each.
@@ -92,8 +105,8 @@ impl Webhook {
         let lease = format!("webhook:{}", self.consumer);
         loop {
             match engine.hold_lease(&lease, LEASE).await {
-                Ok(true) => {}
-                Ok(false) => {
+                Ok(Some(_)) => {}
+                Ok(None) => {
                     // Another instance pushes; take over if its lease runs out.
                     if engine.is_shut_down() {
                         return;
@@ -128,7 +141,7 @@ impl Webhook {
                 Ok(events) => events?,
                 Err(_quiet) => Vec::new(),
             };
-            if !engine.hold_lease(lease, LEASE).await? {
+            if engine.hold_lease(lease, LEASE).await?.is_none() {
                 return Ok(());
             }
             for event in &events {
@@ -153,8 +166,12 @@ impl Webhook {
         let signature = sign(&self.secret, &body);
         let mut wait = self.first_retry;
         loop {
-            if !engine.hold_lease(lease, LEASE).await? {
+            let renewing = tokio::time::Instant::now();
+            let Some(epoch) = engine.hold_lease(lease, LEASE).await? else {
                 return Ok(false);
+            };
+            if renewing.elapsed() > FRESH {
+                continue; // too long since the renewal began: renew again before sending
             }
             let sent = self
                 .client
@@ -162,6 +179,7 @@ impl Webhook {
                 .header(reqwest::header::CONTENT_TYPE, "application/json")
                 .header(SIGNATURE_HEADER, &signature)
                 .header(SEQ_HEADER, event.seq)
+                .header(EPOCH_HEADER, epoch)
                 .body(body.clone())
                 .send()
                 .await;

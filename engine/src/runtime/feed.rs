@@ -94,9 +94,10 @@ impl Engine {
     }
 
     /// Hold the named lease `name` for this engine instance for `lease` (see
-    /// [`Storage::hold_lease`](crate::storage::Storage::hold_lease)): true while this
-    /// instance may do the work it names. [`Engine::shutdown`] hands it over.
-    pub async fn hold_lease(&self, name: &str, lease: std::time::Duration) -> Result<bool> {
+    /// [`Storage::hold_lease`](crate::storage::Storage::hold_lease)): its fencing epoch
+    /// while this instance may do the work it names, `None` while another instance holds
+    /// it. [`Engine::shutdown`] hands it over.
+    pub async fn hold_lease(&self, name: &str, lease: std::time::Duration) -> Result<Option<u64>> {
         self.storage().hold_lease(name, &self.inner.instance, lease).await
     }
 

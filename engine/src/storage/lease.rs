@@ -24,6 +24,8 @@ pub struct Leases(Mutex<HashMap<String, Lease>>);
 struct Lease {
     owner: String,
     until: Instant,
+    /// Named leases: how many times it has changed hands (see `Storage::hold_lease`).
+    epoch: u64,
 }
 
 impl Leases {
@@ -57,6 +59,7 @@ impl Leases {
                 Lease {
                     owner: owner.to_owned(),
                     until: now + lease,
+                    epoch: 0,
                 },
             );
             claimed.push(entry);
@@ -80,27 +83,36 @@ impl Leases {
         Ok(None)
     }
 
-    /// End every lease `owner` holds.
+    /// End every lease `owner` holds (they run out now; named leases keep their epochs).
     pub fn release_owner(&self, owner: &str) {
-        self.lock().retain(|_, l| l.owner != owner);
+        let now = Instant::now();
+        for l in self.lock().values_mut().filter(|l| l.owner == owner) {
+            l.until = now;
+        }
     }
 
     /// Take the lease `name` for `owner` (free, run out, or already `owner`'s), or renew it:
-    /// whether `owner` holds it now.
-    pub fn hold(&self, name: &str, owner: &str, lease: Duration) -> bool {
+    /// its fencing epoch while `owner` holds it, which grows whenever it changes hands.
+    pub fn hold(&self, name: &str, owner: &str, lease: Duration) -> Option<u64> {
         let mut leases = self.lock();
         let now = Instant::now();
         if held_by_another(&leases, name, owner, now) {
-            return false;
+            return None;
         }
+        let epoch = match leases.get(name) {
+            Some(l) if l.owner == owner => l.epoch,
+            Some(l) => l.epoch + 1,
+            None => 1,
+        };
         leases.insert(
             name.to_owned(),
             Lease {
                 owner: owner.to_owned(),
                 until: now + lease,
+                epoch,
             },
         );
-        true
+        Some(epoch)
     }
 
     /// End an order's lease: its schedule was rewritten, so whoever polls next claims anew.

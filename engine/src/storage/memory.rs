@@ -269,7 +269,7 @@ impl Storage for MemoryStorage {
         self.leases.claim(owner, lease, limit, due_until(&self.lock(), now))
     }
 
-    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool> {
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<Option<u64>> {
         self.call().await;
         Ok(self.named.hold(name, owner, lease))
     }

@@ -203,10 +203,14 @@ pub trait Storage: Send + Sync + 'static {
     async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>>;
 
     /// Take the named lease `name` for `owner` for `lease` — when it is free, has run out,
-    /// or is already `owner`'s (then it is renewed) — and say whether `owner` holds it now.
-    /// For work that one instance at a time must do on a shared store, such as pushing a
-    /// consumer's events in order. Like claims, on the store's clock where it has one.
-    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<bool>;
+    /// or is already `owner`'s (then it is renewed) — and return its **fencing epoch** while
+    /// `owner` holds it (`None` when another owner does). The epoch grows every time the
+    /// lease passes to another owner and never goes back (releasing keeps it), so whatever
+    /// the work sends can carry it: a receiver that has seen a higher epoch knows the sender
+    /// was paused past its lease. For work that one instance at a time must do on a shared
+    /// store, such as pushing a consumer's events in order. Like claims, on the store's
+    /// clock where it has one.
+    async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<Option<u64>>;
 
     /// End every claim and named lease `owner` holds, so that other owners may take that
     /// work at once: an instance that stops gracefully hands its work over instead of

@@ -285,7 +285,12 @@ impl Storage for Flaky {
     ) -> protopay_engine::Result<Vec<Due>> {
         self.inner.claim_due(owner, now, limit, lease).await
     }
-    async fn hold_lease(&self, name: &str, owner: &str, lease: std::time::Duration) -> protopay_engine::Result<bool> {
+    async fn hold_lease(
+        &self,
+        name: &str,
+        owner: &str,
+        lease: std::time::Duration,
+    ) -> protopay_engine::Result<Option<u64>> {
         self.inner.hold_lease(name, owner, lease).await
     }
     async fn release_claims(&self, owner: &str) -> protopay_engine::Result<()> {

@@ -327,17 +327,36 @@ pub async fn claims<S: Storage>(s: &S) {
         ["C1"],
         "A's claims are free at once"
     );
-    // Named leases: one holder at a time, renewed by it, handed over by `release_claims`.
+    // Named leases: one holder at a time, renewed by it, handed over by `release_claims`;
+    // each change of hands raises the fencing epoch, which never goes back.
     let long = std::time::Duration::from_secs(60);
-    assert!(s.hold_lease("push:erp", "a", long).await.unwrap());
-    assert!(!s.hold_lease("push:erp", "b", long).await.unwrap(), "held by a");
-    assert!(s.hold_lease("push:erp", "a", long).await.unwrap(), "a renews");
-    assert!(s.hold_lease("push:other", "b", long).await.unwrap(), "names are apart");
+    assert_eq!(s.hold_lease("push:erp", "a", long).await.unwrap(), Some(1));
+    assert_eq!(s.hold_lease("push:erp", "b", long).await.unwrap(), None, "held by a");
+    assert_eq!(s.hold_lease("push:erp", "a", long).await.unwrap(), Some(1), "a renews");
+    assert_eq!(
+        s.hold_lease("push:other", "b", long).await.unwrap(),
+        Some(1),
+        "names are apart"
+    );
     s.release_claims("a").await.unwrap();
-    assert!(s.hold_lease("push:erp", "b", long).await.unwrap(), "handed over");
-    assert!(s.hold_lease("run-out", "a", std::time::Duration::ZERO).await.unwrap());
-    assert!(
+    assert_eq!(
+        s.hold_lease("push:erp", "b", long).await.unwrap(),
+        Some(2),
+        "handed over, to a new epoch"
+    );
+    s.release_claims("b").await.unwrap();
+    assert_eq!(
+        s.hold_lease("push:erp", "a", long).await.unwrap(),
+        Some(3),
+        "released leases keep their epoch: it never goes back"
+    );
+    assert_eq!(
+        s.hold_lease("run-out", "a", std::time::Duration::ZERO).await.unwrap(),
+        Some(1)
+    );
+    assert_eq!(
         s.hold_lease("run-out", "b", long).await.unwrap(),
+        Some(2),
         "a lease that ran out is free"
     );
 }
