@@ -113,7 +113,8 @@ enum Command {
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "protopay=info,warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "protopay=info,deadpool=error,warn".into()),
         )
         .with_target(false)
         .with_writer(std::io::stderr)

@@ -43,7 +43,20 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
             Duration::from_millis(w.max_retry_ms),
         )),
     };
-    let engine = open_engine(&config, store).await?;
+    let socket = std::net::TcpListener::bind(listen)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .map_err(|source| CliError::Listen { addr: listen, source })?;
+    let addr = socket.local_addr().unwrap_or(listen);
+    let listener = |socket: &std::net::TcpListener| {
+        socket
+            .try_clone()
+            .and_then(tokio::net::TcpListener::from_std)
+            .map_err(|source| CliError::Listen { addr, source })
+    };
+    let Some(engine) = open_engine_patiently(&config, store, listener(&socket)?).await? else {
+        say("protopay stopped before its store answered");
+        return Ok(());
+    };
     let metrics = install_metrics(engine.clone())?;
     let poller = engine.spawn_poller();
     let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
@@ -51,10 +64,8 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
         .merge(api_router(engine.clone(), auth))
         .merge(health(engine.clone()))
         .merge(metrics);
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .map_err(|source| CliError::Listen { addr: listen, source })?;
-    let addr = listener.local_addr().unwrap_or(listen);
+    let listener = listener(&socket)?;
+    drop(socket);
     say(&format!("protopay listening on http://{addr}"));
 
     let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -68,8 +79,11 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
     stop_signal().await;
     tracing::info!("stopping: finishing in-flight work");
     let _ = stop_accepting.send(());
-    // Refuses new work, waits for in-flight commits, ends long-polls and the poller, closes the store.
+    // Refuses new work, waits for in-flight commits and polls (none starts), ends long-polls
+    // and the poller, closes the store.
+    let stopping = std::time::Instant::now();
     let engine_stopped = engine.shutdown().await;
+    let waited_ms = stopping.elapsed().as_millis();
     poller.shutdown().await;
     if let Some(pusher) = pusher {
         // Safe at any point: delivery is acknowledged only after the host's 2xx.
@@ -82,8 +96,73 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
         Ok(Err(source)) => return Err(CliError::Listen { addr, source }),
         Err(join) => tracing::error!(error = %join, "the HTTP server task failed"),
     }
-    say("protopay stopped");
+    say(&format!("protopay stopped (waited {waited_ms} ms for in-flight work)"));
     Ok(())
+}
+
+/// Open the engine, retrying with backoff while the store cannot be reached (a database
+/// still starting, or down): meanwhile the listener answers `/healthz` and a `/readyz` of 503
+/// that says why, and everything else with `503 starting`. One log line when it starts
+/// failing, one when it answers. `None` if a stop signal came first; a mistake that waiting
+/// cannot fix (credentials, a schema from a newer build) is returned at once.
+async fn open_engine_patiently(
+    config: &Config,
+    store: Store,
+    listener: tokio::net::TcpListener,
+) -> Result<Option<Engine>, CliError> {
+    let why = std::sync::Arc::new(std::sync::Mutex::new(String::from("starting")));
+    let shown = why.clone();
+    let starting = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(move || {
+            let why = shown.lock().map(|w| w.clone()).unwrap_or_default();
+            async move { (StatusCode::SERVICE_UNAVAILABLE, format!("starting: {why}")) }
+        });
+    let (opened, open) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, starting)
+            .with_graceful_shutdown(async move {
+                let _ = open.await;
+            })
+            .into_future(),
+    );
+    let first_try = std::time::Instant::now();
+    let mut wait = Duration::from_millis(500);
+    let mut stop = std::pin::pin!(stop_signal());
+    let engine = loop {
+        match open_engine(config, store.clone()).await {
+            Ok(engine) => break Some(engine),
+            Err(CliError::Postgres(e)) if e.is_transient() => {
+                let cause = e.cause();
+                let mut w = why.lock().unwrap_or_else(|p| p.into_inner());
+                if w.as_str() == "starting" {
+                    tracing::warn!(%cause, error = %e, "PostgreSQL cannot be reached; retrying with backoff, /readyz answers 503 meanwhile");
+                } else {
+                    tracing::debug!(%cause, "PostgreSQL still cannot be reached");
+                }
+                *w = format!("PostgreSQL: {cause}");
+            }
+            Err(e) => {
+                let _ = opened.send(());
+                let _ = server.await;
+                return Err(e);
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => break None,
+            _ = tokio::time::sleep(wait) => {}
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    };
+    if engine.is_some() && why.lock().is_ok_and(|w| w.as_str() != "starting") {
+        tracing::info!(
+            after_ms = first_try.elapsed().as_millis() as u64,
+            "PostgreSQL answers; starting"
+        );
+    }
+    let _ = opened.send(());
+    let _ = server.await;
+    Ok(engine)
 }
 
 /// The engine on the configured store, calling the payment system over HTTP. Starts nothing

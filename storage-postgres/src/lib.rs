@@ -29,12 +29,13 @@
 mod codec;
 mod commit;
 mod error;
+mod health;
 mod listen;
 mod schema;
 #[cfg(feature = "test-util")]
 pub mod testing;
 
-pub use error::PgError;
+pub use error::{Cause, PgError};
 pub use schema::SCHEMA_VERSION;
 
 use chrono::{DateTime, Utc};
@@ -60,6 +61,8 @@ pub struct PostgresOptions {
     pub schema: String,
     /// Connections in the pool (default 16).
     pub pool_size: usize,
+    /// Bounds on every session, so that no instance can stall the others.
+    pub limits: SessionLimits,
 }
 
 impl PostgresOptions {
@@ -69,6 +72,71 @@ impl PostgresOptions {
             url: url.into(),
             schema: "protopay".into(),
             pool_size: 16,
+            limits: SessionLimits::default(),
+        }
+    }
+}
+
+/// Bounds on every database session, so that one instance paused, partitioned or stuck in
+/// the middle of a transaction never holds locks that stall the others: the server ends what
+/// outlasts them (the transaction then writes nothing, and the engine treats the failure
+/// like any other). Every commit's event `seq` comes from one counter row, so without these
+/// one frozen instance would stop every other instance's event-writing commits.
+/// Milliseconds; 0 turns a server-side limit off (not recommended).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SessionLimits {
+    /// `statement_timeout`: the longest one statement may run (default 15 s).
+    pub statement_ms: u64,
+    /// `lock_timeout`: the longest one statement waits for a lock (default 5 s).
+    pub lock_ms: u64,
+    /// `idle_in_transaction_session_timeout`: a session idle inside a transaction this long
+    /// is ended by the server, releasing its locks (default 10 s).
+    pub idle_in_transaction_ms: u64,
+    /// TCP keepalives: idle time before the first probe (default 10 s); probes then go every
+    /// `keepalive_ms / 2`, and three unanswered ones end the connection — so a peer that
+    /// vanished (a partition, a dead host) is noticed in ~25 s rather than TCP's ~2 h.
+    pub keepalive_ms: u64,
+    /// Connecting (default 5 s).
+    pub connect_ms: u64,
+    /// The longest a caller waits for a connection from the pool (default 10 s): a pool
+    /// whose connections are all stuck fails calls instead of queueing them for ever.
+    pub pool_wait_ms: u64,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        SessionLimits {
+            statement_ms: 15_000,
+            lock_ms: 5_000,
+            idle_in_transaction_ms: 10_000,
+            keepalive_ms: 10_000,
+            connect_ms: 5_000,
+            pool_wait_ms: 10_000,
+        }
+    }
+}
+
+impl SessionLimits {
+    /// The server settings of every session (`-c name=value`).
+    fn server_options(&self) -> String {
+        format!(
+            "-c statement_timeout={} -c lock_timeout={} -c idle_in_transaction_session_timeout={}",
+            self.statement_ms, self.lock_ms, self.idle_in_transaction_ms
+        )
+    }
+
+    /// Apply the client-side bounds to a connection config.
+    fn apply(&self, config: &mut tokio_postgres::Config) {
+        let ms = Duration::from_millis;
+        config.connect_timeout(ms(self.connect_ms.max(1)));
+        if self.keepalive_ms > 0 {
+            config
+                .keepalives(true)
+                .keepalives_idle(ms(self.keepalive_ms))
+                .keepalives_interval(ms((self.keepalive_ms / 2).max(1_000)))
+                .keepalives_retries(3)
+                .tcp_user_timeout(ms(self.keepalive_ms * 2));
         }
     }
 }
@@ -95,6 +163,7 @@ struct Inner {
     sql: Statements,
     hints: watch::Receiver<u64>,
     listener: tokio::task::JoinHandle<()>,
+    health: health::Health,
     #[cfg(feature = "test-util")]
     hooks: testing::Hooks,
 }
@@ -120,12 +189,15 @@ impl PostgresStorage {
     pub async fn open(options: PostgresOptions) -> std::result::Result<Self, PgError> {
         schema::check_name(&options.schema)?;
         let mut config: tokio_postgres::Config = options.url.parse().map_err(PgError::Config)?;
-        // A commit is acknowledged only once durable, whatever the server's default says.
+        // A commit is acknowledged only once durable, whatever the server's default says; and
+        // no session may hold locks for long (see `SessionLimits`).
+        let ours = format!("-c synchronous_commit=on {}", options.limits.server_options());
         let server_options = match config.get_options() {
-            Some(given) => format!("{given} -c synchronous_commit=on"),
-            None => "-c synchronous_commit=on".to_owned(),
+            Some(given) => format!("{given} {ours}"),
+            None => ours,
         };
         config.options(&server_options);
+        options.limits.apply(&mut config);
         let tls = tls()?;
         let manager = Manager::from_config(
             config.clone(),
@@ -137,8 +209,13 @@ impl PostgresStorage {
                 recycling_method: RecyclingMethod::Verified,
             },
         );
+        let wait = Duration::from_millis(options.limits.pool_wait_ms.max(1));
         let pool = Pool::builder(manager)
             .max_size(options.pool_size.max(1))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(wait))
+            .create_timeout(Some(Duration::from_millis(options.limits.connect_ms.max(1))))
+            .recycle_timeout(Some(wait))
             .build()
             .map_err(PgError::Pool)?;
         let mut client = pool.get().await.map_err(PgError::Connect)?;
@@ -154,6 +231,7 @@ impl PostgresStorage {
                 sql,
                 hints: hint_rx,
                 listener,
+                health: health::Health::default(),
                 #[cfg(feature = "test-util")]
                 hooks: testing::Hooks::default(),
             }),
@@ -169,7 +247,8 @@ impl PostgresStorage {
         if self.inner.pool.is_closed() {
             return Err(Error::Shutdown);
         }
-        self.inner.pool.get().await.map_err(|e| PgError::Connect(e).into())
+        let got = self.inner.pool.get().await.map_err(PgError::Connect);
+        Ok(self.inner.health.observe(got)?)
     }
 
     async fn rows(
@@ -178,8 +257,12 @@ impl PostgresStorage {
         params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
     ) -> Result<Vec<tokio_postgres::Row>> {
         let client = self.client().await?;
-        let statement = client.prepare_cached(sql).await.map_err(PgError::Query)?;
-        Ok(client.query(&statement, params).await.map_err(PgError::Query)?)
+        let result = async {
+            let statement = client.prepare_cached(sql).await.map_err(PgError::Query)?;
+            client.query(&statement, params).await.map_err(PgError::Query)
+        }
+        .await;
+        Ok(self.inner.health.observe(result)?)
     }
 }
 

@@ -5,7 +5,7 @@
 use protopay_engine::storage::conformance::{self, sample_inbound};
 use protopay_engine::storage::{Batch, Put, Storage};
 use protopay_engine::{Error, EventKind, Source};
-use protopay_storage_postgres::{PgError, PostgresOptions, PostgresStorage, testing};
+use protopay_storage_postgres::{Cause, PgError, PostgresOptions, PostgresStorage, SessionLimits, testing};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -422,4 +422,136 @@ async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     let counts = store.listing_counts().await.unwrap();
     let counted: Vec<(Listing, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
     assert_eq!(counted, [(Listing::Status(Status::Requested), 1)]);
+}
+
+/// Every session carries the server-side bounds (statement, lock, idle in transaction), so
+/// no stuck instance can hold locks for long; the defaults are what the docs say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_session_is_bounded() {
+    let Some(url) = testing::url() else { return };
+    let s = open(&url, &testing::schema("limits")).await;
+    assert_eq!(s.setting("statement_timeout").await, "15s");
+    assert_eq!(s.setting("lock_timeout").await, "5s");
+    assert_eq!(s.setting("idle_in_transaction_session_timeout").await, "10s");
+    let custom = PostgresStorage::open(PostgresOptions {
+        schema: testing::schema("limits2"),
+        limits: SessionLimits {
+            statement_ms: 1_500,
+            lock_ms: 250,
+            idle_in_transaction_ms: 700,
+            ..SessionLimits::default()
+        },
+        ..PostgresOptions::new(url.as_str())
+    })
+    .await
+    .unwrap();
+    assert_eq!(custom.setting("statement_timeout").await, "1500ms");
+    assert_eq!(custom.setting("lock_timeout").await, "250ms");
+    assert_eq!(custom.setting("idle_in_transaction_session_timeout").await, "700ms");
+}
+
+/// An instance frozen inside a transaction (here: held just before its `COMMIT`, holding the
+/// event counter's row) stalls the others for at most the lock timeout, and the server ends
+/// its session after the idle-in-transaction timeout: the others' commits then go through,
+/// and the frozen one, when it wakes, wrote nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_instance_inside_a_transaction_stalls_no_one() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("frozen");
+    let bounded = || PostgresOptions {
+        schema: schema.clone(),
+        limits: SessionLimits {
+            lock_ms: 300,
+            idle_in_transaction_ms: 1_000,
+            ..SessionLimits::default()
+        },
+        ..PostgresOptions::new(url.as_str())
+    };
+    let frozen = PostgresStorage::open(bounded()).await.unwrap();
+    let other = PostgresStorage::open(bounded()).await.unwrap();
+    let held = frozen.hold_next_commit();
+    let stuck = spawn_commit(&frozen, "F");
+    held.backend_pid.await.unwrap();
+    // The other instance's commit needs the counter row: it fails, typed, within bounds.
+    let started = std::time::Instant::now();
+    let blocked = other.commit(order_batch("O1")).await;
+    let waited = started.elapsed();
+    match &blocked {
+        Err(Error::Storage(e)) => {
+            let pg = e.downcast_ref::<PgError>().expect("a PgError");
+            assert_eq!(pg.cause(), Cause::LockTimeout, "{pg}");
+            assert!(pg.to_string().contains("lock timeout"), "{pg}");
+        }
+        other => panic!("expected a lock timeout, got {other:?}"),
+    }
+    assert!(waited < std::time::Duration::from_secs(3), "stalled {waited:?}");
+    // The server ends the frozen session; then the other instance commits.
+    let mut tries = 0;
+    let seq = loop {
+        match other.commit(order_batch("O1")).await {
+            Ok(seq) => break seq,
+            Err(_) if tries < 100 => tries += 1,
+            Err(e) => panic!("still stalled after {tries} tries: {e}"),
+        }
+    };
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "stalled {:?}",
+        started.elapsed()
+    );
+    assert_eq!(seq, 1);
+    held.release.send(()).unwrap();
+    assert!(stuck.await.unwrap().is_err(), "the frozen commit wrote nothing");
+    assert!(other.order("F").await.unwrap().is_none());
+    assert!(other.order("O1").await.unwrap().is_some());
+}
+
+/// Waiting for a pooled connection is bounded too: a pool whose every connection is stuck
+/// fails calls after `pool_wait_ms`, typed as a timeout, instead of queueing them for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pool_whose_connections_are_all_stuck_fails_fast() {
+    let Some(url) = testing::url() else { return };
+    let s = PostgresStorage::open(PostgresOptions {
+        schema: testing::schema("poolwait"),
+        pool_size: 1,
+        limits: SessionLimits {
+            pool_wait_ms: 200,
+            ..SessionLimits::default()
+        },
+        ..PostgresOptions::new(url.as_str())
+    })
+    .await
+    .unwrap();
+    let held = s.hold_next_commit();
+    let stuck = spawn_commit(&s, "P");
+    held.backend_pid.await.unwrap();
+    let started = std::time::Instant::now();
+    let failed = s.order("P").await;
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    match failed {
+        Err(Error::Storage(e)) => {
+            let pg = e.downcast_ref::<PgError>().expect("a PgError");
+            assert_eq!(pg.cause(), Cause::TimedOut, "{pg}");
+        }
+        other => panic!("expected a pool timeout, got {other:?}"),
+    }
+    held.release.send(()).unwrap();
+    assert_eq!(stuck.await.unwrap().unwrap(), 1);
+}
+
+/// Nothing listening: a typed cause, not a bare "no connection".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_that_is_down_says_so() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let e = PostgresStorage::open(PostgresOptions::new(format!("postgres://nobody@127.0.0.1:{port}/none")))
+        .await
+        .unwrap_err();
+    assert_eq!(e.cause(), Cause::ConnectionRefused, "{e}");
+    assert!(e.is_transient());
+    assert!(e.to_string().contains("connection refused"), "{e}");
 }
