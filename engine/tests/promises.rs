@@ -541,3 +541,100 @@ async fn an_adopted_protocol_pays_out_what_it_holds_and_reconciles() {
     let orders = e.orders_of("T-elsewhere").await.unwrap();
     protopay_engine::ledger::check(&l, orders.iter()).unwrap();
 }
+
+/// Pauses and partitions, defect 3: twins of one payout on two instances got different
+/// answers — one `Ok`, the other `InsufficientFunds` ("nothing will ever move") while the
+/// payout was made. The twin committed between this instance's read of the order (absent) and
+/// its read of the protocol (funds now taken). An error is returned only after re-reading.
+#[tokio::test(start_paused = true)]
+async fn twins_on_two_instances_get_the_same_answer() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (a, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    let b = engine_with(store.clone(), t.clone(), config(), clock()).await;
+    t.default_for(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, "APP001-twin", "50.00", "PROCESSING")),
+    );
+    let twin = payout(&trans_no, Some("APP001-twin"), "50");
+    let (first, cmd) = (a.clone(), twin.clone());
+    // B checks the protocol exists (1st read), looks the order up (absent); A's twin commits
+    // before B reads the protocol's funds (2nd read).
+    let later = store.clone();
+    store.before_next_protocol_read(move || {
+        later.before_next_protocol_read(move || {
+            Box::pin(async move {
+                first.outpay(cmd).await.expect("the first twin");
+            })
+        });
+        Box::pin(async {})
+    });
+    let answer = b.outpay(twin).await;
+    let order = answer.expect("the same answer as its twin, not InsufficientFunds");
+    assert_eq!(order.out_req_no(), "APP001-twin");
+    assert_eq!(t.count(Endpoint::Outpay), 1, "sent once");
+}
+
+/// Pauses and partitions, defect 2: a second payment order for one `outReqNo` (the payment
+/// system acted on a late first request and a resend) raised only `IdentityMismatch`. It is
+/// `SuspectedDoublePayment` now, and the order stays listed as needing attention — settled or
+/// not — until a person resolves it.
+#[tokio::test(start_paused = true)]
+async fn a_second_payment_for_one_order_is_flagged_until_a_person_looks() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    let key = "APP001-double";
+    let mut paid = outbound_view(&trans_no, key, "20.00", "SUCCESS");
+    paid["payOrderNo"] = json!("P-1");
+    t.push(Endpoint::Outpay, Step::Data(paid.clone()));
+    let order = e.outpay(payout(&trans_no, Some(key), "20")).await.unwrap();
+    assert_eq!(order.status, Status::Success);
+    let mut second = paid;
+    second["payOrderNo"] = json!("P-2");
+    e.handle_callback(CallbackKind::Outbound, &callback_body(&second)).await;
+    let order = e.order(key).await.unwrap();
+    assert!(order.attempts.double_payment_suspected);
+    assert!(order.listings().any(|l| l == protopay_engine::Listing::NeedsAttention));
+    assert!(anomalies(&e).await.iter().any(|a| matches!(a,
+        Anomaly::SuspectedDoublePayment { other_pay_order_no } if other_pay_order_no == "P-2")));
+    // A person looks, and records it with the status it has; any other is refused.
+    assert!(e.resolve(key, Status::Failure, "ops: no").await.is_err());
+    let order = e
+        .resolve(key, Status::Success, "ops: P-2 reversed, ticket 7")
+        .await
+        .unwrap();
+    assert!(!order.attempts.double_payment_suspected);
+    assert!(!order.listings().any(|l| l == protopay_engine::Listing::NeedsAttention));
+}
+
+/// Pauses and partitions, defect 6: `shutdown` waited for the poller's whole claimed batch,
+/// and polls kept starting after it began. In-flight polls finish; none starts.
+#[tokio::test(start_paused = true)]
+async fn shutdown_starts_no_new_polls() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let mut c = config();
+    c.poll.concurrency = 2;
+    let (e, trans_no) = funded_on(&store, &t, c, "50.00").await;
+    t.default_for(Endpoint::Outpay, maybe());
+    for n in 0..20 {
+        e.outpay(payout(&trans_no, Some(&format!("APP001-s{n}")), "1"))
+            .await
+            .unwrap();
+    }
+    // Every query takes 2 s; the poller takes them 2 at a time.
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    t.delay(Duration::from_secs(2));
+    tokio::time::advance(Duration::from_secs(10)).await;
+    let poller = e.spawn_poller();
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    let asked = t.count(Endpoint::Outquery);
+    assert!((2..=4).contains(&asked), "{asked} queries before shutdown");
+    let started = tokio::time::Instant::now();
+    e.shutdown().await.unwrap();
+    poller.shutdown().await;
+    assert!(
+        t.count(Endpoint::Outquery) <= asked + 2,
+        "only in-flight polls finished: {} queries",
+        t.count(Endpoint::Outquery)
+    );
+    assert!(started.elapsed() <= Duration::from_secs(2), "{:?}", started.elapsed());
+}

@@ -37,6 +37,8 @@ struct State {
     queue: HashMap<Endpoint, VecDeque<Step>>,
     defaults: HashMap<Endpoint, Step>,
     calls: Vec<(Endpoint, Value)>,
+    /// How long every call takes before it is answered.
+    delay: std::time::Duration,
 }
 
 /// The scripted transport; clones share the script.
@@ -71,6 +73,11 @@ impl Scripted {
             .collect()
     }
 
+    /// Every call takes `delay` (on tokio's clock) before its answer.
+    pub fn delay(&self, delay: std::time::Duration) {
+        self.state.lock().unwrap().delay = delay;
+    }
+
     pub fn count(&self, endpoint: Endpoint) -> usize {
         self.calls(endpoint).len()
     }
@@ -91,12 +98,15 @@ pub fn reply_body(code: &str, msg: &str, data: &Value, key: &str) -> Vec<u8> {
 impl Transport for Scripted {
     async fn call(&self, endpoint: Endpoint, request: &Envelope) -> Result<Vec<u8>, TransportError> {
         Envelope::open(request.to_json().as_bytes(), APP, &Md5Key::new(KEY)).expect("engine signs its requests");
-        let step = {
+        let (step, delay) = {
             let mut s = self.state.lock().unwrap();
             s.calls.push((endpoint, serde_json::from_str(&request.data).unwrap()));
             let next = s.queue.get_mut(&endpoint).and_then(|q| q.pop_front());
-            next.or_else(|| s.defaults.get(&endpoint).cloned())
+            (next.or_else(|| s.defaults.get(&endpoint).cloned()), s.delay)
         };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         match step {
             Some(Step::Data(v)) => Ok(reply_body(CODE_OK, MSG_OK, &v, KEY)),
             Some(Step::Code(code, msg)) => Ok(reply_body(code, msg, &Value::Null, KEY)),
@@ -198,6 +208,7 @@ pub struct Flaky {
     fail_in: Arc<Mutex<Option<u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
     hook: Arc<Mutex<Option<Hook>>>,
+    before_protocol: Arc<Mutex<Option<Box<dyn FnOnce() -> HookFuture + Send>>>>,
 }
 
 /// What a hook returns: a boxed future.
@@ -216,6 +227,11 @@ impl Flaky {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
+    /// Run `hook` just before the next read of a protocol (to stage a twin's commit there).
+    pub fn before_next_protocol_read(&self, hook: impl FnOnce() -> HookFuture + Send + 'static) {
+        *self.before_protocol.lock().unwrap() = Some(Box::new(hook));
+    }
+
     /// Run `hook` on the inner store just before the next commit.
     pub fn before_next_commit(&self, hook: impl FnOnce(MemoryStorage) -> HookFuture + Send + 'static) {
         *self.hook.lock().unwrap() = Some(Box::new(hook));
@@ -229,6 +245,10 @@ fn failure() -> protopay_engine::Error {
 #[async_trait::async_trait]
 impl Storage for Flaky {
     async fn protocol(&self, t: &str) -> protopay_engine::Result<Option<Versioned<Protocol>>> {
+        let hook = self.before_protocol.lock().unwrap().take();
+        if let Some(hook) = hook {
+            hook().await;
+        }
         self.inner.protocol(t).await
     }
     async fn order(&self, k: &str) -> protopay_engine::Result<Option<Versioned<Order>>> {
