@@ -518,7 +518,7 @@ impl World {
             pass_budget,
             violation: violation.clone(),
             pauses: Mutex::new((rng.unit() < 0.5).then(|| Pauses {
-                rng: Rng::new(seed ^ 0x5EED_0F_FA05E),
+                rng: Rng::new(seed ^ 0x05EE_D0FF_A05E),
                 chance: rng.unit() * 0.05,
                 max_ms: 3 * base.poll.grace_ms,
             })),

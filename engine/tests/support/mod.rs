@@ -208,13 +208,15 @@ pub struct Flaky {
     fail_in: Arc<Mutex<Option<u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
     hook: Arc<Mutex<Option<Hook>>>,
-    before_protocol: Arc<Mutex<Option<Box<dyn FnOnce() -> HookFuture + Send>>>>,
+    before_protocol: Arc<Mutex<Option<ReadHook>>>,
 }
 
 /// What a hook returns: a boxed future.
 pub type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 type Hook = Box<dyn FnOnce(MemoryStorage) -> HookFuture + Send>;
+
+type ReadHook = Box<dyn FnOnce() -> HookFuture + Send>;
 
 impl Flaky {
     /// Fail the `n`-th commit from now (1 = the next).
