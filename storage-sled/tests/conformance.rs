@@ -295,6 +295,11 @@ async fn a_record_under_another_key_is_corrupt() {
         tree.insert("o/B", a).unwrap();
         db.flush().unwrap();
     }
+    // sled's own thread pool drops its last handle (and the file lock) a moment after ours:
+    // wait for the lock itself, on the kernel's word, before opening again.
+    let lock = std::fs::File::open(dir.path().join("db")).unwrap();
+    fs2::FileExt::lock_exclusive(&lock).unwrap();
+    fs2::FileExt::unlock(&lock).unwrap();
     let store = SledStorage::open(dir.path()).unwrap();
     assert!(store.order("A").await.unwrap().is_some());
     assert!(matches!(
