@@ -68,14 +68,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
     drop(socket);
     say(&format!("protopay listening on http://{addr}"));
 
-    let (stop_accepting, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .into_future(),
-    );
+    let (stop_accepting, server) = serve_until(listener, app);
     stop_signal().await;
     tracing::info!("stopping: finishing in-flight work");
     let _ = stop_accepting.send(());
@@ -110,59 +103,75 @@ async fn open_engine_patiently(
     store: Store,
     listener: tokio::net::TcpListener,
 ) -> Result<Option<Engine>, CliError> {
-    let why = std::sync::Arc::new(std::sync::Mutex::new(String::from("starting")));
-    let shown = why.clone();
+    // Why the store cannot be reached yet: `None` until a try has failed.
+    let failing = std::sync::Arc::new(std::sync::Mutex::new(None::<protopay::postgres::Cause>));
+    let shown = failing.clone();
     let starting = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .fallback(move || {
-            let why = shown.lock().map(|w| w.clone()).unwrap_or_default();
-            async move { (StatusCode::SERVICE_UNAVAILABLE, format!("starting: {why}")) }
+            let why = match *shown.lock().unwrap_or_else(|p| p.into_inner()) {
+                Some(cause) => format!("starting: PostgreSQL: {cause}"),
+                None => "starting".to_owned(),
+            };
+            async move { (StatusCode::SERVICE_UNAVAILABLE, why) }
         });
-    let (opened, open) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(
-        axum::serve(listener, starting)
-            .with_graceful_shutdown(async move {
-                let _ = open.await;
-            })
-            .into_future(),
-    );
+    let (opened, server) = serve_until(listener, starting);
     let first_try = std::time::Instant::now();
     let mut wait = Duration::from_millis(500);
     let mut stop = std::pin::pin!(stop_signal());
-    let engine = loop {
+    let opening = loop {
         match open_engine(config, store.clone()).await {
-            Ok(engine) => break Some(engine),
+            Ok(engine) => break Ok(Some(engine)),
             Err(CliError::Postgres(e)) if e.is_transient() => {
                 let cause = e.cause();
-                let mut w = why.lock().unwrap_or_else(|p| p.into_inner());
-                if w.as_str() == "starting" {
+                if failing
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .replace(cause)
+                    .is_none()
+                {
                     tracing::warn!(%cause, error = %e, "PostgreSQL cannot be reached; retrying with backoff, /readyz answers 503 meanwhile");
                 } else {
                     tracing::debug!(%cause, "PostgreSQL still cannot be reached");
                 }
-                *w = format!("PostgreSQL: {cause}");
             }
-            Err(e) => {
-                let _ = opened.send(());
-                let _ = server.await;
-                return Err(e);
-            }
+            Err(e) => break Err(e),
         }
         tokio::select! {
-            _ = &mut stop => break None,
+            _ = &mut stop => break Ok(None),
             _ = tokio::time::sleep(wait) => {}
         }
         wait = (wait * 2).min(Duration::from_secs(30));
     };
-    if engine.is_some() && why.lock().is_ok_and(|w| w.as_str() != "starting") {
+    let _ = opened.send(());
+    let _ = server.await;
+    if matches!(opening, Ok(Some(_))) && failing.lock().is_ok_and(|f| f.is_some()) {
         tracing::info!(
             after_ms = first_try.elapsed().as_millis() as u64,
             "PostgreSQL answers; starting"
         );
     }
-    let _ = opened.send(());
-    let _ = server.await;
-    Ok(engine)
+    opening
+}
+
+/// Serve `app` on `listener` in the background until the returned sender fires (or is
+/// dropped); connections in flight then finish.
+fn serve_until(
+    listener: tokio::net::TcpListener,
+    app: Router,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<std::io::Result<()>>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stopped.await;
+            })
+            .into_future(),
+    );
+    (stop, server)
 }
 
 /// The engine on the configured store, calling the payment system over HTTP. Starts nothing
