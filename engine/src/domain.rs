@@ -316,6 +316,16 @@ impl Order {
         !self.status.is_terminal() || (self.status == Status::Success && unarrived)
     }
 
+    /// Whether nothing of ours can be at the payment system: never sent, or every send it had
+    /// provably never left. Such an order is sent (again) without asking first.
+    pub fn awaits_sending(&self) -> bool {
+        match self.status {
+            Status::Requested | Status::Reserved => true,
+            Status::Submitted => self.attempts.maybe_delivered() == 0,
+            _ => false,
+        }
+    }
+
     /// Whether money is in motion with its outcome unknown: sent and not acknowledged, or
     /// acknowledged and not settled (an inbound payment not yet made by its payer is not:
     /// nobody has paid).

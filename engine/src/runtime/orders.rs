@@ -166,7 +166,7 @@ impl Engine {
                 fields,
             });
         }
-        if matches!(existing.value.status, Status::Requested | Status::Reserved) {
+        if existing.value.awaits_sending() {
             return Ok(self.send_accepted(&existing).await);
         }
         Ok(existing.value)

@@ -264,10 +264,7 @@ impl Engine {
         if !current.value.is_open() {
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
-        // Never sent, or every send it had provably never left: nothing of ours can land.
-        let unsent = matches!(current.value.status, Status::Requested | Status::Reserved)
-            || (current.value.status == Status::Submitted && current.value.attempts.maybe_delivered() == 0);
-        if unsent {
+        if current.value.awaits_sending() {
             return self.submit(current).await.map(drop);
         }
         let answer = match &current.value.kind {
