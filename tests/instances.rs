@@ -2,7 +2,11 @@
 //! behind a load balancer share one PostgreSQL. Each seed draws a workload and a fault mix:
 //! commands on random instances, callbacks delivered to a random live instance, instances
 //! crashed (pollers aborted, their leases left behind) and restarted, the simulator's network
-//! faults with deduplication off (so a second send would be a second payout). An auditor
+//! faults with deduplication off (so a second send would be a second payout), requests that
+//! land long after their sender gave up (past the lease and the grace period: a sender frozen
+//! between its check and its write, a partition that heals), the same payout sent to two
+//! instances at once, and — on PostgreSQL — connections cut by the server in the middle of
+//! transactions. An auditor
 //! checks after every step — no `outReqNo` paid out twice, every protocol's ledger consistent
 //! with its orders — and, once faults stop, that every order and balance converges to the
 //! simulator's and every open order (only open ones) has a due time.
@@ -270,6 +274,8 @@ impl Cluster {
                     continue;
                 }
                 let status = match truth.get(o.out_req_no()).map(String::as_str) {
+                    // The README's rule: failed only once no send of it can still land.
+                    None if self.sim.in_flight(o.out_req_no()) => continue,
                     None | Some("FAILURE") => Status::Failure,
                     Some(t) if t.starts_with("SUCCESS") => Status::Success,
                     Some(_) => continue,
@@ -332,7 +338,8 @@ fn faults(rng: &mut Rng) -> Faults {
         corrupt_sign: chance(rng, 0.1),
         refuse_connection: chance(rng, 0.15),
         late_arrival: chance(rng, 0.2),
-        late_ms: 900,
+        // Up to three grace periods (and lease periods) late: no wait makes a resend safe.
+        late_ms: rng.range(900, 3 * config().poll.grace_ms),
         no_dedupe: true,
         delay_ms: rng.range(50, 2_000),
     }
@@ -434,13 +441,49 @@ async fn three_instances_on_one_postgres() {
     };
     for seed in seeds("PROTOPAY_PG_INSTANCE_SEEDS", 2) {
         let schema = protopay_storage_postgres::testing::schema("instances");
+        // The store's sessions carry the schema as their name, so that the cutter below
+        // ends only theirs.
+        let separator = if url.contains('?') { '&' } else { '?' };
+        let named = format!("{url}{separator}application_name={schema}");
         let store = protopay_storage_postgres::PostgresStorage::open(protopay_storage_postgres::PostgresOptions {
-            schema,
-            ..protopay_storage_postgres::PostgresOptions::new(&url)
+            schema: schema.clone(),
+            ..protopay_storage_postgres::PostgresOptions::new(&named)
         })
         .await
         .expect("postgres");
+        let cut = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let cutter = tokio::spawn(cut_connections(url.clone(), schema, seed, cut.clone()));
         run(seed, Arc::new(store), 40).await;
+        cutter.abort();
+        eprintln!(
+            "seed {seed}: {} sessions cut by the server",
+            cut.load(std::sync::atomic::Ordering::Relaxed)
+        );
+    }
+}
+
+/// An instance cut from the database mid-transaction, again and again: every few hundred
+/// milliseconds the server ends one of the store's sessions, busy or idle in a transaction
+/// or not. A commit cut before `COMMIT` wrote nothing; one cut during it is settled by asking
+/// the server; either way nothing acknowledged may be lost and nothing paid twice.
+async fn cut_connections(url: String, application: String, seed: u64, cut: Arc<std::sync::atomic::AtomicU64>) {
+    let Ok((client, conn)) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await else {
+        return;
+    };
+    tokio::spawn(conn);
+    let mut rng = Rng::new(seed ^ 0xC07);
+    loop {
+        tokio::time::sleep(Duration::from_millis(rng.range(200, 1_500))).await;
+        if let Ok(n) = client
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM (SELECT pid FROM pg_stat_activity \
+                 WHERE application_name = $1 AND state <> 'idle' ORDER BY random() LIMIT 1) busy",
+                &[&application],
+            )
+            .await
+        {
+            cut.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
