@@ -29,4 +29,7 @@ pg_stop() {
 trap pg_stop EXIT
 
 export PROTOPAY_PG_URL="postgres://postgres@127.0.0.1:$pg_port/postgres?sslmode=disable"
+# How `cli/tests/partitions.rs` restarts the database under its instances (a crash restart).
+if [ "$(id -u)" = 0 ]; then pg_as="runuser -u postgres --"; else pg_as=""; fi
+export PROTOPAY_PG_RESTART="$pg_as $pg_bin/pg_ctl -D $pg_dir/data -l $pg_dir/log -m immediate -w restart >/dev/null"
 echo "PostgreSQL $("$pg_bin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pg_port"

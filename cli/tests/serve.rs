@@ -3,8 +3,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use std::sync::{Arc, Mutex};
-use support::{OPERATE, free_port, serve, simulator, terminate};
+use support::{Hook, OPERATE, free_port, serve, simulator, terminate};
 
 fn client() -> reqwest::Client {
     reqwest::Client::new()
@@ -82,77 +81,6 @@ async fn sigterm_under_load_loses_nothing_acknowledged() {
         engine_view.iter().map(|o| o.value.out_req_no().to_owned()).collect();
     for key in &acknowledged {
         assert!(stored.contains(key), "{key} was answered 200 but is not stored");
-    }
-}
-
-const SECRET: &str = "webhook-secret-0123456789";
-
-/// A host's webhook endpoint that fails its first `failures` requests, checks each body's
-/// HMAC, and reports every event it accepts.
-struct Hook {
-    addr: std::net::SocketAddr,
-    /// Every request: its `seq`, whether its signature verified, and its lease epoch.
-    received: Arc<Mutex<Vec<(u64, bool, u64)>>>,
-    accepted: tokio::sync::mpsc::UnboundedReceiver<u64>,
-}
-
-impl Hook {
-    async fn start(failures: u32) -> Hook {
-        use hmac::{Hmac, Mac};
-        let received: Arc<Mutex<Vec<(u64, bool, u64)>>> = Arc::default();
-        let failures_left = Arc::new(Mutex::new(failures));
-        let (accept, accepted) = tokio::sync::mpsc::unbounded_channel::<u64>();
-        let log = received.clone();
-        let app = axum::Router::new().route(
-            "/events",
-            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
-                let (log, failures_left, accept) = (log.clone(), failures_left.clone(), accept.clone());
-                async move {
-                    let event: Value = serde_json::from_slice(&body).unwrap();
-                    let seq = event["seq"].as_u64().unwrap();
-                    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-                    mac.update(&body);
-                    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
-                    let signature = headers["x-protopay-signature"].to_str().unwrap().to_owned();
-                    let epoch: u64 = headers["x-protopay-lease-epoch"].to_str().unwrap().parse().unwrap();
-                    log.lock()
-                        .unwrap()
-                        .push((seq, signature == format!("sha256={expected}"), epoch));
-                    let mut left = failures_left.lock().unwrap();
-                    if *left > 0 {
-                        *left -= 1;
-                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
-                    }
-                    let _ = accept.send(seq);
-                    axum::http::StatusCode::OK
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Hook {
-            addr,
-            received,
-            accepted,
-        }
-    }
-
-    fn config(&self) -> String {
-        format!(
-            "[serve.webhook]\nurl = \"http://{}/events\"\nsecret = \"{SECRET}\"\n\
-             first_retry_ms = 10\nmax_retry_ms = 50\n",
-            self.addr
-        )
-    }
-
-    /// Wait until every event up to `last` was accepted; the accepted `seq`s in order.
-    async fn accepted_through(&mut self, last: u64) -> Vec<u64> {
-        let mut accepted = Vec::new();
-        while accepted.last() != Some(&last) {
-            accepted.push(self.accepted.recv().await.unwrap());
-        }
-        accepted
     }
 }
 

@@ -1,9 +1,11 @@
 //! Starting `protopay-sim` and `protopay serve` as processes, for the tests of the binary.
 #![allow(dead_code)] // each test binary uses part of it
 
+use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 
 pub const OPERATE: &str = "operate-token-0123456789abcdef";
 pub const KEY: &str = "serve-test-md5-key";
@@ -109,4 +111,75 @@ pub fn terminate(mut running: Running) -> std::process::ExitStatus {
     let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
     assert!(sent.success());
     running.child.wait().expect("it exits")
+}
+
+pub const SECRET: &str = "webhook-secret-0123456789";
+
+/// A host's webhook endpoint that fails its first `failures` requests, checks each body's
+/// HMAC, and reports every event it accepts.
+pub struct Hook {
+    pub addr: std::net::SocketAddr,
+    /// Every request: its `seq`, whether its signature verified, and its lease epoch.
+    pub received: Arc<Mutex<Vec<(u64, bool, u64)>>>,
+    pub accepted: tokio::sync::mpsc::UnboundedReceiver<u64>,
+}
+
+impl Hook {
+    pub async fn start(failures: u32) -> Hook {
+        use hmac::{Hmac, Mac};
+        let received: Arc<Mutex<Vec<(u64, bool, u64)>>> = Arc::default();
+        let failures_left = Arc::new(Mutex::new(failures));
+        let (accept, accepted) = tokio::sync::mpsc::unbounded_channel::<u64>();
+        let log = received.clone();
+        let app = axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                let (log, failures_left, accept) = (log.clone(), failures_left.clone(), accept.clone());
+                async move {
+                    let event: Value = serde_json::from_slice(&body).unwrap();
+                    let seq = event["seq"].as_u64().unwrap();
+                    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+                    mac.update(&body);
+                    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+                    let signature = headers["x-protopay-signature"].to_str().unwrap().to_owned();
+                    let epoch: u64 = headers["x-protopay-lease-epoch"].to_str().unwrap().parse().unwrap();
+                    log.lock()
+                        .unwrap()
+                        .push((seq, signature == format!("sha256={expected}"), epoch));
+                    let mut left = failures_left.lock().unwrap();
+                    if *left > 0 {
+                        *left -= 1;
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let _ = accept.send(seq);
+                    axum::http::StatusCode::OK
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Hook {
+            addr,
+            received,
+            accepted,
+        }
+    }
+
+    pub fn config(&self) -> String {
+        format!(
+            "[serve.webhook]\nurl = \"http://{}/events\"\nsecret = \"{SECRET}\"\n\
+             first_retry_ms = 10\nmax_retry_ms = 50\n",
+            self.addr
+        )
+    }
+
+    /// Wait until every event up to `last` was accepted; the accepted `seq`s in order.
+    pub async fn accepted_through(&mut self, last: u64) -> Vec<u64> {
+        let mut accepted = Vec::new();
+        while accepted.last() != Some(&last) {
+            accepted.push(self.accepted.recv().await.unwrap());
+        }
+        accepted
+    }
 }
