@@ -202,3 +202,85 @@ async fn two_servers_share_one_postgres() {
     assert!(*epochs.last().unwrap() >= epoch_before);
     assert!(terminate(b).success());
 }
+
+/// Pauses and partitions, defect 7: started while PostgreSQL was down, `serve` exited 1 with
+/// a bare "no PostgreSQL connection". Now it waits with backoff, `/healthz` answers, `/readyz`
+/// says why it is not ready (the cause, typed), and once the database answers it starts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_while_postgres_is_down_waits_for_it() {
+    let Some(url) = protopay_storage_postgres::testing::url() else {
+        return;
+    };
+    // The database's address as the server will know it: a port where nothing listens yet.
+    let real = url
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .map(|port| format!("127.0.0.1:{port}"))
+        .expect("a loopback PostgreSQL URL");
+    let db_port = free_port();
+    let down_url = url.replace(&real, &format!("127.0.0.1:{db_port}"));
+    let schema = protopay_storage_postgres::testing::schema("down");
+    let dir = tempfile::tempdir().unwrap();
+    let sim = simulator();
+    let port = free_port();
+    let extra = format!("store = \"{down_url}\"\nschema = \"{schema}\"\n");
+    let config = support::write_config(dir.path(), &sim.addr, port, "", &extra);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_protopay"))
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("PROTOPAY_KEY", support::KEY)
+        .env("PROTOPAY_API_TOKEN", OPERATE)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let api = format!("http://127.0.0.1:{port}");
+    let mut running = support::Running {
+        child,
+        addr: api.clone(),
+    };
+    // The listener is up before the store; it says why it is not ready once a try failed.
+    let why = loop {
+        if let Ok(r) = client().get(format!("{api}/readyz")).send().await {
+            assert_eq!(r.status(), 503);
+            let why = r.text().await.unwrap();
+            if why != "starting" {
+                break why;
+            }
+        }
+        tokio::task::yield_now().await;
+    };
+    assert_eq!(why, "starting: PostgreSQL: connection refused");
+    let health = client().get(format!("{api}/healthz")).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    let command = post(&api, "/v1/protocols", json!({"transDesc": "t", "businessId": "B1"}))
+        .await
+        .unwrap();
+    assert_eq!(command.status(), 503, "nothing is taken before the store answers");
+
+    // The database comes up (a forwarder to the real one on that port).
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", db_port)).await.unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut inbound, _)) = listener.accept().await {
+            let real = real.clone();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(&real).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    });
+    let stdout = running.child.stdout.take().unwrap();
+    let line = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+        line
+    })
+    .await
+    .unwrap();
+    assert!(line.starts_with("protopay listening on"), "{line}");
+    let ready = client().get(format!("{api}/readyz")).send().await.unwrap();
+    assert_eq!(ready.status(), 200);
+    assert!(terminate(running).success());
+}
