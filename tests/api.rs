@@ -1,6 +1,8 @@
 //! The `/v1` API mounted by a Rust host, over loopback HTTP with the simulator and sled:
 //! typed errors that change nothing and quote no value, and long-polls that return when an
-//! event is committed. (The whole flow from another language is `cli/tests/python_host.rs`.)
+//! event is committed; webhooks pushed by two instances, one of whose pushes lands after its
+//! lease passed on (fenced by epoch and `seq`). (The whole flow from another language is
+//! `cli/tests/python_host.rs`.)
 
 mod harness;
 
@@ -138,4 +140,121 @@ async fn a_long_poll_returns_when_an_event_is_committed() {
     assert_eq!(status, 204);
     assert_eq!(stack.engine().cursor("host").await.unwrap(), last);
     stack.stop().await;
+}
+
+/// What a webhook receiver saw: each push as it was handled, and whether the receiver's rule
+/// (process each `seq` once; drop any at or below the highest processed) kept it.
+#[derive(Default)]
+struct Received {
+    pushes: Vec<(u64, u64, bool)>,
+    highest: u64,
+}
+
+/// Pauses and partitions, defect 4: a pusher frozen past its lease thawed and pushed an old
+/// `seq` after a newer holder's had been acknowledged. That cannot be prevented from the
+/// sending side (the request may already be on the wire), so each push carries its lease's
+/// fencing epoch beside its `seq`, and the receiver's rule drops it. Here the first holder's
+/// request is held by the network (the receiver answers it last) while its lease runs out;
+/// the second holder takes over with a higher epoch and delivers everything; the held push
+/// lands afterwards with the lower epoch and an old `seq`, and the rule drops it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_push_from_a_former_lease_holder_is_fenced() {
+    use protopay::http::webhook::{EPOCH_HEADER, SEQ_HEADER, Webhook};
+    use std::sync::{Arc, Mutex};
+    let received: Arc<Mutex<Received>> = Arc::default();
+    let (held_tx, held) = tokio::sync::oneshot::channel::<()>();
+    let held_tx = Arc::new(Mutex::new(Some(held_tx)));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let (processed_tx, mut processed) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let (log, release_in) = (received.clone(), release.clone());
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let (log, held_tx, release, processed_tx) =
+                (log.clone(), held_tx.clone(), release_in.clone(), processed_tx.clone());
+            async move {
+                let number = |name: &str| headers[name].to_str().unwrap().parse::<u64>().unwrap();
+                let (seq, epoch) = (number(SEQ_HEADER), number(EPOCH_HEADER));
+                // The very first push is held in the network until the test lets it land.
+                let first = held_tx.lock().unwrap().take();
+                if let Some(tell) = first {
+                    let _ = tell.send(());
+                    release.notified().await;
+                }
+                let mut r = log.lock().unwrap();
+                let kept = seq > r.highest;
+                if kept {
+                    r.highest = seq;
+                    let _ = processed_tx.send(seq);
+                }
+                r.pushes.push((seq, epoch, kept));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    // Two instances on one store; a protocol gives the feed its events.
+    let sim = protopay_sim::Sim::new(
+        protopay_sim::SimConfig::new(harness::APP, protopay::Md5Key::new(harness::KEY)),
+        protopay::Clock::system(),
+    );
+    let store = protopay::storage::MemoryStorage::new();
+    let engine = |seed: u64| {
+        protopay::Engine::builder(harness::config("sim://", ([127, 0, 0, 1], 9).into()))
+            .storage(store.clone())
+            .transport(protopay_sim::SimTransport(sim.clone()))
+            .id_seed(seed)
+            .build()
+    };
+    let (first, second) = (engine(1).await.unwrap(), engine(2).await.unwrap());
+    first
+        .create_protocol(protopay::NewProtocol {
+            trans_desc: "fenced".into(),
+            business_id: "B1".into(),
+            cashier_type: protopay::wire::CashierType::Pos,
+        })
+        .await
+        .unwrap();
+    let last = first.events_after(0, 100).await.unwrap().last().unwrap().seq;
+    let hook = |engine: protopay::Engine| {
+        let webhook = Webhook::new(&url, protopay::Sensitive::new("webhook-secret-0123456789"), "hook")
+            .unwrap()
+            .retry(
+                std::time::Duration::from_millis(10),
+                std::time::Duration::from_millis(50),
+            )
+            .lease(std::time::Duration::from_millis(300));
+        tokio::spawn(webhook.run(engine))
+    };
+    let pushing_first = hook(first.clone());
+    held.await.unwrap(); // the first holder's push is on the wire, not yet landed
+    let pushing_second = hook(second.clone());
+    let mut seen = Vec::new();
+    while seen.last() != Some(&last) {
+        seen.push(processed.recv().await.unwrap());
+    }
+    release.notify_one(); // the held push lands, late
+    while received.lock().unwrap().pushes.iter().filter(|p| p.0 == 1).count() < 2 {
+        tokio::task::yield_now().await;
+    }
+    pushing_first.abort();
+    pushing_second.abort();
+    let r = received.lock().unwrap();
+    assert_eq!(
+        seen,
+        (1..=last).collect::<Vec<_>>(),
+        "every seq processed once, in order"
+    );
+    let late = r.pushes.last().unwrap();
+    let takeover = r.pushes.iter().find(|p| p.2).unwrap();
+    assert_eq!(
+        (late.0, late.2),
+        (1, false),
+        "the late push repeats seq 1 and is dropped: {:?}",
+        r.pushes
+    );
+    assert!(late.1 < takeover.1, "its epoch is the former holder's: {:?}", r.pushes);
 }

@@ -10,7 +10,7 @@
 //!
 //! Several instances on one store may all be configured to push: only the holder of the
 //! consumer's lease (`Engine::hold_lease`) does. It renews the lease before every attempt,
-//! sends only if that renewal is recent (`FRESH`), and stops the moment it loses it; a dead
+//! sends only if that renewal is recent (a sixth of the lease), and stops the moment it loses it; a dead
 //! holder's lease runs out. That keeps one pusher at a time while processes run as they
 //! should — but a holder frozen between its renewal and its write (or whose request a
 //! network holds) can deliver after the lease passed on, so it can never be the whole
@@ -36,12 +36,8 @@ pub const SEQ_HEADER: &str = "x-protopay-seq";
 /// The header carrying the pushing lease's fencing epoch: higher means a later holder.
 pub const EPOCH_HEADER: &str = "x-protopay-lease-epoch";
 
-/// The longest time between renewing the lease and sending under it: a pusher that took
-/// longer (it was paused, the store was slow) renews again first.
-const FRESH: Duration = Duration::from_secs(5);
-
-/// How long the pushing instance holds the consumer's lease: longer than one attempt
-/// (connect 5 s + request 15 s), renewed before each.
+/// How long the pushing instance holds the consumer's lease by default: longer than one
+/// attempt (connect 5 s + request 15 s), renewed before each.
 const LEASE: Duration = Duration::from_secs(30);
 
 /// Where and how to push events.
@@ -52,6 +48,7 @@ pub struct Webhook {
     consumer: String,
     first_retry: Duration,
     max_retry: Duration,
+    lease: Duration,
     client: reqwest::Client,
 }
 
@@ -88,6 +85,7 @@ impl Webhook {
             consumer: consumer.to_owned(),
             first_retry: Duration::from_secs(1),
             max_retry: Duration::from_secs(60),
+            lease: LEASE,
             client,
         })
     }
@@ -99,19 +97,27 @@ impl Webhook {
         self
     }
 
+    /// Hold the consumer's lease for `lease` (default 30 s) instead. Shorter than one attempt
+    /// (20 s), a slow request of one holder can overlap the next holder's pushes — receivers
+    /// drop by `seq` whatever the setting; tests use it to show exactly that.
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
     /// Deliver events until the engine shuts down (or the task is aborted: nothing is lost,
     /// what was not acknowledged goes again).
     pub async fn run(self, engine: Engine) {
         let lease = format!("webhook:{}", self.consumer);
         loop {
-            match engine.hold_lease(&lease, LEASE).await {
+            match engine.hold_lease(&lease, self.lease).await {
                 Ok(Some(_)) => {}
                 Ok(None) => {
                     // Another instance pushes; take over if its lease runs out.
                     if engine.is_shut_down() {
                         return;
                     }
-                    tokio::time::sleep(LEASE / 3).await;
+                    tokio::time::sleep(self.lease / 3).await;
                     continue;
                 }
                 Err(protopay_engine::Error::Shutdown) => return,
@@ -137,11 +143,11 @@ impl Webhook {
         let mut feed = engine.subscribe(&self.consumer);
         loop {
             // Wake at least once per lease period to renew it even when nothing happens.
-            let events = match tokio::time::timeout(LEASE / 3, feed.next()).await {
+            let events = match tokio::time::timeout(self.lease / 3, feed.next()).await {
                 Ok(events) => events?,
                 Err(_quiet) => Vec::new(),
             };
-            if engine.hold_lease(lease, LEASE).await?.is_none() {
+            if engine.hold_lease(lease, self.lease).await?.is_none() {
                 return Ok(());
             }
             for event in &events {
@@ -167,10 +173,10 @@ impl Webhook {
         let mut wait = self.first_retry;
         loop {
             let renewing = tokio::time::Instant::now();
-            let Some(epoch) = engine.hold_lease(lease, LEASE).await? else {
+            let Some(epoch) = engine.hold_lease(lease, self.lease).await? else {
                 return Ok(false);
             };
-            if renewing.elapsed() > FRESH {
+            if renewing.elapsed() > self.lease / 6 {
                 continue; // too long since the renewal began: renew again before sending
             }
             let sent = self
