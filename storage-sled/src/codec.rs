@@ -36,10 +36,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format written by this version.
-pub const FORMAT: &[u8] = b"protopay-sled/4";
+pub const FORMAT: &[u8] = b"protopay-sled/5";
 
 /// The formats this version upgrades on open, oldest first.
-pub const OLDER_FORMATS: [&[u8]; 3] = [b"protopay-sled/1", b"protopay-sled/2", b"protopay-sled/3"];
+pub const OLDER_FORMATS: [&[u8]; 4] = [
+    b"protopay-sled/1",
+    b"protopay-sled/2",
+    b"protopay-sled/3",
+    b"protopay-sled/4",
+];
 
 /// Why bytes on disk could not be decoded.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +87,11 @@ pub fn record_version(bytes: &[u8]) -> Result<u64, DecodeError> {
 pub fn from_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<(u64, T), DecodeError> {
     let version = record_version(bytes)?;
     Ok((version, from_value(bytes.get(8..).ok_or(DecodeError::Short)?)?))
+}
+
+/// The key of where the last group applied ends in the write-ahead log ([`crate::wal::Logged`]).
+pub fn logged_key() -> Vec<u8> {
+    key(prefix::META, b"logged")
 }
 
 /// A u64 as 8 big-endian bytes.

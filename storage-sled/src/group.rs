@@ -183,7 +183,9 @@ impl GroupCommit {
                     }
                 }
             }
-            let failure = if accepted.is_empty() {
+            // A group that writes nothing (every commit in it refused, or writing what is
+            // already there) has nothing to make durable: the log never holds an empty record.
+            let failure = if overlay.writes.is_empty() {
                 None
             } else {
                 self.write(overlay.writes.into_iter().collect()).err().map(Arc::new)
@@ -203,7 +205,9 @@ impl GroupCommit {
         let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         wal.append(&writes)?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
-        if let Err(e) = self.tree.apply_batch(batch_of(writes)) {
+        let mut batch = batch_of(writes);
+        batch.insert(crate::codec::logged_key(), wal.logged().to_bytes().to_vec());
+        if let Err(e) = self.tree.apply_batch(batch) {
             // Durable in the log, not in sled: only a restart's replay sets that right.
             wal.poison();
             return Err(e);

@@ -26,7 +26,12 @@
 #![deny(missing_docs)]
 
 pub mod codec;
+pub mod disk;
 mod group;
+#[cfg(test)]
+mod power_cuts;
+#[cfg(test)]
+mod sim_disk;
 mod stage;
 mod upgrade;
 pub mod wal;
@@ -62,7 +67,7 @@ pub enum SledError {
         reason: String,
     },
     /// The store was written by a version with another on-disk format.
-    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 to /4")]
+    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 to /5")]
     UnsupportedFormat {
         /// The store's directory.
         path: PathBuf,
@@ -96,7 +101,8 @@ pub enum SledError {
     /// A value could not be encoded.
     #[error("encoding a record: {0}")]
     Encode(#[from] rmp_serde::encode::Error),
-    /// The write-ahead log could not be read back, or is damaged. Restore from a backup.
+    /// The write-ahead log could not be read, or synced data in it is damaged (the error says
+    /// where, and what to do; a torn last write is not damage: it is dropped on open).
     #[error(transparent)]
     Wal(#[from] wal::WalError),
 }
@@ -193,8 +199,15 @@ impl SledStorage {
             }
         };
         // What was durable only in the log goes into sled again; then sled is synced for
-        // real and the log emptied, before anything new is written.
-        let (mut wal, groups) = wal::Wal::open(&path)?;
+        // real and the log replaced by an empty one, before anything new is written.
+        let recovered = wal::Wal::open(&path)?;
+        let logged = tree.get(codec::logged_key()).map_err(classify)?;
+        recovered.check_against(logged.as_deref().and_then(wal::Logged::from_bytes))?;
+        let wal::Recovered {
+            wal: mut log,
+            groups,
+            torn_bytes,
+        } = recovered;
         let replayed = groups.len();
         for writes in groups {
             tree.apply_batch(group::batch_of(writes)).map_err(classify)?;
@@ -211,14 +224,19 @@ impl SledStorage {
         if new_marker {
             tree.insert(&format_key, codec::FORMAT).map_err(classify)?;
         }
-        if new_marker || replayed > 0 {
-            group::checkpoint(&db, &path, &mut wal).map_err(classify)?;
+        if new_marker || log.needs_reset() {
+            group::checkpoint(&db, &path, &mut log).map_err(classify)?;
         }
-        if replayed > 0 {
-            tracing::info!(path = %path.display(), groups = replayed, "replayed the write-ahead log");
+        if replayed > 0 || torn_bytes > 0 {
+            tracing::info!(
+                path = %path.display(),
+                groups = replayed,
+                torn_bytes,
+                "recovered from the write-ahead log"
+            );
         }
         let handles = Handles {
-            group: group::GroupCommit::new(db.clone(), tree.clone(), path.clone(), wal, {
+            group: group::GroupCommit::new(db.clone(), tree.clone(), path.clone(), log, {
                 let path = path.clone();
                 move |source| {
                     Error::Storage(Arc::new(SledError::Flush {

@@ -1,7 +1,9 @@
 //! Opening a store of an older format: formats 1 and 2 lack the read-model indexes of
 //! format 3 (orders by listing, each order's listings, each order's history), which are built
 //! from the records and events; formats 1 to 3 lack the listing counts of format 4, which are
-//! counted from the listing index. Both happen once, before the new marker is written. A
+//! counted from the listing index. Format 5 changed only the write-ahead log's format, which
+//! the log reads by itself (`wal.rs`): its tree is format 4's. Each happens once, before the
+//! new marker is written. A
 //! crash half way leaves the old marker, and the next open does it again: every entry written
 //! is a function of records that do not change meanwhile, so doing it twice is doing it once.
 
@@ -24,10 +26,13 @@ impl From<sled::Error> for Stop {
 /// Bring `tree`, of the older format `from` (one of [`codec::OLDER_FORMATS`]), to the current
 /// format's content. The caller writes the new marker.
 pub(crate) fn upgrade(tree: &sled::Tree, from: &[u8]) -> Result<(), Stop> {
-    if from != b"protopay-sled/3" {
+    if matches!(from, b"protopay-sled/1" | b"protopay-sled/2") {
         build_indexes(tree)?;
     }
-    count_listings(tree)
+    if from != b"protopay-sled/4" {
+        count_listings(tree)?;
+    }
+    Ok(())
 }
 
 /// Count each listing's index entries into its format-4 count.

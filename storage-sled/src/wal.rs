@@ -5,22 +5,41 @@
 //! reported flushed. So every commit group is first appended here and `fdatasync`ed — one
 //! real sync, the physical floor of a durable write — and only then applied to sled, which
 //! serves as the index and is synced for real (`fsync` of its files) at checkpoints, after
-//! which the log starts empty again. On open, whatever the log holds is applied again: a
-//! record is the exact final value of every key a group wrote, so applying it twice leaves
-//! the same state.
+//! which the log starts empty again (a new file with the next epoch, replaced atomically). On
+//! open, whatever the log holds is applied again: a record is the exact final value of every
+//! key a group wrote, so applying it twice leaves the same state.
 //!
-//! A record is `[payload length u32 LE][crc32 of payload u32 LE][payload]`; the payload is
-//! entries `[1][key length u32][key][value length u32][value]` (write) or
-//! `[0][key length u32][key]` (remove). A crash mid-append leaves a torn last record: it
-//! was never acknowledged (its sync had not returned) and is cut off. A bad record with
-//! intact data after it is not a torn tail but damage, and is reported, never skipped.
+//! The format, byte for byte, and the crash analysis of every step are in the crate's
+//! `codec` documentation ("The write-ahead log"). In short: a file header with the epoch, then
+//! records `[magic][payload length][epoch][crc32 of all of that and the payload][payload]`.
+//! The checksum covers the length, and zeros are never a record (the magic is not zero), so
+//! a hole left by a torn write never reads as data. On open, a bad record is a *torn tail* —
+//! the last write, never acknowledged because its sync had not returned — only if no intact
+//! record follows it anywhere in the file; then it is dropped. Otherwise it is *damage* to
+//! synced data, and the log is refused with the byte where it starts: nothing acknowledged is
+//! ever cut.
+//!
+//! Logs written before format 5 (`[length][crc32 of payload][payload]`, no header) are read
+//! once, by the same rules, and replaced by a current one.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use crate::disk::{FileLog, LogFile};
+use std::io;
 use std::path::{Path, PathBuf};
 
 /// The log's file name in the store's directory.
 pub const FILE: &str = "protopay.wal";
+
+/// The first bytes of the file: what it is and its format.
+const MAGIC: &[u8; 16] = b"protopay-wal/2\n\0";
+/// The file header: [`MAGIC`], the epoch (u64 LE), a crc32 of both (u32 LE).
+const HEADER_LEN: usize = 28;
+/// The first bytes of every record: never zeros.
+const RECORD_MAGIC: &[u8; 4] = b"PWR2";
+/// A record's header: magic, payload length (u32 LE), epoch (u64 LE), crc32 (u32 LE) of the
+/// first 16 bytes and the payload.
+const RECORD_HEADER_LEN: usize = 20;
+/// The header of a log written before format 5: payload length, crc32 of the payload.
+const LEGACY_HEADER_LEN: usize = 8;
 
 /// One group's writes: each key's final value, `None` for removed.
 pub type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
@@ -28,13 +47,62 @@ pub type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 /// The open log.
 #[derive(Debug)]
 pub struct Wal {
-    file: File,
-    path: PathBuf,
+    file: Box<dyn LogFile>,
+    /// The epoch of the file: every record carries it. A reset starts the next one.
+    epoch: u64,
+    /// Bytes of the file that are its header and intact records.
     len: u64,
+    /// The file holds records already applied, a torn tail or an older format: it must be
+    /// reset (after the caller made what it replayed durable in sled) before it takes more.
+    needs_reset: bool,
     /// Set when a write or sync failed in a way that leaves the file's state unknown (a
     /// failed `fdatasync` may have dropped dirty pages): every later append fails, until a
     /// restart reads back what is really on disk.
     broken: bool,
+}
+
+/// The log as opened, and what it held.
+#[derive(Debug)]
+pub struct Recovered {
+    /// The log, to be reset (see [`Wal::needs_reset`]) once `groups` are durable elsewhere.
+    pub wal: Wal,
+    /// The groups it held, oldest first.
+    pub groups: Vec<Writes>,
+    /// Bytes of a torn last write that were dropped: never acknowledged, since the sync that
+    /// would have acknowledged them never returned.
+    pub torn_bytes: u64,
+}
+
+/// Where, in the log, the last group sled applied ends. sled stores it with each group's
+/// writes, so that a log found shorter than what sled holds — its last record bad although
+/// sled applied it, hence synced — is known for damage, not taken for a torn write: dropping
+/// that record would leave its writes half in sled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Logged {
+    /// The log's epoch.
+    pub epoch: u64,
+    /// The byte after the group's record.
+    pub end: u64,
+}
+
+impl Logged {
+    /// As stored: epoch, then end, both u64 big-endian.
+    pub fn to_bytes(self) -> [u8; 16] {
+        let mut out = [0; 16];
+        out[..8].copy_from_slice(&self.epoch.to_be_bytes());
+        out[8..].copy_from_slice(&self.end.to_be_bytes());
+        out
+    }
+
+    /// From [`Logged::to_bytes`]; `None` if not 16 bytes.
+    pub fn from_bytes(bytes: &[u8]) -> Option<Logged> {
+        let bytes: &[u8; 16] = bytes.try_into().ok()?;
+        let (epoch, end) = bytes.split_at(8);
+        Some(Logged {
+            epoch: u64::from_be_bytes(epoch.try_into().ok()?),
+            end: u64::from_be_bytes(end.try_into().ok()?),
+        })
+    }
 }
 
 /// Why the log could not be read back.
@@ -48,66 +116,127 @@ pub enum WalError {
         /// What failed.
         source: io::Error,
     },
-    /// A record in the middle of it is damaged (not a torn last record).
-    #[error("write-ahead log {path} is damaged at byte {at}")]
+    /// Synced data in it is damaged: not a torn last write. Nothing was cut or changed.
+    #[error(
+        "write-ahead log {path} is damaged at byte {at}: {what}. Nothing was cut or changed. \
+         It holds commits that were acknowledged and may be in no backup: stop, copy the \
+         store's directory aside with this log, and check the disk; do not delete the log"
+    )]
     Damaged {
         /// The file.
         path: PathBuf,
-        /// Where the bad record starts.
+        /// Where the bad bytes start.
         at: u64,
+        /// What was found there.
+        what: Damage,
     },
 }
 
+/// What a damaged log holds at the bad offset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Damage {
+    /// A bad record with an intact one after it: a torn write is always the last one.
+    #[error("a bad record, with an intact record after it at byte {0}")]
+    BeforeIntactRecord(u64),
+    /// The index (sled) holds a group that ends past the log's last intact record: that
+    /// record was synced, so its being bad is damage.
+    #[error("the last record is bad, but the index holds its writes (it was synced up to byte {0})")]
+    AppliedRecord(u64),
+    /// The file header is not protopay's (it is only ever written whole, by an atomic
+    /// replace, so it cannot be torn).
+    #[error("the file header is not a write-ahead log's")]
+    Header,
+    /// A record whose checksum holds does not decode.
+    #[error("a record with a valid checksum does not decode")]
+    Undecodable,
+}
+
+impl Recovered {
+    /// Refuse the log if the index holds more than it: `logged` is what the index says it
+    /// applied last. A torn tail was never synced, so never applied.
+    pub fn check_against(&self, logged: Option<Logged>) -> Result<(), WalError> {
+        match logged {
+            Some(l) if l.epoch == self.wal.epoch && l.end > self.wal.len => Err(WalError::Damaged {
+                path: self.wal.path().to_path_buf(),
+                at: self.wal.len,
+                what: Damage::AppliedRecord(l.end),
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
 impl Wal {
-    /// Open (or create) the log in `dir`, returning it with the groups it holds, oldest
-    /// first. A torn last record is cut off.
-    pub fn open(dir: &Path) -> Result<(Wal, Vec<Writes>), WalError> {
-        let path = dir.join(FILE);
-        let io = |source| WalError::Io {
-            path: path.clone(),
+    /// Open (or create) the log in `dir` and read back what it holds.
+    pub fn open(dir: &Path) -> Result<Recovered, WalError> {
+        let file = FileLog::open(dir, FILE).map_err(|source| WalError::Io {
+            path: dir.join(FILE),
             source,
+        })?;
+        Self::recover(Box::new(file))
+    }
+
+    /// Read back what `file` holds: its intact groups, a torn tail dropped, damage refused.
+    pub fn recover(mut file: Box<dyn LogFile>) -> Result<Recovered, WalError> {
+        let bytes = file.read_all().map_err(|source| WalError::Io {
+            path: file.path().to_path_buf(),
+            source,
+        })?;
+        let parsed = parse(&bytes).map_err(|(at, what)| WalError::Damaged {
+            path: file.path().to_path_buf(),
+            at,
+            what,
+        })?;
+        let torn_bytes = (bytes.len() - parsed.valid) as u64;
+        if torn_bytes > 0 {
+            tracing::warn!(
+                path = %file.path().display(),
+                at = parsed.valid,
+                bytes = torn_bytes,
+                "dropping a torn last write (never acknowledged: its sync had not returned)"
+            );
+        }
+        let needs_reset = parsed.legacy || !parsed.groups.is_empty() || torn_bytes > 0;
+        let wal = Wal {
+            file,
+            epoch: parsed.epoch,
+            len: parsed.valid as u64,
+            needs_reset,
+            broken: false,
         };
-        let existed = path.exists();
-        let mut file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .open(&path)
-            .map_err(io)?;
-        if !existed {
-            // The file's name must survive a power cut as well as its contents.
-            File::open(dir).and_then(|d| d.sync_all()).map_err(io)?;
-        }
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes).map_err(io)?;
-        let (groups, valid) = parse(&bytes).map_err(|at| WalError::Damaged { path: path.clone(), at })?;
-        if valid < bytes.len() {
-            tracing::warn!(path = %path.display(), cut = bytes.len() - valid, "cutting a torn last record");
-            file.set_len(valid as u64).map_err(io)?;
-            file.sync_all().map_err(io)?;
-        }
-        let len = valid as u64;
-        Ok((
-            Wal {
-                file,
-                path,
-                len,
-                broken: false,
-            },
-            groups,
-        ))
+        Ok(Recovered {
+            wal,
+            groups: parsed.groups,
+            torn_bytes,
+        })
+    }
+
+    /// Whether the log must be [reset](Wal::reset) before it takes a group: it holds what
+    /// recovery replayed, a torn tail, or an older format.
+    pub fn needs_reset(&self) -> bool {
+        self.needs_reset
     }
 
     /// Append one group and make it durable. On failure the group is not acknowledged, and
     /// the log takes no more groups in this process.
     pub fn append(&mut self, writes: &Writes) -> io::Result<()> {
+        // An empty record would be a group that says nothing; the committer never logs one.
+        assert!(!writes.is_empty(), "an empty group reached the write-ahead log");
         if self.broken {
             return Err(io::Error::other(
                 "an earlier write to the log failed; restart to recover",
             ));
         }
-        let record = encode(writes)?;
-        let written = self.file.write_all(&record).and_then(|()| self.file.sync_data());
+        if self.needs_reset {
+            return Err(io::Error::other("the log was not reset after recovery"));
+        }
+        let record = encode(self.epoch, writes)?;
+        assert_eq!(
+            intact_record(&record, 0, self.epoch).map(|(_, next)| next),
+            Some(record.len()),
+            "a record must read back as written"
+        );
+        let written = self.file.append(&record).and_then(|()| self.file.sync());
         match written {
             Ok(()) => {
                 self.len += record.len() as u64;
@@ -117,6 +246,14 @@ impl Wal {
                 self.broken = true;
                 Err(e)
             }
+        }
+    }
+
+    /// Where the last group appended ends: to be stored in the index with its writes.
+    pub fn logged(&self) -> Logged {
+        Logged {
+            epoch: self.epoch,
+            end: self.len,
         }
     }
 
@@ -130,21 +267,41 @@ impl Wal {
         self.len
     }
 
-    /// Start empty again (after a checkpoint made everything in it durable elsewhere).
+    /// Start empty again, in the next epoch (after a checkpoint made everything in it durable
+    /// elsewhere). Refused once the log is broken: it may hold a group sled never applied,
+    /// which only a restart's replay sets right.
     pub fn reset(&mut self) -> io::Result<()> {
-        self.file.set_len(0)?;
-        self.file.sync_all()?;
-        self.len = 0;
+        if self.broken {
+            return Err(io::Error::other(
+                "an earlier write to the log failed; restart to recover",
+            ));
+        }
+        let epoch = self.epoch + 1;
+        if let Err(e) = self.file.replace(&header(epoch)) {
+            self.broken = true;
+            return Err(e);
+        }
+        self.epoch = epoch;
+        self.len = HEADER_LEN as u64;
+        self.needs_reset = false;
         Ok(())
     }
 
     /// The file.
     pub fn path(&self) -> &Path {
-        &self.path
+        self.file.path()
     }
 }
 
-fn encode(writes: &Writes) -> io::Result<Vec<u8>> {
+fn header(epoch: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER_LEN);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&epoch.to_le_bytes());
+    out.extend_from_slice(&crc32fast::hash(&out).to_le_bytes());
+    out
+}
+
+fn encode(epoch: u64, writes: &Writes) -> io::Result<Vec<u8>> {
     let too_long = || io::Error::new(io::ErrorKind::InvalidInput, "a write-ahead record over 4 GiB");
     let len32 = |n: usize| u32::try_from(n).map_err(|_| too_long());
     let mut payload = Vec::new();
@@ -157,53 +314,141 @@ fn encode(writes: &Writes) -> io::Result<Vec<u8>> {
             payload.extend_from_slice(value);
         }
     }
-    let mut record = Vec::with_capacity(payload.len() + 8);
+    let mut record = Vec::with_capacity(RECORD_HEADER_LEN + payload.len());
+    record.extend_from_slice(RECORD_MAGIC);
     record.extend_from_slice(&len32(payload.len())?.to_le_bytes());
-    record.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+    record.extend_from_slice(&epoch.to_le_bytes());
+    let mut crc = crc32fast::Hasher::new();
+    crc.update(&record);
+    crc.update(&payload);
+    record.extend_from_slice(&crc.finalize().to_le_bytes());
     record.extend_from_slice(&payload);
     Ok(record)
 }
 
-/// The groups in `bytes` and the length of its valid prefix; `Err(at)` for a bad record
-/// followed by more data (damage, not a torn tail).
-fn parse(bytes: &[u8]) -> Result<(Vec<Writes>, usize), u64> {
+/// What a log's bytes hold.
+struct Parsed {
+    groups: Vec<Writes>,
+    epoch: u64,
+    /// The length of the header and the intact records; what follows is a torn tail.
+    valid: usize,
+    /// Written before format 5.
+    legacy: bool,
+}
+
+/// Read a log's bytes; `Err((at, what))` for damage.
+fn parse(bytes: &[u8]) -> Result<Parsed, (u64, Damage)> {
+    // A current log starts with its magic. If the magic itself is damaged, the intact records
+    // after it still say which format this is: such a file is not an older log.
+    let current = bytes.starts_with(&MAGIC[..13]) || next_intact(bytes, 0, None).is_some();
+    if current {
+        parse_current(bytes)
+    } else {
+        parse_legacy(bytes)
+    }
+}
+
+fn parse_current(bytes: &[u8]) -> Result<Parsed, (u64, Damage)> {
+    let epoch = bytes
+        .get(..HEADER_LEN)
+        .filter(|h| h.starts_with(MAGIC))
+        .filter(|h| crc32fast::hash(&h[..24]).to_le_bytes() == h[24..28])
+        .map(|h| u64::from_le_bytes(h[16..24].try_into().unwrap_or_default()))
+        .ok_or((0, Damage::Header))?;
     let mut groups = Vec::new();
-    let mut at = 0usize;
+    let mut at = HEADER_LEN;
     while at < bytes.len() {
-        let record = record_at(bytes, at);
-        match record {
-            Some((writes, next)) => {
-                groups.push(writes);
+        match intact_record(bytes, at, epoch) {
+            Some((payload, next)) => {
+                groups.push(entries(payload).ok_or((at as u64, Damage::Undecodable))?);
                 at = next;
             }
             None => {
-                // Torn if the record runs to (or past) the end; damaged if data follows it.
-                let declared = bytes
-                    .get(at..at + 4)
-                    .and_then(|b| b.try_into().ok())
-                    .map(|b: [u8; 4]| u32::from_le_bytes(b) as usize);
-                let end = declared.map_or(usize::MAX, |n| at.saturating_add(8).saturating_add(n));
-                if end < bytes.len() {
-                    return Err(at as u64);
+                if let Some(intact) = next_intact(bytes, at + 1, Some(epoch)) {
+                    return Err((at as u64, Damage::BeforeIntactRecord(intact as u64)));
                 }
                 break;
             }
         }
     }
-    Ok((groups, at))
+    Ok(Parsed {
+        groups,
+        epoch,
+        valid: at,
+        legacy: false,
+    })
 }
 
-/// The record at `at`, if whole and intact, and where the next one starts.
-fn record_at(bytes: &[u8], at: usize) -> Option<(Writes, usize)> {
-    let header = bytes.get(at..at.checked_add(8)?)?;
-    let len = u32::from_le_bytes(header.get(..4)?.try_into().ok()?) as usize;
-    let crc = u32::from_le_bytes(header.get(4..8)?.try_into().ok()?);
-    let start = at + 8;
-    let payload = bytes.get(start..start.checked_add(len)?)?;
-    if crc32fast::hash(payload) != crc {
+/// The record at `at` of `epoch`, if whole and intact: its payload and where the next starts.
+fn intact_record(bytes: &[u8], at: usize, epoch: u64) -> Option<(&[u8], usize)> {
+    let (payload, next, found) = record_of_any_epoch(bytes, at)?;
+    (found == epoch).then_some((payload, next))
+}
+
+fn record_of_any_epoch(bytes: &[u8], at: usize) -> Option<(&[u8], usize, u64)> {
+    let head = bytes.get(at..at.checked_add(RECORD_HEADER_LEN)?)?;
+    if &head[..4] != RECORD_MAGIC {
         return None;
     }
-    Some((entries(payload)?, start + len))
+    let len = u32::from_le_bytes(head[4..8].try_into().ok()?) as usize;
+    let epoch = u64::from_le_bytes(head[8..16].try_into().ok()?);
+    let crc = u32::from_le_bytes(head[16..20].try_into().ok()?);
+    let start = at + RECORD_HEADER_LEN;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&head[..16]);
+    hasher.update(payload);
+    (len > 0 && hasher.finalize() == crc).then_some((payload, start + len, epoch))
+}
+
+/// The offset of the first intact record (of `epoch`, or of any) at or after `from`.
+fn next_intact(bytes: &[u8], from: usize, epoch: Option<u64>) -> Option<usize> {
+    (from..bytes.len().saturating_sub(RECORD_HEADER_LEN)).find(|&at| {
+        bytes[at..].starts_with(RECORD_MAGIC)
+            && record_of_any_epoch(bytes, at).is_some_and(|(_, _, e)| epoch.is_none_or(|want| want == e))
+    })
+}
+
+/// A log written before format 5: `[length][crc32 of payload][payload]`, no header, and
+/// (as its writer did) empty records allowed. A bad record is a torn tail only if no intact
+/// record with a payload follows it: a run of zeros reads as empty records, so those prove
+/// nothing.
+fn parse_legacy(bytes: &[u8]) -> Result<Parsed, (u64, Damage)> {
+    let mut groups = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        match legacy_record(bytes, at) {
+            Some((payload, next)) => {
+                groups.push(entries(payload).ok_or((at as u64, Damage::Undecodable))?);
+                at = next;
+            }
+            None => {
+                let intact =
+                    (at + 1..bytes.len()).find(|&o| legacy_record(bytes, o).is_some_and(|(p, _)| !p.is_empty()));
+                if let Some(intact) = intact {
+                    return Err((at as u64, Damage::BeforeIntactRecord(intact as u64)));
+                }
+                break;
+            }
+        }
+    }
+    // Empty records said nothing: they are not groups.
+    groups.retain(|g: &Writes| !g.is_empty());
+    Ok(Parsed {
+        groups,
+        epoch: 0,
+        valid: at,
+        legacy: true,
+    })
+}
+
+fn legacy_record(bytes: &[u8], at: usize) -> Option<(&[u8], usize)> {
+    let head = bytes.get(at..at.checked_add(LEGACY_HEADER_LEN)?)?;
+    let len = u32::from_le_bytes(head[..4].try_into().ok()?) as usize;
+    let crc = u32::from_le_bytes(head[4..8].try_into().ok()?);
+    let start = at + LEGACY_HEADER_LEN;
+    let payload = bytes.get(start..start.checked_add(len)?)?;
+    (crc32fast::hash(payload) == crc).then_some((payload, start + len))
 }
 
 fn entries(mut p: &[u8]) -> Option<Writes> {
@@ -228,66 +473,4 @@ fn entries(mut p: &[u8]) -> Option<Writes> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn group(i: u8) -> Writes {
-        vec![(vec![b'k', i], Some(vec![i; 100])), (vec![b'r', i], None)]
-    }
-
-    #[test]
-    fn groups_come_back_in_order() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, none) = Wal::open(dir.path()).unwrap();
-        assert!(none.is_empty());
-        for i in 0..3 {
-            wal.append(&group(i)).unwrap();
-        }
-        drop(wal);
-        let (_, groups) = Wal::open(dir.path()).unwrap();
-        assert_eq!(groups, (0..3).map(group).collect::<Vec<_>>());
-    }
-
-    #[test]
-    fn a_torn_last_record_is_cut_and_the_rest_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        wal.append(&group(1)).unwrap();
-        wal.append(&group(2)).unwrap();
-        let whole = std::fs::metadata(dir.path().join(FILE)).unwrap().len();
-        drop(wal);
-        // Every possible tear of the last record.
-        let bytes = std::fs::read(dir.path().join(FILE)).unwrap();
-        let first_end = encode(&group(1)).unwrap().len();
-        for cut in first_end + 1..whole as usize {
-            std::fs::write(dir.path().join(FILE), &bytes[..cut]).unwrap();
-            let (wal, groups) = Wal::open(dir.path()).unwrap();
-            assert_eq!(groups, vec![group(1)], "cut at {cut}");
-            assert_eq!(wal.bytes(), first_end as u64);
-        }
-    }
-
-    #[test]
-    fn damage_before_intact_records_is_an_error_not_a_silent_loss() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        wal.append(&group(1)).unwrap();
-        wal.append(&group(2)).unwrap();
-        drop(wal);
-        let mut bytes = std::fs::read(dir.path().join(FILE)).unwrap();
-        bytes[10] ^= 0xFF; // inside the first record's payload
-        std::fs::write(dir.path().join(FILE), &bytes).unwrap();
-        assert!(matches!(Wal::open(dir.path()), Err(WalError::Damaged { at: 0, .. })));
-    }
-
-    #[test]
-    fn reset_empties_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let (mut wal, _) = Wal::open(dir.path()).unwrap();
-        wal.append(&group(1)).unwrap();
-        wal.reset().unwrap();
-        wal.append(&group(2)).unwrap();
-        drop(wal);
-        assert_eq!(Wal::open(dir.path()).unwrap().1, vec![group(2)]);
-    }
-}
+mod tests;

@@ -51,6 +51,7 @@ async fn corrupt_or_foreign_stores_are_typed_errors_never_panics() {
             .unwrap();
         db.flush().unwrap();
     }
+    wait_for_sled_lock(dir.path());
     assert!(matches!(
         SledStorage::open(dir.path()),
         Err(SledError::UnsupportedFormat { .. })
@@ -63,6 +64,7 @@ async fn a_corrupt_record_is_reported_not_panicked() {
     {
         let store = SledStorage::open(dir.path()).unwrap();
         drop(store);
+        wait_for_sled_lock(dir.path());
         let db = sled::open(dir.path()).unwrap();
         db.open_tree("protopay")
             .unwrap()
@@ -70,6 +72,7 @@ async fn a_corrupt_record_is_reported_not_panicked() {
             .unwrap();
         db.flush().unwrap();
     }
+    wait_for_sled_lock(dir.path());
     let store = SledStorage::open(dir.path()).unwrap();
     let err = store.order("APP001-x").await.unwrap_err();
     assert!(matches!(err, protopay_engine::Error::Corrupt { .. }), "{err:?}");
@@ -199,19 +202,24 @@ async fn a_commit_only_in_the_log_is_there_after_reopen() {
         .unwrap()
         .expect("replayed from the log");
     assert_eq!(order.version, 1);
+    let empty = tempfile::tempdir().unwrap();
+    SledStorage::open(empty.path()).unwrap().close().await.unwrap();
     assert_eq!(
         std::fs::metadata(other.path().join(protopay_storage_sled::wal::FILE))
             .unwrap()
             .len(),
-        0,
-        "after replay sled is synced and the log starts empty"
+        std::fs::metadata(empty.path().join(protopay_storage_sled::wal::FILE))
+            .unwrap()
+            .len(),
+        "after replay sled is synced and the log starts empty (a header alone)"
     );
 }
 
-/// A store of format 1 (no log), 2 (no read-model indexes) or 3 (no listing counts) opens,
-/// keeps its records, gets what it lacks built from its orders, events and indexes, and is
-/// marked format 4, so that an older build refuses it rather than miss commits only in the
-/// log or leave the indexes and counts stale.
+/// A store of format 1 (no log), 2 (no read-model indexes), 3 (no listing counts) or 4 (the
+/// log of before format 5) opens, keeps its records, replays what its log holds, gets what
+/// it lacks built from its orders, events and indexes, and is marked format 5, so that an
+/// older build refuses it rather than misread the log, miss commits only in the log, or leave
+/// the indexes and counts stale.
 #[tokio::test]
 async fn older_formats_are_upgraded_in_place() {
     use protopay_engine::domain::{Listing, Status};
@@ -220,7 +228,12 @@ async fn older_formats_are_upgraded_in_place() {
     use protopay_engine::storage::OrderQuery;
     use protopay_engine::storage::conformance::sample_inbound;
     use protopay_storage_sled::codec;
-    for format in ["protopay-sled/1", "protopay-sled/2", "protopay-sled/3"] {
+    for format in [
+        "protopay-sled/1",
+        "protopay-sled/2",
+        "protopay-sled/3",
+        "protopay-sled/4",
+    ] {
         let dir = tempfile::tempdir().unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
@@ -229,7 +242,7 @@ async fn older_formats_are_upgraded_in_place() {
             tree.insert("m/last_seq", &7u64.to_be_bytes()).unwrap();
             let order = sample_inbound("T1", "o1", 100);
             tree.insert("o/o1", codec::record(3, &order).unwrap()).unwrap();
-            if format == "protopay-sled/3" {
+            if format >= "protopay-sled/3" {
                 // Format 3 has the indexes; only the counts are missing.
                 let listed = codec::listed(&order);
                 for key in codec::listing_keys(&listed, "o1") {
@@ -237,6 +250,13 @@ async fn older_formats_are_upgraded_in_place() {
                 }
                 tree.insert("s/o1", listed).unwrap();
                 tree.insert(codec::history_key("o1", 7), Vec::new()).unwrap();
+            }
+            if format == "protopay-sled/4" {
+                for listing in Listing::ALL {
+                    let n = u64::from(listing == Listing::Status(Status::Requested));
+                    tree.insert(codec::count_key(listing.name()), codec::u64_key(n).to_vec())
+                        .unwrap();
+                }
             }
             let event = Event {
                 seq: 0,
@@ -250,8 +270,19 @@ async fn older_formats_are_upgraded_in_place() {
                 .unwrap();
             db.flush().unwrap();
         }
+        wait_for_sled_lock(dir.path());
+        if format != "protopay-sled/1" {
+            std::fs::write(dir.path().join(protopay_storage_sled::wal::FILE), LOG_BEFORE_FORMAT_5).unwrap();
+        }
         let store = SledStorage::open(dir.path()).unwrap();
         assert_eq!(store.last_seq().await.unwrap(), 7);
+        if format != "protopay-sled/1" {
+            assert_eq!(
+                store.cursor("legacy-consumer").await.unwrap(),
+                5,
+                "{format}: the log was replayed"
+            );
+        }
         let query = OrderQuery {
             listing: Some(Listing::Status(Status::Requested)),
             trans_no: None,
@@ -266,9 +297,18 @@ async fn older_formats_are_upgraded_in_place() {
         store.close().await.unwrap();
         let db = sled::open(dir.path()).unwrap();
         let marker = db.open_tree("protopay").unwrap().get("m/format").unwrap().unwrap();
-        assert_eq!(marker.as_ref(), b"protopay-sled/4");
+        assert_eq!(marker.as_ref(), b"protopay-sled/5");
     }
 }
+
+/// A log as formats 2 to 4 wrote it: one group setting the cursor of `legacy-consumer` to 5
+/// (`[length u32 LE][crc32 of payload][payload]`), then an empty record, which that writer
+/// appended when a group wrote nothing.
+const LOG_BEFORE_FORMAT_5: &[u8] = &[
+    0x22, 0x00, 0x00, 0x00, 0xf2, 0x83, 0xae, 0xc2, 0x01, 0x11, 0x00, 0x00, 0x00, b'c', b'/', b'l', b'e', b'g', b'a',
+    b'c', b'y', b'-', b'c', b'o', b'n', b's', b'u', b'm', b'e', b'r', 0x08, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0x00, 0x00, 0x05, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00,
+];
 
 /// A record filed under another record's key is damage: reported, never used.
 #[tokio::test]
@@ -295,15 +335,106 @@ async fn a_record_under_another_key_is_corrupt() {
         tree.insert("o/B", a).unwrap();
         db.flush().unwrap();
     }
-    // sled's own thread pool drops its last handle (and the file lock) a moment after ours:
-    // wait for the lock itself, on the kernel's word, before opening again.
-    let lock = std::fs::File::open(dir.path().join("db")).unwrap();
-    fs2::FileExt::lock_exclusive(&lock).unwrap();
-    fs2::FileExt::unlock(&lock).unwrap();
+    wait_for_sled_lock(dir.path());
     let store = SledStorage::open(dir.path()).unwrap();
     assert!(store.order("A").await.unwrap().is_some());
     assert!(matches!(
         store.order("B").await,
         Err(protopay_engine::Error::Corrupt { .. })
     ));
+}
+
+/// sled's own thread pool drops its last handle (and the file lock) a moment after ours: wait
+/// for the lock itself, on the kernel's word, before opening the directory again.
+fn wait_for_sled_lock(dir: &std::path::Path) {
+    let lock = std::fs::File::open(dir.join("db")).unwrap();
+    fs2::FileExt::lock_exclusive(&lock).unwrap();
+    fs2::FileExt::unlock(&lock).unwrap();
+}
+
+/// A log of `n` acknowledged commits, given to a store whose sled files never received them
+/// (as after a power cut: sled as of its last checkpoint), plus that store.
+async fn commits_only_in_the_log(n: usize) -> (tempfile::TempDir, Vec<u8>) {
+    use protopay_engine::storage::conformance::sample_inbound;
+    use protopay_engine::storage::{Batch, Put};
+    let written = tempfile::tempdir().unwrap();
+    {
+        let store = SledStorage::open(written.path()).unwrap();
+        for i in 0..n {
+            store
+                .commit(Batch {
+                    orders: vec![Put {
+                        expected: None,
+                        value: sample_inbound("T1", &format!("APP001-cut-{i}"), 100),
+                    }],
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        // Dropped without `close`: no checkpoint, the commits are in the log.
+    }
+    let log = std::fs::read(written.path().join(protopay_storage_sled::wal::FILE)).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    SledStorage::open(other.path()).unwrap().close().await.unwrap();
+    (other, log)
+}
+
+/// The power-cut trial's 4 bricked stores of 88: the last, never-synced write torn with its
+/// first part lost (a hole of zeros, then the rest of it). The store opens with every
+/// acknowledged commit.
+#[tokio::test]
+async fn a_torn_unacknowledged_write_never_keeps_the_store_from_opening() {
+    let (dir, mut log) = commits_only_in_the_log(4).await;
+    // Records start with their magic; the fourth is the write the power cut tore.
+    let fourth = log
+        .windows(4)
+        .enumerate()
+        .filter(|(_, w)| w == b"PWR2")
+        .nth(3)
+        .unwrap()
+        .0;
+    for byte in &mut log[fourth..fourth + 300] {
+        *byte = 0;
+    }
+    std::fs::write(dir.path().join(protopay_storage_sled::wal::FILE), &log).unwrap();
+    let store = SledStorage::open(dir.path()).unwrap();
+    for i in 0..3 {
+        assert!(
+            store.order(&format!("APP001-cut-{i}")).await.unwrap().is_some(),
+            "commit {i}"
+        );
+    }
+    assert!(
+        store.order("APP001-cut-3").await.unwrap().is_none(),
+        "never acknowledged"
+    );
+}
+
+/// The power-cut trial's silent loss: a damaged length in the first record made the log look
+/// torn there, and open cut every acknowledged commit after it. Now it is refused, with the
+/// offset, and the log is left as it was.
+#[tokio::test]
+async fn a_damaged_log_is_refused_and_nothing_acknowledged_is_cut() {
+    use protopay_storage_sled::wal::{Damage, WalError};
+    let (dir, mut log) = commits_only_in_the_log(3).await;
+    let first_record = 28;
+    log[first_record + 4 + 2] ^= 0x01; // byte 2 of its length
+    let path = dir.path().join(protopay_storage_sled::wal::FILE);
+    std::fs::write(&path, &log).unwrap();
+    let err = SledStorage::open(dir.path()).expect_err("a damaged log is refused");
+    let message = err.to_string();
+    match err {
+        SledError::Wal(WalError::Damaged {
+            at,
+            what: Damage::BeforeIntactRecord(_),
+            ..
+        }) => assert_eq!(at, first_record as u64),
+        e => panic!("{e}"),
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), log, "nothing was cut");
+    assert!(
+        message.contains("damaged at byte 28") && message.contains("do not delete the log"),
+        "{message}"
+    );
 }
