@@ -41,7 +41,9 @@ impl Api {
             other => std::env::var(other).ok(),
         };
         let settings = config::load(config_file, env)?;
-        let engine = crate::serve::open_engine(&settings.engine, settings.store).await?;
+        let engine = crate::serve::open_engine(&settings.engine, settings.store)
+            .await?
+            .engine;
         let app = api_router(engine.clone(), ApiAuth::new(&token)?);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await

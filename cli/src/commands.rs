@@ -17,7 +17,7 @@ pub struct Output {
 }
 
 impl Output {
-    fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
+    pub(crate) fn print(&self, value: &Value, human: impl FnOnce(&Value) -> String) {
         let text = if self.json { format!("{value}\n") } else { human(value) };
         let mut out = std::io::stdout().lock();
         let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());

@@ -139,6 +139,16 @@ pub struct ServeSettings {
     pub webhook: Option<WebhookSettings>,
 }
 
+/// The settings of `path` for a command that opens the store itself and serves nothing
+/// (backup, restore): the API token, which only a server needs, may be unset.
+pub fn load_for_store(path: &Path) -> Result<ServeSettings, CliError> {
+    load(path, |name| match std::env::var(name) {
+        Ok(value) => Some(value),
+        Err(_) if name == "PROTOPAY_API_TOKEN" => Some("unused: this command serves nothing".into()),
+        Err(_) => None,
+    })
+}
+
 /// Read the settings from `path`, with `env` (a variable's value by name) overriding secrets.
 pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<ServeSettings, CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig {

@@ -52,6 +52,14 @@ pub enum CliError {
     /// The command was not used as it must be.
     #[error("{0}")]
     Usage(String),
+    /// Copying a backup into place failed; the backup itself is untouched.
+    #[error("restoring {path}: {source}")]
+    Restore {
+        /// The directory being read or written.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
     /// The metrics recorder could not be installed.
     #[error("installing the metrics recorder: {0}")]
     Metrics(String),

@@ -5,10 +5,14 @@
 //! (optionally) webhook delivery — for hosts written in any language. See `config.rs` for
 //! the file and the environment variables, and the README's "Run it as a service".
 //!
+//! `protopay backup` copies a running (or stopped) sled store; `protopay restore` installs a
+//! copy after checking it (`backup.rs`).
+//!
 //! The operator commands (`orders`, `show`, `protocol`, `resolve`, `reconcile`, `events`,
 //! `check`) talk to a running server with `--url` (token from `PROTOPAY_API_TOKEN` or
 //! `--token`), or open the store of `--config` directly when no server holds it.
 
+mod backup;
 mod client;
 mod commands;
 mod config;
@@ -108,6 +112,20 @@ enum Command {
     /// Recompute every ledger from its orders and check every invariant: exit 1 on a violation,
     /// 2 when none was found but some records kept changing and were not judged (run it again).
     Check,
+    /// Copy the sled store, while it runs, into a new directory: with `--url` the server writes
+    /// it (a path on its machine); without, the store of `--config` is opened here.
+    Backup {
+        /// A new (or empty) directory.
+        #[arg(long)]
+        to: PathBuf,
+    },
+    /// Install a backup as the store of `--config`, after checking every invariant on a copy
+    /// of it. The server must be stopped and the old store moved aside.
+    Restore {
+        /// The backup's directory (left as it is).
+        #[arg(long)]
+        from: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
@@ -144,6 +162,28 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         serve::run(settings).await?;
         return Ok(ExitCode::SUCCESS);
     }
+    let out = commands::Output { json: cli.json };
+    match &cli.command {
+        Command::Backup { to } => {
+            let server = match &cli.url {
+                Some(url) => Some((
+                    url.as_str(),
+                    cli.token.clone().ok_or(CliError::MissingEnv("PROTOPAY_API_TOKEN"))?,
+                )),
+                None => None,
+            };
+            return backup::backup(server, &cli.config, to, out).await;
+        }
+        Command::Restore { from } => {
+            if cli.url.is_some() {
+                return Err(CliError::Usage(
+                    "restore works on the store itself: stop the server and run it without --url".into(),
+                ));
+            }
+            return backup::restore(&cli.config, from, out).await;
+        }
+        _ => {}
+    }
     let api = match &cli.url {
         Some(url) => {
             let token = cli.token.clone().ok_or(CliError::MissingEnv("PROTOPAY_API_TOKEN"))?;
@@ -151,9 +191,8 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         }
         None => client::Api::local(&cli.config).await?,
     };
-    let out = commands::Output { json: cli.json };
     let result = match cli.command {
-        Command::Serve => Ok(ExitCode::SUCCESS),
+        Command::Serve | Command::Backup { .. } | Command::Restore { .. } => Ok(ExitCode::SUCCESS),
         Command::Orders {
             status,
             protocol,

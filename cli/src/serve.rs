@@ -53,7 +53,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
             .and_then(tokio::net::TcpListener::from_std)
             .map_err(|source| CliError::Listen { addr, source })
     };
-    let Some(engine) = open_engine_patiently(&config, store, listener(&socket)?).await? else {
+    let Some(Opened { engine, sled }) = open_engine_patiently(&config, store, listener(&socket)?).await? else {
         say("protopay stopped before its store answered");
         return Ok(());
     };
@@ -61,6 +61,7 @@ pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
     let poller = engine.spawn_poller();
     let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
     let app = callback_router(engine.clone())
+        .merge(crate::backup::router(sled, auth.clone()))
         .merge(api_router(engine.clone(), auth))
         .merge(health(engine.clone()))
         .merge(metrics);
@@ -102,7 +103,7 @@ async fn open_engine_patiently(
     config: &Config,
     store: Store,
     listener: tokio::net::TcpListener,
-) -> Result<Option<Engine>, CliError> {
+) -> Result<Option<Opened>, CliError> {
     // Why the store cannot be reached yet: `None` until a try has failed.
     let failing = std::sync::Arc::new(std::sync::Mutex::new(None::<protopay::postgres::Cause>));
     let shown = failing.clone();
@@ -121,7 +122,7 @@ async fn open_engine_patiently(
     let mut stop = std::pin::pin!(stop_signal());
     let opening = loop {
         match open_engine(config, store.clone()).await {
-            Ok(engine) => break Ok(Some(engine)),
+            Ok(opened) => break Ok(Some(opened)),
             Err(CliError::Postgres(e)) if e.is_transient() => {
                 let cause = e.cause();
                 if failing
@@ -174,18 +175,34 @@ fn serve_until(
     (stop, server)
 }
 
+/// An engine on its store.
+pub(crate) struct Opened {
+    pub engine: Engine,
+    /// The store, when it is sled: what an online backup copies.
+    pub sled: Option<SledStorage>,
+}
+
 /// The engine on the configured store, calling the payment system over HTTP. Starts nothing
 /// in the background: the caller decides whether it polls.
-pub(crate) async fn open_engine(config: &Config, store: Store) -> Result<Engine, CliError> {
+pub(crate) async fn open_engine(config: &Config, store: Store) -> Result<Opened, CliError> {
     let builder = Engine::builder(config.clone()).transport(HttpTransport::from_config(config)?);
     Ok(match store {
-        Store::Sled(path) => builder.storage(SledStorage::open(path)?).build().await?,
+        Store::Sled(path) => {
+            let sled = SledStorage::open(path)?;
+            Opened {
+                engine: builder.storage(sled.clone()).build().await?,
+                sled: Some(sled),
+            }
+        }
         Store::Postgres { url, schema } => {
             let options = PostgresOptions {
                 schema,
                 ..PostgresOptions::new(url)
             };
-            builder.storage(PostgresStorage::open(options).await?).build().await?
+            Opened {
+                engine: builder.storage(PostgresStorage::open(options).await?).build().await?,
+                sled: None,
+            }
         }
     })
 }

@@ -5,70 +5,8 @@
 
 mod support;
 
-use assert_cmd::Command;
 use serde_json::{Value, json};
-use support::{KEY, OPERATE, free_port, serve, simulator, terminate};
-
-struct Run {
-    code: i32,
-    stdout: String,
-}
-
-/// Run the `protopay` binary (off the async runtime: it blocks).
-async fn protopay(args: Vec<String>) -> Run {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::cargo_bin("protopay")
-            .unwrap()
-            .args(&args)
-            .env("PROTOPAY_KEY", KEY)
-            .env_remove("PROTOPAY_URL")
-            .env_remove("PROTOPAY_API_TOKEN")
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(!stderr.contains("panicked"), "{stderr}");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        }
-    })
-    .await
-    .unwrap()
-}
-
-fn args(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-
-async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
-    let mut r = reqwest::Client::new().request(method, url).bearer_auth(OPERATE);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let r = r.send().await.unwrap();
-    assert!(r.status().is_success(), "{}", r.status());
-    r.json().await.unwrap_or(Value::Null)
-}
-
-/// Wait (on the event feed, never on a timer) until `done` holds.
-async fn until(api: &str, what: &str, done: impl AsyncFn() -> bool) {
-    for _ in 0..100 {
-        if done().await {
-            return;
-        }
-        let batch = call(
-            reqwest::Method::GET,
-            format!("{api}/v1/events?consumer=test&wait=5"),
-            None,
-        )
-        .await;
-        if let Some(last) = batch["events"].as_array().and_then(|e| e.last()) {
-            let ack = json!({"consumer": "test", "seq": last["seq"]});
-            call(reqwest::Method::POST, format!("{api}/v1/events/ack"), Some(ack)).await;
-        }
-    }
-    panic!("never happened: {what}");
-}
+use support::{OPERATE, args, call, free_port, protopay, serve, simulator, terminate, until};
 
 fn metric(scrape: &str, series: &str) -> f64 {
     scrape

@@ -112,8 +112,9 @@ impl Cluster {
     }
 }
 
-/// The directory of the newest PostgreSQL server binaries on this machine.
-fn binaries() -> Option<PathBuf> {
+/// The directory of the newest PostgreSQL server binaries on this machine (`pg_dump` and
+/// `pg_restore` beside them).
+pub fn binaries() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("PATH") {
         for dir in std::env::split_paths(&path) {
             // The real directory (`/usr/local/bin/initdb` may be a link into it), where

@@ -80,6 +80,9 @@ pub struct GroupCommit {
     clones: Arc<()>,
     /// Groups made durable so far (each one flush).
     flushes: Arc<AtomicU64>,
+    /// While an online backup copies the tree (`backup.rs`): every group applied meanwhile,
+    /// in order. Filled under the log's lock, like the groups themselves.
+    copying: Arc<Mutex<Option<Vec<Writes>>>>,
 }
 
 impl GroupCommit {
@@ -100,7 +103,30 @@ impl GroupCommit {
             fail: Arc::new(fail),
             clones: Arc::default(),
             flushes: Arc::default(),
+            copying: Arc::default(),
         }
+    }
+
+    /// Start keeping every group applied from now on (between two groups); `false` if a copy
+    /// is already being taken.
+    pub fn start_copy(&self) -> bool {
+        let _between_groups = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        let mut copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
+        if copying.is_some() {
+            return false;
+        }
+        *copying = Some(Vec::new());
+        true
+    }
+
+    /// Stop keeping groups (between two groups) and return those kept, oldest first.
+    pub fn take_copy(&self) -> Vec<Writes> {
+        let _between_groups = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        self.copying
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default()
     }
 
     /// Groups made durable so far: each is one flush, so commits / flushes is how many
@@ -205,6 +231,8 @@ impl GroupCommit {
         let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         wal.append(&writes)?;
         self.flushes.fetch_add(1, Ordering::Relaxed);
+        let mut copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
+        let kept = copying.is_some().then(|| writes.clone());
         let mut batch = batch_of(writes);
         batch.insert(crate::codec::logged_key(), wal.logged().to_bytes().to_vec());
         if let Err(e) = self.tree.apply_batch(batch) {
@@ -212,6 +240,10 @@ impl GroupCommit {
             wal.poison();
             return Err(e);
         }
+        if let (Some(copy), Some(writes)) = (copying.as_mut(), kept) {
+            copy.push(writes);
+        }
+        drop(copying);
         if wal.bytes() > CHECKPOINT_BYTES {
             checkpoint(&self.db, &self.dir, &mut wal)?;
         }

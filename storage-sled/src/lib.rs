@@ -25,6 +25,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod backup;
 pub mod codec;
 pub mod disk;
 mod group;
@@ -36,6 +37,7 @@ mod stage;
 mod upgrade;
 pub mod wal;
 
+pub use backup::BackupReport;
 use stage::Errors;
 
 use chrono::{DateTime, Utc};
@@ -91,6 +93,28 @@ pub enum SledError {
         path: PathBuf,
         /// sled's error.
         source: Arc<sled::Error>,
+    },
+    /// A backup's directory exists and is not empty (or names no directory). Choose a new one:
+    /// a backup never overwrites anything.
+    #[error("backup target {path} exists and is not empty: name a new directory")]
+    BackupTarget {
+        /// The directory named.
+        path: PathBuf,
+    },
+    /// Another backup of this store is being taken. Wait for it to finish.
+    #[error("a backup of {path} is already being taken")]
+    BackupRunning {
+        /// The store's directory.
+        path: PathBuf,
+    },
+    /// Writing the backup failed; the store itself is unaffected, and no backup directory was
+    /// left under the name asked for.
+    #[error("backup {path}: {source}")]
+    Backup {
+        /// Where the backup was being written.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
     },
     /// The store was closed ([`Storage::close`]).
     #[error("store {path} is closed")]
@@ -265,6 +289,17 @@ impl SledStorage {
     /// commits shared each sync. 0 once closed.
     pub fn flushes(&self) -> u64 {
         self.handles().map_or(0, |h| h.group.flushes())
+    }
+
+    /// Copy the store, while it takes commits, into the new directory `to`: a consistent,
+    /// durable store as of the moment the copy ends, which [`SledStorage::open`] opens like any
+    /// other. Commits wait only for two brief moments (see the `backup` module). `to` must
+    /// not exist or be empty.
+    pub async fn backup(&self, to: impl AsRef<Path>) -> std::result::Result<BackupReport, SledError> {
+        let handles = self.handles().map_err(|_| SledError::Closed {
+            path: self.path.clone(),
+        })?;
+        backup::backup(self, handles.group, handles.tree, to.as_ref()).await
     }
 
     /// Bytes on disk.

@@ -33,7 +33,7 @@ mod error;
 mod transport;
 pub mod webhook;
 
-pub use api::{ApiAuth, EventView, api_router, openapi};
+pub use api::{ApiAuth, EventView, api_router, openapi, operate_only};
 pub use callback::{callback_router, handle_callback_path};
 pub use error::HttpError;
 pub use transport::{DEFAULT_MAX_RESPONSE_BYTES, HttpTransport};

@@ -183,3 +183,69 @@ impl Hook {
         accepted
     }
 }
+
+/// What a run of the `protopay` binary printed, and its exit code.
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Run the `protopay` binary (off the async runtime: it blocks).
+pub async fn protopay(args: Vec<String>) -> Run {
+    tokio::task::spawn_blocking(move || {
+        let out = assert_cmd::Command::cargo_bin("protopay")
+            .unwrap()
+            .args(&args)
+            .env("PROTOPAY_KEY", KEY)
+            .env_remove("PROTOPAY_URL")
+            .env_remove("PROTOPAY_API_TOKEN")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr,
+        }
+    })
+    .await
+    .unwrap()
+}
+
+/// Owned arguments.
+pub fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// A `/v1` call with the operate token that must succeed: its JSON (null when empty).
+pub async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+    let mut r = reqwest::Client::new().request(method, url).bearer_auth(OPERATE);
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let r = r.send().await.unwrap();
+    assert!(r.status().is_success(), "{}", r.status());
+    r.json().await.unwrap_or(Value::Null)
+}
+
+/// Wait (on the event feed, never on a timer) until `done` holds.
+pub async fn until(api: &str, what: &str, done: impl AsyncFn() -> bool) {
+    for _ in 0..100 {
+        if done().await {
+            return;
+        }
+        let batch = call(
+            reqwest::Method::GET,
+            format!("{api}/v1/events?consumer=test&wait=5"),
+            None,
+        )
+        .await;
+        if let Some(last) = batch["events"].as_array().and_then(|e| e.last()) {
+            let ack = serde_json::json!({"consumer": "test", "seq": last["seq"]});
+            call(reqwest::Method::POST, format!("{api}/v1/events/ack"), Some(ack)).await;
+        }
+    }
+    panic!("never happened: {what}");
+}

@@ -60,6 +60,12 @@ pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {
         .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
 }
 
+/// Guard every route of `router` with the `operate` token of `auth`, as the API's commands
+/// are: for operator routes a server adds beside the API (`protopay serve`'s backup).
+pub fn operate_only(router: Router, auth: ApiAuth) -> Router {
+    router.route_layer(middleware::from_fn_with_state((auth, Scope::Operate), require))
+}
+
 /// The OpenAPI 3.1 document of the `/v1` API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
