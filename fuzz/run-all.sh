@@ -11,7 +11,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 # Seed corpora: every request body in the snapshots (whole envelopes) for the envelope and
 # callback targets; amounts and times from the same fixtures.
-mkdir -p corpus/envelope corpus/callback corpus/amount corpus/time corpus/config corpus/apply_sequence corpus/api
+mkdir -p corpus/envelope corpus/callback corpus/amount corpus/time corpus/config corpus/apply_sequence corpus/api corpus/wal
 n=0
 for snap in ../engine/tests/snapshots/wire__*.snap; do
   body="$(sed -n '/^{"appId"/p' "$snap")"
@@ -32,7 +32,11 @@ printf '\x02{"transNo":"T1","amount":"40.00","outType":"OUT","payeeName":"Li","p
 printf '\x01{"transNo":"T1","amount":"1.00","prodCatalog":"01"}' > corpus/api/deposit
 printf '\x05status=needs-attention&transNo=T1&limit=2' > corpus/api/orders
 
-for target in envelope callback amount time config apply_sequence api; do
+# A log header, and a log written before format 5 (one group, then an empty record).
+printf 'protopay-wal/2\n\0\1\0\0\0\0\0\0\0' > corpus/wal/header
+printf '\x0a\0\0\0\0\0\0\0\1\1\0\0\0k\0\0\0\0' > corpus/wal/legacy
+
+for target in envelope callback amount time config apply_sequence api wal; do
   log="$(mktemp)"
   if ! cargo fuzz run -s none "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"

@@ -38,7 +38,9 @@ const ROUTES: &[(Method, &str)] = &[
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&selector, input)) = data.split_first() else { return };
+    let Some((&selector, input)) = data.split_first() else {
+        return;
+    };
     let (method, route) = &ROUTES[usize::from(selector) % ROUTES.len()];
     let (uri, body) = match route.strip_suffix('?') {
         Some(path) => (format!("{path}?{}", String::from_utf8_lossy(input)), Vec::new()),
@@ -59,7 +61,10 @@ fuzz_target!(|data: &[u8]| {
         // An adopted protocol holding 100.00: a ledger its (no) orders explain.
         protocol.ledger = Ledger::opened_with(Amount::parse("100.00").expect("an amount"));
         let seed = Batch {
-            protocols: vec![Put { expected: None, value: protocol }],
+            protocols: vec![Put {
+                expected: None,
+                value: protocol,
+            }],
             ..Default::default()
         };
         store.commit(seed).await.expect("a memory commit");
@@ -76,7 +81,9 @@ fuzz_target!(|data: &[u8]| {
             .expect("axum answers");
         let status = response.status();
         assert_ne!(status, StatusCode::INTERNAL_SERVER_ERROR);
-        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("a body");
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .expect("a body");
         if status != StatusCode::NO_CONTENT {
             let json: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON answer");
             if !status.is_success() {

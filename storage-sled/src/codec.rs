@@ -1,18 +1,20 @@
-//! The on-disk format, version 4: one sled tree, `protopay`, keys prefixed by record kind,
-//! and beside it the write-ahead log `protopay.wal` (see `wal.rs`), which makes commits
-//! durable; sled is synced at checkpoints. Version 3 is the same without the listing counts
-//! (`n/`), version 2 also without the read-model indexes (`l/`, `s/`, `h/`), version 1 also
-//! without the log; this version opens all three, builds what they lack from the records,
-//! events and indexes (`upgrade.rs`), and writes the version-4 marker (an older build then
-//! refuses the store rather than miss commits that are only in the log, or leave the indexes
-//! and counts behind its own writes).
+//! The on-disk format, version 5: one sled tree, `protopay`, keys prefixed by record kind,
+//! and beside it the write-ahead log `protopay.wal`, which makes commits durable; sled is
+//! synced at checkpoints. Version 4 is the same tree with the log of before (no header, the
+//! length outside the checksum); version 3 also without the listing counts (`n/`); version 2
+//! also without the read-model indexes (`l/`, `s/`, `h/`); version 1 also without the log.
+//! This version opens all four, replays their logs, builds what they lack from the records,
+//! events and indexes (`upgrade.rs`), and writes the version-5 marker (an older build then
+//! refuses the store rather than misread its log, miss commits that are only in the log, or
+//! leave the indexes and counts behind its own writes).
 //! One tree, so that a commit is one atomic `apply_batch` (sled's multi-tree transactions cost
 //! several times more; see the benchmark notes in the README).
 //!
 //! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `m/` | `format` | `protopay-sled/4` |
+//! | `m/` | `format` | `protopay-sled/5` |
 //! | `m/` | `last_seq` | u64 big-endian |
+//! | `m/` | `logged` | where the last group applied ends in the log: epoch, then byte offset, u64 BE each |
 //! | `p/` | `transNo` (UTF-8) | record |
 //! | `o/` | `outReqNo` (UTF-8) | record |
 //! | `b/` | u16 BE length of `transNo`, `transNo`, `outReqNo` | empty (orders by protocol) |
@@ -29,6 +31,73 @@
 //! A *record* is the version (u64 BE) followed by the value in MessagePack with named fields
 //! (`rmp_serde::to_vec_named`): self-describing, so optional fields may be absent, and
 //! compact. Keys sort as their meaning does: big-endian numbers, time with the sign flipped.
+//!
+//! # The write-ahead log, byte for byte
+//!
+//! `protopay.wal` (little-endian numbers; crc32 is CRC-32/ISO-HDLC, as `crc32fast`):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 16 | `protopay-wal/2\n\0` |
+//! | 16 | 8 | epoch: which emptying of the log this file is (the first is 1) |
+//! | 24 | 4 | crc32 of bytes 0–23 |
+//! | 28 | … | records, each: |
+//! | +0 | 4 | `PWR2` (a record never starts with zeros) |
+//! | +4 | 4 | payload length, at least 1 (no empty records) |
+//! | +8 | 8 | the file's epoch |
+//! | +16 | 4 | crc32 of bytes +0 to +15 and the payload: the length is checked with the data |
+//! | +20 | length | payload: entries `[1][key length u32][key][value length u32][value]` (write) or `[0][key length u32][key]` (remove) — one group's final value of every key it wrote |
+//!
+//! Reading it back: records are read from byte 28 while each is whole, of the file's epoch
+//! and intact. At the first that is not: if an intact record of the epoch starts anywhere
+//! after it, that is damage to synced data, and the store refuses to open (`WalError::Damaged`
+//! with the offset; nothing is cut). If none does, it is the torn last write and is dropped.
+//! A header that is not the above is damage (the header is only ever written whole). A file
+//! without the header is the log of format 2 to 4 (`[length][crc32 of payload][payload]`),
+//! read by the same rule and then replaced.
+//!
+//! # What a crash at each step leaves
+//!
+//! A commit group (`group.rs`):
+//!
+//! 1. Each commit is checked against sled and the group's earlier writes (memory only). A
+//!    crash: nothing was written, nothing acknowledged.
+//! 2. The group's record is appended (`write`). A crash: the record may be absent, whole, or
+//!    torn — any subset of its sectors or pages kept, the file's new size kept or not (zeros
+//!    where data was lost). Not acknowledged. On open, nothing intact follows it, so it is
+//!    dropped: a tear never keeps the store from opening.
+//! 3. `fdatasync` returns. The group is durable; no commit in it has been answered yet. A
+//!    crash: the record is replayed on open — the group took effect, its callers never heard
+//!    (the engine's contract for a commit whose answer is lost). If the sync *fails*, the log
+//!    takes no more groups until a restart reads back what is really on disk.
+//! 4. The group's writes and `m/logged` (this record's end) are applied to sled as one batch.
+//!    A crash: sled's files may or may not hold it; the log does, and replays it — a record
+//!    is final values, so applying it twice is applying it once.
+//! 5. The callers are answered. From here the group is acknowledged, and is in the log until a
+//!    checkpoint has made sled's files hold it.
+//!
+//! A checkpoint (when the log passes 16 MiB, on close, and on open after a replay):
+//!
+//! 1. sled flushes, and every one of its files and directories is `fsync`ed. A crash before
+//!    it ends: the log still holds every group since the last checkpoint and replays them over
+//!    whatever sled kept.
+//! 2. The log is replaced by a header with the next epoch: written to `protopay.wal.new`,
+//!    synced, renamed over `protopay.wal`, the directory synced. A crash: the old log or the
+//!    new one, never a mix; the old one replays groups sled already holds, which changes
+//!    nothing.
+//!
+//! Open: the log is read (above); sled's `m/logged` is compared with it — if sled holds a
+//! group that ends past the log's last intact record, that record was synced and is now bad,
+//! which is damage, refused (dropping it would leave its writes half in sled); the groups are
+//! applied to sled; a checkpoint follows. A crash during any of it leaves the same log, and
+//! the next open does it again.
+//!
+//! What the format cannot tell: damage to the very last record of a log, in a group sled had
+//! not yet written to its files when the power went, looks exactly like a torn last write and
+//! is dropped as one. It needs a bit flip in synced data, in that record, before a crash.
+//!
+//! The proof is `power_cuts.rs`: generated commit sequences on a simulated disk
+//! (`sim_disk.rs`), the power cut at every write and sync and again during the recovery.
 
 use chrono::{DateTime, Utc};
 use protopay_engine::domain::{Listing, Order};

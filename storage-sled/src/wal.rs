@@ -276,7 +276,8 @@ impl Wal {
                 "an earlier write to the log failed; restart to recover",
             ));
         }
-        let epoch = self.epoch + 1;
+        // A damaged-but-checksummed header could say anything; never overflow on it.
+        let epoch = self.epoch.wrapping_add(1).max(1);
         if let Err(e) = self.file.replace(&header(epoch)) {
             self.broken = true;
             return Err(e);
