@@ -157,19 +157,24 @@ fn after(commits: &[Writes], n: usize) -> Map {
     map
 }
 
-/// One run: a fresh store, the commits until one fails (the power went, or a sync failed).
-/// Returns how many were acknowledged.
-fn run(disk: &SimDisk, sled: &mut Sled, commits: &[Writes], faults: Faults) -> usize {
-    let mut wal = open(disk, sled).expect("a new store opens");
+/// One run on a new disk: a fresh store, the commits until one fails (the power went, or a
+/// sync failed). Returns the disk, sled, how many commits were acknowledged, and how many
+/// disk operations they took.
+fn run(disk_seed: u64, commits: &[Writes], faults: Faults) -> (SimDisk, Sled, usize, u64) {
+    let disk = SimDisk::new(disk_seed);
+    let mut sled = Sled::default();
+    let mut wal = open(&disk, &mut sled).expect("a new store opens");
+    let opened = disk.ops();
     disk.arm(faults);
     let mut acked = 0;
     for writes in commits {
-        if commit(&mut wal, sled, disk, writes).is_err() {
+        if commit(&mut wal, &mut sled, &disk, writes).is_err() {
             break;
         }
         acked += 1;
     }
-    acked
+    let ops = disk.ops() - opened;
+    (disk, sled, acked, ops)
 }
 
 /// Cut the power, then open: `Ok` with the state it holds.
@@ -214,29 +219,13 @@ fn every_acknowledged_commit_survives_a_power_cut_at_every_write_and_sync() {
         let mut rng = Rng(seed);
         let commits = commits(&mut rng);
         // Count the operations of an undisturbed run, then cut at each.
-        let probe = SimDisk::new(seed);
-        let before = {
-            let mut sled = Sled::default();
-            open(&probe, &mut sled).expect("a new store opens");
-            probe.ops()
-        };
-        let total = {
-            let disk = SimDisk::new(seed);
-            run(&disk, &mut Sled::default(), &commits, Faults::default());
-            disk.ops() - before
-        };
+        let (_, _, _, total) = run(seed, &commits, Faults::default());
         for cut_at in 1..=total {
-            let disk = SimDisk::new(seed ^ cut_at << 32);
-            let mut sled = Sled::default();
-            let acked = run(
-                &disk,
-                &mut sled,
-                &commits,
-                Faults {
-                    cut_at: Some(cut_at),
-                    ..Faults::default()
-                },
-            );
+            let faults = Faults {
+                cut_at: Some(cut_at),
+                ..Faults::default()
+            };
+            let (disk, mut sled, acked, _) = run(seed ^ cut_at << 32, &commits, faults);
             let again = rng.below(2) == 0;
             let state = cut_and_open(&disk, &mut sled, &mut rng, again)
                 .unwrap_or_else(|e| panic!("seed {seed}, cut at op {cut_at}: the store does not open: {e}"));
@@ -258,18 +247,12 @@ fn a_failed_sync_is_not_acknowledged_and_the_store_recovers() {
     for seed in 0..300u64 {
         let mut rng = Rng(seed);
         let commits = commits(&mut rng);
-        let disk = SimDisk::new(seed);
-        let mut sled = Sled::default();
         let fail_at = 1 + rng.below(2 * commits.len() as u64);
-        let acked = run(
-            &disk,
-            &mut sled,
-            &commits,
-            Faults {
-                fail_at: Some(fail_at),
-                ..Faults::default()
-            },
-        );
+        let faults = Faults {
+            fail_at: Some(fail_at),
+            ..Faults::default()
+        };
+        let (disk, mut sled, acked, _) = run(seed, &commits, faults);
         let state = cut_and_open(&disk, &mut sled, &mut rng, false)
             .unwrap_or_else(|e| panic!("seed {seed}: the store does not open: {e}"));
         assert!(
@@ -288,9 +271,7 @@ fn a_bit_flipped_in_synced_data_is_reported_not_cut() {
     for seed in 0..2_000u64 {
         let mut rng = Rng(seed);
         let commits = commits(&mut rng);
-        let disk = SimDisk::new(seed);
-        let mut sled = Sled::default();
-        let acked = run(&disk, &mut sled, &commits, Faults::default());
+        let (disk, mut sled, acked, _) = run(seed, &commits, Faults::default());
         assert_eq!(acked, commits.len());
         // The power goes with everything synced.
         disk.restart();
@@ -335,17 +316,11 @@ fn a_disk_that_lies_about_a_sync_is_caught() {
     let caught = (0..200u64).any(|seed| {
         let mut rng = Rng(seed);
         let commits = commits(&mut rng);
-        let disk = SimDisk::new(seed);
-        let mut sled = Sled::default();
-        let acked = run(
-            &disk,
-            &mut sled,
-            &commits,
-            Faults {
-                lie_from: Some(1),
-                ..Faults::default()
-            },
-        );
+        let faults = Faults {
+            lie_from: Some(1),
+            ..Faults::default()
+        };
+        let (disk, mut sled, acked, _) = run(seed, &commits, faults);
         match cut_and_open(&disk, &mut sled, &mut rng, false) {
             Ok(state) => prefix_of(&commits, &state, acked..=acked + 1).is_none(),
             Err(_) => true,
