@@ -168,10 +168,12 @@ impl SledStorage {
     /// Open (or create) the store in `path`.
     pub fn open(path: impl AsRef<Path>) -> std::result::Result<Self, SledError> {
         let path = path.as_ref().to_path_buf();
+        // sled reports a held lock only as text; ask the kernel first, for a typed answer.
+        if held_by_another(&path.join("db")) {
+            return Err(SledError::Locked { path });
+        }
         let classify = |source: sled::Error| match &source {
-            sled::Error::Io(io)
-                if io.kind() == std::io::ErrorKind::WouldBlock || io.to_string().contains("could not acquire lock") =>
-            {
+            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
                 SledError::Locked { path: path.clone() }
             }
             sled::Error::Corruption { .. } => SledError::Corrupt {
@@ -596,16 +598,28 @@ impl SledStorage {
     }
 }
 
-/// Whether sled's lock on `db_file` can be taken within a few seconds (it is released again at
-/// once). sled takes an exclusive advisory lock on that file while the store is open.
-fn lock_released(db_file: &Path) -> bool {
-    use fs2::FileExt;
+/// Whether another open file holds the exclusive advisory lock sled takes on `db_file` while
+/// the store is open (an absent file holds none).
+fn held_by_another(db_file: &Path) -> bool {
     let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(db_file) else {
-        return true; // no file, no lock
+        return false;
     };
+    match file.try_lock() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        // Locks unsupported here: let sled try, and say what it finds.
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
+}
+
+/// Whether sled's lock on `db_file` can be taken within a few seconds (it is released again at
+/// once).
+fn lock_released(db_file: &Path) -> bool {
     for _ in 0..5_000 {
-        if file.try_lock_exclusive().is_ok() {
-            let _ = FileExt::unlock(&file);
+        if !held_by_another(db_file) {
             return true;
         }
         // Waiting on another thread of this process to drop its handle; it takes microseconds.

@@ -348,8 +348,8 @@ async fn a_record_under_another_key_is_corrupt() {
 /// for the lock itself, on the kernel's word, before opening the directory again.
 fn wait_for_sled_lock(dir: &std::path::Path) {
     let lock = std::fs::File::open(dir.join("db")).unwrap();
-    fs2::FileExt::lock_exclusive(&lock).unwrap();
-    fs2::FileExt::unlock(&lock).unwrap();
+    lock.lock().unwrap();
+    lock.unlock().unwrap();
 }
 
 /// A log of `n` acknowledged commits, given to a store whose sled files never received them
