@@ -750,6 +750,16 @@ fn config_is_validated() {
             ..
         })
     ));
+    // A claim that runs out while its own poll still waits would let a second instance in.
+    let mut c = config();
+    c.poll.lease_ms = c.timeouts.request_ms;
+    assert!(matches!(
+        c.validate(),
+        Err(Error::InvalidConfig {
+            field: "poll.lease_ms",
+            ..
+        })
+    ));
     let parsed: Result<protopay_engine::Config, _> =
         serde_json::from_str(r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c","typo":1}"#);
     assert!(parsed.is_err(), "unknown settings are refused");

@@ -22,7 +22,7 @@
 
 use crate::HttpError;
 use crate::api::EventView;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use protopay_engine::{Engine, Event, Sensitive};
 use sha2::Sha256;
 use std::time::Duration;

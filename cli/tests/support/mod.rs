@@ -126,7 +126,7 @@ pub struct Hook {
 
 impl Hook {
     pub async fn start(failures: u32) -> Hook {
-        use hmac::{Hmac, Mac};
+        use hmac::{Hmac, KeyInit, Mac};
         let received: Arc<Mutex<Vec<(u64, bool, u64)>>> = Arc::default();
         let failures_left = Arc::new(Mutex::new(failures));
         let (accept, accepted) = tokio::sync::mpsc::unbounded_channel::<u64>();

@@ -301,6 +301,12 @@ impl Config {
         if self.poll.grace_ms <= self.timeouts.request_ms {
             return bad("poll.grace_ms", "must exceed timeouts.request_ms");
         }
+        if self.poll.lease_ms <= self.timeouts.request_ms {
+            // A claim that runs out while its own poll still waits on a reply lets another
+            // instance poll the same order at once (harmless to money, versions decide, but
+            // exactly the double work the claim exists to prevent).
+            return bad("poll.lease_ms", "must exceed timeouts.request_ms");
+        }
         if self.poll.send_deadline_ms == 0 {
             return bad("poll.send_deadline_ms", "must be at least 1 ms");
         }

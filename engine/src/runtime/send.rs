@@ -49,7 +49,34 @@ impl Engine {
         };
         let sent = self.transact_at(current, step).await?.value;
         let key = &sent.out_req_no().to_owned();
-        if started.elapsed() > Duration::from_millis(self.config().poll.send_deadline_ms) {
+        debug_assert_eq!(
+            sent.attempts.submissions,
+            current.value.attempts.submissions + 1,
+            "the send is counted, durably, before it goes out"
+        );
+        // The rule this module exists for, checked where it matters: of the sends that may
+        // reach the payment system, this is the only one — unless the payment system
+        // deduplicates, and then within the budget.
+        let config = self.config();
+        let may_land = sent.attempts.maybe_delivered();
+        let allowed = if config.payment_system_deduplicates {
+            config.poll.max_submissions
+        } else {
+            1
+        };
+        debug_assert!(
+            may_land <= allowed,
+            "{key}: {may_land} sends that may land, {allowed} allowed"
+        );
+        if may_land > allowed {
+            tracing::error!(out_req_no = %key, may_land, allowed,
+                "refusing a send that could pay twice (a bug: the order needs a person)");
+            return Ok(self
+                .transact(key, Step::record(Source::Engine, Bookkeeping::NeedsAttention))
+                .await
+                .unwrap_or(sent));
+        }
+        if started.elapsed() > Duration::from_millis(config.poll.send_deadline_ms) {
             // Paused, or a slow commit: whoever watched the order meanwhile may have given
             // up on us. Not sending now is the one way to be sure this send never lands.
             tracing::warn!(out_req_no = %key, waited_ms = started.elapsed().as_millis() as u64,
