@@ -29,6 +29,9 @@
 //! println!("{} → {:?}", order.out_req_no(), order.status);
 //! # drop(receiver); poller.shutdown().await; Ok(()) }
 //! ```
+#![deny(missing_docs)]
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub use protopay_engine as engine;
 pub use protopay_engine::*;

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// `POST /admin/backup {"to": DIR}` on a server whose store is `sled` (operate token).
-pub fn router(sled: Option<SledStorage>, auth: ApiAuth) -> Router {
+pub(crate) fn router(sled: Option<SledStorage>, auth: ApiAuth) -> Router {
     operate_only(Router::new().route("/admin/backup", post(take)).with_state(sled), auth)
 }
 
@@ -70,7 +70,7 @@ async fn take(State(sled): State<Option<SledStorage>>, body: Option<Json<Value>>
 }
 
 /// `protopay backup --to DIR`.
-pub async fn backup(
+pub(crate) async fn backup(
     server: Option<(&str, String)>,
     config_file: &Path,
     to: &Path,
@@ -103,7 +103,7 @@ pub async fn backup(
 }
 
 /// `protopay restore --from DIR`.
-pub async fn restore(config_file: &Path, from: &Path, out: Output) -> Result<ExitCode, CliError> {
+pub(crate) async fn restore(config_file: &Path, from: &Path, out: Output) -> Result<ExitCode, CliError> {
     let settings = config::load_for_store(config_file)?;
     let Store::Sled(target) = settings.store.clone() else {
         return Err(CliError::Usage(

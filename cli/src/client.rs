@@ -14,7 +14,7 @@ use serde_json::Value;
 use std::path::Path;
 
 /// A `/v1` client.
-pub struct Api {
+pub(crate) struct Api {
     base: String,
     token: String,
     http: reqwest::Client,
@@ -24,7 +24,7 @@ pub struct Api {
 
 impl Api {
     /// A running server.
-    pub fn remote(url: &str, token: String) -> Result<Self, CliError> {
+    pub(crate) fn remote(url: &str, token: String) -> Result<Self, CliError> {
         Ok(Api {
             base: url.trim_end_matches('/').to_owned(),
             token,
@@ -34,7 +34,7 @@ impl Api {
     }
 
     /// The store of the configuration file, opened here.
-    pub async fn local(config_file: &Path) -> Result<Self, CliError> {
+    pub(crate) async fn local(config_file: &Path) -> Result<Self, CliError> {
         let token = random_token();
         let env = |name: &str| match name {
             "PROTOPAY_API_TOKEN" => Some(token.clone()),
@@ -62,12 +62,12 @@ impl Api {
     }
 
     /// `GET path`.
-    pub async fn get(&self, path: &str) -> Result<Value, CliError> {
+    pub(crate) async fn get(&self, path: &str) -> Result<Value, CliError> {
         self.send(self.http.get(format!("{}{path}", self.base))).await
     }
 
     /// `POST path` with a JSON body.
-    pub async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
+    pub(crate) async fn post(&self, path: &str, body: &Value) -> Result<Value, CliError> {
         self.send(self.http.post(format!("{}{path}", self.base)).json(body))
             .await
     }
@@ -96,7 +96,7 @@ impl Api {
     }
 
     /// Close the store if it was opened here.
-    pub async fn close(self) -> Result<(), CliError> {
+    pub(crate) async fn close(self) -> Result<(), CliError> {
         if let Some(engine) = self.local {
             engine.shutdown().await?;
         }

@@ -11,7 +11,7 @@ use std::process::ExitCode;
 
 /// How output is shaped.
 #[derive(Debug, Clone, Copy)]
-pub struct Output {
+pub(crate) struct Output {
     /// The API's JSON, one document per line.
     pub json: bool,
 }
@@ -51,7 +51,7 @@ fn order_row(o: &Value) -> Vec<String> {
 const ORDER_HEADER: [&str; 6] = ["order", "protocol", "direction", "status", "amount", "sends"];
 
 /// `protopay orders`: a page at a time until `limit` orders (all with `--all`).
-pub async fn orders(
+pub(crate) async fn orders(
     api: &Api,
     out: Output,
     status: Option<String>,
@@ -80,7 +80,7 @@ pub async fn orders(
 }
 
 /// `protopay show <outReqNo>`: the order, its timeline, its next poll.
-pub async fn show(api: &Api, out: Output, out_req_no: &str) -> Result<ExitCode, CliError> {
+pub(crate) async fn show(api: &Api, out: Output, out_req_no: &str) -> Result<ExitCode, CliError> {
     let details = api.get(&format!("/v1/orders/{}", encode(out_req_no))).await?;
     out.print(&details, |d| {
         let o = &d["order"];
@@ -141,7 +141,7 @@ fn ledger_rows(p: &Value) -> Vec<Vec<String>> {
 }
 
 /// `protopay protocol <transNo>`: the ledger beside the payment system's last balances.
-pub async fn protocol(api: &Api, out: Output, trans_no: &str) -> Result<ExitCode, CliError> {
+pub(crate) async fn protocol(api: &Api, out: Output, trans_no: &str) -> Result<ExitCode, CliError> {
     let p = api.get(&format!("/v1/protocols/{}", encode(trans_no))).await?;
     out.print(&p, |p| {
         let mut s = format!(
@@ -165,7 +165,7 @@ pub async fn protocol(api: &Api, out: Output, trans_no: &str) -> Result<ExitCode
 }
 
 /// `protopay resolve`: a person's decision, after confirmation.
-pub async fn resolve(
+pub(crate) async fn resolve(
     api: &Api,
     out: Output,
     out_req_no: &str,
@@ -203,7 +203,7 @@ pub async fn resolve(
 
 /// `protopay reconcile`: the named protocols, or every one (`--all`), with progress on a
 /// terminal. Exit 1 if any drifts.
-pub async fn reconcile(api: &Api, out: Output, named: Vec<String>, all: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn reconcile(api: &Api, out: Output, named: Vec<String>, all: bool) -> Result<ExitCode, CliError> {
     let mut protocols = named;
     if all {
         let mut cursor: Option<String> = None;
@@ -274,7 +274,7 @@ pub async fn reconcile(api: &Api, out: Output, named: Vec<String>, all: bool) ->
 
 /// `protopay events`: the consumer's unacknowledged events; with `--follow`, waits for more
 /// and acknowledges what it printed.
-pub async fn events(api: &Api, out: Output, consumer: &str, follow: bool) -> Result<ExitCode, CliError> {
+pub(crate) async fn events(api: &Api, out: Output, consumer: &str, follow: bool) -> Result<ExitCode, CliError> {
     let wait = if follow { 30 } else { 0 };
     loop {
         let batch = api
@@ -306,7 +306,7 @@ pub async fn events(api: &Api, out: Output, consumer: &str, follow: bool) -> Res
 /// `protopay check`: every ledger recomputed from its orders, every due time, every listing
 /// count; exit 1 on any violation, 2 when there is none but something kept changing and was
 /// not judged.
-pub async fn check(api: &Api, out: Output) -> Result<ExitCode, CliError> {
+pub(crate) async fn check(api: &Api, out: Output) -> Result<ExitCode, CliError> {
     let spinner = progress(0, "checking every ledger against its orders");
     let report = api.get("/v1/check").await?;
     spinner.finish_and_clear();

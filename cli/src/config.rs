@@ -34,7 +34,7 @@ use std::path::{Path, PathBuf};
 
 /// Where the engine keeps its data.
 #[derive(Clone, PartialEq, Eq)]
-pub enum Store {
+pub(crate) enum Store {
     /// A sled directory (the default: `protopay-data`).
     Sled(PathBuf),
     /// A PostgreSQL URL (`postgres://…`), shared by every instance.
@@ -109,7 +109,7 @@ fn default_max_retry() -> u64 {
 
 /// Push delivery settings.
 #[derive(Debug, Clone)]
-pub struct WebhookSettings {
+pub(crate) struct WebhookSettings {
     /// The host's URL.
     pub url: String,
     /// The consumer whose cursor tracks delivery.
@@ -124,7 +124,7 @@ pub struct WebhookSettings {
 
 /// Everything `protopay serve` runs with.
 #[derive(Debug)]
-pub struct ServeSettings {
+pub(crate) struct ServeSettings {
     /// The engine's configuration.
     pub engine: Config,
     /// Where to listen (API, callbacks, health).
@@ -141,7 +141,7 @@ pub struct ServeSettings {
 
 /// The settings of `path` for a command that opens the store itself and serves nothing
 /// (backup, restore): the API token, which only a server needs, may be unset.
-pub fn load_for_store(path: &Path) -> Result<ServeSettings, CliError> {
+pub(crate) fn load_for_store(path: &Path) -> Result<ServeSettings, CliError> {
     load(path, |name| match std::env::var(name) {
         Ok(value) => Some(value),
         Err(_) if name == "PROTOPAY_API_TOKEN" => Some("unused: this command serves nothing".into()),
@@ -150,7 +150,7 @@ pub fn load_for_store(path: &Path) -> Result<ServeSettings, CliError> {
 }
 
 /// Read the settings from `path`, with `env` (a variable's value by name) overriding secrets.
-pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<ServeSettings, CliError> {
+pub(crate) fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<ServeSettings, CliError> {
     let text = std::fs::read_to_string(path).map_err(|source| CliError::ReadConfig {
         path: path.to_owned(),
         source,
@@ -159,7 +159,7 @@ pub fn load(path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<ServeSe
 }
 
 /// [`load`] from the file's text.
-pub fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<ServeSettings, CliError> {
+pub(crate) fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String>) -> Result<ServeSettings, CliError> {
     let bad = |reason: String| CliError::Config {
         path: path.to_owned(),
         reason,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 /// Why `protopay` stopped.
 #[derive(Debug, thiserror::Error)]
-pub enum CliError {
+pub(crate) enum CliError {
     /// The configuration file could not be read.
     #[error("cannot read {path}: {source}")]
     ReadConfig {

@@ -11,6 +11,8 @@
 //! The operator commands (`orders`, `show`, `protocol`, `resolve`, `reconcile`, `events`,
 //! `check`) talk to a running server with `--url` (token from `PROTOPAY_API_TOKEN` or
 //! `--token`), or open the store of `--config` directly when no server holds it.
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backup;
 mod client;

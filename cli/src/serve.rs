@@ -23,7 +23,7 @@ use protopay::{Config, Engine};
 use std::time::Duration;
 
 /// Run until a stop signal, then stop cleanly.
-pub async fn run(settings: ServeSettings) -> Result<(), CliError> {
+pub(crate) async fn run(settings: ServeSettings) -> Result<(), CliError> {
     let ServeSettings {
         engine: config,
         listen,

@@ -2,7 +2,7 @@
 //! scripts is the API's JSON (`--json`), unchanged.
 
 /// An amount as the API gives it (`"1234.50"`) with thousands separated: `1,234.50`.
-pub fn amount(text: &str) -> String {
+pub(crate) fn amount(text: &str) -> String {
     let (int, frac) = text.split_once('.').unwrap_or((text, ""));
     let (sign, digits) = int.strip_prefix('-').map_or(("", int), |d| ("-", d));
     let mut grouped = String::new();
@@ -21,7 +21,7 @@ pub fn amount(text: &str) -> String {
 
 /// Rows under a header, each column as wide as its widest cell; columns named in `right`
 /// (amounts, counts) are aligned right.
-pub fn render(header: &[&str], rows: &[Vec<String>], right: &[&str]) -> String {
+pub(crate) fn render(header: &[&str], rows: &[Vec<String>], right: &[&str]) -> String {
     let widths: Vec<usize> = header
         .iter()
         .enumerate()

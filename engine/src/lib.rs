@@ -48,6 +48,8 @@
 //! # Ok::<(), protopay_engine::Error>(())
 //! ```
 #![deny(missing_docs)]
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod apply;
 pub mod domain;

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 /// A protocol and its balances, as the payment system keeps them.
 #[derive(Debug, Clone)]
-pub struct SimProtocol {
+pub(crate) struct SimProtocol {
     pub trans_no: String,
     pub trans_desc: String,
     pub business_id: String,
@@ -35,7 +35,7 @@ pub struct Balances {
 
 /// An inbound order at the payment system.
 #[derive(Debug, Clone)]
-pub struct SimInbound {
+pub(crate) struct SimInbound {
     pub request: Prepay,
     pub cashier_type: CashierType,
     pub pay_order_no: String,
@@ -51,7 +51,7 @@ pub struct SimInbound {
 
 /// One payout at the payment system. In no-dedupe mode one `outReqNo` can have several.
 #[derive(Debug, Clone)]
-pub struct SimOutbound {
+pub(crate) struct SimOutbound {
     pub request: Outpay,
     pub pay_order_no: String,
     pub status: PayStatus,
@@ -61,7 +61,7 @@ pub struct SimOutbound {
 
 /// Everything the payment system holds.
 #[derive(Debug, Default)]
-pub struct Books {
+pub(crate) struct Books {
     pub protocols: BTreeMap<String, SimProtocol>,
     pub inbound: BTreeMap<String, SimInbound>,
     pub outbound: BTreeMap<String, Vec<SimOutbound>>,
@@ -123,13 +123,13 @@ impl Balances {
 }
 
 /// Wall time in the payment system's zone.
-pub fn wire_time(now: DateTime<Utc>, zone: FixedOffset) -> WireTime {
+pub(crate) fn wire_time(now: DateTime<Utc>, zone: FixedOffset) -> WireTime {
     WireTime::from_instant(now, zone)
 }
 
 impl SimProtocol {
     /// The protocol view.
-    pub fn view(&self, app_id: &str) -> ProtocolView {
+    pub(crate) fn view(&self, app_id: &str) -> ProtocolView {
         ProtocolView {
             trans_no: self.trans_no.clone(),
             trans_desc: Some(self.trans_desc.clone()),
@@ -148,7 +148,7 @@ impl SimProtocol {
 
 impl SimInbound {
     /// The inbound view, as replies and callbacks carry it.
-    pub fn view(&self, app_id: &str) -> InboundView {
+    pub(crate) fn view(&self, app_id: &str) -> InboundView {
         let paid = self.status == PayStatus::Success;
         InboundView {
             trans_no: Some(self.request.trans_no.clone()),
@@ -185,7 +185,7 @@ impl SimInbound {
 
 impl SimOutbound {
     /// The outbound view.
-    pub fn view(&self, app_id: &str) -> OutboundView {
+    pub(crate) fn view(&self, app_id: &str) -> OutboundView {
         let r = &self.request;
         OutboundView {
             trans_no: Some(r.trans_no.clone()),
@@ -212,7 +212,7 @@ impl SimOutbound {
 }
 
 /// A small built-in table of real branch names and their 12-digit CNAPS numbers.
-pub const CNAPS: &[(&str, &str)] = &[
+pub(crate) const CNAPS: &[(&str, &str)] = &[
     ("中国工商银行股份有限公司北京海淀支行", "102100000072"),
     ("中国工商银行股份有限公司北京中关村支行", "102100000030"),
     ("中国农业银行股份有限公司北京海淀支行", "103100000026"),

@@ -1,4 +1,6 @@
 //! `protopay-sim`: the simulator as an HTTP server, for tests, demos and staging setups.
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use clap::Parser;
 use protopay_engine::{Clock, Md5Key};

@@ -5,7 +5,7 @@ use crate::PgError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub fn encode<T: Serialize>(value: &T) -> protopay_engine::Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> protopay_engine::Result<Vec<u8>> {
     rmp_serde::to_vec_named(value).map_err(|e| {
         protopay_engine::Error::Storage(std::sync::Arc::new(PgError::Corrupt {
             table: "encode",
@@ -15,7 +15,7 @@ pub fn encode<T: Serialize>(value: &T) -> protopay_engine::Result<Vec<u8>> {
     })
 }
 
-pub fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T, PgError> {
+pub(crate) fn decode<T: DeserializeOwned>(table: &'static str, key: &str, bytes: &[u8]) -> Result<T, PgError> {
     rmp_serde::from_slice(bytes).map_err(|e| PgError::Corrupt {
         table,
         key: key.to_owned(),

@@ -25,6 +25,9 @@
 //! // Engine::builder(config).storage(store) …
 //! # Ok(()) }
 //! ```
+#![deny(missing_docs)]
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod codec;
 mod commit;

@@ -15,7 +15,7 @@ use tokio_postgres::AsyncMessage;
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
 /// Listen until the task is aborted, counting notifications into `hints`.
-pub async fn run(
+pub(crate) async fn run(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     channel: String,

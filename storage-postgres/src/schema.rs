@@ -20,7 +20,7 @@ const MIGRATIONS: &[&str] = &[
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// A schema name: a plain identifier, so it can be written into statements unquoted.
-pub fn check_name(schema: &str) -> Result<(), PgError> {
+pub(crate) fn check_name(schema: &str) -> Result<(), PgError> {
     let mut chars = schema.chars();
     let first_ok = chars.next().is_some_and(|c| c.is_ascii_lowercase() || c == '_');
     let rest_ok = chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
@@ -32,7 +32,7 @@ pub fn check_name(schema: &str) -> Result<(), PgError> {
 }
 
 /// Bring `schema` to [`SCHEMA_VERSION`], or refuse it if it is newer.
-pub async fn migrate(client: &mut Client, schema: &str) -> Result<(), PgError> {
+pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), PgError> {
     let tx = client.transaction().await.map_err(PgError::Query)?;
     // One migrator at a time per schema, for this transaction only.
     tx.execute(
@@ -123,7 +123,7 @@ async fn fill_read_model_columns(tx: &tokio_postgres::Transaction<'_>, schema: &
 
 /// The columns of an order that its listings are found by: the name of its status's listing,
 /// and whether it needs attention.
-pub fn order_columns(order: &protopay_engine::domain::Order) -> (&'static str, bool) {
+pub(crate) fn order_columns(order: &protopay_engine::domain::Order) -> (&'static str, bool) {
     use protopay_engine::domain::Listing;
     let attention = order.listings().any(|l| l == Listing::NeedsAttention);
     (Listing::Status(order.status).name(), attention)
@@ -131,7 +131,7 @@ pub fn order_columns(order: &protopay_engine::domain::Order) -> (&'static str, b
 
 /// Every statement, written once for the configured schema.
 #[derive(Debug)]
-pub struct Statements {
+pub(crate) struct Statements {
     pub protocol: String,
     pub order: String,
     pub protocols: String,
@@ -166,7 +166,7 @@ impl Statements {
     /// A page of orders: only the conditions asked for, so that each shape is planned on its
     /// own index (by protocol, by status, needing attention, or the primary key). Parameters:
     /// `$1` the cursor, `$2` the limit, then the `transNo` and the status name when asked for.
-    pub fn orders(s: &str, query: &protopay_engine::storage::OrderQuery) -> String {
+    pub(crate) fn orders(s: &str, query: &protopay_engine::storage::OrderQuery) -> String {
         use protopay_engine::domain::Listing;
         let mut sql = format!("SELECT version, value, out_req_no FROM {s}.orders WHERE out_req_no > $1");
         let mut next = 3;
@@ -183,7 +183,7 @@ impl Statements {
         sql
     }
 
-    pub fn new(s: &str) -> Self {
+    pub(crate) fn new(s: &str) -> Self {
         Statements {
             protocol: format!("SELECT version, value FROM {s}.protocols WHERE trans_no = $1"),
             order: format!("SELECT version, value FROM {s}.orders WHERE out_req_no = $1"),

@@ -20,12 +20,12 @@ use tokio::sync::oneshot;
 
 /// Pending writes of a group: the final value of each key (`None` = removed).
 #[derive(Default)]
-pub struct Overlay {
+pub(crate) struct Overlay {
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 /// A commit's view while it is checked: its own writes over the group's over the tree.
-pub struct Staging<'a> {
+pub(crate) struct Staging<'a> {
     tree: &'a sled::Tree,
     group: &'a Overlay,
     own: Overlay,
@@ -33,7 +33,7 @@ pub struct Staging<'a> {
 
 impl<'a> Staging<'a> {
     /// Read `key` as the group would leave it.
-    pub fn get(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, sled::Error> {
+    pub(crate) fn get(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, sled::Error> {
         if let Some(v) = self.own.writes.get(key).or_else(|| self.group.writes.get(key)) {
             return Ok(v.clone());
         }
@@ -41,18 +41,18 @@ impl<'a> Staging<'a> {
     }
 
     /// Write `key`.
-    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+    pub(crate) fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
         self.own.writes.insert(key, Some(value));
     }
 
     /// Remove `key`.
-    pub fn remove(&mut self, key: Vec<u8>) {
+    pub(crate) fn remove(&mut self, key: Vec<u8>) {
         self.own.writes.insert(key, None);
     }
 }
 
 /// Something to commit: a closure that checks and stages its writes, returning its answer.
-pub type Stage = Box<dyn FnOnce(&mut Staging<'_>) -> Result<u64> + Send>;
+pub(crate) type Stage = Box<dyn FnOnce(&mut Staging<'_>) -> Result<u64> + Send>;
 
 struct Waiting {
     stage: Stage,
@@ -67,7 +67,7 @@ struct Queue {
 
 /// The group committer of one tree.
 #[derive(Clone)]
-pub struct GroupCommit {
+pub(crate) struct GroupCommit {
     db: sled::Db,
     tree: sled::Tree,
     /// The store's directory (sled's files and the log).
@@ -87,7 +87,7 @@ pub struct GroupCommit {
 
 impl GroupCommit {
     /// A committer for `tree` of `db`; `fail` turns sled errors into the engine's.
-    pub fn new(
+    pub(crate) fn new(
         db: sled::Db,
         tree: sled::Tree,
         dir: PathBuf,
@@ -109,7 +109,7 @@ impl GroupCommit {
 
     /// Start keeping every group applied from now on (between two groups); `false` if a copy
     /// is already being taken.
-    pub fn start_copy(&self) -> bool {
+    pub(crate) fn start_copy(&self) -> bool {
         let _between_groups = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         let mut copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
         if copying.is_some() {
@@ -120,7 +120,7 @@ impl GroupCommit {
     }
 
     /// Stop keeping groups (between two groups) and return those kept, oldest first.
-    pub fn take_copy(&self) -> Vec<Writes> {
+    pub(crate) fn take_copy(&self) -> Vec<Writes> {
         let _between_groups = self.wal.lock().unwrap_or_else(|p| p.into_inner());
         self.copying
             .lock()
@@ -131,13 +131,13 @@ impl GroupCommit {
 
     /// Groups made durable so far: each is one flush, so commits / flushes is how many
     /// commits shared a sync.
-    pub fn flushes(&self) -> u64 {
+    pub(crate) fn flushes(&self) -> u64 {
         self.flushes.load(Ordering::Relaxed)
     }
 
     /// Wait until no other clone is alive (a leader finishing its last group), checkpoint,
     /// and drop this one: with it go the last handles on sled's files.
-    pub async fn close(self) -> std::result::Result<(), sled::Error> {
+    pub(crate) async fn close(self) -> std::result::Result<(), sled::Error> {
         while Arc::strong_count(&self.clones) > 1 {
             tokio::task::yield_now().await;
         }
@@ -154,12 +154,12 @@ impl GroupCommit {
     }
 
     /// The database.
-    pub fn db(&self) -> &sled::Db {
+    pub(crate) fn db(&self) -> &sled::Db {
         &self.db
     }
 
     /// Commit `stage` with whatever else is waiting; return once it is durable (or refused).
-    pub async fn commit(&self, stage: Stage) -> Result<u64> {
+    pub(crate) async fn commit(&self, stage: Stage) -> Result<u64> {
         let (reply, answer) = oneshot::channel();
         let lead = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
@@ -253,10 +253,10 @@ impl GroupCommit {
 
 /// The log's size at which sled's files are synced and the log emptied: replaying it on open
 /// costs about a second per 100 MiB; a checkpoint costs one sync of sled's files.
-pub const CHECKPOINT_BYTES: u64 = 16 << 20;
+pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
 /// One sled batch of a group's writes.
-pub fn batch_of(writes: Writes) -> sled::Batch {
+pub(crate) fn batch_of(writes: Writes) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for (key, value) in writes {
         match value {
@@ -269,7 +269,7 @@ pub fn batch_of(writes: Writes) -> sled::Batch {
 
 /// Make everything sled holds durable for real — its flush, then an `fsync` of each of its
 /// files (its flush alone does not empty the disk's write cache) — and empty the log.
-pub fn checkpoint(db: &sled::Db, dir: &Path, wal: &mut Wal) -> std::result::Result<(), sled::Error> {
+pub(crate) fn checkpoint(db: &sled::Db, dir: &Path, wal: &mut Wal) -> std::result::Result<(), sled::Error> {
     db.flush()?;
     sync_tree(dir, wal.path())?;
     wal.reset()?;

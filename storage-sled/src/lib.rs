@@ -24,6 +24,8 @@
 //! # });
 //! ```
 #![deny(missing_docs)]
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod backup;
 pub mod codec;

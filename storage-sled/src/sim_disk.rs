@@ -45,7 +45,7 @@ pub(crate) struct Faults {
 
 impl SimDisk {
     /// An empty disk.
-    pub fn new(seed: u64) -> Self {
+    pub(crate) fn new(seed: u64) -> Self {
         SimDisk {
             state: Arc::new(Mutex::new(State {
                 durable: Vec::new(),
@@ -64,7 +64,7 @@ impl SimDisk {
     }
 
     /// Misbehave from now on as `faults` says (operation numbers count from now).
-    pub fn arm(&self, faults: Faults) {
+    pub(crate) fn arm(&self, faults: Faults) {
         let mut s = self.state();
         let now = s.ops;
         let later = |op: Option<u64>| op.map(|n| now + n);
@@ -76,18 +76,18 @@ impl SimDisk {
     }
 
     /// Operations since the disk was made.
-    pub fn ops(&self) -> u64 {
+    pub(crate) fn ops(&self) -> u64 {
         self.state().ops
     }
 
     /// One operation that is not the log's (a simulated sled sync): it can be where the power
     /// goes.
-    pub fn tick(&self) -> io::Result<()> {
+    pub(crate) fn tick(&self) -> io::Result<()> {
         self.state().step().map(|_| ())
     }
 
     /// Power back on: what a cut left is what the disk holds.
-    pub fn restart(&self) {
+    pub(crate) fn restart(&self) {
         let mut s = self.state();
         if s.off || s.current != s.durable {
             s.tear();
@@ -97,14 +97,14 @@ impl SimDisk {
     }
 
     /// Flip one bit of synced data at `at` (which must be inside the file).
-    pub fn flip(&self, at: usize, bit: u8) {
+    pub(crate) fn flip(&self, at: usize, bit: u8) {
         let mut s = self.state();
         s.durable[at] ^= 1 << (bit % 8);
         s.current = s.durable.clone();
     }
 
     /// The synced bytes.
-    pub fn durable(&self) -> Vec<u8> {
+    pub(crate) fn durable(&self) -> Vec<u8> {
         self.state().durable.clone()
     }
 }
@@ -215,7 +215,7 @@ impl LogFile for SimDisk {
 pub(crate) struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub(crate) fn next(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -224,7 +224,7 @@ impl Rng {
     }
 
     /// A number in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
+    pub(crate) fn below(&mut self, n: u64) -> u64 {
         self.next() % n.max(1)
     }
 }

@@ -20,8 +20,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-pub const APP: &str = "APP001";
-pub const KEY: &str = "demo-key-not-secret";
+pub(crate) const APP: &str = "APP001";
+pub(crate) const KEY: &str = "demo-key-not-secret";
 
 struct Running {
     engine: Engine,
@@ -32,7 +32,7 @@ struct Running {
 
 /// Where the engines keep their data.
 #[derive(Debug, Clone)]
-pub enum Store {
+pub(crate) enum Store {
     /// sled in a directory (one instance at a time).
     Sled(PathBuf),
     /// One PostgreSQL schema, shared by every instance.
@@ -56,7 +56,7 @@ impl Store {
 }
 
 /// The stack: the simulator and one or more engine instances on one store.
-pub struct Stack {
+pub(crate) struct Stack {
     pub sim: Sim,
     pub sim_url: String,
     /// Where the payment system posts callbacks: the one instance's receiver, or a balancer
@@ -72,7 +72,7 @@ pub struct Stack {
 }
 
 /// Timings that make a whole story take seconds, keeping grace > request timeout.
-pub fn config(sim_url: &str, callback_addr: SocketAddr) -> Config {
+pub(crate) fn config(sim_url: &str, callback_addr: SocketAddr) -> Config {
     let mut c = Config::new(
         APP,
         Md5Key::new(KEY),
@@ -101,7 +101,7 @@ fn free_addr() -> SocketAddr {
 
 /// A load balancer for callbacks: each callback goes to the next of `targets` in turn, and to
 /// the one after if that one does not answer (a replica that is down is skipped).
-pub async fn balancer(targets: Vec<SocketAddr>) -> SocketAddr {
+pub(crate) async fn balancer(targets: Vec<SocketAddr>) -> SocketAddr {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the balancer");
     let addr = listener.local_addr().expect("balancer address");
@@ -134,12 +134,12 @@ pub async fn balancer(targets: Vec<SocketAddr>) -> SocketAddr {
 
 impl Stack {
     /// Start everything, with one engine on sled in `data_dir`.
-    pub async fn start(data_dir: &Path, seed: u64) -> Stack {
+    pub(crate) async fn start(data_dir: &Path, seed: u64) -> Stack {
         Stack::start_with(Store::Sled(data_dir.to_path_buf()), 1, seed).await
     }
 
     /// Start everything, with `instances` engines on `store` behind a callback balancer.
-    pub async fn start_with(store: Store, instances: usize, seed: u64) -> Stack {
+    pub(crate) async fn start_with(store: Store, instances: usize, seed: u64) -> Stack {
         let mut sim_config = SimConfig::new(APP, Md5Key::new(KEY));
         sim_config.seed = seed;
         sim_config.callback_retry_ms = vec![200, 400, 800, 1_600, 3_200];
@@ -182,7 +182,7 @@ impl Stack {
     }
 
     /// The first running instance's engine (panics if none runs).
-    pub fn engine(&self) -> Engine {
+    pub(crate) fn engine(&self) -> Engine {
         self.instances
             .iter()
             .flatten()
@@ -193,17 +193,17 @@ impl Stack {
     }
 
     /// How many instances run.
-    pub fn running(&self) -> usize {
+    pub(crate) fn running(&self) -> usize {
         self.instances.iter().flatten().count()
     }
 
     /// Start the first instance again (after [`Stack::stop_engine`]).
-    pub async fn start_engine(&mut self) {
+    pub(crate) async fn start_engine(&mut self) {
         self.start_instance(0).await;
     }
 
     /// Start instance `i` on the store, with its own receiver and poller.
-    pub async fn start_instance(&mut self, i: usize) {
+    pub(crate) async fn start_instance(&mut self, i: usize) {
         let config = config(&self.sim_url, self.callback_addr);
         let transport = HttpTransport::from_config(&config).expect("HTTP transport");
         let engine = Engine::builder(config)
@@ -233,12 +233,12 @@ impl Stack {
 
     /// Stop the first instance gracefully (the simulator keeps running and retrying
     /// callbacks). When it returns, a sled directory is free for the next engine.
-    pub async fn stop_engine(&mut self) {
+    pub(crate) async fn stop_engine(&mut self) {
         self.stop_instance(0).await;
     }
 
     /// Stop instance `i` gracefully: its receiver first, then its engine and poller.
-    pub async fn stop_instance(&mut self, i: usize) {
+    pub(crate) async fn stop_instance(&mut self, i: usize) {
         if let Some(r) = self.instances[i].take() {
             let _ = r.stop_receiver.send(());
             let _ = r.receiver.await;
@@ -248,7 +248,7 @@ impl Stack {
     }
 
     /// Stop everything.
-    pub async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         for i in 0..self.instances.len() {
             self.stop_instance(i).await;
         }
@@ -259,7 +259,7 @@ impl Stack {
 
     /// Wait until the order satisfies `done`, woken by the engine's event feed (every state
     /// change commits an event); `within` is only a safety net against a hang.
-    pub async fn until(&self, out_req_no: &str, within: Duration, done: impl Fn(&Order) -> bool) -> Order {
+    pub(crate) async fn until(&self, out_req_no: &str, within: Duration, done: impl Fn(&Order) -> bool) -> Order {
         let engine = self.engine();
         let deadline = tokio::time::Instant::now() + within;
         let mut feed = engine.subscribe(&format!("until-{out_req_no}"));
@@ -277,7 +277,7 @@ impl Stack {
     }
 
     /// Every difference between the engine's orders and balances and the simulator's.
-    pub async fn disagreements(&self, protocols: &[&str]) -> Vec<String> {
+    pub(crate) async fn disagreements(&self, protocols: &[&str]) -> Vec<String> {
         disagreements(&self.engine(), &self.sim, protocols).await
     }
 }
@@ -285,7 +285,7 @@ impl Stack {
 /// Every difference between an engine's orders and balances and the simulator's (an order
 /// the simulator never received agrees only when it failed here), and every payout the
 /// simulator made more than once.
-pub async fn disagreements(engine: &Engine, sim: &Sim, protocols: &[&str]) -> Vec<String> {
+pub(crate) async fn disagreements(engine: &Engine, sim: &Sim, protocols: &[&str]) -> Vec<String> {
     let mut out = Vec::new();
     let truth = sim.order_states();
     for trans_no in protocols {
@@ -324,7 +324,7 @@ pub async fn disagreements(engine: &Engine, sim: &Sim, protocols: &[&str]) -> Ve
 }
 
 /// A convenience to check a store's event count without an engine.
-pub async fn last_seq(dir: &Path) -> u64 {
+pub(crate) async fn last_seq(dir: &Path) -> u64 {
     SledStorage::open(dir)
         .expect("open")
         .last_seq()
@@ -333,7 +333,7 @@ pub async fn last_seq(dir: &Path) -> u64 {
 }
 
 /// What the story made.
-pub struct Story {
+pub(crate) struct Story {
     pub pos_protocol: String,
     pub qp_protocol: String,
     pub deposit: String,
@@ -362,7 +362,7 @@ fn payee(trans_no: &str, key: &str, amount: &str, out_type: protopay::wire::OutT
 }
 
 /// The whole escrow story of the README, step by step, against the running stack.
-pub async fn escrow_story(stack: &mut Stack) -> Story {
+pub(crate) async fn escrow_story(stack: &mut Stack) -> Story {
     use protopay::wire::{CashierType, OutType};
     use protopay::{Amount, NewInbound, NewProtocol, Status};
     let e = stack.engine();

@@ -26,6 +26,8 @@
 //! # Ok(()) }
 //! ```
 #![deny(missing_docs)]
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod api;
 mod callback;

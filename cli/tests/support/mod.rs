@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 
-pub const OPERATE: &str = "operate-token-0123456789abcdef";
-pub const KEY: &str = "serve-test-md5-key";
+pub(crate) const OPERATE: &str = "operate-token-0123456789abcdef";
+pub(crate) const KEY: &str = "serve-test-md5-key";
 
 /// The simulator's binary, beside this package's (`cargo test --workspace` builds it; a
 /// test run of this package alone builds it here).
-pub fn sim_binary() -> PathBuf {
+pub(crate) fn sim_binary() -> PathBuf {
     let ours = Path::new(env!("CARGO_BIN_EXE_protopay"));
     let sim = ours.with_file_name(format!("protopay-sim{}", std::env::consts::EXE_SUFFIX));
     if !sim.exists() {
@@ -29,7 +29,7 @@ pub fn sim_binary() -> PathBuf {
 }
 
 /// A process that printed `listening on http://ADDR`; killed when dropped.
-pub struct Running {
+pub(crate) struct Running {
     pub child: Child,
     pub addr: String,
 }
@@ -42,7 +42,7 @@ impl Drop for Running {
 }
 
 /// Start `command` and wait for its `listening on http://ADDR` line.
-pub fn start(mut command: Command) -> Running {
+pub(crate) fn start(mut command: Command) -> Running {
     // Their logs would interleave with every test's output; warnings and errors still show.
     command.env("RUST_LOG", "warn");
     let mut child = command.stdout(Stdio::piped()).spawn().expect("the binary starts");
@@ -59,14 +59,14 @@ pub fn start(mut command: Command) -> Running {
 }
 
 /// The simulator on a free loopback port.
-pub fn simulator() -> Running {
+pub(crate) fn simulator() -> Running {
     let mut c = Command::new(sim_binary());
     c.args(["--listen", "127.0.0.1:0", "--app-id", "APP001", "--key", KEY]);
     start(c)
 }
 
 /// A free loopback port (the callback URL must be known before the server starts).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     l.local_addr().unwrap().port()
 }
@@ -74,7 +74,7 @@ pub fn free_port() -> u16 {
 /// Write `dir/protopay.toml` for a server on `port` with a sled store in `dir`, talking to
 /// the simulator at `sim_addr`; `engine` adds top-level keys, `extra` lines to `[serve]`
 /// (a `store = …` there replaces the sled store).
-pub fn write_config(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -> PathBuf {
     let config = dir.join("protopay.toml");
     // A sled store in `dir`, unless `extra` names another.
     let store = if extra.contains("store =") {
@@ -95,7 +95,7 @@ pub fn write_config(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: 
 }
 
 /// `protopay serve` on `port` (see [`write_config`]).
-pub fn serve(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -> Running {
+pub(crate) fn serve(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -> Running {
     let config = write_config(dir, sim_addr, port, engine, extra);
     let mut c = Command::new(env!("CARGO_BIN_EXE_protopay"));
     c.args(["serve", "--config"])
@@ -106,18 +106,18 @@ pub fn serve(dir: &Path, sim_addr: &str, port: u16, engine: &str, extra: &str) -
 }
 
 /// Send SIGTERM and wait for the exit status.
-pub fn terminate(mut running: Running) -> std::process::ExitStatus {
+pub(crate) fn terminate(mut running: Running) -> std::process::ExitStatus {
     let pid = running.child.id().to_string();
     let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("kill runs");
     assert!(sent.success());
     running.child.wait().expect("it exits")
 }
 
-pub const SECRET: &str = "webhook-secret-0123456789";
+pub(crate) const SECRET: &str = "webhook-secret-0123456789";
 
 /// A host's webhook endpoint that fails its first `failures` requests, checks each body's
 /// HMAC, and reports every event it accepts.
-pub struct Hook {
+pub(crate) struct Hook {
     pub addr: std::net::SocketAddr,
     /// Every request: its `seq`, whether its signature verified, and its lease epoch.
     pub received: Arc<Mutex<Vec<(u64, bool, u64)>>>,
@@ -125,7 +125,7 @@ pub struct Hook {
 }
 
 impl Hook {
-    pub async fn start(failures: u32) -> Hook {
+    pub(crate) async fn start(failures: u32) -> Hook {
         use hmac::{Hmac, KeyInit, Mac};
         let received: Arc<Mutex<Vec<(u64, bool, u64)>>> = Arc::default();
         let failures_left = Arc::new(Mutex::new(failures));
@@ -166,7 +166,7 @@ impl Hook {
         }
     }
 
-    pub fn config(&self) -> String {
+    pub(crate) fn config(&self) -> String {
         format!(
             "[serve.webhook]\nurl = \"http://{}/events\"\nsecret = \"{SECRET}\"\n\
              first_retry_ms = 10\nmax_retry_ms = 50\n",
@@ -175,7 +175,7 @@ impl Hook {
     }
 
     /// Wait until every event up to `last` was accepted; the accepted `seq`s in order.
-    pub async fn accepted_through(&mut self, last: u64) -> Vec<u64> {
+    pub(crate) async fn accepted_through(&mut self, last: u64) -> Vec<u64> {
         let mut accepted = Vec::new();
         while accepted.last() != Some(&last) {
             accepted.push(self.accepted.recv().await.unwrap());
@@ -185,14 +185,14 @@ impl Hook {
 }
 
 /// What a run of the `protopay` binary printed, and its exit code.
-pub struct Run {
+pub(crate) struct Run {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
 /// Run the `protopay` binary (off the async runtime: it blocks).
-pub async fn protopay(args: Vec<String>) -> Run {
+pub(crate) async fn protopay(args: Vec<String>) -> Run {
     tokio::task::spawn_blocking(move || {
         let out = assert_cmd::Command::cargo_bin("protopay")
             .unwrap()
@@ -215,12 +215,12 @@ pub async fn protopay(args: Vec<String>) -> Run {
 }
 
 /// Owned arguments.
-pub fn args(list: &[&str]) -> Vec<String> {
+pub(crate) fn args(list: &[&str]) -> Vec<String> {
     list.iter().map(|s| s.to_string()).collect()
 }
 
 /// A `/v1` call with the operate token that must succeed: its JSON (null when empty).
-pub async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
+pub(crate) async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> Value {
     let mut r = reqwest::Client::new().request(method, url).bearer_auth(OPERATE);
     if let Some(b) = body {
         r = r.json(&b);
@@ -231,7 +231,7 @@ pub async fn call(method: reqwest::Method, url: String, body: Option<Value>) -> 
 }
 
 /// Wait (on the event feed, never on a timer) until `done` holds.
-pub async fn until(api: &str, what: &str, done: impl AsyncFn() -> bool) {
+pub(crate) async fn until(api: &str, what: &str, done: impl AsyncFn() -> bool) {
     for _ in 0..100 {
         if done().await {
             return;

@@ -18,7 +18,7 @@ const BACKLOG_CAP: usize = 10_000;
 /// The consumer whose cursor marks how far the periodic reconciliation has looked: the
 /// protocols named by events after it have had activity since. Kept in the store, so a
 /// restart (or another instance) carries on where the last run stopped.
-pub const RECONCILE_CONSUMER: &str = "protopay.reconcile";
+pub(super) const RECONCILE_CONSUMER: &str = "protopay.reconcile";
 
 /// When each chore is next due, on the monotonic clock.
 pub(super) struct Chores {

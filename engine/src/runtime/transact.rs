@@ -83,7 +83,7 @@ pub(super) struct Step {
 
 impl Step {
     /// News, applied.
-    pub fn news(source: Source, news: News) -> Self {
+    pub(super) fn news(source: Source, news: News) -> Self {
         Step {
             source,
             news: Some(news),
@@ -93,7 +93,7 @@ impl Step {
     }
 
     /// The poller's step: optional news, then the quiet-poll count if it brought no outcome.
-    pub fn poll(news: Option<News>) -> Self {
+    pub(super) fn poll(news: Option<News>) -> Self {
         Step {
             source: Source::Poll,
             news,
@@ -103,7 +103,7 @@ impl Step {
     }
 
     /// The engine's own record, without news.
-    pub fn record(source: Source, bookkeeping: Bookkeeping) -> Self {
+    pub(super) fn record(source: Source, bookkeeping: Bookkeeping) -> Self {
         Step {
             source,
             news: None,

@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
-pub const APP: &str = "APP001";
-pub const KEY: &str = "k3y";
-pub const TS: &str = "20261126120000123";
+pub(crate) const APP: &str = "APP001";
+pub(crate) const KEY: &str = "k3y";
+pub(crate) const TS: &str = "20261126120000123";
 
 /// One scripted answer.
 #[derive(Clone, Debug)]
-pub enum Step {
+pub(crate) enum Step {
     /// `0000` with this data.
     Data(Value),
     /// A non-`0000` code.
@@ -43,12 +43,12 @@ struct State {
 
 /// The scripted transport; clones share the script.
 #[derive(Clone, Default)]
-pub struct Scripted {
+pub(crate) struct Scripted {
     state: Arc<Mutex<State>>,
 }
 
 impl Scripted {
-    pub fn push(&self, endpoint: Endpoint, step: Step) {
+    pub(crate) fn push(&self, endpoint: Endpoint, step: Step) {
         self.state
             .lock()
             .unwrap()
@@ -58,11 +58,11 @@ impl Scripted {
             .push_back(step);
     }
 
-    pub fn default_for(&self, endpoint: Endpoint, step: Step) {
+    pub(crate) fn default_for(&self, endpoint: Endpoint, step: Step) {
         self.state.lock().unwrap().defaults.insert(endpoint, step);
     }
 
-    pub fn calls(&self, endpoint: Endpoint) -> Vec<Value> {
+    pub(crate) fn calls(&self, endpoint: Endpoint) -> Vec<Value> {
         self.state
             .lock()
             .unwrap()
@@ -74,16 +74,16 @@ impl Scripted {
     }
 
     /// Every call takes `delay` (on tokio's clock) before its answer.
-    pub fn delay(&self, delay: std::time::Duration) {
+    pub(crate) fn delay(&self, delay: std::time::Duration) {
         self.state.lock().unwrap().delay = delay;
     }
 
-    pub fn count(&self, endpoint: Endpoint) -> usize {
+    pub(crate) fn count(&self, endpoint: Endpoint) -> usize {
         self.calls(endpoint).len()
     }
 }
 
-pub fn reply_body(code: &str, msg: &str, data: &Value, key: &str) -> Vec<u8> {
+pub(crate) fn reply_body(code: &str, msg: &str, data: &Value, key: &str) -> Vec<u8> {
     let data = if data.is_null() {
         String::new()
     } else {
@@ -119,7 +119,7 @@ impl Transport for Scripted {
     }
 }
 
-pub fn config() -> Config {
+pub(crate) fn config() -> Config {
     let mut c = Config::new(
         APP,
         Md5Key::new(KEY),
@@ -130,11 +130,11 @@ pub fn config() -> Config {
     c
 }
 
-pub fn clock() -> Clock {
+pub(crate) fn clock() -> Clock {
     Clock::starting_at(Utc.with_ymd_and_hms(2026, 11, 26, 4, 0, 0).unwrap())
 }
 
-pub async fn engine_on(storage: MemoryStorage, transport: Scripted) -> Engine {
+pub(crate) async fn engine_on(storage: MemoryStorage, transport: Scripted) -> Engine {
     Engine::builder(config())
         .storage(storage)
         .transport(transport)
@@ -144,29 +144,29 @@ pub async fn engine_on(storage: MemoryStorage, transport: Scripted) -> Engine {
         .unwrap()
 }
 
-pub fn protocol_view(trans_no: &str) -> Value {
+pub(crate) fn protocol_view(trans_no: &str) -> Value {
     json!({"transNo": trans_no, "appId": APP, "businessId": "B1", "channelType": "LFT", "cashierType": "POS",
            "amount": "0.00", "onpassageAmount": "0.00", "outAmount": "0.00", "createTime": "2026-11-26 12:00:00"})
 }
 
-pub fn inbound_view(trans_no: &str, out_req_no: &str, amount: &str, status: &str, arrived: &str) -> Value {
+pub(crate) fn inbound_view(trans_no: &str, out_req_no: &str, amount: &str, status: &str, arrived: &str) -> Value {
     json!({"transNo": trans_no, "appId": APP, "channelType": "LFT", "amount": amount, "outReqNo": out_req_no,
            "posCode": "834201", "payOrderNo": format!("P-{out_req_no}"), "payStatus": status, "arrivedStatus": arrived,
            "cardNum": "6222020200112233445"})
 }
 
-pub fn outbound_view(trans_no: &str, out_req_no: &str, amount: &str, status: &str) -> Value {
+pub(crate) fn outbound_view(trans_no: &str, out_req_no: &str, amount: &str, status: &str) -> Value {
     json!({"transNo": trans_no, "appId": APP, "amount": amount, "outReqNo": out_req_no,
            "payOrderNo": format!("P-{out_req_no}"), "channelType": "LFT", "outType": "OUT", "payStatus": status})
 }
 
 /// A callback body as the payment system would sign it.
-pub fn callback_body(data: &Value) -> Vec<u8> {
+pub(crate) fn callback_body(data: &Value) -> Vec<u8> {
     reply_body(CODE_OK, MSG_OK, data, KEY)
 }
 
 /// A protocol `T1` with `amount` arrived and available.
-pub async fn funded(engine: &Engine, t: &Scripted, amount: &str) -> String {
+pub(crate) async fn funded(engine: &Engine, t: &Scripted, amount: &str) -> String {
     t.push(Endpoint::Create, Step::Data(protocol_view("T1")));
     let p = engine
         .create_protocol(NewProtocol {
@@ -196,14 +196,14 @@ pub async fn funded(engine: &Engine, t: &Scripted, amount: &str) -> String {
     p.trans_no
 }
 
-pub fn status_of(order: &Order) -> String {
+pub(crate) fn status_of(order: &Order) -> String {
     order.state_label()
 }
 
 /// Memory storage with failures on cue: the `n`-th commit from now, every commit while
 /// down, and a hook run just before the next commit (to stage a race).
 #[derive(Clone, Default)]
-pub struct Flaky {
+pub(crate) struct Flaky {
     pub inner: MemoryStorage,
     fail_in: Arc<Mutex<Option<u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
@@ -212,7 +212,7 @@ pub struct Flaky {
 }
 
 /// What a hook returns: a boxed future.
-pub type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+pub(crate) type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 type Hook = Box<dyn FnOnce(MemoryStorage) -> HookFuture + Send>;
 
@@ -220,22 +220,22 @@ type ReadHook = Box<dyn FnOnce() -> HookFuture + Send>;
 
 impl Flaky {
     /// Fail the `n`-th commit from now (1 = the next).
-    pub fn fail_commit(&self, n: u32) {
+    pub(crate) fn fail_commit(&self, n: u32) {
         *self.fail_in.lock().unwrap() = Some(n);
     }
 
     /// Every commit fails while down.
-    pub fn set_down(&self, down: bool) {
+    pub(crate) fn set_down(&self, down: bool) {
         self.down.store(down, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Run `hook` just before the next read of a protocol (to stage a twin's commit there).
-    pub fn before_next_protocol_read(&self, hook: impl FnOnce() -> HookFuture + Send + 'static) {
+    pub(crate) fn before_next_protocol_read(&self, hook: impl FnOnce() -> HookFuture + Send + 'static) {
         *self.before_protocol.lock().unwrap() = Some(Box::new(hook));
     }
 
     /// Run `hook` on the inner store just before the next commit.
-    pub fn before_next_commit(&self, hook: impl FnOnce(MemoryStorage) -> HookFuture + Send + 'static) {
+    pub(crate) fn before_next_commit(&self, hook: impl FnOnce(MemoryStorage) -> HookFuture + Send + 'static) {
         *self.hook.lock().unwrap() = Some(Box::new(hook));
     }
 }
@@ -339,7 +339,7 @@ impl Storage for Flaky {
 }
 
 /// An engine on any storage, with a config and a clock.
-pub async fn engine_with(storage: impl Storage, transport: Scripted, config: Config, clock: Clock) -> Engine {
+pub(crate) async fn engine_with(storage: impl Storage, transport: Scripted, config: Config, clock: Clock) -> Engine {
     Engine::builder(config)
         .storage(storage)
         .transport(transport)
@@ -350,14 +350,14 @@ pub async fn engine_with(storage: impl Storage, transport: Scripted, config: Con
 }
 
 /// Personal data in fixtures, distinctive enough to search for in anything printed.
-pub const PAYEE: &str = "欧阳娜娜";
+pub(crate) const PAYEE: &str = "欧阳娜娜";
 /// A payee's account number.
-pub const ACCOUNT: &str = "6222029999888877776";
+pub(crate) const ACCOUNT: &str = "6222029999888877776";
 /// A payer's ID number.
-pub const CERT: &str = "110101199003071234";
+pub(crate) const CERT: &str = "110101199003071234";
 
 /// A payout of `amount` from `trans_no` to the fixture payee.
-pub fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> protopay_engine::NewOutbound {
+pub(crate) fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> protopay_engine::NewOutbound {
     protopay_engine::NewOutbound {
         trans_no: trans_no.into(),
         out_req_no: key.map(Into::into),
@@ -373,7 +373,7 @@ pub fn payout(trans_no: &str, key: Option<&str>, amount: &str) -> protopay_engin
 
 /// Pay out `amount` from `trans_no` as `key`, the payment system accepting it as
 /// `PROCESSING` (its reply scripted): the order as the command answers it.
-pub async fn accepted_payout(engine: &Engine, t: &Scripted, trans_no: &str, key: &str, amount: &str) -> Order {
+pub(crate) async fn accepted_payout(engine: &Engine, t: &Scripted, trans_no: &str, key: &str, amount: &str) -> Order {
     t.push(
         Endpoint::Outpay,
         Step::Data(outbound_view(trans_no, key, amount, "PROCESSING")),
@@ -382,7 +382,7 @@ pub async fn accepted_payout(engine: &Engine, t: &Scripted, trans_no: &str, key:
 }
 
 /// A call that may or may not have reached the payment system.
-pub fn maybe() -> Step {
+pub(crate) fn maybe() -> Step {
     Step::Fail(TransportError::MaybeDelivered {
         reason: "timeout after sending".into(),
     })

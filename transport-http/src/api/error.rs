@@ -24,7 +24,7 @@ pub(super) enum Failures {
 /// An error answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ApiError {
+pub(super) struct ApiError {
     #[serde(skip)]
     pub status: StatusCode,
     /// Stable, for programs: `unauthorized`, `forbidden`, `invalid_request`, `unknown_order`,
@@ -47,7 +47,7 @@ pub struct ApiError {
 
 impl ApiError {
     /// An error with a status, a code and a message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -59,7 +59,7 @@ impl ApiError {
     }
 
     /// A request the API refuses before the engine sees it.
-    pub fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
         let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
         e.fields.push(field);
         e

@@ -13,7 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 /// Open a protocol (escrow agreement) at the payment system.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateProtocol {
+pub(super) struct CreateProtocol {
     /// Purpose of the deal.
     pub trans_desc: String,
     /// Party id assigned by the payment system.
@@ -25,7 +25,7 @@ pub struct CreateProtocol {
 /// Take a payment into a protocol: a POS six-digit code, or a quick-pay cashier page.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateInbound {
+pub(super) struct CreateInbound {
     /// The protocol to pay into.
     pub trans_no: String,
     /// Your request number; the idempotency key. Generated when absent.
@@ -47,7 +47,7 @@ pub struct CreateInbound {
 /// Pay out of a protocol, or refund.
 #[derive(Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct CreateOutbound {
+pub(super) struct CreateOutbound {
     /// The protocol to pay from.
     pub trans_no: String,
     /// Your request number; the idempotency key. Generated when absent.
@@ -72,7 +72,7 @@ pub struct CreateOutbound {
 /// system out of band.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Resolve {
+pub(super) struct Resolve {
     /// `SUCCESS` or `FAILURE`.
     pub status: String,
     /// Why: who checked what, kept in the order's history.
@@ -82,7 +82,7 @@ pub struct Resolve {
 /// Acknowledge a consumer's events up to `seq`.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Ack {
+pub(super) struct Ack {
     /// The consumer's name.
     pub consumer: String,
     /// The last event handled.
@@ -93,7 +93,7 @@ pub struct Ack {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct PageQuery {
+pub(super) struct PageQuery {
     /// The `next` of the previous page.
     pub cursor: Option<String>,
     /// At most this many (default 100, at most 500).
@@ -104,7 +104,7 @@ pub struct PageQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct OrdersQuery {
+pub(super) struct OrdersQuery {
     /// A status (`SUBMITTED`, `SUCCESS`, …) or `NEEDS_ATTENTION`; case and `-`/`_` do not matter.
     pub status: Option<String>,
     /// Only this protocol's orders.
@@ -119,7 +119,7 @@ pub struct OrdersQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct EventsQuery {
+pub(super) struct EventsQuery {
     /// The consumer's name (letters, digits, `.`, `_`, `-`; at most 64).
     pub consumer: String,
     /// Seconds to wait for an event when there is none (default 0, at most 30).
@@ -130,7 +130,7 @@ pub struct EventsQuery {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
-pub struct CnapsQuery {
+pub(super) struct CnapsQuery {
     /// Part of the branch name.
     pub keyword: String,
 }
@@ -154,7 +154,7 @@ fn known<T>(value: T, is_known: bool, field: &'static str, choices: &str) -> Res
 
 impl CreateProtocol {
     /// The engine's command.
-    pub fn into_command(self) -> Result<NewProtocol, ApiError> {
+    pub(super) fn into_command(self) -> Result<NewProtocol, ApiError> {
         let cashier_type = match self.cashier_type {
             None => CashierType::Pos,
             Some(text) => {
@@ -173,7 +173,7 @@ impl CreateProtocol {
 
 impl CreateInbound {
     /// The engine's command.
-    pub fn into_command(self) -> Result<NewInbound, ApiError> {
+    pub(super) fn into_command(self) -> Result<NewInbound, ApiError> {
         let prod_catalog = match self.prod_catalog {
             None => None,
             Some(text) => {
@@ -197,7 +197,7 @@ impl CreateInbound {
 
 impl CreateOutbound {
     /// The engine's command.
-    pub fn into_command(self) -> Result<NewOutbound, ApiError> {
+    pub(super) fn into_command(self) -> Result<NewOutbound, ApiError> {
         let out_type = OutType::from_wire(&self.out_type);
         let ok = out_type.is_known();
         Ok(NewOutbound {
@@ -216,7 +216,7 @@ impl CreateOutbound {
 
 impl Resolve {
     /// The decided status and the note.
-    pub fn into_decision(self) -> Result<(Status, String), ApiError> {
+    pub(super) fn into_decision(self) -> Result<(Status, String), ApiError> {
         let status = match self.status.to_ascii_uppercase().as_str() {
             "SUCCESS" => Status::Success,
             "FAILURE" => Status::Failure,

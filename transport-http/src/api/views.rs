@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 /// A protocol's books, kept by protopay.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct LedgerView {
+pub(super) struct LedgerView {
     /// Paid in, not yet arrived.
     pub in_transit: String,
     /// Arrived and free to pay out.
@@ -48,7 +48,7 @@ impl From<&Ledger> for LedgerView {
 /// The payment system's balances, as last reported.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RemoteView {
+pub(super) struct RemoteView {
     /// `amount`: available.
     pub available: String,
     /// `onpassageAmount`: paid in, not arrived.
@@ -73,7 +73,7 @@ impl From<&RemoteBalances> for RemoteView {
 /// A protocol with its ledger and the last balances the payment system reported.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ProtocolView {
+pub(super) struct ProtocolView {
     /// The protocol number.
     pub trans_no: String,
     /// Party id.
@@ -106,7 +106,7 @@ impl From<&Protocol> for ProtocolView {
 
 /// Whether personal data is shown or masked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Personal {
+pub(super) enum Personal {
     /// In full: one order, read or just sent.
     Shown,
     /// `***1234`: in lists.
@@ -125,7 +125,7 @@ impl Personal {
 /// The payment system's refusal of the order's call.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RefusalView {
+pub(super) struct RefusalView {
     /// Its code, e.g. `EP10001`.
     pub code: String,
     /// Its message.
@@ -135,7 +135,7 @@ pub struct RefusalView {
 /// An order: a payment into a protocol (`inbound`) or out of one (`outbound`).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderView {
+pub(super) struct OrderView {
     /// Your request number.
     pub out_req_no: String,
     /// The protocol.
@@ -182,7 +182,7 @@ pub struct OrderView {
 
 impl OrderView {
     /// The view of an order, with personal data shown or masked.
-    pub fn of(o: &Order, personal: Personal) -> Self {
+    pub(super) fn of(o: &Order, personal: Personal) -> Self {
         let inbound = o.inbound();
         let outbound = o.outbound().map(|out| &out.request);
         OrderView {
@@ -264,7 +264,7 @@ impl From<&Event> for EventView {
 /// An order with its history and the time of its next poll.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderDetailsView {
+pub(super) struct OrderDetailsView {
     /// The order, personal data shown.
     pub order: OrderView,
     /// Every event about it, in order.
@@ -286,7 +286,7 @@ impl From<&OrderDetails> for OrderDetailsView {
 /// A page of protocols.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ProtocolPage {
+pub(super) struct ProtocolPage {
     /// The protocols, by `transNo`.
     pub items: Vec<ProtocolView>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -305,7 +305,7 @@ impl From<&Page<Protocol>> for ProtocolPage {
 /// A page of orders, personal data masked.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct OrderPage {
+pub(super) struct OrderPage {
     /// The orders, by `outReqNo`.
     pub items: Vec<OrderView>,
     /// Pass as `cursor` for the next page; absent on the last.
@@ -324,7 +324,7 @@ impl From<&Page<Order>> for OrderPage {
 /// Events a consumer has not acknowledged.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct EventBatch {
+pub(super) struct EventBatch {
     /// In `seq` order; empty when the wait ran out.
     pub events: Vec<EventView>,
 }
@@ -332,7 +332,7 @@ pub struct EventBatch {
 /// protopay's ledger beside the payment system's balances. Reported, never acted on.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ReconciliationView {
+pub(super) struct ReconciliationView {
     /// The protocol.
     pub trans_no: String,
     /// protopay's books.
@@ -357,7 +357,7 @@ impl From<&Reconciliation> for ReconciliationView {
 /// A bank branch.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CnapsView {
+pub(super) struct CnapsView {
     /// Its name.
     pub bank_name: String,
     /// Its CNAPS number.
@@ -374,7 +374,7 @@ impl From<&CnapsEntry> for CnapsView {
 }
 
 /// Whether a consumer name is acceptable: it is a key in the store, and shows in logs.
-pub fn consumer_ok(name: &str) -> bool {
+pub(super) fn consumer_ok(name: &str) -> bool {
     (1..=64).contains(&name.len())
         && name
             .bytes()
@@ -384,7 +384,7 @@ pub fn consumer_ok(name: &str) -> bool {
 /// What a check of every ledger, due time and listing count found.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct CheckView {
+pub(super) struct CheckView {
     /// Protocols checked.
     pub protocols: usize,
     /// Orders checked.
