@@ -16,11 +16,15 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock};
 use tokio::sync::oneshot;
 
-/// The URL of a PostgreSQL server to test against, or `None` when `PROTOPAY_SKIP_PG=1` (which
-/// prints that the test was skipped). Panics, saying how to get one, when there is none.
+/// The URL of a PostgreSQL server to test against: `PROTOPAY_PG_URL`, or a throwaway cluster
+/// started from this machine's server binaries. `None` — the test is skipped, loudly — when
+/// `PROTOPAY_SKIP_PG=1` or there are no binaries, unless `PROTOPAY_REQUIRE_ALL=1` (CI), which
+/// makes a missing PostgreSQL a failure.
 pub fn url() -> Option<String> {
+    const HOW: &str = "install PostgreSQL 13+ server binaries (Debian: apt-get install postgresql), \
+                       or set PROTOPAY_PG_URL to a database";
     if std::env::var("PROTOPAY_SKIP_PG").is_ok_and(|v| v == "1") {
-        eprintln!("PROTOPAY_SKIP_PG=1: PostgreSQL test skipped");
+        protopay_engine::testing::skip_without("PostgreSQL", "PROTOPAY_SKIP_PG=1", HOW);
         return None;
     }
     if let Ok(url) = std::env::var("PROTOPAY_PG_URL") {
@@ -29,11 +33,10 @@ pub fn url() -> Option<String> {
     static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
     match CLUSTER.get_or_init(Cluster::start) {
         Ok(cluster) => Some(cluster.url.clone()),
-        Err(why) => panic!(
-            "no PostgreSQL to test against: {why}. Install PostgreSQL 13+ server binaries \
-             (Debian: apt-get install postgresql), or set PROTOPAY_PG_URL to a database, or \
-             PROTOPAY_SKIP_PG=1 to skip these tests"
-        ),
+        Err(why) => {
+            protopay_engine::testing::skip_without("PostgreSQL", why, HOW);
+            None
+        }
     }
 }
 
