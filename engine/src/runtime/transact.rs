@@ -127,16 +127,15 @@ impl Engine {
     pub(super) async fn transact(&self, out_req_no: &str, step: Step) -> Result<Order> {
         let trans_no = self.stored_order(out_req_no).await?.value.trans_no().to_owned();
         let _turn = self.protocol_turn(&trans_no).await;
-        for _ in 0..CONFLICT_RETRIES {
-            let current = self.stored_order(out_req_no).await?;
-            match self.commit_step(&current, &step).await {
-                Err(Error::Conflict) => continue,
-                other => return other.map(|v| v.value),
-            }
-        }
-        Err(Error::Busy {
-            what: format!("order {out_req_no}"),
-        })
+        let step = &step;
+        retry_on_conflict(
+            || format!("order {out_req_no}"),
+            || async move {
+                let current = self.stored_order(out_req_no).await?;
+                self.commit_step(&current, step).await.map(|v| v.value)
+            },
+        )
+        .await
     }
 
     /// Apply `step` to the order exactly as read at `current`; `Conflict` if it has moved
@@ -291,66 +290,66 @@ impl Engine {
     pub(super) async fn record_intent(&self, order: &Order, recorded: EventKind) -> Result<Intent> {
         let key = order.out_req_no();
         let _turn = self.protocol_turn(order.trans_no()).await;
-        for _ in 0..CONFLICT_RETRIES {
-            if let Some(existing) = self.storage().order(key).await? {
-                return Ok(Intent::Existing(existing));
-            }
-            let mut batch = Batch::default();
-            if let Some(m) = ledger::movement(None, order) {
-                let protocol = self.stored_protocol(order.trans_no()).await?;
-                let mut updated = protocol.value;
-                if order.amount() > updated.ledger.available {
-                    // A twin of this command, on this instance or another, may have stored
-                    // the order (and taken the funds) since it was looked up: re-read it
-                    // before saying that nothing will ever move.
-                    if let Some(existing) = self.storage().order(key).await? {
-                        return Ok(Intent::Existing(existing));
+        let recorded = &recorded;
+        retry_on_conflict(
+            || format!("protocol {}", order.trans_no()),
+            || async move {
+                if let Some(existing) = self.storage().order(key).await? {
+                    return Ok(Intent::Existing(existing));
+                }
+                let mut batch = Batch::default();
+                if let Some(m) = ledger::movement(None, order) {
+                    let protocol = self.stored_protocol(order.trans_no()).await?;
+                    let mut updated = protocol.value;
+                    if order.amount() > updated.ledger.available {
+                        // A twin of this command, on this instance or another, may have stored
+                        // the order (and taken the funds) since it was looked up: re-read it
+                        // before saying that nothing will ever move.
+                        if let Some(existing) = self.storage().order(key).await? {
+                            return Ok(Intent::Existing(existing));
+                        }
+                        return Err(Error::InsufficientFunds {
+                            requested: order.amount(),
+                            available: updated.ledger.available,
+                        });
                     }
-                    return Err(Error::InsufficientFunds {
-                        requested: order.amount(),
-                        available: updated.ledger.available,
+                    updated.ledger.apply(&m)?;
+                    batch.protocols.push(Put {
+                        expected: Some(protocol.version),
+                        value: updated,
                     });
                 }
-                updated.ledger.apply(&m)?;
-                batch.protocols.push(Put {
-                    expected: Some(protocol.version),
-                    value: updated,
+                batch
+                    .events
+                    .push(self.event(Some(order), Source::Engine, recorded.clone()));
+                batch
+                    .schedule
+                    .push((key.to_owned(), next_poll(order, self.now(), &self.config().poll)));
+                batch.orders.push(Put {
+                    expected: None,
+                    value: order.clone(),
                 });
-            }
-            batch
-                .events
-                .push(self.event(Some(order), Source::Engine, recorded.clone()));
-            batch
-                .schedule
-                .push((key.to_owned(), next_poll(order, self.now(), &self.config().poll)));
-            batch.orders.push(Put {
-                expected: None,
-                value: order.clone(),
-            });
-            match self.commit(batch).await {
-                Ok(()) => {
-                    self.debug_check_ledger(order.trans_no()).await;
-                    return Ok(Intent::Recorded(Versioned {
-                        version: 1,
-                        value: order.clone(),
-                    }));
-                }
-                Err(Error::Conflict) => continue,
-                Err(e) => {
-                    return match self.storage().order(key).await {
+                match self.commit(batch).await {
+                    Ok(()) => {
+                        self.debug_check_ledger(order.trans_no()).await;
+                        Ok(Intent::Recorded(Versioned {
+                            version: 1,
+                            value: order.clone(),
+                        }))
+                    }
+                    Err(Error::Conflict) => Err(Error::Conflict),
+                    Err(e) => match self.storage().order(key).await {
                         Ok(None) => Err(e),
                         Ok(Some(stored)) if stored.value == *order => Ok(Intent::Recorded(stored)),
                         Ok(Some(stored)) => Ok(Intent::Existing(stored)),
                         Err(_) => Err(Error::OutcomeUnknown {
                             out_req_no: key.to_owned(),
                         }),
-                    };
+                    },
                 }
-            }
-        }
-        Err(Error::Busy {
-            what: format!("protocol {}", order.trans_no()),
-        })
+            },
+        )
+        .await
     }
 
     /// Read-modify-write a protocol record: `change` gets the protocol as stored (or `None`)
@@ -361,33 +360,30 @@ impl Engine {
         change: impl Fn(Option<&Protocol>) -> Option<(Protocol, Vec<Event>)>,
     ) -> Result<Protocol> {
         let _turn = self.protocol_turn(trans_no).await;
-        for _ in 0..CONFLICT_RETRIES {
-            let current = self.storage().protocol(trans_no).await?;
-            let Some((next, events)) = change(current.as_ref().map(|c| &c.value)) else {
-                return current.map(|c| c.value).ok_or_else(|| Error::UnknownProtocol {
-                    trans_no: trans_no.to_owned(),
-                });
-            };
-            let put = Put {
-                expected: current.map(|c| c.version),
-                value: next.clone(),
-            };
-            match self
-                .commit(Batch {
+        let change = &change;
+        retry_on_conflict(
+            || format!("protocol {trans_no}"),
+            || async move {
+                let current = self.storage().protocol(trans_no).await?;
+                let Some((next, events)) = change(current.as_ref().map(|c| &c.value)) else {
+                    return current.map(|c| c.value).ok_or_else(|| Error::UnknownProtocol {
+                        trans_no: trans_no.to_owned(),
+                    });
+                };
+                let put = Put {
+                    expected: current.map(|c| c.version),
+                    value: next.clone(),
+                };
+                self.commit(Batch {
                     protocols: vec![put],
                     events,
                     ..Default::default()
                 })
                 .await
-            {
-                Ok(()) => return Ok(next),
-                Err(Error::Conflict) => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(Error::Busy {
-            what: format!("protocol {trans_no}"),
-        })
+                .map(|()| next)
+            },
+        )
+        .await
     }
 
     /// Commit events that belong to no order's step (a protocol being created, a drift seen,
@@ -459,4 +455,20 @@ impl Engine {
             debug_assert!(checked.is_ok(), "ledger invariant broken for {trans_no}: {checked:?}");
         }
     }
+}
+
+/// Run `attempt` until it does not lose a race (`Conflict`: someone else committed first, so
+/// it re-reads and decides again), at most `CONFLICT_RETRIES` times; then `Busy`, naming
+/// `what`. The one retry loop of every read-decide-commit in the engine.
+async fn retry_on_conflict<T, Attempt>(what: impl FnOnce() -> String, mut attempt: impl FnMut() -> Attempt) -> Result<T>
+where
+    Attempt: std::future::Future<Output = Result<T>>,
+{
+    for _ in 0..CONFLICT_RETRIES {
+        match attempt().await {
+            Err(Error::Conflict) => continue,
+            other => return other,
+        }
+    }
+    Err(Error::Busy { what: what() })
 }
