@@ -30,9 +30,13 @@
 mod backup;
 pub mod codec;
 pub mod disk;
+mod error;
 mod group;
+mod lock;
+mod open;
 #[cfg(test)]
 mod power_cuts;
+mod reads;
 #[cfg(test)]
 mod sim_disk;
 mod stage;
@@ -40,6 +44,8 @@ mod upgrade;
 pub mod wal;
 
 pub use backup::BackupReport;
+pub use error::SledError;
+use lock::lock_released;
 use stage::Errors;
 
 use chrono::{DateTime, Utc};
@@ -52,86 +58,6 @@ use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-
-/// What can go wrong opening or using the sled store.
-#[derive(Debug, thiserror::Error)]
-pub enum SledError {
-    /// Another process holds the store. Stop that process, or use another directory.
-    #[error("store {path} is in use by another process")]
-    Locked {
-        /// The store's directory.
-        path: PathBuf,
-    },
-    /// The store is damaged. Restore it from a backup; do not write to it.
-    #[error("store {path} is corrupt: {reason}")]
-    Corrupt {
-        /// The store's directory.
-        path: PathBuf,
-        /// What was found.
-        reason: String,
-    },
-    /// The store was written by a version with another on-disk format.
-    #[error("store {path} has format {found:?}; this version reads protopay-sled/1 to /5")]
-    UnsupportedFormat {
-        /// The store's directory.
-        path: PathBuf,
-        /// The format found.
-        found: String,
-    },
-    /// sled failed (I/O).
-    #[error("store {path}: {source}")]
-    Sled {
-        /// The store's directory.
-        path: PathBuf,
-        /// sled's error.
-        source: sled::Error,
-    },
-    /// Writing to disk failed (the log, sled, or a checkpoint): the commit was not
-    /// acknowledged. After a failed log write the store takes no more commits until it is
-    /// opened again, which reads back what is really on disk.
-    #[error("store {path}: writing to disk failed: {source}")]
-    Flush {
-        /// The store's directory.
-        path: PathBuf,
-        /// sled's error.
-        source: Arc<sled::Error>,
-    },
-    /// A backup's directory exists and is not empty (or names no directory). Choose a new one:
-    /// a backup never overwrites anything.
-    #[error("backup target {path} exists and is not empty: name a new directory")]
-    BackupTarget {
-        /// The directory named.
-        path: PathBuf,
-    },
-    /// Another backup of this store is being taken. Wait for it to finish.
-    #[error("a backup of {path} is already being taken")]
-    BackupRunning {
-        /// The store's directory.
-        path: PathBuf,
-    },
-    /// Writing the backup failed; the store itself is unaffected, and no backup directory was
-    /// left under the name asked for.
-    #[error("backup {path}: {source}")]
-    Backup {
-        /// Where the backup was being written.
-        path: PathBuf,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// The store was closed ([`Storage::close`]).
-    #[error("store {path} is closed")]
-    Closed {
-        /// The store's directory.
-        path: PathBuf,
-    },
-    /// A value could not be encoded.
-    #[error("encoding a record: {0}")]
-    Encode(#[from] rmp_serde::encode::Error),
-    /// The write-ahead log could not be read, or synced data in it is damaged (the error says
-    /// where, and what to do; a torn last write is not damage: it is dropped on open).
-    #[error(transparent)]
-    Wal(#[from] wal::WalError),
-}
 
 /// The durable store.
 #[derive(Clone)]
@@ -167,123 +93,6 @@ const LAST_SEQ: &[u8] = b"last_seq";
 const FORMAT_KEY: &[u8] = b"format";
 
 impl SledStorage {
-    /// Open (or create) the store in `path`.
-    pub fn open(path: impl AsRef<Path>) -> std::result::Result<Self, SledError> {
-        let path = path.as_ref().to_path_buf();
-        // sled reports a held lock only as text; ask the kernel first, for a typed answer.
-        if held_by_another(&path.join("db")) {
-            return Err(SledError::Locked { path });
-        }
-        let classify = |source: sled::Error| match &source {
-            sled::Error::Io(io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                SledError::Locked { path: path.clone() }
-            }
-            sled::Error::Corruption { .. } => SledError::Corrupt {
-                path: path.clone(),
-                reason: source.to_string(),
-            },
-            _ => SledError::Sled {
-                path: path.clone(),
-                source,
-            },
-        };
-        // sled panics on some damaged files rather than erroring; keep that from reaching the
-        // host as a panic.
-        let opened = std::panic::catch_unwind(|| {
-            sled::Config::new()
-                .path(&path)
-                .mode(sled::Mode::HighThroughput)
-                // Durability is the log's job; sled is synced at checkpoints.
-                .flush_every_ms(None)
-                .open()
-        });
-        let db = match opened {
-            Ok(result) => result.map_err(classify)?,
-            Err(_) => {
-                return Err(SledError::Corrupt {
-                    path,
-                    reason: "sled could not read its files".into(),
-                });
-            }
-        };
-        let tree = db.open_tree("protopay").map_err(classify)?;
-        let format_key = codec::key(codec::prefix::META, FORMAT_KEY);
-        // Older formats are upgraded in place (`upgrade.rs`); a new store is marked at once.
-        let (new_marker, upgrade_from) = match tree.get(&format_key).map_err(classify)? {
-            Some(f) if f.as_ref() == codec::FORMAT => (false, None),
-            Some(f) if codec::OLDER_FORMATS.contains(&f.as_ref()) => (true, Some(f)),
-            Some(f) => {
-                return Err(SledError::UnsupportedFormat {
-                    path,
-                    found: String::from_utf8_lossy(&f).into_owned(),
-                });
-            }
-            None if tree.is_empty() && db.tree_names().len() <= 2 => (true, None),
-            None => {
-                return Err(SledError::Corrupt {
-                    path,
-                    reason: "records without a format marker".into(),
-                });
-            }
-        };
-        // What was durable only in the log goes into sled again; then sled is synced for
-        // real and the log replaced by an empty one, before anything new is written.
-        let recovered = wal::Wal::open(&path)?;
-        let logged = tree.get(codec::logged_key()).map_err(classify)?;
-        recovered.check_against(logged.as_deref().and_then(wal::Logged::from_bytes))?;
-        let wal::Recovered {
-            wal: mut log,
-            groups,
-            torn_bytes,
-        } = recovered;
-        let replayed = groups.len();
-        for writes in groups {
-            tree.apply_batch(group::batch_of(writes)).map_err(classify)?;
-        }
-        if let Some(from) = upgrade_from {
-            upgrade::upgrade(&tree, &from).map_err(|stop| match stop {
-                upgrade::Stop::Sled(e) => classify(e),
-                upgrade::Stop::Undecodable { key, reason } => SledError::Corrupt {
-                    path: path.clone(),
-                    reason: format!("{}: {reason}", String::from_utf8_lossy(&key)),
-                },
-            })?;
-        }
-        if new_marker {
-            tree.insert(&format_key, codec::FORMAT).map_err(classify)?;
-        }
-        if new_marker || log.needs_reset() {
-            group::checkpoint(&db, &path, &mut log).map_err(classify)?;
-        }
-        if replayed > 0 || torn_bytes > 0 {
-            tracing::info!(
-                path = %path.display(),
-                groups = replayed,
-                torn_bytes,
-                "recovered from the write-ahead log"
-            );
-        }
-        let handles = Handles {
-            group: group::GroupCommit::new(db.clone(), tree.clone(), path.clone(), log, {
-                let path = path.clone();
-                move |source| {
-                    Error::Storage(Arc::new(SledError::Flush {
-                        path: path.clone(),
-                        source,
-                    }))
-                }
-            }),
-            tree: tree.clone(),
-        };
-        let store = SledStorage {
-            path: path.clone(),
-            open: Arc::new(std::sync::RwLock::new(Some(handles))),
-            leases: Arc::default(),
-            named_leases: Arc::default(),
-        };
-        Ok(store)
-    }
-
     /// The store's directory.
     pub fn path(&self) -> &Path {
         &self.path
@@ -543,89 +352,4 @@ impl Storage for SledStorage {
             })))
         }
     }
-}
-
-impl SledStorage {
-    /// Up to `limit` records named by the keys under `index` that come after `after`, read
-    /// from `records` and kept when `keep` says so: a page of a list.
-    fn page<T: DeserializeOwned + Keyed>(
-        &self,
-        index: Vec<u8>,
-        after: Option<&str>,
-        records: &[u8],
-        keep: impl Fn(&T) -> bool,
-        limit: usize,
-    ) -> Result<Vec<Versioned<T>>> {
-        let mut start = index.clone();
-        if let Some(after) = after {
-            // The first key past `after` itself.
-            start.extend_from_slice(after.as_bytes());
-            start.push(0);
-        }
-        let mut out = Vec::new();
-        for entry in self.tree()?.range(start..) {
-            if out.len() >= limit {
-                break;
-            }
-            let (key, _) = entry.map_err(|e| self.fail(e))?;
-            let Some(name) = key.strip_prefix(index.as_slice()) else {
-                break;
-            };
-            match self.read_record::<T>(records, name)? {
-                Some(record) if keep(&record.value) => out.push(record),
-                _ => {}
-            }
-        }
-        Ok(out)
-    }
-
-    /// The due index up to `now`, earliest first.
-    fn due_until(&self, now: DateTime<Utc>) -> Result<impl Iterator<Item = Result<Due>> + '_> {
-        let start = codec::prefix::DUE.to_vec();
-        // Past every entry due at `now`: an `outReqNo` is UTF-8, which never holds 0xFF.
-        let mut end = codec::key(codec::prefix::DUE, &codec::time_key(now));
-        end.push(0xFF);
-        let entries = self.tree()?.range(start..end);
-        Ok(entries.map(|entry| {
-            let (key, _) = entry.map_err(|e| self.fail(e))?;
-            self.due_entry(&key)
-        }))
-    }
-
-    fn due_entry(&self, key: &[u8]) -> Result<Due> {
-        let rest = key.get(codec::prefix::DUE.len()..).unwrap_or_default();
-        let at = codec::time_from(rest).map_err(|e| self.corrupt("due", key, e))?;
-        let out_req_no = String::from_utf8_lossy(rest.get(8..).unwrap_or_default()).into_owned();
-        Ok(Due { at, out_req_no })
-    }
-}
-
-/// Whether another open file holds the exclusive advisory lock sled takes on `db_file` while
-/// the store is open (an absent file holds none).
-fn held_by_another(db_file: &Path) -> bool {
-    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(db_file) else {
-        return false;
-    };
-    match file.try_lock() {
-        Ok(()) => {
-            let _ = file.unlock();
-            false
-        }
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        // Locks unsupported here: let sled try, and say what it finds.
-        Err(std::fs::TryLockError::Error(_)) => false,
-    }
-}
-
-/// Whether sled's lock on `db_file` can be taken within a few seconds (it is released again at
-/// once).
-fn lock_released(db_file: &Path) -> bool {
-    for _ in 0..5_000 {
-        if !held_by_another(db_file) {
-            return true;
-        }
-        // Waiting on another thread of this process to drop its handle; it takes microseconds.
-        std::thread::sleep(std::time::Duration::from_millis(1));
-    }
-    false
 }
