@@ -92,17 +92,4 @@ impl Engine {
             wake: self.inner.last_seq.subscribe(),
         }
     }
-
-    /// Hold the named lease `name` for this engine instance for `lease` (see
-    /// [`Storage::hold_lease`](crate::storage::Storage::hold_lease)): its fencing epoch
-    /// while this instance may do the work it names, `None` while another instance holds
-    /// it. [`Engine::shutdown`] hands it over.
-    pub async fn hold_lease(&self, name: &str, lease: std::time::Duration) -> Result<Option<u64>> {
-        self.storage().hold_lease(name, &self.inner.instance, lease).await
-    }
-
-    /// Orphan callbacks kept for a person to match.
-    pub async fn orphans(&self) -> Result<Vec<crate::storage::Orphan>> {
-        self.storage().orphans().await
-    }
 }

@@ -1,8 +1,5 @@
-//! What the host passes to commands, and what `reconcile` reports.
+//! What the host passes to commands.
 
-use crate::domain::RemoteBalances;
-use crate::event::Anomaly;
-use crate::ledger::Ledger;
 use crate::secret::Sensitive;
 use crate::wire::{Amount, CashierType, OutType, ProdCatalog};
 
@@ -115,17 +112,4 @@ impl NewOutbound {
             remark: None,
         }
     }
-}
-
-/// Our ledger next to the payment system's balances. Reported, never acted on.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Reconciliation {
-    /// The protocol.
-    pub trans_no: String,
-    /// Our books.
-    pub ours: Ledger,
-    /// Theirs, just fetched.
-    pub theirs: RemoteBalances,
-    /// Every figure that disagrees (empty when all agree).
-    pub drift: Vec<Anomaly>,
 }

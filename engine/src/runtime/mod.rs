@@ -13,6 +13,7 @@ mod clock;
 mod config;
 mod feed;
 mod inputs;
+mod lease;
 pub mod metrics;
 mod orders;
 mod poller;
@@ -27,8 +28,9 @@ pub use check::CheckReport;
 pub use clock::Clock;
 pub use config::{Config, PollPolicy, ReplyStyle, Timeouts};
 pub use feed::Subscription;
-pub use inputs::{NewInbound, NewOutbound, NewProtocol, Payee, Reconciliation};
+pub use inputs::{NewInbound, NewOutbound, NewProtocol, Payee};
 pub use poller::{PollReport, PollerHandle};
+pub use protocols::Reconciliation;
 pub use reads::{MAX_PAGE, OrderDetails, Page};
 pub use schedule::next_poll;
 

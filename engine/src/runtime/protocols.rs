@@ -1,6 +1,6 @@
 //! Commands on protocols: open, find (and adopt), reconcile; and the CNAPS lookup.
 
-use super::inputs::{NewProtocol, Reconciliation};
+use super::inputs::NewProtocol;
 use super::{Engine, metrics};
 use crate::domain::{Protocol, RemoteBalances};
 use crate::event::{Anomaly, EventKind};
@@ -212,4 +212,17 @@ impl Engine {
             drift,
         })
     }
+}
+
+/// Our ledger next to the payment system's balances. Reported, never acted on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reconciliation {
+    /// The protocol.
+    pub trans_no: String,
+    /// Our books.
+    pub ours: Ledger,
+    /// Theirs, just fetched.
+    pub theirs: RemoteBalances,
+    /// Every figure that disagrees (empty when all agree).
+    pub drift: Vec<Anomaly>,
 }

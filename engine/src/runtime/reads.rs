@@ -102,4 +102,9 @@ impl Engine {
         let items = items.into_iter().map(|o| o.value).collect();
         Ok(Page::of(items, limit, Order::out_req_no))
     }
+
+    /// Orphan callbacks kept for a person to match.
+    pub async fn orphans(&self) -> Result<Vec<crate::storage::Orphan>> {
+        self.storage().orphans().await
+    }
 }
