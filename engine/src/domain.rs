@@ -3,7 +3,6 @@
 use crate::wire::{
     Amount, CashierType, ChannelType, InboundView, OutType, OutboundView, Outpay, Prepay, ProtocolView, ReportedTime,
 };
-use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -414,103 +413,5 @@ impl Order {
     }
 }
 
-// ---- a protocol's books: slots, moves and the ledger (the rules over orders are in `ledger`) ----
-
-/// Where an order's amount sits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Slot {
-    /// Not in the protocol (an inbound order not paid, or failed).
-    Outside,
-    /// Paid in, not yet arrived.
-    InTransit,
-    /// Arrived and free to pay out. An outbound order that failed leaves its amount here.
-    Available,
-    /// Set aside for an outbound order whose outcome is not yet known.
-    Reserved,
-    /// Paid out (`OUT` succeeded).
-    PaidOut,
-    /// Refunded (`REFUND` succeeded).
-    Refunded,
-}
-
-/// A movement of one order's amount between slots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Move {
-    /// The slot the amount leaves (as the order was, or its origin for a new order).
-    pub from: Slot,
-    /// The slot it enters (as the order is now).
-    pub to: Slot,
-    /// The order's whole amount: an order's money never splits across slots.
-    pub amount: Amount,
-}
-
-/// The balances of one protocol, by bucket, in yuan with two decimals. Every bucket is
-/// non-negative by type, and together they equal the sum of the protocol's orders' slots (plus
-/// its opening balance) — which [`check`](crate::ledger::check) verifies.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Ledger {
-    /// Inbound paid, not arrived (the payment system's `onpassageAmount`).
-    pub in_transit: Amount,
-    /// Arrived and free to pay out (the payment system's `amount`).
-    pub available: Amount,
-    /// Reserved for outbound orders in flight.
-    pub reserved: Amount,
-    /// Paid out by `OUT` orders that succeeded.
-    pub paid_out: Amount,
-    /// Refunded by `REFUND` orders that succeeded (with `paid_out`, the payment system's
-    /// `outAmount`).
-    pub refunded: Amount,
-    /// What the protocol already held, available, when this engine adopted it (a protocol
-    /// created elsewhere, found by `find_protocol`): money that arrived through no order we
-    /// know. Counted as arrived; zero for protocols this engine created.
-    #[serde(default)]
-    pub opening: Amount,
-}
-
-impl Ledger {
-    fn bucket(&mut self, slot: Slot) -> Option<&mut Amount> {
-        match slot {
-            Slot::Outside => None,
-            Slot::InTransit => Some(&mut self.in_transit),
-            Slot::Available => Some(&mut self.available),
-            Slot::Reserved => Some(&mut self.reserved),
-            Slot::PaidOut => Some(&mut self.paid_out),
-            Slot::Refunded => Some(&mut self.refunded),
-        }
-    }
-
-    /// Apply a move; refuses (and changes nothing) if a bucket would go below zero or
-    /// past the amount bound.
-    pub fn apply(&mut self, m: &Move) -> Result<()> {
-        let mut next = *self;
-        if let Some(b) = next.bucket(m.from) {
-            *b = b
-                .checked_sub(m.amount)
-                .ok_or_else(|| Error::Invariant(format!("{:?} would go below zero", m.from)))?;
-        }
-        if let Some(b) = next.bucket(m.to) {
-            *b = b
-                .checked_add(m.amount)
-                .ok_or_else(|| Error::Invariant(format!("{:?} overflows", m.to)))?;
-        }
-        *self = next;
-        Ok(())
-    }
-
-    /// The ledger of a protocol adopted holding `opening`, available.
-    pub fn opened_with(opening: Amount) -> Self {
-        Ledger {
-            available: opening,
-            opening,
-            ..Ledger::default()
-        }
-    }
-
-    /// Everything that has arrived: `available + reserved + paid_out + refunded`.
-    pub fn arrived_total(&self) -> Option<Amount> {
-        self.available
-            .checked_add(self.reserved)?
-            .checked_add(self.paid_out)?
-            .checked_add(self.refunded)
-    }
-}
+// A protocol's books (slots, moves, the ledger) live with their rules, in `ledger`.
+pub use crate::ledger::{Ledger, Move, Slot};
