@@ -461,7 +461,7 @@ async fn over_long_text_is_refused_before_anything_is_stored() {
         .map(|c| if c.is_ascii() { 1 } else { 6 })
         .sum::<usize>();
     let body = callback_body(&echo);
-    assert!(ascii * 2 < limits::ECHO_BODY_MAX && body.len() < config().callback_body_limit);
+    assert!(ascii * 2 < limits::ECHO_BODY_MAX_BYTES && body.len() < config().callback_body_limit_bytes);
     assert!(e.handle_callback(CallbackKind::Outbound, &body).await.is_success());
     assert_eq!(e.order(order.out_req_no()).await.unwrap().status, Status::Success);
 }

@@ -763,6 +763,12 @@ fn config_is_validated() {
     let parsed: Result<protopay_engine::Config, _> =
         serde_json::from_str(r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c","typo":1}"#);
     assert!(parsed.is_err(), "unknown settings are refused");
+    // A setting renamed for its unit is still read under its old name.
+    let renamed: protopay_engine::Config = serde_json::from_str(
+        r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c","callback_body_limit":70000}"#,
+    )
+    .unwrap();
+    assert_eq!(renamed.callback_body_limit_bytes, 70_000);
     // The receiver serves the path of the notify URLs we send, whatever the URL's shape.
     for (base, path) in [
         ("https://me.example/protopay/notify", "/protopay/notify"),

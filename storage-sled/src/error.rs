@@ -69,7 +69,7 @@ pub enum SledError {
         /// Why.
         source: std::io::Error,
     },
-    /// The store was closed ([`Storage::close`]).
+    /// The store was closed ([`Storage::close`](protopay_engine::storage::Storage::close)).
     #[error("store {path} is closed")]
     Closed {
         /// The store's directory.

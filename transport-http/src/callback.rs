@@ -13,9 +13,9 @@ use protopay_engine::{CallbackReply, Engine};
 /// The callback receiver: `POST {path}/inbound-pay`, `{path}/inbound-arrival` and
 /// `{path}/outbound`, where `path` is that of the engine's `callback_base_url` (the URLs it
 /// sends as notify URLs), answering what the engine decides. Bodies over the engine's
-/// `callback_body_limit` are refused before they are read in full.
+/// `callback_body_limit_bytes` are refused before they are read in full.
 pub fn callback_router(engine: Engine) -> Router {
-    let limit = engine.config().callback_body_limit;
+    let limit = engine.config().callback_body_limit_bytes;
     let route = format!("{}/{{kind}}", engine.config().callback_path());
     Router::new()
         .route(&route, post(receive))

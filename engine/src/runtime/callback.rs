@@ -67,10 +67,10 @@ impl Engine {
 
     async fn accept_callback(&self, kind: CallbackKind, body: &[u8]) -> Result<()> {
         let config = self.config();
-        if body.len() > config.callback_body_limit {
+        if body.len() > config.callback_body_limit_bytes {
             return Err(Error::TooLarge {
                 size: body.len(),
-                limit: config.callback_body_limit,
+                limit: config.callback_body_limit_bytes,
             });
         }
         let envelope = self.open_envelope(body)?;

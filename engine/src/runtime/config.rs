@@ -180,9 +180,10 @@ pub struct Config {
     /// Refuse callbacks whose `timestamp` is older than this (off by default: retries may reuse a callback's timestamp; see `docs/protocol.md`).
     #[serde(default)]
     pub callback_max_age_ms: Option<u64>,
-    /// The largest callback body accepted.
-    #[serde(default = "default_body_limit")]
-    pub callback_body_limit: usize,
+    /// The largest callback body accepted, in bytes (the old name `callback_body_limit` is
+    /// still read).
+    #[serde(default = "default_body_limit", alias = "callback_body_limit")]
+    pub callback_body_limit_bytes: usize,
     /// How often the poller reconciles every protocol with activity since the last run
     /// against the payment system's balances (drift is reported, never acted on); 0 = off.
     #[serde(default = "default_reconcile_every")]
@@ -216,7 +217,7 @@ impl Config {
             reply_style: ReplyStyle::default(),
             cnaps_check: CnapsCheck::default(),
             callback_max_age_ms: None,
-            callback_body_limit: default_body_limit(),
+            callback_body_limit_bytes: default_body_limit(),
             reconcile_every_ms: default_reconcile_every(),
             payment_system_deduplicates: false,
         }
@@ -278,9 +279,9 @@ impl Config {
         if self.callback_base_url.trim_end_matches('/').len() + longest_slug > limits::URL {
             return bad("callback_base_url", "too long for a notify URL (512 characters)");
         }
-        if self.callback_body_limit < limits::ECHO_BODY_MAX {
+        if self.callback_body_limit_bytes < limits::ECHO_BODY_MAX_BYTES {
             return bad(
-                "callback_body_limit",
+                "callback_body_limit_bytes",
                 "smaller than a callback echoing our longest request",
             );
         }

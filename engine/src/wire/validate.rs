@@ -15,7 +15,7 @@ pub const GENERATED_SUFFIX: usize = 13 + 8 + 4;
 /// The document gives no lengths. The limits are generous for real values (names, bank
 /// branches, remarks) and small enough that a callback echoing every text we sent — which the
 /// payment system does, escaped twice (JSON in a JSON string) — stays far below
-/// [`limits::ECHO_BODY_MAX`], which the callback body limit must exceed.
+/// [`limits::ECHO_BODY_MAX_BYTES`], which the callback body limit must exceed.
 pub mod limits {
     /// `outReqNo`.
     pub const OUT_REQ_NO: usize = 64;
@@ -43,10 +43,11 @@ pub mod limits {
     pub const KEYWORD: usize = 50;
     /// An operator's note on a resolution (stored and published, never sent).
     pub const NOTE: usize = 1_000;
-    /// The largest callback body that can echo our texts: every echoed field at its limit,
+    /// The largest callback body that can echo our texts, in bytes (the one limit here that is
+    /// not in characters): every echoed field at its limit,
     /// each character escaped to at most 7 bytes (`\\uXXXX` inside the `data` string),
     /// plus 8 KiB for field names, the payment system's own fields and the envelope.
-    pub const ECHO_BODY_MAX: usize = 7
+    pub const ECHO_BODY_MAX_BYTES: usize = 7
         * (OUT_REQ_NO + APP_ID + 2 * PERSON_NAME + CERT_NUMBER + ACCOUNT + BANK_NAME + REMARK + CONTRACT_NUM)
         + 8 * 1024;
 }
