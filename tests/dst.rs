@@ -964,26 +964,13 @@ impl World {
                 panic!("seed {seed}: ledger of {t}: {e}");
             }
         }
-        let far = self.truth.now() + chrono::Duration::days(3_650);
-        let due: BTreeSet<String> = self
-            .store
-            .inner
-            .due(far, usize::MAX)
-            .await
-            .expect("due")
-            .into_iter()
-            .map(|d| d.out_req_no)
-            .collect();
         let orders = self.orders().await;
+        let late = protopay::testing::due_time_violations(&self.store.inner, &orders)
+            .await
+            .expect("due");
+        assert!(late.is_empty(), "seed {seed}: {}", late.join("; "));
         for o in &orders {
             let key = o.out_req_no();
-            assert_eq!(
-                due.contains(key),
-                o.is_open(),
-                "seed {seed}: {key} is {} but {} in the due index",
-                o.state_label(),
-                if due.contains(key) { "is" } else { "is not" }
-            );
             let now = (o.status.rank(), o.inbound().is_some_and(|i| i.arrived));
             if let Some(before) = self.seen.insert(key.to_owned(), now) {
                 assert!(now >= before, "seed {seed}: {key} went back from {before:?} to {now:?}");

@@ -235,30 +235,20 @@ impl Cluster {
 
     /// Every open order has a due time and no closed one has.
     async fn due_times(&self) -> Vec<String> {
-        let far = chrono::DateTime::<chrono::Utc>::MAX_UTC;
-        let due: std::collections::BTreeSet<String> = self
-            .store
-            .due(far, usize::MAX)
+        let mut orders = Vec::new();
+        for trans_no in &self.protocols {
+            orders.extend(
+                self.store
+                    .orders_of(trans_no)
+                    .await
+                    .expect("orders")
+                    .into_iter()
+                    .map(|o| o.value),
+            );
+        }
+        protopay::testing::due_time_violations(self.store.as_ref(), &orders)
             .await
             .expect("due")
-            .into_iter()
-            .map(|d| d.out_req_no)
-            .collect();
-        let mut out = Vec::new();
-        for trans_no in &self.protocols {
-            for o in self.store.orders_of(trans_no).await.expect("orders") {
-                let scheduled = due.contains(o.value.out_req_no());
-                if o.value.is_open() != scheduled {
-                    out.push(format!(
-                        "{} is {} and {} in the due index",
-                        o.value.out_req_no(),
-                        o.value.state_label(),
-                        if scheduled { "is" } else { "is not" }
-                    ));
-                }
-            }
-        }
-        out
     }
 
     /// What an operator does with the orders that need a person (their retry budget ran out

@@ -57,3 +57,56 @@ pub fn skip_without(what: &str, why: &str, how: &str) -> bool {
     let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {message}");
     true
 }
+
+/// The due-time invariant, audited from outside: every open order of `orders` is in the due
+/// index of `store`, and no closed one is. One sentence per order that breaks it (empty when
+/// all hold). The simulations run it after their steps.
+pub async fn due_time_violations<'a>(
+    store: &dyn crate::storage::Storage,
+    orders: impl IntoIterator<Item = &'a crate::domain::Order>,
+) -> Result<Vec<String>> {
+    let due: std::collections::BTreeSet<String> = store
+        .due(chrono::DateTime::<chrono::Utc>::MAX_UTC, usize::MAX)
+        .await?
+        .into_iter()
+        .map(|d| d.out_req_no)
+        .collect();
+    Ok(orders
+        .into_iter()
+        .filter(|o| o.is_open() != due.contains(o.out_req_no()))
+        .map(|o| {
+            let is = if due.contains(o.out_req_no()) { "is" } else { "is not" };
+            format!("{} is {} but {is} in the due index", o.out_req_no(), o.state_label())
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::due_time_violations;
+    use crate::storage::conformance::sample_inbound;
+    use crate::storage::{Batch, MemoryStorage, Put, Storage};
+
+    #[tokio::test]
+    async fn an_open_order_without_a_due_time_is_reported() {
+        let store = MemoryStorage::new();
+        let order = sample_inbound("T1", "APP001-1", 100);
+        let put = |schedule| Batch {
+            orders: vec![Put {
+                expected: None,
+                value: order.clone(),
+            }],
+            schedule,
+            ..Default::default()
+        };
+        store.commit(put(vec![])).await.unwrap();
+        let found = due_time_violations(&store, [&order]).await.unwrap();
+        assert_eq!(found, ["APP001-1 is Requested but is not in the due index"]);
+        let scheduled = MemoryStorage::new();
+        scheduled
+            .commit(put(vec![("APP001-1".into(), Some(chrono::Utc::now()))]))
+            .await
+            .unwrap();
+        assert!(due_time_violations(&scheduled, [&order]).await.unwrap().is_empty());
+    }
+}
