@@ -27,14 +27,18 @@ use support::{Hook, OPERATE, Running, free_port, serve, simulator, terminate};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-/// Seconds-scale timings, so that lease and grace pass within the test.
+/// Seconds-scale timings, so that lease and grace pass within the test. Quiet polls double
+/// the interval only up to 1 s: every step below waits at most 30 s, and with the default
+/// ceiling (6 h) an order polled quietly a few times by the partitioned instance (whose
+/// queries time out) was next polled by the others only after that (seen once in CI:
+/// `APP001-part-3` not flagged within 30 s).
 fn engine_settings(deduplicates: bool) -> String {
     format!(
         "payment_system_deduplicates = {deduplicates}\n\
          timeouts = {{ connect_ms = 500, request_ms = 1000 }}\n\
          poll = {{ grace_ms = 1500, lease_ms = 1200, submitted_ms = 300, processing_ms = 300, \
-         attention_ms = 1000, idle_tick_ms = 200, send_deadline_ms = 500, jitter_percent = 0, \
-         max_submissions = 5 }}\n"
+         attention_ms = 1000, max_interval_ms = 1000, idle_tick_ms = 200, send_deadline_ms = 500, \
+         jitter_percent = 0, max_submissions = 5 }}\n"
     )
 }
 
