@@ -233,8 +233,8 @@ impl Cluster {
         out
     }
 
-    /// Every open order has a due time and no closed one has.
-    async fn due_times(&self) -> Vec<String> {
+    /// Every order of every protocol, as the store has it now.
+    async fn all_orders(&self) -> Vec<protopay::Order> {
         let mut orders = Vec::new();
         for trans_no in &self.protocols {
             orders.extend(
@@ -246,6 +246,12 @@ impl Cluster {
                     .map(|o| o.value),
             );
         }
+        orders
+    }
+
+    /// Every open order has a due time and no closed one has.
+    async fn due_times(&self) -> Vec<String> {
+        let orders = self.all_orders().await;
         protopay::testing::due_time_violations(self.store.as_ref(), &orders)
             .await
             .expect("due")
@@ -283,17 +289,7 @@ impl Cluster {
     /// Every order is in exactly the listings its state puts it in (the read models'
     /// indexes, written in the same commits as the records).
     async fn listings(&self) -> Vec<String> {
-        let mut orders = Vec::new();
-        for trans_no in &self.protocols {
-            orders.extend(
-                self.store
-                    .orders_of(trans_no)
-                    .await
-                    .expect("orders")
-                    .into_iter()
-                    .map(|o| o.value),
-            );
-        }
+        let orders = self.all_orders().await;
         protopay::storage::conformance::listing_disagreements(self.store.as_ref(), &orders)
             .await
             .unwrap_or_else(|e| vec![format!("listing indexes: {e}")])
