@@ -36,11 +36,12 @@
 
 use chrono::{DateTime, Utc};
 use protopay::sled::codec;
-use protopay::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
+use protopay::storage::{Batch, MemoryStorage, Storage, StorageError};
+use protopay::testing::{Hooks, Injected, Intercepted};
 use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
-    Amount, Clock, Config, Engine, Error, Event, EventKind, Listing, Md5Key, NewInbound, NewOutbound, NewProtocol,
-    Order, OrderKind, PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
+    Amount, Clock, Config, Engine, Error, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order, OrderKind,
+    PollerHandle, Protocol, Sensitive, Status, Transport, TransportError,
 };
 use protopay_sim::{Aimed, Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
@@ -124,19 +125,24 @@ impl Window {
     }
 }
 
-/// The store as the engine sees it: memory underneath, with commit failures aimed at a chosen
-/// commit point, an optional round trip of every record through the sled codec, and the
-/// poller-pass budget (every pass reads the due index once).
+/// The store as the engine sees it: memory underneath, every call letting other tasks run
+/// (a real store takes time, so steps on one order race, and so do a reader's consecutive
+/// reads with commits), with the probe's hooks around it.
+type Probed = Intercepted<MemoryStorage, Probe>;
+
+/// What the simulation does around the store's calls: commit failures at random and aimed at
+/// a chosen commit point, outages, an optional round trip of every record through the sled
+/// codec, the due-time audit at every commit, pauses after commits, and the poller-pass
+/// budget (every pass claims once).
 struct Probe {
-    /// The store at one moment: what the auditor reads.
-    inner: MemoryStorage,
-    /// The same store as the engine meets it: a real store takes time, so every call lets
-    /// other tasks run — steps on one order race, and so do a reader's consecutive reads
-    /// (`check`, the read models) with commits.
-    latent: MemoryStorage,
+    /// The store at one moment: what the auditor reads (a handle that never yields).
+    auditor: MemoryStorage,
     round_trip: bool,
     truth: Clock,
+    /// The commit point, counted from when it was aimed, that fails.
     fail_in: Mutex<Option<u32>>,
+    /// How many of the next commits fail.
+    failing: Mutex<u32>,
     /// Every commit fails until then (a store that is down for a while).
     down_until: Mutex<Option<DateTime<Utc>>>,
     passes: Mutex<Window>,
@@ -167,6 +173,11 @@ impl Probe {
         *self.fail_in.lock().unwrap() = Some(n);
     }
 
+    /// Fail the next `n` commits (0: none).
+    fn fail_next_commits(&self, n: u32) {
+        *self.failing.lock().unwrap() = n;
+    }
+
     fn disarm(&self) {
         *self.fail_in.lock().unwrap() = None;
     }
@@ -190,43 +201,17 @@ impl Probe {
 }
 
 #[async_trait::async_trait]
-impl Storage for Probe {
-    async fn protocol(&self, trans_no: &str) -> protopay::Result<Option<Versioned<Protocol>>> {
-        self.latent.protocol(trans_no).await
-    }
-    async fn order(&self, out_req_no: &str) -> protopay::Result<Option<Versioned<Order>>> {
-        self.latent.order(out_req_no).await
-    }
-    async fn protocols(&self, after: Option<&str>, limit: usize) -> protopay::Result<Vec<Versioned<Protocol>>> {
-        self.latent.protocols(after, limit).await
-    }
-    async fn orders(
-        &self,
-        query: &OrderQuery,
-        after: Option<&str>,
-        limit: usize,
-    ) -> protopay::Result<Vec<Versioned<Order>>> {
-        self.latent.orders(query, after, limit).await
-    }
-    async fn listing_counts(&self) -> protopay::Result<Vec<(Listing, u64)>> {
-        self.latent.listing_counts().await
-    }
-    async fn history(&self, out_req_no: &str) -> protopay::Result<Vec<Event>> {
-        self.latent.history(out_req_no).await
-    }
-    async fn due_at(&self, out_req_no: &str) -> protopay::Result<Option<DateTime<Utc>>> {
-        self.latent.due_at(out_req_no).await
-    }
-    async fn commit(&self, mut batch: Batch) -> protopay::Result<u64> {
+impl Hooks for Probe {
+    async fn before_commit(&self, batch: &mut Batch) -> protopay::storage::Result<()> {
         if self.down_until.lock().unwrap().is_some_and(|t| self.truth.now() < t) {
-            return Err(Error::Storage(Arc::new(std::io::Error::other("the store is down"))));
+            return Err(Injected("the store is down").into());
         }
         {
             let mut fail = self.fail_in.lock().unwrap();
             match *fail {
                 Some(1) => {
                     *fail = None;
-                    self.inner.fail_next_commits(1);
+                    *self.failing.lock().unwrap() = 1;
                 }
                 Some(n) => *fail = Some(n - 1),
                 None => {}
@@ -239,15 +224,27 @@ impl Storage for Probe {
             for o in &mut batch.orders {
                 o.value = round_trip(o.value.clone());
             }
-            batch.events = batch.events.into_iter().map(round_trip).collect();
-            batch.orphans = batch.orphans.into_iter().map(round_trip).collect();
+            batch.events = std::mem::take(&mut batch.events).into_iter().map(round_trip).collect();
+            batch.orphans = std::mem::take(&mut batch.orphans).into_iter().map(round_trip).collect();
         }
-        let schedule = batch.schedule.clone();
-        let last = self.latent.commit(batch).await?;
+        if *self.failing.lock().unwrap() > 0 {
+            // A failing store takes its time too, and the failure is drawn when the commit
+            // reaches it.
+            tokio::task::yield_now().await;
+            let mut failing = self.failing.lock().unwrap();
+            if *failing > 0 {
+                *failing -= 1;
+                return Err(Injected("this commit fails").into());
+            }
+        }
+        Ok(())
+    }
+
+    async fn after_commit(&self, batch: &Batch, _: u64) {
         // The due-time invariant, at every commit: an open order has a due time, a closed
         // one none.
-        for (key, at) in schedule {
-            if let Ok(Some(o)) = self.inner.order(&key).await
+        for (key, at) in &batch.schedule {
+            if let Ok(Some(o)) = self.auditor.order(key).await
                 && o.value.is_open() != at.is_some()
             {
                 violate(
@@ -260,19 +257,9 @@ impl Storage for Probe {
             trace(format!("  a committer freezes for {} ms", pause.as_millis()));
             tokio::time::sleep(pause).await;
         }
-        Ok(last)
     }
-    async fn due(&self, now: DateTime<Utc>, limit: usize) -> protopay::Result<Vec<Due>> {
-        self.latent.due(now, limit).await
-    }
-    /// Every poller pass claims: the place to count passes.
-    async fn claim_due(
-        &self,
-        owner: &str,
-        now: DateTime<Utc>,
-        limit: usize,
-        lease: std::time::Duration,
-    ) -> protopay::Result<Vec<Due>> {
+
+    async fn before_claim(&self) -> protopay::storage::Result<()> {
         let n = self
             .passes
             .lock()
@@ -283,33 +270,9 @@ impl Storage for Probe {
         }
         if self.violation.lock().unwrap().is_some() {
             // Stop the spin so that simulated time moves on and the auditor can report it.
-            return Err(Error::Shutdown);
+            return Err(StorageError::Closed);
         }
-        self.latent.claim_due(owner, now, limit, lease).await
-    }
-    async fn hold_lease(&self, name: &str, owner: &str, lease: std::time::Duration) -> protopay::Result<Option<u64>> {
-        self.latent.hold_lease(name, owner, lease).await
-    }
-    async fn release_claims(&self, owner: &str) -> protopay::Result<()> {
-        self.latent.release_claims(owner).await
-    }
-    async fn next_due(&self, owner: &str) -> protopay::Result<Option<DateTime<Utc>>> {
-        self.latent.next_due(owner).await
-    }
-    async fn events_after(&self, after: u64, limit: usize) -> protopay::Result<Vec<Event>> {
-        self.latent.events_after(after, limit).await
-    }
-    async fn last_seq(&self) -> protopay::Result<u64> {
-        self.latent.last_seq().await
-    }
-    async fn cursor(&self, consumer: &str) -> protopay::Result<u64> {
-        self.latent.cursor(consumer).await
-    }
-    async fn ack(&self, consumer: &str, seq: u64) -> protopay::Result<()> {
-        self.latent.ack(consumer, seq).await
-    }
-    async fn orphans(&self) -> protopay::Result<Vec<Orphan>> {
-        self.latent.orphans().await
+        Ok(())
     }
 }
 
@@ -382,7 +345,7 @@ struct World {
     truth: Clock,
     /// The host's wall clock, as an offset from the truth; a restart reads it.
     skew_ms: i64,
-    store: Arc<Probe>,
+    store: Arc<Probed>,
     transport: Arc<Metered>,
     board: Switchboard,
     engine: Engine,
@@ -456,7 +419,6 @@ enum Mode {
 fn classify(result: &protopay::Result<Order>) -> Answer {
     match result {
         Ok(_) | Err(Error::OutcomeUnknown { .. }) => Answer::Accepted,
-        Err(Error::Conflict) => panic!("Error::Conflict reached the host"),
         Err(_) => Answer::Refused,
     }
 }
@@ -507,21 +469,24 @@ impl World {
         let violation = Violation::default();
         let (call_budget, pass_budget) = budgets(&base);
         let memory = MemoryStorage::new();
-        let store = Arc::new(Probe {
-            latent: memory.yielding(),
-            inner: memory,
-            round_trip: rng.unit() < 0.3,
-            truth,
-            fail_in: Mutex::new(None),
-            down_until: Mutex::new(None),
-            passes: Mutex::default(),
-            pass_budget,
-            violation: violation.clone(),
-            pauses: Mutex::new((rng.unit() < 0.5).then(|| Pauses {
-                rng: Rng::new(seed ^ 0x05EE_D0FF_A05E),
-                chance: rng.unit() * 0.05,
-                max_ms: 3 * base.poll.grace_ms,
-            })),
+        let store = Arc::new(Intercepted {
+            inner: memory.yielding(),
+            hooks: Probe {
+                auditor: memory,
+                round_trip: rng.unit() < 0.3,
+                truth,
+                fail_in: Mutex::new(None),
+                failing: Mutex::new(0),
+                down_until: Mutex::new(None),
+                passes: Mutex::default(),
+                pass_budget,
+                violation: violation.clone(),
+                pauses: Mutex::new((rng.unit() < 0.5).then(|| Pauses {
+                    rng: Rng::new(seed ^ 0x05EE_D0FF_A05E),
+                    chance: rng.unit() * 0.05,
+                    max_ms: 3 * base.poll.grace_ms,
+                })),
+            },
         });
         let transport = Arc::new(Metered {
             sim: SimTransport(sim.clone()),
@@ -588,7 +553,7 @@ impl World {
         app: &str,
         settings: Settings,
         deploy: u32,
-        store: &Arc<Probe>,
+        store: &Arc<Probed>,
         transport: &Arc<Metered>,
         truth: Clock,
         skew_ms: i64,
@@ -620,7 +585,7 @@ impl World {
         if self.rng.unit() < 0.15 {
             let n = self.rng.range(1, 4) as u32;
             trace(format!("  fail commit point {n}"));
-            self.store.fail_commit(n);
+            self.store.hooks.fail_commit(n);
         }
     }
 
@@ -697,7 +662,7 @@ impl World {
         }
         self.maybe_fail_a_commit_point();
         let result = self.engine.prepay(cmd.clone()).await;
-        self.store.disarm();
+        self.store.hooks.disarm();
         if let Ok(o) = &result {
             self.inbound.push(o.out_req_no().to_owned());
         }
@@ -746,7 +711,7 @@ impl World {
         }
         self.maybe_fail_a_commit_point();
         let result = self.engine.outpay(cmd.clone()).await;
-        self.store.disarm();
+        self.store.hooks.disarm();
         if key.is_some() {
             self.sent.push(Sent::Out(cmd));
         }
@@ -922,7 +887,7 @@ impl World {
 
     /// A protocol as the auditor sees it: from the memory store, at one moment.
     async fn protocol_now(&self, trans_no: &str) -> Protocol {
-        let stored = self.store.inner.protocol(trans_no).await.expect("read");
+        let stored = self.store.hooks.auditor.protocol(trans_no).await.expect("read");
         stored.expect("protocol").value
     }
 
@@ -931,7 +896,8 @@ impl World {
         for (t, _) in &self.protocols {
             all.extend(
                 self.store
-                    .inner
+                    .hooks
+                    .auditor
                     .orders_of(t)
                     .await
                     .expect("orders")
@@ -953,7 +919,8 @@ impl World {
             let p = self.protocol_now(t).await;
             let orders: Vec<Order> = self
                 .store
-                .inner
+                .hooks
+                .auditor
                 .orders_of(t)
                 .await
                 .expect("orders")
@@ -965,7 +932,7 @@ impl World {
             }
         }
         let orders = self.orders().await;
-        let late = protopay::testing::due_time_violations(&self.store.inner, &orders)
+        let late = protopay::testing::due_time_violations(&self.store.hooks.auditor, &orders)
             .await
             .expect("due");
         assert!(late.is_empty(), "seed {seed}: {}", late.join("; "));
@@ -1002,7 +969,14 @@ impl World {
             );
         }
         let mut once: BTreeMap<(String, String), u32> = BTreeMap::new();
-        for e in self.store.inner.events_after(0, usize::MAX).await.expect("events") {
+        for e in self
+            .store
+            .hooks
+            .auditor
+            .events_after(0, usize::MAX)
+            .await
+            .expect("events")
+        {
             let singular = matches!(
                 e.kind,
                 EventKind::InboundRequested
@@ -1025,12 +999,19 @@ impl World {
     /// listings its state puts it in, and its history is exactly its events.
     async fn audit_read_models(&self, orders: &[Order]) {
         let seed = self.seed;
-        let wrong = protopay::storage::conformance::listing_disagreements(&self.store.inner, orders)
+        let wrong = protopay::storage::conformance::listing_disagreements(&self.store.hooks.auditor, orders)
             .await
             .expect("the listings");
         assert!(wrong.is_empty(), "seed {seed}: {wrong:#?}");
         let mut histories: BTreeMap<String, Vec<u64>> = BTreeMap::new();
-        for e in self.store.inner.events_after(0, usize::MAX).await.expect("events") {
+        for e in self
+            .store
+            .hooks
+            .auditor
+            .events_after(0, usize::MAX)
+            .await
+            .expect("events")
+        {
             if let Some(key) = e.out_req_no {
                 histories.entry(key).or_default().push(e.seq);
             }
@@ -1038,7 +1019,8 @@ impl World {
         for o in orders {
             let indexed: Vec<u64> = self
                 .store
-                .inner
+                .hooks
+                .auditor
                 .history(o.out_req_no())
                 .await
                 .expect("a history")
@@ -1052,7 +1034,13 @@ impl World {
 
     /// Events must tell the same story as the final states.
     async fn events_match_states(&self) {
-        let events = self.store.inner.events_after(0, usize::MAX).await.expect("events");
+        let events = self
+            .store
+            .hooks
+            .auditor
+            .events_after(0, usize::MAX)
+            .await
+            .expect("events");
         for o in self.orders().await {
             let has = |f: &dyn Fn(&EventKind) -> bool| {
                 events
@@ -1098,7 +1086,7 @@ impl World {
             }
         }
         for key in truth.keys() {
-            if self.store.inner.order(key).await.expect("read").is_none() {
+            if self.store.hooks.auditor.order(key).await.expect("read").is_none() {
                 out.push(format!("{key}: the simulator has it, we do not"));
             }
         }
@@ -1132,11 +1120,11 @@ async fn run_seed(seed: u64, mode: Mode) -> Run {
             68..=70 => w.forge().await,
             71..=74 => w.restart().await,
             75..=76 => w.step_clock(),
-            77..=78 => w.store.inner.fail_next_commits(w.rng.range(1, 3) as u32),
+            77..=78 => w.store.hooks.fail_next_commits(w.rng.range(1, 3) as u32),
             79 => {
                 let ms = w.rng.range(1_000, 600_000);
                 trace(format!("  store down for {ms} ms"));
-                w.store.outage(ms);
+                w.store.hooks.outage(ms);
             }
             80..=81 => w.resolve().await,
             82..=83 => w.start_check(),
@@ -1153,10 +1141,10 @@ async fn run_seed(seed: u64, mode: Mode) -> Run {
         no_dedupe: w.sim.faults().no_dedupe,
         ..Faults::default()
     });
-    w.store.pauses(None);
-    w.store.inner.fail_next_commits(0);
-    w.store.disarm();
-    w.store.outage(0);
+    w.store.hooks.pauses(None);
+    w.store.hooks.fail_next_commits(0);
+    w.store.hooks.disarm();
+    w.store.hooks.outage(0);
     for (key, t) in std::mem::take(&mut w.inflight) {
         if let Ok(answer) = t.await {
             let entry = w.answers.entry(key).or_insert(answer);
@@ -1197,7 +1185,7 @@ async fn run_seed(seed: u64, mode: Mode) -> Run {
         let theirs = w.sim.balances(t).expect("sim protocol");
         if ours.available != theirs.available {
             let truth = w.sim.order_states();
-            for o in w.store.inner.orders_of(t).await.expect("orders") {
+            for o in w.store.hooks.auditor.orders_of(t).await.expect("orders") {
                 let key = o.value.out_req_no();
                 eprintln!(
                     "  {key} {} {}: ours {}, simulator {:?}; {:?}",

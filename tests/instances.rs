@@ -23,7 +23,7 @@ mod harness;
 
 use protopay::storage::{MemoryStorage, Storage};
 use protopay::wire::{CallbackKind, CashierType, OutType};
-use protopay::{Amount, Clock, Config, Engine, Error, Md5Key, NewInbound, NewProtocol, PollerHandle, Status};
+use protopay::{Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, PollerHandle, Status};
 use protopay_sim::{Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -159,7 +159,6 @@ impl Cluster {
                     ..NewInbound::pos(&trans_no, amount)
                 };
                 let result = engine.prepay(cmd).await;
-                assert!(!matches!(result, Err(Error::Conflict)), "Conflict reached the host");
                 self.trace
                     .push(format!("instance {i}: prepay {key} {amount} -> {}", ok(&result)));
             }
@@ -181,9 +180,6 @@ impl Cluster {
                 let (result, again) = tokio::join!(engine.outpay(cmd.clone()), async {
                     if both { Some(twin.outpay(cmd).await) } else { None }
                 });
-                for r in std::iter::once(&result).chain(again.as_ref()) {
-                    assert!(!matches!(r, Err(Error::Conflict)), "Conflict reached the host");
-                }
                 let twin = again.map(|r| format!(", and on instance {j} -> {}", ok(&r)));
                 self.trace.push(format!(
                     "instance {i}: outpay {key} {amount} -> {}{}",

@@ -85,7 +85,9 @@ pub(crate) async fn backup(
             let path = sled_path(config_file)?;
             let store = SledStorage::open(&path)?;
             let taken = store.backup(to).await;
-            protopay::storage::Storage::close(&store).await?;
+            protopay::storage::Storage::close(&store)
+                .await
+                .map_err(protopay::Error::from)?;
             json!(taken?)
         }
     };

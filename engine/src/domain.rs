@@ -6,8 +6,6 @@ use crate::wire::{
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-mod stored;
-
 /// Where an order stands: first our own local phases, then the payment system's status.
 ///
 /// One enum serves both kinds so that one rank and one rule serve both: inbound orders start
@@ -171,10 +169,13 @@ impl Attempts {
 /// An order: one payment in or out of a protocol, from the intent we store before sending it
 /// to the outcome the payment system reports.
 ///
-/// What every order has is here; what only one kind has is in [`kind`](Order::kind). The
-/// stored form (sled format 1) is the earlier two-struct enum, kept by the private module `domain::stored`.
+/// What every order has is here; what only one kind has is in [`kind`](Order::kind). Its
+/// serialized form is its stored record (`storage::records`), never its wire messages.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(into = "stored::StoredOrder", from = "stored::StoredOrder")]
+#[serde(
+    into = "crate::storage::records::OrderRecord",
+    from = "crate::storage::records::OrderRecord"
+)]
 pub struct Order {
     /// Our `appId`, which the payment system's views must repeat.
     pub app_id: String,

@@ -1,4 +1,6 @@
-//! The crate's one error type.
+//! The host's error type: what a command, a callback, a read or a feed can answer. A store
+//! speaks [`StorageError`](crate::storage::StorageError), which the engine handles or turns
+//! into one of these.
 //!
 //! Every variant says what happened and what the caller can do about it. None carries the
 //! MD5 key or personal data: values from outside appear only when they are not personal
@@ -147,12 +149,7 @@ pub enum Error {
         state: String,
     },
 
-    // ---- storage ------------------------------------------------------------------------
-    /// Optimistic concurrency: a record moved since it was read. The engine's own signal
-    /// between a backend and its unit of work, which re-reads and retries; never returned by
-    /// a command.
-    #[error("storage conflict: a record changed concurrently")]
-    Conflict,
+    // ---- storage (as a host sees it: a store's own `StorageError` never reaches you) -----
     /// Other processes kept changing the same record faster than this call could: nothing
     /// was changed by this call. Retry it.
     #[error("{what} is changing too fast to update; nothing was changed, retry")]

@@ -54,7 +54,7 @@ async fn resent_within(e: &Engine, t: &Scripted, within: Duration) -> Option<usi
 async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
     let (store, t) = (Flaky::default(), Scripted::default());
     let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
-    store.fail_commit(2); // 1: the intent; 2: the `Submitted` mark.
+    store.hooks.fail_commit(2); // 1: the intent; 2: the `Submitted` mark.
     let order = e
         .outpay(payout(&trans_no, None, "20"))
         .await
@@ -74,7 +74,7 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
     assert_eq!(e.order(&key).await.unwrap().status, Status::Processing);
 
     // The same for `prepay`.
-    store.fail_commit(2);
+    store.hooks.fail_commit(2);
     let order = e
         .prepay(NewInbound::pos(&trans_no, Amount::parse("5").unwrap()))
         .await
@@ -86,7 +86,7 @@ async fn an_order_whose_send_could_not_be_recorded_is_accepted_and_sent_once() {
     );
 
     // A failure of the intent itself is a plain error, and nothing is ever sent for it.
-    store.fail_commit(1);
+    store.hooks.fail_commit(1);
     let refused = e.outpay(payout(&trans_no, Some("APP001-never"), "1")).await;
     assert!(matches!(refused, Err(Error::Storage(_))), "{refused:?}");
     assert!(e.order("APP001-never").await.is_err());
@@ -208,7 +208,7 @@ async fn a_failing_store_holds_polls_back_by_the_policy() {
         Endpoint::Outquery,
         Step::Data(outbound_view(&trans_no, "APP001-down", "20.00", "PROCESSING")),
     );
-    store.set_down(true);
+    store.hooks.set_down(true);
     // A tick every second (as an idle poller would, at least).
     for _ in 0..120 {
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -218,7 +218,7 @@ async fn a_failing_store_holds_polls_back_by_the_policy() {
     // processing_ms = 10 s, doubling with each failure: 10 + 20 + 40 + … within 120 s.
     let asked = t.count(Endpoint::Outquery);
     assert!((1..=5).contains(&asked), "{asked} queries in 120 s with the store down");
-    store.set_down(false);
+    store.hooks.set_down(false);
     let poller = e.spawn_poller();
     t.default_for(
         Endpoint::Outquery,
@@ -252,7 +252,8 @@ async fn a_poll_moved_sooner_that_loses_a_race_leaves_a_settled_order_no_due_tim
     e.prepay(cmd).await.unwrap();
     // Between the poll-sooner's read and its write, the order is settled elsewhere (failed: no money
     // moves, so the ledger needs no change).
-    store.before_next_commit(move |inner: MemoryStorage| {
+    let inner = store.inner.clone();
+    store.hooks.before_next_commit(move || {
         Box::pin(async move {
             let mut current = inner.order(key).await.unwrap().unwrap();
             current.value.status = Status::Failure;
@@ -560,8 +561,8 @@ async fn twins_on_two_instances_get_the_same_answer() {
     // B checks the protocol exists (1st read), looks the order up (absent); A's twin commits
     // before B reads the protocol's funds (2nd read).
     let later = store.clone();
-    store.before_next_protocol_read(move || {
-        later.before_next_protocol_read(move || {
+    store.hooks.before_next_protocol_read(move || {
+        later.hooks.before_next_protocol_read(move || {
             Box::pin(async move {
                 first.outpay(cmd).await.expect("the first twin");
             })

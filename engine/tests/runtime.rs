@@ -691,7 +691,7 @@ async fn restart_recovers_stored_but_unsent_orders() {
     let e = engine_with(storage.clone(), t.clone(), config(), clock()).await;
     let trans_no = funded(&e, &t, "10.00").await;
     let key = format!("{APP}-out-crash");
-    storage.fail_commit(2);
+    storage.hooks.fail_commit(2);
     let stored = e.outpay(payout(&trans_no, Some(&key), "4")).await.unwrap();
     assert_eq!(
         (stored.status, t.count(Endpoint::Outpay)),

@@ -5,9 +5,9 @@ use crate::PgError;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-pub(crate) fn encode<T: Serialize>(value: &T) -> protopay_engine::Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> protopay_engine::storage::Result<Vec<u8>> {
     rmp_serde::to_vec_named(value).map_err(|e| {
-        protopay_engine::Error::Storage(std::sync::Arc::new(PgError::Corrupt {
+        protopay_engine::storage::StorageError::Failed(std::sync::Arc::new(PgError::Corrupt {
             table: "encode",
             key: String::new(),
             reason: e.to_string(),

@@ -15,7 +15,7 @@ use crate::codec;
 use crate::{PgError, PostgresStorage};
 use deadpool_postgres::Transaction;
 use protopay_engine::storage::Batch;
-use protopay_engine::{Error, Result};
+use protopay_engine::storage::{Result, StorageError};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,7 +43,7 @@ impl PostgresStorage {
             }
             .map_err(query)?;
             if written != 1 {
-                return Err(Error::Conflict);
+                return Err(StorageError::Conflict);
             }
         }
         for (put, value) in batch.orders.iter().zip(&encoded.orders) {
@@ -61,7 +61,7 @@ impl PostgresStorage {
             }
             .map_err(query)?;
             if written != 1 {
-                return Err(Error::Conflict);
+                return Err(StorageError::Conflict);
             }
         }
         for (key, at) in &batch.schedule {
@@ -122,12 +122,12 @@ impl PostgresStorage {
             };
             match status.as_deref() {
                 Some("committed") => return u64::try_from(last).map_err(|_| negative("counter")),
-                Some("aborted") => return Err(Error::Storage(lost)),
+                Some("aborted") => return Err(StorageError::Failed(lost)),
                 // In progress (the server has not finished it yet), or no answer: ask again.
                 _ => tokio::time::sleep(SETTLE_PAUSE).await,
             }
         }
-        Err(Error::CommitUnknown(lost))
+        Err(StorageError::CommitUnknown(lost))
     }
 }
 
@@ -180,16 +180,16 @@ async fn query_one(
     tx.query_one(&statement, params).await
 }
 
-fn query(e: tokio_postgres::Error) -> Error {
+fn query(e: tokio_postgres::Error) -> StorageError {
     PgError::Query(e).into()
 }
 
 /// A version or seq as PostgreSQL's `bigint`.
 fn seq(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(|_| Error::Conflict)
+    i64::try_from(v).map_err(|_| StorageError::Conflict)
 }
 
-fn negative(table: &'static str) -> Error {
+fn negative(table: &'static str) -> StorageError {
     PgError::Corrupt {
         table,
         key: "last_seq".into(),

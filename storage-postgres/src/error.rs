@@ -1,5 +1,7 @@
 //! What can go wrong opening or using the store, as one typed error.
 
+use protopay_engine::storage::StorageError;
+
 /// Why the PostgreSQL store could not be opened or used. The connection string never
 /// appears in it (it may carry a password).
 #[derive(Debug, thiserror::Error)]
@@ -47,17 +49,18 @@ pub enum PgError {
     Closed,
 }
 
-impl From<PgError> for protopay_engine::Error {
+/// What the engine is told: contention is a lost race (re-read and retry), and the rest is
+/// kept whole as the source of a failure.
+impl From<PgError> for StorageError {
     fn from(e: PgError) -> Self {
-        use protopay_engine::Error;
         match e {
-            PgError::Query(q) if is_contention(&q) => Error::Conflict,
-            PgError::Corrupt { table, key, reason } => Error::Corrupt {
+            PgError::Query(q) if is_contention(&q) => StorageError::Conflict,
+            PgError::Corrupt { table, key, reason } => StorageError::Corrupt {
                 key: format!("{table}/{key}"),
                 reason,
             },
-            PgError::Closed => Error::Shutdown,
-            other => Error::Storage(std::sync::Arc::new(other)),
+            PgError::Closed => StorageError::Closed,
+            other => StorageError::Failed(std::sync::Arc::new(other)),
         }
     }
 }

@@ -46,7 +46,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
 use protopay_engine::storage::{Batch, Due, Keyed, OrderQuery, Orphan, Storage, Versioned};
-use protopay_engine::{Error, Result};
+use protopay_engine::storage::{Result, StorageError};
 use schema::Statements;
 use std::sync::Arc;
 use std::time::Duration;
@@ -248,7 +248,7 @@ impl PostgresStorage {
 
     async fn client(&self) -> Result<deadpool_postgres::Object> {
         if self.inner.pool.is_closed() {
-            return Err(Error::Shutdown);
+            return Err(StorageError::Closed);
         }
         let got = self.inner.pool.get().await.map_err(PgError::Connect);
         Ok(self.inner.health.observe(got)?)
@@ -300,7 +300,7 @@ fn versioned<T: serde::de::DeserializeOwned + Keyed>(
     })
 }
 
-fn corrupt(table: &'static str, key: &str, reason: &str) -> Error {
+fn corrupt(table: &'static str, key: &str, reason: &str) -> StorageError {
     PgError::Corrupt {
         table,
         key: key.to_owned(),

@@ -3,8 +3,8 @@
 //! `COMMIT` (both outcomes), schema versions, concurrent opens, and cross-instance hints.
 
 use protopay_engine::storage::conformance::{self, sample_inbound};
-use protopay_engine::storage::{Batch, Put, Storage};
-use protopay_engine::{Error, EventKind, Source};
+use protopay_engine::storage::{Batch, Put, Storage, StorageError};
+use protopay_engine::{EventKind, Source};
 use protopay_storage_postgres::{Cause, PgError, PostgresOptions, PostgresStorage, SessionLimits, testing};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +52,10 @@ async fn raw(url: &str) -> tokio_postgres::Client {
 }
 
 /// Commit one new order (and its event) in the background.
-fn spawn_commit(s: &PostgresStorage, key: &'static str) -> tokio::task::JoinHandle<protopay_engine::Result<u64>> {
+fn spawn_commit(
+    s: &PostgresStorage,
+    key: &'static str,
+) -> tokio::task::JoinHandle<protopay_engine::storage::Result<u64>> {
     let s = s.clone();
     tokio::spawn(async move { s.commit(order_batch(key)).await })
 }
@@ -137,7 +140,7 @@ async fn a_connection_killed_before_commit_is_a_failure_that_wrote_nothing() {
     }
     held.release.send(()).unwrap();
     let result = commit.await.unwrap();
-    assert!(matches!(result, Err(Error::Storage(_))), "{result:?}");
+    assert!(matches!(result, Err(StorageError::Failed(_))), "{result:?}");
     assert!(s.order("K").await.unwrap().is_none());
     assert_eq!(s.last_seq().await.unwrap(), 0);
 }
@@ -372,7 +375,7 @@ async fn a_record_under_another_key_is_corrupt() {
         .await
         .unwrap();
     assert!(s.order("A").await.unwrap().is_some());
-    assert!(matches!(s.order("B").await, Err(Error::Corrupt { .. })));
+    assert!(matches!(s.order("B").await, Err(StorageError::Corrupt { .. })));
 }
 
 /// A schema of version 1 (no read-model columns) is migrated with its rows: orders get the
@@ -477,7 +480,7 @@ async fn a_frozen_instance_inside_a_transaction_stalls_no_one() {
     let blocked = other.commit(order_batch("O1")).await;
     let waited = started.elapsed();
     match &blocked {
-        Err(Error::Storage(e)) => {
+        Err(StorageError::Failed(e)) => {
             let pg = e.downcast_ref::<PgError>().expect("a PgError");
             assert_eq!(pg.cause(), Cause::LockTimeout, "{pg}");
             assert!(pg.to_string().contains("lock timeout"), "{pg}");
@@ -529,7 +532,7 @@ async fn a_pool_whose_connections_are_all_stuck_fails_fast() {
     let failed = s.order("P").await;
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     match failed {
-        Err(Error::Storage(e)) => {
+        Err(StorageError::Failed(e)) => {
             let pg = e.downcast_ref::<PgError>().expect("a PgError");
             assert_eq!(pg.cause(), Cause::TimedOut, "{pg}");
         }

@@ -11,7 +11,7 @@
 //! that is cancelled cannot take the leader down with it.
 
 use crate::wal::{Wal, Writes};
-use protopay_engine::{Error, Result};
+use protopay_engine::storage::{Result, StorageError};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -75,7 +75,7 @@ pub(crate) struct GroupCommit {
     /// Only the leader writes it; the lock is never contended.
     wal: Arc<Mutex<Wal>>,
     queue: Arc<Mutex<Queue>>,
-    fail: Arc<dyn Fn(Arc<sled::Error>) -> Error + Send + Sync>,
+    fail: Arc<dyn Fn(Arc<sled::Error>) -> StorageError + Send + Sync>,
     /// One count per live clone (leaders included), so that `close` can wait for the last.
     clones: Arc<()>,
     /// Groups made durable so far (each one flush).
@@ -92,7 +92,7 @@ impl GroupCommit {
         tree: sled::Tree,
         dir: PathBuf,
         wal: Wal,
-        fail: impl Fn(Arc<sled::Error>) -> Error + Send + Sync + 'static,
+        fail: impl Fn(Arc<sled::Error>) -> StorageError + Send + Sync + 'static,
     ) -> Self {
         GroupCommit {
             db,

@@ -53,7 +53,7 @@ use codec::DecodeError;
 use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
 use protopay_engine::storage::{Batch, Due, Keyed, Leases, OrderQuery, Orphan, Storage, Versioned};
-use protopay_engine::{Error, Result};
+use protopay_engine::storage::{Result, StorageError};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -131,7 +131,7 @@ impl SledStorage {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
-            .ok_or(Error::Shutdown)
+            .ok_or(StorageError::Closed)
     }
 
     fn tree(&self) -> Result<sled::Tree> {
@@ -142,12 +142,12 @@ impl SledStorage {
         Errors(self.path.clone())
     }
 
-    fn fail(&self, source: sled::Error) -> Error {
+    fn fail(&self, source: sled::Error) -> StorageError {
         self.errors().fail(source)
     }
 
-    fn corrupt(&self, tree: &str, key: &[u8], e: DecodeError) -> Error {
-        Error::Corrupt {
+    fn corrupt(&self, tree: &str, key: &[u8], e: DecodeError) -> StorageError {
+        StorageError::Corrupt {
             key: format!("{tree}/{}", String::from_utf8_lossy(key)),
             reason: e.to_string(),
         }
@@ -160,7 +160,7 @@ impl SledStorage {
             Some(bytes) => {
                 let (version, value): (u64, T) = codec::from_record(&bytes).map_err(|e| self.corrupt(&name, key, e))?;
                 if value.key().as_bytes() != key {
-                    return Err(Error::Corrupt {
+                    return Err(StorageError::Corrupt {
                         key: format!("{name}{}", String::from_utf8_lossy(key)),
                         reason: format!("holds the record of {}", value.key()),
                     });
@@ -219,7 +219,7 @@ impl Storage for SledStorage {
                 .map_err(|e| self.corrupt("history", &key, e))?;
             let event_key = codec::key(codec::prefix::EVENT, &codec::u64_key(seq));
             let bytes = self.tree()?.get(&event_key).map_err(|e| self.fail(e))?;
-            let bytes = bytes.ok_or_else(|| Error::Corrupt {
+            let bytes = bytes.ok_or_else(|| StorageError::Corrupt {
                 key: String::from_utf8_lossy(&key).into_owned(),
                 reason: "names an event that is not stored".into(),
             })?;
@@ -347,7 +347,7 @@ impl Storage for SledStorage {
         if released {
             Ok(())
         } else {
-            Err(Error::Storage(Arc::new(SledError::Locked {
+            Err(StorageError::Failed(Arc::new(SledError::Locked {
                 path: self.path.clone(),
             })))
         }

@@ -5,7 +5,7 @@
 
 use crate::lock::held_by_another;
 use crate::{FORMAT_KEY, Handles, SledError, SledStorage, codec, group, upgrade, wal};
-use protopay_engine::Error;
+use protopay_engine::storage::StorageError;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -110,7 +110,7 @@ impl SledStorage {
             group: group::GroupCommit::new(db.clone(), tree.clone(), path.clone(), log, {
                 let path = path.clone();
                 move |source| {
-                    Error::Storage(Arc::new(SledError::Flush {
+                    StorageError::Failed(Arc::new(SledError::Flush {
                         path: path.clone(),
                         source,
                     }))

@@ -2,7 +2,7 @@
 
 use crate::{SledStorage, codec};
 use chrono::{DateTime, Utc};
-use protopay_engine::Result;
+use protopay_engine::storage::Result;
 use protopay_engine::storage::{Due, Keyed, Versioned};
 use serde::de::DeserializeOwned;
 

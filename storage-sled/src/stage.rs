@@ -5,7 +5,7 @@
 use crate::{LAST_SEQ, SledError, SledStorage, codec, group};
 use codec::DecodeError;
 use protopay_engine::storage::Batch;
-use protopay_engine::{Error, Result};
+use protopay_engine::storage::{Result, StorageError};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -15,15 +15,15 @@ use std::sync::Arc;
 pub(crate) struct Errors(pub(crate) PathBuf);
 
 impl Errors {
-    pub(crate) fn fail(&self, source: sled::Error) -> Error {
-        Error::Storage(Arc::new(SledError::Sled {
+    pub(crate) fn fail(&self, source: sled::Error) -> StorageError {
+        StorageError::Failed(Arc::new(SledError::Sled {
             path: self.0.clone(),
             source,
         }))
     }
 
-    pub(crate) fn corrupt(&self, key: &[u8], e: DecodeError) -> Error {
-        Error::Corrupt {
+    pub(crate) fn corrupt(&self, key: &[u8], e: DecodeError) -> StorageError {
+        StorageError::Corrupt {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: e.to_string(),
         }
@@ -38,8 +38,8 @@ impl Errors {
     }
 }
 
-fn encode(e: rmp_serde::encode::Error) -> Error {
-    Error::Storage(Arc::new(SledError::Encode(e)))
+fn encode(e: rmp_serde::encode::Error) -> StorageError {
+    StorageError::Failed(Arc::new(SledError::Encode(e)))
 }
 
 /// An order's index entries: by protocol (fixed for its life) and by listing (moved when its
@@ -144,7 +144,7 @@ impl SledStorage {
                     Some(b) => Some(codec::record_version(&b).map_err(|e| errors.corrupt(key, e))?),
                 };
                 if have != *expected {
-                    return Err(Error::Conflict);
+                    return Err(StorageError::Conflict);
                 }
             }
             for (key, _, bytes, indexes) in records {

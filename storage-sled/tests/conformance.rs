@@ -75,7 +75,10 @@ async fn a_corrupt_record_is_reported_not_panicked() {
     wait_for_sled_lock(dir.path());
     let store = SledStorage::open(dir.path()).unwrap();
     let err = store.order("APP001-x").await.unwrap_err();
-    assert!(matches!(err, protopay_engine::Error::Corrupt { .. }), "{err:?}");
+    assert!(
+        matches!(err, protopay_engine::storage::StorageError::Corrupt { .. }),
+        "{err:?}"
+    );
 }
 
 /// 64 concurrent committers on a two-worker runtime all finish, every event numbered once
@@ -159,7 +162,7 @@ async fn racing_updates_in_one_group_exactly_one_wins() {
     for t in tasks {
         match t.await.unwrap() {
             Ok(_) => won += 1,
-            Err(protopay_engine::Error::Conflict) => {}
+            Err(protopay_engine::storage::StorageError::Conflict) => {}
             Err(e) => panic!("{e}"),
         }
     }
@@ -340,7 +343,7 @@ async fn a_record_under_another_key_is_corrupt() {
     assert!(store.order("A").await.unwrap().is_some());
     assert!(matches!(
         store.order("B").await,
-        Err(protopay_engine::Error::Corrupt { .. })
+        Err(protopay_engine::storage::StorageError::Corrupt { .. })
     ));
 }
 

@@ -62,18 +62,18 @@ impl Subscription {
 impl Engine {
     /// Up to `limit` events after `after`.
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
-        self.storage().events_after(after, limit).await
+        Ok(self.storage().events_after(after, limit).await?)
     }
 
     /// A consumer's acknowledged cursor.
     pub async fn cursor(&self, consumer: &str) -> Result<u64> {
-        self.storage().cursor(consumer).await
+        Ok(self.storage().cursor(consumer).await?)
     }
 
     /// Acknowledge a consumer's events up to `seq`.
     pub async fn ack(&self, consumer: &str, seq: u64) -> Result<()> {
         self.served(consumer);
-        self.storage().ack(consumer, seq).await
+        Ok(self.storage().ack(consumer, seq).await?)
     }
 
     /// Events a consumer has not acknowledged yet (the first page).

@@ -11,6 +11,6 @@ impl Engine {
     /// while this instance may do the work it names, `None` while another instance holds
     /// it. [`Engine::shutdown`] hands it over.
     pub async fn hold_lease(&self, name: &str, lease: std::time::Duration) -> Result<Option<u64>> {
-        self.storage().hold_lease(name, &self.inner.instance, lease).await
+        Ok(self.storage().hold_lease(name, &self.inner.instance, lease).await?)
     }
 }

@@ -113,11 +113,11 @@ pub(super) fn key_verified(previous: bool) {
     counter!("protopay_callback_key_total", "key" => key).increment(1);
 }
 
-pub(super) fn commit(elapsed: Duration, result: &crate::Result<u64>) {
+pub(super) fn commit(elapsed: Duration, result: &crate::storage::Result<u64>) {
     histogram!("protopay_commit_seconds").record(elapsed.as_secs_f64());
     match result {
         Ok(_) => {}
-        Err(crate::Error::Conflict) => counter!("protopay_commit_conflicts_total").increment(1),
+        Err(crate::storage::StorageError::Conflict) => counter!("protopay_commit_conflicts_total").increment(1),
         Err(_) => counter!("protopay_commit_failures_total").increment(1),
     }
 }

@@ -285,7 +285,7 @@ impl Engine {
         if let Err(e) = self.storage().release_claims(&self.inner.instance).await {
             tracing::warn!(error = %e, "could not release this instance's claims; they run out");
         }
-        self.storage().close().await
+        Ok(self.storage().close().await?)
     }
 
     /// Whether [`Engine::shutdown`] has begun.

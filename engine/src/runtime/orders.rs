@@ -4,7 +4,7 @@
 
 use super::Engine;
 use super::inputs::{NewInbound, NewOutbound};
-use super::transact::{Bookkeeping, Intent, Step};
+use super::transact::{Bookkeeping, Intent, Step, StepError};
 use crate::domain::{Order, OrderKind, Status};
 use crate::event::EventKind;
 use crate::observation::{News, Source};
@@ -31,7 +31,7 @@ impl Engine {
     /// - Idempotent by `outReqNo`: the same parameters return the existing order; others are
     ///   [`Error::IdempotencyMismatch`], naming the fields that differ. Only what you pass is
     ///   compared (not the engine's own settings, such as notify URLs, which may change with a
-    ///   deploy). [`Error::Conflict`] never reaches you.
+    ///   deploy). A lost race between writers never reaches you: it is re-read and retried.
     #[tracing::instrument(skip_all, fields(trans_no = %cmd.trans_no))]
     pub async fn prepay(&self, cmd: NewInbound) -> Result<Order> {
         let _working = self.working()?;
@@ -144,7 +144,7 @@ impl Engine {
         match self.submit(stored).await {
             Ok(order) => order,
             Err(e) => {
-                if !matches!(e, Error::Conflict) {
+                if !matches!(e, StepError::Raced) {
                     tracing::warn!(out_req_no = stored.value.out_req_no(), error = %e,
                         "recorded but not sent; the poller will send it");
                 }

@@ -9,7 +9,7 @@
 
 use super::chores::Chores;
 use super::schedule::next_poll;
-use super::transact::Step;
+use super::transact::{Step, StepError};
 use super::{Engine, metrics};
 use crate::domain::{Order, OrderKind, Status};
 use crate::observation::News;
@@ -135,9 +135,9 @@ impl Engine {
                 Ok(Some(polled)) => Ok(polled),
                 Err(join) => Err(join),
             };
-            metrics::poll(matches!(done, Ok((_, _, Ok(()) | Err(Error::Conflict)))));
+            metrics::poll(matches!(done, Ok((_, _, Ok(()) | Err(StepError::Raced)))));
             match done {
-                Ok((key, _, Ok(()) | Err(Error::Conflict))) => self.poll_succeeded(&key),
+                Ok((key, _, Ok(()) | Err(StepError::Raced))) => self.poll_succeeded(&key),
                 Ok((key, read, Err(e))) => {
                     tracing::warn!(out_req_no = %key, error = %e, "poll failed; holding it back");
                     let wait = self.poll_failed(&key, read.as_ref());
@@ -241,7 +241,7 @@ impl Engine {
     /// Poll one order: send it if it was never sent, otherwise query it. Returns the order
     /// as read (to hold it back by its own policy if the poll fails).
     #[tracing::instrument(skip(self))]
-    async fn poll_order(&self, out_req_no: &str) -> (Option<Order>, Result<()>) {
+    async fn poll_order(&self, out_req_no: &str) -> (Option<Order>, Result<(), StepError>) {
         let current = match self.storage().order(out_req_no).await {
             Ok(Some(current)) => current,
             Ok(None) => {
@@ -251,16 +251,17 @@ impl Engine {
                     None,
                     Err(Error::UnknownOrder {
                         out_req_no: out_req_no.to_owned(),
-                    }),
+                    }
+                    .into()),
                 );
             }
-            Err(e) => return (None, Err(e)),
+            Err(e) => return (None, Err(e.into())),
         };
         let result = self.poll_read(&current).await;
         (Some(current.value), result)
     }
 
-    async fn poll_read(&self, current: &Versioned<Order>) -> Result<()> {
+    async fn poll_read(&self, current: &Versioned<Order>) -> Result<(), StepError> {
         if !current.value.is_open() {
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }

@@ -105,6 +105,6 @@ impl Engine {
 
     /// Orphan callbacks kept for a person to match.
     pub async fn orphans(&self) -> Result<Vec<crate::storage::Orphan>> {
-        self.storage().orphans().await
+        Ok(self.storage().orphans().await?)
     }
 }

@@ -20,11 +20,11 @@
 //!   our own.
 
 use super::Engine;
-use super::transact::{Bookkeeping, Step};
+use super::transact::{Bookkeeping, Step, StepError};
+use crate::Error;
 use crate::domain::{Order, OrderKind, Refusal};
 use crate::observation::{News, Source};
 use crate::storage::Versioned;
-use crate::{Error, Result};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -38,10 +38,11 @@ pub(super) struct Seen {
 impl Engine {
     /// Send the order's call once, as decided on `current`.
     ///
-    /// `Err` only when the `Submitted` mark could not be committed: then nothing was sent.
+    /// `Err` only when the `Submitted` mark could not be committed (the order moved since it
+    /// was read, or the store failed): then nothing was sent.
     /// Once it is committed, every later failure leaves the order where the store has it, and
     /// the order is returned: the poller carries on from there.
-    pub(super) async fn submit(&self, current: &Versioned<Order>) -> Result<Order> {
+    pub(super) async fn submit(&self, current: &Versioned<Order>) -> Result<Order, StepError> {
         let started = Instant::now();
         let step = Step {
             news: Some(News::Sending),
@@ -149,7 +150,7 @@ impl Engine {
     /// the payment system has not got our request *yet* — which proves nothing about a
     /// request held up by a paused sender or a slow network. So: resend within budget only
     /// where the payment system deduplicates `outReqNo`; otherwise a person decides.
-    pub(super) async fn not_found(&self, current: &Versioned<Order>) -> Result<()> {
+    pub(super) async fn not_found(&self, current: &Versioned<Order>) -> Result<(), StepError> {
         let order = &current.value;
         if !self.past_grace(order) {
             // Our request may still be on its way: sending again now could pay twice.

@@ -2,8 +2,8 @@
 //! send, a flag, an operator's decision, a poll moved sooner, a protocol adopted — is built
 //! and committed here, so the rules that keep the store honest live in one place:
 //!
-//! - an order is written only at the version it was read at (a stale write is a `Conflict`,
-//!   re-read and retried here, never shown to the host);
+//! - an order is written only at the version it was read at (a stale write is the store's
+//!   `Conflict`, re-read and retried here; the host's `Error` has no way to carry one);
 //! - its protocol's ledger moves in the same commit as the order, by [`apply`]'s move;
 //! - its events go into the same commit;
 //! - its next poll time too: after every commit an open order has exactly one due time,
@@ -19,7 +19,7 @@ use crate::domain::{Order, Protocol, Status};
 use crate::event::{Anomaly, Event, EventKind};
 use crate::ledger;
 use crate::observation::{News, Observation, Source};
-use crate::storage::{Batch, Put, Versioned};
+use crate::storage::{Batch, Put, StorageError, Versioned};
 use crate::{Error, Result, apply};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -113,6 +113,29 @@ impl Step {
     }
 }
 
+/// How a step decided on an order as read can end short.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StepError {
+    /// The order or its protocol moved since it was read: someone else acted on it, and a
+    /// decision made on the old view is void. Nothing was written. Inside a retry loop, the
+    /// step is decided again on a fresh read; a step made at a given version
+    /// ([`Engine::transact_at`]) is simply dropped.
+    #[error("the order moved since it was read; nothing was written")]
+    Raced,
+    /// Anything else, as the host would see it.
+    #[error(transparent)]
+    Failed(#[from] Error),
+}
+
+impl From<StorageError> for StepError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::Conflict => StepError::Raced,
+            other => StepError::Failed(other.into()),
+        }
+    }
+}
+
 /// What recording a new order found.
 pub(super) enum Intent {
     /// It is stored now, by this call.
@@ -138,14 +161,18 @@ impl Engine {
         .await
     }
 
-    /// Apply `step` to the order exactly as read at `current`; `Conflict` if it has moved
-    /// since (someone else acted on it: the caller's decision was made on a stale view).
-    pub(super) async fn transact_at(&self, current: &Versioned<Order>, step: Step) -> Result<Versioned<Order>> {
+    /// Apply `step` to the order exactly as read at `current`; [`StepError::Raced`] if it has
+    /// moved since (someone else acted on it: the caller's decision was made on a stale view).
+    pub(super) async fn transact_at(
+        &self,
+        current: &Versioned<Order>,
+        step: Step,
+    ) -> Result<Versioned<Order>, StepError> {
         let _turn = self.protocol_turn(current.value.trans_no()).await;
         self.commit_step(current, &step).await
     }
 
-    async fn commit_step(&self, current: &Versioned<Order>, step: &Step) -> Result<Versioned<Order>> {
+    async fn commit_step(&self, current: &Versioned<Order>, step: &Step) -> Result<Versioned<Order>, StepError> {
         let before = &current.value;
         let (mut next, movement, mut kinds) = match &step.news {
             Some(news) => {
@@ -311,7 +338,8 @@ impl Engine {
                         return Err(Error::InsufficientFunds {
                             requested: order.amount(),
                             available: updated.ledger.available,
-                        });
+                        }
+                        .into());
                     }
                     updated.ledger.apply(&m)?;
                     batch.protocols.push(Put {
@@ -337,14 +365,15 @@ impl Engine {
                             value: order.clone(),
                         }))
                     }
-                    Err(Error::Conflict) => Err(Error::Conflict),
+                    Err(StorageError::Conflict) => Err(StepError::Raced),
                     Err(e) => match self.storage().order(key).await {
-                        Ok(None) => Err(e),
+                        Ok(None) => Err(StepError::Failed(e.into())),
                         Ok(Some(stored)) if stored.value == *order => Ok(Intent::Recorded(stored)),
                         Ok(Some(stored)) => Ok(Intent::Existing(stored)),
                         Err(_) => Err(Error::OutcomeUnknown {
                             out_req_no: key.to_owned(),
-                        }),
+                        }
+                        .into()),
                     },
                 }
             },
@@ -366,8 +395,11 @@ impl Engine {
             || async move {
                 let current = self.storage().protocol(trans_no).await?;
                 let Some((next, events)) = change(current.as_ref().map(|c| &c.value)) else {
-                    return current.map(|c| c.value).ok_or_else(|| Error::UnknownProtocol {
-                        trans_no: trans_no.to_owned(),
+                    return current.map(|c| c.value).ok_or_else(|| {
+                        Error::UnknownProtocol {
+                            trans_no: trans_no.to_owned(),
+                        }
+                        .into()
                     });
                 };
                 let put = Put {
@@ -379,8 +411,8 @@ impl Engine {
                     events,
                     ..Default::default()
                 })
-                .await
-                .map(|()| next)
+                .await?;
+                Ok(next)
             },
         )
         .await
@@ -389,16 +421,17 @@ impl Engine {
     /// Commit events that belong to no order's step (a protocol being created, a drift seen,
     /// an orphan callback kept).
     pub(super) async fn record_events(&self, events: Vec<Event>, orphans: Vec<crate::storage::Orphan>) -> Result<()> {
-        self.commit(Batch {
-            events,
-            orphans,
-            ..Default::default()
-        })
-        .await
+        Ok(self
+            .commit(Batch {
+                events,
+                orphans,
+                ..Default::default()
+            })
+            .await?)
     }
 
     /// Commit a batch and wake live subscribers.
-    async fn commit(&self, batch: Batch) -> Result<()> {
+    async fn commit(&self, batch: Batch) -> crate::storage::Result<()> {
         let tally = metrics::Tally::of(&batch.events);
         let started = std::time::Instant::now();
         let result = self.storage().commit(batch).await;
@@ -457,17 +490,19 @@ impl Engine {
     }
 }
 
-/// Run `attempt` until it does not lose a race (`Conflict`: someone else committed first, so
-/// it re-reads and decides again), at most `CONFLICT_RETRIES` times; then `Busy`, naming
-/// `what`. The one retry loop of every read-decide-commit in the engine.
+/// Run `attempt` until it does not lose a race ([`StepError::Raced`]: someone else committed
+/// first, so it re-reads and decides again), at most `CONFLICT_RETRIES` times; then `Busy`,
+/// naming `what`. The one retry loop of every read-decide-commit in the engine, and the one
+/// place a lost race turns into a host's answer.
 async fn retry_on_conflict<T, Attempt>(what: impl FnOnce() -> String, mut attempt: impl FnMut() -> Attempt) -> Result<T>
 where
-    Attempt: std::future::Future<Output = Result<T>>,
+    Attempt: std::future::Future<Output = Result<T, StepError>>,
 {
     for _ in 0..CONFLICT_RETRIES {
         match attempt().await {
-            Err(Error::Conflict) => continue,
-            other => return other,
+            Err(StepError::Raced) => continue,
+            Err(StepError::Failed(e)) => return Err(e),
+            Ok(done) => return Ok(done),
         }
     }
     Err(Error::Busy { what: what() })

@@ -9,7 +9,7 @@
 //! an efficiency measure only: versions are what make a double send impossible.
 
 use super::Due;
-use crate::Result;
+use super::Result;
 use chrono::{DateTime, Utc};
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};

@@ -2,14 +2,12 @@
 //! bring their own persistence later. Not durable across a process restart; "reopening" it
 //! is sharing the same handle (it is `Clone`).
 
-use super::{Batch, Due, Leases, OrderQuery, Orphan, Storage, Versioned};
+use super::{Batch, Due, Leases, OrderQuery, Orphan, Result, Storage, StorageError, Versioned};
 use crate::domain::{Listing, Order, Protocol};
 use crate::event::Event;
-use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::ops::Bound;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -35,15 +33,9 @@ pub struct MemoryStorage {
     state: Arc<Mutex<State>>,
     leases: Arc<Leases>,
     named: Arc<Leases>,
-    failing: Arc<AtomicU32>,
     /// This handle lets other tasks run before each call (see `yielding`).
     yielding: bool,
 }
-
-/// The failure injected by `MemoryStorage::fail_next_commits` (feature `test-util`).
-#[derive(Debug, thiserror::Error)]
-#[error("injected storage failure")]
-pub struct InjectedFailure;
 
 impl std::fmt::Debug for MemoryStorage {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -55,13 +47,6 @@ impl MemoryStorage {
     /// An empty store.
     pub fn new() -> Self {
         Self::default()
-    }
-
-    /// Make the next `n` commits fail (writing nothing), as a full disk or a crash mid-write
-    /// would: for fault-injection tests.
-    #[cfg(any(test, feature = "test-util"))]
-    pub fn fail_next_commits(&self, n: u32) {
-        self.failing.store(n, Ordering::SeqCst);
     }
 
     /// Another handle on the same store, whose every call first lets other tasks run, as a
@@ -107,7 +92,7 @@ fn check_version<T>(current: Option<&Versioned<T>>, expected: Option<u64>) -> Re
     match (current.map(|v| v.version), expected) {
         (None, None) => Ok(1),
         (Some(have), Some(want)) if have == want => Ok(have + 1),
-        _ => Err(Error::Conflict),
+        _ => Err(StorageError::Conflict),
     }
 }
 
@@ -182,13 +167,6 @@ impl Storage for MemoryStorage {
 
     async fn commit(&self, batch: Batch) -> Result<u64> {
         self.call().await;
-        if self
-            .failing
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok()
-        {
-            return Err(Error::Storage(Arc::new(InjectedFailure)));
-        }
         let mut s = self.lock();
         // Check every version before writing anything: all or nothing.
         let mut protocol_versions = Vec::with_capacity(batch.protocols.len());

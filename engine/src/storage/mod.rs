@@ -10,19 +10,24 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+mod error;
 mod lease;
 mod memory;
+pub(crate) mod records;
 
+pub use error::StorageError;
 pub use lease::Leases;
-pub use memory::{InjectedFailure, MemoryStorage};
+pub use memory::MemoryStorage;
 
-use crate::Result;
 use crate::domain::{Listing, Order, Protocol};
 use crate::event::Event;
 use crate::wire::CallbackKind;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
+
+/// What a store's calls return.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
 /// A record with the version it was read at. Versions start at 1 and grow by one per write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,7 +40,7 @@ pub struct Versioned<T> {
 
 /// A stored record's own key (`transNo`, `outReqNo`): what a store files it under, and what a
 /// store checks on reading it back — a record under another record's key is damage, reported
-/// as [`Error::Corrupt`](crate::Error::Corrupt), never used.
+/// as [`StorageError::Corrupt`], never used.
 pub trait Keyed {
     /// The key.
     fn key(&self) -> &str;
@@ -185,7 +190,7 @@ pub trait Storage: Send + Sync + 'static {
     /// When an order is next due to be polled, if it is scheduled.
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>>;
 
-    /// Write a batch atomically. Fails with [`Error::Conflict`](crate::Error::Conflict),
+    /// Write a batch atomically. Fails with [`StorageError::Conflict`],
     /// writing nothing, when any record's version is not the expected one. Durable when it
     /// returns. Returns the `seq` of the last event appended (or the current last one).
     async fn commit(&self, batch: Batch) -> Result<u64>;

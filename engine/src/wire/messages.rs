@@ -14,19 +14,18 @@ use serde::{Deserialize, Serialize};
 use std::fmt::Display;
 use std::str::FromStr;
 
-/// On the wire (JSON), absent, `null` and `""` all mean "not given"; anything else must
-/// parse as `T`. In a store's binary format the value is read back exactly as written:
-/// `Some("")` stays `Some("")` (a stored request must resend byte for byte).
+/// On the wire, absent, `null` and `""` all mean "not given"; anything else must parse as
+/// `T`. Only the wire reads these messages: a store keeps its own records
+/// (`storage::records`), which read back exactly as written.
 fn opt<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: Deserializer<'de>,
     T: FromStr,
     T::Err: Display,
 {
-    let wire = d.is_human_readable();
     match Option::<std::borrow::Cow<'de, str>>::deserialize(d)? {
         None => Ok(None),
-        Some(s) if s.is_empty() && wire => Ok(None),
+        Some(s) if s.is_empty() => Ok(None),
         Some(s) => s.parse().map(Some).map_err(serde::de::Error::custom),
     }
 }

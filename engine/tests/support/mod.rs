@@ -3,13 +3,12 @@
 
 #![allow(dead_code)]
 
-use chrono::DateTime;
 use chrono::{TimeZone, Utc};
-use protopay_engine::domain::Listing;
-use protopay_engine::storage::{Batch, Due, MemoryStorage, OrderQuery, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, MemoryStorage, Storage};
+use protopay_engine::testing::{Hooks, Injected, Intercepted};
 use protopay_engine::wire::{CODE_OK, CallbackKind, Endpoint, Envelope, MSG_OK};
 use protopay_engine::{
-    Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, Order, Protocol, Transport, TransportError,
+    Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, Order, Transport, TransportError,
 };
 use serde_json::{Value, json};
 use std::collections::{HashMap, VecDeque};
@@ -200,25 +199,25 @@ pub(crate) fn status_of(order: &Order) -> String {
     order.state_label()
 }
 
-/// Memory storage with failures on cue: the `n`-th commit from now, every commit while
-/// down, and a hook run just before the next commit (to stage a race).
+/// Memory storage with failures on cue (see [`Faults`]).
+pub(crate) type Flaky = Intercepted<MemoryStorage, Faults>;
+
+/// Failures on cue: the `n`-th commit from now, every commit while down, and a hook run just
+/// before the next commit or the next protocol read (to stage a race).
 #[derive(Clone, Default)]
-pub(crate) struct Flaky {
-    pub inner: MemoryStorage,
+pub(crate) struct Faults {
     fail_in: Arc<Mutex<Option<u32>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
-    hook: Arc<Mutex<Option<Hook>>>,
-    before_protocol: Arc<Mutex<Option<ReadHook>>>,
+    before_commit: Arc<Mutex<Option<Hook>>>,
+    before_protocol: Arc<Mutex<Option<Hook>>>,
 }
 
 /// What a hook returns: a boxed future.
 pub(crate) type HookFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
-type Hook = Box<dyn FnOnce(MemoryStorage) -> HookFuture + Send>;
+type Hook = Box<dyn FnOnce() -> HookFuture + Send>;
 
-type ReadHook = Box<dyn FnOnce() -> HookFuture + Send>;
-
-impl Flaky {
+impl Faults {
     /// Fail the `n`-th commit from now (1 = the next).
     pub(crate) fn fail_commit(&self, n: u32) {
         *self.fail_in.lock().unwrap() = Some(n);
@@ -234,107 +233,36 @@ impl Flaky {
         *self.before_protocol.lock().unwrap() = Some(Box::new(hook));
     }
 
-    /// Run `hook` on the inner store just before the next commit.
-    pub(crate) fn before_next_commit(&self, hook: impl FnOnce(MemoryStorage) -> HookFuture + Send + 'static) {
-        *self.hook.lock().unwrap() = Some(Box::new(hook));
+    /// Run `hook` just before the next commit.
+    pub(crate) fn before_next_commit(&self, hook: impl FnOnce() -> HookFuture + Send + 'static) {
+        *self.before_commit.lock().unwrap() = Some(Box::new(hook));
     }
 }
 
-fn failure() -> protopay_engine::Error {
-    protopay_engine::Error::Storage(Arc::new(std::io::Error::other("injected")))
-}
-
 #[async_trait::async_trait]
-impl Storage for Flaky {
-    async fn protocol(&self, t: &str) -> protopay_engine::Result<Option<Versioned<Protocol>>> {
+impl Hooks for Faults {
+    async fn before_protocol_read(&self, _: &str) {
         let hook = self.before_protocol.lock().unwrap().take();
         if let Some(hook) = hook {
             hook().await;
         }
-        self.inner.protocol(t).await
     }
-    async fn order(&self, k: &str) -> protopay_engine::Result<Option<Versioned<Order>>> {
-        self.inner.order(k).await
-    }
-    async fn protocols(&self, after: Option<&str>, limit: usize) -> protopay_engine::Result<Vec<Versioned<Protocol>>> {
-        self.inner.protocols(after, limit).await
-    }
-    async fn orders(
-        &self,
-        query: &OrderQuery,
-        after: Option<&str>,
-        limit: usize,
-    ) -> protopay_engine::Result<Vec<Versioned<Order>>> {
-        self.inner.orders(query, after, limit).await
-    }
-    async fn listing_counts(&self) -> protopay_engine::Result<Vec<(Listing, u64)>> {
-        self.inner.listing_counts().await
-    }
-    async fn history(&self, out_req_no: &str) -> protopay_engine::Result<Vec<protopay_engine::Event>> {
-        self.inner.history(out_req_no).await
-    }
-    async fn due_at(&self, out_req_no: &str) -> protopay_engine::Result<Option<DateTime<Utc>>> {
-        self.inner.due_at(out_req_no).await
-    }
-    async fn commit(&self, batch: Batch) -> protopay_engine::Result<u64> {
-        let hook = self.hook.lock().unwrap().take();
+
+    async fn before_commit(&self, _: &mut Batch) -> protopay_engine::storage::Result<()> {
+        let hook = self.before_commit.lock().unwrap().take();
         if let Some(hook) = hook {
-            hook(self.inner.clone()).await;
+            hook().await;
         }
         if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(failure());
+            return Err(Injected("the store is down").into());
         }
-        let fail = {
-            let mut f = self.fail_in.lock().unwrap();
-            let now = *f == Some(1);
-            *f = f.and_then(|n| n.checked_sub(1)).filter(|n| *n > 0);
-            now
-        };
-        if fail {
-            return Err(failure());
+        let mut f = self.fail_in.lock().unwrap();
+        let now = *f == Some(1);
+        *f = f.and_then(|n| n.checked_sub(1)).filter(|n| *n > 0);
+        if now {
+            return Err(Injected("this commit fails").into());
         }
-        self.inner.commit(batch).await
-    }
-    async fn due(&self, now: chrono::DateTime<Utc>, limit: usize) -> protopay_engine::Result<Vec<Due>> {
-        self.inner.due(now, limit).await
-    }
-    async fn claim_due(
-        &self,
-        owner: &str,
-        now: chrono::DateTime<Utc>,
-        limit: usize,
-        lease: std::time::Duration,
-    ) -> protopay_engine::Result<Vec<Due>> {
-        self.inner.claim_due(owner, now, limit, lease).await
-    }
-    async fn hold_lease(
-        &self,
-        name: &str,
-        owner: &str,
-        lease: std::time::Duration,
-    ) -> protopay_engine::Result<Option<u64>> {
-        self.inner.hold_lease(name, owner, lease).await
-    }
-    async fn release_claims(&self, owner: &str) -> protopay_engine::Result<()> {
-        self.inner.release_claims(owner).await
-    }
-    async fn next_due(&self, owner: &str) -> protopay_engine::Result<Option<chrono::DateTime<Utc>>> {
-        self.inner.next_due(owner).await
-    }
-    async fn events_after(&self, after: u64, limit: usize) -> protopay_engine::Result<Vec<protopay_engine::Event>> {
-        self.inner.events_after(after, limit).await
-    }
-    async fn last_seq(&self) -> protopay_engine::Result<u64> {
-        self.inner.last_seq().await
-    }
-    async fn cursor(&self, c: &str) -> protopay_engine::Result<u64> {
-        self.inner.cursor(c).await
-    }
-    async fn ack(&self, c: &str, seq: u64) -> protopay_engine::Result<()> {
-        self.inner.ack(c, seq).await
-    }
-    async fn orphans(&self) -> protopay_engine::Result<Vec<Orphan>> {
-        self.inner.orphans().await
+        Ok(())
     }
 }
 

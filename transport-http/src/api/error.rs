@@ -82,7 +82,7 @@ impl From<Error> for ApiError {
             Error::IdempotencyMismatch { .. } => (S::CONFLICT, "idempotency_mismatch"),
             Error::InvalidState { .. } => (S::CONFLICT, "invalid_state"),
             Error::OutcomeUnknown { .. } => (S::SERVICE_UNAVAILABLE, "outcome_unknown"),
-            Error::Busy { .. } | Error::Conflict => (S::SERVICE_UNAVAILABLE, "busy"),
+            Error::Busy { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
             Error::Remote { .. } => (S::BAD_GATEWAY, "remote_refused"),
             Error::Transport(_) => (S::BAD_GATEWAY, "payment_system_unreachable"),
             // A reply that did not verify or decode (API bodies are not envelopes).

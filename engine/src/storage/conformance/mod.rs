@@ -14,12 +14,12 @@
 
 mod generate;
 
-use super::{Batch, Due, OrderQuery, Orphan, Put, Storage};
+use super::{Batch, Due, OrderQuery, Orphan, Put, Storage, StorageError};
+use crate::Sensitive;
 use crate::domain::{Listing, Order, Protocol, Status};
 use crate::event::{Event, EventKind};
 use crate::observation::Source;
 use crate::wire::{Amount, CallbackKind, CashierType, ChannelType, OutType, Outpay, Prepay};
-use crate::{Error, Sensitive};
 use chrono::{DateTime, TimeZone, Utc};
 use generate::Gen;
 
@@ -127,7 +127,7 @@ pub async fn versions_and_conflicts<S: Storage>(s: &S) {
         })
         .await;
     assert!(
-        matches!(again, Err(Error::Conflict)),
+        matches!(again, Err(StorageError::Conflict)),
         "inserting an existing record must conflict"
     );
     let stale = s
@@ -139,7 +139,10 @@ pub async fn versions_and_conflicts<S: Storage>(s: &S) {
             ..Default::default()
         })
         .await;
-    assert!(matches!(stale, Err(Error::Conflict)), "a wrong version must conflict");
+    assert!(
+        matches!(stale, Err(StorageError::Conflict)),
+        "a wrong version must conflict"
+    );
     let mut p2 = p.clone();
     p2.business_id = "B2".into();
     s.commit(Batch {
@@ -163,7 +166,7 @@ pub async fn versions_and_conflicts<S: Storage>(s: &S) {
         })
         .await;
     assert!(
-        matches!(missing, Err(Error::Conflict)),
+        matches!(missing, Err(StorageError::Conflict)),
         "updating a missing record must conflict"
     );
     assert!(s.order("X").await.unwrap().is_none());
@@ -203,7 +206,7 @@ pub async fn atomicity<S: Storage>(s: &S) {
         schedule: vec![("A".into(), None), ("B".into(), Some(t(1)))],
         orphans: vec![orphan("S1")],
     };
-    assert!(matches!(s.commit(failing).await, Err(Error::Conflict)));
+    assert!(matches!(s.commit(failing).await, Err(StorageError::Conflict)));
     assert!(s.order("B").await.unwrap().is_none(), "a failed commit wrote an order");
     assert!(
         s.protocol("T9").await.unwrap().is_none(),
@@ -510,7 +513,10 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
             ..Default::default()
         })
         .await;
-    assert!(matches!(again, Err(Error::Conflict)), "versions survive a reopen");
+    assert!(
+        matches!(again, Err(StorageError::Conflict)),
+        "versions survive a reopen"
+    );
 }
 
 /// Every field of every stored type comes back exactly as written: a property checked over

@@ -1,6 +1,10 @@
 //! Test support shared by every crate's tests, benchmarks and fuzz targets (feature
 //! `test-util`): what would otherwise be copied into each of them.
 
+mod intercepted;
+
+pub use intercepted::{Hooks, Injected, Intercepted};
+
 use crate::secret::Sensitive;
 use crate::transport::{Transport, TransportError};
 use crate::wire::{Amount, Endpoint, Envelope, OutType};
