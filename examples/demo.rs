@@ -122,7 +122,7 @@ async fn main() -> ExitCode {
         &story.lost_reply_payout,
     ] {
         if let Ok(o) = stack.engine().order(key).await {
-            println!("  {key}: {} after {} submission(s)", o.status, o.attempts.submissions);
+            println!("  {key}: {} after {} send(s)", o.status, o.attempts.sends);
         }
     }
 

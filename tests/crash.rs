@@ -44,7 +44,7 @@ fn config(sim_url: &str, callback_addr: &str) -> Config {
     c.poll.awaiting_arrival_ms = 200;
     c.poll.max_interval_ms = 600;
     c.poll.attention_ms = 600;
-    c.poll.max_submissions = 50;
+    c.poll.max_sends = 50;
     c.poll.idle_tick_ms = 50;
     c
 }
@@ -143,7 +143,7 @@ async fn crash_child() {
     });
 
     if engine.protocol(&trans_no).await.is_err() {
-        engine.find_protocol(&trans_no).await.expect("adopt the protocol");
+        engine.refresh_protocol(&trans_no).await.expect("adopt the protocol");
     }
     workload(&engine, &trans_no).await;
     if !last_round {

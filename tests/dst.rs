@@ -319,7 +319,7 @@ fn budgets(config: &Config) -> (usize, usize) {
         .unwrap_or(1);
     let fastest = fastest * (100 - u64::from(p.jitter_percent)) / 100;
     // Polls at the fastest interval, polls moved forward by failed callbacks, every send.
-    let calls = 3_600_000 / fastest + 3_600_000 / p.poll_sooner_min_interval_ms + u64::from(p.max_submissions) + 10;
+    let calls = 3_600_000 / fastest + 3_600_000 / p.poll_sooner_min_interval_ms + u64::from(p.max_sends) + 10;
     // Idle ticks, and one pass after each poll or wake-up, generously.
     let passes = 20 * 60_000 / p.idle_tick_ms;
     (calls as usize, passes as usize)
@@ -375,7 +375,7 @@ enum Sent {
 /// each deploy.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
-    max_submissions: u32,
+    max_sends: u32,
     attention_after_quiet_polls: u32,
     /// What the engine is told about the payment system.
     deduplicates: bool,
@@ -385,7 +385,7 @@ impl Settings {
     fn draw(rng: &mut Rng, mode: Mode) -> Self {
         let quiet = [3, 10, 30, 1_000];
         Settings {
-            max_submissions: rng.range(1, 8) as u32,
+            max_sends: rng.range(1, 8) as u32,
             attention_after_quiet_polls: quiet[rng.range(0, quiet.len() as u64 - 1) as usize],
             deduplicates: mode == Mode::ClaimsDeduplication || rng.unit() < 0.3,
         }
@@ -398,7 +398,7 @@ impl Settings {
             "sim://",
             &format!("http://engine-{deploy}/notify"),
         );
-        c.poll.max_submissions = self.max_submissions;
+        c.poll.max_sends = self.max_sends;
         c.poll.attention_after_quiet_polls = self.attention_after_quiet_polls;
         c.payment_system_deduplicates = self.deduplicates;
         c
@@ -452,7 +452,7 @@ fn faults_for(rng: &mut Rng, late_ms: u64, no_dedupe: bool) -> Faults {
 impl World {
     async fn new(seed: u64, mode: Mode) -> (World, Background) {
         let mut rng = Rng::new(seed);
-        let app_len = rng.range(3, limits::APP_ID as u64) as usize;
+        let app_len = rng.range(3, limits::APP_ID_MAX_CHARS as u64) as usize;
         let app: String = "APP".chars().chain(std::iter::repeat('0')).take(app_len).collect();
         let truth = Clock::starting_at(DateTime::from_timestamp(1_795_000_000, 0).expect("time"));
         let mut sc = SimConfig::new(&app, Md5Key::new(KEY));
@@ -675,8 +675,8 @@ impl World {
     fn payout_cmd(&mut self, trans_no: &str, key: Option<String>) -> NewOutbound {
         let remark = match self.rng.range(0, 9) {
             0 => Some(String::new()),
-            1 => Some("备注".repeat(limits::REMARK / 2)),
-            2 => Some("x".repeat(limits::REMARK + 1)), // too long: refused, nothing stored
+            1 => Some("备注".repeat(limits::REMARK_MAX_CHARS / 2)),
+            2 => Some("x".repeat(limits::REMARK_MAX_CHARS + 1)), // too long: refused, nothing stored
             3 | 4 => Some("vopr".into()),
             _ => None,
         };

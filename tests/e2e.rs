@@ -70,7 +70,7 @@ async fn the_whole_escrow_story() {
         "the lost-reply payout left once"
     );
     let lost = e.order(&story.lost_reply_payout).await.unwrap();
-    assert_eq!(lost.attempts.submissions, 1, "queried, never resent");
+    assert_eq!(lost.attempts.sends, 1, "queried, never resent");
     for ((key, kind), n) in event_counts(&stack).await {
         assert_eq!(n, 1, "{key} {kind} published {n} times");
     }

@@ -35,7 +35,7 @@ const INSTANCES: usize = 3;
 fn config() -> Config {
     let mut c = harness::config("sim://", ([127, 0, 0, 1], 9).into());
     c.poll.idle_tick_ms = 200;
-    c.poll.max_submissions = 5;
+    c.poll.max_sends = 5;
     c.poll.attention_after_quiet_polls = 200;
     c
 }

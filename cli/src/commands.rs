@@ -44,7 +44,7 @@ fn order_row(o: &Value) -> Vec<String> {
         text(&o["direction"]),
         format!("{}{flag}", text(&o["status"])),
         amount(o["amount"].as_str().unwrap_or("0")),
-        text(&o["submissions"]),
+        text(&o["sends"]),
     ]
 }
 

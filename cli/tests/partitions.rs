@@ -36,9 +36,9 @@ fn engine_settings(deduplicates: bool) -> String {
     format!(
         "payment_system_deduplicates = {deduplicates}\n\
          timeouts = {{ connect_ms = 500, request_ms = 1000 }}\n\
-         poll = {{ grace_ms = 1500, lease_ms = 1200, submitted_ms = 300, processing_ms = 300, \
+         poll = {{ grace_ms = 1500, claim_ms = 1200, submitted_ms = 300, processing_ms = 300, \
          attention_ms = 1000, max_interval_ms = 1000, idle_tick_ms = 200, send_deadline_ms = 500, \
-         jitter_percent = 0, max_submissions = 5 }}\n"
+         jitter_percent = 0, max_sends = 5 }}\n"
     )
 }
 

@@ -117,7 +117,7 @@ impl Protocol {
     }
 }
 
-/// A refusal: the payment system answered our submission with a definite error.
+/// A refusal: the payment system answered our send with a definite error.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Refusal {
     /// The code.
@@ -128,41 +128,30 @@ pub struct Refusal {
 
 /// How the engine has tried to move an order along: the inputs of the retry rules, kept
 /// beside the order so a restarted engine continues where the last one stopped.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Attempts {
     /// How many times the call (`prepay`/`outpay`) was sent.
-    pub submissions: u32,
+    pub sends: u32,
     /// When it was last sent.
-    pub last_submitted_at: Option<DateTime<Utc>>,
+    pub last_sent_at: Option<DateTime<Utc>>,
     /// Polls that brought no news of an outcome since the last change.
     pub quiet_polls: u32,
     /// Raised when the retry budget ran out without an outcome.
     pub needs_attention: bool,
-    /// Of the submissions, those known never to have left: refused before a byte was
-    /// written, or withdrawn by a sender that got to the network past its deadline. Only the
-    /// others may have reached the payment system. Absent in records written before it
-    /// existed (and in every record where it is 0, so those bytes are unchanged).
-    #[serde(default, skip_serializing_if = "is_zero")]
+    /// Of the sends, those known never to have left: refused before a byte was written, or
+    /// withdrawn by a sender that got to the network past its deadline. Only the others may
+    /// have reached the payment system.
     pub unsent: u32,
     /// The payment system reported a second payment for this order
     /// (`Anomaly::SuspectedDoublePayment`). Unlike `needs_attention` it survives the order
-    /// settling: it is cleared only by a person's `resolve`. Absent while false.
-    #[serde(default, skip_serializing_if = "is_false")]
+    /// settling: it is cleared only by a person's `resolve`.
     pub double_payment_suspected: bool,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
-}
-
-fn is_false(b: &bool) -> bool {
-    !*b
 }
 
 impl Attempts {
     /// Sends that may have reached the payment system.
     pub fn maybe_delivered(&self) -> u32 {
-        self.submissions.saturating_sub(self.unsent)
+        self.sends.saturating_sub(self.unsent)
     }
 }
 

@@ -44,8 +44,9 @@ pub enum Anomaly {
     /// An outbound or inbound order whose outcome stayed unknown past the retry budget. Its
     /// funds stay reserved; it keeps being polled; a person should look.
     NeedsAttention {
-        /// Submissions made.
-        submissions: u32,
+        /// Sends made (stored under its first name).
+        #[serde(rename = "submissions")]
+        sends: u32,
     },
     /// A verified callback for an `outReqNo` this engine does not know. Its payload was stored.
     OrphanCallback,
@@ -127,7 +128,7 @@ pub enum EventKind {
     },
     /// Outbound failed or was refused; its funds are available again.
     OutboundFailed {
-        /// Set when the payment system refused the submission outright.
+        /// Set when the payment system refused the send outright.
         refusal: Option<Refusal>,
     },
     /// A person decided an order's outcome (recorded with their note).
@@ -214,7 +215,7 @@ impl std::fmt::Display for Anomaly {
             Anomaly::UnreadableValue { field } => write!(f, "unreadable {field}, kept as received"),
             Anomaly::WrongOrderKind => f.write_str("news of the wrong kind for this order"),
             Anomaly::RemoteLost => f.write_str("the payment system lost an order it had accepted"),
-            Anomaly::NeedsAttention { submissions } => write!(f, "needs attention after {submissions} sends"),
+            Anomaly::NeedsAttention { sends } => write!(f, "needs attention after {sends} sends"),
             Anomaly::OrphanCallback => f.write_str("callback for an order we do not know (kept)"),
             Anomaly::PossibleOrphanProtocol { .. } => f.write_str("a protocol may have been opened unseen"),
             Anomaly::SuspectedDoublePayment { other_pay_order_no } => {

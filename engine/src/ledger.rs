@@ -55,7 +55,7 @@ pub struct Ledger {
     /// `outAmount`).
     pub refunded: Amount,
     /// What the protocol already held, available, when this engine adopted it (a protocol
-    /// created elsewhere, found by `find_protocol`): money that arrived through no order we
+    /// created elsewhere, found by `refresh_protocol`): money that arrived through no order we
     /// know. Counted as arrived; zero for protocols this engine created.
     #[serde(default)]
     pub opening: Amount,

@@ -40,7 +40,7 @@ pub enum News {
     Outbound(Box<OutboundView>),
     /// The payment system has no record of the order (`EP20002`/`EP20003`).
     NotFound,
-    /// The payment system refused our submission with a definite error.
+    /// The payment system refused our send with a definite error.
     Refused(Refusal),
     /// The payment system confirmed that the POS code is closed.
     Closed,

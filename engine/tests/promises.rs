@@ -165,7 +165,7 @@ async fn a_wall_clock_behind_after_restart_does_not_delay_recovery() {
 async fn an_order_that_needs_attention_is_polled_at_the_attention_pace() {
     let (store, t) = (Flaky::default(), Scripted::default());
     let mut c = config();
-    c.poll.max_submissions = 1;
+    c.poll.max_sends = 1;
     let (e, trans_no) = funded_on(&store, &t, c.clone(), "50.00").await;
     t.push(
         Endpoint::Outpay,
@@ -346,15 +346,15 @@ async fn a_deploy_that_moves_notify_urls_keeps_repeats_idempotent() {
 #[tokio::test(start_paused = true)]
 async fn an_app_id_without_room_for_a_generated_out_req_no_is_refused() {
     let mut c = config();
-    c.app_id = "A".repeat(limits::APP_ID + 1);
+    c.app_id = "A".repeat(limits::APP_ID_MAX_CHARS + 1);
     assert!(matches!(
         c.validate(),
         Err(Error::InvalidConfig { field: "app_id", .. })
     ));
-    c.app_id = "A".repeat(limits::APP_ID);
+    c.app_id = "A".repeat(limits::APP_ID_MAX_CHARS);
     let e = engine_with(MemoryStorage::new(), Scripted::default(), c, clock()).await;
     let generated = e.generate_out_req_no();
-    assert_eq!(generated.len(), limits::OUT_REQ_NO);
+    assert_eq!(generated.len(), limits::OUT_REQ_NO_MAX_CHARS);
     protopay_engine::wire::validate::out_req_no(&e.config().app_id, &generated).unwrap();
 }
 
@@ -433,7 +433,7 @@ async fn over_long_text_is_refused_before_anything_is_stored() {
         e.outpay(long).await,
         Err(Error::TooLong {
             field: "remark",
-            max: limits::REMARK
+            max: limits::REMARK_MAX_CHARS
         })
     ));
     assert!(e.order("APP001-long").await.is_err());
@@ -442,13 +442,13 @@ async fn over_long_text_is_refused_before_anything_is_stored() {
     // The longest acceptable request, echoed by the payment system, fits the receiver.
     let mut longest = payout(
         &trans_no,
-        Some(&format!("APP001-{}", "9".repeat(limits::OUT_REQ_NO - 7))),
+        Some(&format!("APP001-{}", "9".repeat(limits::OUT_REQ_NO_MAX_CHARS - 7))),
         "20",
     );
-    longest.payee_name = Sensitive::new("名".repeat(limits::PERSON_NAME));
-    longest.payee_account = Sensitive::new("6".repeat(limits::ACCOUNT));
-    longest.bank_name = "行".repeat(limits::BANK_NAME);
-    longest.remark = Some("\"".repeat(limits::REMARK));
+    longest.payee_name = Sensitive::new("名".repeat(limits::PERSON_NAME_MAX_CHARS));
+    longest.payee_account = Sensitive::new("6".repeat(limits::ACCOUNT_MAX_CHARS));
+    longest.bank_name = "行".repeat(limits::BANK_NAME_MAX_CHARS);
+    longest.remark = Some("\"".repeat(limits::REMARK_MAX_CHARS));
     t.push(Endpoint::Outpay, maybe());
     let order = e.outpay(longest.clone()).await.unwrap();
     let echo = json!({"transNo": trans_no, "appId": APP, "outReqNo": order.out_req_no(), "amount": "20.00",
@@ -503,7 +503,7 @@ async fn an_informative_field_that_cannot_be_read_does_not_block_the_news() {
     );
 }
 
-/// Also found: `find_protocol` adopted a funded protocol with an empty ledger, so it could
+/// Also found: `refresh_protocol` adopted a funded protocol with an empty ledger, so it could
 /// never pay out and reconciled as drift forever. Its available balance is its opening one.
 #[tokio::test(start_paused = true)]
 async fn an_adopted_protocol_pays_out_what_it_holds_and_reconciles() {
@@ -512,7 +512,7 @@ async fn an_adopted_protocol_pays_out_what_it_holds_and_reconciles() {
     let mut view = protocol_view("T-elsewhere");
     view["amount"] = json!("30.00");
     t.default_for(Endpoint::Find, Step::Data(view.clone()));
-    let adopted = e.find_protocol("T-elsewhere").await.unwrap();
+    let adopted = e.refresh_protocol("T-elsewhere").await.unwrap();
     assert_eq!(
         (adopted.ledger.available.to_string(), adopted.ledger.opening.to_string()),
         ("30.00".into(), "30.00".into())

@@ -31,7 +31,7 @@ async fn kinds(e: &Engine) -> Vec<EventKind> {
 }
 
 #[tokio::test(start_paused = true)]
-async fn create_and_find_protocol() {
+async fn create_and_refresh_protocol() {
     let t = Scripted::default();
     let e = engine_on(MemoryStorage::new(), t.clone()).await;
     t.push(Endpoint::Create, Step::Data(protocol_view("T9")));
@@ -55,18 +55,18 @@ async fn create_and_find_protocol() {
     let mut view = protocol_view("T9");
     view["amount"] = json!("5.00");
     t.push(Endpoint::Find, Step::Data(view));
-    let found = e.find_protocol("T9").await.unwrap();
+    let found = e.refresh_protocol("T9").await.unwrap();
     assert_eq!(found.remote.unwrap().available.to_string(), "5.00");
 
     t.push(Endpoint::Find, Step::Code("EP20001", "no such protocol"));
     assert!(matches!(
-        e.find_protocol("T404").await,
+        e.refresh_protocol("T404").await,
         Err(Error::NotFound(Missing::Protocol))
     ));
 
     // A protocol created elsewhere (or an orphan whose number turned up) is adopted.
     t.push(Endpoint::Find, Step::Data(protocol_view("T77")));
-    e.find_protocol("T77").await.unwrap();
+    e.refresh_protocol("T77").await.unwrap();
     assert!(e.protocol("T77").await.is_ok());
 }
 
@@ -439,7 +439,7 @@ async fn a_send_that_never_left_is_made_again() {
         }),
     );
     let o = e.outpay(payout(&trans_no, Some(&key), "80")).await.unwrap();
-    assert_eq!((o.attempts.submissions, o.attempts.unsent), (1, 1));
+    assert_eq!((o.attempts.sends, o.attempts.unsent), (1, 1));
     assert_eq!(o.attempts.maybe_delivered(), 0);
     t.push(
         Endpoint::Outpay,
@@ -495,7 +495,7 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
     let o = e.order(&key).await.unwrap();
     assert_eq!(o.status, Status::Submitted, "never failed on our own");
     assert!(o.attempts.needs_attention);
-    assert_eq!(t.count(Endpoint::Outpay) as u32, config().poll.max_submissions);
+    assert_eq!(t.count(Endpoint::Outpay) as u32, config().poll.max_sends);
     let flagged = kinds(&e)
         .await
         .into_iter()
@@ -752,11 +752,11 @@ fn config_is_validated() {
     ));
     // A claim that runs out while its own poll still waits would let a second instance in.
     let mut c = config();
-    c.poll.lease_ms = c.timeouts.request_ms;
+    c.poll.claim_ms = c.timeouts.request_ms;
     assert!(matches!(
         c.validate(),
         Err(Error::InvalidConfig {
-            field: "poll.lease_ms",
+            field: "poll.claim_ms",
             ..
         })
     ));

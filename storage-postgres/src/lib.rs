@@ -8,7 +8,7 @@
 //! - **Shared polling.** Instances claim due orders with `FOR UPDATE SKIP LOCKED` and a lease
 //!   (`Storage::claim_due`); a dead instance's leases run out and others take its orders.
 //! - **Wake-ups across instances.** Commits `NOTIFY`; every store `LISTEN`s and hands the
-//!   engine a hint ([`Storage::remote_commits`]) to look again. Hints only: a missed one
+//!   engine a hint ([`Storage::commits_elsewhere`]) to look again. Hints only: a missed one
 //!   costs an idle tick.
 //! - **An event log that never skips** (see [`commit`](crate) notes in ARCHITECTURE.md), and
 //!   a commit whose `COMMIT` got no answer settled by asking the server, never guessed.
@@ -401,8 +401,8 @@ impl Storage for PostgresStorage {
         Ok(rows.iter().map(due_of).collect())
     }
 
-    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, n: usize, lease: Duration) -> Result<Vec<Due>> {
-        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX) as f64;
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, n: usize, claim: Duration) -> Result<Vec<Due>> {
+        let lease_ms = i64::try_from(claim.as_millis()).unwrap_or(i64::MAX) as f64;
         let rows = self
             .rows(&self.inner.sql.claim_due, &[&now, &owner, &limit(n), &lease_ms])
             .await?;
@@ -419,8 +419,8 @@ impl Storage for PostgresStorage {
         Ok(rows.first().map(|r| r.get::<_, i64>(0).max(0) as u64))
     }
 
-    async fn release_claims(&self, owner: &str) -> Result<()> {
-        self.rows(&self.inner.sql.release_claims, &[&owner]).await?;
+    async fn release_all(&self, owner: &str) -> Result<()> {
+        self.rows(&self.inner.sql.release_all, &[&owner]).await?;
         self.rows(&self.inner.sql.release_leases, &[&owner]).await?;
         Ok(())
     }
@@ -461,7 +461,7 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
-    fn remote_commits(&self) -> Option<watch::Receiver<u64>> {
+    fn commits_elsewhere(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.hints.clone())
     }
 

@@ -151,7 +151,7 @@ pub(crate) struct Statements {
     pub due: String,
     pub claim_due: String,
     pub next_due: String,
-    pub release_claims: String,
+    pub release_all: String,
     pub hold_lease: String,
     pub release_leases: String,
     pub events_after: String,
@@ -241,7 +241,7 @@ impl Statements {
                  WHERE leased_by IS NULL OR leased_by = $1 OR leased_until <= clock_timestamp() \
                  ORDER BY at LIMIT 1"
             ),
-            release_claims: format!("UPDATE {s}.due SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1"),
+            release_all: format!("UPDATE {s}.due SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1"),
             // Taken when free, run out, or already the owner's (then renewed); a row comes
             // back, with the fencing epoch, only when the owner holds it. The epoch grows when
             // the lease changes hands; releasing ends the lease but keeps the row, so it never

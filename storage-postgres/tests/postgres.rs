@@ -291,7 +291,7 @@ async fn a_commit_on_one_instance_hints_the_other() {
     let schema = testing::schema("hint");
     let a = open(&url, &schema).await;
     let b = open(&url, &schema).await;
-    let mut hints = b.remote_commits().unwrap();
+    let mut hints = b.commits_elsewhere().unwrap();
     // The listener hints once when it starts listening: from then on nothing is missed.
     hints.changed().await.unwrap();
     let before = *hints.borrow_and_update();
@@ -308,7 +308,7 @@ async fn a_lost_listener_reconnects_and_hints_again() {
     let schema = testing::schema("relisten");
     let a = open(&url, &schema).await;
     let b = open(&url, &schema).await;
-    let mut hints = b.remote_commits().unwrap();
+    let mut hints = b.commits_elsewhere().unwrap();
     hints.changed().await.unwrap();
     let before = *hints.borrow_and_update();
     let client = raw(&url).await;

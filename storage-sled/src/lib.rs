@@ -52,7 +52,7 @@ use chrono::{DateTime, Utc};
 use codec::DecodeError;
 use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Keyed, Leases, OrderQuery, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Holds, Keyed, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::storage::{Result, StorageError};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -67,9 +67,9 @@ pub struct SledStorage {
     /// lock are released even while clones of this store live on.
     open: Arc<std::sync::RwLock<Option<Handles>>>,
     /// Claims on due orders: in memory, since only this process opens the store.
-    leases: Arc<Leases>,
+    claims: Arc<Holds>,
     /// Named leases (`Storage::hold_lease`), apart from the orders' so names never collide.
-    named_leases: Arc<Leases>,
+    leases: Arc<Holds>,
 }
 
 /// What an open store holds.
@@ -246,7 +246,7 @@ impl Storage for SledStorage {
         let rescheduled: Vec<String> = batch.schedule.iter().map(|(key, _)| key.clone()).collect();
         let last = group.commit(self.stage(batch)?).await?;
         for key in &rescheduled {
-            self.leases.release(key);
+            self.claims.release(key);
         }
         Ok(last)
     }
@@ -255,22 +255,22 @@ impl Storage for SledStorage {
         self.due_until(now)?.take(limit).collect()
     }
 
-    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>> {
-        self.leases.claim(owner, lease, limit, self.due_until(now)?)
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, claim: Duration) -> Result<Vec<Due>> {
+        self.claims.claim(owner, claim, limit, self.due_until(now)?)
     }
 
     async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<Option<u64>> {
-        Ok(self.named_leases.hold(name, owner, lease))
+        Ok(self.leases.hold(name, owner, lease))
     }
 
-    async fn release_claims(&self, owner: &str) -> Result<()> {
+    async fn release_all(&self, owner: &str) -> Result<()> {
+        self.claims.release_owner(owner);
         self.leases.release_owner(owner);
-        self.named_leases.release_owner(owner);
         Ok(())
     }
 
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
-        self.leases.first_free(owner, self.due_until(DateTime::<Utc>::MAX_UTC)?)
+        self.claims.first_free(owner, self.due_until(DateTime::<Utc>::MAX_UTC)?)
     }
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {

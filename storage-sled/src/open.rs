@@ -121,8 +121,8 @@ impl SledStorage {
         let store = SledStorage {
             path: path.clone(),
             open: Arc::new(std::sync::RwLock::new(Some(handles))),
+            claims: Arc::default(),
             leases: Arc::default(),
-            named_leases: Arc::default(),
         };
         Ok(store)
     }

@@ -15,7 +15,7 @@ use protopay_storage_sled::codec;
 fn orders() -> Vec<Order> {
     let mut inbound = sample_inbound("T1", "IN-1", 12_345);
     inbound.status = Status::Success;
-    inbound.attempts.submissions = 2;
+    inbound.attempts.sends = 2;
     inbound.attempts.quiet_polls = 1;
     if let OrderKind::Inbound(i) = &mut inbound.kind {
         i.arrived = true;

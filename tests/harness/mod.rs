@@ -89,7 +89,7 @@ pub(crate) fn config(sim_url: &str, callback_addr: SocketAddr) -> Config {
     c.poll.attention_ms = 2_000;
     c.poll.max_interval_ms = 1_000;
     c.poll.idle_tick_ms = 100;
-    c.poll.lease_ms = 1_200;
+    c.poll.claim_ms = 1_200;
     c
 }
 

@@ -82,14 +82,17 @@ pub struct PollPolicy {
     /// Sends per order (first included) that may have reached the payment system, before it
     /// needs attention (sends that provably never left do not count). Only matters when the
     /// payment system deduplicates; otherwise a second send that may land is never made.
-    pub max_submissions: u32,
+    #[serde(alias = "max_submissions")]
+    pub max_sends: u32,
     /// Quiet polls (polls that brought no outcome: an unchanged status, a failed query) of an
     /// order whose outcome is unknown before it needs attention.
     pub attention_after_quiet_polls: u32,
     /// Orders polled at once.
     pub concurrency: usize,
-    /// Orders taken per tick.
-    pub batch: usize,
+    /// Orders claimed per poller pass (the old name `batch` is still read: a batch is now only
+    /// an atomic write).
+    #[serde(alias = "batch")]
+    pub orders_per_pass: usize,
     /// Longest sleep between ticks.
     pub idle_tick_ms: u64,
     /// Least time between two polls moved sooner by failed callbacks for one order (the old
@@ -99,7 +102,9 @@ pub struct PollPolicy {
     /// How long an order claimed by a poll stays this instance's before another instance on
     /// the same store may take it (a dead instance's claims run out after this). A little over
     /// the request timeout, so that a live instance's poll is over before anyone else's starts.
-    pub lease_ms: u64,
+    /// (The old name `lease_ms` is still read: "lease" now means only a named lease.)
+    #[serde(alias = "lease_ms")]
+    pub claim_ms: u64,
 }
 
 impl Default for PollPolicy {
@@ -114,13 +119,13 @@ impl Default for PollPolicy {
             jitter_percent: 20,
             grace_ms: 60_000,
             send_deadline_ms: 2_000,
-            max_submissions: 3,
+            max_sends: 3,
             attention_after_quiet_polls: 30,
             concurrency: 8,
-            batch: 256,
+            orders_per_pass: 256,
             idle_tick_ms: 1_000,
             poll_sooner_min_interval_ms: 5_000,
-            lease_ms: 20_000,
+            claim_ms: 20_000,
         }
     }
 }
@@ -264,7 +269,7 @@ impl Config {
         {
             return bad("app_id", "must be non-empty [A-Za-z0-9_-]");
         }
-        if self.app_id.len() > limits::APP_ID {
+        if self.app_id.len() > limits::APP_ID_MAX_CHARS {
             return bad(
                 "app_id",
                 "longer than 39 characters: leaves no room for a generated outReqNo",
@@ -276,7 +281,7 @@ impl Config {
             .map(|k| k.slug().len() + 1)
             .max()
             .unwrap_or(0);
-        if self.callback_base_url.trim_end_matches('/').len() + longest_slug > limits::URL {
+        if self.callback_base_url.trim_end_matches('/').len() + longest_slug > limits::URL_MAX_CHARS {
             return bad("callback_base_url", "too long for a notify URL (512 characters)");
         }
         if self.callback_body_limit_bytes < limits::ECHO_BODY_MAX_BYTES {
@@ -302,20 +307,20 @@ impl Config {
         if self.poll.grace_ms <= self.timeouts.request_ms {
             return bad("poll.grace_ms", "must exceed timeouts.request_ms");
         }
-        if self.poll.lease_ms <= self.timeouts.request_ms {
+        if self.poll.claim_ms <= self.timeouts.request_ms {
             // A claim that runs out while its own poll still waits on a reply lets another
             // instance poll the same order at once (harmless to money, versions decide, but
             // exactly the double work the claim exists to prevent).
-            return bad("poll.lease_ms", "must exceed timeouts.request_ms");
+            return bad("poll.claim_ms", "must exceed timeouts.request_ms");
         }
         if self.poll.send_deadline_ms == 0 {
             return bad("poll.send_deadline_ms", "must be at least 1 ms");
         }
-        if self.poll.max_submissions == 0 {
-            return bad("poll.max_submissions", "must be at least 1");
+        if self.poll.max_sends == 0 {
+            return bad("poll.max_sends", "must be at least 1");
         }
-        if self.poll.concurrency == 0 || self.poll.batch == 0 {
-            return bad("poll.concurrency", "concurrency and batch must be at least 1");
+        if self.poll.concurrency == 0 || self.poll.orders_per_pass == 0 {
+            return bad("poll.concurrency", "concurrency and orders_per_pass must be at least 1");
         }
         if self.poll.jitter_percent > 90 {
             return bad("poll.jitter_percent", "must be at most 90");

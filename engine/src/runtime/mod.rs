@@ -68,7 +68,7 @@ struct Inner {
     /// Per-protocol turns for steps (see `transact`).
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The grace rule's monotonic clock (see `send`).
-    sends: Mutex<HashMap<String, send::Seen>>,
+    latest_sends: Mutex<HashMap<String, send::Seen>>,
     /// Orders whose last poll failed, and when they may be polled again (see `poller`).
     backoff: Mutex<HashMap<String, poller::Backoff>>,
     /// Set by [`Engine::shutdown`]: no new work is taken.
@@ -184,7 +184,7 @@ impl EngineBuilder {
                 wake_poller: Notify::new(),
                 polled_sooner: Mutex::default(),
                 turns: Mutex::default(),
-                sends: Mutex::default(),
+                latest_sends: Mutex::default(),
                 backoff: Mutex::default(),
                 stopping: watch::Sender::new(false),
                 work: Arc::default(),
@@ -195,7 +195,7 @@ impl EngineBuilder {
                 drifting: Mutex::default(),
             }),
         };
-        if let Some(hints) = engine.inner.storage.remote_commits() {
+        if let Some(hints) = engine.inner.storage.commits_elsewhere() {
             tokio::spawn(follow_remote_commits(Arc::downgrade(&engine.inner), hints));
         }
         Ok(engine)
@@ -282,7 +282,7 @@ impl Engine {
         let _all_done = self.inner.work.write().await;
         // Hand this instance's claims over before going: on a shared store the others take
         // its due orders now rather than after the leases run out.
-        if let Err(e) = self.storage().release_claims(&self.inner.instance).await {
+        if let Err(e) = self.storage().release_all(&self.inner.instance).await {
             tracing::warn!(error = %e, "could not release this instance's claims; they run out");
         }
         Ok(self.storage().close().await?)

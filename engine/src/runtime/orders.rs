@@ -49,18 +49,22 @@ impl Engine {
                 reason: "must be 01 or 02",
             });
         }
-        validate::optional_text("contractNum", cmd.contract_num.as_deref(), limits::CONTRACT_NUM)?;
+        validate::optional_text(
+            "contractNum",
+            cmd.contract_num.as_deref(),
+            limits::CONTRACT_NUM_MAX_CHARS,
+        )?;
         validate::optional_text(
             "qpUserName",
             cmd.payer_name.as_ref().map(|s| s.expose()),
-            limits::PERSON_NAME,
+            limits::PERSON_NAME_MAX_CHARS,
         )?;
         validate::optional_text(
             "qpCertNumber",
             cmd.payer_cert_number.as_ref().map(|s| s.expose()),
-            limits::CERT_NUMBER,
+            limits::CERT_NUMBER_MAX_CHARS,
         )?;
-        validate::optional_text("returnUrl", cmd.return_url.as_deref(), limits::URL)?;
+        validate::optional_text("returnUrl", cmd.return_url.as_deref(), limits::URL_MAX_CHARS)?;
         let out_req_no = self.out_req_no(cmd.out_req_no)?;
         let config = self.config();
         let request = Prepay {
@@ -76,7 +80,7 @@ impl Engine {
             return_url: cmd.return_url,
         };
         let order = Order::new_inbound(&config.app_id, request);
-        self.record_and_submit(order, EventKind::InboundRequested).await
+        self.record_and_send(order, EventKind::InboundRequested).await
     }
 
     /// Pay out (`OUT`) or refund (`REFUND`) from a protocol's available balance.
@@ -93,10 +97,10 @@ impl Engine {
         validate::required("bankAccName", cmd.payee_name.expose())?;
         validate::required("bankAccNum", cmd.payee_account.expose())?;
         validate::required("bankName", &cmd.bank_name)?;
-        validate::text("bankAccName", cmd.payee_name.expose(), limits::PERSON_NAME)?;
-        validate::text("bankAccNum", cmd.payee_account.expose(), limits::ACCOUNT)?;
-        validate::text("bankName", &cmd.bank_name, limits::BANK_NAME)?;
-        validate::optional_text("remark", cmd.remark.as_deref(), limits::REMARK)?;
+        validate::text("bankAccName", cmd.payee_name.expose(), limits::PERSON_NAME_MAX_CHARS)?;
+        validate::text("bankAccNum", cmd.payee_account.expose(), limits::ACCOUNT_MAX_CHARS)?;
+        validate::text("bankName", &cmd.bank_name, limits::BANK_NAME_MAX_CHARS)?;
+        validate::optional_text("remark", cmd.remark.as_deref(), limits::REMARK_MAX_CHARS)?;
         validate::bank_cnaps(&cmd.bank_cnaps, self.config().cnaps_check)?;
         if !cmd.out_type.is_known() {
             return Err(Error::InvalidField {
@@ -120,7 +124,7 @@ impl Engine {
             remark: cmd.remark,
         };
         let order = Order::new_outbound(&config.app_id, request);
-        self.record_and_submit(order, EventKind::OutboundReserved).await
+        self.record_and_send(order, EventKind::OutboundReserved).await
     }
 
     fn out_req_no(&self, given: Option<String>) -> Result<String> {
@@ -131,7 +135,7 @@ impl Engine {
 
     /// Store a new order (with its reservation, for outbound), then send it; or answer for
     /// the order already stored under its `outReqNo`. See [`Engine::prepay`] for the contract.
-    async fn record_and_submit(&self, order: Order, recorded: EventKind) -> Result<Order> {
+    async fn record_and_send(&self, order: Order, recorded: EventKind) -> Result<Order> {
         match self.record_intent(&order, recorded).await? {
             Intent::Recorded(stored) => Ok(self.send_accepted(&stored).await),
             Intent::Existing(existing) => self.existing(existing, &order).await,
@@ -141,7 +145,7 @@ impl Engine {
     /// Send an order whose intent is durable. Whatever happens, the request stands: the
     /// answer is the order as last stored (the poller carries on from there).
     async fn send_accepted(&self, stored: &Versioned<Order>) -> Order {
-        match self.submit(stored).await {
+        match self.send(stored).await {
             Ok(order) => order,
             Err(e) => {
                 if !matches!(e, StepError::Raced) {
@@ -217,7 +221,7 @@ impl Engine {
     pub async fn resolve(&self, out_req_no: &str, status: Status, note: &str) -> Result<Order> {
         let _working = self.working()?;
         validate::required("note", note)?;
-        validate::text("note", note, limits::NOTE)?;
+        validate::text("note", note, limits::NOTE_MAX_CHARS)?;
         if !status.is_terminal() {
             return Err(Error::InvalidField {
                 field: "status",

@@ -86,10 +86,10 @@ impl Engine {
 
     async fn poll_tick(&self) -> Result<PollReport> {
         let policy = &self.config().poll;
-        let lease = Duration::from_millis(policy.lease_ms);
+        let claim = Duration::from_millis(policy.claim_ms);
         let due = self
             .storage()
-            .claim_due(&self.inner.instance, self.now(), policy.batch, lease)
+            .claim_due(&self.inner.instance, self.now(), policy.orders_per_pass, claim)
             .await?;
         let mut report = PollReport {
             due: due.len(),
@@ -266,7 +266,7 @@ impl Engine {
             return self.transact_at(current, Step::poll(None)).await.map(drop);
         }
         if current.value.awaits_sending() {
-            return self.submit(current).await.map(drop);
+            return self.send(current).await.map(drop);
         }
         let answer = match &current.value.kind {
             OrderKind::Inbound(o) => self

@@ -15,14 +15,14 @@ use crate::{Error, Result};
 impl Engine {
     /// Open a protocol. The attempt is recorded before the call; if the reply is lost, a
     /// `PossibleOrphanProtocol` anomaly says so (an empty protocol may exist remotely; it holds
-    /// no money, and [`Engine::find_protocol`] adopts it if its `transNo` turns up).
+    /// no money, and [`Engine::refresh_protocol`] adopts it if its `transNo` turns up).
     #[tracing::instrument(skip_all, fields(business_id = %cmd.business_id))]
     pub async fn create_protocol(&self, cmd: NewProtocol) -> Result<Protocol> {
         let _working = self.working()?;
         validate::required("transDesc", &cmd.trans_desc)?;
         validate::required("businessId", &cmd.business_id)?;
-        validate::text("transDesc", &cmd.trans_desc, limits::TRANS_DESC)?;
-        validate::text("businessId", &cmd.business_id, limits::BUSINESS_ID)?;
+        validate::text("transDesc", &cmd.trans_desc, limits::TRANS_DESC_MAX_CHARS)?;
+        validate::text("businessId", &cmd.business_id, limits::BUSINESS_ID_MAX_CHARS)?;
         if !cmd.cashier_type.is_known() {
             return Err(Error::InvalidField {
                 field: "cashierType",
@@ -70,12 +70,12 @@ impl Engine {
     /// known here is adopted, its available balance recorded as its opening balance (so it
     /// can pay out what it holds, and reconciles).
     #[tracing::instrument(skip(self))]
-    pub async fn find_protocol(&self, trans_no: &str) -> Result<Protocol> {
+    pub async fn refresh_protocol(&self, trans_no: &str) -> Result<Protocol> {
         let _working = self.working()?;
-        self.refresh_protocol(trans_no).await
+        self.refresh_unguarded(trans_no).await
     }
 
-    async fn refresh_protocol(&self, trans_no: &str) -> Result<Protocol> {
+    async fn refresh_unguarded(&self, trans_no: &str) -> Result<Protocol> {
         validate::required("transNo", trans_no)?;
         let view = self
             .call(&FindProtocol {
@@ -132,7 +132,7 @@ impl Engine {
     pub async fn query_cnaps(&self, keyword: &str) -> Result<Vec<CnapsEntry>> {
         let _working = self.working()?;
         validate::required("bankNameKeyWord", keyword)?;
-        validate::text("bankNameKeyWord", keyword, limits::KEYWORD)?;
+        validate::text("bankNameKeyWord", keyword, limits::KEYWORD_MAX_CHARS)?;
         self.call(&QueryBankCnaps {
             bank_name_key_word: keyword.to_owned(),
         })
@@ -168,7 +168,7 @@ impl Engine {
 
     async fn reconcile_unmetered(&self, trans_no: &str) -> Result<Reconciliation> {
         let _working = self.working()?;
-        let protocol = self.refresh_protocol(trans_no).await?;
+        let protocol = self.refresh_unguarded(trans_no).await?;
         let theirs = protocol.remote.clone().ok_or_else(|| Error::UnknownProtocol {
             trans_no: trans_no.to_owned(),
         })?;

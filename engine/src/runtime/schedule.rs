@@ -34,7 +34,7 @@ pub fn next_poll(order: &Order, now: DateTime<Utc>, policy: &PollPolicy) -> Opti
         .saturating_mul(1u64 << doublings)
         .min(policy.max_interval_ms.max(base));
     let mut h = DefaultHasher::new();
-    (order.out_req_no(), attempts.quiet_polls, attempts.submissions).hash(&mut h);
+    (order.out_req_no(), attempts.quiet_polls, attempts.sends).hash(&mut h);
     let spread = interval * u64::from(policy.jitter_percent) / 100;
     let jittered = if spread == 0 {
         interval

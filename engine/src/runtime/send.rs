@@ -31,7 +31,7 @@ use tokio::time::Instant;
 /// When this process made, or first saw, an order's latest send.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Seen {
-    submissions: u32,
+    sends: u32,
     at: Instant,
 }
 
@@ -42,7 +42,7 @@ impl Engine {
     /// was read, or the store failed): then nothing was sent.
     /// Once it is committed, every later failure leaves the order where the store has it, and
     /// the order is returned: the poller carries on from there.
-    pub(super) async fn submit(&self, current: &Versioned<Order>) -> Result<Order, StepError> {
+    pub(super) async fn send(&self, current: &Versioned<Order>) -> Result<Order, StepError> {
         let started = Instant::now();
         let step = Step {
             news: Some(News::Sending),
@@ -51,8 +51,8 @@ impl Engine {
         let sent = self.transact_at(current, step).await?.value;
         let key = &sent.out_req_no().to_owned();
         debug_assert_eq!(
-            sent.attempts.submissions,
-            current.value.attempts.submissions + 1,
+            sent.attempts.sends,
+            current.value.attempts.sends + 1,
             "the send is counted, durably, before it goes out"
         );
         // The rule this module exists for, checked where it matters: of the sends that may
@@ -61,7 +61,7 @@ impl Engine {
         let config = self.config();
         let may_land = sent.attempts.maybe_delivered();
         let allowed = if config.payment_system_deduplicates {
-            config.poll.max_submissions
+            config.poll.max_sends
         } else {
             1
         };
@@ -84,7 +84,7 @@ impl Engine {
                 "the send missed its deadline; not sent");
             return Ok(self.not_sent(&sent).await);
         }
-        self.saw_submission(&sent);
+        self.saw_send(&sent);
         let reply = match &sent.kind {
             OrderKind::Inbound(o) => self.call(&o.request).await.map(|v| News::Inbound(Box::new(v))),
             OrderKind::Outbound(o) => self.call(&o.request).await.map(|v| News::Outbound(Box::new(v))),
@@ -132,7 +132,7 @@ impl Engine {
     /// the send keeps counting as one that may have been delivered: the safe side.
     async fn not_sent(&self, sent: &Order) -> Order {
         let key = sent.out_req_no();
-        self.forget_submission(key);
+        self.forget_send(key);
         match self
             .transact(key, Step::record(Source::Engine, Bookkeeping::NotSent))
             .await
@@ -158,7 +158,7 @@ impl Engine {
         }
         let config = self.config();
         let maybe_delivered = order.attempts.maybe_delivered();
-        if !config.payment_system_deduplicates || maybe_delivered >= config.poll.max_submissions {
+        if !config.payment_system_deduplicates || maybe_delivered >= config.poll.max_sends {
             if !order.attempts.needs_attention {
                 tracing::warn!(
                     out_req_no = order.out_req_no(),
@@ -177,22 +177,22 @@ impl Engine {
             maybe_delivered,
             "not found past grace; resending (the payment system deduplicates)"
         );
-        self.submit(current).await.map(drop)
+        self.send(current).await.map(drop)
     }
 
     /// Whether a full grace period of this process's monotonic time has passed since the
     /// order's latest send was made or first seen here.
     fn past_grace(&self, order: &Order) -> bool {
         let grace = Duration::from_millis(self.config().poll.grace_ms);
-        let submissions = order.attempts.submissions;
-        let mut sends = self.inner.sends.lock().unwrap_or_else(|p| p.into_inner());
-        let seen = sends.entry(order.out_req_no().to_owned()).or_insert(Seen {
-            submissions,
+        let sends = order.attempts.sends;
+        let mut latest = self.inner.latest_sends.lock().unwrap_or_else(|p| p.into_inner());
+        let seen = latest.entry(order.out_req_no().to_owned()).or_insert(Seen {
+            sends,
             at: Instant::now(),
         });
-        if seen.submissions != submissions {
+        if seen.sends != sends {
             *seen = Seen {
-                submissions,
+                sends,
                 at: Instant::now(),
             };
         }
@@ -200,23 +200,23 @@ impl Engine {
     }
 
     /// Our own send, about to go out: its grace period starts now.
-    fn saw_submission(&self, order: &Order) {
+    fn saw_send(&self, order: &Order) {
         let seen = Seen {
-            submissions: order.attempts.submissions,
+            sends: order.attempts.sends,
             at: Instant::now(),
         };
         self.inner
-            .sends
+            .latest_sends
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(order.out_req_no().to_owned(), seen);
     }
 
     /// The order's outcome is known (or it was never sent): nothing to time any more.
-    pub(super) fn forget_submission(&self, out_req_no: &str) {
-        let mut sends = self.inner.sends.lock().unwrap_or_else(|p| p.into_inner());
-        if !sends.is_empty() {
-            sends.remove(out_req_no);
+    pub(super) fn forget_send(&self, out_req_no: &str) {
+        let mut latest = self.inner.latest_sends.lock().unwrap_or_else(|p| p.into_inner());
+        if !latest.is_empty() {
+            latest.remove(out_req_no);
         }
     }
 }

@@ -230,7 +230,7 @@ impl Engine {
                 source = %step.source, "order moved");
         }
         if before.status == Status::Submitted && next.status != Status::Submitted {
-            self.forget_submission(next.out_req_no());
+            self.forget_send(next.out_req_no());
         }
         self.debug_check_ledger(next.trans_no()).await;
         Ok(Versioned {
@@ -245,9 +245,7 @@ impl Engine {
             let a = &mut next.attempts;
             if !a.needs_attention {
                 a.needs_attention = true;
-                kinds.push(EventKind::Anomaly(Anomaly::NeedsAttention {
-                    submissions: a.submissions,
-                }));
+                kinds.push(EventKind::Anomaly(Anomaly::NeedsAttention { sends: a.sends }));
             }
         };
         if kinds
@@ -260,7 +258,7 @@ impl Engine {
             Bookkeeping::Nothing => {}
             Bookkeeping::NotSent => {
                 let a = &mut next.attempts;
-                if next.status == Status::Submitted && a.unsent < a.submissions {
+                if next.status == Status::Submitted && a.unsent < a.sends {
                     a.unsent += 1;
                     // Back off while sends cannot leave (the payment system refuses
                     // connections): 2, 4, … 64 times the first interval.
@@ -274,8 +272,8 @@ impl Engine {
             }
             Bookkeeping::Sending { at } => {
                 let a = &mut next.attempts;
-                a.submissions += 1;
-                a.last_submitted_at = Some(*at);
+                a.sends += 1;
+                a.last_sent_at = Some(*at);
                 a.quiet_polls = 0;
             }
             Bookkeeping::QuietPoll => {

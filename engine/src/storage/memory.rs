@@ -2,7 +2,7 @@
 //! bring their own persistence later. Not durable across a process restart; "reopening" it
 //! is sharing the same handle (it is `Clone`).
 
-use super::{Batch, Due, Leases, OrderQuery, Orphan, Result, Storage, StorageError, Versioned};
+use super::{Batch, Due, Holds, OrderQuery, Orphan, Result, Storage, StorageError, Versioned};
 use crate::domain::{Listing, Order, Protocol};
 use crate::event::Event;
 use chrono::{DateTime, Utc};
@@ -31,8 +31,8 @@ struct State {
 #[derive(Clone, Default)]
 pub struct MemoryStorage {
     state: Arc<Mutex<State>>,
-    leases: Arc<Leases>,
-    named: Arc<Leases>,
+    claims: Arc<Holds>,
+    leases: Arc<Holds>,
     /// This handle lets other tasks run before each call (see `yielding`).
     yielding: bool,
 }
@@ -220,7 +220,7 @@ impl Storage for MemoryStorage {
             s.events.push(e);
         }
         for (key, at) in batch.schedule {
-            self.leases.release(&key);
+            self.claims.release(&key);
             if let Some(old) = s.due_at.remove(&key) {
                 s.due.remove(&(old, key.clone()));
             }
@@ -242,26 +242,26 @@ impl Storage for MemoryStorage {
         due_until(&self.lock(), now).take(limit).collect()
     }
 
-    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>> {
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, claim: Duration) -> Result<Vec<Due>> {
         self.call().await;
-        self.leases.claim(owner, lease, limit, due_until(&self.lock(), now))
+        self.claims.claim(owner, claim, limit, due_until(&self.lock(), now))
     }
 
     async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<Option<u64>> {
         self.call().await;
-        Ok(self.named.hold(name, owner, lease))
+        Ok(self.leases.hold(name, owner, lease))
     }
 
-    async fn release_claims(&self, owner: &str) -> Result<()> {
+    async fn release_all(&self, owner: &str) -> Result<()> {
         self.call().await;
+        self.claims.release_owner(owner);
         self.leases.release_owner(owner);
-        self.named.release_owner(owner);
         Ok(())
     }
 
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
         self.call().await;
-        self.leases
+        self.claims
             .first_free(owner, due_until(&self.lock(), DateTime::<Utc>::MAX_UTC))
     }
 

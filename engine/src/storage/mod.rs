@@ -11,12 +11,12 @@
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
 mod error;
-mod lease;
+mod holds;
 mod memory;
 pub(crate) mod records;
 
 pub use error::StorageError;
-pub use lease::Leases;
+pub use holds::Holds;
 pub use memory::MemoryStorage;
 
 use crate::domain::{Listing, Order, Protocol};
@@ -200,12 +200,12 @@ pub trait Storage: Send + Sync + 'static {
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>>;
 
     /// Claim up to `limit` orders due at or before `now` for `owner` (one engine instance),
-    /// earliest first, each for `lease`: until the lease ends or the order's schedule is
+    /// earliest first, each for `claim`: until the claim ends or the order's schedule is
     /// rewritten by a commit, claims by other owners skip it; the owner's own claims return it
     /// again. This is how instances on one shared store split the due work; a dead instance's
-    /// leases run out and others take its orders. Leases save duplicate *queries*; versions,
-    /// not leases, are what make a duplicate *send* impossible.
-    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>>;
+    /// claims run out and others take its orders. Claims save duplicate *queries*; versions,
+    /// not claims, are what make a duplicate *send* impossible.
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, claim: Duration) -> Result<Vec<Due>>;
 
     /// Take the named lease `name` for `owner` for `lease` — when it is free, has run out,
     /// or is already `owner`'s (then it is renewed) — and return its **fencing epoch** while
@@ -219,10 +219,10 @@ pub trait Storage: Send + Sync + 'static {
 
     /// End every claim and named lease `owner` holds, so that other owners may take that
     /// work at once: an instance that stops gracefully hands its work over instead of
-    /// letting it wait out the leases.
-    async fn release_claims(&self, owner: &str) -> Result<()>;
+    /// letting it wait out its claims and leases.
+    async fn release_all(&self, owner: &str) -> Result<()>;
 
-    /// The earliest scheduled poll that `owner` could claim (orders leased to other owners
+    /// The earliest scheduled poll that `owner` could claim (orders claimed by other owners
     /// are theirs until their leases run out), if any.
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>>;
 
@@ -245,7 +245,7 @@ pub trait Storage: Send + Sync + 'static {
     /// of the value is a hint to look again (events appended, orders due sooner). `None` for
     /// a store that only this process writes. Only a hint: the stored data is the truth, and a
     /// missed hint costs at most one idle tick of the poller.
-    fn remote_commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    fn commits_elsewhere(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
 

@@ -19,6 +19,7 @@ use crate::wire::{
     Amount, ArrivedStatus, CashierType, ChannelType, InboundView, OutType, OutboundView, Outpay, PayStatus, Prepay,
     ProdCatalog, ReportedTime,
 };
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// How an order is stored.
@@ -37,7 +38,7 @@ pub(crate) struct InboundRecord {
     closed: bool,
     refusal: Option<Refusal>,
     remote: InboundViewRecord,
-    attempts: Attempts,
+    attempts: AttemptsRecord,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -47,7 +48,57 @@ pub(crate) struct OutboundRecord {
     status: Status,
     refusal: Option<Refusal>,
     remote: OutboundViewRecord,
-    attempts: Attempts,
+    attempts: AttemptsRecord,
+}
+
+/// An order's [`Attempts`], under the names format 1 gave them.
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AttemptsRecord {
+    submissions: u32,
+    last_submitted_at: Option<DateTime<Utc>>,
+    quiet_polls: u32,
+    needs_attention: bool,
+    /// Absent in records written before it existed, and in every record where it is 0 (so
+    /// those bytes are unchanged).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    unsent: u32,
+    /// Absent while false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    double_payment_suspected: bool,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+impl From<Attempts> for AttemptsRecord {
+    fn from(a: Attempts) -> Self {
+        AttemptsRecord {
+            submissions: a.sends,
+            last_submitted_at: a.last_sent_at,
+            quiet_polls: a.quiet_polls,
+            needs_attention: a.needs_attention,
+            unsent: a.unsent,
+            double_payment_suspected: a.double_payment_suspected,
+        }
+    }
+}
+
+impl From<AttemptsRecord> for Attempts {
+    fn from(r: AttemptsRecord) -> Self {
+        Attempts {
+            sends: r.submissions,
+            last_sent_at: r.last_submitted_at,
+            quiet_polls: r.quiet_polls,
+            needs_attention: r.needs_attention,
+            unsent: r.unsent,
+            double_payment_suspected: r.double_payment_suspected,
+        }
+    }
 }
 
 /// Declares the record of a wire message: its required fields, then the optional ones (left
@@ -218,7 +269,7 @@ impl From<Order> for OrderRecord {
                 closed,
                 refusal,
                 remote: remote.into(),
-                attempts,
+                attempts: attempts.into(),
             }),
             OrderKind::Outbound(Outbound { request, remote }) => OrderRecord::Outbound(OutboundRecord {
                 app_id,
@@ -226,7 +277,7 @@ impl From<Order> for OrderRecord {
                 status,
                 refusal,
                 remote: remote.into(),
-                attempts,
+                attempts: attempts.into(),
             }),
         }
     }
@@ -239,7 +290,7 @@ impl From<OrderRecord> for Order {
                 app_id: i.app_id,
                 status: i.status,
                 refusal: i.refusal,
-                attempts: i.attempts,
+                attempts: i.attempts.into(),
                 kind: OrderKind::Inbound(Inbound {
                     request: i.request.into(),
                     arrived: i.arrived,
@@ -251,7 +302,7 @@ impl From<OrderRecord> for Order {
                 app_id: o.app_id,
                 status: o.status,
                 refusal: o.refusal,
-                attempts: o.attempts,
+                attempts: o.attempts.into(),
                 kind: OrderKind::Outbound(Outbound {
                     request: o.request.into(),
                     remote: o.remote.into(),

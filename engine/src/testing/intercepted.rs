@@ -85,15 +85,15 @@ impl<S: Storage, H: Hooks> Storage for Intercepted<S, H> {
     async fn due(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<Due>> {
         self.inner.due(now, limit).await
     }
-    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, lease: Duration) -> Result<Vec<Due>> {
+    async fn claim_due(&self, owner: &str, now: DateTime<Utc>, limit: usize, claim: Duration) -> Result<Vec<Due>> {
         self.hooks.before_claim().await?;
-        self.inner.claim_due(owner, now, limit, lease).await
+        self.inner.claim_due(owner, now, limit, claim).await
     }
     async fn hold_lease(&self, name: &str, owner: &str, lease: Duration) -> Result<Option<u64>> {
         self.inner.hold_lease(name, owner, lease).await
     }
-    async fn release_claims(&self, owner: &str) -> Result<()> {
-        self.inner.release_claims(owner).await
+    async fn release_all(&self, owner: &str) -> Result<()> {
+        self.inner.release_all(owner).await
     }
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
         self.inner.next_due(owner).await
@@ -113,8 +113,8 @@ impl<S: Storage, H: Hooks> Storage for Intercepted<S, H> {
     async fn orphans(&self) -> Result<Vec<Orphan>> {
         self.inner.orphans().await
     }
-    fn remote_commits(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
-        self.inner.remote_commits()
+    fn commits_elsewhere(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.inner.commits_elsewhere()
     }
     async fn close(&self) -> Result<()> {
         self.inner.close().await

@@ -2,9 +2,6 @@
 
 use crate::{Error, Result};
 
-/// The longest `outReqNo` we accept (a decision: the payment system's document is silent).
-pub const OUT_REQ_NO_MAX: usize = limits::OUT_REQ_NO;
-
 /// How many characters a generated `outReqNo` adds after the `appId`: a 13-digit
 /// millisecond timestamp, 8 hex digits of per-process seed, 4 of a counter.
 pub const GENERATED_SUFFIX: usize = 13 + 8 + 4;
@@ -18,37 +15,44 @@ pub const GENERATED_SUFFIX: usize = 13 + 8 + 4;
 /// [`limits::ECHO_BODY_MAX_BYTES`], which the callback body limit must exceed.
 pub mod limits {
     /// `outReqNo`.
-    pub const OUT_REQ_NO: usize = 64;
+    pub const OUT_REQ_NO_MAX_CHARS: usize = 64;
     /// `appId`: room for a generated `outReqNo` suffix.
-    pub const APP_ID: usize = OUT_REQ_NO - super::GENERATED_SUFFIX;
+    pub const APP_ID_MAX_CHARS: usize = OUT_REQ_NO_MAX_CHARS - super::GENERATED_SUFFIX;
     /// `transDesc`, the purpose of a protocol.
-    pub const TRANS_DESC: usize = 200;
+    pub const TRANS_DESC_MAX_CHARS: usize = 200;
     /// `businessId`.
-    pub const BUSINESS_ID: usize = 64;
+    pub const BUSINESS_ID_MAX_CHARS: usize = 64;
     /// `contractNum`.
-    pub const CONTRACT_NUM: usize = 64;
+    pub const CONTRACT_NUM_MAX_CHARS: usize = 64;
     /// A person's name (`bankAccName`, `qpUserName`).
-    pub const PERSON_NAME: usize = 100;
+    pub const PERSON_NAME_MAX_CHARS: usize = 100;
     /// An ID number (`qpCertNumber`).
-    pub const CERT_NUMBER: usize = 32;
+    pub const CERT_NUMBER_MAX_CHARS: usize = 32;
     /// A bank account number (`bankAccNum`).
-    pub const ACCOUNT: usize = 40;
+    pub const ACCOUNT_MAX_CHARS: usize = 40;
     /// A bank or branch name (`bankName`).
-    pub const BANK_NAME: usize = 100;
+    pub const BANK_NAME_MAX_CHARS: usize = 100;
     /// `remark`.
-    pub const REMARK: usize = 200;
+    pub const REMARK_MAX_CHARS: usize = 200;
     /// A URL (`returnUrl`, and each notify URL built from `callback_base_url`).
-    pub const URL: usize = 512;
+    pub const URL_MAX_CHARS: usize = 512;
     /// `bankNameKeyWord`.
-    pub const KEYWORD: usize = 50;
+    pub const KEYWORD_MAX_CHARS: usize = 50;
     /// An operator's note on a resolution (stored and published, never sent).
-    pub const NOTE: usize = 1_000;
+    pub const NOTE_MAX_CHARS: usize = 1_000;
     /// The largest callback body that can echo our texts, in bytes (the one limit here that is
     /// not in characters): every echoed field at its limit,
     /// each character escaped to at most 7 bytes (`\\uXXXX` inside the `data` string),
     /// plus 8 KiB for field names, the payment system's own fields and the envelope.
     pub const ECHO_BODY_MAX_BYTES: usize = 7
-        * (OUT_REQ_NO + APP_ID + 2 * PERSON_NAME + CERT_NUMBER + ACCOUNT + BANK_NAME + REMARK + CONTRACT_NUM)
+        * (OUT_REQ_NO_MAX_CHARS
+            + APP_ID_MAX_CHARS
+            + 2 * PERSON_NAME_MAX_CHARS
+            + CERT_NUMBER_MAX_CHARS
+            + ACCOUNT_MAX_CHARS
+            + BANK_NAME_MAX_CHARS
+            + REMARK_MAX_CHARS
+            + CONTRACT_NUM_MAX_CHARS)
         + 8 * 1024;
 }
 
@@ -66,11 +70,11 @@ pub fn optional_text(field: &'static str, s: Option<&str>, max: usize) -> Result
     s.map_or(Ok(()), |s| text(field, s, max))
 }
 
-/// `outReqNo`: starts with our `appId`, at most [`limits::OUT_REQ_NO`] characters of
+/// `outReqNo`: starts with our `appId`, at most [`limits::OUT_REQ_NO_MAX_CHARS`] characters of
 /// `[A-Za-z0-9_-]`.
 pub fn out_req_no(app_id: &str, s: &str) -> Result<()> {
     let field = "outReqNo";
-    text(field, s, OUT_REQ_NO_MAX)?;
+    text(field, s, limits::OUT_REQ_NO_MAX_CHARS)?;
     if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
         return Err(Error::InvalidField {
             field,

@@ -156,7 +156,7 @@ async fn create_protocol(
 #[utoipa::path(post, path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number")),
     responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
-    Ok(Json((&engine.find_protocol(&trans_no).await?).into()))
+    Ok(Json((&engine.refresh_protocol(&trans_no).await?).into()))
 }
 
 /// protopay's ledger beside the payment system's balances; reports drift, never moves money.

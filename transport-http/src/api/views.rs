@@ -153,9 +153,9 @@ pub(super) struct OrderView {
     /// The payment system refused the call outright.
     pub refusal: Option<RefusalView>,
     /// How many times the call was sent.
-    pub submissions: u32,
+    pub sends: u32,
     /// When it was last sent.
-    pub last_submitted_at: Option<DateTime<Utc>>,
+    pub last_sent_at: Option<DateTime<Utc>>,
     /// Polls without news since the last change.
     pub quiet_polls: u32,
     /// Inbound, POS: the six-digit code the payer types.
@@ -196,8 +196,8 @@ impl OrderView {
                 code: r.code.clone(),
                 msg: r.msg.clone(),
             }),
-            submissions: o.attempts.submissions,
-            last_submitted_at: o.attempts.last_submitted_at,
+            sends: o.attempts.sends,
+            last_sent_at: o.attempts.last_sent_at,
             quiet_polls: o.attempts.quiet_polls,
             pos_code: o.pos_code().map(str::to_owned),
             cashier_url: o.cashier_url().map(str::to_owned),

@@ -97,13 +97,13 @@ impl Gen {
     }
 
     fn attempts(&mut self) -> crate::domain::Attempts {
-        let submissions = (self.next() % 9) as u32;
+        let sends = (self.next() % 9) as u32;
         crate::domain::Attempts {
-            submissions,
-            last_submitted_at: if self.flag() { Some(self.when()) } else { None },
+            sends,
+            last_sent_at: if self.flag() { Some(self.when()) } else { None },
             quiet_polls: (self.next() % 40) as u32,
             needs_attention: self.flag(),
-            unsent: (self.next() % u64::from(submissions + 1)) as u32,
+            unsent: (self.next() % u64::from(sends + 1)) as u32,
             double_payment_suspected: self.next().is_multiple_of(5),
         }
     }

@@ -325,13 +325,13 @@ pub async fn claims<S: Storage>(s: &S) {
     );
 
     // An owner that stops hands its claims over.
-    s.release_claims("A").await.unwrap();
+    s.release_all("A").await.unwrap();
     assert_eq!(
         keys(s.claim_due("F", t(3), 10, hour).await.unwrap()),
         ["C1"],
         "A's claims are free at once"
     );
-    // Named leases: one holder at a time, renewed by it, handed over by `release_claims`;
+    // Named leases: one holder at a time, renewed by it, handed over by `release_all`;
     // each change of hands raises the fencing epoch, which never goes back.
     let long = std::time::Duration::from_secs(60);
     assert_eq!(s.hold_lease("push:erp", "a", long).await.unwrap(), Some(1));
@@ -342,13 +342,13 @@ pub async fn claims<S: Storage>(s: &S) {
         Some(1),
         "names are apart"
     );
-    s.release_claims("a").await.unwrap();
+    s.release_all("a").await.unwrap();
     assert_eq!(
         s.hold_lease("push:erp", "b", long).await.unwrap(),
         Some(2),
         "handed over, to a new epoch"
     );
-    s.release_claims("b").await.unwrap();
+    s.release_all("b").await.unwrap();
     assert_eq!(
         s.hold_lease("push:erp", "a", long).await.unwrap(),
         Some(3),
