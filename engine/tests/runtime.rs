@@ -769,6 +769,16 @@ fn config_is_validated() {
     )
     .unwrap();
     assert_eq!(renamed.callback_body_limit_bytes, 70_000);
+    // So are the poll settings renamed for one word per thing.
+    let renamed: protopay_engine::Config = serde_json::from_str(
+        r#"{"app_id":"A","key":"k","base_url":"u","callback_base_url":"c",
+            "poll":{"lease_ms":45000,"max_submissions":4,"batch":17}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (renamed.poll.claim_ms, renamed.poll.max_sends, renamed.poll.orders_per_pass),
+        (45_000, 4, 17)
+    );
     // The receiver serves the path of the notify URLs we send, whatever the URL's shape.
     for (base, path) in [
         ("https://me.example/protopay/notify", "/protopay/notify"),
