@@ -10,7 +10,8 @@
 //! - [`engine`] (and everything in it at the top level): the wire protocol, the pure state
 //!   machine and ledger, the `Storage`/`Transport` traits, and the [`Engine`];
 //! - [`sled`] (feature `sled`, default): durable storage;
-//! - [`http`] (feature `http`, default): the HTTP transport and the callback receiver.
+//! - [`http`] (feature `http`, default): the HTTP transport and the callback receiver;
+//! - [`api`] (feature `http`): the `/v1` JSON API and its webhooks.
 //!
 //! ```no_run
 //! use protopay::{Config, Engine, Md5Key, NewInbound, Amount};
@@ -47,3 +48,7 @@ pub use protopay_storage_postgres as postgres;
 /// The HTTP transport and the callback receiver.
 #[cfg(feature = "http")]
 pub use protopay_transport_http as http;
+
+/// The `/v1` JSON API for hosts in any language, and its webhooks.
+#[cfg(feature = "http")]
+pub use protopay_api as api;

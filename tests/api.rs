@@ -6,7 +6,7 @@
 
 mod harness;
 
-use protopay::http::{ApiAuth, api_router};
+use protopay::api::{ApiAuth, api_router};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "api-test-token-0123456789";
@@ -159,7 +159,7 @@ struct Received {
 /// lands afterwards with the lower epoch and an old `seq`, and the rule drops it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_push_from_a_former_lease_holder_is_fenced() {
-    use protopay::http::webhook::{EPOCH_HEADER, SEQ_HEADER, Webhook};
+    use protopay::api::webhook::{EPOCH_HEADER, SEQ_HEADER, Webhook};
     use std::sync::{Arc, Mutex};
     let received: Arc<Mutex<Received>> = Arc::default();
     let (held_tx, held) = tokio::sync::oneshot::channel::<()>();

@@ -18,7 +18,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use protopay::http::{ApiAuth, operate_only};
+use protopay::api::{ApiAuth, operate_only};
 use protopay::sled::{SledError, SledStorage};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};

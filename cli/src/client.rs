@@ -9,7 +9,7 @@
 use crate::CliError;
 use crate::config;
 use protopay::Engine;
-use protopay::http::{ApiAuth, api_router};
+use protopay::api::{ApiAuth, api_router};
 use serde_json::Value;
 use std::path::Path;
 

@@ -30,9 +30,12 @@ pub(crate) enum CliError {
     /// The PostgreSQL store could not be opened.
     #[error(transparent)]
     Postgres(#[from] protopay::postgres::PgError),
-    /// The HTTP parts could not be set up (client, tokens, webhook).
+    /// The HTTP transport could not be set up (base URL, client).
     #[error(transparent)]
     Http(#[from] protopay::http::HttpError),
+    /// The API or the webhook could not be set up (tokens, webhook URL).
+    #[error(transparent)]
+    ApiSetup(#[from] protopay::api::SetupError),
     /// The engine refused to start or to stop cleanly.
     #[error(transparent)]
     Engine(#[from] protopay::Error),

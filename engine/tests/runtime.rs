@@ -776,7 +776,11 @@ fn config_is_validated() {
     )
     .unwrap();
     assert_eq!(
-        (renamed.poll.claim_ms, renamed.poll.max_sends, renamed.poll.orders_per_pass),
+        (
+            renamed.poll.claim_ms,
+            renamed.poll.max_sends,
+            renamed.poll.orders_per_pass
+        ),
         (45_000, 4, 17)
     );
     // The receiver serves the path of the notify URLs we send, whatever the URL's shape.

@@ -10,7 +10,7 @@ use protopay_engine::storage::conformance::sample_protocol;
 use protopay_engine::storage::{Batch, MemoryStorage, Put, Storage};
 use protopay_engine::testing::Offline;
 use protopay_engine::{Amount, Config, Engine, Ledger, Md5Key};
-use protopay_transport_http::{ApiAuth, api_router};
+use protopay_api::{ApiAuth, api_router};
 use std::sync::LazyLock;
 use tower::ServiceExt;
 

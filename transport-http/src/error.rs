@@ -1,6 +1,6 @@
 //! The crate's one error type.
 
-/// What can go wrong setting up protopay's HTTP parts.
+/// What can go wrong setting up the transport.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
     /// The base URL is not an absolute http(s) URL.
@@ -12,13 +12,4 @@ pub enum HttpError {
     /// The HTTP client could not be built (TLS setup).
     #[error("building the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
-    /// An API token is too short to resist guessing. Use at least
-    /// [`MIN_TOKEN_CHARS`](crate::ApiAuth::MIN_TOKEN_CHARS) random characters.
-    #[error("the {scope} API token is shorter than {min} characters")]
-    WeakToken {
-        /// Which token: `operate` or `read`.
-        scope: &'static str,
-        /// The least length accepted.
-        min: usize,
-    },
 }

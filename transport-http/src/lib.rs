@@ -1,6 +1,6 @@
 //! # protopay-transport-http
 //!
-//! HTTP both ways for protopay:
+//! HTTP with the payment system, both ways (the host's `/v1` API is `protopay-api`):
 //! - [`HttpTransport`]: the engine's [`Transport`](protopay_engine::Transport) over reqwest
 //!   with rustls (no OpenSSL), with connect and request timeouts, a response size limit, one
 //!   reused client, and every failure classified as **not delivered** (safe to retry) or
@@ -10,17 +10,12 @@
 //!   path of `callback_base_url`, a body limit, answering exactly what
 //!   [`Engine::handle_callback`](protopay_engine::Engine::handle_callback) decides), and
 //!   [`handle_callback_path`], the same as a plain function for other web frameworks.
-//! - [`api_router`]: the `/v1` JSON API — commands, paged read models, events by long-poll —
-//!   behind bearer tokens with `read` and `operate` scopes ([`ApiAuth`]), documented by
-//!   [`openapi`]; and [`webhook`], pushing events to a host's URL, signed with HMAC-SHA256.
 //!
 //! ```no_run
 //! # async fn run(engine: protopay_engine::Engine) -> Result<(), Box<dyn std::error::Error>> {
-//! use protopay_transport_http::{ApiAuth, api_router, callback_router};
-//! // Callbacks under the path of the engine's `callback_base_url` (public: they are signed),
-//! // the API under `/v1` (a bearer token on every request).
-//! let auth = ApiAuth::new(&std::env::var("PROTOPAY_API_TOKEN")?)?;
-//! let app = callback_router(engine.clone()).merge(api_router(engine, auth));
+//! use protopay_transport_http::callback_router;
+//! // Callbacks under the path of the engine's `callback_base_url` (public: they are signed).
+//! let app = callback_router(engine);
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
 //! axum::serve(listener, app).with_graceful_shutdown(async { let _ = tokio::signal::ctrl_c().await; }).await?;
 //! # Ok(()) }
@@ -29,13 +24,10 @@
 // Outside data never meets an `unwrap` here; tests may use it freely.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-mod api;
 mod callback;
 mod error;
 mod transport;
-pub mod webhook;
 
-pub use api::{ApiAuth, EventView, api_router, openapi, operate_only};
 pub use callback::{callback_router, handle_callback_path};
 pub use error::HttpError;
 pub use transport::{DEFAULT_MAX_RESPONSE_BYTES, HttpTransport};

@@ -12,7 +12,7 @@ use protopay_engine::Sensitive;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
 
-use crate::HttpError;
+use crate::SetupError;
 
 /// What a token may do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -40,7 +40,7 @@ impl ApiAuth {
     pub const MIN_TOKEN_CHARS: usize = 16;
 
     /// Auth with the `operate` token: commands and reads.
-    pub fn new(operate_token: &str) -> Result<Self, HttpError> {
+    pub fn new(operate_token: &str) -> Result<Self, SetupError> {
         let auth = ApiAuth {
             tokens: Arc::new(Vec::new()),
         };
@@ -48,13 +48,13 @@ impl ApiAuth {
     }
 
     /// Also accept `read_token` for reads only.
-    pub fn with_read_token(self, read_token: &str) -> Result<Self, HttpError> {
+    pub fn with_read_token(self, read_token: &str) -> Result<Self, SetupError> {
         self.with(read_token, Scope::Read, "read")
     }
 
-    fn with(self, token: &str, scope: Scope, name: &'static str) -> Result<Self, HttpError> {
+    fn with(self, token: &str, scope: Scope, name: &'static str) -> Result<Self, SetupError> {
         if token.chars().count() < Self::MIN_TOKEN_CHARS {
-            return Err(HttpError::WeakToken {
+            return Err(SetupError::WeakToken {
                 scope: name,
                 min: Self::MIN_TOKEN_CHARS,
             });

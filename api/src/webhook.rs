@@ -20,8 +20,8 @@
 //! holder by its lower epoch. What holds for receivers: every event at least once; from one
 //! holder, in `seq` order; a late, lower-epoch push may repeat an older `seq` — never a gap.
 
-use crate::HttpError;
-use crate::api::EventView;
+use crate::EventView;
+use crate::SetupError;
 use hmac::{Hmac, KeyInit, Mac};
 use protopay_engine::{Engine, Event, Sensitive};
 use sha2::Sha256;
@@ -65,12 +65,12 @@ impl std::fmt::Debug for Webhook {
 impl Webhook {
     /// Push to `url` as consumer `consumer`, signing with `secret`. Retries start after one
     /// second and double up to a minute.
-    pub fn new(url: &str, secret: Sensitive, consumer: &str) -> Result<Self, HttpError> {
+    pub fn new(url: &str, secret: Sensitive, consumer: &str) -> Result<Self, SetupError> {
         if !(url.starts_with("http://") || url.starts_with("https://")) {
-            return Err(HttpError::BaseUrl { url: url.to_owned() });
+            return Err(SetupError::WebhookUrl { url: url.to_owned() });
         }
         if secret.expose().chars().count() < crate::ApiAuth::MIN_TOKEN_CHARS {
-            return Err(HttpError::WeakToken {
+            return Err(SetupError::WeakToken {
                 scope: "webhook",
                 min: crate::ApiAuth::MIN_TOKEN_CHARS,
             });

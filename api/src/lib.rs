@@ -1,15 +1,39 @@
+//! # protopay-api
+//!
 //! The `/v1` JSON API: protopay's commands and read models for hosts in any language, and
 //! the heart of `protopay serve`. Every command is the engine's own, with its guarantees
 //! (idempotent by `outReqNo`; `Ok` means durably recorded and carried out); every read is
-//! an index read. Errors are JSON with a stable `code` ([`error`]). The OpenAPI document is
-//! served at `/v1/openapi.json`, without a token, so that clients can be generated from it.
+//! an index read. Requests carry bearer tokens with `read` and `operate` scopes
+//! ([`ApiAuth`]); errors are JSON with a stable `code`. The OpenAPI document ([`openapi`])
+//! is served at `/v1/openapi.json`, without a token, so that clients can be generated from
+//! it. And [`webhook`]: the same events pushed to a host's URL, signed with HMAC-SHA256.
+//!
+//! Apart from `protopay-transport-http` (the engine's outbound transport and the callback
+//! receiver): this crate is what a host talks to, that one what the payment system does.
+//!
+//! ```no_run
+//! # async fn run(engine: protopay_engine::Engine) -> Result<(), Box<dyn std::error::Error>> {
+//! use protopay_api::{ApiAuth, api_router};
+//! // The API under `/v1`, a bearer token on every request (mount the callback receiver
+//! // beside it: its routes are public, callbacks are signed).
+//! let auth = ApiAuth::new(&std::env::var("PROTOPAY_API_TOKEN")?)?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:8080").await?;
+//! axum::serve(listener, api_router(engine, auth)).await?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+// Outside data never meets an `unwrap` here; tests may use it freely.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 mod auth;
 mod error;
 mod requests;
+mod setup;
 mod views;
+pub mod webhook;
 
 pub use auth::ApiAuth;
+pub use setup::SetupError;
 pub use views::EventView;
 
 use auth::{Scope, require};
@@ -31,7 +55,8 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 /// A page's size when the request names none.
 const DEFAULT_PAGE: usize = 100;
 
-/// The API as an axum `Router`, to mount beside [`callback_router`](crate::callback_router)
+/// The API as an axum `Router`, to mount beside the callback receiver
+/// (`protopay_transport_http::callback_router`)
 /// (whose routes stay public: callbacks are signed). Requests need a bearer token of
 /// `auth`: reads any token, commands the `operate` token.
 pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {

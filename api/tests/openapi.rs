@@ -4,7 +4,7 @@
 
 #[test]
 fn the_openapi_document_is_reviewed() {
-    let doc = serde_json::to_value(protopay_transport_http::openapi()).unwrap();
+    let doc = serde_json::to_value(protopay_api::openapi()).unwrap();
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
     assert_eq!(paths.len(), 14, "{paths:?}");
     insta::assert_json_snapshot!(doc);
