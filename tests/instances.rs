@@ -19,6 +19,7 @@
 //!   transactions racing for real. Replay a seed the same way; the interleaving of real
 //!   threads and I/O is not replayed, the workload and faults are.
 
+mod audit;
 mod harness;
 
 use protopay::storage::{MemoryStorage, Storage};
@@ -204,53 +205,30 @@ impl Cluster {
         (n > 0).then(|| self.protocols[self.rng.range(0, n - 1) as usize].clone())
     }
 
-    /// No payout twice; every protocol's ledger equal to the sum of its orders (read
-    /// consistently: a protocol's version moves with every money move).
+    /// What the auditor checks while instances run — what can be read consistently from a
+    /// store that keeps moving: no payout twice, every protocol's ledger equal to the sum of
+    /// its orders (a protocol whose version moved meanwhile is left for the next audit), and
+    /// what happens once published once. The same checks as the deterministic simulation's.
     async fn audit(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        for (key, n) in self.sim.stats().payouts {
-            if n > 1 {
-                out.push(format!("{key} was paid out {n} times"));
-            }
-        }
-        for trans_no in &self.protocols {
-            let before = self.store.protocol(trans_no).await;
-            let orders = self.store.orders_of(trans_no).await;
-            let after = self.store.protocol(trans_no).await;
-            if let (Ok(Some(before)), Ok(orders), Ok(Some(after))) = (before, orders, after)
-                && before.version == after.version
-            {
-                let orders: Vec<_> = orders.into_iter().map(|o| o.value).collect();
-                if let Err(e) = protopay::ledger::check(&before.value.ledger, orders.iter()) {
-                    out.push(format!("{trans_no}: {e}"));
-                }
-            }
-        }
-        out
+        let store = self.store.as_ref();
+        [
+            audit::paid_twice(&self.sim),
+            audit::ledger_violations(store, self.protocols.iter().map(String::as_str)).await,
+            audit::published_twice(store).await,
+        ]
+        .concat()
     }
 
-    /// Every order of every protocol, as the store has it now.
-    async fn all_orders(&self) -> Vec<protopay::Order> {
-        let mut orders = Vec::new();
-        for trans_no in &self.protocols {
-            orders.extend(
-                self.store
-                    .orders_of(trans_no)
-                    .await
-                    .expect("orders")
-                    .into_iter()
-                    .map(|o| o.value),
-            );
-        }
-        orders
-    }
-
-    /// Every open order has a due time and no closed one has.
-    async fn due_times(&self) -> Vec<String> {
-        let orders = self.all_orders().await;
-        protopay::testing::due_time_violations(self.store.as_ref(), &orders)
+    /// What holds once the instances are quiet (an order and its indexes read at one moment):
+    /// every open order due and no closed one, and the read models in step with the records.
+    async fn audit_at_rest(&self) -> Vec<String> {
+        let store = self.store.as_ref();
+        let orders = audit::orders_of(store, self.protocols.iter().map(String::as_str)).await;
+        let mut problems = protopay::testing::due_time_violations(store, &orders)
             .await
-            .expect("due")
+            .expect("due");
+        problems.extend(audit::read_model_violations(store, &orders).await);
+        problems
     }
 
     /// What an operator does with the orders that need a person (their retry budget ran out
@@ -280,15 +258,6 @@ impl Cluster {
                 ));
             }
         }
-    }
-
-    /// Every order is in exactly the listings its state puts it in (the read models'
-    /// indexes, written in the same commits as the records).
-    async fn listings(&self) -> Vec<String> {
-        let orders = self.all_orders().await;
-        protopay::storage::conformance::listing_disagreements(self.store.as_ref(), &orders)
-            .await
-            .unwrap_or_else(|e| vec![format!("listing indexes: {e}")])
     }
 
     fn fail(&self, what: &str, problems: &[String]) -> ! {
@@ -373,8 +342,7 @@ async fn run(seed: u64, store: Arc<dyn Storage>, steps: u32) {
         let (_, engine) = c.any_engine();
         problems = harness::disagreements(&engine, &c.sim, &protocols).await;
         problems.extend(c.audit().await);
-        problems.extend(c.due_times().await);
-        problems.extend(c.listings().await);
+        problems.extend(c.audit_at_rest().await);
         if problems.is_empty() {
             break;
         }

@@ -36,9 +36,21 @@ pub const SEQ_HEADER: &str = "x-protopay-seq";
 /// The header carrying the pushing lease's fencing epoch: higher means a later holder.
 pub const EPOCH_HEADER: &str = "x-protopay-lease-epoch";
 
+/// How long one push may take to connect.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long one push may take in all, connecting included.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// How long the pushing instance holds the consumer's lease by default: longer than one
-/// attempt (connect 5 s + request 15 s), renewed before each.
+/// attempt, renewed before each.
 const LEASE: Duration = Duration::from_secs(30);
+
+// The relations the defaults rest on, checked when this compiles: a connect fits in a
+// request, and one whole attempt fits in the lease with room to renew it (a sixth of the
+// lease is the freshness a push requires of its renewal).
+const _: () = assert!(CONNECT_TIMEOUT.as_millis() < REQUEST_TIMEOUT.as_millis());
+const _: () = assert!(REQUEST_TIMEOUT.as_millis() + LEASE.as_millis() / 6 < LEASE.as_millis());
 
 /// Where and how to push events.
 #[derive(Clone)]
@@ -76,8 +88,8 @@ impl Webhook {
             });
         }
         let client = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(15))
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(REQUEST_TIMEOUT)
             .build()?;
         Ok(Webhook {
             url: url.to_owned(),
@@ -98,7 +110,7 @@ impl Webhook {
     }
 
     /// Hold the consumer's lease for `lease` (default 30 s) instead. Shorter than one attempt
-    /// (20 s), a slow request of one holder can overlap the next holder's pushes — receivers
+    /// (15 s), a slow request of one holder can overlap the next holder's pushes — receivers
     /// drop by `seq` whatever the setting; tests use it to show exactly that.
     pub fn lease(mut self, lease: Duration) -> Self {
         self.lease = lease;

@@ -75,7 +75,12 @@ impl Ledger {
 
     /// Apply a move; refuses (and changes nothing) if a bucket would go below zero or
     /// past the amount bound.
+    ///
+    /// Postconditions, asserted: money is conserved — the buckets' total grows by the amount
+    /// only on a move in from outside, shrinks by it only on a move out, and is otherwise
+    /// unchanged — and the opening balance never moves.
     pub fn apply(&mut self, m: &Move) -> Result<()> {
+        debug_assert_ne!(m.from, m.to, "a move goes somewhere: {m:?}");
         let mut next = *self;
         if let Some(b) = next.bucket(m.from) {
             *b = b
@@ -87,8 +92,26 @@ impl Ledger {
                 .checked_add(m.amount)
                 .ok_or_else(|| Error::Invariant(format!("{:?} overflows", m.to)))?;
         }
+        debug_assert_eq!(next.opening, self.opening, "a move never changes the opening balance");
+        debug_assert_eq!(
+            next.total().map(|t| i128::from(t.fen())),
+            self.total().map(|t| {
+                let (fen, moved) = (i128::from(t.fen()), i128::from(m.amount.fen()));
+                match (m.from, m.to) {
+                    (Slot::Outside, _) => fen + moved,
+                    (_, Slot::Outside) => fen - moved,
+                    _ => fen,
+                }
+            }),
+            "money is conserved by {m:?}"
+        );
         *self = next;
         Ok(())
+    }
+
+    /// Every bucket together: `in_transit` and everything that has arrived.
+    fn total(&self) -> Option<Amount> {
+        self.arrived_total()?.checked_add(self.in_transit)
     }
 
     /// The ledger of a protocol adopted holding `opening`, available.

@@ -12,6 +12,14 @@
 //! and "events after N" are range reads, never scans of all orders. The on-disk format is
 //! versioned and documented in [`codec`].
 //!
+//! **Blocking calls in `async fn`s, and why that is acceptable here.** Reads (`protocol`,
+//! `order`, the range reads) call sled directly on the async worker: sled serves them from its
+//! in-memory page cache in microseconds, with no I/O in the common case, and moving each to a
+//! blocking thread would cost more than it saves. What can block for long — the log's
+//! `fdatasync`, sled's apply, a checkpoint's `fsync`s — runs on the group leader, a
+//! `spawn_blocking` thread, and a commit awaits it without holding the worker. A read that
+//! misses the cache waits on one page read, the same as any file read in an async program.
+//!
 //! ```
 //! use protopay_engine::storage::Storage;
 //! # tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(async {

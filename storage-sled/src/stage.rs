@@ -42,6 +42,20 @@ fn encode(e: rmp_serde::encode::Error) -> StorageError {
     StorageError::Failed(Arc::new(SledError::Encode(e)))
 }
 
+/// A record's bytes at the version a commit writes (`expected + 1`, or 1 for a new one),
+/// checked to read back that version before they go near the disk: the check a read makes
+/// (`codec::record_version`, then the record's own key) has its pair here.
+fn versioned<T: serde::Serialize>(expected: Option<u64>, value: &T) -> Result<Vec<u8>> {
+    let version = expected.map_or(1, |v| v + 1);
+    let bytes = codec::record(version, value).map_err(encode)?;
+    debug_assert_eq!(
+        codec::record_version(&bytes).ok(),
+        Some(version),
+        "a record reads back the version it is written at"
+    );
+    Ok(bytes)
+}
+
 /// An order's index entries: by protocol (fixed for its life) and by listing (moved when its
 /// listings change, with the listings' counts; unchanged listings write nothing).
 struct Indexes {
@@ -100,12 +114,7 @@ impl SledStorage {
         let mut records = Vec::new();
         for p in &batch.protocols {
             let key = codec::key(codec::prefix::PROTOCOL, p.value.trans_no.as_bytes());
-            records.push((
-                key,
-                p.expected,
-                codec::record(p.expected.map_or(1, |v| v + 1), &p.value).map_err(encode)?,
-                None,
-            ));
+            records.push((key, p.expected, versioned(p.expected, &p.value)?, None));
         }
         for o in &batch.orders {
             let out_req_no = o.value.out_req_no();
@@ -115,7 +124,7 @@ impl SledStorage {
             records.push((
                 key,
                 o.expected,
-                codec::record(o.expected.map_or(1, |v| v + 1), &o.value).map_err(encode)?,
+                versioned(o.expected, &o.value)?,
                 Some(Indexes {
                     out_req_no: out_req_no.to_owned(),
                     by_protocol,

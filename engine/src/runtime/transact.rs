@@ -187,6 +187,23 @@ impl Engine {
             a.needs_attention = false;
         }
         self.keep_books(before, &mut next, &mut kinds, &step.bookkeeping);
+        // Postconditions of a step, before anything is written: states only move forward (a
+        // person's decision aside, which settles an open order); the ledger moves exactly
+        // from the slot the order was in to the one it is in now; and of the sends, no more
+        // are known unsent than were made.
+        debug_assert!(
+            next.status.rank() >= before.status.rank() || step.source == Source::Operator,
+            "{}: {} went back to {}",
+            before.out_req_no(),
+            before.status,
+            next.status
+        );
+        debug_assert_eq!(
+            movement.as_ref().map(|m| (m.from, m.to, m.amount)),
+            ledger::movement(Some(before), &next).map(|m| (m.from, m.to, m.amount)),
+            "the ledger moves as the order's slot does"
+        );
+        debug_assert!(next.attempts.unsent <= next.attempts.sends, "unsent sends were made");
         // A step that changes nothing may skip its commit: the order's due time, written
         // with its current version, still stands. Not so for a poll (it runs because that due
         // time has come: it must record the next one) or a step that moves the due time.
@@ -313,6 +330,14 @@ impl Engine {
     /// What the read shows decides; if it cannot be read either, the outcome is unknown and
     /// said so with the `outReqNo`.
     pub(super) async fn record_intent(&self, order: &Order, recorded: EventKind) -> Result<Intent> {
+        // Preconditions: an intent is a new order, stored before anything is sent for it.
+        debug_assert!(
+            matches!(order.status, Status::Requested | Status::Reserved),
+            "an intent is Requested or Reserved, not {}",
+            order.status
+        );
+        debug_assert_eq!(order.attempts, Default::default(), "an intent has never been sent");
+        debug_assert!(order.refusal.is_none(), "an intent has no refusal");
         let key = order.out_req_no();
         let _turn = self.protocol_turn(order.trans_no()).await;
         let recorded = &recorded;
@@ -324,6 +349,13 @@ impl Engine {
                 }
                 let mut batch = Batch::default();
                 if let Some(m) = ledger::movement(None, order) {
+                    // Only a payout or refund moves money at its intent: it reserves its
+                    // amount out of what is available.
+                    debug_assert_eq!(
+                        (m.from, m.to, m.amount),
+                        (ledger::Slot::Available, ledger::Slot::Reserved, order.amount()),
+                        "an intent reserves exactly its amount"
+                    );
                     let protocol = self.stored_protocol(order.trans_no()).await?;
                     let mut updated = protocol.value;
                     if order.amount() > updated.ledger.available {
@@ -339,7 +371,16 @@ impl Engine {
                         }
                         .into());
                     }
+                    let before = updated.ledger;
                     updated.ledger.apply(&m)?;
+                    debug_assert_eq!(
+                        (
+                            updated.ledger.available.checked_add(m.amount),
+                            updated.ledger.reserved.checked_sub(m.amount)
+                        ),
+                        (Some(before.available), Some(before.reserved)),
+                        "the reservation moved exactly the order's amount"
+                    );
                     batch.protocols.push(Put {
                         expected: Some(protocol.version),
                         value: updated,
