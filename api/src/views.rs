@@ -190,7 +190,7 @@ impl OrderView {
             trans_no: o.trans_no().to_owned(),
             direction: if inbound.is_some() { "inbound" } else { "outbound" },
             amount: o.amount().to_string(),
-            status: Listing::Status(o.status).name().to_ascii_uppercase(),
+            status: o.status.as_str().to_owned(),
             needs_attention: o.listings().any(|l| l == Listing::NeedsAttention),
             refusal: o.refusal.as_ref().map(|r| RefusalView {
                 code: r.code.clone(),

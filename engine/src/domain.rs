@@ -53,17 +53,26 @@ impl Status {
     }
 }
 
-impl std::fmt::Display for Status {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Status::Requested => "Requested",
-            Status::Reserved => "Reserved",
-            Status::Submitted => "Submitted",
+impl Status {
+    /// Its one spelling wherever a person or a program reads it — logs, the CLI, the `/v1`
+    /// API, event texts: upper case, as the payment system spells its own statuses. (Listing
+    /// names are another thing, lower case: `submitted`, `needs_attention`.)
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Requested => "REQUESTED",
+            Status::Reserved => "RESERVED",
+            Status::Submitted => "SUBMITTED",
             Status::Unpaid => "UNPAID",
             Status::Processing => "PROCESSING",
             Status::Success => "SUCCESS",
             Status::Failure => "FAILURE",
-        })
+        }
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

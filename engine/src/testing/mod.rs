@@ -105,7 +105,7 @@ mod tests {
         };
         store.commit(put(vec![])).await.unwrap();
         let found = due_time_violations(&store, [&order]).await.unwrap();
-        assert_eq!(found, ["APP001-1 is Requested but is not in the due index"]);
+        assert_eq!(found, ["APP001-1 is REQUESTED but is not in the due index"]);
         let scheduled = MemoryStorage::new();
         scheduled
             .commit(put(vec![("APP001-1".into(), Some(chrono::Utc::now()))]))
