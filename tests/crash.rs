@@ -13,7 +13,7 @@ mod harness;
 use protopay::http::{HttpTransport, callback_router};
 use protopay::sled::SledStorage;
 use protopay::storage::Storage;
-use protopay::wire::{CashierType, ChannelType, CreateProtocol, Envelope, OutType, ProtocolView};
+use protopay::wire::{CashierType, ChannelType, CreateProtocol, Envelope, OutType, RemoteProtocol};
 use protopay::{Amount, Config, Engine, Error, Md5Key, NewInbound, NewOutbound, Order, Sensitive, Status};
 use protopay_sim::server::{ServerOptions, serve};
 use protopay_sim::{Fault, Handled, HttpSink, Rng, Sim, SimConfig};
@@ -278,7 +278,7 @@ async fn simulator(seed: u64) -> (Sim, String, protopay_sim::Background, String,
         panic!("create")
     };
     let reply = Envelope::open(&body, APP, &Md5Key::new(KEY)).unwrap();
-    let trans_no = Envelope::decode_data::<ProtocolView>(reply.reply_data().unwrap())
+    let trans_no = Envelope::decode_data::<RemoteProtocol>(reply.reply_data().unwrap())
         .unwrap()
         .trans_no;
 

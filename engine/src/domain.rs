@@ -1,7 +1,7 @@
 //! What the engine keeps: protocols, inbound and outbound orders, and their states.
 
 use crate::wire::{
-    Amount, CashierType, ChannelType, InboundView, OutType, OutboundView, Outpay, Prepay, ProtocolView, ReportedTime,
+    Amount, CashierType, ChannelType, InboundView, OutType, OutboundView, Outpay, Prepay, RemoteProtocol, ReportedTime,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -112,7 +112,7 @@ pub struct Protocol {
 
 impl Protocol {
     /// A new protocol from the payment system's view of it.
-    pub fn from_view(view: &ProtocolView, business_id: &str, trans_desc: &str, cashier_type: CashierType) -> Self {
+    pub fn from_view(view: &RemoteProtocol, business_id: &str, trans_desc: &str, cashier_type: CashierType) -> Self {
         Protocol {
             trans_no: view.trans_no.clone(),
             business_id: view.business_id.clone().unwrap_or_else(|| business_id.to_owned()),

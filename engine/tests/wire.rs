@@ -127,7 +127,7 @@ const OUTBOUND_VIEW: &str = r#"{"transNo":"T202611260001","appId":"APP001","chan
 
 #[test]
 fn decoded_replies() {
-    insta::assert_debug_snapshot!("reply_protocol_view", reply::<ProtocolView>(PROTOCOL_VIEW));
+    insta::assert_debug_snapshot!("reply_protocol_view", reply::<RemoteProtocol>(PROTOCOL_VIEW));
     insta::assert_debug_snapshot!(
         "reply_prepay",
         reply::<InboundView>(
@@ -157,7 +157,7 @@ fn decoded_callbacks() {
 fn bad_amounts_in_replies_are_protocol_errors() {
     for bad in [r#""1e2""#, r#""-1.00""#, r#""1.005""#, "100"] {
         let data = format!(r#"{{"transNo":"T1","amount":{bad}}}"#);
-        let r: Result<ProtocolView, _> = Envelope::decode_data(&data);
+        let r: Result<RemoteProtocol, _> = Envelope::decode_data(&data);
         assert!(matches!(r, Err(protopay_engine::Error::MalformedData { .. })), "{bad}");
     }
 }
@@ -192,7 +192,7 @@ proptest! {
         let env = Envelope::decode(body.to_string().as_bytes()).unwrap();
         prop_assert!(env.verify(&key()).is_err());
         let _ = Envelope::decode_data::<InboundView>(&env.data);
-        let _ = Envelope::decode_data::<ProtocolView>(&env.data);
+        let _ = Envelope::decode_data::<RemoteProtocol>(&env.data);
         let _ = env.reply_data();
     }
 }

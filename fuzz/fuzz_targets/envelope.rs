@@ -4,7 +4,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use protopay_engine::Md5Key;
-use protopay_engine::wire::{CnapsEntry, Envelope, InboundView, OutboundView, PosCloseResult, ProtocolView};
+use protopay_engine::wire::{CnapsEntry, Envelope, InboundView, OutboundView, PosCloseResult, RemoteProtocol};
 
 fuzz_target!(|body: &[u8]| {
     let key = Md5Key::new("k3y");
@@ -14,7 +14,7 @@ fuzz_target!(|body: &[u8]| {
         assert!(again.verify(&key).is_ok(), "re-encoded envelope must verify");
     }
     if let Ok(data) = env.reply_data() {
-        let _ = Envelope::decode_data::<ProtocolView>(data);
+        let _ = Envelope::decode_data::<RemoteProtocol>(data);
         let _ = Envelope::decode_data::<InboundView>(data);
         let _ = Envelope::decode_data::<OutboundView>(data);
         let _ = Envelope::decode_data::<PosCloseResult>(data);

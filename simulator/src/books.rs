@@ -4,7 +4,7 @@
 use chrono::{DateTime, FixedOffset, Utc};
 use protopay_engine::wire::{
     Amount, ArrivedStatus, CashierType, ChannelType, InboundView, OutboundView, Outpay, PayStatus, Prepay,
-    ProtocolView, WireTime,
+    RemoteProtocol, WireTime,
 };
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -129,8 +129,8 @@ pub(crate) fn wire_time(now: DateTime<Utc>, zone: FixedOffset) -> WireTime {
 
 impl SimProtocol {
     /// The protocol view.
-    pub(crate) fn view(&self, app_id: &str) -> ProtocolView {
-        ProtocolView {
+    pub(crate) fn view(&self, app_id: &str) -> RemoteProtocol {
+        RemoteProtocol {
             trans_no: self.trans_no.clone(),
             trans_desc: Some(self.trans_desc.clone()),
             app_id: Some(app_id.to_owned()),

@@ -18,7 +18,7 @@
 //!
 //! ```
 //! use protopay_engine::{Clock, Md5Key};
-//! use protopay_engine::wire::{CreateProtocol, ChannelType, Endpoint, Envelope, ProtocolView};
+//! use protopay_engine::wire::{CreateProtocol, ChannelType, Endpoint, Envelope, RemoteProtocol};
 //! use protopay_sim::{Handled, Sim, SimConfig};
 //!
 //! let key = Md5Key::new("k3y");
@@ -28,7 +28,7 @@
 //! let request = Envelope::for_call("APP001", &create, "20261126120000123".into(), &key)?;
 //! let Handled::Reply(body) = sim.handle("create", request.to_json().as_bytes()) else { panic!() };
 //! let reply = Envelope::open(&body, "APP001", &key)?;
-//! let view: ProtocolView = Envelope::decode_data(reply.reply_data()?)?;
+//! let view: RemoteProtocol = Envelope::decode_data(reply.reply_data()?)?;
 //! assert!(sim.balances(&view.trans_no).is_some());
 //! # Ok::<(), protopay_engine::Error>(())
 //! ```

@@ -8,7 +8,7 @@ use crate::ledger::Ledger;
 use crate::observation::Source;
 use crate::wire::validate::{self, limits};
 use crate::wire::{
-    Amount, CashierType, ChannelType, CnapsEntry, CreateProtocol, FindProtocol, ProtocolView, QueryBankCnaps,
+    Amount, CashierType, ChannelType, CnapsEntry, CreateProtocol, FindProtocol, QueryBankCnaps, RemoteProtocol,
 };
 use crate::{Error, Result};
 
@@ -118,7 +118,7 @@ impl Engine {
         .await
     }
 
-    fn balances(&self, view: &ProtocolView) -> RemoteBalances {
+    fn balances(&self, view: &RemoteProtocol) -> RemoteBalances {
         RemoteBalances {
             available: view.amount.unwrap_or(Amount::ZERO),
             in_transit: view.onpassage_amount.unwrap_or(Amount::ZERO),

@@ -184,7 +184,7 @@ wire_struct! {
         }
     }
 }
-call!(CreateProtocol => Create, ProtocolView);
+call!(CreateProtocol => Create, RemoteProtocol);
 
 /// `find`: query a protocol.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -193,13 +193,14 @@ pub struct FindProtocol {
     /// Protocol number.
     pub trans_no: String,
 }
-call!(FindProtocol => Find, ProtocolView);
+call!(FindProtocol => Find, RemoteProtocol);
 
 wire_struct! {
-    /// The protocol view: the reply to `create` and `find`.
+    /// The payment system's view of a protocol: the reply to `create` and `find` (the `/v1`
+    /// API's `ProtocolView` is protopay's, with its ledger).
     #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
     #[serde(rename_all = "camelCase")]
-    pub struct ProtocolView {
+    pub struct RemoteProtocol {
         /// Protocol number, assigned by the payment system.
         pub trans_no: String,
         optional {

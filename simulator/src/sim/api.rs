@@ -182,7 +182,7 @@ impl Sim {
         s.counter
     }
 
-    fn create(&self, s: &mut State, req: CreateProtocol) -> Result<protopay_engine::wire::ProtocolView, Refusal> {
+    fn create(&self, s: &mut State, req: CreateProtocol) -> Result<protopay_engine::wire::RemoteProtocol, Refusal> {
         if req.trans_desc.trim().is_empty() || req.business_id.trim().is_empty() {
             return Err(refuse("EP10003", "transDesc and businessId are required"));
         }
