@@ -1,6 +1,7 @@
 //! Errors as JSON: `{"code": "...", "message": "...", ...}` with an HTTP status. `code` is
-//! stable — scripts branch on it; `message` is for people and may change. Like the engine's
-//! errors, no message carries the key or personal data.
+//! stable — scripts branch on it; `message` is for people and may change. No error carries
+//! the key or personal data, and none quotes a value that was sent: messages are the API's
+//! own sentences, naming the API's fields (`payeeAccount`, never the wire's `bankAccNum`).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -34,12 +35,13 @@ pub(super) struct ApiError {
     pub code: &'static str,
     /// For people.
     pub message: String,
-    /// `outcome_unknown`, `idempotency_mismatch`: the order to repeat or read.
+    /// `outcome_unknown`: the order's request number when protopay generated it (you sent
+    /// none): repeat the command with it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out_req_no: Option<String>,
     /// `idempotency_mismatch`: the fields that differ; `invalid_request`: the field at fault.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub fields: Vec<&'static str>,
+    pub fields: Vec<String>,
     /// `remote_refused`: the payment system's code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub remote_code: Option<String>,
@@ -59,17 +61,60 @@ impl ApiError {
     }
 
     /// A request the API refuses before the engine sees it.
-    pub(super) fn invalid(field: &'static str, message: impl Into<String>) -> Self {
+    pub(super) fn invalid(field: &str, message: impl Into<String>) -> Self {
         let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
-        e.fields.push(field);
+        e.fields.push(field.to_owned());
         e
+    }
+
+    /// Keep the `outReqNo` only if protopay generated it: a host that sent one has it, and an
+    /// error never repeats what was sent.
+    pub(super) fn for_generated_key(mut self, generated: bool) -> Self {
+        if !generated {
+            self.out_req_no = None;
+        }
+        self
+    }
+}
+
+/// The API's name for a field the engine names by its wire name: a host wrote `payeeAccount`,
+/// and an error about it must say so.
+fn api_field(wire: &str) -> &str {
+    match wire {
+        "bankAccName" => "payeeName",
+        "bankAccNum" => "payeeAccount",
+        "qpUserName" => "payerName",
+        "qpCertNumber" => "payerCertNumber",
+        "bankNameKeyWord" => "keyword",
+        other => other,
+    }
+}
+
+/// The API's sentence for an engine error: what happened and what to do, naming API fields
+/// and never a value that was sent (the engine's own texts keep values out too; this keeps
+/// the API's wording in one place, apart from the engine's).
+fn message(e: &Error) -> String {
+    match e {
+        Error::TooLong { field, max } => format!("`{}` is longer than {max} characters", api_field(field)),
+        Error::InvalidField { field, reason } => format!("`{}` {reason}", api_field(field)),
+        Error::InvalidAmount { reason } => format!("`amount` {reason}"),
+        Error::UnknownOrder { .. } => "no such order (outReqNo) is known here".to_owned(),
+        Error::UnknownProtocol { .. } => "no such protocol (transNo) is known here".to_owned(),
+        Error::IdempotencyMismatch { fields, .. } => {
+            let fields: Vec<&str> = fields.iter().map(|f| api_field(f)).collect();
+            format!(
+                "an order with this outReqNo exists with different {}; repeat the original parameters to read it",
+                fields.join(", ")
+            )
+        }
+        other => other.to_string(),
     }
 }
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         use StatusCode as S;
-        let message = e.to_string();
+        let message = message(&e);
         let (status, code) = match &e {
             Error::TooLong { .. }
             | Error::InvalidField { .. }
@@ -101,11 +146,13 @@ impl From<Error> for ApiError {
         let mut out = ApiError::new(status, code, message);
         match e {
             Error::OutcomeUnknown { out_req_no } => out.out_req_no = Some(out_req_no),
-            Error::IdempotencyMismatch { out_req_no, fields } => {
-                out.out_req_no = Some(out_req_no);
-                out.fields = fields;
+            Error::IdempotencyMismatch { fields, .. } => {
+                out.fields = fields.iter().map(|f| api_field(f).to_owned()).collect();
             }
-            Error::TooLong { field, .. } | Error::InvalidField { field, .. } => out.fields = vec![field],
+            Error::TooLong { field, .. } | Error::InvalidField { field, .. } => {
+                out.fields = vec![api_field(field).to_owned()];
+            }
+            Error::InvalidAmount { .. } => out.fields = vec!["amount".to_owned()],
             Error::Remote { code, .. } => out.remote_code = Some(code),
             _ => {}
         }

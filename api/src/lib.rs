@@ -126,43 +126,69 @@ type Reply<T> = Result<Json<T>, ApiError>;
 
 /// A JSON body, or an error that names no value from it (a body may hold account numbers).
 fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b).map_err(|rejection| {
-        let message = match &rejection {
-            JsonRejection::JsonDataError(e) => describe_data_error(&e.body_text(), "a field"),
-            JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON".to_owned(),
-            JsonRejection::MissingJsonContentType(_) => "Content-Type must be application/json".to_owned(),
-            _ => "the body could not be read".to_owned(),
-        };
-        ApiError::invalid("body", message)
+    body.map(|Json(b)| b).map_err(|rejection| match &rejection {
+        JsonRejection::JsonDataError(e) => refused_field(&e.body_text(), field_of(e), "body"),
+        JsonRejection::JsonSyntaxError(_) => ApiError::invalid("body", "the body is not valid JSON"),
+        JsonRejection::MissingJsonContentType(_) => ApiError::invalid("body", "Content-Type must be application/json"),
+        _ => ApiError::invalid("body", "the body could not be read"),
     })
-}
-
-/// serde's complaint about a body or a query string, reduced to what names no value: a missing field is one of
-/// ours; an unknown one is shown only when it looks like a field name — a malformed body can
-/// fold a value (an account number) into a key, which must not come back in the error.
-fn describe_data_error(text: &str, what: &str) -> String {
-    let quoted = |marker: &str| {
-        let rest = text.split_once(marker)?.1;
-        Some(rest.split_once('`')?.0.to_owned())
-    };
-    let name_like = |n: &str| (1..=40).contains(&n.len()) && n.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_');
-    if let Some(field) = quoted("missing field `") {
-        format!("missing field `{field}`")
-    } else if let Some(field) = quoted("unknown field `") {
-        if name_like(&field) {
-            format!("unknown field `{field}`")
-        } else {
-            "an unknown field (its name is not repeated)".to_owned()
-        }
-    } else {
-        format!("{what} has the wrong type or value")
-    }
 }
 
 fn query<T>(query: Result<Query<T>, QueryRejection>) -> Result<T, ApiError> {
     query
         .map(|Query(q)| q)
-        .map_err(|e| ApiError::invalid("query", describe_data_error(&e.body_text(), "a query parameter")))
+        .map_err(|e| refused_field(&e.body_text(), field_of(&e), "query"))
+}
+
+/// The field of a body or query string that serde refused, from the path axum's extractors
+/// record (`serde_path_to_error`), when it names one of ours.
+fn field_of(rejection: &(dyn std::error::Error + 'static)) -> Option<String> {
+    type JsonPath = serde_path_to_error::Error<serde_json::Error>;
+    type QueryPath = serde_path_to_error::Error<serde_urlencoded::de::Error>;
+    let mut next = Some(rejection);
+    while let Some(e) = next {
+        let path = e
+            .downcast_ref::<JsonPath>()
+            .map(JsonPath::path)
+            .or_else(|| e.downcast_ref::<QueryPath>().map(QueryPath::path));
+        if let Some(path) = path {
+            return match path.iter().last() {
+                Some(serde_path_to_error::Segment::Map { key }) if name_like(key) => Some(key.clone()),
+                _ => None,
+            };
+        }
+        next = e.source();
+    }
+    None
+}
+
+/// Whether a text looks like one of our field names (a malformed body can fold a value, an
+/// account number, into a key: such a key is never repeated).
+fn name_like(name: &str) -> bool {
+    (1..=40).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_')
+}
+
+/// serde's complaint about a body or a query string, as an error that names the field at
+/// fault (`whole` — `body` or `query` — when none can be named) and no value: serde's own
+/// text quotes what it was given.
+fn refused_field(text: &str, field: Option<String>, whole: &str) -> ApiError {
+    let quoted = |marker: &str| {
+        let rest = text.split_once(marker)?.1;
+        Some(rest.split_once('`')?.0.to_owned())
+    };
+    if let Some(missing) = quoted("missing field `") {
+        ApiError::invalid(&missing, format!("missing field `{missing}`"))
+    } else if let Some(unknown) = quoted("unknown field `") {
+        if name_like(&unknown) {
+            ApiError::invalid(&unknown, format!("unknown field `{unknown}`"))
+        } else {
+            ApiError::invalid(whole, "an unknown field (its name is not repeated)")
+        }
+    } else if let Some(field) = field {
+        ApiError::invalid(&field, format!("`{field}` has the wrong type or value"))
+    } else {
+        ApiError::invalid(whole, format!("the {whole} has the wrong shape"))
+    }
 }
 
 /// Open a protocol.
@@ -200,7 +226,12 @@ async fn create_inbound(
     b: Result<Json<CreateInbound>, JsonRejection>,
 ) -> Reply<OrderView> {
     let command = body(b)?.into_command()?;
-    Ok(Json(OrderView::of(&engine.prepay(command).await?, Personal::Shown)))
+    let generated = command.out_req_no.is_none();
+    let order = engine
+        .prepay(command)
+        .await
+        .map_err(|e| ApiError::from(e).for_generated_key(generated))?;
+    Ok(Json(OrderView::of(&order, Personal::Shown)))
 }
 
 /// Close an unpaid POS code.
@@ -222,7 +253,12 @@ async fn create_outbound(
     b: Result<Json<CreateOutbound>, JsonRejection>,
 ) -> Reply<OrderView> {
     let command = body(b)?.into_command()?;
-    Ok(Json(OrderView::of(&engine.outpay(command).await?, Personal::Shown)))
+    let generated = command.out_req_no.is_none();
+    let order = engine
+        .outpay(command)
+        .await
+        .map_err(|e| ApiError::from(e).for_generated_key(generated))?;
+    Ok(Json(OrderView::of(&order, Personal::Shown)))
 }
 
 /// Record a person's decision on an order that needs attention.

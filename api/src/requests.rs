@@ -136,11 +136,7 @@ pub(super) struct CnapsQuery {
 }
 
 fn amount(text: &str) -> Result<Amount, ApiError> {
-    Amount::parse(text).map_err(|e| {
-        let mut e = ApiError::from(e);
-        e.fields = vec!["amount"];
-        e
-    })
+    Amount::parse(text).map_err(ApiError::from)
 }
 
 /// A known value of a wire enumeration, or an error naming the field and the choices.

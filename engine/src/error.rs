@@ -3,8 +3,10 @@
 //! into one of these.
 //!
 //! Every variant says what happened and what the caller can do about it. None carries the
-//! MD5 key or personal data: values from outside appear only when they are not personal
-//! (codes, field names, positions).
+//! MD5 key or personal data, and no message quotes a value that came from outside: a
+//! `transNo` that was really an account number, an amount, a time, an `appId` — each is kept
+//! in the variant's fields for a program, never in its text. A message names fields, codes
+//! and positions.
 
 /// Everything that can go wrong in protopay's engine.
 #[derive(Debug, thiserror::Error, Clone)]
@@ -22,7 +24,7 @@ pub enum Error {
     #[error("bad signature: the body was not signed with our key, or was altered")]
     BadSign,
     /// The envelope names another business system. Nothing was changed.
-    #[error("envelope is for appId {got:?}, not ours")]
+    #[error("the envelope is for another appId, not ours")]
     WrongAppId {
         /// The `appId` the envelope carried.
         got: String,
@@ -53,9 +55,9 @@ pub enum Error {
         reason: &'static str,
     },
     /// A time is not in the wire format.
-    #[error("invalid time {value:?}: expected {expected}")]
+    #[error("invalid time: expected {expected}")]
     InvalidTime {
-        /// The text received (times are not personal data).
+        /// The text received (first 40 characters).
         value: String,
         /// The format that was expected.
         expected: &'static str,
@@ -98,13 +100,13 @@ pub enum Error {
 
     // ---- the host's commands ----------------------------------------------------------
     /// The protocol is not known to this engine.
-    #[error("unknown protocol {trans_no}")]
+    #[error("no such protocol (transNo) is known here")]
     UnknownProtocol {
         /// The protocol number asked for.
         trans_no: String,
     },
     /// The order is not known to this engine.
-    #[error("unknown order {out_req_no}")]
+    #[error("no such order (outReqNo) is known here")]
     UnknownOrder {
         /// The request number asked for.
         out_req_no: String,
@@ -112,7 +114,9 @@ pub enum Error {
     /// An order with this `outReqNo` exists with different parameters. Nothing was changed.
     /// The stored order stands (it may already have been sent: do not treat it as failed);
     /// repeat the original parameters to read it.
-    #[error("order {out_req_no} already exists with different {fields:?}; repeat the original parameters to read it")]
+    #[error(
+        "an order with this outReqNo already exists with different {fields:?}; repeat the original parameters to read it"
+    )]
     IdempotencyMismatch {
         /// The request number in conflict.
         out_req_no: String,
@@ -123,7 +127,7 @@ pub enum Error {
     /// Repeat the same command with the same `outReqNo` to learn its fate — never a new one:
     /// if it was recorded, it will be carried out.
     #[error(
-        "whether order {out_req_no} was recorded is unknown (the store failed); repeat the same command with the same outReqNo"
+        "whether the order was recorded is unknown (the store failed); repeat the same command with the same outReqNo"
     )]
     OutcomeUnknown {
         /// The request number to repeat.
@@ -131,7 +135,7 @@ pub enum Error {
     },
     /// The payout or refund exceeds the protocol's available balance. Nothing was stored
     /// and nothing was sent.
-    #[error("insufficient funds: {requested} requested, {available} available")]
+    #[error("insufficient funds: {available} available, less than the amount asked for")]
     InsufficientFunds {
         /// Amount asked for.
         requested: crate::Amount,
@@ -139,7 +143,7 @@ pub enum Error {
         available: crate::Amount,
     },
     /// The command does not fit the order's current state (e.g. closing a paid POS code).
-    #[error("order {out_req_no} cannot {action} in its current state {state}")]
+    #[error("the order cannot {action} in its current state {state}")]
     InvalidState {
         /// The order.
         out_req_no: String,

@@ -206,6 +206,44 @@ async fn prepay_paths() {
     );
 }
 
+/// A host's mistake known before anything is sent is refused before anything is sent: a
+/// quick-pay deposit has no POS code to close (the payment system would refuse the call, and
+/// its refusal reads as a failure worth retrying).
+#[tokio::test(start_paused = true)]
+async fn closing_a_quick_pay_deposit_is_refused_before_anything_is_sent() {
+    let t = Scripted::default();
+    let e = engine_on(MemoryStorage::new(), t.clone()).await;
+    let mut view = protocol_view("TQ");
+    view["cashierType"] = json!("QP");
+    t.push(Endpoint::Create, Step::Data(view));
+    let qp = NewProtocol {
+        trans_desc: "deal".into(),
+        business_id: "B1".into(),
+        cashier_type: CashierType::Qp,
+    };
+    assert_eq!(e.create_protocol(qp).await.unwrap().cashier_type, CashierType::Qp);
+    let key = format!("{APP}-qp-1");
+    t.push(
+        Endpoint::Prepay,
+        Step::Data(inbound_view("TQ", &key, "3.00", "UNPAID", "01")),
+    );
+    e.prepay(NewInbound {
+        out_req_no: Some(key.clone()),
+        prod_catalog: None,
+        ..NewInbound::pos("TQ", Amount::parse("3").unwrap())
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        e.close_pos(&key).await,
+        Err(Error::InvalidState {
+            action: "close its POS code",
+            ..
+        })
+    ));
+    assert_eq!(t.count(Endpoint::Posclose), 0, "nothing was sent");
+}
+
 #[tokio::test(start_paused = true)]
 async fn posclose_and_cnaps_errors() {
     let (e, t, _, trans_no) = setup("10.00").await;

@@ -182,6 +182,16 @@ impl Engine {
     pub async fn close_pos(&self, out_req_no: &str) -> Result<Order> {
         let _working = self.working()?;
         let order = self.order(out_req_no).await?;
+        // Only a POS order has a code to close; a quick-pay one is refused here, before
+        // anything is sent (the payment system would refuse it too, and a refusal from it
+        // reads as a failure worth retrying).
+        if order.inbound().is_some() && self.protocol(order.trans_no()).await?.cashier_type != CashierType::Pos {
+            return Err(Error::InvalidState {
+                out_req_no: out_req_no.to_owned(),
+                action: "close its POS code",
+                state: "quick pay (it has no POS code)".to_owned(),
+            });
+        }
         let closable =
             order.inbound().is_some_and(|i| !i.closed) && order.status.is_remote() && !order.status.is_terminal();
         if !closable {
