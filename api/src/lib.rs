@@ -152,7 +152,7 @@ fn field_of(rejection: &(dyn std::error::Error + 'static)) -> Option<String> {
             .map(JsonPath::path)
             .or_else(|| e.downcast_ref::<QueryPath>().map(QueryPath::path));
         if let Some(path) = path {
-            return match path.iter().last() {
+            return match path.iter().next_back() {
                 Some(serde_path_to_error::Segment::Map { key }) if name_like(key) => Some(key.clone()),
                 _ => None,
             };
