@@ -103,8 +103,10 @@ async fn bad_input_is_a_typed_error_that_changes_nothing_and_quotes_no_value() {
     // Errors name the API's field at fault, in a body and in a query string alike.
     let (_, typed) = send(payout(json!(12.5), json!({}))).await;
     assert_eq!(typed["fields"], json!(["amount"]), "{typed}");
-    let (_, limit) = send(http.get(format!("{api}/v1/orders?limit=many"))).await;
-    assert_eq!(limit["fields"], json!(["limit"]), "{limit}");
+    for bad in ["many", "0", "501"] {
+        let (status, limit) = send(http.get(format!("{api}/v1/orders?limit={bad}"))).await;
+        assert_eq!((status, &limit["fields"]), (400, &json!(["limit"])), "{limit}");
+    }
     let (_, unknown) = send(payout(json!("12.50"), json!({"payeeAcount": "x"}))).await;
     assert!(
         unknown["message"].as_str().unwrap().contains("payeeAcount"),
@@ -136,6 +138,10 @@ async fn a_long_poll_returns_when_an_event_is_committed() {
     assert!(!events.is_empty(), "{woken}");
     // Written before the call to the payment system, so it is what wakes the poll.
     assert_eq!(events[0]["kind"], "ProtocolCreateRequested", "{woken}");
+    // Times carry milliseconds, no finer: `2026-11-29T07:31:25.123Z`.
+    let at = events[0]["at"].as_str().unwrap();
+    let fraction = at.rsplit_once('.').map(|(_, f)| f);
+    assert!(fraction.is_some_and(|f| f.len() == 4 && f.ends_with('Z')), "{at}");
     let last = events.last().unwrap()["seq"].as_u64().unwrap();
     let (status, _) = send(
         http.post(format!("{api}/v1/events/ack"))

@@ -42,8 +42,8 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use error::{ApiError, Failures};
-use protopay_engine::Engine;
 use protopay_engine::storage::OrderQuery;
+use protopay_engine::{Engine, MAX_PAGE};
 use requests::*;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -54,6 +54,19 @@ const MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// A page's size when the request names none.
 const DEFAULT_PAGE: usize = 100;
+
+/// A page's size: as asked, from 1 to [`MAX_PAGE`], or the default. Anything else is refused,
+/// not cut: a client that asked for 0 or 10 000 has a bug worth hearing about.
+fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PAGE),
+        Some(n @ 1..=MAX_PAGE) => Ok(n),
+        Some(_) => Err(ApiError::invalid(
+            "limit",
+            format!("`limit` must be from 1 to {MAX_PAGE}"),
+        )),
+    }
+}
 
 /// The API as an axum `Router`, to mount beside the callback receiver
 /// (`protopay_transport_http::callback_router`)
@@ -297,9 +310,7 @@ async fn list_protocols(
     q: Result<Query<PageQuery>, QueryRejection>,
 ) -> Reply<ProtocolPage> {
     let q = query(q)?;
-    let page = engine
-        .protocols(q.cursor.as_deref(), q.limit.unwrap_or(DEFAULT_PAGE))
-        .await?;
+    let page = engine.protocols(q.cursor.as_deref(), page_limit(q.limit)?).await?;
     Ok(Json((&page).into()))
 }
 
@@ -326,7 +337,7 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
         trans_no: q.trans_no,
     };
     let page = engine
-        .orders(&filter, q.cursor.as_deref(), q.limit.unwrap_or(DEFAULT_PAGE))
+        .orders(&filter, q.cursor.as_deref(), page_limit(q.limit)?)
         .await?;
     Ok(Json((&page).into()))
 }

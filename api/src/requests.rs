@@ -18,7 +18,7 @@ pub(super) struct CreateProtocol {
     pub trans_desc: String,
     /// Party id assigned by the payment system.
     pub business_id: String,
-    /// `POS` (the default) or `QP` (quick pay).
+    /// `POS` (the default) or `QP` (quick pay); case does not matter.
     pub cashier_type: Option<String>,
 }
 
@@ -54,7 +54,7 @@ pub(super) struct CreateOutbound {
     pub out_req_no: Option<String>,
     /// How much, e.g. `"40.00"`.
     pub amount: String,
-    /// `OUT` (a payout) or `REFUND`.
+    /// `OUT` (a payout) or `REFUND`; case does not matter.
     pub out_type: String,
     /// The account holder's name.
     pub payee_name: String,
@@ -154,7 +154,7 @@ impl CreateProtocol {
         let cashier_type = match self.cashier_type {
             None => CashierType::Pos,
             Some(text) => {
-                let c = CashierType::from_wire(&text);
+                let c = CashierType::from_wire(&text.to_ascii_uppercase());
                 let ok = c.is_known();
                 known(c, ok, "cashierType", "POS, QP")?
             }
@@ -194,7 +194,7 @@ impl CreateInbound {
 impl CreateOutbound {
     /// The engine's command.
     pub(super) fn into_command(self) -> Result<NewOutbound, ApiError> {
-        let out_type = OutType::from_wire(&self.out_type);
+        let out_type = OutType::from_wire(&self.out_type.to_ascii_uppercase());
         let ok = out_type.is_known();
         Ok(NewOutbound {
             amount: amount(&self.amount)?,

@@ -1,6 +1,6 @@
 //! What the `/v1` API answers. Field names are the wire protocol's camelCase where one exists
 //! (`transNo`, `outReqNo`, `payeeAccount`, …); amounts are decimal strings (`"100.00"`);
-//! times are RFC 3339 in UTC.
+//! times are RFC 3339 in UTC with milliseconds (`2026-11-29T07:31:25.123Z`).
 //!
 //! Personal data (payee and payer names, account and ID numbers) appears in full only where
 //! one order is read or was just sent; lists mask it (`***1234`).
@@ -9,8 +9,22 @@ use chrono::{DateTime, Utc};
 use protopay_engine::domain::{Listing, RemoteBalances};
 use protopay_engine::wire::CnapsEntry;
 use protopay_engine::{CheckReport, Event, Ledger, Order, OrderDetails, Page, Protocol, Reconciliation, Sensitive};
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
+
+/// A time as RFC 3339 in UTC with milliseconds: what every common parser reads (Java's
+/// `.SSS` patterns among them), and as fine as any time here means.
+fn millis<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+}
+
+/// [`millis`], or `null`.
+fn millis_or_null<S: Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => millis(t, s),
+        None => s.serialize_none(),
+    }
+}
 
 // ---- responses ---------------------------------------------------------------------------
 
@@ -53,9 +67,10 @@ pub(super) struct RemoteView {
     pub available: String,
     /// `onpassageAmount`: paid in, not arrived.
     pub in_transit: String,
-    /// `outAmount`: paid out and refunded.
-    pub paid_out: String,
+    /// `outAmount`: paid out and refunded, together (protopay's ledger keeps the two apart).
+    pub paid_out_and_refunded: String,
     /// When protopay asked.
+    #[serde(serialize_with = "millis")]
     pub seen_at: DateTime<Utc>,
 }
 
@@ -64,7 +79,7 @@ impl From<&RemoteBalances> for RemoteView {
         RemoteView {
             available: r.available.to_string(),
             in_transit: r.in_transit.to_string(),
-            paid_out: r.paid_out.to_string(),
+            paid_out_and_refunded: r.paid_out.to_string(),
             seen_at: r.seen_at,
         }
     }
@@ -155,6 +170,7 @@ pub(super) struct OrderView {
     /// How many times the call was sent.
     pub sends: u32,
     /// When it was last sent.
+    #[serde(serialize_with = "millis_or_null")]
     pub last_sent_at: Option<DateTime<Utc>>,
     /// Polls without news since the last change.
     pub quiet_polls: u32,
@@ -220,6 +236,7 @@ pub struct EventView {
     /// Its position in the log: gap-free, increasing.
     pub seq: u64,
     /// When protopay recorded it.
+    #[serde(serialize_with = "millis")]
     pub at: DateTime<Utc>,
     /// The protocol, when known.
     pub trans_no: Option<String>,
@@ -269,7 +286,8 @@ pub(super) struct OrderDetailsView {
     pub order: OrderView,
     /// Every event about it, in order.
     pub history: Vec<EventView>,
-    /// When protopay next asks the payment system about it (absent once settled).
+    /// When protopay next asks the payment system about it (`null` once settled).
+    #[serde(serialize_with = "millis_or_null")]
     pub next_poll: Option<DateTime<Utc>>,
 }
 

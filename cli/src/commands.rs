@@ -135,9 +135,21 @@ fn ledger_rows(p: &Value) -> Vec<Vec<String>> {
             money(&theirs["inTransit"]),
         ],
         vec!["reserved".into(), money(&ours["reserved"]), "-".into()],
-        vec!["paid out".into(), money(&ours["paidOut"]), money(&theirs["paidOut"])],
+        vec!["paid out".into(), money(&ours["paidOut"]), "-".into()],
         vec!["refunded".into(), money(&ours["refunded"]), "-".into()],
+        // The payment system counts both in one figure (`outAmount`): compare like with like.
+        vec![
+            "paid out + refunded".into(),
+            sum(&ours["paidOut"], &ours["refunded"]).map_or("-".to_owned(), |t| amount(&t)),
+            money(&theirs["paidOutAndRefunded"]),
+        ],
     ]
+}
+
+/// The sum of two amounts as the API writes them, if both are amounts.
+fn sum(a: &Value, b: &Value) -> Option<String> {
+    let parse = |v: &Value| v.as_str().and_then(|s| protopay::Amount::parse(s).ok());
+    Some(parse(a)?.checked_add(parse(b)?)?.to_string())
 }
 
 /// `protopay protocol <transNo>`: the ledger beside the payment system's last balances.

@@ -775,6 +775,14 @@ async fn reconcile_reports_drift_and_moves_nothing() {
         "10.00",
         "reports, never fixes"
     );
+    // A protocol not known here has no books: the same answer as reading it, and nothing is
+    // asked of the payment system.
+    let finds = t.count(Endpoint::Find);
+    assert!(matches!(
+        e.reconcile("T-unknown").await,
+        Err(Error::UnknownProtocol { .. })
+    ));
+    assert_eq!(t.count(Endpoint::Find), finds);
 }
 
 #[test]

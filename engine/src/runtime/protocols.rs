@@ -168,6 +168,9 @@ impl Engine {
 
     async fn reconcile_unmetered(&self, trans_no: &str) -> Result<Reconciliation> {
         let _working = self.working()?;
+        // Only a protocol known here has books to reconcile (an unknown one is adopted by
+        // `refresh_protocol`, not here): the same answer as reading it.
+        self.protocol(trans_no).await?;
         let protocol = self.refresh_unguarded(trans_no).await?;
         let theirs = protocol.remote.clone().ok_or_else(|| Error::UnknownProtocol {
             trans_no: trans_no.to_owned(),
