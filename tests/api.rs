@@ -103,6 +103,12 @@ async fn bad_input_is_a_typed_error_that_changes_nothing_and_quotes_no_value() {
     // Errors name the API's field at fault, in a body and in a query string alike.
     let (_, typed) = send(payout(json!(12.5), json!({}))).await;
     assert_eq!(typed["fields"], json!(["amount"]), "{typed}");
+    let (status, seq) = send(
+        http.post(format!("{api}/v1/events/ack"))
+            .json(&json!({"consumer": "host", "seq": 9_223_372_036_854_775_808_u64})),
+    )
+    .await;
+    assert_eq!((status, &seq["fields"]), (400, &json!(["seq"])), "{seq}");
     for bad in ["many", "0", "501"] {
         let (status, limit) = send(http.get(format!("{api}/v1/orders?limit={bad}"))).await;
         assert_eq!((status, &limit["fields"]), (400, &json!(["limit"])), "{limit}");

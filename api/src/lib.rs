@@ -298,6 +298,10 @@ async fn ack(
 ) -> Result<axum::http::StatusCode, ApiError> {
     let ack = body(b)?;
     check_consumer(&ack.consumer)?;
+    if i64::try_from(ack.seq).is_err() {
+        // The document says int64, as every store keeps it: a larger number is no event.
+        return Err(ApiError::invalid("seq", "`seq` must be at most 9223372036854775807"));
+    }
     engine.ack(&ack.consumer, ack.seq).await?;
     Ok(axum::http::StatusCode::NO_CONTENT)
 }

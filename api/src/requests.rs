@@ -85,7 +85,7 @@ pub(super) struct Resolve {
 pub(super) struct Ack {
     /// The consumer's name.
     pub consumer: String,
-    /// The last event handled.
+    /// The last event handled (at most 9223372036854775807).
     pub seq: u64,
 }
 
