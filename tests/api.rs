@@ -278,8 +278,9 @@ async fn a_late_push_from_a_former_lease_holder_is_fenced() {
 
 /// A value a host sent never comes back in an error, for any route and any field — path,
 /// query or body — whatever the value: an account number put in `transNo`, a name in
-/// `outReqNo`, text in `amount` (a field's name may be: a misspelt one is named back). Each case sends every route one value in one place at a time,
-/// among otherwise good fields, over loopback HTTP to a real engine (sled, the simulator).
+/// `outReqNo`, text in `amount` (a field's name may be: a misspelt one is named back). Each
+/// case sends every route one value in one place at a time, among otherwise good fields, over
+/// loopback HTTP to a real engine (sled, the simulator).
 #[test]
 fn no_error_quotes_a_value_that_was_sent() {
     use proptest::prelude::*;
