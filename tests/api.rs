@@ -144,6 +144,8 @@ async fn a_long_poll_returns_when_an_event_is_committed() {
     assert!(!events.is_empty(), "{woken}");
     // Written before the call to the payment system, so it is what wakes the poll.
     assert_eq!(events[0]["kind"], "ProtocolCreateRequested", "{woken}");
+    assert_eq!(events[0]["data"]["kind"], "ProtocolCreateRequested", "{woken}");
+    assert!(events[0]["data"]["attempt"].is_string(), "{woken}");
     // Times carry milliseconds, no finer: `2026-11-29T07:31:25.123Z`.
     let at = events[0]["at"].as_str().unwrap();
     let fraction = at.rsplit_once('.').map(|(_, f)| f);

@@ -8,7 +8,9 @@
 use chrono::{DateTime, Utc};
 use protopay_engine::domain::{Listing, RemoteBalances};
 use protopay_engine::wire::CnapsEntry;
-use protopay_engine::{CheckReport, Event, Ledger, Order, OrderDetails, Page, Protocol, Reconciliation, Sensitive};
+use protopay_engine::{
+    Anomaly, CheckReport, Event, EventKind, Ledger, Order, OrderDetails, Page, Protocol, Reconciliation, Sensitive,
+};
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
 
@@ -140,7 +142,7 @@ impl Personal {
 /// The payment system's refusal of the order's call.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct RefusalView {
+pub struct RefusalView {
     /// Its code, e.g. `EP10001`.
     pub code: String,
     /// Its message.
@@ -242,38 +244,256 @@ pub struct EventView {
     pub trans_no: Option<String>,
     /// The order, when it is about one.
     pub out_req_no: Option<String>,
-    /// What brought the news: `callback:inbound-pay`, `poll`, `reply`, `engine`, `operator`.
+    /// What brought the news: `callback:inbound-pay`, `callback:inbound-arrival`,
+    /// `callback:outbound`, `poll`, `reply`, `engine`, `operator`.
     pub source: String,
-    /// Its kind, e.g. `Settled`, `Anomaly`.
+    /// Its kind (the same as `data.kind`), e.g. `InboundPaid`, `Anomaly`.
     pub kind: String,
     /// A sentence for people.
     pub text: String,
-    /// The kind's fields, for programs.
-    #[schema(value_type = Object)]
-    pub data: serde_json::Value,
+    /// The kind with its fields, for programs: always an object, tagged by `kind`.
+    pub data: EventData,
+}
+
+/// What happened, tagged by `kind`, with that kind's fields (camelCase; statuses spelled as
+/// everywhere else). A kind without fields is `{"kind": "..."}`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(tag = "kind", rename_all_fields = "camelCase")]
+pub enum EventData {
+    /// protopay is about to ask the payment system to open a protocol.
+    #[schema(title = "ProtocolCreateRequestedEvent")]
+    ProtocolCreateRequested {
+        /// protopay's id for this attempt.
+        attempt: String,
+    },
+    /// A protocol was opened.
+    #[schema(title = "ProtocolCreatedEvent")]
+    ProtocolCreated {
+        /// The attempt that opened it.
+        attempt: String,
+    },
+    /// A protocol opened elsewhere was found and recorded, holding this much.
+    #[schema(title = "ProtocolAdoptedEvent")]
+    ProtocolAdopted {
+        /// Its opening balance, now available.
+        opening: String,
+    },
+    /// A payment in was recorded.
+    #[schema(title = "InboundRequestedEvent")]
+    InboundRequested {},
+    /// A payment out was recorded and its funds reserved.
+    #[schema(title = "OutboundReservedEvent")]
+    OutboundReserved {},
+    /// The order's call is being sent.
+    #[schema(title = "SubmittedEvent")]
+    Submitted {},
+    /// The send just announced never left; it will be made again.
+    #[schema(title = "NotSentEvent")]
+    NotSent {},
+    /// The payment system accepted the order.
+    #[schema(title = "PendingEvent")]
+    Pending {
+        /// `UNPAID` or `PROCESSING`.
+        status: String,
+    },
+    /// The payer paid: the amount is on its way.
+    #[schema(title = "InboundPaidEvent")]
+    InboundPaid {},
+    /// The paid funds arrived: the amount is available.
+    #[schema(title = "InboundArrivedEvent")]
+    InboundArrived {},
+    /// The payment in failed.
+    #[schema(title = "InboundFailedEvent")]
+    InboundFailed {},
+    /// The POS code was closed.
+    #[schema(title = "PosCodeClosedEvent")]
+    PosCodeClosed {},
+    /// Paid out, or refunded.
+    #[schema(title = "OutboundSucceededEvent")]
+    OutboundSucceeded {
+        /// `OUT` or `REFUND`.
+        out_type: String,
+    },
+    /// The payment out failed; its funds are available again.
+    #[schema(title = "OutboundFailedEvent")]
+    OutboundFailed {
+        /// Set when the payment system refused it outright.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        refusal: Option<RefusalView>,
+    },
+    /// A person decided the order's outcome.
+    #[schema(title = "OperatorResolvedEvent")]
+    OperatorResolved {
+        /// `SUCCESS` or `FAILURE`.
+        status: String,
+        /// Who and why.
+        note: String,
+    },
+    /// Something for a person to look at.
+    #[schema(title = "AnomalyEvent")]
+    Anomaly {
+        /// Which: `conflicting_status`, `identity_mismatch`, `paid_after_close`,
+        /// `unknown_enum_value`, `unreadable_value`, `wrong_order_kind`, `remote_lost`,
+        /// `needs_attention`, `orphan_callback`, `possible_orphan_protocol`,
+        /// `suspected_double_payment`, `balance_drift`.
+        anomaly: String,
+        /// The field concerned (`identity_mismatch`, `unknown_enum_value`, `unreadable_value`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        field: Option<String>,
+        /// The state protopay holds (`conflicting_status`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        current: Option<String>,
+        /// What the news said (`conflicting_status`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        observed: Option<String>,
+        /// The value this version does not know (`unknown_enum_value`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        value: Option<String>,
+        /// Sends made (`needs_attention`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        sends: Option<u32>,
+        /// The attempt (`possible_orphan_protocol`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        attempt: Option<String>,
+        /// The other payment order (`suspected_double_payment`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        other_pay_order_no: Option<String>,
+        /// The figure that drifted (`balance_drift`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        figure: Option<String>,
+        /// protopay's figure (`balance_drift`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        ours: Option<String>,
+        /// The payment system's figure (`balance_drift`).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        theirs: Option<String>,
+    },
+}
+
+impl From<&EventKind> for EventData {
+    fn from(kind: &EventKind) -> Self {
+        match kind {
+            EventKind::ProtocolCreateRequested { attempt } => EventData::ProtocolCreateRequested {
+                attempt: attempt.clone(),
+            },
+            EventKind::ProtocolCreated { attempt } => EventData::ProtocolCreated {
+                attempt: attempt.clone(),
+            },
+            EventKind::ProtocolAdopted { opening } => EventData::ProtocolAdopted {
+                opening: opening.to_string(),
+            },
+            EventKind::InboundRequested => EventData::InboundRequested {},
+            EventKind::OutboundReserved => EventData::OutboundReserved {},
+            EventKind::Submitted => EventData::Submitted {},
+            EventKind::NotSent => EventData::NotSent {},
+            EventKind::Pending { status } => EventData::Pending {
+                status: status.as_str().to_owned(),
+            },
+            EventKind::InboundPaid => EventData::InboundPaid {},
+            EventKind::InboundArrived => EventData::InboundArrived {},
+            EventKind::InboundFailed => EventData::InboundFailed {},
+            EventKind::PosCodeClosed => EventData::PosCodeClosed {},
+            EventKind::OutboundSucceeded { out_type } => EventData::OutboundSucceeded {
+                out_type: out_type.to_string(),
+            },
+            EventKind::OutboundFailed { refusal } => EventData::OutboundFailed {
+                refusal: refusal.as_ref().map(|r| RefusalView {
+                    code: r.code.clone(),
+                    msg: r.msg.clone(),
+                }),
+            },
+            EventKind::OperatorResolved { status, note } => EventData::OperatorResolved {
+                status: status.as_str().to_owned(),
+                note: note.clone(),
+            },
+            EventKind::Anomaly(a) => anomaly(a),
+        }
+    }
+}
+
+/// An anomaly's data: its name, and the fields it has.
+fn anomaly(a: &Anomaly) -> EventData {
+    let mut field = None;
+    let (mut current, mut observed, mut value, mut sends, mut attempt) = (None, None, None, None, None);
+    let (mut other_pay_order_no, mut figure, mut ours, mut theirs) = (None, None, None, None);
+    match a {
+        Anomaly::ConflictingStatus {
+            current: c,
+            observed: o,
+        } => {
+            current = Some(c.clone());
+            observed = Some(o.clone());
+        }
+        Anomaly::IdentityMismatch { field: f } | Anomaly::UnreadableValue { field: f } => field = Some(f.clone()),
+        Anomaly::UnknownEnumValue { field: f, value: v } => {
+            field = Some(f.clone());
+            value = Some(v.clone());
+        }
+        Anomaly::NeedsAttention { sends: n } => sends = Some(*n),
+        Anomaly::PossibleOrphanProtocol { attempt: a } => attempt = Some(a.clone()),
+        Anomaly::SuspectedDoublePayment { other_pay_order_no: p } => other_pay_order_no = Some(p.clone()),
+        Anomaly::BalanceDrift {
+            figure: f,
+            ours: o,
+            theirs: t,
+        } => {
+            figure = Some(f.clone());
+            ours = Some(o.to_string());
+            theirs = Some(t.to_string());
+        }
+        Anomaly::PaidAfterClose | Anomaly::WrongOrderKind | Anomaly::RemoteLost | Anomaly::OrphanCallback => {}
+    }
+    EventData::Anomaly {
+        anomaly: a.name().to_owned(),
+        field,
+        current,
+        observed,
+        value,
+        sends,
+        attempt,
+        other_pay_order_no,
+        figure,
+        ours,
+        theirs,
+    }
 }
 
 impl From<&Event> for EventView {
     fn from(e: &Event) -> Self {
-        let data = serde_json::to_value(&e.kind).unwrap_or(serde_json::Value::Null);
-        // Serde writes a unit variant as its name and others as `{ name: fields }`.
-        let (kind, data) = match data {
-            serde_json::Value::String(name) => (name, serde_json::Value::Null),
-            serde_json::Value::Object(map) if map.len() == 1 => match map.into_iter().next() {
-                Some((name, fields)) => (name, fields),
-                None => (String::new(), serde_json::Value::Null),
-            },
-            other => (String::new(), other),
-        };
+        let data = EventData::from(&e.kind);
         EventView {
             seq: e.seq,
             at: e.at,
             trans_no: e.trans_no.clone(),
             out_req_no: e.out_req_no.clone(),
             source: e.source.to_string(),
-            kind,
+            kind: data.kind().to_owned(),
             text: e.kind.to_string(),
             data,
+        }
+    }
+}
+
+impl EventData {
+    /// Its `kind` tag.
+    fn kind(&self) -> &'static str {
+        match self {
+            EventData::ProtocolCreateRequested { .. } => "ProtocolCreateRequested",
+            EventData::ProtocolCreated { .. } => "ProtocolCreated",
+            EventData::ProtocolAdopted { .. } => "ProtocolAdopted",
+            EventData::InboundRequested {} => "InboundRequested",
+            EventData::OutboundReserved {} => "OutboundReserved",
+            EventData::Submitted {} => "Submitted",
+            EventData::NotSent {} => "NotSent",
+            EventData::Pending { .. } => "Pending",
+            EventData::InboundPaid {} => "InboundPaid",
+            EventData::InboundArrived {} => "InboundArrived",
+            EventData::InboundFailed {} => "InboundFailed",
+            EventData::PosCodeClosed {} => "PosCodeClosed",
+            EventData::OutboundSucceeded { .. } => "OutboundSucceeded",
+            EventData::OutboundFailed { .. } => "OutboundFailed",
+            EventData::OperatorResolved { .. } => "OperatorResolved",
+            EventData::Anomaly { .. } => "Anomaly",
         }
     }
 }
@@ -420,6 +640,104 @@ impl From<&CheckReport> for CheckView {
             orders: r.orders,
             violations: r.violations.clone(),
             unsettled: r.unsettled.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use protopay_engine::wire::OutType;
+    use protopay_engine::{Amount, Refusal, Source, Status};
+
+    /// Every kind of event, and every anomaly.
+    fn every_kind() -> Vec<EventKind> {
+        let amount = Amount::from_fen(123).unwrap();
+        let mut kinds = vec![
+            EventKind::ProtocolCreateRequested { attempt: "a1".into() },
+            EventKind::ProtocolCreated { attempt: "a1".into() },
+            EventKind::ProtocolAdopted { opening: amount },
+            EventKind::InboundRequested,
+            EventKind::OutboundReserved,
+            EventKind::Submitted,
+            EventKind::NotSent,
+            EventKind::Pending { status: Status::Unpaid },
+            EventKind::InboundPaid,
+            EventKind::InboundArrived,
+            EventKind::InboundFailed,
+            EventKind::PosCodeClosed,
+            EventKind::OutboundSucceeded {
+                out_type: OutType::Refund,
+            },
+            EventKind::OutboundFailed {
+                refusal: Some(Refusal {
+                    code: "EP30001".into(),
+                    msg: "refused".into(),
+                }),
+            },
+            EventKind::OutboundFailed { refusal: None },
+            EventKind::OperatorResolved {
+                status: Status::Failure,
+                note: "checked".into(),
+            },
+        ];
+        kinds.extend(
+            [
+                Anomaly::ConflictingStatus {
+                    current: "SUCCESS".into(),
+                    observed: "FAILURE".into(),
+                },
+                Anomaly::IdentityMismatch { field: "amount".into() },
+                Anomaly::PaidAfterClose,
+                Anomaly::UnknownEnumValue {
+                    field: "payStatus".into(),
+                    value: "NEW".into(),
+                },
+                Anomaly::UnreadableValue {
+                    field: "payFinishTime".into(),
+                },
+                Anomaly::WrongOrderKind,
+                Anomaly::RemoteLost,
+                Anomaly::NeedsAttention { sends: 3 },
+                Anomaly::OrphanCallback,
+                Anomaly::PossibleOrphanProtocol { attempt: "a2".into() },
+                Anomaly::SuspectedDoublePayment {
+                    other_pay_order_no: "P-2".into(),
+                },
+                Anomaly::BalanceDrift {
+                    figure: "available".into(),
+                    ours: amount,
+                    theirs: Amount::ZERO,
+                },
+            ]
+            .into_iter()
+            .map(EventKind::Anomaly),
+        );
+        kinds
+    }
+
+    /// What generated clients read: `data` is always an object tagged with the event's own
+    /// `kind`, its keys camelCase, statuses spelled as everywhere else — never `null`, never a
+    /// bare string, never the stored enum's spelling.
+    #[test]
+    fn event_data_is_an_object_tagged_by_kind_in_camel_case() {
+        for kind in every_kind() {
+            let event = Event {
+                seq: 1,
+                at: chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+                trans_no: None,
+                out_req_no: None,
+                source: Source::Engine,
+                kind,
+            };
+            let view = serde_json::to_value(EventView::from(&event)).unwrap();
+            let data = view["data"].as_object().unwrap_or_else(|| panic!("{view}"));
+            assert_eq!(data.get("kind"), Some(&view["kind"]), "{view}");
+            assert!(data.keys().all(|k| !k.contains('_')), "camelCase keys: {view}");
+            assert!(data.values().all(|v| !v.is_null()), "absent, never null: {view}");
+            if let Some(status) = data.get("status") {
+                assert!(["UNPAID", "FAILURE"].contains(&status.as_str().unwrap()), "{view}");
+            }
         }
     }
 }
