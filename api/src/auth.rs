@@ -3,9 +3,9 @@
 //! compared in constant time; a missing or wrong token is 401, a `read` token on a command
 //! is 403 — both before the request body is read, so nothing changes.
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorCode};
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::middleware::Next;
 use axum::response::Response;
 use protopay_engine::Sensitive;
@@ -92,15 +92,13 @@ pub(crate) async fn require(
         .map(<[u8]>::trim_ascii);
     let Some(scope) = presented.and_then(|t| auth.scope_of(t)) else {
         return Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
+            ErrorCode::Unauthorized,
             "a valid bearer token is required (Authorization: Bearer <token>)",
         ));
     };
     if scope < needed {
         return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
+            ErrorCode::Forbidden,
             "this token may only read; commands need the operate token",
         ));
     }

@@ -22,17 +22,72 @@ pub(super) enum Failures {
     Failed(ApiError),
 }
 
+/// What went wrong, for programs: stable, so a client can switch on it exhaustively. Each
+/// code has one HTTP status, given beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub(super) enum ErrorCode {
+    /// 401: no valid bearer token.
+    Unauthorized,
+    /// 403: a read token on a command.
+    Forbidden,
+    /// 400: the request is malformed; `fields` names the field at fault. Nothing changed.
+    InvalidRequest,
+    /// 404: no such order here.
+    UnknownOrder,
+    /// 404: no such protocol here.
+    UnknownProtocol,
+    /// 404: the payment system has no such record.
+    RemoteNotFound,
+    /// 422: the protocol's available balance is short. Nothing was stored or sent.
+    InsufficientFunds,
+    /// 409: an order with this `outReqNo` exists with different `fields`.
+    IdempotencyMismatch,
+    /// 409: the order's state does not allow it (e.g. closing a quick-pay deposit).
+    InvalidState,
+    /// 503: whether the order was recorded is unknown: repeat with the same `outReqNo`.
+    OutcomeUnknown,
+    /// 503: a record kept changing: nothing changed, retry.
+    Busy,
+    /// 502: the payment system refused the call (`remoteCode`).
+    RemoteRefused,
+    /// 502: the payment system could not be reached.
+    PaymentSystemUnreachable,
+    /// 502: the payment system's reply did not verify or decode.
+    BadReply,
+    /// 503: the store is unavailable; nothing was acknowledged.
+    StorageUnavailable,
+    /// 503: protopay is shutting down.
+    ShuttingDown,
+    /// 500: a bug; see the server's log.
+    Internal,
+}
+
+impl ErrorCode {
+    /// Its HTTP status: one per code.
+    pub(super) fn status(self) -> StatusCode {
+        use ErrorCode as C;
+        use StatusCode as S;
+        match self {
+            C::Unauthorized => S::UNAUTHORIZED,
+            C::Forbidden => S::FORBIDDEN,
+            C::InvalidRequest => S::BAD_REQUEST,
+            C::UnknownOrder | C::UnknownProtocol | C::RemoteNotFound => S::NOT_FOUND,
+            C::InsufficientFunds => S::UNPROCESSABLE_ENTITY,
+            C::IdempotencyMismatch | C::InvalidState => S::CONFLICT,
+            C::RemoteRefused | C::PaymentSystemUnreachable | C::BadReply => S::BAD_GATEWAY,
+            C::OutcomeUnknown | C::Busy | C::StorageUnavailable | C::ShuttingDown => S::SERVICE_UNAVAILABLE,
+            C::Internal => S::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
 /// An error answer.
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct ApiError {
-    #[serde(skip)]
-    pub status: StatusCode,
-    /// Stable, for programs: `unauthorized`, `forbidden`, `invalid_request`, `unknown_order`,
-    /// `unknown_protocol`, `insufficient_funds`, `idempotency_mismatch`, `invalid_state`,
-    /// `outcome_unknown`, `busy`, `remote_refused`, `remote_not_found`,
-    /// `payment_system_unreachable`, `bad_reply`, `storage_unavailable`, `shutting_down`, `internal`.
-    pub code: &'static str,
+    /// Stable, for programs.
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
     /// `outcome_unknown`: the order's request number when protopay generated it (you sent
@@ -48,10 +103,9 @@ pub(super) struct ApiError {
 }
 
 impl ApiError {
-    /// An error with a status, a code and a message.
-    pub(super) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with a code and a message.
+    pub(super) fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
-            status,
             code,
             message: message.into(),
             out_req_no: None,
@@ -62,7 +116,7 @@ impl ApiError {
 
     /// A request the API refuses before the engine sees it.
     pub(super) fn invalid(field: &str, message: impl Into<String>) -> Self {
-        let mut e = ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message);
+        let mut e = ApiError::new(ErrorCode::InvalidRequest, message);
         e.fields.push(field.to_owned());
         e
     }
@@ -113,37 +167,37 @@ fn message(e: &Error) -> String {
 
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
-        use StatusCode as S;
+        use ErrorCode as C;
         let message = message(&e);
-        let (status, code) = match &e {
+        let code = match &e {
             Error::TooLong { .. }
             | Error::InvalidField { .. }
             | Error::InvalidAmount { .. }
-            | Error::InvalidTime { .. } => (S::BAD_REQUEST, "invalid_request"),
-            Error::UnknownOrder { .. } => (S::NOT_FOUND, "unknown_order"),
-            Error::UnknownProtocol { .. } => (S::NOT_FOUND, "unknown_protocol"),
-            Error::NotFound(_) => (S::NOT_FOUND, "remote_not_found"),
-            Error::InsufficientFunds { .. } => (S::UNPROCESSABLE_ENTITY, "insufficient_funds"),
-            Error::IdempotencyMismatch { .. } => (S::CONFLICT, "idempotency_mismatch"),
-            Error::InvalidState { .. } => (S::CONFLICT, "invalid_state"),
-            Error::OutcomeUnknown { .. } => (S::SERVICE_UNAVAILABLE, "outcome_unknown"),
-            Error::Busy { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
-            Error::Remote { .. } => (S::BAD_GATEWAY, "remote_refused"),
-            Error::Transport(_) => (S::BAD_GATEWAY, "payment_system_unreachable"),
+            | Error::InvalidTime { .. } => C::InvalidRequest,
+            Error::UnknownOrder { .. } => C::UnknownOrder,
+            Error::UnknownProtocol { .. } => C::UnknownProtocol,
+            Error::NotFound(_) => C::RemoteNotFound,
+            Error::InsufficientFunds { .. } => C::InsufficientFunds,
+            Error::IdempotencyMismatch { .. } => C::IdempotencyMismatch,
+            Error::InvalidState { .. } => C::InvalidState,
+            Error::OutcomeUnknown { .. } => C::OutcomeUnknown,
+            Error::Busy { .. } => C::Busy,
+            Error::Remote { .. } => C::RemoteRefused,
+            Error::Transport(_) => C::PaymentSystemUnreachable,
             // A reply that did not verify or decode (API bodies are not envelopes).
             Error::BadSign
             | Error::WrongAppId { .. }
             | Error::MalformedEnvelope { .. }
             | Error::MalformedData { .. }
-            | Error::TooLarge { .. } => (S::BAD_GATEWAY, "bad_reply"),
-            Error::Storage(_) | Error::CommitUnknown(_) => (S::SERVICE_UNAVAILABLE, "storage_unavailable"),
-            Error::Shutdown => (S::SERVICE_UNAVAILABLE, "shutting_down"),
-            _ => (S::INTERNAL_SERVER_ERROR, "internal"),
+            | Error::TooLarge { .. } => C::BadReply,
+            Error::Storage(_) | Error::CommitUnknown(_) => C::StorageUnavailable,
+            Error::Shutdown => C::ShuttingDown,
+            _ => C::Internal,
         };
-        if status == S::INTERNAL_SERVER_ERROR {
+        if code == C::Internal {
             tracing::error!(error = %e, "API request failed inside the engine");
         }
-        let mut out = ApiError::new(status, code, message);
+        let mut out = ApiError::new(code, message);
         match e {
             Error::OutcomeUnknown { out_req_no } => out.out_req_no = Some(out_req_no),
             Error::IdempotencyMismatch { fields, .. } => {
@@ -162,7 +216,7 @@ impl From<Error> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = self.status;
+        let status = self.code.status();
         let mut response = (status, Json(self)).into_response();
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(

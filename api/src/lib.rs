@@ -34,7 +34,7 @@ pub mod webhook;
 
 pub use auth::ApiAuth;
 pub use setup::SetupError;
-pub use views::{EventData, EventView, RefusalView};
+pub use views::{EventData, EventView, OrderStatus, RefusalView};
 
 use auth::{Scope, require};
 use axum::extract::rejection::{JsonRejection, QueryRejection};

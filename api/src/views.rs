@@ -10,6 +10,7 @@ use protopay_engine::domain::{Listing, RemoteBalances};
 use protopay_engine::wire::CnapsEntry;
 use protopay_engine::{
     Anomaly, CheckReport, Event, EventKind, Ledger, Order, OrderDetails, Page, Protocol, Reconciliation, Sensitive,
+    Status,
 };
 use serde::{Serialize, Serializer};
 use utoipa::ToSchema;
@@ -149,6 +150,50 @@ pub struct RefusalView {
     pub msg: String,
 }
 
+/// Where an order stands, spelled as everywhere else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum OrderStatus {
+    /// A payment in, recorded; not yet sent.
+    Requested,
+    /// A payment out, recorded with its funds reserved; not yet sent.
+    Reserved,
+    /// Sent; its outcome is not known.
+    Submitted,
+    /// Accepted by the payment system, not paid.
+    Unpaid,
+    /// Accepted by the payment system, being paid.
+    Processing,
+    /// Paid: final.
+    Success,
+    /// Failed or refused: final.
+    Failure,
+}
+
+impl From<Status> for OrderStatus {
+    fn from(s: Status) -> Self {
+        match s {
+            Status::Requested => OrderStatus::Requested,
+            Status::Reserved => OrderStatus::Reserved,
+            Status::Submitted => OrderStatus::Submitted,
+            Status::Unpaid => OrderStatus::Unpaid,
+            Status::Processing => OrderStatus::Processing,
+            Status::Success => OrderStatus::Success,
+            Status::Failure => OrderStatus::Failure,
+        }
+    }
+}
+
+/// Which way an order moves money.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(super) enum Direction {
+    /// Into the protocol (a deposit).
+    Inbound,
+    /// Out of the protocol (a payout or a refund).
+    Outbound,
+}
+
 /// An order: a payment into a protocol (`inbound`) or out of one (`outbound`).
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -158,12 +203,11 @@ pub(super) struct OrderView {
     /// The protocol.
     pub trans_no: String,
     /// `inbound` or `outbound`.
-    pub direction: &'static str,
+    pub direction: Direction,
     /// How much.
     pub amount: String,
-    /// `REQUESTED`, `RESERVED`, `SUBMITTED` (sent, outcome unknown), `UNPAID`, `PROCESSING`,
-    /// `SUCCESS` or `FAILURE`.
-    pub status: String,
+    /// Where it stands.
+    pub status: OrderStatus,
     /// Open, and waiting for a person: the funds stay reserved until the payment system's
     /// word or a `resolve` settles it.
     pub needs_attention: bool,
@@ -206,9 +250,13 @@ impl OrderView {
         OrderView {
             out_req_no: o.out_req_no().to_owned(),
             trans_no: o.trans_no().to_owned(),
-            direction: if inbound.is_some() { "inbound" } else { "outbound" },
+            direction: if inbound.is_some() {
+                Direction::Inbound
+            } else {
+                Direction::Outbound
+            },
             amount: o.amount().to_string(),
-            status: o.status.as_str().to_owned(),
+            status: o.status.into(),
             needs_attention: o.listings().any(|l| l == Listing::NeedsAttention),
             refusal: o.refusal.as_ref().map(|r| RefusalView {
                 code: r.code.clone(),
@@ -294,7 +342,7 @@ pub enum EventData {
     #[schema(title = "PendingEvent")]
     Pending {
         /// `UNPAID` or `PROCESSING`.
-        status: String,
+        status: OrderStatus,
     },
     /// The payer paid: the amount is on its way.
     #[schema(title = "InboundPaidEvent")]
@@ -325,7 +373,7 @@ pub enum EventData {
     #[schema(title = "OperatorResolvedEvent")]
     OperatorResolved {
         /// `SUCCESS` or `FAILURE`.
-        status: String,
+        status: OrderStatus,
         /// Who and why.
         note: String,
     },
@@ -387,7 +435,7 @@ impl From<&EventKind> for EventData {
             EventKind::Submitted => EventData::Submitted {},
             EventKind::NotSent => EventData::NotSent {},
             EventKind::Pending { status } => EventData::Pending {
-                status: status.as_str().to_owned(),
+                status: (*status).into(),
             },
             EventKind::InboundPaid => EventData::InboundPaid {},
             EventKind::InboundArrived => EventData::InboundArrived {},
@@ -403,7 +451,7 @@ impl From<&EventKind> for EventData {
                 }),
             },
             EventKind::OperatorResolved { status, note } => EventData::OperatorResolved {
-                status: status.as_str().to_owned(),
+                status: (*status).into(),
                 note: note.clone(),
             },
             EventKind::Anomaly(a) => anomaly(a),
@@ -648,7 +696,7 @@ impl From<&CheckReport> for CheckView {
 mod tests {
     use super::*;
     use protopay_engine::wire::OutType;
-    use protopay_engine::{Amount, Refusal, Source, Status};
+    use protopay_engine::{Amount, Refusal, Source};
 
     /// Every kind of event, and every anomaly.
     fn every_kind() -> Vec<EventKind> {
