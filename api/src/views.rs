@@ -306,7 +306,9 @@ pub struct EventView {
 /// What happened, tagged by `kind`, with that kind's fields (camelCase; statuses spelled as
 /// everywhere else). A kind without fields is `{"kind": "..."}`.
 #[derive(Debug, Serialize, ToSchema)]
-#[serde(tag = "kind", rename_all_fields = "camelCase")]
+// Each field's camelCase name is spelt out: the document generator does not read serde's
+// `rename_all_fields`, and a generated client reads the names the document gives.
+#[serde(tag = "kind")]
 pub enum EventData {
     /// protopay is about to ask the payment system to open a protocol.
     #[schema(title = "ProtocolCreateRequestedEvent")]
@@ -360,6 +362,7 @@ pub enum EventData {
     #[schema(title = "OutboundSucceededEvent")]
     OutboundSucceeded {
         /// `OUT` or `REFUND`.
+        #[serde(rename = "outType")]
         out_type: String,
     },
     /// The payment out failed; its funds are available again.
@@ -404,7 +407,7 @@ pub enum EventData {
         #[serde(skip_serializing_if = "Option::is_none")]
         attempt: Option<String>,
         /// The other payment order (`suspected_double_payment`).
-        #[serde(skip_serializing_if = "Option::is_none")]
+        #[serde(rename = "otherPayOrderNo", skip_serializing_if = "Option::is_none")]
         other_pay_order_no: Option<String>,
         /// The figure that drifted (`balance_drift`).
         #[serde(skip_serializing_if = "Option::is_none")]

@@ -94,17 +94,16 @@ class Feed:
                 ok("POST", f"{self.api}/v1/events/ack", {"consumer": self.consumer, "seq": self.last})
 
 
-def main():
-    protopay, sim_bin, work = sys.argv[1], sys.argv[2], sys.argv[3]
+def serve(protopay, sim_bin, work):
+    """Start `protopay-sim` and `protopay serve` (sled under `work`): (api, simulator, stop)."""
     sim, sim_addr = start([sim_bin, "--listen", "127.0.0.1:0", "--app-id", "APP001", "--key", KEY])
     port = free_port()
     api = f"http://127.0.0.1:{port}"
-    simu = f"http://{sim_addr}"
     config = os.path.join(work, "protopay.toml")
     with open(config, "w") as f:
         f.write(
             f'app_id = "APP001"\n'
-            f'base_url = "{simu}"\n'
+            f'base_url = "http://{sim_addr}"\n'
             f'callback_base_url = "{api}/protopay/notify"\n'
             f"poll = {{ submitted_ms = 500, processing_ms = 500, unpaid_ms = 500, awaiting_arrival_ms = 500 }}\n"
             f"\n[serve]\n"
@@ -113,14 +112,24 @@ def main():
         )
     env = dict(os.environ, PROTOPAY_KEY=KEY, PROTOPAY_API_TOKEN=OPERATE, PROTOPAY_API_READ_TOKEN=READ)
     server, _ = start([protopay, "serve", "--config", config], env)
-    try:
-        flow(api, simu)
-    finally:
+
+    def stop():
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)
         sim.terminate()
         sim.wait(timeout=30)
-    expect(code == 0, f"protopay serve exits 0 on SIGTERM (got {code})")
+        expect(code == 0, f"protopay serve exits 0 on SIGTERM (got {code})")
+
+    return api, f"http://{sim_addr}", stop
+
+
+def main():
+    protopay, sim_bin, work = sys.argv[1], sys.argv[2], sys.argv[3]
+    api, simu, stop = serve(protopay, sim_bin, work)
+    try:
+        flow(api, simu)
+    finally:
+        stop()
     print("python host: escrow flow through /v1 passed")
 
 
