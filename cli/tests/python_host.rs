@@ -23,7 +23,11 @@ fn a_python_host_runs_an_escrow_flow_through_v1() {
 #[test]
 fn a_client_generated_from_the_openapi_document_runs_an_escrow_flow() {
     let tool = ("openapi-python-client", "pip install openapi-python-client==0.29.1");
-    run_host("generated_client.py", &[tool], "generated client: escrow flow through /v1 passed");
+    run_host(
+        "generated_client.py",
+        &[tool],
+        "generated client: escrow flow through /v1 passed",
+    );
 }
 
 /// Run `script` against fresh servers, if `python3` and each of `tools` (a command and how to
@@ -52,6 +56,10 @@ fn run_host(script: &str, tools: &[(&str, &str)], passed: &str) {
         .expect("python3 runs");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{} failed:\n{stdout}\n{stderr}", script.display());
+    assert!(
+        output.status.success(),
+        "{} failed:\n{stdout}\n{stderr}",
+        script.display()
+    );
     assert!(stdout.contains(passed), "{stdout}");
 }
