@@ -117,6 +117,15 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         list_protocols, read_protocol, list_orders, read_order, read_events, query_cnaps, check
     ),
     components(schemas(ApiError)),
+    servers((url = "/", description = "The server that serves this document (`protopay serve`, or a host that mounts the API)")),
+    tags(
+        (name = "protocols", description = "Escrow agreements: open, read, refresh from the payment system, reconcile"),
+        (name = "inbound", description = "Payments into a protocol: a POS code or a quick-pay page"),
+        (name = "outbound", description = "Payments out of a protocol: payouts and refunds"),
+        (name = "orders", description = "Every order, in and out: read, list, resolve"),
+        (name = "events", description = "What happened, in order: long-poll and acknowledge"),
+        (name = "operations", description = "For the person on call: bank branches, a check of every invariant")
+    ),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -205,7 +214,7 @@ fn refused_field(text: &str, field: Option<String>, whole: &str) -> ApiError {
 }
 
 /// Open a protocol.
-#[utoipa::path(post, path = "/v1/protocols", request_body = CreateProtocol,
+#[utoipa::path(post, tag = "protocols", path = "/v1/protocols", request_body = CreateProtocol,
     responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn create_protocol(
     State(engine): State<Engine>,
@@ -217,14 +226,14 @@ async fn create_protocol(
 
 /// Ask the payment system for a protocol's balances and store them (adopts a protocol
 /// protopay did not create).
-#[utoipa::path(post, path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number")),
+#[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number")),
     responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.refresh_protocol(&trans_no).await?).into()))
 }
 
 /// protopay's ledger beside the payment system's balances; reports drift, never moves money.
-#[utoipa::path(post, path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number")),
+#[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number")),
     responses((status = 200, description = "OK", body = ReconciliationView), Failures))]
 async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ReconciliationView> {
     Ok(Json((&engine.reconcile(&trans_no).await?).into()))
@@ -232,7 +241,7 @@ async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -
 
 /// Take a payment in (`prepay`). Idempotent by `outReqNo`. `200` means durably recorded and
 /// carried out; `503 outcome_unknown` means repeat with the same `outReqNo`.
-#[utoipa::path(post, path = "/v1/inbound", request_body = CreateInbound,
+#[utoipa::path(post, tag = "inbound", path = "/v1/inbound", request_body = CreateInbound,
     responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn create_inbound(
     State(engine): State<Engine>,
@@ -248,7 +257,7 @@ async fn create_inbound(
 }
 
 /// Close an unpaid POS code.
-#[utoipa::path(post, path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number")),
+#[utoipa::path(post, tag = "inbound", path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number")),
     responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderView> {
     Ok(Json(OrderView::of(
@@ -259,7 +268,7 @@ async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<Stri
 
 /// Pay out or refund (`outpay`). Idempotent by `outReqNo`; never sent twice. `200` means
 /// the funds are reserved and the payment durably recorded and carried out.
-#[utoipa::path(post, path = "/v1/outbound", request_body = CreateOutbound,
+#[utoipa::path(post, tag = "outbound", path = "/v1/outbound", request_body = CreateOutbound,
     responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn create_outbound(
     State(engine): State<Engine>,
@@ -275,7 +284,7 @@ async fn create_outbound(
 }
 
 /// Record a person's decision on an order that needs attention.
-#[utoipa::path(post, path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number")), request_body = Resolve,
+#[utoipa::path(post, tag = "orders", path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number")), request_body = Resolve,
     responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn resolve(
     State(engine): State<Engine>,
@@ -290,7 +299,7 @@ async fn resolve(
 }
 
 /// Acknowledge a consumer's events up to `seq`: they are not delivered to it again.
-#[utoipa::path(post, path = "/v1/events/ack", request_body = Ack,
+#[utoipa::path(post, tag = "events", path = "/v1/events/ack", request_body = Ack,
     responses((status = 204, description = "Acknowledged"), Failures))]
 async fn ack(
     State(engine): State<Engine>,
@@ -307,7 +316,7 @@ async fn ack(
 }
 
 /// A page of protocols.
-#[utoipa::path(get, path = "/v1/protocols", params(PageQuery),
+#[utoipa::path(get, tag = "protocols", path = "/v1/protocols", params(PageQuery),
     responses((status = 200, description = "OK", body = ProtocolPage), Failures))]
 async fn list_protocols(
     State(engine): State<Engine>,
@@ -319,14 +328,14 @@ async fn list_protocols(
 }
 
 /// A protocol: its ledger and the payment system's last balances.
-#[utoipa::path(get, path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number")),
+#[utoipa::path(get, tag = "protocols", path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number")),
     responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.protocol(&trans_no).await?).into()))
 }
 
 /// A page of orders, by status (`NEEDS_ATTENTION` included) and protocol; personal data masked.
-#[utoipa::path(get, path = "/v1/orders", params(OrdersQuery),
+#[utoipa::path(get, tag = "orders", path = "/v1/orders", params(OrdersQuery),
     responses((status = 200, description = "OK", body = OrderPage), Failures))]
 async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>, QueryRejection>) -> Reply<OrderPage> {
     let q = query(q)?;
@@ -347,7 +356,7 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
 }
 
 /// An order with its history and next poll time.
-#[utoipa::path(get, path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number")),
+#[utoipa::path(get, tag = "orders", path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number")),
     responses((status = 200, description = "OK", body = OrderDetailsView), Failures))]
 async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderDetailsView> {
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))
@@ -355,7 +364,7 @@ async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>
 
 /// A consumer's unacknowledged events (at least once, in `seq` order), waiting up to `wait`
 /// seconds for one when there are none. Acknowledge with `POST /v1/events/ack`.
-#[utoipa::path(get, path = "/v1/events", params(EventsQuery),
+#[utoipa::path(get, tag = "events", path = "/v1/events", params(EventsQuery),
     responses((status = 200, description = "OK", body = EventBatch), Failures))]
 async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>, QueryRejection>) -> Reply<EventBatch> {
     let q = query(q)?;
@@ -376,7 +385,7 @@ async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>,
 }
 
 /// Search bank branches' CNAPS numbers at the payment system.
-#[utoipa::path(get, path = "/v1/cnaps", params(CnapsQuery),
+#[utoipa::path(get, tag = "operations", path = "/v1/cnaps", params(CnapsQuery),
     responses((status = 200, description = "OK", body = [CnapsView]), Failures))]
 async fn query_cnaps(
     State(engine): State<Engine>,
@@ -389,7 +398,7 @@ async fn query_cnaps(
 
 /// Recompute every protocol's ledger from its orders and verify the invariants, listing
 /// counts included (a tool for after an incident: reads everything, changes nothing).
-#[utoipa::path(get, path = "/v1/check",
+#[utoipa::path(get, tag = "operations", path = "/v1/check",
     responses((status = 200, description = "OK", body = CheckView), Failures))]
 async fn check(State(engine): State<Engine>) -> Reply<CheckView> {
     Ok(Json((&engine.check().await?).into()))
