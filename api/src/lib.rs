@@ -73,6 +73,7 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
 /// (whose routes stay public: callbacks are signed). Requests need a bearer token of
 /// `auth`: reads any token, commands the `operate` token.
 pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {
+    let document = std::sync::Arc::new(served_document(engine.config()));
     let reads = Router::new()
         .route("/v1/protocols", get(list_protocols))
         .route("/v1/protocols/{transNo}", get(read_protocol))
@@ -92,10 +93,10 @@ pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {
         .route("/v1/orders/{outReqNo}/resolve", post(resolve))
         .route("/v1/events/ack", post(ack))
         .route_layer(middleware::from_fn_with_state((auth, Scope::Operate), require));
-    reads
-        .merge(commands)
-        .with_state(engine)
-        .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
+    reads.merge(commands).with_state(engine).route(
+        "/v1/openapi.json",
+        get(move || async move { Json(document.as_ref().clone()) }),
+    )
 }
 
 /// Guard every route of `router` with the `operate` token of `auth`, as the API's commands
@@ -104,9 +105,39 @@ pub fn operate_only(router: Router, auth: ApiAuth) -> Router {
     router.route_layer(middleware::from_fn_with_state((auth, Scope::Operate), require))
 }
 
-/// The OpenAPI 3.1 document of the `/v1` API.
+/// The OpenAPI 3.1 document of the `/v1` API, as every deployment shares it. A server serves
+/// it with the rules that depend on its settings filled in ([`served_document`]).
 pub fn openapi() -> utoipa::openapi::OpenApi {
     ApiDoc::openapi()
+}
+
+/// The document as a deployment serves it: [`openapi`], plus the rules its settings decide,
+/// so that a request the document allows is one this server takes — an `outReqNo` is this
+/// deployment's `appId` and a suffix; `bankCnaps` is as strict as `cnaps_check`.
+pub fn served_document(config: &protopay_engine::Config) -> utoipa::openapi::OpenApi {
+    use protopay_engine::wire::validate::{CnapsCheck, limits};
+    let mut doc = openapi();
+    let suffix = limits::OUT_REQ_NO_MAX_CHARS.saturating_sub(config.app_id.len());
+    // An appId is [A-Za-z0-9_-] (validated): nothing in it needs escaping in a pattern.
+    let out_req_no = format!("^{}[A-Za-z0-9_-]{{1,{suffix}}}$", config.app_id);
+    for body in ["CreateInbound", "CreateOutbound"] {
+        set_pattern(&mut doc, body, "outReqNo", &out_req_no);
+    }
+    if config.cnaps_check == CnapsCheck::DigitsOnly {
+        set_pattern(&mut doc, "CreateOutbound", "bankCnaps", "^[0-9]{1,12}$");
+    }
+    doc
+}
+
+/// Set the pattern of one property of one schema of the document.
+fn set_pattern(doc: &mut utoipa::openapi::OpenApi, schema: &str, property: &str, pattern: &str) {
+    use utoipa::openapi::{RefOr, schema::Schema};
+    let schemas = doc.components.as_mut().map(|c| &mut c.schemas);
+    if let Some(RefOr::T(Schema::Object(object))) = schemas.and_then(|s| s.get_mut(schema))
+        && let Some(RefOr::T(Schema::Object(field))) = object.properties.get_mut(property)
+    {
+        field.pattern = Some(pattern.to_owned());
+    }
 }
 
 #[derive(OpenApi)]
@@ -116,7 +147,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
         create_protocol, refresh_protocol, reconcile, create_inbound, close_inbound, create_outbound, resolve, ack,
         list_protocols, read_protocol, list_orders, read_order, read_events, query_cnaps, check
     ),
-    components(schemas(ApiError)),
+    components(schemas(ApiError, ListingName)),
     servers((url = "/", description = "The server that serves this document (`protopay serve`, or a host that mounts the API)")),
     tags(
         (name = "protocols", description = "Escrow agreements: open, read, refresh from the payment system, reconcile"),
@@ -226,14 +257,14 @@ async fn create_protocol(
 
 /// Ask the payment system for a protocol's balances and store them (adopts a protocol
 /// protopay did not create).
-#[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number")),
+#[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.refresh_protocol(&trans_no).await?).into()))
 }
 
 /// protopay's ledger beside the payment system's balances; reports drift, never moves money.
-#[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number")),
+#[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = ReconciliationView), Failures))]
 async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ReconciliationView> {
     Ok(Json((&engine.reconcile(&trans_no).await?).into()))
@@ -257,7 +288,7 @@ async fn create_inbound(
 }
 
 /// Close an unpaid POS code.
-#[utoipa::path(post, tag = "inbound", path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number")),
+#[utoipa::path(post, tag = "inbound", path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderView> {
     Ok(Json(OrderView::of(
@@ -284,14 +315,14 @@ async fn create_outbound(
 }
 
 /// Record a person's decision on an order that needs attention.
-#[utoipa::path(post, tag = "orders", path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number")), request_body = Resolve,
+#[utoipa::path(post, tag = "orders", path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")), request_body = Resolve,
     responses((status = 200, description = "OK", body = OrderView), Failures))]
 async fn resolve(
     State(engine): State<Engine>,
     Path(out_req_no): Path<String>,
     b: Result<Json<Resolve>, JsonRejection>,
 ) -> Reply<OrderView> {
-    let (status, note) = body(b)?.into_decision()?;
+    let (status, note) = body(b)?.into_decision();
     Ok(Json(OrderView::of(
         &engine.resolve(&out_req_no, status, &note).await?,
         Personal::Shown,
@@ -328,7 +359,7 @@ async fn list_protocols(
 }
 
 /// A protocol: its ledger and the payment system's last balances.
-#[utoipa::path(get, tag = "protocols", path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number")),
+#[utoipa::path(get, tag = "protocols", path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = ProtocolView), Failures))]
 async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.protocol(&trans_no).await?).into()))
@@ -339,12 +370,7 @@ async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String
     responses((status = 200, description = "OK", body = OrderPage), Failures))]
 async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>, QueryRejection>) -> Reply<OrderPage> {
     let q = query(q)?;
-    let listing = match q.status.as_deref() {
-        None => None,
-        Some(name) => Some(protopay_engine::Listing::from_name(name).ok_or_else(|| {
-            ApiError::invalid("status", "unknown status; one of NEEDS_ATTENTION, REQUESTED, RESERVED, SUBMITTED, UNPAID, PROCESSING, SUCCESS, FAILURE")
-        })?),
-    };
+    let listing = q.status.map(Into::into);
     let filter = OrderQuery {
         listing,
         trans_no: q.trans_no,
@@ -356,7 +382,7 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
 }
 
 /// An order with its history and next poll time.
-#[utoipa::path(get, tag = "orders", path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number")),
+#[utoipa::path(get, tag = "orders", path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = OrderDetailsView), Failures))]
 async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderDetailsView> {
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))

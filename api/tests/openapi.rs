@@ -34,3 +34,21 @@ fn every_declared_property_is_camel_case() {
     walk(&doc, "", &mut bad);
     assert!(bad.is_empty(), "{bad:#?}");
 }
+
+/// A deployment serves the document with the rules its settings decide: an `outReqNo` is its
+/// `appId` and a suffix, so a client (or a fuzzer) that follows the document sends one the
+/// server takes.
+#[test]
+fn the_served_document_carries_the_deployments_out_req_no_rule() {
+    let config = protopay_engine::Config::new(
+        "APP001",
+        protopay_engine::Md5Key::new("k"),
+        "http://pay.example",
+        "http://me.example/n",
+    );
+    let doc = serde_json::to_value(protopay_api::served_document(&config)).unwrap();
+    for body in ["CreateInbound", "CreateOutbound"] {
+        let pattern = &doc["components"]["schemas"][body]["properties"]["outReqNo"]["pattern"];
+        assert_eq!(pattern, "^APP001[A-Za-z0-9_-]{1,58}$", "{body}");
+    }
+}

@@ -62,7 +62,9 @@ pub(crate) async fn orders(
     let mut cursor: Option<String> = None;
     loop {
         let mut query = vec![format!("limit={}", (limit - items.len()).min(500))];
-        query.extend(status.as_ref().map(|s| format!("status={}", encode(s))));
+        // People type `needs-attention` or `success`; the API takes `NEEDS_ATTENTION`, `SUCCESS`.
+        let status = status.as_ref().map(|s| s.trim().to_ascii_uppercase().replace('-', "_"));
+        query.extend(status.map(|s| format!("status={}", encode(&s))));
         query.extend(protocol.as_ref().map(|t| format!("transNo={}", encode(t))));
         query.extend(cursor.as_ref().map(|c| format!("cursor={}", encode(c))));
         let page = api.get(&format!("/v1/orders?{}", query.join("&"))).await?;

@@ -54,7 +54,7 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
         "payeeName": "Li Lei", "payeeAccount": "6222020200112233445", "bankName": "ICBC", "bankCnaps": "102100000030"});
     post("/v1/outbound", payout).await;
     until(&api, "the payout needs attention", async || {
-        get("/v1/orders?status=needs-attention".into()).await["items"]
+        get("/v1/orders?status=NEEDS_ATTENTION".into()).await["items"]
             .as_array()
             .is_some_and(|i| !i.is_empty())
     })

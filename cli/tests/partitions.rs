@@ -235,7 +235,7 @@ async fn run(deduplicates: bool) -> Option<Outcome> {
         assert_eq!(status, 200, "recorded, outcome unknown");
         acknowledged.push(key);
     }
-    let flagged = format!("{a}/v1/orders?status=needs-attention&limit=100");
+    let flagged = format!("{a}/v1/orders?status=NEEDS_ATTENTION&limit=100");
     if deduplicates {
         // The old rule: someone resends once "not found" has lasted the grace period.
         until("a resend of a partitioned payout", Duration::from_secs(30), || async {

@@ -5,10 +5,13 @@
 //!   reading the README would;
 //! - `tests/python/generated_client.py` writes none: it generates a client from the OpenAPI
 //!   document the server serves (`openapi-python-client`) and runs the flow through its typed
-//!   models, so any shape the document declares wrongly fails in the client's own parsing.
+//!   models, so any shape the document declares wrongly fails in the client's own parsing;
+//! - `tests/python/contract_fuzz.py` fuzzes every operation against that document
+//!   (schemathesis, every check, with the operate token, the read token and none).
 //!
-//! Each needs its tool on `PATH` (`python3`; `openapi-python-client`, from PyPI); without it
-//! (or with `PROTOPAY_SKIP_PYTHON=1`) it is skipped, saying so, unless `PROTOPAY_REQUIRE_ALL=1`.
+//! Each needs its tool on `PATH` (`python3`; `openapi-python-client` and `schemathesis`, from
+//! PyPI); without it (or with `PROTOPAY_SKIP_PYTHON=1`) it is skipped, saying so, unless
+//! `PROTOPAY_REQUIRE_ALL=1`.
 
 mod support;
 
@@ -28,6 +31,12 @@ fn a_client_generated_from_the_openapi_document_runs_an_escrow_flow() {
         &[tool],
         "generated client: escrow flow through /v1 passed",
     );
+}
+
+#[test]
+fn the_api_holds_to_its_document_under_fuzzing() {
+    let tool = ("schemathesis", "pip install schemathesis==4.32.5");
+    run_host("contract_fuzz.py", &[tool], "contract fuzz: /v1 holds to its document");
 }
 
 /// Run `script` against fresh servers, if `python3` and each of `tools` (a command and how to

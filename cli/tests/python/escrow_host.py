@@ -214,7 +214,7 @@ def flow(api, simu):
     expect(ok("GET", f"{simu}/sim/stats", token=None)["payouts"].get("APP001-payout-1") == 1, "paid out once")
 
     # ---- read models: lists mask personal data, one order shows its history -------------------
-    listed = ok("GET", f"{api}/v1/orders?status=success&transNo={trans_no}", token=READ)["items"]
+    listed = ok("GET", f"{api}/v1/orders?status=SUCCESS&transNo={trans_no}", token=READ)["items"]
     expect({o["outReqNo"] for o in listed} == {orders["deposit"], "APP001-payout-1", "APP001-refund-1"},
            f"successful orders: {[o['outReqNo'] for o in listed]}")
     expect(all(o["payeeAccount"] in (None, "***3445") for o in listed), "lists mask account numbers")

@@ -42,10 +42,11 @@ def generate(api, work):
 
 
 def flow(pc, api, simu):
-    from protopay_client.api.default import (
-        ack, create_inbound, create_outbound, create_protocol, list_orders, read_events, read_order,
-        read_protocol, reconcile,
-    )
+    from protopay_client.api.events import ack, read_events
+    from protopay_client.api.inbound import create_inbound
+    from protopay_client.api.orders import list_orders, read_order
+    from protopay_client.api.outbound import create_outbound
+    from protopay_client.api.protocols import create_protocol, read_protocol, reconcile
     from protopay_client import models as m
 
     operate = pc.AuthenticatedClient(base_url=api, token=OPERATE, raise_on_unexpected_status=True)
@@ -69,7 +70,7 @@ def flow(pc, api, simu):
 
     protocol = create_protocol.sync(client=operate, body=m.CreateProtocol(trans_desc="flat 12B", business_id="B-1"))
     t = protocol.trans_no
-    deposit = create_inbound.sync(client=operate, body=m.CreateInbound(trans_no=t, amount="100.00", prod_catalog="01"))
+    deposit = create_inbound.sync(client=operate, body=m.CreateInbound(trans_no=t, amount="100.00", prod_catalog=m.Cards("01")))
     expect(len(deposit.pos_code or "") == 6, f"a POS code: {deposit}")
     ok("POST", f"{simu}/sim/inbound/{deposit.out_req_no}/pay", {"status": "SUCCESS"}, token=None)
     ok("POST", f"{simu}/sim/inbound/{deposit.out_req_no}/arrive", token=None)
@@ -78,9 +79,9 @@ def flow(pc, api, simu):
     payee = dict(payee_name="Li Lei", payee_account="6222020200112233445", bank_name="ICBC Haidian",
                  bank_cnaps="102100000030")
     payout = create_outbound.sync(client=operate, body=m.CreateOutbound(
-        trans_no=t, amount="40.00", out_type="OUT", out_req_no="APP001-gen-payout", **payee))
+        trans_no=t, amount="40.00", out_type=m.Payment.OUT, out_req_no="APP001-gen-payout", **payee))
     refund = create_outbound.sync(client=operate, body=m.CreateOutbound(
-        trans_no=t, amount="10.00", out_type="REFUND", out_req_no="APP001-gen-refund", **payee))
+        trans_no=t, amount="10.00", out_type=m.Payment.REFUND, out_req_no="APP001-gen-refund", **payee))
     expect(payout.direction == m.Direction.OUTBOUND, f"typed direction: {payout.direction}")
     for o in (payout, refund):
         follow(f"{o.out_req_no} accepted", lambda o=o: status(o.out_req_no) in (m.OrderStatus.UNPAID,
@@ -94,7 +95,7 @@ def flow(pc, api, simu):
     details = read_order.sync(client=reader, out_req_no="APP001-gen-payout")
     kinds = [e.kind for e in details.history]
     expect("OutboundReserved" in kinds and "OutboundSucceeded" in kinds, f"history: {kinds}")
-    listed = list_orders.sync(client=reader, trans_no=t, status="SUCCESS").items
+    listed = list_orders.sync(client=reader, trans_no=t, status=m.ListingName.SUCCESS).items
     expect(len(listed) == 3 and all(o.payee_account in (None, "***3445") for o in listed), f"listed: {listed}")
     follow("the rest of the events", lambda: read_events.sync(client=reader, consumer="generated").events == [])
     typed = {type(e.data).__name__ for e in seen}
