@@ -10,16 +10,25 @@ use protopay_engine::Error;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-/// The failure answers every `/v1` route documents beside its success: one place for them.
+/// The failures every `/v1` route may answer, documented beside its success; each route adds
+/// its own (`404`, `409`, …) by status, with the codes it may carry.
 #[derive(utoipa::IntoResponses)]
 #[allow(dead_code)] // Only its OpenAPI description is used; errors are built as `ApiError`.
 pub(super) enum Failures {
-    /// Refused: nothing changed (see `code`)
-    #[response(status = "4XX")]
-    Refused(ApiError),
-    /// Failed (see `code`; `outcome_unknown`: repeat with the same outReqNo)
-    #[response(status = "5XX")]
-    Failed(ApiError),
+    /// `invalid_request`: the request is malformed; `fields` names the field at fault.
+    /// Nothing changed.
+    #[response(status = 400)]
+    InvalidRequest(ApiError),
+    /// `unauthorized`: no valid bearer token.
+    #[response(status = 401)]
+    Unauthorized(ApiError),
+    /// `internal`: a bug; the server's log says more.
+    #[response(status = 500)]
+    Internal(ApiError),
+    /// `storage_unavailable`, `busy` (retry), `shutting_down`; and for a payment command
+    /// `outcome_unknown` (repeat it with the same `outReqNo`).
+    #[response(status = 503)]
+    Unavailable(ApiError),
 }
 
 /// What went wrong, for programs: stable, so a client can switch on it exhaustively. Each

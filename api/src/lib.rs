@@ -246,7 +246,9 @@ fn refused_field(text: &str, field: Option<String>, whole: &str) -> ApiError {
 
 /// Open a protocol.
 #[utoipa::path(post, tag = "protocols", path = "/v1/protocols", request_body = CreateProtocol,
-    responses((status = 200, description = "OK", body = ProtocolView), Failures))]
+    responses((status = 200, description = "OK", body = ProtocolView), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 502, description = "`remote_refused` (see `remoteCode`), `payment_system_unreachable`, `bad_reply`", body = ApiError)))]
 async fn create_protocol(
     State(engine): State<Engine>,
     b: Result<Json<CreateProtocol>, JsonRejection>,
@@ -258,14 +260,20 @@ async fn create_protocol(
 /// Ask the payment system for a protocol's balances and store them (adopts a protocol
 /// protopay did not create).
 #[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
-    responses((status = 200, description = "OK", body = ProtocolView), Failures))]
+    responses((status = 200, description = "OK", body = ProtocolView), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 404, description = "`remote_not_found`: the payment system has no such protocol", body = ApiError),
+        (status = 502, description = "`remote_refused` (see `remoteCode`), `payment_system_unreachable`, `bad_reply`", body = ApiError)))]
 async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.refresh_protocol(&trans_no).await?).into()))
 }
 
 /// protopay's ledger beside the payment system's balances; reports drift, never moves money.
 #[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
-    responses((status = 200, description = "OK", body = ReconciliationView), Failures))]
+    responses((status = 200, description = "OK", body = ReconciliationView), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 404, description = "`unknown_protocol`; `remote_not_found`", body = ApiError),
+        (status = 502, description = "`remote_refused` (see `remoteCode`), `payment_system_unreachable`, `bad_reply`", body = ApiError)))]
 async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ReconciliationView> {
     Ok(Json((&engine.reconcile(&trans_no).await?).into()))
 }
@@ -273,7 +281,10 @@ async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -
 /// Take a payment in (`prepay`). Idempotent by `outReqNo`. `200` means durably recorded and
 /// carried out; `503 outcome_unknown` means repeat with the same `outReqNo`.
 #[utoipa::path(post, tag = "inbound", path = "/v1/inbound", request_body = CreateInbound,
-    responses((status = 200, description = "OK", body = OrderView), Failures))]
+    responses((status = 200, description = "OK", body = OrderView), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 404, description = "`unknown_protocol`", body = ApiError),
+        (status = 409, description = "`idempotency_mismatch`: this outReqNo exists with other `fields`", body = ApiError)))]
 async fn create_inbound(
     State(engine): State<Engine>,
     b: Result<Json<CreateInbound>, JsonRejection>,
@@ -289,7 +300,11 @@ async fn create_inbound(
 
 /// Close an unpaid POS code.
 #[utoipa::path(post, tag = "inbound", path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")),
-    responses((status = 200, description = "OK", body = OrderView), Failures))]
+    responses((status = 200, description = "OK", body = OrderView), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 404, description = "`unknown_order`; `remote_not_found`", body = ApiError),
+        (status = 409, description = "`invalid_state`: not an open POS deposit (a quick-pay one has no code), or already closed", body = ApiError),
+        (status = 502, description = "`remote_refused` (see `remoteCode`), `payment_system_unreachable`, `bad_reply`", body = ApiError)))]
 async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderView> {
     Ok(Json(OrderView::of(
         &engine.close_pos(&out_req_no).await?,
@@ -300,7 +315,11 @@ async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<Stri
 /// Pay out or refund (`outpay`). Idempotent by `outReqNo`; never sent twice. `200` means
 /// the funds are reserved and the payment durably recorded and carried out.
 #[utoipa::path(post, tag = "outbound", path = "/v1/outbound", request_body = CreateOutbound,
-    responses((status = 200, description = "OK", body = OrderView), Failures))]
+    responses((status = 200, description = "OK", body = OrderView), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 404, description = "`unknown_protocol`", body = ApiError),
+        (status = 409, description = "`idempotency_mismatch`: this outReqNo exists with other `fields`", body = ApiError),
+        (status = 422, description = "`insufficient_funds`: nothing was stored or sent", body = ApiError)))]
 async fn create_outbound(
     State(engine): State<Engine>,
     b: Result<Json<CreateOutbound>, JsonRejection>,
@@ -316,7 +335,10 @@ async fn create_outbound(
 
 /// Record a person's decision on an order that needs attention.
 #[utoipa::path(post, tag = "orders", path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")), request_body = Resolve,
-    responses((status = 200, description = "OK", body = OrderView), Failures))]
+    responses((status = 200, description = "OK", body = OrderView), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 404, description = "`unknown_order`", body = ApiError),
+        (status = 409, description = "`invalid_state`: settled already", body = ApiError)))]
 async fn resolve(
     State(engine): State<Engine>,
     Path(out_req_no): Path<String>,
@@ -331,7 +353,8 @@ async fn resolve(
 
 /// Acknowledge a consumer's events up to `seq`: they are not delivered to it again.
 #[utoipa::path(post, tag = "events", path = "/v1/events/ack", request_body = Ack,
-    responses((status = 204, description = "Acknowledged"), Failures))]
+    responses((status = 204, description = "Acknowledged"), Failures,
+        (status = 403, description = "`forbidden`: a read token on a command", body = ApiError)))]
 async fn ack(
     State(engine): State<Engine>,
     b: Result<Json<Ack>, JsonRejection>,
@@ -360,7 +383,8 @@ async fn list_protocols(
 
 /// A protocol: its ledger and the payment system's last balances.
 #[utoipa::path(get, tag = "protocols", path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
-    responses((status = 200, description = "OK", body = ProtocolView), Failures))]
+    responses((status = 200, description = "OK", body = ProtocolView), Failures,
+        (status = 404, description = "`unknown_protocol`", body = ApiError)))]
 async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String>) -> Reply<ProtocolView> {
     Ok(Json((&engine.protocol(&trans_no).await?).into()))
 }
@@ -383,7 +407,8 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
 
 /// An order with its history and next poll time.
 #[utoipa::path(get, tag = "orders", path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")),
-    responses((status = 200, description = "OK", body = OrderDetailsView), Failures))]
+    responses((status = 200, description = "OK", body = OrderDetailsView), Failures,
+        (status = 404, description = "`unknown_order`", body = ApiError)))]
 async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderDetailsView> {
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))
 }
@@ -412,7 +437,9 @@ async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>,
 
 /// Search bank branches' CNAPS numbers at the payment system.
 #[utoipa::path(get, tag = "operations", path = "/v1/cnaps", params(CnapsQuery),
-    responses((status = 200, description = "OK", body = [CnapsView]), Failures))]
+    responses((status = 200, description = "OK", body = [CnapsView]), Failures,
+        (status = 404, description = "`remote_not_found`", body = ApiError),
+        (status = 502, description = "`remote_refused` (see `remoteCode`), `payment_system_unreachable`, `bad_reply`", body = ApiError)))]
 async fn query_cnaps(
     State(engine): State<Engine>,
     q: Result<Query<CnapsQuery>, QueryRejection>,
