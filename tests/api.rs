@@ -109,6 +109,12 @@ async fn bad_input_is_a_typed_error_that_changes_nothing_and_quotes_no_value() {
     )
     .await;
     assert_eq!((status, &seq["fields"]), (400, &json!(["seq"])), "{seq}");
+    let (status, both) = send(http.get(format!("{api}/v1/events?consumer=c&wait=30&waitMs=0"))).await;
+    assert_eq!(
+        (status, both["events"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "waitMs wins: {both}"
+    );
     for bad in ["many", "0", "501"] {
         let (status, limit) = send(http.get(format!("{api}/v1/orders?limit={bad}"))).await;
         assert_eq!((status, &limit["fields"]), (400, &json!(["limit"])), "{limit}");
@@ -131,6 +137,7 @@ async fn a_long_poll_returns_when_an_event_is_committed() {
     let http = reqwest::Client::new();
     let (status, idle) = send(http.get(format!("{api}/v1/events?consumer=host"))).await;
     assert_eq!((status, idle["events"].as_array().map(Vec::len)), (200, Some(0)));
+    // (`wait`, in seconds, is the older name of `waitMs`: still read.)
     let waiting = tokio::spawn(send(http.get(format!("{api}/v1/events?consumer=host&wait=30"))));
     let (status, protocol) = send(
         http.post(format!("{api}/v1/protocols"))
@@ -353,7 +360,7 @@ async fn errors_quoting(http: &reqwest::Client, api: &str, value: &str) -> Vec<S
         http.get(path(&format!("/v1/orders?status={escaped}"))),
         http.get(path(&format!("/v1/orders?limit={escaped}"))),
         http.get(path(&format!("/v1/protocols?limit={escaped}"))),
-        http.get(path(&format!("/v1/events?consumer={escaped}&wait=0"))),
+        http.get(path(&format!("/v1/events?consumer={escaped}&waitMs=0"))),
         http.post(path("/v1/events/ack"))
             .json(&json!({"consumer": value, "seq": 1})),
         http.post(path("/v1/events/ack"))
@@ -367,7 +374,7 @@ async fn errors_quoting(http: &reqwest::Client, api: &str, value: &str) -> Vec<S
     // by a broken body — is not.
     if !value.bytes().all(|b| b.is_ascii_digit()) {
         // (A number is a good wait: it would be waited out.)
-        requests.push(http.get(path(&format!("/v1/events?consumer=c&wait={escaped}"))));
+        requests.push(http.get(path(&format!("/v1/events?consumer=c&waitMs={escaped}"))));
     }
     if !value.bytes().all(|b| b.is_ascii_alphabetic() || b == b'_') {
         requests.push(http.get(path(&format!("/v1/orders?{escaped}=1"))));

@@ -413,14 +413,19 @@ async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))
 }
 
-/// A consumer's unacknowledged events (at least once, in `seq` order), waiting up to `wait`
-/// seconds for one when there are none. Acknowledge with `POST /v1/events/ack`.
+/// A consumer's unacknowledged events (at least once, in `seq` order), waiting up to
+/// `waitMs` for one when there are none. Acknowledge with `POST /v1/events/ack`.
 #[utoipa::path(get, tag = "events", path = "/v1/events", params(EventsQuery),
     responses((status = 200, description = "OK", body = EventBatch), Failures))]
 async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>, QueryRejection>) -> Reply<EventBatch> {
     let q = query(q)?;
     check_consumer(&q.consumer)?;
-    let wait = Duration::from_secs(q.wait.unwrap_or(0)).min(MAX_WAIT);
+    let wait = match (q.wait_ms, q.wait) {
+        (Some(ms), _) => Duration::from_millis(ms),
+        (None, Some(secs)) => Duration::from_secs(secs),
+        (None, None) => Duration::ZERO,
+    }
+    .min(MAX_WAIT);
     let events = if wait.is_zero() {
         engine.unacknowledged(&q.consumer).await?
     } else {

@@ -247,7 +247,11 @@ pub(super) struct EventsQuery {
     /// The consumer's name (letters, digits, `.`, `_`, `-`; at most 64).
     #[param(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub consumer: String,
-    /// Seconds to wait for an event when there is none (default 0; longer waits are cut to 30).
+    /// How long to wait for an event when there is none, in milliseconds (default 0; longer
+    /// waits are cut to 30 000).
+    #[param(minimum = 0)]
+    pub wait_ms: Option<u64>,
+    /// The same in seconds: the older name, still read (`waitMs` wins when both are given).
     #[param(minimum = 0)]
     pub wait: Option<u64>,
 }

@@ -289,10 +289,10 @@ pub(crate) async fn reconcile(api: &Api, out: Output, named: Vec<String>, all: b
 /// `protopay events`: the consumer's unacknowledged events; with `--follow`, waits for more
 /// and acknowledges what it printed.
 pub(crate) async fn events(api: &Api, out: Output, consumer: &str, follow: bool) -> Result<ExitCode, CliError> {
-    let wait = if follow { 30 } else { 0 };
+    let wait_ms = if follow { 30_000 } else { 0 };
     loop {
         let batch = api
-            .get(&format!("/v1/events?consumer={}&wait={wait}", encode(consumer)))
+            .get(&format!("/v1/events?consumer={}&waitMs={wait_ms}", encode(consumer)))
             .await?;
         let events = batch["events"].as_array().cloned().unwrap_or_default();
         for e in &events {

@@ -85,7 +85,7 @@ class Feed:
         deadline = time.monotonic() + DEADLINE
         while not predicate():
             expect(time.monotonic() < deadline, f"timed out waiting for {what}")
-            batch = ok("GET", f"{self.api}/v1/events?consumer={self.consumer}&wait=5")
+            batch = ok("GET", f"{self.api}/v1/events?consumer={self.consumer}&waitMs=5000")
             for e in batch["events"]:
                 expect(e["seq"] > self.last, f"events in order: {e['seq']} after {self.last}")
                 self.last = e["seq"]

@@ -58,7 +58,7 @@ def flow(pc, api, simu):
         deadline = time.monotonic() + DEADLINE
         while not done():
             expect(time.monotonic() < deadline, f"timed out waiting for {what}")
-            batch = read_events.sync(client=reader, consumer="generated", wait=5)
+            batch = read_events.sync(client=reader, consumer="generated", wait_ms=5000)
             for e in batch.events:
                 expect(e.data.kind == e.kind, f"data is tagged by its kind: {e}")
                 seen.append(e)

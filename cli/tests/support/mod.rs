@@ -238,7 +238,7 @@ pub(crate) async fn until(api: &str, what: &str, done: impl AsyncFn() -> bool) {
         }
         let batch = call(
             reqwest::Method::GET,
-            format!("{api}/v1/events?consumer=test&wait=5"),
+            format!("{api}/v1/events?consumer=test&waitMs=5000"),
             None,
         )
         .await;
