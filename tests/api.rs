@@ -168,6 +168,33 @@ async fn a_long_poll_returns_when_an_event_is_committed() {
     stack.stop().await;
 }
 
+/// A host that timed out opening a protocol repeats the call with the same `idempotencyKey`:
+/// it gets the protocol the first call opened, and no second one is opened; the same key with
+/// other fields is refused, naming them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_opens_one_protocol() {
+    let dir = tempfile::tempdir().unwrap();
+    let stack = harness::Stack::start(dir.path(), 13).await;
+    let api = mount(&stack).await;
+    let http = reqwest::Client::new();
+    let open = |body: Value| send(http.post(format!("{api}/v1/protocols")).json(&body));
+    let asked = json!({"transDesc": "deal", "businessId": "B1", "idempotencyKey": "deal-42"});
+    let (status, first) = open(asked.clone()).await;
+    assert_eq!(status, 200, "{first}");
+    let (status, again) = open(asked.clone()).await;
+    assert_eq!((status, &again["transNo"]), (200, &first["transNo"]), "{again}");
+    let (_, page) = send(http.get(format!("{api}/v1/protocols"))).await;
+    assert_eq!(page["items"].as_array().map(Vec::len), Some(1), "{page}");
+    let (status, refused) = open(json!({"transDesc": "other", "businessId": "B1", "idempotencyKey": "deal-42"})).await;
+    assert_eq!(status, 409, "{refused}");
+    assert_eq!(refused["code"], "idempotency_mismatch");
+    assert_eq!(refused["fields"], json!(["transDesc"]));
+    let (status, other) = open(json!({"transDesc": "deal", "businessId": "B1", "idempotencyKey": "deal-43"})).await;
+    assert_eq!(status, 200, "{other}");
+    assert_ne!(other["transNo"], first["transNo"], "another key opens another protocol");
+    stack.stop().await;
+}
+
 /// What a webhook receiver saw: each push as it was handled, and whether the receiver's rule
 /// (process each `seq` once; drop any at or below the highest processed) kept it.
 #[derive(Default)]
@@ -241,6 +268,7 @@ async fn a_late_push_from_a_former_lease_holder_is_fenced() {
             trans_desc: "fenced".into(),
             business_id: "B1".into(),
             cashier_type: protopay::wire::CashierType::Pos,
+            idempotency_key: None,
         })
         .await
         .unwrap();
@@ -368,6 +396,8 @@ async fn errors_quoting(http: &reqwest::Client, api: &str, value: &str) -> Vec<S
         http.get(path(&format!("/v1/cnaps?keyword={escaped}"))),
         http.post(path("/v1/protocols"))
             .json(&json!({"transDesc": "d", "businessId": "b", "cashierType": value})),
+        http.post(path("/v1/protocols"))
+            .json(&json!({"transDesc": "d", "businessId": "b", "idempotencyKey": value})),
     ];
     // As a key, a value is repeated only if it could be a field's name (a misspelt field is
     // named back, to be fixed); anything else in a key — an account number folded into one

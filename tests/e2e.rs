@@ -20,6 +20,7 @@ async fn protocol(stack: &Stack) -> String {
             trans_desc: "deal".into(),
             business_id: "B1".into(),
             cashier_type: protopay::wire::CashierType::Pos,
+            idempotency_key: None,
         })
         .await
         .unwrap();

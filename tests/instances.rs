@@ -306,6 +306,7 @@ async fn run(seed: u64, store: Arc<dyn Storage>, steps: u32) {
                 trans_desc: "deal".into(),
                 business_id: "B1".into(),
                 cashier_type: CashierType::Pos,
+                idempotency_key: None,
             })
             .await;
         if let Ok(p) = p {
@@ -484,6 +485,7 @@ async fn a_burst_on_one_protocol_across_instances_lands_without_failures() {
             trans_desc: "hot".into(),
             business_id: "B1".into(),
             cashier_type: CashierType::Pos,
+            idempotency_key: None,
         })
         .await
         .expect("protocol")

@@ -50,7 +50,8 @@ pub(super) enum ErrorCode {
     RemoteNotFound,
     /// 422: the protocol's available balance is short. Nothing was stored or sent.
     InsufficientFunds,
-    /// 409: an order with this `outReqNo` exists with different `fields`.
+    /// 409: an order with this `outReqNo` (a protocol with this `idempotencyKey`) exists with
+    /// different `fields`. Nothing was sent or changed.
     IdempotencyMismatch,
     /// 409: the order's state does not allow it (e.g. closing a quick-pay deposit).
     InvalidState,
@@ -170,6 +171,10 @@ fn message(e: &Error) -> String {
                 fields.join(", ")
             )
         }
+        Error::OpenedOtherwise { fields, .. } => format!(
+            "a protocol was opened with this idempotencyKey and different {}; repeat the original parameters to read it, or use a new key",
+            fields.join(", ")
+        ),
         other => other.to_string(),
     }
 }
@@ -187,7 +192,7 @@ impl From<Error> for ApiError {
             Error::UnknownProtocol { .. } => C::UnknownProtocol,
             Error::NotFound(_) => C::RemoteNotFound,
             Error::InsufficientFunds { .. } => C::InsufficientFunds,
-            Error::IdempotencyMismatch { .. } => C::IdempotencyMismatch,
+            Error::IdempotencyMismatch { .. } | Error::OpenedOtherwise { .. } => C::IdempotencyMismatch,
             Error::InvalidState { .. } => C::InvalidState,
             Error::OutcomeUnknown { .. } => C::OutcomeUnknown,
             Error::Busy { .. } => C::Busy,
@@ -209,7 +214,7 @@ impl From<Error> for ApiError {
         let mut out = ApiError::new(code, message);
         match e {
             Error::OutcomeUnknown { out_req_no } => out.out_req_no = Some(out_req_no),
-            Error::IdempotencyMismatch { fields, .. } => {
+            Error::IdempotencyMismatch { fields, .. } | Error::OpenedOtherwise { fields, .. } => {
                 out.fields = fields.iter().map(|f| api_field(f).to_owned()).collect();
             }
             Error::TooLong { field, .. } | Error::InvalidField { field, .. } => {

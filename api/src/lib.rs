@@ -142,7 +142,8 @@ fn set_pattern(doc: &mut utoipa::openapi::OpenApi, schema: &str, property: &str,
 
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "protopay", description = "Escrow payments through the LFT agreement-payment API: commands, read models and events."),
+    info(title = "protopay", description = "Escrow payments through the LFT agreement-payment API: commands, read models and events.",
+        contact(name = "The operators of this deployment")),
     paths(
         create_protocol, refresh_protocol, reconcile, create_inbound, close_inbound, create_outbound, resolve, ack,
         list_protocols, read_protocol, list_orders, read_order, read_events, query_cnaps, check
@@ -245,9 +246,18 @@ fn refused_field(text: &str, field: Option<String>, whole: &str) -> ApiError {
 }
 
 /// Open a protocol.
+///
+/// Opens an escrow agreement at the payment system and records it here, its ledger empty.
+/// The payment system's `create` carries no request number of ours, so a create whose reply
+/// is lost cannot be matched there: give an `idempotencyKey`, and a repeat with the same key
+/// answers the protocol the first call opened (or opens one, if no call with that key got
+/// as far). Without a key every call opens a new protocol. A protocol holds no money until
+/// paid into: a lost reply leaves at most an empty protocol behind, reported as a
+/// `PossibleOrphanProtocol` anomaly in the event log.
 #[utoipa::path(post, tag = "protocols", path = "/v1/protocols", request_body = CreateProtocol,
     responses((status = 200, description = "OK", body = ProtocolView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
+        (status = 409, description = "`idempotency_mismatch`: this idempotencyKey opened a protocol with other `fields`", body = ApiError),
         (status = 502, description = "`remote_refused` (see `remoteCode`), `payment_system_unreachable`, `bad_reply`", body = ApiError)))]
 async fn create_protocol(
     State(engine): State<Engine>,
@@ -257,8 +267,11 @@ async fn create_protocol(
     Ok(Json((&engine.create_protocol(command).await?).into()))
 }
 
-/// Ask the payment system for a protocol's balances and store them (adopts a protocol
-/// protopay did not create).
+/// Refresh a protocol's balances from the payment system.
+///
+/// Asks the payment system for the protocol and stores its balances. A protocol protopay
+/// did not open is adopted: its available balance becomes its opening balance. Moves no
+/// money and changes no order.
 #[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/refresh", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = ProtocolView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
@@ -268,7 +281,11 @@ async fn refresh_protocol(State(engine): State<Engine>, Path(trans_no): Path<Str
     Ok(Json((&engine.refresh_protocol(&trans_no).await?).into()))
 }
 
-/// protopay's ledger beside the payment system's balances; reports drift, never moves money.
+/// Reconcile a protocol against the payment system.
+///
+/// Puts protopay's ledger beside the balances the payment system reports now and lists every
+/// figure that disagrees (`drift`, each also recorded as a `BalanceDrift` event), allowing for
+/// payouts still in flight. Reports only: it never moves money or changes an order.
 #[utoipa::path(post, tag = "protocols", path = "/v1/protocols/{transNo}/reconcile", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = ReconciliationView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
@@ -278,8 +295,16 @@ async fn reconcile(State(engine): State<Engine>, Path(trans_no): Path<String>) -
     Ok(Json((&engine.reconcile(&trans_no).await?).into()))
 }
 
-/// Take a payment in (`prepay`). Idempotent by `outReqNo`. `200` means durably recorded and
-/// carried out; `503 outcome_unknown` means repeat with the same `outReqNo`.
+/// Take a payment in.
+///
+/// Starts an inbound payment (`prepay`): a six-digit POS code for a POS protocol, a cashier
+/// page for a quick-pay one. Idempotent by `outReqNo`: a repeat with the same fields answers
+/// the same order, with other fields `409 idempotency_mismatch`. `200` means the order is
+/// durably recorded and was sent; `503 outcome_unknown` means repeat with the same `outReqNo`.
+/// A `200` may come without `posCode` or `cashierUrl`, status `SUBMITTED`: the order is
+/// recorded but the payment system's answer is not in yet (it was unreachable, or the reply
+/// was lost); protopay asks again on its own, and the code arrives as a `Pending` event and
+/// in `GET /v1/orders/{outReqNo}`.
 #[utoipa::path(post, tag = "inbound", path = "/v1/inbound", request_body = CreateInbound,
     responses((status = 200, description = "OK", body = OrderView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
@@ -299,6 +324,10 @@ async fn create_inbound(
 }
 
 /// Close an unpaid POS code.
+///
+/// Asks the payment system to close an open POS deposit, so that its code can no longer be
+/// paid. A quick-pay deposit has no code to close: refused with `409 invalid_state` before
+/// anything is sent. A payment that lands anyway is recorded as it is, never dropped.
 #[utoipa::path(post, tag = "inbound", path = "/v1/inbound/{outReqNo}/close", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = OrderView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
@@ -312,8 +341,14 @@ async fn close_inbound(State(engine): State<Engine>, Path(out_req_no): Path<Stri
     )))
 }
 
-/// Pay out or refund (`outpay`). Idempotent by `outReqNo`; never sent twice. `200` means
-/// the funds are reserved and the payment durably recorded and carried out.
+/// Pay out or refund.
+///
+/// Sends money out of a protocol's available balance to a bank account (`outpay`): a
+/// payout (`OUT`) or a refund (`REFUND`). Idempotent by `outReqNo`, and never sent twice:
+/// the funds are reserved and the order durably recorded before it is sent, and a repeat
+/// answers the same order. `200` means reserved, recorded and sent; the outcome arrives as
+/// events (`OutboundSucceeded`, `OutboundFailed`). `422 insufficient_funds` stores and sends
+/// nothing.
 #[utoipa::path(post, tag = "outbound", path = "/v1/outbound", request_body = CreateOutbound,
     responses((status = 200, description = "OK", body = OrderView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
@@ -333,7 +368,12 @@ async fn create_outbound(
     Ok(Json(OrderView::of(&order, Personal::Shown)))
 }
 
-/// Record a person's decision on an order that needs attention.
+/// Record a person's decision on an order.
+///
+/// For an order the payment system will not settle, typically one that needs attention
+/// (`NEEDS_ATTENTION`): a person who learned its outcome elsewhere records it, with a note
+/// saying who and why, as `SUCCESS` or `FAILURE`; the ledger follows. A settled order is
+/// refused with `409 invalid_state`.
 #[utoipa::path(post, tag = "orders", path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")), request_body = Resolve,
     responses((status = 200, description = "OK", body = OrderView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
@@ -351,7 +391,10 @@ async fn resolve(
     )))
 }
 
-/// Acknowledge a consumer's events up to `seq`: they are not delivered to it again.
+/// Acknowledge events.
+///
+/// Moves a consumer's cursor to `seq`: events up to it are not delivered to that consumer
+/// again. A cursor never moves back (an older `seq` changes nothing) nor past the last event.
 #[utoipa::path(post, tag = "events", path = "/v1/events/ack", request_body = Ack,
     responses((status = 204, description = "Acknowledged"), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError)))]
@@ -369,7 +412,9 @@ async fn ack(
     Ok(axum::http::StatusCode::NO_CONTENT)
 }
 
-/// A page of protocols.
+/// List protocols.
+///
+/// A page of protocols in `transNo` order; follow `next` for the next page.
 #[utoipa::path(get, tag = "protocols", path = "/v1/protocols", params(PageQuery),
     responses((status = 200, description = "OK", body = ProtocolPage), Failures))]
 async fn list_protocols(
@@ -381,7 +426,9 @@ async fn list_protocols(
     Ok(Json((&page).into()))
 }
 
-/// A protocol: its ledger and the payment system's last balances.
+/// Read a protocol.
+///
+/// Its ledger as protopay keeps it, beside the balances the payment system last reported.
 #[utoipa::path(get, tag = "protocols", path = "/v1/protocols/{transNo}", params(("transNo" = String, Path, description = "The protocol number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = ProtocolView), Failures,
         (status = 404, description = "`unknown_protocol`", body = ApiError)))]
@@ -389,7 +436,11 @@ async fn read_protocol(State(engine): State<Engine>, Path(trans_no): Path<String
     Ok(Json((&engine.protocol(&trans_no).await?).into()))
 }
 
-/// A page of orders, by status (`NEEDS_ATTENTION` included) and protocol; personal data masked.
+/// List orders.
+///
+/// A page of orders in `outReqNo` order, filtered by listing (a status, or
+/// `NEEDS_ATTENTION`) and by protocol; follow `next` for the next page. Personal data is
+/// masked (`***3445`).
 #[utoipa::path(get, tag = "orders", path = "/v1/orders", params(OrdersQuery),
     responses((status = 200, description = "OK", body = OrderPage), Failures))]
 async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>, QueryRejection>) -> Reply<OrderPage> {
@@ -405,7 +456,10 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
     Ok(Json((&page).into()))
 }
 
-/// An order with its history and next poll time.
+/// Read an order.
+///
+/// The order, personal data shown, with its history (every event, oldest first) and when
+/// protopay next asks the payment system about it.
 #[utoipa::path(get, tag = "orders", path = "/v1/orders/{outReqNo}", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")),
     responses((status = 200, description = "OK", body = OrderDetailsView), Failures,
         (status = 404, description = "`unknown_order`", body = ApiError)))]
@@ -413,8 +467,11 @@ async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))
 }
 
-/// A consumer's unacknowledged events (at least once, in `seq` order), waiting up to
-/// `waitMs` for one when there are none. Acknowledge with `POST /v1/events/ack`.
+/// Read events.
+///
+/// A consumer's unacknowledged events, in `seq` order, delivered at least once: waits up to
+/// `waitMs` (at most 30 000) for one when there are none. Acknowledge with
+/// `POST /v1/events/ack`; until then the same events come again.
 #[utoipa::path(get, tag = "events", path = "/v1/events", params(EventsQuery),
     responses((status = 200, description = "OK", body = EventBatch), Failures))]
 async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>, QueryRejection>) -> Reply<EventBatch> {
@@ -440,7 +497,10 @@ async fn read_events(State(engine): State<Engine>, q: Result<Query<EventsQuery>,
     }))
 }
 
-/// Search bank branches' CNAPS numbers at the payment system.
+/// Search bank branches.
+///
+/// Asks the payment system for the CNAPS numbers of bank branches whose names contain
+/// `keyword` (a payout names its payee's branch by this number).
 #[utoipa::path(get, tag = "operations", path = "/v1/cnaps", params(CnapsQuery),
     responses((status = 200, description = "OK", body = [CnapsView]), Failures,
         (status = 404, description = "`remote_not_found`", body = ApiError),
@@ -454,8 +514,10 @@ async fn query_cnaps(
     Ok(Json(found.iter().map(Into::into).collect()))
 }
 
-/// Recompute every protocol's ledger from its orders and verify the invariants, listing
-/// counts included (a tool for after an incident: reads everything, changes nothing).
+/// Check every invariant.
+///
+/// Recomputes every protocol's ledger from its orders and verifies the invariants, listing
+/// counts included: a tool for after an incident. Reads everything, changes nothing.
 #[utoipa::path(get, tag = "operations", path = "/v1/check",
     responses((status = 200, description = "OK", body = CheckView), Failures))]
 async fn check(State(engine): State<Engine>) -> Reply<CheckView> {

@@ -119,6 +119,11 @@ pub(super) struct CreateProtocol {
     pub business_id: String,
     /// `POS` (the default) or `QP` (quick pay).
     pub cashier_type: Option<Cashier>,
+    /// Makes the command idempotent: a repeat with the same key answers the protocol the
+    /// first call opened, without opening another (`409 idempotency_mismatch` if the other
+    /// fields differ). Without it every call opens a new protocol.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9_-]+$")]
+    pub idempotency_key: Option<String>,
 }
 
 /// Take a payment into a protocol: a POS six-digit code, or a quick-pay cashier page.
@@ -281,6 +286,7 @@ impl CreateProtocol {
             trans_desc: self.trans_desc,
             business_id: self.business_id,
             cashier_type,
+            idempotency_key: self.idempotency_key,
         })
     }
 }

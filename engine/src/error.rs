@@ -123,6 +123,17 @@ pub enum Error {
         /// Wire names of the fields that differ from the stored request.
         fields: Vec<&'static str>,
     },
+    /// A protocol was opened with this idempotency key and different parameters. Nothing was
+    /// sent or changed; repeat the original parameters to read it, or use a new key.
+    #[error(
+        "a protocol was opened with this idempotency key and different {fields:?}; repeat the original parameters to read it"
+    )]
+    OpenedOtherwise {
+        /// The protocol the key opened.
+        trans_no: String,
+        /// Wire names of the fields that differ from the stored protocol.
+        fields: Vec<&'static str>,
+    },
     /// The store failed in a way that leaves open whether order `out_req_no` was recorded.
     /// Repeat the same command with the same `outReqNo` to learn its fate — never a new one:
     /// if it was recorded, it will be carried out.

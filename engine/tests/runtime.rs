@@ -40,6 +40,7 @@ async fn create_and_refresh_protocol() {
             trans_desc: "deal".into(),
             business_id: "B1".into(),
             cashier_type: CashierType::Qp,
+            idempotency_key: None,
         })
         .await
         .unwrap();
@@ -71,6 +72,87 @@ async fn create_and_refresh_protocol() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_idempotency_key_opens_one_protocol_however_often_it_is_sent() {
+    let t = Scripted::default();
+    let e = engine_on(MemoryStorage::new(), t.clone()).await;
+    let cmd = NewProtocol {
+        trans_desc: "deal".into(),
+        business_id: "B1".into(),
+        cashier_type: CashierType::Pos,
+        idempotency_key: Some("deal-42".into()),
+    };
+    // The first reply is lost: nothing was opened here, so the repeat sends again.
+    t.push(Endpoint::Create, maybe());
+    assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::Transport(_))));
+    t.push(Endpoint::Create, Step::Data(protocol_view("T1")));
+    let opened = e.create_protocol(cmd.clone()).await.unwrap();
+    assert_eq!(opened.trans_no, "T1");
+    // From now on the key answers T1, and nothing more is sent.
+    assert_eq!(e.create_protocol(cmd.clone()).await.unwrap(), opened);
+    assert_eq!(t.count(Endpoint::Create), 2);
+    // The same key with other parameters is refused, naming them; nothing is sent.
+    let other = NewProtocol {
+        business_id: "B2".into(),
+        cashier_type: CashierType::Qp,
+        ..cmd.clone()
+    };
+    assert!(matches!(
+        e.create_protocol(other).await,
+        Err(Error::OpenedOtherwise { trans_no, fields }) if trans_no == "T1" && fields == ["businessId", "cashierType"]
+    ));
+    assert_eq!(t.count(Endpoint::Create), 2);
+    for bad in ["", "deal 42", &"k".repeat(65)] {
+        let bad = NewProtocol {
+            idempotency_key: Some(bad.to_owned()),
+            ..cmd.clone()
+        };
+        let refused = e.create_protocol(bad).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Error::InvalidField {
+                    field: "idempotencyKey",
+                    ..
+                } | Error::TooLong {
+                    field: "idempotencyKey",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+    assert_eq!(
+        t.count(Endpoint::Create),
+        2,
+        "a malformed key is refused before anything is sent"
+    );
+}
+
+/// Two calls with one key, neither knowing of the other, each open a protocol at the payment
+/// system: both answer the one stored first, and the other is stored too (it exists).
+#[tokio::test(start_paused = true)]
+async fn two_calls_racing_with_one_key_answer_one_protocol() {
+    let t = Scripted::default();
+    let e = engine_on(MemoryStorage::new(), t.clone()).await;
+    t.delay(Duration::from_millis(10));
+    t.push(Endpoint::Create, Step::Data(protocol_view("T1")));
+    t.push(Endpoint::Create, Step::Data(protocol_view("T2")));
+    let cmd = NewProtocol {
+        trans_desc: "deal".into(),
+        business_id: "B1".into(),
+        cashier_type: CashierType::Pos,
+        idempotency_key: Some("deal-42".into()),
+    };
+    let (a, b) = tokio::join!(e.create_protocol(cmd.clone()), e.create_protocol(cmd.clone()));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    assert_eq!(t.count(Endpoint::Create), 2, "both were sent");
+    assert_eq!(a.trans_no, b.trans_no, "both answer the protocol stored first");
+    assert!(e.protocol("T1").await.is_ok() && e.protocol("T2").await.is_ok());
+    assert_eq!(e.create_protocol(cmd).await.unwrap().trans_no, a.trans_no);
+    assert_eq!(t.count(Endpoint::Create), 2);
+}
+
+#[tokio::test(start_paused = true)]
 async fn create_errors_are_typed_and_lost_replies_are_visible() {
     let t = Scripted::default();
     let e = engine_on(MemoryStorage::new(), t.clone()).await;
@@ -78,6 +160,7 @@ async fn create_errors_are_typed_and_lost_replies_are_visible() {
         trans_desc: "deal".into(),
         business_id: "B1".into(),
         cashier_type: CashierType::Pos,
+        idempotency_key: None,
     };
     t.push(Endpoint::Create, Step::Code("EP10009", "businessId unknown"));
     assert!(matches!(e.create_protocol(cmd.clone()).await, Err(Error::Remote { code, .. }) if code == "EP10009"));
@@ -220,6 +303,7 @@ async fn closing_a_quick_pay_deposit_is_refused_before_anything_is_sent() {
         trans_desc: "deal".into(),
         business_id: "B1".into(),
         cashier_type: CashierType::Qp,
+        idempotency_key: None,
     };
     assert_eq!(e.create_protocol(qp).await.unwrap().cashier_type, CashierType::Qp);
     let key = format!("{APP}-qp-1");

@@ -1,10 +1,11 @@
 //! One commit: a single transaction, settled even when the connection dies during `COMMIT`.
 //!
-//! Order of work inside the transaction: the versioned records first (a stale version ends
-//! it at once: `Conflict`, nothing written), then the schedule and the orphans, and last the
-//! event `seq`s from the counter row — last, because its row lock makes every event-writing
-//! commit wait for the one before it to finish, so that events become visible in `seq` order
-//! and a reader never skips one (the cost: such commits are serialised per schema).
+//! Order of work inside the transaction: the versioned records and the idempotency keys first
+//! (a stale version or a key written before ends it at once: `Conflict`, nothing written),
+//! then the schedule and the orphans, and last the event `seq`s from the counter row — last,
+//! because its row lock makes every event-writing commit wait for the one before it to
+//! finish, so that events become visible in `seq` order and a reader never skips one (the
+//! cost: such commits are serialised per schema).
 //!
 //! The transaction's id is read first. If the connection is lost while `COMMIT` is in flight,
 //! the outcome is unknown to us; a fresh connection asks `pg_xact_status` for that id and
@@ -60,6 +61,14 @@ impl PostgresStorage {
                 }
             }
             .map_err(query)?;
+            if written != 1 {
+                return Err(StorageError::Conflict);
+            }
+        }
+        for o in &batch.openings {
+            let written = execute(&tx, &sql.insert_opening, &[&o.idempotency_key, &o.trans_no])
+                .await
+                .map_err(query)?;
             if written != 1 {
                 return Err(StorageError::Conflict);
             }

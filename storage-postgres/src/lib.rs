@@ -461,6 +461,11 @@ impl Storage for PostgresStorage {
             .collect()
     }
 
+    async fn opening(&self, idempotency_key: &str) -> Result<Option<String>> {
+        let rows = self.rows(&self.inner.sql.opening, &[&idempotency_key]).await?;
+        Ok(rows.first().map(|r| r.get(0)))
+    }
+
     fn commits_elsewhere(&self) -> Option<watch::Receiver<u64>> {
         Some(self.inner.hints.clone())
     }

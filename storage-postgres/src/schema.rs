@@ -14,6 +14,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0003_leases.sql"),
     include_str!("../migrations/0004_listing_counts.sql"),
     include_str!("../migrations/0005_lease_epochs.sql"),
+    include_str!("../migrations/0006_openings.sql"),
 ];
 
 /// The newest schema version this build writes.
@@ -158,6 +159,8 @@ pub(crate) struct Statements {
     pub cursor: String,
     pub ack: String,
     pub orphans: String,
+    pub insert_opening: String,
+    pub opening: String,
     /// The `LISTEN`/`NOTIFY` channel of this schema.
     pub channel: String,
 }
@@ -264,6 +267,10 @@ impl Statements {
                  ON CONFLICT (consumer) DO UPDATE SET seq = greatest({s}.cursors.seq, EXCLUDED.seq)"
             ),
             orphans: format!("SELECT value, sign FROM {s}.orphans ORDER BY added"),
+            insert_opening: format!(
+                "INSERT INTO {s}.openings (idempotency_key, trans_no) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+            ),
+            opening: format!("SELECT trans_no FROM {s}.openings WHERE idempotency_key = $1"),
             channel: format!("protopay_{s}"),
         }
     }

@@ -212,6 +212,8 @@ pub mod prefix {
     pub const HISTORY: &[u8] = b"h/";
     /// How many orders each listing holds.
     pub const COUNT: &[u8] = b"n/";
+    /// Which protocol each host idempotency key opened (its `transNo`).
+    pub const OPENING: &[u8] = b"k/";
 }
 
 /// `prefix` followed by `rest`.

@@ -336,6 +336,16 @@ impl Storage for SledStorage {
         Ok(out)
     }
 
+    async fn opening(&self, idempotency_key: &str) -> Result<Option<String>> {
+        let key = codec::key(codec::prefix::OPENING, idempotency_key.as_bytes());
+        match self.tree()?.get(&key).map_err(|e| self.fail(e))? {
+            None => Ok(None),
+            Some(bytes) => codec::from_value(&bytes)
+                .map(Some)
+                .map_err(|e| self.corrupt("openings", &key, e)),
+        }
+    }
+
     /// Take the handles out, wait for every commit group still holding them to step down,
     /// flush, and drop them: sled releases its files and lock with the last handle.
     async fn close(&self) -> Result<()> {

@@ -143,6 +143,13 @@ impl SledStorage {
                 codec::value(o).map_err(encode)?,
             ));
         }
+        let mut openings = Vec::with_capacity(batch.openings.len());
+        for o in &batch.openings {
+            openings.push((
+                codec::key(codec::prefix::OPENING, o.idempotency_key.as_bytes()),
+                codec::value(&o.trans_no).map_err(encode)?,
+            ));
+        }
         let schedule = batch.schedule;
         let errors = self.errors();
         Ok(Box::new(move |w: &mut group::Staging<'_>| {
@@ -153,6 +160,11 @@ impl SledStorage {
                     Some(b) => Some(codec::record_version(&b).map_err(|e| errors.corrupt(key, e))?),
                 };
                 if have != *expected {
+                    return Err(StorageError::Conflict);
+                }
+            }
+            for (key, _) in &openings {
+                if w.get(key).map_err(fail)?.is_some() {
                     return Err(StorageError::Conflict);
                 }
             }
@@ -193,6 +205,9 @@ impl SledStorage {
                 if w.get(&key).map_err(fail)?.is_none() {
                     w.insert(key, bytes);
                 }
+            }
+            for (key, bytes) in openings {
+                w.insert(key, bytes);
             }
             Ok(last)
         }))

@@ -305,6 +305,7 @@ impl World {
             trans_desc: "vopr".into(),
             business_id: "B1".into(),
             cashier_type: cashier_type.clone(),
+            idempotency_key: None,
         };
         if let Ok(p) = self.engine.create_protocol(cmd).await {
             self.protocols.push((p.trans_no, cashier_type));

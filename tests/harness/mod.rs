@@ -382,6 +382,7 @@ pub(crate) async fn escrow_story(stack: &mut Stack) -> Story {
             trans_desc: "二手房交易 定金".into(),
             business_id: "B1001".into(),
             cashier_type: CashierType::Pos,
+            idempotency_key: None,
         })
         .await
         .expect("create the POS protocol");
@@ -443,6 +444,7 @@ pub(crate) async fn escrow_story(stack: &mut Stack) -> Story {
             trans_desc: "租赁 押金".into(),
             business_id: "B1002".into(),
             cashier_type: CashierType::Qp,
+            idempotency_key: None,
         })
         .await
         .expect("create the QP protocol");

@@ -12,6 +12,9 @@ pub struct NewProtocol {
     pub business_id: String,
     /// How payers pay in (default `POS`).
     pub cashier_type: CashierType,
+    /// Makes the command idempotent: a repeat with the same key answers the protocol the
+    /// first opened. `None`: every call opens a new protocol.
+    pub idempotency_key: Option<String>,
 }
 
 /// Take an inbound payment.

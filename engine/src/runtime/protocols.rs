@@ -16,6 +16,13 @@ impl Engine {
     /// Open a protocol. The attempt is recorded before the call; if the reply is lost, a
     /// `PossibleOrphanProtocol` anomaly says so (an empty protocol may exist remotely; it holds
     /// no money, and [`Engine::refresh_protocol`] adopts it if its `transNo` turns up).
+    ///
+    /// The payment system's `create` carries no request number of ours, so only protopay can
+    /// make it idempotent: with an `idempotency_key`, a repeat answers the protocol the key
+    /// opened, without sending anything ([`Error::OpenedOtherwise`] if its parameters
+    /// differ). A key whose every call so far failed, or whose reply was lost, opened nothing
+    /// here, and the repeat sends `create` again; two calls with one key racing may each open
+    /// one, and both answer the one stored first (the other is stored too: it exists, empty).
     #[tracing::instrument(skip_all, fields(business_id = %cmd.business_id))]
     pub async fn create_protocol(&self, cmd: NewProtocol) -> Result<Protocol> {
         let _working = self.working()?;
@@ -28,6 +35,12 @@ impl Engine {
                 field: "cashierType",
                 reason: "must be POS or QP",
             });
+        }
+        if let Some(key) = &cmd.idempotency_key {
+            validate::idempotency_key(key)?;
+            if let Some(opened) = self.opened_by(key, &cmd).await? {
+                return Ok(opened);
+            }
         }
         let attempt = self.generate_out_req_no();
         let requested = self.event(
@@ -49,11 +62,8 @@ impl Engine {
                 let protocol = Protocol::from_view(&view, &cmd.business_id, &cmd.trans_desc, cmd.cashier_type);
                 let mut created = self.event(None, Source::Reply, EventKind::ProtocolCreated { attempt });
                 created.trans_no = Some(protocol.trans_no.clone());
-                // Already recorded (adopted by a concurrent `find`): what is stored stands.
-                self.update_protocol(&protocol.trans_no, |stored| {
-                    stored.is_none().then(|| (protocol.clone(), vec![created.clone()]))
-                })
-                .await
+                self.record_opened(&protocol, &created, cmd.idempotency_key.as_deref())
+                    .await
             }
             Err(e @ (Error::Remote { .. } | Error::NotFound(_))) => Err(e),
             Err(Error::Transport(t)) if !t.maybe_delivered() => Err(Error::Transport(t)),
@@ -63,6 +73,27 @@ impl Engine {
                 self.record_events(vec![event], Vec::new()).await?;
                 Err(e)
             }
+        }
+    }
+
+    /// The protocol `key` opened, if it opened one; refused if `cmd` asks for another.
+    async fn opened_by(&self, key: &str, cmd: &NewProtocol) -> Result<Option<Protocol>> {
+        let Some(trans_no) = self.storage().opening(key).await? else {
+            return Ok(None);
+        };
+        let opened = self.protocol(&trans_no).await?;
+        let fields: Vec<&'static str> = [
+            ("transDesc", opened.trans_desc != cmd.trans_desc),
+            ("businessId", opened.business_id != cmd.business_id),
+            ("cashierType", opened.cashier_type != cmd.cashier_type),
+        ]
+        .into_iter()
+        .filter_map(|(field, differs)| differs.then_some(field))
+        .collect();
+        if fields.is_empty() {
+            Ok(Some(opened))
+        } else {
+            Err(Error::OpenedOtherwise { trans_no, fields })
         }
     }
 

@@ -19,7 +19,7 @@ use crate::domain::{Order, Protocol, Status};
 use crate::event::{Anomaly, Event, EventKind};
 use crate::ledger;
 use crate::observation::{News, Observation, Source};
-use crate::storage::{Batch, Put, StorageError, Versioned};
+use crate::storage::{Batch, Opening, Put, StorageError, Versioned};
 use crate::{Error, Result, apply};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -452,6 +452,59 @@ impl Engine {
                 })
                 .await?;
                 Ok(next)
+            },
+        )
+        .await
+    }
+
+    /// Store a protocol the payment system has just opened, with its `created` event and the
+    /// host's idempotency key, in one commit. Answers the protocol the key names from now on:
+    /// this one — or, when another call with the same key stored its protocol first, that
+    /// one (this one is stored all the same, without the key: it exists, empty, and a person
+    /// may see it). A protocol already stored (adopted by a concurrent refresh) stands.
+    pub(super) async fn record_opened(
+        &self,
+        protocol: &Protocol,
+        created: &Event,
+        idempotency_key: Option<&str>,
+    ) -> Result<Protocol> {
+        let trans_no = protocol.trans_no.as_str();
+        let _turn = self.protocol_turn(trans_no).await;
+        retry_on_conflict(
+            || format!("protocol {trans_no}"),
+            || async move {
+                let earlier = match idempotency_key {
+                    Some(key) => self.storage().opening(key).await?,
+                    None => None,
+                };
+                let current = self.storage().protocol(trans_no).await?;
+                let mut batch = Batch::default();
+                if current.is_none() {
+                    batch.protocols.push(Put {
+                        expected: None,
+                        value: protocol.clone(),
+                    });
+                    batch.events.push(created.clone());
+                }
+                if let (Some(key), None) = (idempotency_key, &earlier) {
+                    batch.openings.push(Opening {
+                        idempotency_key: key.to_owned(),
+                        trans_no: trans_no.to_owned(),
+                    });
+                }
+                if !batch.is_empty() {
+                    self.commit(batch).await?;
+                }
+                match earlier {
+                    Some(other) if other != trans_no => {
+                        // A key and its protocol are written in one commit: both, or neither.
+                        let stored = self.storage().protocol(&other).await?;
+                        stored
+                            .map(|p| p.value)
+                            .ok_or_else(|| Error::UnknownProtocol { trans_no: other }.into())
+                    }
+                    _ => Ok(current.map_or_else(|| protocol.clone(), |p| p.value)),
+                }
             },
         )
         .await

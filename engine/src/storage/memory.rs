@@ -25,6 +25,8 @@ struct State {
     cursors: BTreeMap<String, u64>,
     orphans: Vec<Orphan>,
     orphan_signs: HashSet<String>,
+    /// Idempotency key → `transNo`.
+    openings: HashMap<String, String>,
 }
 
 /// In-memory [`Storage`].
@@ -177,6 +179,13 @@ impl Storage for MemoryStorage {
         for o in &batch.orders {
             order_versions.push(check_version(s.orders.get(o.value.out_req_no()), o.expected)?);
         }
+        if batch
+            .openings
+            .iter()
+            .any(|o| s.openings.contains_key(&o.idempotency_key))
+        {
+            return Err(StorageError::Conflict);
+        }
         for (p, version) in batch.protocols.into_iter().zip(protocol_versions) {
             s.protocols.insert(
                 p.value.trans_no.clone(),
@@ -234,6 +243,9 @@ impl Storage for MemoryStorage {
                 s.orphans.push(o);
             }
         }
+        for o in batch.openings {
+            s.openings.insert(o.idempotency_key, o.trans_no);
+        }
         Ok(s.events.len() as u64)
     }
 
@@ -289,6 +301,11 @@ impl Storage for MemoryStorage {
         let c = s.cursors.entry(consumer.to_owned()).or_insert(0);
         *c = (*c).max(seq.min(last));
         Ok(())
+    }
+
+    async fn opening(&self, idempotency_key: &str) -> Result<Option<String>> {
+        self.call().await;
+        Ok(self.lock().openings.get(idempotency_key).cloned())
     }
 
     async fn orphans(&self) -> Result<Vec<Orphan>> {

@@ -95,6 +95,17 @@ impl std::fmt::Debug for Orphan {
     }
 }
 
+/// The protocol a host's idempotency key opened: written once, in the commit that stores the
+/// protocol, and never changed, so that a repeat with the same key answers the same protocol.
+/// A commit that writes a key already written fails with [`StorageError::Conflict`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Opening {
+    /// The host's idempotency key.
+    pub idempotency_key: String,
+    /// The protocol it opened.
+    pub trans_no: String,
+}
+
 /// One atomic write.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -108,6 +119,8 @@ pub struct Batch {
     pub schedule: Vec<(String, Option<DateTime<Utc>>)>,
     /// Orphan callbacks to keep (a repeat of the same `sign` is kept once).
     pub orphans: Vec<Orphan>,
+    /// Idempotency keys of opened protocols, each new (an existing one: `Conflict`).
+    pub openings: Vec<Opening>,
 }
 
 impl Batch {
@@ -118,6 +131,7 @@ impl Batch {
             && self.events.is_empty()
             && self.schedule.is_empty()
             && self.orphans.is_empty()
+            && self.openings.is_empty()
     }
 }
 
@@ -240,6 +254,9 @@ pub trait Storage: Send + Sync + 'static {
 
     /// The orphan callbacks kept.
     async fn orphans(&self) -> Result<Vec<Orphan>>;
+
+    /// The `transNo` of the protocol a host's idempotency key opened, if any.
+    async fn opening(&self, idempotency_key: &str) -> Result<Option<String>>;
 
     /// Commits made by other processes on a shared store, as they become known: every change
     /// of the value is a hint to look again (events appended, orders due sooner). `None` for

@@ -113,6 +113,9 @@ impl<S: Storage, H: Hooks> Storage for Intercepted<S, H> {
     async fn orphans(&self) -> Result<Vec<Orphan>> {
         self.inner.orphans().await
     }
+    async fn opening(&self, idempotency_key: &str) -> Result<Option<String>> {
+        self.inner.opening(idempotency_key).await
+    }
     fn commits_elsewhere(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         self.inner.commits_elsewhere()
     }

@@ -40,6 +40,8 @@ pub mod limits {
     pub const KEYWORD_MAX_CHARS: usize = 50;
     /// An operator's note on a resolution (stored and published, never sent).
     pub const NOTE_MAX_CHARS: usize = 1_000;
+    /// A host's idempotency key for opening a protocol (stored, never sent).
+    pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 64;
     /// The largest callback body that can echo our texts, in bytes (the one limit here that is
     /// not in characters): every echoed field at its limit,
     /// each character escaped to at most 7 bytes (`\\uXXXX` inside the `data` string),
@@ -75,12 +77,7 @@ pub fn optional_text(field: &'static str, s: Option<&str>, max: usize) -> Result
 pub fn out_req_no(app_id: &str, s: &str) -> Result<()> {
     let field = "outReqNo";
     text(field, s, limits::OUT_REQ_NO_MAX_CHARS)?;
-    if !s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        return Err(Error::InvalidField {
-            field,
-            reason: "only A-Z, a-z, 0-9, '_' and '-' are allowed",
-        });
-    }
+    plain(field, s)?;
     if !s.starts_with(app_id) || s.len() == app_id.len() {
         return Err(Error::InvalidField {
             field,
@@ -88,6 +85,27 @@ pub fn out_req_no(app_id: &str, s: &str) -> Result<()> {
         });
     }
     Ok(())
+}
+
+/// A host's idempotency key (`idempotencyKey`): 1 to
+/// [`limits::IDEMPOTENCY_KEY_MAX_CHARS`] characters of `[A-Za-z0-9_-]`, as an `outReqNo`'s.
+pub fn idempotency_key(s: &str) -> Result<()> {
+    let field = "idempotencyKey";
+    required(field, s)?;
+    text(field, s, limits::IDEMPOTENCY_KEY_MAX_CHARS)?;
+    plain(field, s)
+}
+
+/// Only `[A-Za-z0-9_-]`: a key that is safe in any store, URL or log.
+fn plain(field: &'static str, s: &str) -> Result<()> {
+    if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+        Ok(())
+    } else {
+        Err(Error::InvalidField {
+            field,
+            reason: "only A-Z, a-z, 0-9, '_' and '-' are allowed",
+        })
+    }
 }
 
 /// How strictly `bankCnaps` is checked: the standard form is 12 digits, but test

@@ -172,6 +172,7 @@ pub(crate) async fn funded(engine: &Engine, t: &Scripted, amount: &str) -> Strin
             trans_desc: "deal".into(),
             business_id: "B1".into(),
             cashier_type: protopay_engine::wire::CashierType::Pos,
+            idempotency_key: None,
         })
         .await
         .unwrap();

@@ -14,7 +14,7 @@
 
 mod generate;
 
-use super::{Batch, Due, OrderQuery, Orphan, Put, Storage, StorageError};
+use super::{Batch, Due, Opening, OrderQuery, Orphan, Put, Storage, StorageError};
 use crate::Sensitive;
 use crate::domain::{Listing, Order, Protocol, Status};
 use crate::event::{Event, EventKind};
@@ -100,6 +100,7 @@ pub async fn run<S: Storage, F: Fn() -> S>(fresh: F) {
     claims(&fresh()).await;
     events_and_cursors(&fresh()).await;
     orphans(&fresh()).await;
+    openings(&fresh()).await;
     read_models(&fresh()).await;
 }
 
@@ -205,6 +206,7 @@ pub async fn atomicity<S: Storage>(s: &S) {
         events: vec![event("B", EventKind::InboundRequested)],
         schedule: vec![("A".into(), None), ("B".into(), Some(t(1)))],
         orphans: vec![orphan("S1")],
+        openings: vec![opening("K1", "T9")],
     };
     assert!(matches!(s.commit(failing).await, Err(StorageError::Conflict)));
     assert!(s.order("B").await.unwrap().is_none(), "a failed commit wrote an order");
@@ -225,6 +227,7 @@ pub async fn atomicity<S: Storage>(s: &S) {
         }]
     );
     assert!(s.orphans().await.unwrap().is_empty());
+    assert_eq!(s.opening("K1").await.unwrap(), None, "a failed commit wrote an opening");
     assert_eq!(s.orders_of("T1").await.unwrap().len(), 1);
     assert_counts(s, &[(Listing::Status(Status::Requested), 1)], "atomicity").await;
 }
@@ -439,6 +442,66 @@ pub async fn orphans<S: Storage>(s: &S) {
     );
 }
 
+fn opening(idempotency_key: &str, trans_no: &str) -> Opening {
+    Opening {
+        idempotency_key: idempotency_key.into(),
+        trans_no: trans_no.into(),
+    }
+}
+
+/// An idempotency key is written once, with its protocol, and names it from then on: writing
+/// it again conflicts and leaves the whole commit unwritten.
+pub async fn openings<S: Storage>(s: &S) {
+    assert_eq!(s.opening("K1").await.unwrap(), None);
+    s.commit(Batch {
+        protocols: vec![Put {
+            expected: None,
+            value: sample_protocol("T1"),
+        }],
+        openings: vec![opening("K1", "T1")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(s.opening("K1").await.unwrap().as_deref(), Some("T1"));
+    let again = s
+        .commit(Batch {
+            protocols: vec![Put {
+                expected: None,
+                value: sample_protocol("T2"),
+            }],
+            openings: vec![opening("K1", "T2")],
+            events: vec![event("A", EventKind::InboundRequested)],
+            ..Default::default()
+        })
+        .await;
+    assert!(
+        matches!(again, Err(StorageError::Conflict)),
+        "a key written twice must conflict"
+    );
+    assert_eq!(
+        s.opening("K1").await.unwrap().as_deref(),
+        Some("T1"),
+        "the first stands"
+    );
+    assert!(
+        s.protocol("T2").await.unwrap().is_none(),
+        "and nothing of the second was written"
+    );
+    assert_eq!(s.last_seq().await.unwrap(), 0);
+    s.commit(Batch {
+        openings: vec![opening("K2", "T1")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        s.opening("K2").await.unwrap().as_deref(),
+        Some("T1"),
+        "keys are independent"
+    );
+}
+
 /// What was committed survives closing and reopening: records with versions, the due index,
 /// events and cursors. `open` must open the same data each time it is called.
 pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
@@ -465,6 +528,7 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
             ],
             schedule: vec![("A".into(), Some(t(5))), ("B".into(), Some(t(3)))],
             orphans: vec![orphan("S1")],
+            openings: vec![opening("K1", "T1")],
         })
         .await
         .unwrap();
@@ -490,6 +554,7 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
     assert_eq!(s.last_seq().await.unwrap(), 2);
     assert_eq!(s.cursor("host").await.unwrap(), 1);
     assert_eq!(s.orphans().await.unwrap().len(), 1);
+    assert_eq!(s.opening("K1").await.unwrap().as_deref(), Some("T1"));
     let counts = [
         (Listing::Status(Status::Requested), 1),
         (Listing::Status(Status::Reserved), 1),
