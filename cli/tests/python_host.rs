@@ -6,11 +6,15 @@
 //! - `tests/python/generated_client.py` writes none: it generates a client from the OpenAPI
 //!   document the server serves (`openapi-python-client`) and runs the flow through its typed
 //!   models, so any shape the document declares wrongly fails in the client's own parsing;
+//! - `tests/python/typescript_client.py` does the same in TypeScript: it generates a client
+//!   with `@hey-api/openapi-ts` (fetch, zod validation of every request and answer), compiles
+//!   it with `tests/typescript/flow.ts` under `tsc --strict`, and runs the flow with Node.js;
 //! - `tests/python/contract_fuzz.py` fuzzes every operation against that document
 //!   (schemathesis, every check, with the operate token, the read token and none).
 //!
-//! Each needs its tool on `PATH` (`python3`; `openapi-python-client` and `schemathesis`, from
-//! PyPI); without it (or with `PROTOPAY_SKIP_PYTHON=1`) it is skipped, saying so, unless
+//! Each needs its tools (`python3`; `openapi-python-client` and `schemathesis`, from PyPI;
+//! `node` and `npm ci --prefix cli/tests/typescript` for the TypeScript host); without them
+//! (or with `PROTOPAY_SKIP_PYTHON=1`) it is skipped, saying so, unless
 //! `PROTOPAY_REQUIRE_ALL=1`.
 
 mod support;
@@ -30,6 +34,23 @@ fn a_client_generated_from_the_openapi_document_runs_an_escrow_flow() {
         "generated_client.py",
         &[tool],
         "generated client: escrow flow through /v1 passed",
+    );
+}
+
+#[test]
+fn a_typescript_client_generated_from_the_openapi_document_runs_an_escrow_flow() {
+    let generator = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/typescript/node_modules/.bin/openapi-ts"
+    );
+    let tools = [
+        ("node", "install Node.js 20.19 or later on PATH"),
+        (generator, "npm ci --prefix cli/tests/typescript"),
+    ];
+    run_host(
+        "typescript_client.py",
+        &tools,
+        "typescript client: escrow flow through /v1 passed",
     );
 }
 
