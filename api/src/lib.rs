@@ -27,6 +27,7 @@
 
 mod auth;
 mod error;
+mod examples;
 mod requests;
 mod setup;
 mod views;
@@ -42,6 +43,7 @@ use axum::extract::{Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use error::{ApiError, Failures};
+use examples::Examples;
 use protopay_engine::storage::OrderQuery;
 use protopay_engine::{Engine, MAX_PAGE};
 use requests::*;
@@ -158,7 +160,7 @@ fn set_pattern(doc: &mut utoipa::openapi::OpenApi, schema: &str, property: &str,
         (name = "events", description = "What happened, in order: long-poll and acknowledge"),
         (name = "operations", description = "For the person on call: bank branches, a check of every invariant")
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Examples),
     security(("bearer" = []))
 )]
 struct ApiDoc;
