@@ -11,7 +11,7 @@ use super::error::ApiError;
 use protopay_engine::domain::Listing;
 use protopay_engine::wire::{Amount, CashierType, OutType, ProdCatalog};
 use protopay_engine::{NewInbound, NewOutbound, NewProtocol, Sensitive, Status};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 /// A whole number as JSON Schema counts one: `42`, or `42.0` (a number whose fraction is
@@ -28,7 +28,7 @@ fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error>
 }
 
 /// How payers pay into a protocol.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 pub(super) enum Cashier {
     /// A six-digit code typed at a POS terminal.
     #[serde(rename = "POS")]
@@ -39,7 +39,7 @@ pub(super) enum Cashier {
 }
 
 /// A payout or a refund.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
 pub(super) enum Payment {
     /// A payout.
     #[serde(rename = "OUT")]
@@ -47,6 +47,29 @@ pub(super) enum Payment {
     /// A refund.
     #[serde(rename = "REFUND")]
     Refund,
+}
+
+impl Cashier {
+    /// The API's name for a protocol's cashier type; `None` for one this version does not
+    /// know (a protocol the payment system opened with a newer type).
+    pub(super) fn of(cashier: &CashierType) -> Option<Self> {
+        match cashier {
+            CashierType::Pos => Some(Cashier::Pos),
+            CashierType::Qp => Some(Cashier::Qp),
+            CashierType::Unknown(_) => None,
+        }
+    }
+}
+
+impl Payment {
+    /// The API's name for an outbound order's type (always one the host sent).
+    pub(super) fn of(out_type: &OutType) -> Option<Self> {
+        match out_type {
+            OutType::Out => Some(Payment::Out),
+            OutType::Refund => Some(Payment::Refund),
+            OutType::Unknown(_) => None,
+        }
+    }
 }
 
 /// Which cards a POS payment accepts.

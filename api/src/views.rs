@@ -5,6 +5,7 @@
 //! Personal data (payee and payer names, account and ID numbers) appears in full only where
 //! one order is read or was just sent; lists mask it (`***1234`).
 
+use crate::requests::{Cashier, Payment};
 use chrono::{DateTime, Utc};
 use protopay_engine::domain::{Listing, RemoteBalances};
 use protopay_engine::wire::CnapsEntry;
@@ -100,11 +101,14 @@ pub(super) struct ProtocolView {
     pub trans_desc: String,
     /// `LFT`.
     pub channel_type: String,
-    /// `POS` or `QP`.
-    pub cashier_type: String,
+    /// How payers pay in; `null` for a type this version does not know (a protocol the
+    /// payment system opened with a newer one).
+    #[schema(required = true)]
+    pub cashier_type: Option<Cashier>,
     /// protopay's books.
     pub ledger: LedgerView,
     /// The payment system's balances, once asked (`refresh`, `reconcile`).
+    #[schema(required = true)]
     pub remote: Option<RemoteView>,
 }
 
@@ -115,7 +119,7 @@ impl From<&Protocol> for ProtocolView {
             business_id: p.business_id.clone(),
             trans_desc: p.trans_desc.clone(),
             channel_type: p.channel_type.to_string(),
-            cashier_type: p.cashier_type.to_string(),
+            cashier_type: Cashier::of(&p.cashier_type),
             ledger: (&p.ledger).into(),
             remote: p.remote.as_ref().map(Into::into),
         }
@@ -212,33 +216,45 @@ pub(super) struct OrderView {
     /// word or a `resolve` settles it.
     pub needs_attention: bool,
     /// The payment system refused the call outright.
+    #[schema(required = true)]
     pub refusal: Option<RefusalView>,
     /// How many times the call was sent.
     pub sends: u32,
     /// When it was last sent.
     #[serde(serialize_with = "millis_or_null")]
+    #[schema(required = true)]
     pub last_sent_at: Option<DateTime<Utc>>,
     /// Polls without news since the last change.
     pub quiet_polls: u32,
     /// Inbound, POS: the six-digit code the payer types.
+    #[schema(required = true)]
     pub pos_code: Option<String>,
     /// Inbound, quick pay: the cashier page.
+    #[schema(required = true)]
     pub cashier_url: Option<String>,
     /// The payment system's order number.
+    #[schema(required = true)]
     pub pay_order_no: Option<String>,
     /// Inbound: the funds arrived in the protocol.
+    #[schema(required = true)]
     pub arrived: Option<bool>,
     /// Inbound: its POS code was closed.
+    #[schema(required = true)]
     pub closed: Option<bool>,
-    /// Outbound: `OUT` or `REFUND`.
-    pub out_type: Option<String>,
+    /// Outbound: a payout or a refund.
+    #[schema(required = true)]
+    pub out_type: Option<Payment>,
     /// Outbound: the account holder (masked in lists).
+    #[schema(required = true)]
     pub payee_name: Option<String>,
     /// Outbound: the account number (masked in lists).
+    #[schema(required = true)]
     pub payee_account: Option<String>,
     /// Outbound: the bank or branch.
+    #[schema(required = true)]
     pub bank_name: Option<String>,
     /// Outbound: the branch's CNAPS number.
+    #[schema(required = true)]
     pub bank_cnaps: Option<String>,
 }
 
@@ -270,7 +286,7 @@ impl OrderView {
             pay_order_no: o.pay_order_no().map(str::to_owned),
             arrived: inbound.map(|i| i.arrived),
             closed: inbound.map(|i| i.closed),
-            out_type: o.out_type().map(ToString::to_string),
+            out_type: o.out_type().and_then(Payment::of),
             payee_name: outbound.map(|r| personal.show(&r.bank_acc_name)),
             payee_account: outbound.map(|r| personal.show(&r.bank_acc_num)),
             bank_name: outbound.map(|r| r.bank_name.clone()),
@@ -289,8 +305,10 @@ pub struct EventView {
     #[serde(serialize_with = "millis")]
     pub at: DateTime<Utc>,
     /// The protocol, when known.
+    #[schema(required = true)]
     pub trans_no: Option<String>,
     /// The order, when it is about one.
+    #[schema(required = true)]
     pub out_req_no: Option<String>,
     /// What brought the news: `callback:inbound-pay`, `callback:inbound-arrival`,
     /// `callback:outbound`, `poll`, `reply`, `engine`, `operator`.
@@ -559,6 +577,7 @@ pub(super) struct OrderDetailsView {
     pub history: Vec<EventView>,
     /// When protopay next asks the payment system about it (`null` once settled).
     #[serde(serialize_with = "millis_or_null")]
+    #[schema(required = true)]
     pub next_poll: Option<DateTime<Utc>>,
 }
 
@@ -579,6 +598,7 @@ pub(super) struct ProtocolPage {
     /// The protocols, by `transNo`.
     pub items: Vec<ProtocolView>,
     /// Pass as `cursor` for the next page; absent on the last.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
@@ -598,6 +618,7 @@ pub(super) struct OrderPage {
     /// The orders, by `outReqNo`.
     pub items: Vec<OrderView>,
     /// Pass as `cursor` for the next page; absent on the last.
+    #[schema(required = true)]
     pub next: Option<String>,
 }
 
