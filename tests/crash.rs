@@ -202,7 +202,7 @@ async fn resolve_what_never_arrived(engine: &Engine, trans_no: &str, sim_url: &s
         if !known.contains_key(o.out_req_no()) {
             let note = "crash test operator: never received; every sender since killed";
             engine
-                .resolve(o.out_req_no(), Status::Failure, note)
+                .resolve(o.out_req_no(), Status::Failure, note, None)
                 .await
                 .expect("resolve");
         }

@@ -250,7 +250,7 @@ impl Cluster {
                     Some(t) if t.starts_with("SUCCESS") => Status::Success,
                     Some(_) => continue,
                 };
-                let r = engine.resolve(o.out_req_no(), status, "instances operator").await;
+                let r = engine.resolve(o.out_req_no(), status, "instances operator", None).await;
                 self.trace.push(format!(
                     "instance {i}: operator resolves {} as {status} -> {}",
                     o.out_req_no(),

@@ -193,7 +193,7 @@ impl From<Error> for ApiError {
             Error::NotFound(_) => C::RemoteNotFound,
             Error::InsufficientFunds { .. } => C::InsufficientFunds,
             Error::IdempotencyMismatch { .. } | Error::OpenedOtherwise { .. } => C::IdempotencyMismatch,
-            Error::InvalidState { .. } => C::InvalidState,
+            Error::InvalidState { .. } | Error::OrderMoved { .. } => C::InvalidState,
             Error::OutcomeUnknown { .. } => C::OutcomeUnknown,
             Error::Busy { .. } => C::Busy,
             Error::Remote { .. } => C::RemoteRefused,

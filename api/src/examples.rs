@@ -37,7 +37,8 @@ fn create_outbound() -> Value {
 }
 
 fn resolve() -> Value {
-    json!({"status": "FAILURE", "note": "Wang Fang: the payment system's support confirmed (ticket 8812) it never received this payout"})
+    json!({"status": "FAILURE", "note": "Wang Fang: the payment system's support confirmed (ticket 8812) it never received this payout",
+        "version": 4})
 }
 
 fn ack() -> Value {
@@ -149,7 +150,8 @@ fn examples() -> Vec<Example> {
             "/v1/orders/{outReqNo}",
             vec![(
                 "200",
-                json!({"order": payout(), "history": payout_events(), "nextPoll": "2026-11-29T09:51:20.701Z"}),
+                json!({"order": payout(), "version": 4, "history": payout_events(),
+                    "nextPoll": "2026-11-29T09:51:20.701Z"}),
             )],
         ),
         get("/v1/events", vec![("200", json!({"events": payout_events()}))]),

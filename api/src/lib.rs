@@ -372,23 +372,26 @@ async fn create_outbound(
 
 /// Record a person's decision on an order.
 ///
-/// For an order the payment system will not settle, typically one that needs attention
-/// (`NEEDS_ATTENTION`): a person who learned its outcome elsewhere records it, with a note
-/// saying who and why, as `SUCCESS` or `FAILURE`; the ledger follows. A settled order is
-/// refused with `409 invalid_state`.
+/// For an order that needs attention (`NEEDS_ATTENTION`: the payment system's word has not
+/// come after every try), a person who learned its outcome elsewhere records it, with a note
+/// saying who and why, as `SUCCESS` or `FAILURE`; the ledger follows. Name the order's
+/// `version` you decided on: if it has moved since, the decision is refused and nothing is
+/// recorded. Refused with `409 invalid_state` too: an order that does not need attention
+/// (never sent, still being decided by the payment system, or settled — a settled order
+/// suspected paid twice is acknowledged with the status it has).
 #[utoipa::path(post, tag = "orders", path = "/v1/orders/{outReqNo}/resolve", params(("outReqNo" = String, Path, description = "The order's request number", min_length = 1, pattern = r"\S")), request_body = Resolve,
     responses((status = 200, description = "OK", body = OrderView), Failures,
         (status = 403, description = "`forbidden`: a read token on a command", body = ApiError),
         (status = 404, description = "`unknown_order`", body = ApiError),
-        (status = 409, description = "`invalid_state`: settled already", body = ApiError)))]
+        (status = 409, description = "`invalid_state`: the order does not need attention (never sent, still being decided, or settled), or it has moved since the `version` named", body = ApiError)))]
 async fn resolve(
     State(engine): State<Engine>,
     Path(out_req_no): Path<String>,
     b: Result<Json<Resolve>, JsonRejection>,
 ) -> Reply<OrderView> {
-    let (status, note) = body(b)?.into_decision();
+    let (status, note, seen_version) = body(b)?.into_decision();
     Ok(Json(OrderView::of(
-        &engine.resolve(&out_req_no, status, &note).await?,
+        &engine.resolve(&out_req_no, status, &note, seen_version).await?,
         Personal::Shown,
     )))
 }

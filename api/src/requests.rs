@@ -17,14 +17,22 @@ use utoipa::{IntoParams, ToSchema};
 /// A whole number as JSON Schema counts one: `42`, or `42.0` (a number whose fraction is
 /// zero is an integer there, and some clients write every number with a point).
 fn whole_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    let n = serde_json::Number::deserialize(d)?;
+    whole(serde_json::Number::deserialize(d)?)
+}
+
+/// [`whole_number`], or `null`.
+fn whole_number_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(d)?.map(whole).transpose()
+}
+
+fn whole<E: serde::de::Error>(n: serde_json::Number) -> Result<u64, E> {
     n.as_u64()
         .or_else(|| {
             n.as_f64()
                 .filter(|f| f.fract() == 0.0 && (0.0..=9_007_199_254_740_992.0).contains(f))
                 .map(|f| f as u64)
         })
-        .ok_or_else(|| serde::de::Error::custom("not a whole number"))
+        .ok_or_else(|| E::custom("not a whole number"))
 }
 
 /// How payers pay into a protocol.
@@ -224,6 +232,12 @@ pub(super) struct Resolve {
     /// Why: who checked what, kept in the order's history.
     #[schema(min_length = 1, max_length = 1000, pattern = r"\S")]
     pub note: String,
+    /// The order's `version` you decided on (from `GET /v1/orders/{outReqNo}`). If the order
+    /// has moved since, the decision is refused with `409 invalid_state` and nothing is
+    /// recorded: read it again. Without it, the version the server reads stands in.
+    #[serde(default, deserialize_with = "whole_number_or_null")]
+    #[schema(minimum = 1, maximum = 9223372036854775807_i64)]
+    pub version: Option<u64>,
 }
 
 /// Acknowledge a consumer's events up to `seq`.
@@ -357,11 +371,11 @@ impl CreateOutbound {
 
 impl Resolve {
     /// The decided status and the note.
-    pub(super) fn into_decision(self) -> (Status, String) {
+    pub(super) fn into_decision(self) -> (Status, String, Option<u64>) {
         let status = match self.status {
             Decision::Success => Status::Success,
             Decision::Failure => Status::Failure,
         };
-        (status, self.note)
+        (status, self.note, self.version)
     }
 }

@@ -573,6 +573,10 @@ impl EventData {
 pub(super) struct OrderDetailsView {
     /// The order, personal data shown.
     pub order: OrderView,
+    /// The order's version as read: name it when resolving (`version`), so that a decision
+    /// is refused if the order has moved since.
+    #[schema(minimum = 1)]
+    pub version: u64,
     /// Every event about it, in order.
     pub history: Vec<EventView>,
     /// When protopay next asks the payment system about it (`null` once settled).
@@ -585,6 +589,7 @@ impl From<&OrderDetails> for OrderDetailsView {
     fn from(d: &OrderDetails) -> Self {
         OrderDetailsView {
             order: OrderView::of(&d.order, Personal::Shown),
+            version: d.version,
             history: d.history.iter().map(Into::into).collect(),
             next_poll: d.next_poll,
         }

@@ -178,7 +178,9 @@ pub(crate) async fn protocol(api: &Api, out: Output, trans_no: &str) -> Result<E
     Ok(ExitCode::SUCCESS)
 }
 
-/// `protopay resolve`: a person's decision, after confirmation.
+/// `protopay resolve`: a person's decision, after confirmation. The order is read first and
+/// the decision names the version read, so that it is refused (nothing recorded) if the
+/// order moves between what the person confirmed and the server's commit.
 pub(crate) async fn resolve(
     api: &Api,
     out: Output,
@@ -187,6 +189,15 @@ pub(crate) async fn resolve(
     note: &str,
     yes: bool,
 ) -> Result<ExitCode, CliError> {
+    let path = format!("/v1/orders/{}", encode(out_req_no));
+    let seen = api.get(&path).await?;
+    let version = seen["version"].as_u64();
+    let state = text(&seen["order"]["status"]);
+    let attention = if seen["order"]["needsAttention"].as_bool() == Some(true) {
+        ", needs attention"
+    } else {
+        ", does not need attention"
+    };
     if !yes {
         let terminal = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
         if !terminal {
@@ -195,7 +206,7 @@ pub(crate) async fn resolve(
             ));
         }
         eprint!(
-            "Record {out_req_no} as {} on your word (\"{note}\")? Funds move as if the payment system had said so. [y/N] ",
+            "{out_req_no} is {state}{attention}. Record it as {} on your word (\"{note}\")? Funds move as if the payment system had said so. [y/N] ",
             status.to_ascii_uppercase()
         );
         let mut answer = String::new();
@@ -207,10 +218,8 @@ pub(crate) async fn resolve(
             return Ok(ExitCode::FAILURE);
         }
     }
-    let body = json!({"status": status.to_ascii_uppercase(), "note": note});
-    let order = api
-        .post(&format!("/v1/orders/{}/resolve", encode(out_req_no)), &body)
-        .await?;
+    let body = json!({"status": status.to_ascii_uppercase(), "note": note, "version": version});
+    let order = api.post(&format!("{path}/resolve"), &body).await?;
     out.print(&order, |o| render(&ORDER_HEADER, &[order_row(o)], &["amount", "sends"]));
     Ok(ExitCode::SUCCESS)
 }

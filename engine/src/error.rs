@@ -164,6 +164,15 @@ pub enum Error {
         state: String,
     },
 
+    /// A person's decision was made on a version of the order it has since left (news
+    /// arrived, a poll ran, someone else decided). Nothing was recorded: read the order
+    /// again, and decide on what it says now.
+    #[error("the order changed since the version the decision was made on; read it again and decide again")]
+    OrderMoved {
+        /// The order.
+        out_req_no: String,
+    },
+
     // ---- storage (as a host sees it: a store's own `StorageError` never reaches you) -----
     /// Other processes kept changing the same record faster than this call could: nothing
     /// was changed by this call. Retry it.

@@ -598,13 +598,133 @@ async fn a_second_payment_for_one_order_is_flagged_until_a_person_looks() {
     assert!(anomalies(&e).await.iter().any(|a| matches!(a,
         Anomaly::SuspectedDoublePayment { other_pay_order_no } if other_pay_order_no == "P-2")));
     // A person looks, and records it with the status it has; any other is refused.
-    assert!(e.resolve(key, Status::Failure, "ops: no").await.is_err());
+    assert!(e.resolve(key, Status::Failure, "ops: no", None).await.is_err());
     let order = e
-        .resolve(key, Status::Success, "ops: P-2 reversed, ticket 7")
+        .resolve(key, Status::Success, "ops: P-2 reversed, ticket 7", None)
         .await
         .unwrap();
     assert!(!order.attempts.double_payment_suspected);
     assert!(!order.listings().any(|l| l == protopay_engine::Listing::NeedsAttention));
+}
+
+/// A payout sent once, whose every query since says "no such order": it needs attention.
+async fn flagged_payout(e: &Engine, t: &Scripted, trans_no: &str, key: &str) {
+    let mut c = config();
+    c.poll.max_sends = 1;
+    t.push(
+        Endpoint::Outpay,
+        Step::Fail(TransportError::MaybeDelivered {
+            reason: "HTTP 500".into(),
+        }),
+    );
+    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
+    e.outpay(payout(trans_no, Some(key), "20")).await.unwrap();
+    tokio::time::advance(Duration::from_millis(c.poll.grace_ms + 60_000)).await;
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(30)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert!(
+        e.order(key).await.unwrap().attempts.needs_attention,
+        "it needs attention"
+    );
+}
+
+/// Whether anything recorded a person's decision on `key`.
+async fn resolved(e: &Engine, key: &str) -> bool {
+    e.order_details(key)
+        .await
+        .unwrap()
+        .history
+        .iter()
+        .any(|ev| matches!(ev.kind, EventKind::OperatorResolved { .. }))
+}
+
+/// Operator console, defect 1: `resolve` answered `Ok` with the opposite status and recorded
+/// nothing. Its read of the order was paused; a `SUCCESS` callback settled the order
+/// meanwhile (here on a twin instance, between the read and the commit); `resolve(FAILURE)`
+/// then re-read, applied its decision to the settled order (only `ConflictingStatus`), and
+/// answered `Ok` — a person told "recorded as FAILURE" might pay again. Now the decision
+/// lands on the version it was checked against, or is refused with nothing recorded.
+#[tokio::test(start_paused = true)]
+async fn a_decision_on_an_order_that_moved_is_refused_and_records_nothing() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let mut c = config();
+    c.poll.max_sends = 1;
+    let (a, trans_no) = funded_on(&store, &t, c.clone(), "50.00").await;
+    let b = engine_with(store.clone(), t.clone(), c, clock()).await;
+    let key = "APP001-moved";
+    flagged_payout(&a, &t, &trans_no, key).await;
+    let paid = callback_body(&outbound_view(&trans_no, key, "20.00", "SUCCESS"));
+    store.hooks.before_next_commit(move || {
+        Box::pin(async move {
+            b.handle_callback(CallbackKind::Outbound, &paid).await;
+        })
+    });
+    let answer = a
+        .resolve(key, Status::Failure, "ops: never received, ticket 9", None)
+        .await;
+    assert!(matches!(answer, Err(Error::OrderMoved { .. })), "{answer:?}");
+    let order = a.order(key).await.unwrap();
+    assert_eq!(order.status, Status::Success, "the payment system's word stands");
+    assert!(!resolved(&a, key).await, "nothing of the decision was recorded");
+    let ledger = a.protocol(&trans_no).await.unwrap().ledger;
+    assert_eq!(
+        (ledger.paid_out.to_string(), ledger.available.to_string()),
+        ("20.00".into(), "30.00".into())
+    );
+
+    // The same, named: a decision on a version the order has left is refused.
+    let key = "APP001-seen";
+    flagged_payout(&a, &t, &trans_no, key).await;
+    let seen = a.order_details(key).await.unwrap().version;
+    tokio::time::advance(Duration::from_secs(3_600)).await;
+    a.poll_due().await.unwrap();
+    let answer = a.resolve(key, Status::Failure, "ops: never received", Some(seen)).await;
+    assert!(matches!(answer, Err(Error::OrderMoved { .. })), "{answer:?}");
+    assert!(!resolved(&a, key).await);
+    let now = a.order_details(key).await.unwrap().version;
+    let order = a
+        .resolve(key, Status::Failure, "ops: never received", Some(now))
+        .await
+        .unwrap();
+    assert_eq!(order.status, Status::Failure, "decided on what it is now");
+}
+
+/// Operator console, defect 2: any open order could be resolved — never sent, or sent and
+/// still being decided by the payment system — so a person could book money that never
+/// moved. Only an order that needs attention may be (and a settled one suspected paid twice,
+/// acknowledged with the status it has).
+#[tokio::test(start_paused = true)]
+async fn only_an_order_that_needs_attention_can_be_resolved() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    t.push(
+        Endpoint::Outpay,
+        Step::Data(outbound_view(&trans_no, "APP001-busy", "10.00", "PROCESSING")),
+    );
+    e.outpay(payout(&trans_no, Some("APP001-busy"), "10")).await.unwrap();
+    t.push(
+        Endpoint::Prepay,
+        Step::Fail(TransportError::NotDelivered {
+            reason: "connection refused".into(),
+        }),
+    );
+    let deposit = NewInbound {
+        out_req_no: Some("APP001-unsent".into()),
+        ..NewInbound::pos(&trans_no, Amount::parse("10").unwrap())
+    };
+    let _ = e.prepay(deposit).await;
+    for key in ["APP001-busy", "APP001-unsent"] {
+        let before = e.order(key).await.unwrap();
+        assert!(!before.attempts.needs_attention);
+        for status in [Status::Success, Status::Failure] {
+            let answer = e.resolve(key, status, "ops: a guess", None).await;
+            assert!(matches!(answer, Err(Error::InvalidState { .. })), "{key}: {answer:?}");
+        }
+        assert_eq!(e.order(key).await.unwrap(), before, "{key}: nothing changed");
+        assert!(!resolved(&e, key).await);
+    }
 }
 
 /// Pauses and partitions, defect 6: `shutdown` waited for the poller's whole claimed batch,

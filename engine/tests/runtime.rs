@@ -635,11 +635,11 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
     assert!(t.count(Endpoint::Outquery) > queries);
     // A person may decide; a settled order cannot be decided again.
     assert!(matches!(
-        e.resolve(&key, Status::Processing, "x").await,
+        e.resolve(&key, Status::Processing, "x", None).await,
         Err(Error::InvalidField { .. })
     ));
     assert!(matches!(
-        e.resolve(&key, Status::Failure, " ").await,
+        e.resolve(&key, Status::Failure, " ", None).await,
         Err(Error::InvalidField { .. })
     ));
     // And the payment system's word still settles it.
@@ -946,7 +946,12 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
         "it needs attention first"
     );
     let o = e
-        .resolve(&key, Status::Failure, "ops (Li): bank confirmed no transfer, ticket 42")
+        .resolve(
+            &key,
+            Status::Failure,
+            "ops (Li): bank confirmed no transfer, ticket 42",
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(o.status, Status::Failure);
@@ -966,7 +971,7 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
     });
     assert!(recorded);
     assert!(matches!(
-        e.resolve(&key, Status::Success, "again").await,
+        e.resolve(&key, Status::Success, "again", None).await,
         Err(Error::InvalidState { .. })
     ));
     let src = e

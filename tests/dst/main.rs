@@ -68,6 +68,14 @@ pub(crate) fn trace(line: String) {
     TRACE.lock().unwrap().push(line);
 }
 
+/// A person's decisions in a run: how many the engine recorded, and how many it refused
+/// (on an order that did not need attention, or had moved since it was read).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decisions {
+    pub(crate) recorded: u32,
+    pub(crate) refused: u32,
+}
+
 /// A sliding window of event times, for rate budgets.
 #[derive(Default)]
 pub(crate) struct Window(VecDeque<DateTime<Utc>>);
@@ -99,6 +107,7 @@ pub(crate) enum Mode {
 struct Run {
     orders: usize,
     restarts: u32,
+    decisions: Decisions,
     events: Vec<String>,
     requests: Vec<String>,
 }
@@ -126,7 +135,10 @@ async fn run_seed(seed: u64, mode: Mode) -> Run {
                 trace(format!("  store down for {ms} ms"));
                 w.store.hooks.outage(ms);
             }
-            80..=81 => w.resolve().await,
+            80..=81 => {
+                let hasty = w.rng.range(0, 2) == 0;
+                w.resolve(hasty).await
+            }
             82..=83 => w.start_check(),
             _ => {
                 let ms = w.rng.range(100, 120_000);
@@ -165,7 +177,7 @@ async fn run_seed(seed: u64, mode: Mode) -> Run {
         // The operator comes in after a few hours: until then, flagged orders keep being
         // polled (which is where a poller that spins on them shows).
         if minute >= 6 * 60 {
-            w.resolve().await;
+            w.resolve(false).await;
         }
         w.audit().await;
         left = w.unconverged().await;
@@ -212,6 +224,7 @@ async fn run_seed(seed: u64, mode: Mode) -> Run {
     let run = Run {
         orders: w.orders().await.len(),
         restarts: w.restarts,
+        decisions: w.decisions,
         events,
         requests,
     };
@@ -265,12 +278,14 @@ fn vopr() {
         }
         _ => (0..200).collect(),
     };
-    let (mut orders, mut restarts) = (0, 0);
+    let (mut orders, mut restarts, mut decisions) = (0, 0, Decisions::default());
     for seed in &seeds {
         match run_guarded(*seed, Mode::Honest) {
             Ok(run) => {
                 orders += run.orders;
                 restarts += run.restarts;
+                decisions.recorded += run.decisions.recorded;
+                decisions.refused += run.decisions.refused;
             }
             Err(panic) => {
                 if seeds.len() == 1 {
@@ -285,8 +300,10 @@ fn vopr() {
         }
     }
     eprintln!(
-        "VOPR: {} seeds, {orders} orders, {restarts} restarts, all converged",
-        seeds.len()
+        "VOPR: {} seeds, {orders} orders, {restarts} restarts, {} decisions recorded and {} refused, all converged",
+        seeds.len(),
+        decisions.recorded,
+        decisions.refused
     );
 }
 

@@ -3,7 +3,7 @@
 
 use crate::network::*;
 use crate::probe::*;
-use crate::{KEY, Mode, Violation, audit, trace};
+use crate::{Decisions, KEY, Mode, Violation, audit, trace, violate};
 use chrono::DateTime;
 use protopay::storage::{MemoryStorage, Storage};
 use protopay::testing::Intercepted;
@@ -54,6 +54,8 @@ pub(crate) struct World {
     pub(crate) next: u64,
     pub(crate) seen: BTreeMap<String, (u8, bool)>,
     pub(crate) restarts: u32,
+    /// The operator's decisions: recorded, and refused by the engine.
+    pub(crate) decisions: Decisions,
     pub(crate) violation: Violation,
 }
 
@@ -209,6 +211,7 @@ impl World {
             next: 0,
             seen: BTreeMap::new(),
             restarts: 0,
+            decisions: Decisions::default(),
             violation,
         };
         (world, background)
@@ -511,23 +514,75 @@ impl World {
     }
 
     /// An operator settles the orders that need attention, as the payment system reports
-    /// them.
-    pub(crate) async fn resolve(&mut self) {
+    /// them: reads the order (and its version), asks the payment system, and decides on
+    /// that version — refused, and left for the next round, if the order has moved since.
+    ///
+    /// A `hasty` operator also decides orders that do not need attention (never sent, or
+    /// still being decided by the payment system), as if its word were final. The engine
+    /// must refuse every one of those: a person cannot book money that has not moved.
+    pub(crate) async fn resolve(&mut self, hasty: bool) {
         for o in self.orders().await {
-            if o.attempts.needs_attention && o.status.rank() < Status::Success.rank() {
-                // As a person would after asking the payment system: an order it never
-                // received failed; otherwise its settled status.
-                let truth = self.sim.order_states().get(o.out_req_no()).cloned();
-                let status = match truth.as_deref() {
-                    // The README's rule: failed only once no send of it can still land.
-                    None if self.sim.in_flight(o.out_req_no()) => continue,
-                    None => Status::Failure,
-                    Some(t) if t.starts_with("SUCCESS") => Status::Success,
-                    Some("FAILURE") => Status::Failure,
-                    Some(_) => continue,
-                };
-                trace(format!("  operator resolves {} as {status}", o.out_req_no()));
-                let _ = self.engine.resolve(o.out_req_no(), status, "vopr operator").await;
+            if !o.is_open() || !(hasty || o.attempts.needs_attention) {
+                continue;
+            }
+            let Ok(seen) = self.engine.order_details(o.out_req_no()).await else {
+                continue;
+            };
+            let flagged = seen.order.attempts.needs_attention && !seen.order.status.is_terminal();
+            if !(flagged || hasty) || seen.order.status.is_terminal() {
+                continue;
+            }
+            // As a person would after asking the payment system: an order it never
+            // received failed; otherwise its settled status. A hasty one takes an order the
+            // payment system has not settled as failed.
+            let truth = self.sim.order_states().get(o.out_req_no()).cloned();
+            let status = match truth.as_deref() {
+                // The README's rule: failed only once no send of it can still land.
+                None if flagged && self.sim.in_flight(o.out_req_no()) => continue,
+                None => Status::Failure,
+                Some(t) if t.starts_with("SUCCESS") => Status::Success,
+                Some("FAILURE") => Status::Failure,
+                Some(_) if hasty && !flagged => Status::Failure,
+                Some(_) => continue,
+            };
+            // Half the time the decision names the version it was made on; otherwise the
+            // engine's own read stands in.
+            let named = (self.rng.range(0, 2) == 0).then_some(seen.version);
+            let decided = self
+                .engine
+                .resolve(o.out_req_no(), status, "vopr operator", named)
+                .await;
+            let answer = match &decided {
+                Ok(_) => "recorded".to_owned(),
+                Err(e) => format!("refused: {e}"),
+            };
+            trace(format!(
+                "  operator resolves {} ({} at version {}) as {status}: {answer}",
+                o.out_req_no(),
+                if flagged { "flagged" } else { "not flagged" },
+                seen.version
+            ));
+            match &decided {
+                Ok(_) => self.decisions.recorded += 1,
+                Err(_) => self.decisions.refused += 1,
+            }
+            match decided {
+                Ok(_) if !flagged => violate(
+                    &self.violation,
+                    format!(
+                        "{} was resolved as {status} though it did not need attention when read",
+                        o.out_req_no()
+                    ),
+                ),
+                Ok(resolved) if resolved.status != status => violate(
+                    &self.violation,
+                    format!(
+                        "resolving {} as {status} answered Ok with {}",
+                        o.out_req_no(),
+                        resolved.status
+                    ),
+                ),
+                _ => {}
             }
         }
     }

@@ -215,20 +215,40 @@ impl Engine {
         self.transact(out_req_no, Step::news(Source::Reply, News::Closed)).await
     }
 
-    /// Record a person's decision on an order the payment system will not settle (typically
-    /// one that needs attention): `SUCCESS` or `FAILURE`, with a note saying who and why. The
-    /// decision goes through `apply` like any news, so its ledger move and events are the
-    /// usual ones, plus `OperatorResolved`. A settled order cannot be resolved; later news
-    /// from the payment system that contradicts the decision raises `ConflictingStatus`.
-    /// An order flagged for a suspected double payment is listed as needing attention even
-    /// once settled; resolving it with the status it has records that a person has looked.
+    /// Record a person's decision on an order the payment system will not settle: `SUCCESS`
+    /// or `FAILURE`, with a note saying who and why. The decision goes through `apply` like
+    /// any news, so its ledger move and events are the usual ones, plus `OperatorResolved`.
+    ///
+    /// Which orders may be resolved — only what a person can know more about than protopay:
+    /// - an open order that **needs attention** (flagged: the payment system's word has not
+    ///   come after every try), either way;
+    /// - a settled order flagged for a **suspected double payment**, with the status it has:
+    ///   that records that a person has looked.
+    ///
+    /// Anything else — never sent (`Requested`, `Reserved`), sent and not yet flagged, an
+    /// unpaid deposit, a settled order — is refused with [`Error::InvalidState`]: a person
+    /// would be booking money that never moved, or deciding what the payment system is
+    /// still deciding.
+    ///
+    /// **The decision is on what the person saw.** `seen_version` names the version they
+    /// decided on ([`OrderDetails::version`](crate::OrderDetails::version)); if the order
+    /// has moved since — news arrived, a poll ran, another person decided — it is refused
+    /// with [`Error::OrderMoved`] and nothing is recorded. With `None` the version read here
+    /// stands in, so a decision never lands on a state other than the one it was checked
+    /// against: it is never `Ok` with another status than the one asked.
     ///
     /// Resolving a `Submitted` order as `FAILURE` releases its funds while a send of it may
     /// still land (a paused sender, a delayed packet): do it only once the payment system has
     /// confirmed that it refused or never received the order, and no instance that was
     /// running when it was last sent is still running unrestarted (see the README).
     #[tracing::instrument(skip(self, note))]
-    pub async fn resolve(&self, out_req_no: &str, status: Status, note: &str) -> Result<Order> {
+    pub async fn resolve(
+        &self,
+        out_req_no: &str,
+        status: Status,
+        note: &str,
+        seen_version: Option<u64>,
+    ) -> Result<Order> {
         let _working = self.working()?;
         validate::required("note", note)?;
         validate::text("note", note, limits::NOTE_MAX_CHARS)?;
@@ -238,15 +258,18 @@ impl Engine {
                 reason: "must be SUCCESS or FAILURE",
             });
         }
-        let order = self.order(out_req_no).await?;
-        // A settled order can only be acknowledged, when a second payment for it is suspected:
-        // the person has looked (at the payment system, at the bank) and records it as such.
-        let acknowledging = order.attempts.double_payment_suspected && order.status == status;
-        if order.status.is_terminal() && !acknowledging {
+        let current = self.stored_order(out_req_no).await?;
+        let moved = || Error::OrderMoved {
+            out_req_no: out_req_no.to_owned(),
+        };
+        if seen_version.is_some_and(|seen| seen != current.version) {
+            return Err(moved());
+        }
+        if !resolvable(&current.value, status) {
             return Err(Error::InvalidState {
                 out_req_no: out_req_no.to_owned(),
-                action: "be resolved",
-                state: order.state_label(),
+                action: "be resolved (only an order that needs attention can be)",
+                state: current.value.state_label(),
             });
         }
         let step = Step {
@@ -262,8 +285,23 @@ impl Engine {
                 },
             )
         };
-        self.transact(out_req_no, step).await
+        match self.transact_at(&current, step).await {
+            Ok(resolved) => {
+                debug_assert_eq!(resolved.value.status, status, "a resolution records what was asked");
+                Ok(resolved.value)
+            }
+            Err(StepError::Raced) => Err(moved()),
+            Err(StepError::Failed(e)) => Err(e),
+        }
     }
+}
+
+/// Whether a person may decide `order` as `status`: an open order that needs attention, or
+/// a settled one suspected paid twice, acknowledged with the status it has.
+fn resolvable(order: &Order, status: Status) -> bool {
+    let flagged = order.attempts.needs_attention && !order.status.is_terminal();
+    let acknowledging = order.attempts.double_payment_suspected && order.status == status;
+    flagged || acknowledging
 }
 
 /// The fields of a stored order's request that differ from a new command's, by wire name.

@@ -35,6 +35,9 @@ impl<T> Page<T> {
 pub struct OrderDetails {
     /// The order.
     pub order: Order,
+    /// The order's version as read: a person deciding on what they saw names it
+    /// ([`Engine::resolve`]), and the decision is refused if the order has moved since.
+    pub version: u64,
     /// Every event about it, in order.
     pub history: Vec<Event>,
     /// When the poller will next ask about it (`None` once nothing is left to learn).
@@ -64,12 +67,13 @@ impl Engine {
 
     /// An order with its history and next poll time.
     pub async fn order_details(&self, out_req_no: &str) -> Result<OrderDetails> {
-        let order = self.order(out_req_no).await?;
+        let stored = self.stored_order(out_req_no).await?;
         let store = self.storage();
         Ok(OrderDetails {
             history: store.history(out_req_no).await?,
             next_poll: store.due_at(out_req_no).await?,
-            order,
+            order: stored.value,
+            version: stored.version,
         })
     }
 
