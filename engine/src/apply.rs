@@ -8,7 +8,11 @@
 //! 4. identity is checked — news about another protocol, amount, app or payment order is
 //!    not applied;
 //! 5. order-independent — any permutation of one true history, with duplicates, ends the same;
-//! 6. money-positive news wins — `SUCCESS` after a POS close is applied (`PaidAfterClose`).
+//! 6. money-positive news wins — `SUCCESS` after a POS close is applied (`PaidAfterClose`);
+//! 7. the payment system's word on money outranks a person's — `SUCCESS` (or arrival) after
+//!    a person decided `FAILURE` is applied, with `ConflictingStatus` naming both claims: the
+//!    money moved, so the ledger must show it. (A person's `SUCCESS` contradicted by
+//!    `FAILURE` stays, as rule 2 says: that news moves no money; the order is flagged.)
 
 use crate::domain::{Inbound, Order, OrderKind, Outbound, Status};
 use crate::event::{Anomaly, EventKind};
@@ -41,6 +45,7 @@ impl Outcome {
 pub fn apply(order: &Order, observation: &Observation) -> Outcome {
     let mut next = order.clone();
     let mut anomalies = Vec::new();
+    let decided = order.attempts.decided_by_person;
     let Order {
         app_id,
         status,
@@ -49,8 +54,12 @@ pub fn apply(order: &Order, observation: &Observation) -> Outcome {
         ..
     } = &mut next;
     match (kind, &observation.news) {
-        (OrderKind::Inbound(i), News::Inbound(view)) => observe_inbound(app_id, status, i, view, &mut anomalies),
-        (OrderKind::Outbound(o), News::Outbound(view)) => observe_outbound(app_id, status, o, view, &mut anomalies),
+        (OrderKind::Inbound(i), News::Inbound(view)) => {
+            observe_inbound(app_id, status, decided, i, view, &mut anomalies)
+        }
+        (OrderKind::Outbound(o), News::Outbound(view)) => {
+            observe_outbound(app_id, status, decided, o, view, &mut anomalies)
+        }
         (OrderKind::Inbound(_), News::Outbound(_)) | (OrderKind::Outbound(_), News::Inbound(_) | News::Closed) => {
             anomalies.push(Anomaly::WrongOrderKind)
         }
@@ -191,8 +200,12 @@ fn reported(field: &str, status: Option<&PayStatus>, anomalies: &mut Vec<Anomaly
     }
 }
 
-/// Rules 1 and 2: the status after news of `observed`, or `None` for a conflicting terminal.
-fn advance(current: Status, observed: Status) -> Option<Status> {
+/// Rules 1, 2 and 7: the status after news of `observed`, or `None` for a conflicting
+/// terminal. `decided`: a person set the current status.
+fn advance(current: Status, observed: Status, decided: bool) -> Option<Status> {
+    if decided && current == Status::Failure && observed == Status::Success {
+        return Some(observed);
+    }
     if current.is_terminal() && observed.is_terminal() && current != observed {
         return None;
     }
@@ -240,7 +253,20 @@ macro_rules! fill {
     };
 }
 
-fn observe_inbound(app_id: &str, current: &mut Status, o: &mut Inbound, v: &InboundView, anomalies: &mut Vec<Anomaly>) {
+/// Rule 7's anomaly: the payment system's word on money against a person's decision, both
+/// named, so that whoever looks sees both claims.
+fn overruled(before: Status, observed: String) -> Anomaly {
+    conflict(format!("{before} (a person's decision)"), observed)
+}
+
+fn observe_inbound(
+    app_id: &str,
+    current: &mut Status,
+    decided: bool,
+    o: &mut Inbound,
+    v: &InboundView,
+    anomalies: &mut Vec<Anomaly>,
+) {
     if !identity_of!(app_id, o, v, anomalies) {
         return;
     }
@@ -274,14 +300,19 @@ fn observe_inbound(app_id: &str, current: &mut Status, o: &mut Inbound, v: &Inbo
         (s, false) => s,
     };
     if let Some(observed) = observed {
-        match advance(*current, observed) {
-            Some(s) => *current = s,
+        let label = if arrived {
+            "SUCCESS+arrived".to_owned()
+        } else {
+            observed.to_string()
+        };
+        match advance(*current, observed, decided) {
+            Some(s) => {
+                if s != *current && current.is_terminal() {
+                    anomalies.push(overruled(*current, label));
+                }
+                *current = s;
+            }
             None => {
-                let label = if arrived {
-                    "SUCCESS+arrived".to_owned()
-                } else {
-                    observed.to_string()
-                };
                 anomalies.push(conflict(current.to_string(), label));
                 return;
             }
@@ -304,6 +335,7 @@ fn observe_inbound(app_id: &str, current: &mut Status, o: &mut Inbound, v: &Inbo
 fn observe_outbound(
     app_id: &str,
     current: &mut Status,
+    decided: bool,
     o: &mut Outbound,
     v: &OutboundView,
     anomalies: &mut Vec<Anomaly>,
@@ -321,8 +353,13 @@ fn observe_outbound(
         return;
     };
     if let Some(observed) = status {
-        match advance(*current, observed) {
-            Some(s) => *current = s,
+        match advance(*current, observed, decided) {
+            Some(s) => {
+                if s != *current && current.is_terminal() {
+                    anomalies.push(overruled(*current, observed.to_string()));
+                }
+                *current = s;
+            }
             None => {
                 anomalies.push(conflict(current.to_string(), observed.to_string()));
                 return;

@@ -155,6 +155,10 @@ pub struct Attempts {
     /// (`Anomaly::SuspectedDoublePayment`). Unlike `needs_attention` it survives the order
     /// settling: it is cleared only by a person's `resolve`.
     pub double_payment_suspected: bool,
+    /// A person decided its status (`resolve`). The payment system's later word that money
+    /// was paid still reaches the ledger (`apply`, rule 7); it then needs attention, settled
+    /// or not, until a person acknowledges it.
+    pub decided_by_person: bool,
 }
 
 impl Attempts {
@@ -407,7 +411,9 @@ impl Order {
     /// or (open or not) while a second payment for it is suspected.
     pub fn listings(&self) -> impl Iterator<Item = Listing> + use<> {
         let a = &self.attempts;
-        let flagged = (a.needs_attention && self.is_open()) || a.double_payment_suspected;
+        // A settled order needs a person only when the payment system paid twice, or
+        // contradicted a person's decision.
+        let flagged = (a.needs_attention && (self.is_open() || a.decided_by_person)) || a.double_payment_suspected;
         std::iter::once(Listing::Status(self.status)).chain(flagged.then_some(Listing::NeedsAttention))
     }
 }

@@ -215,6 +215,30 @@ fn transition_table() {
             row(&mut table, &order, view_of(&order, s, None));
         }
     }
+    table.push_str("\n## A person's decision, then the payment system's word (rule 7)\n\n");
+    table.push_str(header);
+    for (order, arrivals) in [
+        (in_state(inbound(1, 10_000), Status::Failure, false, false), true),
+        (in_state(inbound(1, 10_000), Status::Success, false, false), true),
+        (
+            in_state(outbound(1, 6_000, false), Status::Failure, false, false),
+            false,
+        ),
+        (
+            in_state(outbound(1, 6_000, false), Status::Success, false, false),
+            false,
+        ),
+    ] {
+        let mut order = order;
+        order.attempts.decided_by_person = true;
+        let _ = writeln!(table, "<!-- decided by a person: {} -->", order.state_label());
+        for s in statuses() {
+            let arrived = [None, Some(ArrivedStatus::Arrived)];
+            for a in arrived.into_iter().take(if arrivals { 2 } else { 1 }) {
+                row(&mut table, &order, view_of(&order, s.clone(), a));
+            }
+        }
+    }
     table.push_str("\n## Identity\n\n");
     table.push_str(header);
     let order = in_state(inbound(1, 10_000), Status::Processing, false, false);
@@ -389,6 +413,33 @@ proptest! {
         if status == Some(opposite) {
             let conflicted = out.anomalies().any(|a| matches!(a, Anomaly::ConflictingStatus { .. }));
             prop_assert!(conflicted);
+        }
+    }
+
+    /// Rule 7: the payment system's word on money outranks a person's. An order a person
+    /// decided `FAILURE` goes to `SUCCESS` on news of payment (or arrival), the ledger moving
+    /// from where `FAILURE` left it, with `ConflictingStatus` naming the person's decision;
+    /// a person's `SUCCESS` is not moved by `FAILURE` (that news moves no money).
+    #[test]
+    fn rule7_money_outranks_a_persons_decision(order in any_order(), status in any_status(), arrival in any_arrival()) {
+        prop_assume!(order.status.is_terminal() && !arrived(&order));
+        let mut order = order;
+        order.attempts.decided_by_person = true;
+        let out = apply(&order, &obs(view_of(&order, status.clone(), arrival.clone())));
+        let arrives = order.inbound().is_some() && arrival == Some(ArrivedStatus::Arrived);
+        let paid = match &status {
+            Some(PayStatus::Success) => true,
+            None | Some(PayStatus::Unpaid | PayStatus::Processing) => arrives,
+            Some(PayStatus::Failure | PayStatus::Unknown(_)) => false,
+        };
+        if order.status == Status::Failure && paid {
+            prop_assert_eq!(out.order.status, Status::Success);
+            let named = out.anomalies().any(|a| matches!(a,
+                Anomaly::ConflictingStatus { current, .. } if current.contains("a person's decision")));
+            prop_assert!(named, "both claims named");
+            prop_assert_eq!(out.movement.map(|m| m.from), Some(protopay_engine::ledger::slot_of(&order)));
+        } else {
+            prop_assert_eq!(out.order.status, order.status);
         }
     }
 

@@ -727,6 +727,152 @@ async fn only_an_order_that_needs_attention_can_be_resolved() {
     }
 }
 
+/// The history's kinds of `key`, as names (`Anomaly` spelt out by its name).
+async fn history(e: &Engine, key: &str) -> Vec<String> {
+    e.order_details(key)
+        .await
+        .unwrap()
+        .history
+        .iter()
+        .map(|ev| match &ev.kind {
+            EventKind::Anomaly(a) => a.name().to_owned(),
+            other => format!("{other:?}")
+                .split([' ', '{'])
+                .next()
+                .unwrap_or_default()
+                .to_owned(),
+        })
+        .collect()
+}
+
+/// Operator console, defect 3: when the payment system contradicted a person, the
+/// resolution stood and only `ConflictingStatus` was raised — a deposit a person called
+/// failed, then paid, left money outside the ledger. Now the payment system's word on money
+/// reaches the ledger, and the order needs a person's look, settled or not, with both claims
+/// in its history.
+#[tokio::test(start_paused = true)]
+async fn money_the_payment_system_reports_reaches_the_ledger_over_a_person_s_decision() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let mut c = config();
+    c.poll.max_sends = 1;
+    let (e, trans_no) = funded_on(&store, &t, c.clone(), "50.00").await;
+    t.push(
+        Endpoint::Prepay,
+        Step::Fail(TransportError::MaybeDelivered {
+            reason: "HTTP 500".into(),
+        }),
+    );
+    t.default_for(Endpoint::Inquery, Step::Code("EP20003", "no such order"));
+    let key = "APP001-in-late";
+    let deposit = NewInbound {
+        out_req_no: Some(key.into()),
+        ..NewInbound::pos(&trans_no, Amount::parse("30").unwrap())
+    };
+    e.prepay(deposit).await.unwrap();
+    tokio::time::advance(Duration::from_millis(c.poll.grace_ms + 60_000)).await;
+    for _ in 0..10 {
+        tokio::time::advance(Duration::from_secs(30)).await;
+        e.poll_due().await.unwrap();
+    }
+    assert!(e.order(key).await.unwrap().attempts.needs_attention);
+    e.resolve(key, Status::Failure, "ops: payer says never paid", None)
+        .await
+        .unwrap();
+    // The payer paid after all: the late request landed.
+    let paid = callback_body(&inbound_view(&trans_no, key, "30.00", "SUCCESS", "02"));
+    assert!(
+        e.handle_callback(CallbackKind::InboundArrival, &paid)
+            .await
+            .is_success()
+    );
+    let order = e.order(key).await.unwrap();
+    assert_eq!(
+        order.state_label(),
+        "SUCCESS+arrived",
+        "the payment system's word on money wins"
+    );
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
+        "80.00"
+    );
+    assert!(
+        order.listings().any(|l| l == protopay_engine::Listing::NeedsAttention),
+        "settled, flagged"
+    );
+    let kinds = history(&e, key).await;
+    for kind in ["OperatorResolved", "InboundPaid", "conflicting_status"] {
+        assert!(kinds.iter().any(|k| k == kind), "both claims in the history: {kinds:?}");
+    }
+    assert!(e.check().await.unwrap().violations.is_empty());
+    // A person looks: only the status it has acknowledges it.
+    let seen = e.order_details(key).await.unwrap().version;
+    assert!(
+        e.resolve(key, Status::Failure, "ops: still no", Some(seen))
+            .await
+            .is_err()
+    );
+    let looked = e
+        .resolve(key, Status::Success, "ops: bank shows it, ticket 12", Some(seen))
+        .await
+        .unwrap();
+    assert!(!looked.listings().any(|l| l == protopay_engine::Listing::NeedsAttention));
+}
+
+/// The same for a payout a person released as failed: the payment system paid it, so the
+/// ledger shows it paid out, and it pages as a suspected double payment (whoever was told
+/// FAILURE may pay again). If the released funds were spent meanwhile, the ledger cannot pay
+/// out money it no longer holds: the FAILURE stands, flagged and paged, nothing else moves.
+#[tokio::test(start_paused = true)]
+async fn a_payout_paid_after_a_person_released_it_pages_as_a_double_payment() {
+    let (store, t) = (Flaky::default(), Scripted::default());
+    let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
+    flagged_payout(&e, &t, &trans_no, "APP001-late").await;
+    e.resolve("APP001-late", Status::Failure, "ops: never received", None)
+        .await
+        .unwrap();
+    assert_eq!(
+        e.protocol(&trans_no).await.unwrap().ledger.available.to_string(),
+        "50.00",
+        "released"
+    );
+    let paid = callback_body(&outbound_view(&trans_no, "APP001-late", "20.00", "SUCCESS"));
+    assert!(e.handle_callback(CallbackKind::Outbound, &paid).await.is_success());
+    let order = e.order("APP001-late").await.unwrap();
+    assert_eq!(order.status, Status::Success);
+    assert!(order.attempts.double_payment_suspected);
+    let ledger = e.protocol(&trans_no).await.unwrap().ledger;
+    assert_eq!(
+        (ledger.available.to_string(), ledger.paid_out.to_string()),
+        ("30.00".into(), "20.00".into())
+    );
+    assert!(
+        anomalies(&e)
+            .await
+            .iter()
+            .any(|a| matches!(a, Anomaly::SuspectedDoublePayment { .. }))
+    );
+    assert!(e.check().await.unwrap().violations.is_empty());
+
+    // Released, then spent: 30.00 left, all of it paid out again before the news comes.
+    flagged_payout(&e, &t, &trans_no, "APP001-spent").await;
+    e.resolve("APP001-spent", Status::Failure, "ops: never received", None)
+        .await
+        .unwrap();
+    accepted_payout(&e, &t, &trans_no, "APP001-again", "30").await;
+    let before = e.protocol(&trans_no).await.unwrap().ledger;
+    assert_eq!(before.available.to_string(), "0.00");
+    let paid = callback_body(&outbound_view(&trans_no, "APP001-spent", "20.00", "SUCCESS"));
+    assert!(e.handle_callback(CallbackKind::Outbound, &paid).await.is_success());
+    let order = e.order("APP001-spent").await.unwrap();
+    assert_eq!(order.status, Status::Failure, "no money to show it paid out from");
+    assert!(order.attempts.double_payment_suspected, "paged");
+    assert_eq!(e.protocol(&trans_no).await.unwrap().ledger, before, "nothing moved");
+    let kinds = history(&e, "APP001-spent").await;
+    assert!(!kinds.iter().any(|k| k == "OutboundSucceeded"), "{kinds:?}");
+    assert!(kinds.iter().any(|k| k == "suspected_double_payment"), "{kinds:?}");
+    assert!(e.check().await.unwrap().violations.is_empty());
+}
+
 /// Pauses and partitions, defect 6: `shutdown` waited for the poller's whole claimed batch,
 /// and polls kept starting after it began. In-flight polls finish; none starts.
 #[tokio::test(start_paused = true)]

@@ -41,6 +41,7 @@ mod probe;
 mod world;
 
 use chrono::{DateTime, Utc};
+use protopay::Status;
 use protopay::storage::Storage;
 use protopay_sim::Faults;
 use std::collections::VecDeque;
@@ -74,6 +75,8 @@ pub(crate) fn trace(line: String) {
 pub(crate) struct Decisions {
     pub(crate) recorded: u32,
     pub(crate) refused: u32,
+    /// Recorded, then overruled by the payment system's word on money.
+    pub(crate) overruled: u32,
 }
 
 /// A sliding window of event times, for rate budgets.
@@ -221,6 +224,14 @@ async fn run_seed(seed: u64, mode: Mode) -> Run {
         .map(|e| format!("{e:?}"))
         .collect();
     let requests = w.sim.received().iter().map(|r| format!("{r:?}")).collect();
+    // Decisions the payment system overruled with money (`apply`, rule 7): settled as it
+    // says, and left for a person to acknowledge.
+    w.decisions.overruled = w
+        .orders()
+        .await
+        .iter()
+        .filter(|o| o.attempts.decided_by_person && o.status == Status::Success && o.attempts.needs_attention)
+        .count() as u32;
     let run = Run {
         orders: w.orders().await.len(),
         restarts: w.restarts,
@@ -286,6 +297,13 @@ fn vopr() {
                 restarts += run.restarts;
                 decisions.recorded += run.decisions.recorded;
                 decisions.refused += run.decisions.refused;
+                decisions.overruled += run.decisions.overruled;
+                if run.decisions.overruled > 0 {
+                    eprintln!(
+                        "VOPR: seed {seed}: {} decision(s) overruled by the payment system's word on money",
+                        run.decisions.overruled
+                    );
+                }
             }
             Err(panic) => {
                 if seeds.len() == 1 {
@@ -300,9 +318,10 @@ fn vopr() {
         }
     }
     eprintln!(
-        "VOPR: {} seeds, {orders} orders, {restarts} restarts, {} decisions recorded and {} refused, all converged",
+        "VOPR: {} seeds, {orders} orders, {restarts} restarts, {} decisions recorded ({} overruled by the payment system) and {} refused, all converged",
         seeds.len(),
         decisions.recorded,
+        decisions.overruled,
         decisions.refused
     );
 }

@@ -518,8 +518,11 @@ impl World {
     /// that version — refused, and left for the next round, if the order has moved since.
     ///
     /// A `hasty` operator also decides orders that do not need attention (never sent, or
-    /// still being decided by the payment system), as if its word were final. The engine
-    /// must refuse every one of those: a person cannot book money that has not moved.
+    /// still being decided by the payment system), as if its word were final — the engine
+    /// must refuse every one of those: a person cannot book money that has not moved — and
+    /// calls a flagged deposit failed while a send of it may still land. That one the engine
+    /// records; if the payer then pays, the payment system's word must reach the ledger
+    /// (`apply`, rule 7), which convergence checks.
     pub(crate) async fn resolve(&mut self, hasty: bool) {
         for o in self.orders().await {
             if !o.is_open() || !(hasty || o.attempts.needs_attention) {
@@ -536,13 +539,14 @@ impl World {
             // received failed; otherwise its settled status. A hasty one takes an order the
             // payment system has not settled as failed.
             let truth = self.sim.order_states().get(o.out_req_no()).cloned();
+            let wrongly = hasty && o.inbound().is_some();
             let status = match truth.as_deref() {
                 // The README's rule: failed only once no send of it can still land.
-                None if flagged && self.sim.in_flight(o.out_req_no()) => continue,
+                None if flagged && !wrongly && self.sim.in_flight(o.out_req_no()) => continue,
                 None => Status::Failure,
                 Some(t) if t.starts_with("SUCCESS") => Status::Success,
                 Some("FAILURE") => Status::Failure,
-                Some(_) if hasty && !flagged => Status::Failure,
+                Some(_) if hasty && (!flagged || wrongly) => Status::Failure,
                 Some(_) => continue,
             };
             // Half the time the decision names the version it was made on; otherwise the
@@ -723,8 +727,11 @@ impl World {
         let mut out = Vec::new();
         for o in self.orders().await {
             let ours = o.state_label().replace("+closed", "");
+            // A person's FAILURE stands where the payment system moved no money (a code
+            // never paid, a request never received); where it did, ours must say so.
+            let decided_failure = o.attempts.decided_by_person && o.status == Status::Failure;
             let acceptable = match truth.get(o.out_req_no()) {
-                Some(t) => *t == ours,
+                Some(t) => *t == ours || (decided_failure && !t.starts_with("SUCCESS")),
                 None => o.status == Status::Failure,
             };
             if !acceptable {

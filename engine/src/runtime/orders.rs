@@ -222,8 +222,19 @@ impl Engine {
     /// Which orders may be resolved — only what a person can know more about than protopay:
     /// - an open order that **needs attention** (flagged: the payment system's word has not
     ///   come after every try), either way;
-    /// - a settled order flagged for a **suspected double payment**, with the status it has:
-    ///   that records that a person has looked.
+    /// - a settled order that needs attention — a **suspected double payment**, or a
+    ///   person's decision the payment system contradicted — with the status it has: that
+    ///   records that a person has looked.
+    ///
+    /// **When the payment system contradicts a person**, its word on money wins (rule 7 of
+    /// [`apply`](crate::apply)): news that a deposit was paid or a payout paid out after a
+    /// person decided `FAILURE` is applied, and the ledger shows the money; the order needs
+    /// attention with both claims in its history, and a payout whose funds the person had
+    /// released pages as a suspected double payment (whoever was told `FAILURE` may pay
+    /// again). If those funds have been spent since, the ledger cannot pay out money it no
+    /// longer holds: the `FAILURE` stands, flagged and paged, for a person to settle with the
+    /// payment system. A person's `SUCCESS` contradicted by `FAILURE` stands (that news
+    /// moves no money), flagged the same way.
     ///
     /// Anything else — never sent (`Requested`, `Reserved`), sent and not yet flagged, an
     /// unpaid deposit, a settled order — is refused with [`Error::InvalidState`]: a person
@@ -297,11 +308,13 @@ impl Engine {
 }
 
 /// Whether a person may decide `order` as `status`: an open order that needs attention, or
-/// a settled one suspected paid twice, acknowledged with the status it has.
+/// a settled one that does (suspected paid twice, or a person's decision the payment system
+/// contradicted), acknowledged with the status it has.
 fn resolvable(order: &Order, status: Status) -> bool {
-    let flagged = order.attempts.needs_attention && !order.status.is_terminal();
-    let acknowledging = order.attempts.double_payment_suspected && order.status == status;
-    flagged || acknowledging
+    let a = &order.attempts;
+    let open_flagged = a.needs_attention && !order.status.is_terminal();
+    let settled_flagged = a.double_payment_suspected || (a.needs_attention && order.status.is_terminal());
+    open_flagged || (settled_flagged && order.status == status)
 }
 
 /// The fields of a stored order's request that differ from a new command's, by wire name.

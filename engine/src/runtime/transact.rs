@@ -226,11 +226,23 @@ impl Engine {
         if let Some(m) = movement {
             let protocol = self.stored_protocol(next.trans_no()).await?;
             let mut updated = protocol.value;
-            updated.ledger.apply(&m)?;
-            batch.protocols.push(Put {
-                expected: Some(protocol.version),
-                value: updated,
-            });
+            match updated.ledger.apply(&m) {
+                Ok(()) => batch.protocols.push(Put {
+                    expected: Some(protocol.version),
+                    value: updated,
+                }),
+                Err(_) if overrules_released_payout(before, &next) => {
+                    // The funds a person released have been spent since: the ledger cannot
+                    // pay out money it no longer holds. The person's FAILURE stands, with
+                    // both claims in the history, paged as a double payment until a person
+                    // settles it with the payment system (reconcile shows the difference).
+                    let mut held = before.clone();
+                    held.attempts = next.attempts.clone();
+                    next = held;
+                    kinds.retain(|k| matches!(k, EventKind::Anomaly(_)));
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         batch.events = kinds
             .into_iter()
@@ -271,6 +283,24 @@ impl Engine {
         {
             next.attempts.double_payment_suspected = true;
         }
+        // The payment system contradicts a person (rule 7 of `apply`, or a conflict rule 2
+        // kept out): both claims are in the history; a person must look, settled or not.
+        let contradicted = before.attempts.decided_by_person
+            && kinds
+                .iter()
+                .any(|k| matches!(k, EventKind::Anomaly(Anomaly::ConflictingStatus { .. })));
+        if contradicted {
+            next.attempts.needs_attention = true;
+        }
+        if overrules_released_payout(before, next) {
+            // A person released these funds as never paid out; the payment system paid
+            // them. Whoever was told FAILURE may pay again: page as a double payment.
+            let paid = next.outbound().and_then(|o| o.remote.pay_order_no.clone());
+            kinds.push(EventKind::Anomaly(Anomaly::SuspectedDoublePayment {
+                other_pay_order_no: paid.unwrap_or_default(),
+            }));
+            next.attempts.double_payment_suspected = true;
+        }
         match books {
             Bookkeeping::Nothing => {}
             Bookkeeping::NotSent => {
@@ -306,10 +336,17 @@ impl Engine {
             Bookkeeping::NeedsAttention => raise(next, kinds),
             Bookkeeping::Resolved { status, note } => {
                 let decided = next.status == *status && before.status != *status;
-                // A settled order flagged for a second payment: the person has looked.
-                let acknowledged = next.status == *status && before.attempts.double_payment_suspected;
+                // A settled order flagged for a second payment, or whose decision the payment
+                // system contradicted: the person has looked.
+                let flagged_settled = before.attempts.double_payment_suspected
+                    || (before.attempts.needs_attention && before.status.is_terminal());
+                let acknowledged = next.status == *status && flagged_settled;
+                if decided {
+                    next.attempts.decided_by_person = true;
+                }
                 if decided || acknowledged {
                     next.attempts.double_payment_suspected = false;
+                    next.attempts.needs_attention = false;
                     kinds.push(EventKind::OperatorResolved {
                         status: *status,
                         note: note.clone(),
@@ -580,6 +617,15 @@ impl Engine {
             debug_assert!(checked.is_ok(), "ledger invariant broken for {trans_no}: {checked:?}");
         }
     }
+}
+
+/// Whether a step takes a payout a person decided `FAILURE` (its funds released) to
+/// `SUCCESS`: the payment system paid it after all (`apply`, rule 7).
+fn overrules_released_payout(before: &Order, next: &Order) -> bool {
+    before.attempts.decided_by_person
+        && before.outbound().is_some()
+        && before.status == Status::Failure
+        && next.status == Status::Success
 }
 
 /// Run `attempt` until it does not lose a race ([`StepError::Raced`]: someone else committed

@@ -65,6 +65,9 @@ pub(crate) struct AttemptsRecord {
     /// Absent while false.
     #[serde(default, skip_serializing_if = "is_false")]
     double_payment_suspected: bool,
+    /// Absent while false (so records written before it read back as undecided).
+    #[serde(default, skip_serializing_if = "is_false")]
+    decided_by_person: bool,
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -84,6 +87,7 @@ impl From<Attempts> for AttemptsRecord {
             needs_attention: a.needs_attention,
             unsent: a.unsent,
             double_payment_suspected: a.double_payment_suspected,
+            decided_by_person: a.decided_by_person,
         }
     }
 }
@@ -97,6 +101,7 @@ impl From<AttemptsRecord> for Attempts {
             needs_attention: r.needs_attention,
             unsent: r.unsent,
             double_payment_suspected: r.double_payment_suspected,
+            decided_by_person: r.decided_by_person,
         }
     }
 }

@@ -105,6 +105,7 @@ impl Gen {
             needs_attention: self.flag(),
             unsent: (self.next() % u64::from(sends + 1)) as u32,
             double_payment_suspected: self.next().is_multiple_of(5),
+            decided_by_person: self.next().is_multiple_of(7),
         }
     }
 
