@@ -6,9 +6,13 @@
 //!
 //! - **workload**: protocols, deposits, payouts and refunds (own or generated `outReqNo`s,
 //!   empty and long remarks, over-long texts), bursts of concurrent payouts, identical
-//!   repeats of earlier commands, POS closes, forged callbacks, operator resolutions, and
-//!   `check` run by an operator while all of that is in flight (it may fail while the store
-//!   is down, or leave what kept moving unjudged, but never report a violation);
+//!   repeats of earlier commands, POS closes, forged callbacks, operator resolutions — each
+//!   on the version the operator read; half of them by a hasty operator who also decides
+//!   orders that do not need attention (each must be refused) and calls flagged deposits
+//!   failed while a send may still land (if the payer then pays, the money must reach the
+//!   ledger: seed 560) — and `check` run by an operator while all of that is in flight (it
+//!   may fail while the store is down, or leave what kept moving unjudged, but never report
+//!   a violation);
 //! - **network**: dropped / duplicated / delayed / reordered callbacks, 5xx, refused
 //!   connections, timeouts after commit, corrupted reply signs, requests that land after the
 //!   caller gave up, and one-shot faults aimed at the next `outpay`/`prepay`;
@@ -25,10 +29,13 @@
 //! `outReqNo` paid out twice; every open order has exactly one due time and a closed one none;
 //! the host contract — an order whose command returned a plain `Err` is never stored nor seen
 //! by the payment system, and every order the payment system has was accepted by a command;
+//! a person's decision is recorded only on an order that needed attention when read, and a
+//! recorded one answers with the status asked;
 //! and budgets derived from the poll policy — calls to the payment system per order per
 //! simulated hour, and poller passes per simulated minute (checked as they happen, so a spin
 //! that freezes simulated time is caught too). Then a quiet phase with faults off: every order
-//! must converge to the simulator's truth within bounded simulated time.
+//! must converge to the simulator's truth within bounded simulated time (a person's `FAILURE`
+//! may stand only where the payment system moved no money).
 //!
 //! `PROTOPAY_SEED=n` replays one seed exactly and prints its step trace; `PROTOPAY_SEEDS=n`
 //! runs seeds 0..n (CI: 200), from `PROTOPAY_SEED_START` if set. A seed that does not finish
