@@ -227,7 +227,7 @@ impl Engine {
     ///   records that a person has looked.
     ///
     /// **When the payment system contradicts a person**, its word on money wins (rule 7 of
-    /// [`apply`](crate::apply)): news that a deposit was paid or a payout paid out after a
+    /// [`apply`](crate::apply())): news that a deposit was paid or a payout paid out after a
     /// person decided `FAILURE` is applied, and the ledger shows the money; the order needs
     /// attention with both claims in its history, and a payout whose funds the person had
     /// released pages as a suspected double payment (whoever was told `FAILURE` may pay
