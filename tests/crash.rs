@@ -14,7 +14,7 @@ use protopay::http::{HttpTransport, callback_router};
 use protopay::sled::SledStorage;
 use protopay::storage::Storage;
 use protopay::wire::{CashierType, ChannelType, CreateProtocol, Envelope, OutType, RemoteProtocol};
-use protopay::{Amount, Config, Engine, Error, Md5Key, NewInbound, NewOutbound, Order, Sensitive, Status};
+use protopay::{Amount, Config, Decision, Engine, Error, Md5Key, NewInbound, NewOutbound, Order, Sensitive, Status};
 use protopay_sim::server::{ServerOptions, serve};
 use protopay_sim::{Fault, Handled, HttpSink, Rng, Sim, SimConfig};
 use protopay_storage_postgres::{PostgresOptions, PostgresStorage};
@@ -202,7 +202,7 @@ async fn resolve_what_never_arrived(engine: &Engine, trans_no: &str, sim_url: &s
         if !known.contains_key(o.out_req_no()) {
             let note = "crash test operator: never received; every sender since killed";
             engine
-                .resolve(o.out_req_no(), Status::Failure, note, None)
+                .resolve(o.out_req_no(), Decision::new(Status::Failure, note))
                 .await
                 .expect("resolve");
         }

@@ -24,7 +24,7 @@ mod harness;
 
 use protopay::storage::{MemoryStorage, Storage};
 use protopay::wire::{CallbackKind, CashierType, OutType};
-use protopay::{Amount, Clock, Config, Engine, Md5Key, NewInbound, NewProtocol, PollerHandle, Status};
+use protopay::{Amount, Clock, Config, Decision, Engine, Md5Key, NewInbound, NewProtocol, PollerHandle, Status};
 use protopay_sim::{Background, CallbackSink, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -250,7 +250,9 @@ impl Cluster {
                     Some(t) if t.starts_with("SUCCESS") => Status::Success,
                     Some(_) => continue,
                 };
-                let r = engine.resolve(o.out_req_no(), status, "instances operator", None).await;
+                let r = engine
+                    .resolve(o.out_req_no(), Decision::new(status, "instances operator"))
+                    .await;
                 self.trace.push(format!(
                     "instance {i}: operator resolves {} as {status} -> {}",
                     o.out_req_no(),

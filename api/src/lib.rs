@@ -33,19 +33,19 @@ mod setup;
 mod views;
 pub mod webhook;
 
-pub use auth::ApiAuth;
+pub use auth::{ApiAuth, Role};
 pub use setup::SetupError;
 pub use views::{EventData, EventView, OrderStatus, RefusalView};
 
-use auth::{Scope, require};
+use auth::{Caller, Scope, require};
 use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::routing::{get, post};
 use axum::{Json, Router, middleware};
 use error::{ApiError, Failures};
 use examples::Examples;
 use protopay_engine::storage::OrderQuery;
-use protopay_engine::{Engine, MAX_PAGE};
+use protopay_engine::{Decision, Engine, MAX_PAGE};
 use requests::*;
 use std::time::Duration;
 use utoipa::OpenApi;
@@ -386,12 +386,16 @@ async fn create_outbound(
         (status = 409, description = "`invalid_state`: the order does not need attention (never sent, still being decided, or settled), or it has moved since the `version` named", body = ApiError)))]
 async fn resolve(
     State(engine): State<Engine>,
+    Extension(caller): Extension<Caller>,
     Path(out_req_no): Path<String>,
     b: Result<Json<Resolve>, JsonRejection>,
 ) -> Reply<OrderView> {
-    let (status, note, seen_version) = body(b)?.into_decision();
+    let decision = Decision {
+        by: caller.operator,
+        ..body(b)?.into_decision()
+    };
     Ok(Json(OrderView::of(
-        &engine.resolve(&out_req_no, status, &note, seen_version).await?,
+        &engine.resolve(&out_req_no, decision).await?,
         Personal::Shown,
     )))
 }

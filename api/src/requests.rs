@@ -371,11 +371,15 @@ impl CreateOutbound {
 
 impl Resolve {
     /// The decided status and the note.
-    pub(super) fn into_decision(self) -> (Status, String, Option<u64>) {
+    /// The engine's decision (by nobody named: the caller's name is the handler's to add).
+    pub(super) fn into_decision(self) -> protopay_engine::Decision {
         let status = match self.status {
             Decision::Success => Status::Success,
             Decision::Failure => Status::Failure,
         };
-        (status, self.note, self.version)
+        protopay_engine::Decision {
+            seen_version: self.version,
+            ..protopay_engine::Decision::new(status, self.note)
+        }
     }
 }

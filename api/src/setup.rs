@@ -13,6 +13,24 @@ pub enum SetupError {
         /// The least length accepted.
         min: usize,
     },
+    /// An operator's name is empty, too long, or not plain (letters, digits, `.`, `_`, `-`).
+    #[error("an operator's name must be 1 to {max} letters, digits, '.', '_' or '-'")]
+    OperatorName {
+        /// The longest name.
+        max: usize,
+    },
+    /// Two operators share a name: decisions would not say who made them.
+    #[error("operator {name:?} is named twice")]
+    DuplicateOperator {
+        /// The name.
+        name: String,
+    },
+    /// An operator's token hash is not 64 hex digits (the SHA-256 of their token).
+    #[error("operator {name:?}: token_sha256 must be 64 hex digits (printf %s \"$TOKEN\" | sha256sum)")]
+    OperatorHash {
+        /// The operator.
+        name: String,
+    },
     /// The webhook URL is not an absolute http(s) URL.
     #[error("webhook URL {url:?} must start with http:// or https://")]
     WebhookUrl {

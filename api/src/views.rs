@@ -395,8 +395,11 @@ pub enum EventData {
     OperatorResolved {
         /// `SUCCESS` or `FAILURE`.
         status: OrderStatus,
-        /// Who and why.
+        /// Why (and who, in the person's words).
         note: String,
+        /// The named operator who decided (absent for the shared operate token).
+        #[serde(skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Something for a person to look at.
     #[schema(title = "AnomalyEvent")]
@@ -471,9 +474,10 @@ impl From<&EventKind> for EventData {
                     msg: r.msg.clone(),
                 }),
             },
-            EventKind::OperatorResolved { status, note } => EventData::OperatorResolved {
+            EventKind::OperatorResolved { status, note, by } => EventData::OperatorResolved {
                 status: (*status).into(),
                 note: note.clone(),
+                by: by.clone(),
             },
             EventKind::Anomaly(a) => anomaly(a),
         }
@@ -756,6 +760,7 @@ mod tests {
             EventKind::OperatorResolved {
                 status: Status::Failure,
                 note: "checked".into(),
+                by: Some("li.lei".into()),
             },
         ];
         kinds.extend(

@@ -24,6 +24,11 @@
 //!
 //! [serve.webhook]               # optional: push events instead of long-polling
 //! url = "https://me.example/protopay-events"
+//!
+//! [[serve.operators]]           # optional: people, by the SHA-256 of their token
+//! name = "li.lei"
+//! role = "operate"              # or "read"
+//! token_sha256 = "…"            # printf %s "$TOKEN" | sha256sum
 //! ```
 
 use crate::CliError;
@@ -72,6 +77,21 @@ struct ServeFile {
     schema: String,
     #[serde(default)]
     webhook: Option<WebhookFile>,
+    /// Named operators: their decisions are recorded under their names.
+    #[serde(default)]
+    operators: Vec<OperatorFile>,
+}
+
+/// `[[serve.operators]]`: a person who may read or operate, by the SHA-256 of their token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct OperatorFile {
+    /// Their name, recorded with each decision they make.
+    pub name: String,
+    /// `read` or `operate`.
+    pub role: protopay::api::Role,
+    /// The SHA-256 of their token, in hex (`printf %s "$TOKEN" | sha256sum`).
+    pub token_sha256: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -137,6 +157,8 @@ pub(crate) struct ServeSettings {
     pub read_token: Option<protopay::Sensitive>,
     /// Push delivery, when configured.
     pub webhook: Option<WebhookSettings>,
+    /// Named operators.
+    pub operators: Vec<OperatorFile>,
 }
 
 /// The settings of `path` for a command that opens the store itself and serves nothing
@@ -215,6 +237,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String
         operate_token: protopay::Sensitive::new(operate_token),
         read_token: env("PROTOPAY_API_READ_TOKEN").map(protopay::Sensitive::new),
         webhook,
+        operators: serve.operators,
     })
 }
 

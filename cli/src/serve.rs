@@ -32,10 +32,14 @@ pub(crate) async fn run(settings: ServeSettings) -> Result<(), CliError> {
         operate_token,
         read_token,
         webhook,
+        operators,
     } = settings;
     let mut auth = ApiAuth::new(operate_token.expose())?;
     if let Some(read) = &read_token {
         auth = auth.with_read_token(read.expose())?;
+    }
+    for o in &operators {
+        auth = auth.with_operator(&o.name, o.role, &o.token_sha256)?;
     }
     let webhook = match webhook {
         None => None,

@@ -135,8 +135,12 @@ pub enum EventKind {
     OperatorResolved {
         /// The outcome.
         status: Status,
-        /// Who and why.
+        /// Why (and who, in the person's own words).
         note: String,
+        /// The named operator who decided, when known (absent in events recorded before
+        /// operators had names, and for the shared API token).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<String>,
     },
     /// Something for a person to look at.
     Anomaly(Anomaly),
@@ -199,6 +203,9 @@ impl std::fmt::Display for EventKind {
             EventKind::OutboundSucceeded { .. } => f.write_str("paid out"),
             EventKind::OutboundFailed { refusal: Some(r) } => write!(f, "payment out refused ({})", r.code),
             EventKind::OutboundFailed { refusal: None } => f.write_str("payment out failed; funds available again"),
+            EventKind::OperatorResolved {
+                status, by: Some(by), ..
+            } => write!(f, "resolved by {by} as {status}"),
             EventKind::OperatorResolved { status, .. } => write!(f, "resolved by an operator as {status}"),
             EventKind::Anomaly(a) => write!(f, "⚠ {a}"),
         }

@@ -8,7 +8,7 @@ use protopay_engine::storage::{Batch, MemoryStorage, Orphan, Put, Storage};
 use protopay_engine::wire::validate::limits;
 use protopay_engine::wire::{CallbackKind, Endpoint, Envelope, InboundView, OutboundView, Prepay};
 use protopay_engine::{
-    Amount, Anomaly, Clock, Config, Engine, Error, EventKind, NewInbound, NewOutbound, Sensitive, Status,
+    Amount, Anomaly, Clock, Config, Decision, Engine, Error, EventKind, NewInbound, NewOutbound, Sensitive, Status,
     TransportError,
 };
 use serde_json::json;
@@ -598,9 +598,9 @@ async fn a_second_payment_for_one_order_is_flagged_until_a_person_looks() {
     assert!(anomalies(&e).await.iter().any(|a| matches!(a,
         Anomaly::SuspectedDoublePayment { other_pay_order_no } if other_pay_order_no == "P-2")));
     // A person looks, and records it with the status it has; any other is refused.
-    assert!(e.resolve(key, Status::Failure, "ops: no", None).await.is_err());
+    assert!(e.resolve(key, Decision::new(Status::Failure, "ops: no")).await.is_err());
     let order = e
-        .resolve(key, Status::Success, "ops: P-2 reversed, ticket 7", None)
+        .resolve(key, Decision::new(Status::Success, "ops: P-2 reversed, ticket 7"))
         .await
         .unwrap();
     assert!(!order.attempts.double_payment_suspected);
@@ -662,7 +662,7 @@ async fn a_decision_on_an_order_that_moved_is_refused_and_records_nothing() {
         })
     });
     let answer = a
-        .resolve(key, Status::Failure, "ops: never received, ticket 9", None)
+        .resolve(key, Decision::new(Status::Failure, "ops: never received, ticket 9"))
         .await;
     assert!(matches!(answer, Err(Error::OrderMoved { .. })), "{answer:?}");
     let order = a.order(key).await.unwrap();
@@ -680,12 +680,20 @@ async fn a_decision_on_an_order_that_moved_is_refused_and_records_nothing() {
     let seen = a.order_details(key).await.unwrap().version;
     tokio::time::advance(Duration::from_secs(3_600)).await;
     a.poll_due().await.unwrap();
-    let answer = a.resolve(key, Status::Failure, "ops: never received", Some(seen)).await;
+    let answer = a
+        .resolve(
+            key,
+            Decision::new(Status::Failure, "ops: never received").at_version(seen),
+        )
+        .await;
     assert!(matches!(answer, Err(Error::OrderMoved { .. })), "{answer:?}");
     assert!(!resolved(&a, key).await);
     let now = a.order_details(key).await.unwrap().version;
     let order = a
-        .resolve(key, Status::Failure, "ops: never received", Some(now))
+        .resolve(
+            key,
+            Decision::new(Status::Failure, "ops: never received").at_version(now),
+        )
         .await
         .unwrap();
     assert_eq!(order.status, Status::Failure, "decided on what it is now");
@@ -719,7 +727,7 @@ async fn only_an_order_that_needs_attention_can_be_resolved() {
         let before = e.order(key).await.unwrap();
         assert!(!before.attempts.needs_attention);
         for status in [Status::Success, Status::Failure] {
-            let answer = e.resolve(key, status, "ops: a guess", None).await;
+            let answer = e.resolve(key, Decision::new(status, "ops: a guess")).await;
             assert!(matches!(answer, Err(Error::InvalidState { .. })), "{key}: {answer:?}");
         }
         assert_eq!(e.order(key).await.unwrap(), before, "{key}: nothing changed");
@@ -775,7 +783,7 @@ async fn money_the_payment_system_reports_reaches_the_ledger_over_a_person_s_dec
         e.poll_due().await.unwrap();
     }
     assert!(e.order(key).await.unwrap().attempts.needs_attention);
-    e.resolve(key, Status::Failure, "ops: payer says never paid", None)
+    e.resolve(key, Decision::new(Status::Failure, "ops: payer says never paid"))
         .await
         .unwrap();
     // The payer paid after all: the late request landed.
@@ -807,12 +815,15 @@ async fn money_the_payment_system_reports_reaches_the_ledger_over_a_person_s_dec
     // A person looks: only the status it has acknowledges it.
     let seen = e.order_details(key).await.unwrap().version;
     assert!(
-        e.resolve(key, Status::Failure, "ops: still no", Some(seen))
+        e.resolve(key, Decision::new(Status::Failure, "ops: still no").at_version(seen))
             .await
             .is_err()
     );
     let looked = e
-        .resolve(key, Status::Success, "ops: bank shows it, ticket 12", Some(seen))
+        .resolve(
+            key,
+            Decision::new(Status::Success, "ops: bank shows it, ticket 12").at_version(seen),
+        )
         .await
         .unwrap();
     assert!(!looked.listings().any(|l| l == protopay_engine::Listing::NeedsAttention));
@@ -827,7 +838,7 @@ async fn a_payout_paid_after_a_person_released_it_pages_as_a_double_payment() {
     let (store, t) = (Flaky::default(), Scripted::default());
     let (e, trans_no) = funded_on(&store, &t, config(), "50.00").await;
     flagged_payout(&e, &t, &trans_no, "APP001-late").await;
-    e.resolve("APP001-late", Status::Failure, "ops: never received", None)
+    e.resolve("APP001-late", Decision::new(Status::Failure, "ops: never received"))
         .await
         .unwrap();
     assert_eq!(
@@ -855,7 +866,7 @@ async fn a_payout_paid_after_a_person_released_it_pages_as_a_double_payment() {
 
     // Released, then spent: 30.00 left, all of it paid out again before the news comes.
     flagged_payout(&e, &t, &trans_no, "APP001-spent").await;
-    e.resolve("APP001-spent", Status::Failure, "ops: never received", None)
+    e.resolve("APP001-spent", Decision::new(Status::Failure, "ops: never received"))
         .await
         .unwrap();
     accepted_payout(&e, &t, &trans_no, "APP001-again", "30").await;

@@ -6,8 +6,8 @@ mod support;
 use protopay_engine::storage::MemoryStorage;
 use protopay_engine::wire::{CallbackKind, CashierType, Endpoint, Envelope, Missing};
 use protopay_engine::{
-    Amount, Anomaly, Config, Engine, Error, EventKind, Listing, Md5Key, NewInbound, NewProtocol, Source, Status,
-    TransportError,
+    Amount, Anomaly, Config, Decision, Engine, Error, EventKind, Listing, Md5Key, NewInbound, NewProtocol, Source,
+    Status, TransportError,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -635,11 +635,11 @@ async fn retry_budget_exhausted_needs_attention_and_keeps_funds_reserved() {
     assert!(t.count(Endpoint::Outquery) > queries);
     // A person may decide; a settled order cannot be decided again.
     assert!(matches!(
-        e.resolve(&key, Status::Processing, "x", None).await,
+        e.resolve(&key, Decision::new(Status::Processing, "x")).await,
         Err(Error::InvalidField { .. })
     ));
     assert!(matches!(
-        e.resolve(&key, Status::Failure, " ", None).await,
+        e.resolve(&key, Decision::new(Status::Failure, " ")).await,
         Err(Error::InvalidField { .. })
     ));
     // And the payment system's word still settles it.
@@ -948,9 +948,7 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
     let o = e
         .resolve(
             &key,
-            Status::Failure,
-            "ops (Li): bank confirmed no transfer, ticket 42",
-            None,
+            Decision::new(Status::Failure, "bank confirmed no transfer, ticket 42").by("li.lei"),
         )
         .await
         .unwrap();
@@ -965,13 +963,14 @@ async fn an_operator_resolves_an_order_that_needs_attention() {
             k,
             EventKind::OperatorResolved {
                 status: Status::Failure,
+                by: Some(by),
                 ..
-            }
+            } if by == "li.lei"
         )
     });
-    assert!(recorded);
+    assert!(recorded, "the decision names who made it");
     assert!(matches!(
-        e.resolve(&key, Status::Success, "again", None).await,
+        e.resolve(&key, Decision::new(Status::Success, "again")).await,
         Err(Error::InvalidState { .. })
     ));
     let src = e

@@ -9,8 +9,8 @@ use protopay::storage::{MemoryStorage, Storage};
 use protopay::testing::Intercepted;
 use protopay::wire::{CallbackKind, CashierType, Endpoint, Envelope, OutType, validate::limits};
 use protopay::{
-    Amount, Clock, Config, Engine, Error, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order, OrderKind,
-    PollerHandle, Protocol, Sensitive, Status,
+    Amount, Clock, Config, Decision, Engine, Error, EventKind, Md5Key, NewInbound, NewOutbound, NewProtocol, Order,
+    OrderKind, PollerHandle, Protocol, Sensitive, Status,
 };
 use protopay_sim::{Aimed, Background, Fault, Faults, Rng, Sim, SimConfig, SimTransport};
 use std::collections::{BTreeMap, BTreeSet};
@@ -554,7 +554,13 @@ impl World {
             let named = (self.rng.range(0, 2) == 0).then_some(seen.version);
             let decided = self
                 .engine
-                .resolve(o.out_req_no(), status, "vopr operator", named)
+                .resolve(
+                    o.out_req_no(),
+                    Decision {
+                        seen_version: named,
+                        ..Decision::new(status, "vopr operator")
+                    },
+                )
                 .await;
             let answer = match &decided {
                 Ok(_) => "recorded".to_owned(),

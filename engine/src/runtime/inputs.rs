@@ -1,5 +1,6 @@
 //! What the host passes to commands.
 
+use crate::domain::Status;
 use crate::secret::Sensitive;
 use crate::wire::{Amount, CashierType, OutType, ProdCatalog};
 
@@ -113,6 +114,48 @@ impl NewOutbound {
             bank_name: payee.bank_name,
             bank_cnaps: payee.bank_cnaps,
             remark: None,
+        }
+    }
+}
+
+/// A person's decision on an order that needs attention ([`Engine::resolve`](crate::Engine::resolve)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// `SUCCESS` or `FAILURE`.
+    pub status: Status,
+    /// Why: what the person checked, kept in the order's history.
+    pub note: String,
+    /// Who decided, when the caller knows (a named operator); kept beside the note.
+    pub by: Option<String>,
+    /// The order's version the decision was made on
+    /// ([`OrderDetails::version`](crate::OrderDetails::version)): refused if it has moved.
+    pub seen_version: Option<u64>,
+}
+
+impl Decision {
+    /// `status`, for the reason `note`; by nobody named, on the version the engine reads.
+    pub fn new(status: Status, note: impl Into<String>) -> Self {
+        Decision {
+            status,
+            note: note.into(),
+            by: None,
+            seen_version: None,
+        }
+    }
+
+    /// Made on version `version` of the order.
+    pub fn at_version(self, version: u64) -> Self {
+        Decision {
+            seen_version: Some(version),
+            ..self
+        }
+    }
+
+    /// Made by the operator named `name`.
+    pub fn by(self, name: impl Into<String>) -> Self {
+        Decision {
+            by: Some(name.into()),
+            ..self
         }
     }
 }

@@ -28,7 +28,7 @@ pub use check::CheckReport;
 pub use clock::Clock;
 pub use config::{Config, PollPolicy, ReplyStyle, Timeouts};
 pub use feed::Subscription;
-pub use inputs::{NewInbound, NewOutbound, NewProtocol, Payee};
+pub use inputs::{Decision, NewInbound, NewOutbound, NewProtocol, Payee};
 pub use poller::{PollReport, PollerHandle};
 pub use protocols::Reconciliation;
 pub use reads::{MAX_PAGE, OrderDetails, Page};

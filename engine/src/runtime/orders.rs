@@ -3,7 +3,7 @@
 //! contract is on [`Engine::prepay`].
 
 use super::Engine;
-use super::inputs::{NewInbound, NewOutbound};
+use super::inputs::{Decision, NewInbound, NewOutbound};
 use super::transact::{Bookkeeping, Intent, Step, StepError};
 use crate::domain::{Order, OrderKind, Status};
 use crate::event::EventKind;
@@ -241,7 +241,7 @@ impl Engine {
     /// would be booking money that never moved, or deciding what the payment system is
     /// still deciding.
     ///
-    /// **The decision is on what the person saw.** `seen_version` names the version they
+    /// **The decision is on what the person saw.** [`Decision::seen_version`] names the version they
     /// decided on ([`OrderDetails::version`](crate::OrderDetails::version)); if the order
     /// has moved since — news arrived, a poll ran, another person decided — it is refused
     /// with [`Error::OrderMoved`] and nothing is recorded. With `None` the version read here
@@ -252,17 +252,21 @@ impl Engine {
     /// still land (a paused sender, a delayed packet): do it only once the payment system has
     /// confirmed that it refused or never received the order, and no instance that was
     /// running when it was last sent is still running unrestarted (see the README).
-    #[tracing::instrument(skip(self, note))]
-    pub async fn resolve(
-        &self,
-        out_req_no: &str,
-        status: Status,
-        note: &str,
-        seen_version: Option<u64>,
-    ) -> Result<Order> {
+    #[tracing::instrument(skip(self, decision), fields(status = %decision.status))]
+    pub async fn resolve(&self, out_req_no: &str, decision: Decision) -> Result<Order> {
         let _working = self.working()?;
-        validate::required("note", note)?;
-        validate::text("note", note, limits::NOTE_MAX_CHARS)?;
+        let Decision {
+            status,
+            note,
+            by,
+            seen_version,
+        } = decision;
+        validate::required("note", &note)?;
+        validate::text("note", &note, limits::NOTE_MAX_CHARS)?;
+        if let Some(by) = &by {
+            validate::required("by", by)?;
+            validate::text("by", by, limits::OPERATOR_NAME_MAX_CHARS)?;
+        }
         if !status.is_terminal() {
             return Err(Error::InvalidField {
                 field: "status",
@@ -286,15 +290,9 @@ impl Engine {
         let step = Step {
             news: Some(News::Resolved {
                 status,
-                note: note.to_owned(),
+                note: note.clone(),
             }),
-            ..Step::record(
-                Source::Operator,
-                Bookkeeping::Resolved {
-                    status,
-                    note: note.to_owned(),
-                },
-            )
+            ..Step::record(Source::Operator, Bookkeeping::Resolved { status, note, by })
         };
         match self.transact_at(&current, step).await {
             Ok(resolved) => {

@@ -63,8 +63,10 @@ pub(super) enum Bookkeeping {
     Resolved {
         /// The outcome decided.
         status: Status,
-        /// Who and why.
+        /// Why.
         note: String,
+        /// Who, when named.
+        by: Option<String>,
     },
 }
 
@@ -334,7 +336,7 @@ impl Engine {
                 }
             }
             Bookkeeping::NeedsAttention => raise(next, kinds),
-            Bookkeeping::Resolved { status, note } => {
+            Bookkeeping::Resolved { status, note, by } => {
                 let decided = next.status == *status && before.status != *status;
                 // A settled order flagged for a second payment, or whose decision the payment
                 // system contradicted: the person has looked.
@@ -350,6 +352,7 @@ impl Engine {
                     kinds.push(EventKind::OperatorResolved {
                         status: *status,
                         note: note.clone(),
+                        by: by.clone(),
                     });
                 }
             }

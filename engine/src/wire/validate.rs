@@ -42,6 +42,8 @@ pub mod limits {
     pub const NOTE_MAX_CHARS: usize = 1_000;
     /// A host's idempotency key for opening a protocol (stored, never sent).
     pub const IDEMPOTENCY_KEY_MAX_CHARS: usize = 64;
+    /// A named operator's name (stored with their decisions, never sent).
+    pub const OPERATOR_NAME_MAX_CHARS: usize = 64;
     /// The largest callback body that can echo our texts, in bytes (the one limit here that is
     /// not in characters): every echoed field at its limit,
     /// each character escaped to at most 7 bytes (`\\uXXXX` inside the `data` string),

@@ -247,6 +247,7 @@ impl Gen {
             1 => EventKind::OperatorResolved {
                 status: self.status(),
                 note: self.text(),
+                by: self.flag().then(|| self.text()),
             },
             2 => EventKind::Anomaly(crate::event::Anomaly::UnknownEnumValue {
                 field: self.text(),
