@@ -82,6 +82,7 @@ pub fn api_router(engine: Engine, auth: ApiAuth) -> Router {
         .route("/v1/orders", get(list_orders))
         .route("/v1/orders/{outReqNo}", get(read_order))
         .route("/v1/events", get(read_events))
+        .route("/v1/audit", get(read_audit))
         .route("/v1/cnaps", get(query_cnaps))
         .route("/v1/check", get(check))
         .route_layer(middleware::from_fn_with_state((auth.clone(), Scope::Read), require));
@@ -148,7 +149,7 @@ fn set_pattern(doc: &mut utoipa::openapi::OpenApi, schema: &str, property: &str,
         contact(name = "The operators of this deployment")),
     paths(
         create_protocol, refresh_protocol, reconcile, create_inbound, close_inbound, create_outbound, resolve, ack,
-        list_protocols, read_protocol, list_orders, read_order, read_events, query_cnaps, check
+        list_protocols, read_protocol, list_orders, read_order, read_events, read_audit, query_cnaps, check
     ),
     components(schemas(ApiError, ListingName)),
     servers((url = "/", description = "The server that serves this document (`protopay serve`, or a host that mounts the API)")),
@@ -474,6 +475,25 @@ async fn list_orders(State(engine): State<Engine>, q: Result<Query<OrdersQuery>,
         (status = 404, description = "`unknown_order`", body = ApiError)))]
 async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>) -> Reply<OrderDetailsView> {
     Ok(Json((&engine.order_details(&out_req_no).await?).into()))
+}
+
+/// Read the audit trail.
+///
+/// What people did, newest first: each decision on an order (`OperatorResolved`) and each
+/// reconciliation a named operator asked for (`OperatorReconciled`) — who, when, what and
+/// why — each recorded in the same commit as the change it made. Follow `next` as `before`.
+#[utoipa::path(get, tag = "events", path = "/v1/audit", params(AuditQuery),
+    responses((status = 200, description = "OK", body = AuditPage), Failures))]
+async fn read_audit(State(engine): State<Engine>, q: Result<Query<AuditQuery>, QueryRejection>) -> Reply<AuditPage> {
+    let q = query(q)?;
+    if q.before.is_some_and(|b| i64::try_from(b).is_err()) {
+        return Err(ApiError::invalid(
+            "before",
+            "`before` must be at most 9223372036854775807",
+        ));
+    }
+    let limit = page_limit(q.limit)?;
+    Ok(Json(AuditPage::of(&engine.audit(q.before, limit).await?, limit)))
 }
 
 /// Read events.

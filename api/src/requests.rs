@@ -281,6 +281,20 @@ pub(super) struct OrdersQuery {
     pub limit: Option<usize>,
 }
 
+/// A page of the audit trail.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// Only records before this `seq`: the `next` of the previous page (from the newest when
+    /// absent).
+    #[param(minimum = 1, maximum = 9223372036854775807_i64)]
+    pub before: Option<u64>,
+    /// At most this many (default 100).
+    #[param(minimum = 1, maximum = 500)]
+    pub limit: Option<usize>,
+}
+
 /// Read a consumer's unacknowledged events, waiting for some if there are none.
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -401,6 +401,17 @@ pub enum EventData {
         #[serde(skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
+    /// A person compared the protocol's books with the payment system's balances (what
+    /// disagreed is in `Anomaly` events of the same commit, `balance_drift`).
+    #[schema(title = "OperatorReconciledEvent")]
+    OperatorReconciled {
+        /// Why, in the person's words.
+        note: String,
+        /// The named operator who asked.
+        by: String,
+        /// How many figures disagreed (0: the books agree).
+        drifting: u32,
+    },
     /// Something for a person to look at.
     #[schema(title = "AnomalyEvent")]
     Anomaly {
@@ -478,6 +489,11 @@ impl From<&EventKind> for EventData {
                 status: (*status).into(),
                 note: note.clone(),
                 by: by.clone(),
+            },
+            EventKind::OperatorReconciled { note, by, drifting } => EventData::OperatorReconciled {
+                note: note.clone(),
+                by: by.clone(),
+                drifting: *drifting,
             },
             EventKind::Anomaly(a) => anomaly(a),
         }
@@ -566,6 +582,7 @@ impl EventData {
             EventData::OutboundSucceeded { .. } => "OutboundSucceeded",
             EventData::OutboundFailed { .. } => "OutboundFailed",
             EventData::OperatorResolved { .. } => "OperatorResolved",
+            EventData::OperatorReconciled { .. } => "OperatorReconciled",
             EventData::Anomaly { .. } => "Anomaly",
         }
     }
@@ -629,6 +646,26 @@ pub(super) struct OrderPage {
     /// Pass as `cursor` for the next page; absent on the last.
     #[schema(required = true)]
     pub next: Option<String>,
+}
+
+/// A page of the audit trail.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct AuditPage {
+    /// What people did, newest first: `OperatorResolved` and `OperatorReconciled` events.
+    pub items: Vec<EventView>,
+    /// Pass as `before` for the next (older) page; absent on the last.
+    #[schema(required = true)]
+    pub next: Option<u64>,
+}
+
+impl AuditPage {
+    pub(super) fn of(events: &[Event], limit: usize) -> Self {
+        AuditPage {
+            items: events.iter().map(Into::into).collect(),
+            next: (events.len() == limit).then(|| events.last().map(|e| e.seq)).flatten(),
+        }
+    }
 }
 
 impl From<&Page<Order>> for OrderPage {
@@ -761,6 +798,11 @@ mod tests {
                 status: Status::Failure,
                 note: "checked".into(),
                 by: Some("li.lei".into()),
+            },
+            EventKind::OperatorReconciled {
+                note: "month end".into(),
+                by: "li.lei".into(),
+                drifting: 1,
             },
         ];
         kinds.extend(

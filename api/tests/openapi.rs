@@ -6,7 +6,7 @@
 fn the_openapi_document_is_reviewed() {
     let doc = serde_json::to_value(protopay_api::openapi()).unwrap();
     let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    assert_eq!(paths.len(), 14, "{paths:?}");
+    assert_eq!(paths.len(), 15, "{paths:?}");
     insta::assert_json_snapshot!(doc);
 }
 

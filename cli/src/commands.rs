@@ -81,6 +81,45 @@ pub(crate) async fn orders(
     Ok(ExitCode::SUCCESS)
 }
 
+const AUDIT_HEADER: [&str; 6] = ["seq", "at", "by", "what", "about", "why"];
+
+/// `protopay audit`: what people did, newest first, a page at a time until `limit` records.
+pub(crate) async fn audit(api: &Api, out: Output, limit: usize) -> Result<ExitCode, CliError> {
+    let mut items: Vec<Value> = Vec::new();
+    let mut before: Option<u64> = None;
+    loop {
+        let mut query = vec![format!("limit={}", (limit - items.len()).min(500))];
+        query.extend(before.map(|b| format!("before={b}")));
+        let page = api.get(&format!("/v1/audit?{}", query.join("&"))).await?;
+        items.extend(page["items"].as_array().cloned().unwrap_or_default());
+        before = page["next"].as_u64();
+        if before.is_none() || items.len() >= limit {
+            break;
+        }
+    }
+    out.print(&Value::Array(items), |v| {
+        let rows: Vec<Vec<String>> = v.as_array().into_iter().flatten().map(audit_row).collect();
+        render(&AUDIT_HEADER, &rows, &["seq"])
+    });
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_row(e: &Value) -> Vec<String> {
+    let about = if e["outReqNo"].is_string() {
+        &e["outReqNo"]
+    } else {
+        &e["transNo"]
+    };
+    vec![
+        text(&e["seq"]),
+        text(&e["at"]),
+        text(&e["data"]["by"]),
+        text(&e["text"]),
+        text(about),
+        text(&e["data"]["note"]),
+    ]
+}
+
 /// `protopay show <outReqNo>`: the order, its timeline, its next poll.
 pub(crate) async fn show(api: &Api, out: Output, out_req_no: &str) -> Result<ExitCode, CliError> {
     let details = api.get(&format!("/v1/orders/{}", encode(out_req_no))).await?;

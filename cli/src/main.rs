@@ -94,6 +94,12 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// What people did, newest first: each decision and reconciliation, who, when and why.
+    Audit {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+    },
     /// Compare protocols' ledgers with the payment system's balances (exit 1 on drift).
     Reconcile {
         /// Protocols to reconcile.
@@ -212,6 +218,7 @@ async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         Command::Reconcile { trans_no, all } => commands::reconcile(&api, out, trans_no, all).await,
         Command::Events { consumer, follow } => commands::events(&api, out, &consumer, follow).await,
         Command::Check => commands::check(&api, out).await,
+        Command::Audit { limit } => commands::audit(&api, out, limit).await,
     };
     api.close().await?;
     result

@@ -140,6 +140,17 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
         .unwrap_or_default();
     assert_eq!(decision["data"]["by"], "li.lei", "{history}");
     assert_eq!(decision["text"], "resolved by li.lei as FAILURE", "{decision}");
+    // And the audit trail lists it: who, what, about which order, why.
+    let trail = protopay(as_person(WANG, &["audit"])).await;
+    assert_eq!(trail.code, 0, "{}", trail.stderr);
+    let row = trail
+        .stdout
+        .lines()
+        .find(|l| l.contains("APP001-stuck"))
+        .unwrap_or_default();
+    for part in ["li.lei", "resolved by li.lei as FAILURE", "bank: returned"] {
+        assert!(row.contains(part), "{part}: {}", trail.stdout);
+    }
     let drifting = protopay(remote(&["reconcile", &t])).await;
     assert_eq!(
         drifting.code, 1,

@@ -142,8 +142,29 @@ pub enum EventKind {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         by: Option<String>,
     },
+    /// A person compared a protocol's books with the payment system's balances (the audit
+    /// record of that act; what disagreed is in `BalanceDrift` events of the same commit).
+    OperatorReconciled {
+        /// Why, in the person's own words.
+        note: String,
+        /// The named operator who asked.
+        by: String,
+        /// How many figures disagreed (0: the books agree).
+        drifting: u32,
+    },
     /// Something for a person to look at.
     Anomaly(Anomaly),
+}
+
+impl EventKind {
+    /// Whether it records what a person did: an **audit record**, kept in the audit trail
+    /// (`Storage::audit`) besides the feed, written in the same commit as the act's change.
+    pub fn is_audit(&self) -> bool {
+        matches!(
+            self,
+            EventKind::OperatorResolved { .. } | EventKind::OperatorReconciled { .. }
+        )
+    }
 }
 
 /// An event in the outbox.
@@ -207,6 +228,10 @@ impl std::fmt::Display for EventKind {
                 status, by: Some(by), ..
             } => write!(f, "resolved by {by} as {status}"),
             EventKind::OperatorResolved { status, .. } => write!(f, "resolved by an operator as {status}"),
+            EventKind::OperatorReconciled { by, drifting: 0, .. } => write!(f, "reconciled by {by}: the books agree"),
+            EventKind::OperatorReconciled { by, drifting, .. } => {
+                write!(f, "reconciled by {by}: {drifting} figures disagree")
+            }
             EventKind::Anomaly(a) => write!(f, "⚠ {a}"),
         }
     }

@@ -869,6 +869,51 @@ async fn reconcile_reports_drift_and_moves_nothing() {
     assert_eq!(t.count(Endpoint::Find), finds);
 }
 
+/// A person's reconciliation leaves an audit record (who, why, how many figures disagreed) in
+/// the commit that records the drift, and a host's leaves none; a blank reason is refused
+/// before anything is asked.
+#[tokio::test(start_paused = true)]
+async fn a_persons_reconciliation_is_in_the_audit_trail() {
+    let (e, t, _, trans_no) = setup("10.00").await;
+    let mut view = protocol_view(&trans_no);
+    view["amount"] = json!("7.00");
+    t.push(Endpoint::Find, Step::Data(view.clone()));
+    e.reconcile(&trans_no).await.unwrap();
+    assert!(
+        e.audit(None, 10).await.unwrap().is_empty(),
+        "a host's reconciliation is no person's act"
+    );
+    t.push(Endpoint::Find, Step::Data(view));
+    let r = e.reconcile_by(&trans_no, "li.lei", "month end").await.unwrap();
+    assert_eq!(r.drift.len(), 1);
+    let trail = e.audit(None, 10).await.unwrap();
+    let [record] = trail.as_slice() else {
+        panic!("{trail:?}")
+    };
+    assert_eq!(
+        record.kind,
+        EventKind::OperatorReconciled {
+            note: "month end".into(),
+            by: "li.lei".into(),
+            drifting: 1,
+        }
+    );
+    assert_eq!(record.trans_no.as_deref(), Some(trans_no.as_str()));
+    let feed = e.events_after(record.seq - 2, 10).await.unwrap();
+    let drift_seqs: Vec<u64> = feed
+        .iter()
+        .filter(|ev| matches!(ev.kind, EventKind::Anomaly(Anomaly::BalanceDrift { .. })))
+        .map(|ev| ev.seq)
+        .collect();
+    assert_eq!(drift_seqs, [record.seq - 1], "written with it");
+    let finds = t.count(Endpoint::Find);
+    assert!(matches!(
+        e.reconcile_by(&trans_no, "li.lei", " ").await,
+        Err(Error::InvalidField { field: "note", .. })
+    ));
+    assert_eq!(t.count(Endpoint::Find), finds, "nothing asked");
+}
+
 #[test]
 fn config_is_validated() {
     let mut c = config();

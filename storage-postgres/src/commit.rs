@@ -93,7 +93,8 @@ impl PostgresStorage {
             let last: i64 = query_one(&tx, &sql.take_seqs, &[&n]).await.map_err(query)?.get(0);
             let seqs: Vec<i64> = (last - n + 1..=last).collect();
             let orders: Vec<Option<&str>> = batch.events.iter().map(|e| e.out_req_no.as_deref()).collect();
-            execute(&tx, &sql.append_events, &[&seqs, &encoded.events, &orders])
+            let audit: Vec<bool> = batch.events.iter().map(|e| e.kind.is_audit()).collect();
+            execute(&tx, &sql.append_events, &[&seqs, &encoded.events, &orders, &audit])
                 .await
                 .map_err(query)?;
             last

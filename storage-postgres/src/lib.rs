@@ -387,6 +387,12 @@ impl Storage for PostgresStorage {
         rows.iter().map(event_of).collect()
     }
 
+    async fn audit(&self, before: Option<u64>, n: usize) -> Result<Vec<Event>> {
+        let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
+        let rows = self.rows(&self.inner.sql.audit, &[&before, &limit(n)]).await?;
+        rows.iter().map(event_of).collect()
+    }
+
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
         let rows = self.rows(&self.inner.sql.due_at, &[&out_req_no]).await?;
         Ok(rows.first().map(|r| r.get(0)))

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_listing_counts.sql"),
     include_str!("../migrations/0005_lease_epochs.sql"),
     include_str!("../migrations/0006_openings.sql"),
+    include_str!("../migrations/0007_audit.sql"),
 ];
 
 /// The newest schema version this build writes.
@@ -72,8 +73,10 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), PgE
         tx.batch_execute(&migration.replace("{schema}", schema))
             .await
             .map_err(PgError::Query)?;
-        if version == 2 {
-            fill_read_model_columns(&tx, schema).await?;
+        match version {
+            2 => fill_read_model_columns(&tx, schema).await?,
+            7 => fill_audit_column(&tx, schema).await?,
+            _ => {}
         }
         tx.execute(
             &format!("INSERT INTO {schema}.schema_version (version) VALUES ($1)"),
@@ -122,6 +125,26 @@ async fn fill_read_model_columns(tx: &tokio_postgres::Transaction<'_>, schema: &
         .map_err(PgError::Query)
 }
 
+/// Migration 7's step: mark the audit records among the events written before it.
+async fn fill_audit_column(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<(), PgError> {
+    use protopay_engine::event::Event;
+    let events = tx
+        .query(&format!("SELECT seq, value FROM {schema}.events"), &[])
+        .await
+        .map_err(PgError::Query)?;
+    let mut audit: Vec<i64> = Vec::new();
+    for row in events {
+        let seq: i64 = row.get(0);
+        let event: Event = crate::codec::decode("events", &seq.to_string(), row.get(1))?;
+        if event.kind.is_audit() {
+            audit.push(seq);
+        }
+    }
+    let update = format!("UPDATE {schema}.events SET audit = true WHERE seq = ANY($1)");
+    tx.execute(&update, &[&audit]).await.map_err(PgError::Query)?;
+    Ok(())
+}
+
 /// The columns of an order that its listings are found by: the name of its status's listing,
 /// and whether it needs attention.
 pub(crate) fn order_columns(order: &protopay_engine::domain::Order) -> (&'static str, bool) {
@@ -137,6 +160,7 @@ pub(crate) struct Statements {
     pub order: String,
     pub protocols: String,
     pub history: String,
+    pub audit: String,
     pub due_at: String,
     pub listing_counts: String,
     pub insert_protocol: String,
@@ -196,6 +220,7 @@ impl Statements {
             history: format!(
                 "SELECT seq, value FROM {s}.events WHERE out_req_no = $1 AND out_req_no IS NOT NULL ORDER BY seq"
             ),
+            audit: format!("SELECT seq, value FROM {s}.events WHERE audit AND seq < $1 ORDER BY seq DESC LIMIT $2"),
             due_at: format!("SELECT at FROM {s}.due WHERE out_req_no = $1"),
             listing_counts: format!("SELECT listing, sum(n)::bigint FROM {s}.listing_counts GROUP BY listing"),
             insert_protocol: format!(
@@ -221,8 +246,8 @@ impl Statements {
             orphan: format!("INSERT INTO {s}.orphans (sign, value) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
             take_seqs: format!("UPDATE {s}.counter SET last_seq = last_seq + $1 RETURNING last_seq"),
             append_events: format!(
-                "INSERT INTO {s}.events (seq, value, out_req_no) \
-                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[])"
+                "INSERT INTO {s}.events (seq, value, out_req_no, audit) \
+                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::boolean[])"
             ),
             last_seq: format!("SELECT last_seq FROM {s}.counter"),
             due: format!("SELECT at, out_req_no FROM {s}.due WHERE at <= $1 ORDER BY at, out_req_no LIMIT $2"),

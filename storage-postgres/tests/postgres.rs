@@ -379,7 +379,8 @@ async fn a_record_under_another_key_is_corrupt() {
 }
 
 /// A schema of version 1 (no read-model columns) is migrated with its rows: orders get the
-/// listing of their status, events their order, from the records; the listings are counted.
+/// listing of their status, events their order, from the records; the listings are counted;
+/// a person's decision joins the audit trail.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     use protopay_engine::domain::{Listing, Status};
@@ -400,6 +401,15 @@ async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     let batch = order_batch("o1");
     let order = rmp_serde::to_vec_named(&batch.orders[0].value).unwrap();
     let event = rmp_serde::to_vec_named(&batch.events[0]).unwrap();
+    let decided = protopay_engine::event::Event {
+        kind: protopay_engine::event::EventKind::OperatorResolved {
+            status: Status::Failure,
+            note: "never sent".into(),
+            by: None,
+        },
+        ..batch.events[0].clone()
+    };
+    let decided = rmp_serde::to_vec_named(&decided).unwrap();
     client
         .execute(
             &format!("INSERT INTO {schema}.orders (out_req_no, trans_no, version, value) VALUES ('o1', 'T1', 1, $1)"),
@@ -409,8 +419,8 @@ async fn a_version_1_schema_gets_its_read_model_columns_filled() {
         .unwrap();
     client
         .execute(
-            &format!("INSERT INTO {schema}.events (seq, value) VALUES (1, $1)"),
-            &[&event],
+            &format!("INSERT INTO {schema}.events (seq, value) VALUES (1, $1), (2, $2)"),
+            &[&event, &decided],
         )
         .await
         .unwrap();
@@ -421,7 +431,9 @@ async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     };
     let listed = store.orders(&query, None, 10).await.unwrap();
     assert_eq!(listed.len(), 1);
-    assert_eq!(store.history("o1").await.unwrap().len(), 1);
+    assert_eq!(store.history("o1").await.unwrap().len(), 2);
+    let audit = store.audit(None, 10).await.unwrap();
+    assert_eq!(audit.iter().map(|e| e.seq).collect::<Vec<_>>(), [2]);
     let counts = store.listing_counts().await.unwrap();
     let counted: Vec<(Listing, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
     assert_eq!(counted, [(Listing::Status(Status::Requested), 1)]);

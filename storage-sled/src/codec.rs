@@ -1,10 +1,10 @@
-//! The on-disk format, version 5: one sled tree, `protopay`, keys prefixed by record kind,
+//! The on-disk format, version 6: one sled tree, `protopay`, keys prefixed by record kind,
 //! and beside it the write-ahead log `protopay.wal`, which makes commits durable; sled is
-//! synced at checkpoints. Version 4 is the same tree with the log of before (no header, the
-//! length outside the checksum); version 3 also without the listing counts (`n/`); version 2
+//! synced at checkpoints. Version 5 is the same without the audit index (`t/`); version 4
+//! also with the log of before (no header, the length outside the checksum); version 3 also without the listing counts (`n/`); version 2
 //! also without the read-model indexes (`l/`, `s/`, `h/`); version 1 also without the log.
-//! This version opens all four, replays their logs, builds what they lack from the records,
-//! events and indexes (`upgrade.rs`), and writes the version-5 marker (an older build then
+//! This version opens all five, replays their logs, builds what they lack from the records,
+//! events and indexes (`upgrade.rs`), and writes the version-6 marker (an older build then
 //! refuses the store rather than misread its log, miss commits that are only in the log, or
 //! leave the indexes and counts behind its own writes).
 //! One tree, so that a commit is one atomic `apply_batch` (sled's multi-tree transactions cost
@@ -12,7 +12,7 @@
 //!
 //! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `m/` | `format` | `protopay-sled/5` |
+//! | `m/` | `format` | `protopay-sled/6` |
 //! | `m/` | `last_seq` | u64 big-endian |
 //! | `m/` | `logged` | where the last group applied ends in the log: epoch, then byte offset, u64 BE each |
 //! | `p/` | `transNo` (UTF-8) | record |
@@ -25,8 +25,10 @@
 //! | `n/` | listing name | u64 BE: how many orders `l/` holds under that name |
 //! | `h/` | u16 BE length of `outReqNo`, `outReqNo`, `seq` u64 BE | empty (an order's history) |
 //! | `e/` | `seq` u64 BE | MessagePack of the event |
+//! | `t/` | `seq` u64 BE | empty (the audit trail: events that record what a person did) |
 //! | `c/` | consumer name (UTF-8) | u64 BE |
 //! | `x/` | the callback's `sign` | MessagePack of the orphan |
+//! | `k/` | a host's idempotency key (UTF-8) | the `transNo` it opened (UTF-8) |
 //!
 //! A *record* is the version (u64 BE) followed by the value in MessagePack with named fields
 //! (`rmp_serde::to_vec_named`): self-describing, so optional fields may be absent, and
@@ -105,14 +107,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format written by this version.
-pub const FORMAT: &[u8] = b"protopay-sled/5";
+pub const FORMAT: &[u8] = b"protopay-sled/6";
 
 /// The formats this version upgrades on open, oldest first.
-pub const OLDER_FORMATS: [&[u8]; 4] = [
+pub const OLDER_FORMATS: [&[u8]; 5] = [
     b"protopay-sled/1",
     b"protopay-sled/2",
     b"protopay-sled/3",
     b"protopay-sled/4",
+    b"protopay-sled/5",
 ];
 
 /// Why bytes on disk could not be decoded.
@@ -214,6 +217,8 @@ pub mod prefix {
     pub const COUNT: &[u8] = b"n/";
     /// Which protocol each host idempotency key opened (its `transNo`).
     pub const OPENING: &[u8] = b"k/";
+    /// The audit trail.
+    pub const AUDIT: &[u8] = b"t/";
 }
 
 /// `prefix` followed by `rest`.
@@ -278,6 +283,11 @@ pub fn listing_keys(listed: &[u8], out_req_no: &str) -> Vec<Vec<u8>> {
             k
         })
         .collect()
+}
+
+/// The audit trail's entry of event `seq`.
+pub fn audit_key(seq: u64) -> Vec<u8> {
+    key(prefix::AUDIT, &u64_key(seq))
 }
 
 /// The prefix of one order's history entries.

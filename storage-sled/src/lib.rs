@@ -161,6 +161,28 @@ impl SledStorage {
         }
     }
 
+    /// The event an index entry names: the entry's key ends with the event's `seq`, after
+    /// `prefix_len` bytes of the index's own. An entry naming no stored event is damage.
+    fn indexed_event(
+        &self,
+        index: &str,
+        prefix_len: usize,
+        entry: sled::Result<(sled::IVec, sled::IVec)>,
+    ) -> Result<Event> {
+        let (key, _) = entry.map_err(|e| self.fail(e))?;
+        let seq =
+            codec::u64_from(key.get(prefix_len..).unwrap_or_default()).map_err(|e| self.corrupt(index, &key, e))?;
+        let event_key = codec::key(codec::prefix::EVENT, &codec::u64_key(seq));
+        let bytes = self.tree()?.get(&event_key).map_err(|e| self.fail(e))?;
+        let bytes = bytes.ok_or_else(|| StorageError::Corrupt {
+            key: String::from_utf8_lossy(&key).into_owned(),
+            reason: "names an event that is not stored".into(),
+        })?;
+        let mut event: Event = codec::from_value(&bytes).map_err(|e| self.corrupt("events", &event_key, e))?;
+        event.seq = seq;
+        Ok(event)
+    }
+
     fn read_record<T: DeserializeOwned + Keyed>(&self, prefix: &[u8], key: &[u8]) -> Result<Option<Versioned<T>>> {
         let name = String::from_utf8_lossy(prefix).into_owned();
         match self.tree()?.get(codec::key(prefix, key)).map_err(|e| self.fail(e))? {
@@ -220,22 +242,20 @@ impl Storage for SledStorage {
 
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>> {
         let prefix = codec::history_prefix(out_req_no);
-        let mut out = Vec::new();
-        for entry in self.tree()?.scan_prefix(&prefix) {
-            let (key, _) = entry.map_err(|e| self.fail(e))?;
-            let seq = codec::u64_from(key.get(prefix.len()..).unwrap_or_default())
-                .map_err(|e| self.corrupt("history", &key, e))?;
-            let event_key = codec::key(codec::prefix::EVENT, &codec::u64_key(seq));
-            let bytes = self.tree()?.get(&event_key).map_err(|e| self.fail(e))?;
-            let bytes = bytes.ok_or_else(|| StorageError::Corrupt {
-                key: String::from_utf8_lossy(&key).into_owned(),
-                reason: "names an event that is not stored".into(),
-            })?;
-            let mut event: Event = codec::from_value(&bytes).map_err(|e| self.corrupt("events", &event_key, e))?;
-            event.seq = seq;
-            out.push(event);
-        }
-        Ok(out)
+        let entries = self.tree()?.scan_prefix(&prefix);
+        entries
+            .map(|entry| self.indexed_event("history", prefix.len(), entry))
+            .collect()
+    }
+
+    async fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<Event>> {
+        let prefix = codec::prefix::AUDIT;
+        // Seqs are at most i64::MAX (PostgreSQL's bound too): u64::MAX is past them all.
+        let end = codec::audit_key(before.unwrap_or(u64::MAX));
+        let entries = self.tree()?.range(prefix.to_vec()..end).rev().take(limit);
+        entries
+            .map(|entry| self.indexed_event("audit", prefix.len(), entry))
+            .collect()
     }
 
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {

@@ -134,7 +134,11 @@ impl SledStorage {
         }
         let mut events = Vec::with_capacity(batch.events.len());
         for e in &batch.events {
-            events.push((codec::value(e).map_err(encode)?, e.out_req_no.clone()));
+            events.push((
+                codec::value(e).map_err(encode)?,
+                e.out_req_no.clone(),
+                e.kind.is_audit(),
+            ));
         }
         let mut orphans = Vec::new();
         for o in &batch.orphans {
@@ -177,11 +181,14 @@ impl SledStorage {
             let last_key = codec::key(codec::prefix::META, LAST_SEQ);
             let mut last = errors.read_u64(w, &last_key)?;
             if !events.is_empty() {
-                for (bytes, order) in events {
+                for (bytes, order, audit) in events {
                     last += 1;
                     w.insert(codec::key(codec::prefix::EVENT, &codec::u64_key(last)), bytes);
                     if let Some(order) = order {
                         w.insert(codec::history_key(&order, last), Vec::new());
+                    }
+                    if audit {
+                        w.insert(codec::audit_key(last), Vec::new());
                     }
                 }
                 w.insert(last_key, codec::u64_key(last).to_vec());

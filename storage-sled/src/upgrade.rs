@@ -2,7 +2,8 @@
 //! format 3 (orders by listing, each order's listings, each order's history), which are built
 //! from the records and events; formats 1 to 3 lack the listing counts of format 4, which are
 //! counted from the listing index. Format 5 changed only the write-ahead log's format, which
-//! the log reads by itself (`wal.rs`): its tree is format 4's. Each happens once, before the
+//! the log reads by itself (`wal.rs`): its tree is format 4's. Formats 1 to 5 lack the audit
+//! index of format 6, built from the events. Each happens once, before the
 //! new marker is written. A
 //! crash half way leaves the old marker, and the next open does it again: every entry written
 //! is a function of records that do not change meanwhile, so doing it twice is doing it once.
@@ -29,10 +30,39 @@ pub(crate) fn upgrade(tree: &sled::Tree, from: &[u8]) -> Result<(), Stop> {
     if matches!(from, b"protopay-sled/1" | b"protopay-sled/2") {
         build_indexes(tree)?;
     }
-    if from != b"protopay-sled/4" {
+    if !matches!(from, b"protopay-sled/4" | b"protopay-sled/5") {
         count_listings(tree)?;
     }
+    index_audit(tree)
+}
+
+/// Build the format-6 audit index from the events.
+fn index_audit(tree: &sled::Tree) -> Result<(), Stop> {
+    for_each_event(tree, |seq, event| {
+        if event.kind.is_audit() {
+            tree.insert(codec::audit_key(seq), Vec::new())?;
+        }
+        Ok(())
+    })
+}
+
+/// Call `f` with every event in `tree` and its `seq`, in order.
+fn for_each_event(tree: &sled::Tree, mut f: impl FnMut(u64, Event) -> Result<(), Stop>) -> Result<(), Stop> {
+    for entry in tree.scan_prefix(codec::prefix::EVENT) {
+        let (key, bytes) = entry?;
+        let event: Event = codec::from_value(&bytes).map_err(|e| undecodable(&key, e))?;
+        let seq = codec::u64_from(key.get(codec::prefix::EVENT.len()..).unwrap_or_default())
+            .map_err(|e| undecodable(&key, e))?;
+        f(seq, event)?;
+    }
     Ok(())
+}
+
+fn undecodable(key: &[u8], e: codec::DecodeError) -> Stop {
+    Stop::Undecodable {
+        key: key.to_vec(),
+        reason: e.to_string(),
+    }
 }
 
 /// Count each listing's index entries into its format-4 count.
@@ -50,10 +80,6 @@ fn count_listings(tree: &sled::Tree) -> Result<(), Stop> {
 
 /// Build the format-3 indexes of every order and event in `tree`.
 fn build_indexes(tree: &sled::Tree) -> Result<(), Stop> {
-    let undecodable = |key: &[u8], e: codec::DecodeError| Stop::Undecodable {
-        key: key.to_vec(),
-        reason: e.to_string(),
-    };
     for entry in tree.scan_prefix(codec::prefix::ORDER) {
         let (key, bytes) = entry?;
         let (_, order): (u64, Order) = codec::from_record(&bytes).map_err(|e| undecodable(&key, e))?;
@@ -63,14 +89,10 @@ fn build_indexes(tree: &sled::Tree) -> Result<(), Stop> {
         }
         tree.insert(codec::key(codec::prefix::LISTED, order.out_req_no().as_bytes()), listed)?;
     }
-    for entry in tree.scan_prefix(codec::prefix::EVENT) {
-        let (key, bytes) = entry?;
-        let event: Event = codec::from_value(&bytes).map_err(|e| undecodable(&key, e))?;
-        let seq = codec::u64_from(key.get(codec::prefix::EVENT.len()..).unwrap_or_default())
-            .map_err(|e| undecodable(&key, e))?;
+    for_each_event(tree, |seq, event| {
         if let Some(order) = event.out_req_no {
             tree.insert(codec::history_key(&order, seq), Vec::new())?;
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }

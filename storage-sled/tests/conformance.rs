@@ -218,9 +218,10 @@ async fn a_commit_only_in_the_log_is_there_after_reopen() {
     );
 }
 
-/// A store of format 1 (no log), 2 (no read-model indexes), 3 (no listing counts) or 4 (the
-/// log of before format 5) opens, keeps its records, replays what its log holds, gets what
-/// it lacks built from its orders, events and indexes, and is marked format 5, so that an
+/// A store of format 1 (no log), 2 (no read-model indexes), 3 (no listing counts), 4 (the
+/// log of before format 5) or 5 (no audit index) opens, keeps its records, replays what its
+/// log holds, gets what it lacks built from its orders, events and indexes, and is marked
+/// format 6, so that an
 /// older build refuses it rather than misread the log, miss commits only in the log, or leave
 /// the indexes and counts stale.
 #[tokio::test]
@@ -236,6 +237,7 @@ async fn older_formats_are_upgraded_in_place() {
         "protopay-sled/2",
         "protopay-sled/3",
         "protopay-sled/4",
+        "protopay-sled/5",
     ] {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -254,7 +256,7 @@ async fn older_formats_are_upgraded_in_place() {
                 tree.insert("s/o1", listed).unwrap();
                 tree.insert(codec::history_key("o1", 7), Vec::new()).unwrap();
             }
-            if format == "protopay-sled/4" {
+            if format >= "protopay-sled/4" {
                 for listing in Listing::ALL {
                     let n = u64::from(listing == Listing::Status(Status::Requested));
                     tree.insert(codec::count_key(listing.name()), codec::u64_key(n).to_vec())
@@ -271,15 +273,30 @@ async fn older_formats_are_upgraded_in_place() {
             };
             tree.insert(codec::key(b"e/", &codec::u64_key(7)), codec::value(&event).unwrap())
                 .unwrap();
+            let reconciled = Event {
+                out_req_no: None,
+                source: Source::Operator,
+                kind: EventKind::OperatorReconciled {
+                    note: "month end".into(),
+                    by: "li.lei".into(),
+                    drifting: 0,
+                },
+                ..event
+            };
+            tree.insert(
+                codec::key(b"e/", &codec::u64_key(6)),
+                codec::value(&reconciled).unwrap(),
+            )
+            .unwrap();
             db.flush().unwrap();
         }
         wait_for_sled_lock(dir.path());
-        if format != "protopay-sled/1" {
+        if !matches!(format, "protopay-sled/1" | "protopay-sled/5") {
             std::fs::write(dir.path().join(protopay_storage_sled::wal::FILE), LOG_BEFORE_FORMAT_5).unwrap();
         }
         let store = SledStorage::open(dir.path()).unwrap();
         assert_eq!(store.last_seq().await.unwrap(), 7);
-        if format != "protopay-sled/1" {
+        if !matches!(format, "protopay-sled/1" | "protopay-sled/5") {
             assert_eq!(
                 store.cursor("legacy-consumer").await.unwrap(),
                 5,
@@ -297,10 +314,16 @@ async fn older_formats_are_upgraded_in_place() {
         let counts = store.listing_counts().await.unwrap();
         let counted: Vec<(Listing, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
         assert_eq!(counted, [(Listing::Status(Status::Requested), 1)], "{format}");
+        let audit = store.audit(None, 10).await.unwrap();
+        assert_eq!(
+            audit.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            [6],
+            "{format}: the audit trail"
+        );
         store.close().await.unwrap();
         let db = sled::open(dir.path()).unwrap();
         let marker = db.open_tree("protopay").unwrap().get("m/format").unwrap().unwrap();
-        assert_eq!(marker.as_ref(), b"protopay-sled/5");
+        assert_eq!(marker.as_ref(), b"protopay-sled/6");
     }
 }
 

@@ -353,4 +353,12 @@ impl Engine {
             kind,
         }
     }
+
+    /// An event about a protocol as a whole.
+    fn protocol_event(&self, trans_no: &str, source: Source, kind: EventKind) -> Event {
+        Event {
+            trans_no: Some(trans_no.to_owned()),
+            ..self.event(None, source, kind)
+        }
+    }
 }

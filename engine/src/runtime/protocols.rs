@@ -3,7 +3,7 @@
 use super::inputs::NewProtocol;
 use super::{Engine, metrics};
 use crate::domain::{Protocol, RemoteBalances};
-use crate::event::{Anomaly, EventKind};
+use crate::event::{Anomaly, Event, EventKind};
 use crate::ledger::Ledger;
 use crate::observation::Source;
 use crate::wire::validate::{self, limits};
@@ -60,8 +60,11 @@ impl Engine {
         match self.call(&request).await {
             Ok(view) => {
                 let protocol = Protocol::from_view(&view, &cmd.business_id, &cmd.trans_desc, cmd.cashier_type);
-                let mut created = self.event(None, Source::Reply, EventKind::ProtocolCreated { attempt });
-                created.trans_no = Some(protocol.trans_no.clone());
+                let created = self.protocol_event(
+                    &protocol.trans_no,
+                    Source::Reply,
+                    EventKind::ProtocolCreated { attempt },
+                );
                 self.record_opened(&protocol, &created, cmd.idempotency_key.as_deref())
                     .await
             }
@@ -121,8 +124,7 @@ impl Engine {
         }
         let balances = self.balances(&view);
         let opening = balances.available;
-        let mut adopted = self.event(None, Source::Reply, EventKind::ProtocolAdopted { opening });
-        adopted.trans_no = Some(trans_no.to_owned());
+        let adopted = self.protocol_event(trans_no, Source::Reply, EventKind::ProtocolAdopted { opening });
         self.update_protocol(trans_no, |stored| {
             Some(match stored {
                 Some(p) => (
@@ -178,7 +180,21 @@ impl Engine {
     /// less what is reserved for payouts still in flight (which they may hold apart).
     #[tracing::instrument(skip(self))]
     pub async fn reconcile(&self, trans_no: &str) -> Result<Reconciliation> {
-        let result = self.reconcile_unmetered(trans_no).await;
+        self.reconcile_metered(trans_no, None).await
+    }
+
+    /// [`reconcile`](Self::reconcile), asked by a person: the same comparison, and an audit
+    /// record ([`EventKind::OperatorReconciled`]: who, why, how many figures disagreed) in
+    /// the same commit as the drift it finds, whether or not anything disagrees.
+    #[tracing::instrument(skip(self, note))]
+    pub async fn reconcile_by(&self, trans_no: &str, by: &str, note: &str) -> Result<Reconciliation> {
+        validate::required("note", note)?;
+        validate::text("note", note, limits::NOTE_MAX_CHARS)?;
+        self.reconcile_metered(trans_no, Some((by, note))).await
+    }
+
+    async fn reconcile_metered(&self, trans_no: &str, person: Option<(&str, &str)>) -> Result<Reconciliation> {
+        let result = self.reconcile_unmetered(trans_no, person).await;
         let mut drifting = self.inner.drifting.lock().unwrap_or_else(|p| p.into_inner());
         match &result {
             Ok(r) if r.drift.is_empty() => {
@@ -197,7 +213,7 @@ impl Engine {
         result
     }
 
-    async fn reconcile_unmetered(&self, trans_no: &str) -> Result<Reconciliation> {
+    async fn reconcile_unmetered(&self, trans_no: &str, person: Option<(&str, &str)>) -> Result<Reconciliation> {
         let _working = self.working()?;
         // Only a protocol known here has books to reconcile (an unknown one is adopted by
         // `refresh_protocol`, not here): the same answer as reading it.
@@ -228,15 +244,20 @@ impl Engine {
                 }),
             })
             .collect();
-        if !drift.is_empty() {
-            let events = drift
-                .iter()
-                .map(|a| {
-                    let mut e = self.event(None, Source::Poll, EventKind::Anomaly(a.clone()));
-                    e.trans_no = Some(trans_no.to_owned());
-                    e
-                })
-                .collect();
+        let mut events: Vec<Event> = drift
+            .iter()
+            .map(|a| self.protocol_event(trans_no, Source::Poll, EventKind::Anomaly(a.clone())))
+            .collect();
+        if let Some((by, note)) = person {
+            let drifting = u32::try_from(drift.len()).unwrap_or(u32::MAX);
+            let kind = EventKind::OperatorReconciled {
+                note: note.to_owned(),
+                by: by.to_owned(),
+                drifting,
+            };
+            events.push(self.protocol_event(trans_no, Source::Operator, kind));
+        }
+        if !events.is_empty() {
             self.record_events(events, Vec::new()).await?;
         }
         Ok(Reconciliation {

@@ -107,6 +107,13 @@ impl Engine {
         Ok(Page::of(items, limit, Order::out_req_no))
     }
 
+    /// A page of the audit trail — what people did (a decision, a reconciliation), newest
+    /// first — with `seq` below `before` (from the newest when `None`); `limit` is cut to
+    /// [`MAX_PAGE`]. The next page is the one before the last item's `seq`.
+    pub async fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.storage().audit(before, page_size(limit)).await?)
+    }
+
     /// Orphan callbacks kept for a person to match.
     pub async fn orphans(&self) -> Result<Vec<crate::storage::Orphan>> {
         Ok(self.storage().orphans().await?)

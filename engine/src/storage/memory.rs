@@ -19,6 +19,8 @@ struct State {
     by_listing: HashMap<Listing, BTreeSet<String>>,
     /// Each order's events, as indexes into `events`.
     history: HashMap<String, Vec<usize>>,
+    /// The audit records, as indexes into `events`, oldest first.
+    audit: Vec<usize>,
     due: BTreeSet<(DateTime<Utc>, String)>,
     due_at: HashMap<String, DateTime<Utc>>,
     events: Vec<Event>,
@@ -162,6 +164,17 @@ impl Storage for MemoryStorage {
         Ok(seqs.filter_map(|&i| s.events.get(i).cloned()).collect())
     }
 
+    async fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<Event>> {
+        self.call().await;
+        let s = self.lock();
+        let newest_first = s.audit.iter().rev().filter_map(|&i| s.events.get(i));
+        Ok(newest_first
+            .filter(|e| before.is_none_or(|b| e.seq < b))
+            .take(limit)
+            .cloned()
+            .collect())
+    }
+
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
         self.call().await;
         Ok(self.lock().due_at.get(out_req_no).copied())
@@ -222,9 +235,12 @@ impl Storage for MemoryStorage {
         }
         for mut e in batch.events {
             e.seq = s.events.len() as u64 + 1;
+            let at = s.events.len();
             if let Some(order) = &e.out_req_no {
-                let at = s.events.len();
                 s.history.entry(order.clone()).or_default().push(at);
+            }
+            if e.kind.is_audit() {
+                s.audit.push(at);
             }
             s.events.push(e);
         }

@@ -201,6 +201,11 @@ pub trait Storage: Send + Sync + 'static {
     /// Every event about one order, in `seq` order: its history, from an index.
     async fn history(&self, out_req_no: &str) -> Result<Vec<Event>>;
 
+    /// Up to `limit` audit records (events whose kind [`is_audit`](crate::event::EventKind::is_audit):
+    /// what people did) with `seq` below `before` (all when `None`), newest first: a page of
+    /// the audit trail, from an index kept by every commit, never a scan of the event log.
+    async fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<Event>>;
+
     /// When an order is next due to be polled, if it is scheduled.
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>>;
 

@@ -101,6 +101,7 @@ pub async fn run<S: Storage, F: Fn() -> S>(fresh: F) {
     events_and_cursors(&fresh()).await;
     orphans(&fresh()).await;
     openings(&fresh()).await;
+    audit_trail(&fresh()).await;
     read_models(&fresh()).await;
 }
 
@@ -499,6 +500,78 @@ pub async fn openings<S: Storage>(s: &S) {
         s.opening("K2").await.unwrap().as_deref(),
         Some("T1"),
         "keys are independent"
+    );
+}
+
+fn resolved(out_req_no: &str, note: &str) -> Event {
+    let kind = EventKind::OperatorResolved {
+        status: Status::Failure,
+        note: note.into(),
+        by: Some("li.lei".into()),
+    };
+    event(out_req_no, kind)
+}
+
+/// The audit trail holds exactly the events that record what people did, newest first, paged
+/// by `seq`; a commit refused for a conflict adds nothing to it.
+pub async fn audit_trail<S: Storage>(s: &S) {
+    assert!(s.audit(None, 10).await.unwrap().is_empty());
+    s.commit(Batch {
+        events: vec![
+            event("A", EventKind::InboundRequested),
+            resolved("A", "first"),
+            event("A", EventKind::InboundFailed),
+        ],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let reconciled = Event {
+        out_req_no: None,
+        ..event(
+            "",
+            EventKind::OperatorReconciled {
+                note: "second".into(),
+                by: "li.lei".into(),
+                drifting: 1,
+            },
+        )
+    };
+    s.commit(Batch {
+        events: vec![event("B", EventKind::Submitted), reconciled, resolved("C", "third")],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let refused = s
+        .commit(Batch {
+            orders: vec![Put {
+                expected: Some(7),
+                value: sample_inbound("T1", "Z", 1),
+            }],
+            events: vec![resolved("Z", "never")],
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(refused, Err(StorageError::Conflict)));
+    let seqs = |events: Vec<Event>| events.iter().map(|e| e.seq).collect::<Vec<_>>();
+    assert_eq!(
+        seqs(s.audit(None, 10).await.unwrap()),
+        vec![6, 5, 2],
+        "newest first, audit records only"
+    );
+    assert_eq!(seqs(s.audit(None, 2).await.unwrap()), vec![6, 5]);
+    assert_eq!(
+        seqs(s.audit(Some(6), 10).await.unwrap()),
+        vec![5, 2],
+        "a page before a seq"
+    );
+    assert_eq!(seqs(s.audit(Some(2), 10).await.unwrap()), Vec::<u64>::new());
+    let page = s.audit(Some(6), 1).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert!(
+        matches!(&page[0].kind, EventKind::OperatorReconciled { note, .. } if note == "second"),
+        "each comes back whole"
     );
 }
 
