@@ -486,10 +486,10 @@ async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>
     responses((status = 200, description = "OK", body = AuditPage), Failures))]
 async fn read_audit(State(engine): State<Engine>, q: Result<Query<AuditQuery>, QueryRejection>) -> Reply<AuditPage> {
     let q = query(q)?;
-    if q.before.is_some_and(|b| i64::try_from(b).is_err()) {
+    if q.before.is_some_and(|b| b == 0 || i64::try_from(b).is_err()) {
         return Err(ApiError::invalid(
             "before",
-            "`before` must be at most 9223372036854775807",
+            "`before` must be from 1 to 9223372036854775807",
         ));
     }
     let limit = page_limit(q.limit)?;

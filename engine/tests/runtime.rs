@@ -914,6 +914,70 @@ async fn a_persons_reconciliation_is_in_the_audit_trail() {
     assert_eq!(t.count(Endpoint::Find), finds, "nothing asked");
 }
 
+/// An order's evidence is what went over the wire, in order: the payout as signed and sent,
+/// that its reply never came, the query and its verified reply, the callback as received —
+/// each body byte for byte; a forged reply is kept marked unverified, a forged callback not
+/// at all.
+#[tokio::test(start_paused = true)]
+async fn an_orders_evidence_is_each_message_as_it_was_on_the_wire() {
+    use protopay_engine::{storage::Message, wire};
+    let (e, t, _, trans_no) = setup("50.00").await;
+    t.push(Endpoint::Outpay, maybe());
+    e.outpay(payout(&trans_no, Some("APP001-ev"), "20")).await.unwrap();
+    let processing = outbound_view(&trans_no, "APP001-ev", "20.00", "PROCESSING");
+    t.push(Endpoint::Outquery, Step::Forged(processing.clone()));
+    t.push(Endpoint::Outquery, Step::Data(processing));
+    for _ in 0..2 {
+        tokio::time::advance(Duration::from_secs(120)).await;
+        e.poll_due().await.unwrap();
+    }
+    let success = outbound_view(&trans_no, "APP001-ev", "20.00", "SUCCESS");
+    let forged = reply_body(wire::CODE_OK, wire::MSG_OK, &success, "not-the-key");
+    assert_ne!(e.handle_callback(CallbackKind::Outbound, &forged).await.status, 200);
+    let callback = callback_body(&success);
+    assert_eq!(e.handle_callback(CallbackKind::Outbound, &callback).await.status, 200);
+    let kept = e.exchanges("APP001-ev").await.unwrap();
+    let messages: Vec<&Message> = kept.iter().map(|x| &x.message).collect();
+    let (outpay, outquery) = (|| "outpay".to_owned(), || "outquery".to_owned());
+    assert_eq!(
+        messages,
+        [
+            &Message::Request { endpoint: outpay() },
+            &Message::NoReply {
+                endpoint: outpay(),
+                maybe_delivered: true,
+                reason: "maybe delivered: timeout after sending".into()
+            },
+            &Message::Request { endpoint: outquery() },
+            &Message::Reply {
+                endpoint: outquery(),
+                verified: false
+            },
+            &Message::Request { endpoint: outquery() },
+            &Message::Reply {
+                endpoint: outquery(),
+                verified: true
+            },
+            &Message::Callback {
+                kind: CallbackKind::Outbound
+            },
+        ]
+    );
+    let sent: serde_json::Value = serde_json::from_str(&kept[0].body).unwrap();
+    let data: serde_json::Value = serde_json::from_str(sent["data"].as_str().unwrap()).unwrap();
+    assert_eq!(data, t.calls(Endpoint::Outpay)[0], "the request as signed and sent");
+    assert_eq!(
+        kept[6].body.as_bytes(),
+        callback.as_slice(),
+        "the callback byte for byte"
+    );
+    assert!(kept.iter().all(|x| x.out_req_no == "APP001-ev"));
+    assert!(matches!(
+        e.exchanges("APP001-none").await,
+        Err(Error::UnknownOrder { .. })
+    ));
+}
+
 #[test]
 fn config_is_validated() {
     let mut c = config();

@@ -15,7 +15,7 @@
 use crate::codec;
 use crate::{PgError, PostgresStorage};
 use deadpool_postgres::Transaction;
-use protopay_engine::storage::Batch;
+use protopay_engine::storage::{Batch, MAX_EXCHANGES_PER_ORDER};
 use protopay_engine::storage::{Result, StorageError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +83,13 @@ impl PostgresStorage {
         for (orphan, value) in batch.orphans.iter().zip(&encoded.orphans) {
             execute(&tx, &sql.orphan, &[&orphan.sign, value]).await.map_err(query)?;
         }
+        if !batch.exchanges.is_empty() {
+            let orders: Vec<&str> = batch.exchanges.iter().map(|x| x.out_req_no.as_str()).collect();
+            let bound = MAX_EXCHANGES_PER_ORDER as i64;
+            execute(&tx, &sql.insert_exchanges, &[&orders, &encoded.exchanges, &bound])
+                .await
+                .map_err(query)?;
+        }
         let last = if encoded.events.is_empty() {
             query_one(&tx, &sql.last_seq, &[])
                 .await
@@ -147,6 +154,7 @@ struct Encoded {
     protocols: Vec<Vec<u8>>,
     orders: Vec<Vec<u8>>,
     events: Vec<Vec<u8>>,
+    exchanges: Vec<Vec<u8>>,
     orphans: Vec<Vec<u8>>,
 }
 
@@ -164,6 +172,7 @@ impl Encoded {
                 .map(|o| codec::encode(&o.value))
                 .collect::<Result<_>>()?,
             events: batch.events.iter().map(codec::encode).collect::<Result<_>>()?,
+            exchanges: batch.exchanges.iter().map(codec::encode).collect::<Result<_>>()?,
             orphans: batch.orphans.iter().map(codec::encode).collect::<Result<_>>()?,
         })
     }

@@ -45,7 +45,7 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Keyed, OrderQuery, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Exchange, Keyed, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::storage::{Result, StorageError};
 use schema::Statements;
 use std::sync::Arc;
@@ -391,6 +391,20 @@ impl Storage for PostgresStorage {
         let before = before.map_or(i64::MAX, |b| i64::try_from(b).unwrap_or(i64::MAX));
         let rows = self.rows(&self.inner.sql.audit, &[&before, &limit(n)]).await?;
         rows.iter().map(event_of).collect()
+    }
+
+    async fn exchanges(&self, out_req_no: &str) -> Result<Vec<Exchange>> {
+        let rows = self.rows(&self.inner.sql.exchanges, &[&out_req_no]).await?;
+        rows.iter()
+            .map(|r| {
+                let x: Exchange = codec::decode("exchanges", out_req_no, r.get(0))?;
+                if x.out_req_no == out_req_no {
+                    Ok(x)
+                } else {
+                    Err(corrupt("exchanges", out_req_no, "an exchange of another order"))
+                }
+            })
+            .collect()
     }
 
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {

@@ -15,7 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0004_listing_counts.sql"),
     include_str!("../migrations/0005_lease_epochs.sql"),
     include_str!("../migrations/0006_openings.sql"),
-    include_str!("../migrations/0007_audit.sql"),
+    include_str!("../migrations/0007_console.sql"),
 ];
 
 /// The newest schema version this build writes.
@@ -161,6 +161,8 @@ pub(crate) struct Statements {
     pub protocols: String,
     pub history: String,
     pub audit: String,
+    pub exchanges: String,
+    pub insert_exchanges: String,
     pub due_at: String,
     pub listing_counts: String,
     pub insert_protocol: String,
@@ -221,6 +223,17 @@ impl Statements {
                 "SELECT seq, value FROM {s}.events WHERE out_req_no = $1 AND out_req_no IS NOT NULL ORDER BY seq"
             ),
             audit: format!("SELECT seq, value FROM {s}.events WHERE audit AND seq < $1 ORDER BY seq DESC LIMIT $2"),
+            exchanges: format!("SELECT value FROM {s}.exchanges WHERE out_req_no = $1 ORDER BY id"),
+            // Each row is kept while its order has fewer than $3 exchanges, counting those
+            // stored and those before it in this insert.
+            insert_exchanges: format!(
+                "INSERT INTO {s}.exchanges (out_req_no, value) \
+                 SELECT x.o, x.v FROM unnest($1::text[], $2::bytea[]) WITH ORDINALITY AS x(o, v, i) \
+                 WHERE (SELECT count(*) FROM {s}.exchanges e WHERE e.out_req_no = x.o) \
+                     + (SELECT count(*) FROM unnest($1::text[]) WITH ORDINALITY AS y(o, j) WHERE y.o = x.o AND y.j < x.i) \
+                     < $3 \
+                 ORDER BY x.i"
+            ),
             due_at: format!("SELECT at FROM {s}.due WHERE out_req_no = $1"),
             listing_counts: format!("SELECT listing, sum(n)::bigint FROM {s}.listing_counts GROUP BY listing"),
             insert_protocol: format!(

@@ -1,6 +1,7 @@
 //! The on-disk format, version 6: one sled tree, `protopay`, keys prefixed by record kind,
 //! and beside it the write-ahead log `protopay.wal`, which makes commits durable; sled is
-//! synced at checkpoints. Version 5 is the same without the audit index (`t/`); version 4
+//! synced at checkpoints. Version 5 is the same without the audit index (`t/`) and the
+//! exchanges (`v/`, `w/`); version 4
 //! also with the log of before (no header, the length outside the checksum); version 3 also without the listing counts (`n/`); version 2
 //! also without the read-model indexes (`l/`, `s/`, `h/`); version 1 also without the log.
 //! This version opens all five, replays their logs, builds what they lack from the records,
@@ -26,6 +27,8 @@
 //! | `h/` | u16 BE length of `outReqNo`, `outReqNo`, `seq` u64 BE | empty (an order's history) |
 //! | `e/` | `seq` u64 BE | MessagePack of the event |
 //! | `t/` | `seq` u64 BE | empty (the audit trail: events that record what a person did) |
+//! | `v/` | u16 BE length of `outReqNo`, `outReqNo`, u64 BE number from 1 | MessagePack of the exchange |
+//! | `w/` | `outReqNo` | u64 BE: how many exchanges `v/` holds for it (at most 64) |
 //! | `c/` | consumer name (UTF-8) | u64 BE |
 //! | `x/` | the callback's `sign` | MessagePack of the orphan |
 //! | `k/` | a host's idempotency key (UTF-8) | the `transNo` it opened (UTF-8) |
@@ -219,6 +222,10 @@ pub mod prefix {
     pub const OPENING: &[u8] = b"k/";
     /// The audit trail.
     pub const AUDIT: &[u8] = b"t/";
+    /// Each order's exchanges (evidence).
+    pub const EXCHANGE: &[u8] = b"v/";
+    /// How many exchanges each order has.
+    pub const EXCHANGES: &[u8] = b"w/";
 }
 
 /// `prefix` followed by `rest`.
@@ -288,6 +295,21 @@ pub fn listing_keys(listed: &[u8], out_req_no: &str) -> Vec<Vec<u8>> {
 /// The audit trail's entry of event `seq`.
 pub fn audit_key(seq: u64) -> Vec<u8> {
     key(prefix::AUDIT, &u64_key(seq))
+}
+
+/// The prefix of one order's exchanges.
+pub fn exchange_prefix(out_req_no: &str) -> Vec<u8> {
+    let len = u16::try_from(out_req_no.len()).unwrap_or(u16::MAX);
+    let mut k = key(prefix::EXCHANGE, &len.to_be_bytes());
+    k.extend_from_slice(out_req_no.as_bytes());
+    k
+}
+
+/// The key of an order's `n`th exchange.
+pub fn exchange_key(out_req_no: &str, n: u64) -> Vec<u8> {
+    let mut k = exchange_prefix(out_req_no);
+    k.extend_from_slice(&u64_key(n));
+    k
 }
 
 /// The prefix of one order's history entries.

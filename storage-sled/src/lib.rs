@@ -60,7 +60,7 @@ use chrono::{DateTime, Utc};
 use codec::DecodeError;
 use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Holds, Keyed, OrderQuery, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Batch, Due, Exchange, Holds, Keyed, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::storage::{Result, StorageError};
 use serde::de::DeserializeOwned;
 use std::path::{Path, PathBuf};
@@ -256,6 +256,22 @@ impl Storage for SledStorage {
         entries
             .map(|entry| self.indexed_event("audit", prefix.len(), entry))
             .collect()
+    }
+
+    async fn exchanges(&self, out_req_no: &str) -> Result<Vec<Exchange>> {
+        let mut out = Vec::new();
+        for entry in self.tree()?.scan_prefix(codec::exchange_prefix(out_req_no)) {
+            let (key, bytes) = entry.map_err(|e| self.fail(e))?;
+            let exchange: Exchange = codec::from_value(&bytes).map_err(|e| self.corrupt("exchanges", &key, e))?;
+            if exchange.out_req_no != out_req_no {
+                return Err(StorageError::Corrupt {
+                    key: String::from_utf8_lossy(&key).into_owned(),
+                    reason: "an exchange of another order".into(),
+                });
+            }
+            out.push(exchange);
+        }
+        Ok(out)
     }
 
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {

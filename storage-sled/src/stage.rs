@@ -4,7 +4,7 @@
 
 use crate::{LAST_SEQ, SledError, SledStorage, codec, group};
 use codec::DecodeError;
-use protopay_engine::storage::Batch;
+use protopay_engine::storage::{Batch, MAX_EXCHANGES_PER_ORDER};
 use protopay_engine::storage::{Result, StorageError};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -154,6 +154,10 @@ impl SledStorage {
                 codec::value(&o.trans_no).map_err(encode)?,
             ));
         }
+        let mut exchanges = Vec::with_capacity(batch.exchanges.len());
+        for x in &batch.exchanges {
+            exchanges.push((x.out_req_no.clone(), codec::value(x).map_err(encode)?));
+        }
         let schedule = batch.schedule;
         let errors = self.errors();
         Ok(Box::new(move |w: &mut group::Staging<'_>| {
@@ -192,6 +196,14 @@ impl SledStorage {
                     }
                 }
                 w.insert(last_key, codec::u64_key(last).to_vec());
+            }
+            for (order, bytes) in exchanges {
+                let count_key = codec::key(codec::prefix::EXCHANGES, order.as_bytes());
+                let kept = errors.read_u64(w, &count_key)?;
+                if kept < MAX_EXCHANGES_PER_ORDER as u64 {
+                    w.insert(codec::exchange_key(&order, kept + 1), bytes);
+                    w.insert(count_key, codec::u64_key(kept + 1).to_vec());
+                }
             }
             for (order, at) in schedule {
                 let at_key = codec::key(codec::prefix::DUE_AT, order.as_bytes());

@@ -9,7 +9,7 @@ use super::transact::{Bookkeeping, PollAt, Step};
 use super::{Engine, ReplyStyle, metrics};
 use crate::event::{Anomaly, EventKind};
 use crate::observation::{News, Source};
-use crate::storage::Orphan;
+use crate::storage::{Exchange, Message, Orphan};
 use crate::wire::{
     CODE_OK, CallbackKind, Envelope, InboundView, MSG_OK, OutboundView, format_timestamp, parse_timestamp,
 };
@@ -97,10 +97,16 @@ impl Engine {
             field: "outReqNo",
             reason: "is required",
         })?;
-        match self
-            .transact(&out_req_no, Step::news(Source::Callback(kind), news))
-            .await
-        {
+        // Kept as evidence only once verified: anyone can send a callback naming an order,
+        // and an order keeps a bounded number of exchanges.
+        let evidence = Exchange {
+            out_req_no: out_req_no.clone(),
+            at: self.now(),
+            message: Message::Callback { kind },
+            body: String::from_utf8_lossy(body).into_owned(),
+        };
+        let step = Step::news(Source::Callback(kind), news).with_evidence(vec![evidence]);
+        match self.transact(&out_req_no, step).await {
             Ok(_) => Ok(()),
             Err(Error::UnknownOrder { .. }) => self.keep_orphan(kind, out_req_no, envelope).await,
             Err(e) => Err(e),

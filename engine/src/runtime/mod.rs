@@ -37,7 +37,7 @@ pub use schedule::next_poll;
 use crate::domain::Order;
 use crate::event::{Event, EventKind};
 use crate::observation::Source;
-use crate::storage::Storage;
+use crate::storage::{Exchange, Message, Storage};
 use crate::transport::Transport;
 use crate::wire::{Call, Envelope, format_timestamp};
 use crate::{Error, Result};
@@ -318,19 +318,67 @@ impl Engine {
 
     /// Sign, send, verify and decode one call, counted by endpoint and outcome.
     async fn call<C: Call>(&self, request: &C) -> Result<C::Reply> {
+        self.call_kept(request, &mut Vec::new()).await
+    }
+
+    /// [`call`](Self::call) about an order, and what went over the wire: the request as
+    /// sent and the reply as received (or why none came), as evidence for its next commit.
+    async fn call_recorded<C: Call>(&self, out_req_no: &str, request: &C) -> (Result<C::Reply>, Vec<Exchange>) {
+        let mut wire = Vec::new();
+        let result = self.call_kept(request, &mut wire).await;
+        let exchanges = wire
+            .into_iter()
+            .map(|(at, message, body)| Exchange {
+                out_req_no: out_req_no.to_owned(),
+                at,
+                message,
+                body,
+            })
+            .collect();
+        (result, exchanges)
+    }
+
+    async fn call_kept<C: Call>(
+        &self,
+        request: &C,
+        wire: &mut Vec<(DateTime<Utc>, Message, String)>,
+    ) -> Result<C::Reply> {
         let started = std::time::Instant::now();
-        let result = self.call_unmetered(request).await;
+        let result = self.call_unmetered(request, wire).await;
         metrics::call(C::ENDPOINT.name(), started.elapsed(), result.as_ref().map(drop));
         result
     }
 
-    async fn call_unmetered<C: Call>(&self, request: &C) -> Result<C::Reply> {
+    async fn call_unmetered<C: Call>(
+        &self,
+        request: &C,
+        wire: &mut Vec<(DateTime<Utc>, Message, String)>,
+    ) -> Result<C::Reply> {
         let config = &self.inner.config;
+        let endpoint = C::ENDPOINT.name().to_owned();
         let timestamp = format_timestamp(self.now(), self.inner.zone);
         let envelope = Envelope::for_call(&config.app_id, request, timestamp, &config.key)?;
-        let body = self.inner.transport.call(C::ENDPOINT, &envelope).await?;
-        let reply = self.open_envelope(&body)?;
-        Envelope::decode_data(reply.reply_data()?)
+        let request_message = Message::Request {
+            endpoint: endpoint.clone(),
+        };
+        wire.push((self.now(), request_message, envelope.to_json()));
+        let body = match self.inner.transport.call(C::ENDPOINT, &envelope).await {
+            Ok(body) => body,
+            Err(e) => {
+                let none = Message::NoReply {
+                    endpoint,
+                    maybe_delivered: e.maybe_delivered(),
+                    reason: e.to_string(),
+                };
+                wire.push((self.now(), none, String::new()));
+                return Err(e.into());
+            }
+        };
+        let reply = self.open_envelope(&body);
+        let verified = reply.is_ok();
+        let text = String::from_utf8_lossy(&body).into_owned();
+        wire.push((self.now(), Message::Reply { endpoint, verified }, text));
+        Envelope::decode_data(reply?.reply_data()?)
     }
 
     /// Verify an envelope from the payment system (a reply or a callback) with the current

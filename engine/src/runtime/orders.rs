@@ -201,18 +201,24 @@ impl Engine {
                 state: order.state_label(),
             });
         }
-        let result = self
-            .call(&PosClose {
-                out_req_no: out_req_no.to_owned(),
-            })
-            .await?;
-        if !result.result {
-            return Err(Error::Remote {
+        let close = PosClose {
+            out_req_no: out_req_no.to_owned(),
+        };
+        let (result, evidence) = self.call_recorded(out_req_no, &close).await;
+        let refused = match result {
+            Ok(r) if r.result => None,
+            Ok(_) => Some(Error::Remote {
                 code: "0000".into(),
                 msg: "posclose answered result=false".into(),
-            });
+            }),
+            Err(e) => Some(e),
+        };
+        if let Some(e) = refused {
+            self.record_evidence(evidence).await;
+            return Err(e);
         }
-        self.transact(out_req_no, Step::news(Source::Reply, News::Closed)).await
+        let step = Step::news(Source::Reply, News::Closed).with_evidence(evidence);
+        self.transact(out_req_no, step).await
     }
 
     /// Record a person's decision on an order the payment system will not settle: `SUCCESS`

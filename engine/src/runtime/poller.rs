@@ -268,32 +268,35 @@ impl Engine {
         if current.value.awaits_sending() {
             return self.send(current).await.map(drop);
         }
-        let answer = match &current.value.kind {
-            OrderKind::Inbound(o) => self
-                .call(&Inquery {
+        let key = current.value.out_req_no();
+        let (answer, evidence) = match &current.value.kind {
+            OrderKind::Inbound(o) => {
+                let query = Inquery {
                     out_req_no: o.request.out_req_no.clone(),
-                })
-                .await
-                .map(|v| News::Inbound(Box::new(v))),
-            OrderKind::Outbound(o) => self
-                .call(&Outquery {
+                };
+                let (answer, evidence) = self.call_recorded(key, &query).await;
+                (answer.map(|v| News::Inbound(Box::new(v))), evidence)
+            }
+            OrderKind::Outbound(o) => {
+                let query = Outquery {
                     out_req_no: o.request.out_req_no.clone(),
-                })
-                .await
-                .map(|v| News::Outbound(Box::new(v))),
+                };
+                let (answer, evidence) = self.call_recorded(key, &query).await;
+                (answer.map(|v| News::Outbound(Box::new(v))), evidence)
+            }
         };
-        match answer {
-            Ok(news) => self.transact_at(current, Step::poll(Some(news))).await.map(drop),
-            Err(Error::NotFound(_)) if current.value.status == Status::Submitted => self.not_found(current).await,
+        let step = match answer {
+            Ok(news) => Step::poll(Some(news)),
+            Err(Error::NotFound(_)) if current.value.status == Status::Submitted => {
+                return self.not_found(current, evidence).await;
+            }
             // It had acknowledged the order: `apply` raises `RemoteLost`.
-            Err(Error::NotFound(_)) => self
-                .transact_at(current, Step::poll(Some(News::NotFound)))
-                .await
-                .map(drop),
+            Err(Error::NotFound(_)) => Step::poll(Some(News::NotFound)),
             Err(e) => {
                 tracing::debug!(error = %e, "query failed; will retry");
-                self.transact_at(current, Step::poll(None)).await.map(drop)
+                Step::poll(None)
             }
-        }
+        };
+        self.transact_at(current, step.with_evidence(evidence)).await.map(drop)
     }
 }

@@ -107,6 +107,15 @@ impl Engine {
         Ok(Page::of(items, limit, Order::out_req_no))
     }
 
+    /// What went over the wire about an order — each request protopay signed and sent, each
+    /// reply and verified callback received, as they were (the first
+    /// [`MAX_EXCHANGES_PER_ORDER`](crate::storage::MAX_EXCHANGES_PER_ORDER)) — for a dispute
+    /// with the payment system.
+    pub async fn exchanges(&self, out_req_no: &str) -> Result<Vec<crate::storage::Exchange>> {
+        self.order(out_req_no).await?;
+        Ok(self.storage().exchanges(out_req_no).await?)
+    }
+
     /// A page of the audit trail — what people did (a decision, a reconciliation), newest
     /// first — with `seq` below `before` (from the newest when `None`); `limit` is cut to
     /// [`MAX_PAGE`]. The next page is the one before the last item's `seq`.

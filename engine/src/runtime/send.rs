@@ -24,7 +24,7 @@ use super::transact::{Bookkeeping, Step, StepError};
 use crate::Error;
 use crate::domain::{Order, OrderKind, Refusal};
 use crate::observation::{News, Source};
-use crate::storage::Versioned;
+use crate::storage::{Exchange, Versioned};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -82,12 +82,18 @@ impl Engine {
             // up on us. Not sending now is the one way to be sure this send never lands.
             tracing::warn!(out_req_no = %key, waited_ms = started.elapsed().as_millis() as u64,
                 "the send missed its deadline; not sent");
-            return Ok(self.not_sent(&sent).await);
+            return Ok(self.not_sent(&sent, Vec::new()).await);
         }
         self.saw_send(&sent);
-        let reply = match &sent.kind {
-            OrderKind::Inbound(o) => self.call(&o.request).await.map(|v| News::Inbound(Box::new(v))),
-            OrderKind::Outbound(o) => self.call(&o.request).await.map(|v| News::Outbound(Box::new(v))),
+        let (reply, evidence) = match &sent.kind {
+            OrderKind::Inbound(o) => {
+                let (reply, evidence) = self.call_recorded(key, &o.request).await;
+                (reply.map(|v| News::Inbound(Box::new(v))), evidence)
+            }
+            OrderKind::Outbound(o) => {
+                let (reply, evidence) = self.call_recorded(key, &o.request).await;
+                (reply.map(|v| News::Outbound(Box::new(v))), evidence)
+            }
         };
         let refusal = match &reply {
             Err(Error::Remote { code, msg }) => Some(Refusal {
@@ -100,43 +106,40 @@ impl Engine {
             }),
             _ => None,
         };
-        let applied = match (reply, refusal) {
-            (Ok(news), _) => self.transact(key, Step::news(Source::Reply, news)).await,
+        let step = match (reply, refusal) {
+            (Ok(news), _) => Step::news(Source::Reply, news),
             (_, Some(refusal)) if sent.attempts.maybe_delivered() > 1 => {
                 // A resend refused: the first send may have landed after all. Never fail it
                 // on our own; a person decides.
                 tracing::warn!(out_req_no = %key, code = %refusal.code, "resend refused; needs attention");
-                self.transact(key, Step::record(Source::Reply, Bookkeeping::NeedsAttention))
-                    .await
+                Step::record(Source::Reply, Bookkeeping::NeedsAttention)
             }
-            (_, Some(refusal)) => {
-                self.transact(key, Step::news(Source::Reply, News::Refused(refusal)))
-                    .await
-            }
+            (_, Some(refusal)) => Step::news(Source::Reply, News::Refused(refusal)),
             (Err(Error::Transport(e)), None) if !e.maybe_delivered() => {
                 tracing::warn!(out_req_no = %key, error = %e, "not delivered; it will be sent again");
-                return Ok(self.not_sent(&sent).await);
+                return Ok(self.not_sent(&sent, evidence).await);
             }
             (Err(e), None) => {
                 tracing::warn!(out_req_no = %key, error = %e, "outcome unknown; the poller will query");
+                self.record_evidence(evidence).await;
                 return Ok(sent);
             }
         };
+        let applied = self.transact(key, step.with_evidence(evidence)).await;
         Ok(applied.unwrap_or_else(|e| {
             tracing::warn!(out_req_no = %key, error = %e, "the reply could not be recorded; the poller will query");
             sent
         }))
     }
 
-    /// Record that the send just counted on `sent` never left. If that cannot be recorded,
-    /// the send keeps counting as one that may have been delivered: the safe side.
-    async fn not_sent(&self, sent: &Order) -> Order {
+    /// Record that the send just counted on `sent` never left (with the `evidence` of the
+    /// attempt, if it got as far as the transport). If that cannot be recorded, the send
+    /// keeps counting as one that may have been delivered: the safe side.
+    async fn not_sent(&self, sent: &Order, evidence: Vec<Exchange>) -> Order {
         let key = sent.out_req_no();
         self.forget_send(key);
-        match self
-            .transact(key, Step::record(Source::Engine, Bookkeeping::NotSent))
-            .await
-        {
+        let step = Step::record(Source::Engine, Bookkeeping::NotSent).with_evidence(evidence);
+        match self.transact(key, step).await {
             Ok(order) => order,
             Err(e) => {
                 tracing::warn!(out_req_no = %key, error = %e,
@@ -150,11 +153,13 @@ impl Engine {
     /// the payment system has not got our request *yet* — which proves nothing about a
     /// request held up by a paused sender or a slow network. So: resend within budget only
     /// where the payment system deduplicates `outReqNo`; otherwise a person decides.
-    pub(super) async fn not_found(&self, current: &Versioned<Order>) -> Result<(), StepError> {
+    /// `evidence` is the query that said so.
+    pub(super) async fn not_found(&self, current: &Versioned<Order>, evidence: Vec<Exchange>) -> Result<(), StepError> {
         let order = &current.value;
         if !self.past_grace(order) {
             // Our request may still be on its way: sending again now could pay twice.
-            return self.transact_at(current, Step::poll(None)).await.map(drop);
+            let step = Step::poll(None).with_evidence(evidence);
+            return self.transact_at(current, step).await.map(drop);
         }
         let config = self.config();
         let maybe_delivered = order.attempts.maybe_delivered();
@@ -167,11 +172,10 @@ impl Engine {
                     "not found past grace, and a send may still land; needs attention"
                 );
             }
-            return self
-                .transact_at(current, Step::record(Source::Poll, Bookkeeping::NeedsAttention))
-                .await
-                .map(drop);
+            let step = Step::record(Source::Poll, Bookkeeping::NeedsAttention).with_evidence(evidence);
+            return self.transact_at(current, step).await.map(drop);
         }
+        self.record_evidence(evidence).await;
         tracing::info!(
             out_req_no = order.out_req_no(),
             maybe_delivered,

@@ -19,7 +19,7 @@ use crate::domain::{Order, Protocol, Status};
 use crate::event::{Anomaly, Event, EventKind};
 use crate::ledger;
 use crate::observation::{News, Observation, Source};
-use crate::storage::{Batch, Opening, Put, StorageError, Versioned};
+use crate::storage::{Batch, Exchange, Opening, Put, StorageError, Versioned};
 use crate::{Error, Result, apply};
 use chrono::{DateTime, Utc};
 use std::sync::Arc;
@@ -81,6 +81,8 @@ pub(super) struct Step {
     pub bookkeeping: Bookkeeping,
     /// When to poll next.
     pub poll_at: PollAt,
+    /// What went over the wire to bring it, kept as evidence in its commit.
+    pub evidence: Vec<Exchange>,
 }
 
 impl Step {
@@ -91,6 +93,7 @@ impl Step {
             news: Some(news),
             bookkeeping: Bookkeeping::Nothing,
             poll_at: PollAt::Policy,
+            evidence: Vec::new(),
         }
     }
 
@@ -101,6 +104,7 @@ impl Step {
             news,
             bookkeeping: Bookkeeping::QuietPoll,
             poll_at: PollAt::Policy,
+            evidence: Vec::new(),
         }
     }
 
@@ -111,7 +115,13 @@ impl Step {
             news: None,
             bookkeeping,
             poll_at: PollAt::Policy,
+            evidence: Vec::new(),
         }
+    }
+
+    /// The same step, keeping `evidence` in its commit.
+    pub(super) fn with_evidence(self, evidence: Vec<Exchange>) -> Self {
+        Step { evidence, ..self }
     }
 }
 
@@ -209,7 +219,7 @@ impl Engine {
         // A step that changes nothing may skip its commit: the order's due time, written
         // with its current version, still stands. Not so for a poll (it runs because that due
         // time has come: it must record the next one) or a step that moves the due time.
-        let unchanged = next == *before && kinds.is_empty();
+        let unchanged = next == *before && kinds.is_empty() && step.evidence.is_empty();
         if unchanged && step.source != Source::Poll && step.poll_at == PollAt::Policy {
             return Ok(current.clone());
         }
@@ -224,7 +234,10 @@ impl Engine {
             "an open order has one due time, a closed one none"
         );
         debug_assert!(due.is_none_or(|d| d >= now), "a due time is now or later");
-        let mut batch = Batch::default();
+        let mut batch = Batch {
+            exchanges: step.evidence.clone(),
+            ..Batch::default()
+        };
         if let Some(m) = movement {
             let protocol = self.stored_protocol(next.trans_no()).await?;
             let mut updated = protocol.value;
@@ -548,6 +561,21 @@ impl Engine {
             },
         )
         .await
+    }
+
+    /// Keep evidence that no step carries (a send whose outcome is unknown): its own commit,
+    /// and if that fails, only a warning — evidence never holds up money.
+    pub(super) async fn record_evidence(&self, exchanges: Vec<Exchange>) {
+        if exchanges.is_empty() {
+            return;
+        }
+        let batch = Batch {
+            exchanges,
+            ..Batch::default()
+        };
+        if let Err(e) = self.commit(batch).await {
+            tracing::warn!(error = %e, "the evidence of an exchange could not be kept");
+        }
     }
 
     /// Commit events that belong to no order's step (a protocol being created, a drift seen,

@@ -2,7 +2,9 @@
 //! bring their own persistence later. Not durable across a process restart; "reopening" it
 //! is sharing the same handle (it is `Clone`).
 
-use super::{Batch, Due, Holds, OrderQuery, Orphan, Result, Storage, StorageError, Versioned};
+use super::{
+    Batch, Due, Exchange, Holds, MAX_EXCHANGES_PER_ORDER, OrderQuery, Orphan, Result, Storage, StorageError, Versioned,
+};
 use crate::domain::{Listing, Order, Protocol};
 use crate::event::Event;
 use chrono::{DateTime, Utc};
@@ -21,6 +23,8 @@ struct State {
     history: HashMap<String, Vec<usize>>,
     /// The audit records, as indexes into `events`, oldest first.
     audit: Vec<usize>,
+    /// Each order's exchanges, oldest first.
+    exchanges: HashMap<String, Vec<Exchange>>,
     due: BTreeSet<(DateTime<Utc>, String)>,
     due_at: HashMap<String, DateTime<Utc>>,
     events: Vec<Event>,
@@ -175,6 +179,11 @@ impl Storage for MemoryStorage {
             .collect())
     }
 
+    async fn exchanges(&self, out_req_no: &str) -> Result<Vec<Exchange>> {
+        self.call().await;
+        Ok(self.lock().exchanges.get(out_req_no).cloned().unwrap_or_default())
+    }
+
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
         self.call().await;
         Ok(self.lock().due_at.get(out_req_no).copied())
@@ -243,6 +252,12 @@ impl Storage for MemoryStorage {
                 s.audit.push(at);
             }
             s.events.push(e);
+        }
+        for exchange in batch.exchanges {
+            let kept = s.exchanges.entry(exchange.out_req_no.clone()).or_default();
+            if kept.len() < MAX_EXCHANGES_PER_ORDER {
+                kept.push(exchange);
+            }
         }
         for (key, at) in batch.schedule {
             self.claims.release(&key);

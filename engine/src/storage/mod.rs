@@ -106,6 +106,70 @@ pub struct Opening {
     pub trans_no: String,
 }
 
+/// The most exchanges a store keeps for one order: the first ones, which hold its sends and
+/// what they were answered. An order polled for days asks the same question many times; its
+/// history (the events) records every outcome whatever this bound drops.
+pub const MAX_EXCHANGES_PER_ORDER: usize = 64;
+
+/// What one exchange on the wire was.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// A request protopay signed and sent (`prepay`, `outquery`, …).
+    Request {
+        /// The endpoint's name.
+        endpoint: String,
+    },
+    /// The payment system's reply to the request before it.
+    Reply {
+        /// The endpoint's name.
+        endpoint: String,
+        /// Whether its signature verified (and its `appId` was ours).
+        verified: bool,
+    },
+    /// The request before it got no reply: the reason, as the transport said it.
+    NoReply {
+        /// The endpoint's name.
+        endpoint: String,
+        /// Whether it may have been delivered all the same.
+        maybe_delivered: bool,
+        /// What happened, in the transport's words.
+        reason: String,
+    },
+    /// A callback the payment system sent, verified.
+    Callback {
+        /// Which (`inbound-pay`, `inbound-arrival`, `outbound`).
+        kind: CallbackKind,
+    },
+}
+
+/// One message between protopay and the payment system about an order, as it was on the
+/// wire: evidence for a dispute ("sent exactly once: here is each request and answer").
+/// Written in the commit of the step it brought, or on its own where no step follows. Its
+/// `Debug` shows the size of `body`, never its text (it names payees and accounts).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Exchange {
+    /// The order.
+    pub out_req_no: String,
+    /// When it was sent or received (the engine's clock).
+    pub at: DateTime<Utc>,
+    /// What it was.
+    pub message: Message,
+    /// The body as on the wire (UTF-8; empty for `NoReply`). Personal data as the payment
+    /// system's messages carry it, as the order's record does.
+    pub body: String,
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("out_req_no", &self.out_req_no)
+            .field("at", &self.at)
+            .field("message", &self.message)
+            .field("body", &format_args!("<{} bytes>", self.body.len()))
+            .finish()
+    }
+}
+
 /// One atomic write.
 #[derive(Debug, Clone, Default)]
 pub struct Batch {
@@ -121,6 +185,9 @@ pub struct Batch {
     pub orphans: Vec<Orphan>,
     /// Idempotency keys of opened protocols, each new (an existing one: `Conflict`).
     pub openings: Vec<Opening>,
+    /// Exchanges to keep as evidence, each after its order's earlier ones; past
+    /// [`MAX_EXCHANGES_PER_ORDER`] for its order, one is dropped (never a `Conflict`).
+    pub exchanges: Vec<Exchange>,
 }
 
 impl Batch {
@@ -132,6 +199,7 @@ impl Batch {
             && self.schedule.is_empty()
             && self.orphans.is_empty()
             && self.openings.is_empty()
+            && self.exchanges.is_empty()
     }
 }
 
@@ -205,6 +273,9 @@ pub trait Storage: Send + Sync + 'static {
     /// what people did) with `seq` below `before` (all when `None`), newest first: a page of
     /// the audit trail, from an index kept by every commit, never a scan of the event log.
     async fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<Event>>;
+
+    /// The exchanges kept for an order, in the order they were written.
+    async fn exchanges(&self, out_req_no: &str) -> Result<Vec<Exchange>>;
 
     /// When an order is next due to be polled, if it is scheduled.
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>>;

@@ -75,6 +75,9 @@ impl<S: Storage, H: Hooks> Storage for Intercepted<S, H> {
     async fn audit(&self, before: Option<u64>, limit: usize) -> Result<Vec<Event>> {
         self.inner.audit(before, limit).await
     }
+    async fn exchanges(&self, out_req_no: &str) -> Result<Vec<crate::storage::Exchange>> {
+        self.inner.exchanges(out_req_no).await
+    }
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
         self.inner.due_at(out_req_no).await
     }

@@ -14,7 +14,9 @@
 
 mod generate;
 
-use super::{Batch, Due, Opening, OrderQuery, Orphan, Put, Storage, StorageError};
+use super::{
+    Batch, Due, Exchange, MAX_EXCHANGES_PER_ORDER, Message, Opening, OrderQuery, Orphan, Put, Storage, StorageError,
+};
 use crate::Sensitive;
 use crate::domain::{Listing, Order, Protocol, Status};
 use crate::event::{Event, EventKind};
@@ -102,6 +104,7 @@ pub async fn run<S: Storage, F: Fn() -> S>(fresh: F) {
     orphans(&fresh()).await;
     openings(&fresh()).await;
     audit_trail(&fresh()).await;
+    evidence(&fresh()).await;
     read_models(&fresh()).await;
 }
 
@@ -208,6 +211,7 @@ pub async fn atomicity<S: Storage>(s: &S) {
         schedule: vec![("A".into(), None), ("B".into(), Some(t(1)))],
         orphans: vec![orphan("S1")],
         openings: vec![opening("K1", "T9")],
+        exchanges: vec![exchange("B", 0)],
     };
     assert!(matches!(s.commit(failing).await, Err(StorageError::Conflict)));
     assert!(s.order("B").await.unwrap().is_none(), "a failed commit wrote an order");
@@ -229,6 +233,10 @@ pub async fn atomicity<S: Storage>(s: &S) {
     );
     assert!(s.orphans().await.unwrap().is_empty());
     assert_eq!(s.opening("K1").await.unwrap(), None, "a failed commit wrote an opening");
+    assert!(
+        s.exchanges("B").await.unwrap().is_empty(),
+        "a failed commit kept an exchange"
+    );
     assert_eq!(s.orders_of("T1").await.unwrap().len(), 1);
     assert_counts(s, &[(Listing::Status(Status::Requested), 1)], "atomicity").await;
 }
@@ -575,6 +583,85 @@ pub async fn audit_trail<S: Storage>(s: &S) {
     );
 }
 
+fn exchange(out_req_no: &str, n: usize) -> Exchange {
+    let message = match n % 4 {
+        0 => Message::Request {
+            endpoint: "outpay".into(),
+        },
+        1 => Message::Reply {
+            endpoint: "outpay".into(),
+            verified: n % 8 == 1,
+        },
+        2 => Message::NoReply {
+            endpoint: "outquery".into(),
+            maybe_delivered: true,
+            reason: "timed out".into(),
+        },
+        _ => Message::Callback {
+            kind: CallbackKind::Outbound,
+        },
+    };
+    Exchange {
+        out_req_no: out_req_no.into(),
+        at: t(n as i64),
+        message,
+        body: format!(r#"{{"n":{n},"payeeName":"张三 \"ö\""}}"#),
+    }
+}
+
+/// An order's exchanges come back whole, in the order written, apart from other orders'; a
+/// commit refused for a conflict keeps none of its own; past the bound an order keeps its
+/// first ones, and the commit that brought more is not refused for it.
+pub async fn evidence<S: Storage>(s: &S) {
+    assert!(s.exchanges("A").await.unwrap().is_empty());
+    s.commit(Batch {
+        exchanges: vec![exchange("A", 0), exchange("B", 1), exchange("A", 2)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    s.commit(Batch {
+        orders: vec![Put {
+            expected: None,
+            value: sample_inbound("T1", "A", 100),
+        }],
+        exchanges: vec![exchange("A", 3)],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let refused = s
+        .commit(Batch {
+            orders: vec![Put {
+                expected: None,
+                value: sample_inbound("T1", "A", 100),
+            }],
+            exchanges: vec![exchange("A", 4)],
+            ..Default::default()
+        })
+        .await;
+    assert!(matches!(refused, Err(StorageError::Conflict)));
+    assert_eq!(
+        s.exchanges("A").await.unwrap(),
+        vec![exchange("A", 0), exchange("A", 2), exchange("A", 3)]
+    );
+    assert_eq!(s.exchanges("B").await.unwrap(), vec![exchange("B", 1)]);
+    let many: Vec<Exchange> = (0..MAX_EXCHANGES_PER_ORDER + 6).map(|n| exchange("C", n)).collect();
+    for chunk in many.chunks(5) {
+        s.commit(Batch {
+            exchanges: chunk.to_vec(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        s.exchanges("C").await.unwrap(),
+        many[..MAX_EXCHANGES_PER_ORDER].to_vec(),
+        "the first ones, bounded"
+    );
+}
+
 /// What was committed survives closing and reopening: records with versions, the due index,
 /// events and cursors. `open` must open the same data each time it is called.
 pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
@@ -602,6 +689,7 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
             schedule: vec![("A".into(), Some(t(5))), ("B".into(), Some(t(3)))],
             orphans: vec![orphan("S1")],
             openings: vec![opening("K1", "T1")],
+            exchanges: vec![exchange("A", 1)],
         })
         .await
         .unwrap();
@@ -628,6 +716,7 @@ pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
     assert_eq!(s.cursor("host").await.unwrap(), 1);
     assert_eq!(s.orphans().await.unwrap().len(), 1);
     assert_eq!(s.opening("K1").await.unwrap().as_deref(), Some("T1"));
+    assert_eq!(s.exchanges("A").await.unwrap(), vec![exchange("A", 1)]);
     let counts = [
         (Listing::Status(Status::Requested), 1),
         (Listing::Status(Status::Reserved), 1),
