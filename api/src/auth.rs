@@ -132,6 +132,23 @@ impl ApiAuth {
         }
     }
 
+    /// The named operator whose token this is, and their role: how the operator console
+    /// signs a person in (the shared tokens name nobody, so they do not sign in there).
+    pub fn operator_of(&self, token: &str) -> Option<(String, Role)> {
+        let caller = self.caller_of(token.trim().as_bytes())?;
+        let role = match caller.scope {
+            Scope::Read => Role::Read,
+            Scope::Operate => Role::Operate,
+        };
+        Some((caller.operator?, role))
+    }
+
+    /// Whether any named operator is configured (without one, nobody can sign in to the
+    /// console).
+    pub fn has_operators(&self) -> bool {
+        self.tokens.iter().any(|(_, c)| c.operator.is_some())
+    }
+
     /// Who presented this token, if it is one of ours. Every credential is compared, so the
     /// time taken says nothing about which one matched; the widest scope wins.
     fn caller_of(&self, presented: &[u8]) -> Option<Caller> {

@@ -344,6 +344,17 @@ impl Order {
         self.outbound().map(|o| &o.request.out_type)
     }
 
+    /// Whether a person may decide it as `status` ([`Engine::resolve`](crate::Engine::resolve)):
+    /// an open order that needs attention, either way; or a settled one that does (suspected
+    /// paid twice, or a person's decision the payment system contradicted), acknowledged with
+    /// the status it has.
+    pub fn resolvable(&self, status: Status) -> bool {
+        let a = &self.attempts;
+        let open_flagged = a.needs_attention && !self.status.is_terminal();
+        let settled_flagged = a.double_payment_suspected || (a.needs_attention && self.status.is_terminal());
+        open_flagged || (settled_flagged && self.status == status)
+    }
+
     /// A short label of its state, as in the transition table: `SUCCESS+arrived`, `UNPAID+closed`.
     pub fn state_label(&self) -> String {
         let mut label = self.status.to_string();

@@ -73,7 +73,7 @@ pub use ledger::{Ledger, Move, Slot};
 pub use observation::{News, Observation, Source};
 pub use runtime::metrics;
 pub use runtime::{
-    CallbackReply, CheckReport, Clock, Config, Decision, Engine, EngineBuilder, MAX_PAGE, NewInbound, NewOutbound,
+    CallbackReply, Census, CheckReport, Clock, Config, Decision, Engine, EngineBuilder, MAX_PAGE, NewInbound, NewOutbound,
     NewProtocol, OrderDetails, Page, Payee, PollPolicy, PollReport, PollerHandle, Reconciliation, ReplyStyle,
     Subscription, Timeouts, next_poll,
 };

@@ -5,6 +5,8 @@
 
 use super::{Config, Engine, metrics};
 use crate::Result;
+use crate::domain::Listing;
+use chrono::{DateTime, Utc};
 use std::collections::BTreeSet;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -56,24 +58,69 @@ impl Chores {
     }
 }
 
+/// How this engine and its store stand now: what `/metrics` reports, read at once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Census {
+    /// When it was read (the engine's clock).
+    pub at: DateTime<Utc>,
+    /// Orders due for a poll now (counted up to 10 000).
+    pub due_backlog: usize,
+    /// How late the most overdue poll is.
+    pub poll_lag: Duration,
+    /// Orders per listing, in [`Listing::ALL`] order.
+    pub orders: Vec<(Listing, u64)>,
+    /// The newest event's `seq`.
+    pub last_seq: u64,
+    /// Events not yet acknowledged, per consumer this process serves (webhooks included).
+    pub outbox_lag: Vec<(String, u64)>,
+    /// Protocols whose last reconciliation in this process found drift.
+    pub drifting: Vec<String>,
+    /// This process's last call to the payment system: when, and whether it was answered.
+    pub last_call: Option<(DateTime<Utc>, bool)>,
+}
+
 impl Engine {
     /// Refresh the gauges that need a read of the store: due backlog and poll lag, orders by
     /// listing, outbox lag. The poller does every 15 s; an exporter that renders on scrape
     /// (as `protopay serve`'s `/metrics` does) calls it first, so a scrape is never stale.
     pub async fn refresh_gauges(&self) -> Result<()> {
+        let census = self.census().await?;
+        metrics::backlog(census.due_backlog, census.poll_lag);
+        for (listing, n) in &census.orders {
+            metrics::orders(listing.name(), *n);
+        }
+        for (consumer, lag) in &census.outbox_lag {
+            metrics::outbox_lag(consumer, *lag);
+        }
+        metrics::protocols_drifting(census.drifting.len());
+        Ok(())
+    }
+
+    /// The figures of [`refresh_gauges`](Self::refresh_gauges), for a person (the operator
+    /// console's overview) as the gauges give them to a machine.
+    pub async fn census(&self) -> Result<Census> {
         let store = self.storage();
         let now = self.now();
         let due = store.due(now, BACKLOG_CAP).await?;
-        let lag = due.first().and_then(|d| (now - d.at).to_std().ok()).unwrap_or_default();
-        metrics::backlog(due.len(), lag);
-        for (listing, n) in store.listing_counts().await? {
-            metrics::orders(listing.name(), n);
-        }
-        let last = store.last_seq().await?;
+        let poll_lag = due.first().and_then(|d| (now - d.at).to_std().ok()).unwrap_or_default();
+        let last_seq = store.last_seq().await?;
+        let mut outbox_lag = Vec::new();
         for consumer in self.consumers() {
-            metrics::outbox_lag(&consumer, last.saturating_sub(store.cursor(&consumer).await?));
+            let lag = last_seq.saturating_sub(store.cursor(&consumer).await?);
+            outbox_lag.push((consumer, lag));
         }
-        Ok(())
+        let orders = store.listing_counts().await?;
+        let drifting = self.inner.drifting.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        Ok(Census {
+            at: now,
+            due_backlog: due.len(),
+            poll_lag,
+            orders,
+            last_seq,
+            outbox_lag,
+            drifting,
+            last_call: *self.inner.last_call.lock().unwrap_or_else(|p| p.into_inner()),
+        })
     }
 
     /// Reconcile every protocol named by an event since the last periodic run (and advance

@@ -25,6 +25,7 @@ mod transact;
 
 pub use callback::CallbackReply;
 pub use check::CheckReport;
+pub use chores::Census;
 pub use clock::Clock;
 pub use config::{Config, PollPolicy, ReplyStyle, Timeouts};
 pub use feed::Subscription;
@@ -86,6 +87,9 @@ struct Inner {
     consumers: Mutex<std::collections::BTreeSet<String>>,
     /// Protocols whose last reconciliation here found drift (a gauge).
     drifting: Mutex<std::collections::BTreeSet<String>>,
+    /// When this process last called the payment system, and whether it was answered (a
+    /// verified reply, refusals included).
+    last_call: Mutex<Option<(DateTime<Utc>, bool)>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -193,6 +197,7 @@ impl EngineBuilder {
                 id_counter: AtomicU64::new(0),
                 consumers: Mutex::default(),
                 drifting: Mutex::default(),
+                last_call: Mutex::default(),
             }),
         };
         if let Some(hints) = engine.inner.storage.commits_elsewhere() {
@@ -346,6 +351,8 @@ impl Engine {
         let started = std::time::Instant::now();
         let result = self.call_unmetered(request, wire).await;
         metrics::call(C::ENDPOINT.name(), started.elapsed(), result.as_ref().map(drop));
+        let answered = matches!(&result, Ok(_) | Err(Error::Remote { .. } | Error::NotFound(_)));
+        *self.inner.last_call.lock().unwrap_or_else(|p| p.into_inner()) = Some((self.now(), answered));
         result
     }
 

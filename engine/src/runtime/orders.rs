@@ -5,7 +5,7 @@
 use super::Engine;
 use super::inputs::{Decision, NewInbound, NewOutbound};
 use super::transact::{Bookkeeping, Intent, Step, StepError};
-use crate::domain::{Order, OrderKind, Status};
+use crate::domain::{Order, OrderKind};
 use crate::event::EventKind;
 use crate::observation::{News, Source};
 use crate::storage::Versioned;
@@ -286,7 +286,7 @@ impl Engine {
         if seen_version.is_some_and(|seen| seen != current.version) {
             return Err(moved());
         }
-        if !resolvable(&current.value, status) {
+        if !current.value.resolvable(status) {
             return Err(Error::InvalidState {
                 out_req_no: out_req_no.to_owned(),
                 action: "be resolved (only an order that needs attention can be)",
@@ -309,16 +309,6 @@ impl Engine {
             Err(StepError::Failed(e)) => Err(e),
         }
     }
-}
-
-/// Whether a person may decide `order` as `status`: an open order that needs attention, or
-/// a settled one that does (suspected paid twice, or a person's decision the payment system
-/// contradicted), acknowledged with the status it has.
-fn resolvable(order: &Order, status: Status) -> bool {
-    let a = &order.attempts;
-    let open_flagged = a.needs_attention && !order.status.is_terminal();
-    let settled_flagged = a.double_payment_suspected || (a.needs_attention && order.status.is_terminal());
-    open_flagged || (settled_flagged && order.status == status)
 }
 
 /// The fields of a stored order's request that differ from a new command's, by wire name.

@@ -6,6 +6,7 @@ mod amount;
 mod enums;
 mod envelope;
 mod messages;
+mod personal;
 mod time;
 pub mod validate;
 
@@ -14,4 +15,5 @@ pub use amount::Amount;
 pub use enums::{ArrivedStatus, CashierType, ChannelType, OutType, PayStatus, ProdCatalog};
 pub use envelope::{CODE_OK, Envelope, MSG_OK, sign, sign_bytes};
 pub use messages::*;
+pub use personal::{PERSONAL_FIELDS, masked_body};
 pub use time::{ReportedTime, WireTime, china_standard_time, format_timestamp, parse_timestamp};
