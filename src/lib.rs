@@ -52,3 +52,7 @@ pub use protopay_transport_http as http;
 /// The `/v1` JSON API for hosts in any language, and its webhooks.
 #[cfg(feature = "http")]
 pub use protopay_api as api;
+
+/// The operator console: web pages for the person on call.
+#[cfg(feature = "console")]
+pub use protopay_console as console;

@@ -179,6 +179,14 @@ fn message(e: &Error) -> String {
     }
 }
 
+/// How the API answers an engine error: its HTTP status and its message for people (no
+/// value of the request in it). For other front ends of the engine (the operator console)
+/// that answer as the API does.
+pub fn answer_of(e: Error) -> (StatusCode, String) {
+    let api = ApiError::from(e);
+    (api.code.status(), api.message)
+}
+
 impl From<Error> for ApiError {
     fn from(e: Error) -> Self {
         use ErrorCode as C;

@@ -34,6 +34,7 @@ mod views;
 pub mod webhook;
 
 pub use auth::{ApiAuth, Role};
+pub use error::answer_of;
 pub use setup::SetupError;
 pub use views::{EventData, EventView, OrderStatus, RefusalView};
 

@@ -80,6 +80,10 @@ struct ServeFile {
     /// Named operators: their decisions are recorded under their names.
     #[serde(default)]
     operators: Vec<OperatorFile>,
+    /// Mark the console's session cookie `Secure`: set it when people reach `protopay serve`
+    /// over HTTPS (a TLS proxy in front), as they should beyond localhost.
+    #[serde(default)]
+    secure_cookies: bool,
 }
 
 /// `[[serve.operators]]`: a person who may read or operate, by the SHA-256 of their token.
@@ -159,6 +163,8 @@ pub(crate) struct ServeSettings {
     pub webhook: Option<WebhookSettings>,
     /// Named operators.
     pub operators: Vec<OperatorFile>,
+    /// Whether the console's session cookie is `Secure`.
+    pub secure_cookies: bool,
 }
 
 /// The settings of `path` for a command that opens the store itself and serves nothing
@@ -238,6 +244,7 @@ pub(crate) fn parse(text: &str, path: &Path, env: impl Fn(&str) -> Option<String
         read_token: env("PROTOPAY_API_READ_TOKEN").map(protopay::Sensitive::new),
         webhook,
         operators: serve.operators,
+        secure_cookies: serve.secure_cookies,
     })
 }
 

@@ -1,5 +1,5 @@
 //! `protopay serve`: the sidecar. One listener serves the callback receiver (public: callbacks
-//! are signed), the `/v1` API (bearer tokens), `/healthz` (the process is up) and `/readyz`
+//! are signed), the `/v1` API (bearer tokens), the operator console (`/console`), `/healthz` (the process is up) and `/readyz`
 //! (the engine runs and its store answers). The poller runs beside it, and the webhook
 //! pusher when configured.
 //!
@@ -17,6 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use protopay::api::webhook::Webhook;
 use protopay::api::{ApiAuth, api_router};
+use protopay::console::console_router;
 use protopay::http::{HttpTransport, callback_router};
 use protopay::postgres::{PostgresOptions, PostgresStorage};
 use protopay::sled::SledStorage;
@@ -33,6 +34,7 @@ pub(crate) async fn run(settings: ServeSettings) -> Result<(), CliError> {
         read_token,
         webhook,
         operators,
+        secure_cookies,
     } = settings;
     let mut auth = ApiAuth::new(operate_token.expose())?;
     if let Some(read) = &read_token {
@@ -67,6 +69,7 @@ pub(crate) async fn run(settings: ServeSettings) -> Result<(), CliError> {
     let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
     let app = callback_router(engine.clone())
         .merge(crate::backup::router(sled, auth.clone()))
+        .merge(console_router(engine.clone(), auth.clone(), secure_cookies))
         .merge(api_router(engine.clone(), auth))
         .merge(health(engine.clone()))
         .merge(metrics);

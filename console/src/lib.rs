@@ -1,0 +1,110 @@
+//! # protopay-console
+//!
+//! The operator console: server-rendered HTML for the person on call — often from finance or
+//! support, not the engineer who deployed protopay — to see what needs attention and why,
+//! read what exactly was sent and answered, and act with a recorded reason and a name.
+//! `protopay serve` mounts it at `/console`; a Rust host mounts [`console_router`] beside
+//! `protopay_api::api_router`.
+//!
+//! - **Who**: the API's named operators sign in with their own token ([`ApiAuth::operator_of`]);
+//!   the shared API tokens name nobody, so they do not sign in here. A session is a random
+//!   id in a cookie (`HttpOnly`, `SameSite=Strict`, `Secure` when served over TLS), held in
+//!   this process for 30 idle minutes, 12 hours at most; signing out ends it.
+//! - **Acting**: every `POST` carries the session's CSRF token and is refused without it;
+//!   a `read` operator's `POST` is refused whatever page sent it; each action (a decision, a
+//!   reconciliation) writes its audit record in the commit of the change it makes.
+//! - **What is shown**: personal data is masked in lists, in the evidence on the page, and
+//!   everywhere for a `read` operator; `operate` sees an order's payee, the exact evidence
+//!   bundle and unmasked CSV.
+//! - **The page itself**: no JavaScript at all, a strict `Content-Security-Policy`, every
+//!   value escaped by the template (maud).
+#![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
+mod audit;
+mod error;
+mod orders;
+mod overview;
+mod page;
+mod protocols;
+mod session;
+
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use protopay_api::ApiAuth;
+use protopay_engine::Engine;
+use std::sync::Arc;
+
+/// What every console handler has: the engine, who may sign in, and who is signed in.
+#[derive(Clone)]
+pub(crate) struct Console {
+    engine: Engine,
+    auth: ApiAuth,
+    sessions: Arc<session::Sessions>,
+    secure_cookies: bool,
+}
+
+/// The console's routes under `/console`. `secure_cookies`: mark the session cookie `Secure`
+/// (set it whenever people reach the console over HTTPS, as they should beyond localhost).
+pub fn console_router(engine: Engine, auth: ApiAuth, secure_cookies: bool) -> Router {
+    let console = Console {
+        engine,
+        auth,
+        sessions: Arc::new(session::Sessions::default()),
+        secure_cookies,
+    };
+    Router::new()
+        .route("/console", get(overview::show))
+        .route("/console/style.css", get(page::stylesheet))
+        .route("/console/sign-in", get(session::sign_in_page).post(session::sign_in))
+        .route("/console/sign-out", post(session::sign_out))
+        .route("/console/orders", get(orders::list))
+        .route("/console/orders.csv", get(orders::export))
+        .route("/console/orders/{outReqNo}", get(orders::show))
+        .route("/console/orders/{outReqNo}/evidence.json", get(orders::evidence))
+        .route("/console/orders/{outReqNo}/resolve", post(orders::resolve))
+        .route("/console/resolve", post(orders::resolve_several))
+        .route("/console/protocols", get(protocols::list))
+        .route("/console/protocols/{transNo}", get(protocols::show))
+        .route("/console/protocols/{transNo}/reconcile", post(protocols::reconcile))
+        .route("/console/reconcile-drifting", post(protocols::reconcile_drifting))
+        .route("/console/audit", get(audit::list))
+        .layer(middleware::from_fn(security_headers))
+        .with_state(console)
+}
+
+/// The routes that change something, for tests that every one of them is guarded.
+#[doc(hidden)]
+pub const POST_ROUTES: [&str; 6] = [
+    "/console/orders/{outReqNo}/resolve",
+    "/console/resolve",
+    "/console/protocols/{transNo}/reconcile",
+    "/console/reconcile-drifting",
+    "/console/sign-out",
+    "/console/sign-in",
+];
+
+/// Every answer: no script, no frame, no plugin, styles and forms only from here; nothing
+/// cached (pages hold personal data), no referrer leaves.
+async fn security_headers(request: axum::extract::Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    let fixed = [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; \
+             frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+    ];
+    for (name, value) in fixed {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
