@@ -19,7 +19,11 @@ pub(crate) struct Before {
 }
 
 /// `GET /console/audit`.
-pub(crate) async fn list(State(console): State<Console>, who: SignedIn, Query(q): Query<Before>) -> Result<Markup, ConsoleError> {
+pub(crate) async fn list(
+    State(console): State<Console>,
+    who: SignedIn,
+    Query(q): Query<Before>,
+) -> Result<Markup, ConsoleError> {
     let records = console.engine.audit(q.before.filter(|b| *b > 0), PAGE).await?;
     let next = (records.len() == PAGE).then(|| records.last().map(|e| e.seq)).flatten();
     let body = html! {

@@ -112,7 +112,13 @@ impl Filter {
 
     /// Up to `want` matching orders after `after`, reading at most `scan`; and where to go on
     /// from (`None`: nothing more).
-    async fn page(&self, engine: &Engine, after: Option<String>, want: usize, scan: usize) -> Result<(Vec<Order>, Option<String>), ConsoleError> {
+    async fn page(
+        &self,
+        engine: &Engine,
+        after: Option<String>,
+        want: usize,
+        scan: usize,
+    ) -> Result<(Vec<Order>, Option<String>), ConsoleError> {
         let mut found = Vec::new();
         let mut cursor = after;
         let mut scanned = 0;
@@ -139,7 +145,11 @@ impl Filter {
 }
 
 /// `GET /console/orders`.
-pub(crate) async fn list(State(console): State<Console>, who: SignedIn, Query(filters): Query<Filters>) -> Result<Markup, ConsoleError> {
+pub(crate) async fn list(
+    State(console): State<Console>,
+    who: SignedIn,
+    Query(filters): Query<Filters>,
+) -> Result<Markup, ConsoleError> {
     let filter = filters.checked()?;
     let (orders, next) = filter
         .page(&console.engine, filters.after.clone(), PAGE_ORDERS, PAGE_SCAN)
@@ -227,11 +237,27 @@ fn payee(o: &Order, shown: bool) -> (String, String, String) {
 
 /// `GET /console/orders.csv`: every order the filters match, streamed a page at a time;
 /// personal data masked unless the role may see it.
-pub(crate) async fn export(State(console): State<Console>, who: SignedIn, Query(filters): Query<Filters>) -> Result<Response, ConsoleError> {
+pub(crate) async fn export(
+    State(console): State<Console>,
+    who: SignedIn,
+    Query(filters): Query<Filters>,
+) -> Result<Response, ConsoleError> {
     let filter = filters.checked()?;
     let shown = who.operates();
     tracing::info!(operator = %who.name, unmasked = shown, "orders exported as CSV");
-    let header_row = csv_row(&["outReqNo", "transNo", "direction", "status", "amount", "sends", "lastSentAt", "needsAttention", "payee", "payeeAccount", "bank"]);
+    let header_row = csv_row(&[
+        "outReqNo",
+        "transNo",
+        "direction",
+        "status",
+        "amount",
+        "sends",
+        "lastSentAt",
+        "needsAttention",
+        "payee",
+        "payeeAccount",
+        "bank",
+    ]);
     let start = Some((console.engine.clone(), filter, None::<String>));
     let pages = futures_util::stream::unfold(start, move |state| async move {
         let (engine, filter, after) = state?;
@@ -283,7 +309,11 @@ fn csv_row(cells: &[&str]) -> String {
         if i > 0 {
             line.push(',');
         }
-        let cell = if cell.starts_with(['=', '+', '-', '@']) { format!("'{cell}") } else { (*cell).to_owned() };
+        let cell = if cell.starts_with(['=', '+', '-', '@']) {
+            format!("'{cell}")
+        } else {
+            (*cell).to_owned()
+        };
         if cell.contains([',', '"', '\n', '\r']) {
             line.push('"');
             line.push_str(&cell.replace('"', "\"\""));
@@ -297,7 +327,11 @@ fn csv_row(cells: &[&str]) -> String {
 }
 
 /// `GET /console/orders/{outReqNo}`.
-pub(crate) async fn show(State(console): State<Console>, who: SignedIn, Path(out_req_no): Path<String>) -> Result<Markup, ConsoleError> {
+pub(crate) async fn show(
+    State(console): State<Console>,
+    who: SignedIn,
+    Path(out_req_no): Path<String>,
+) -> Result<Markup, ConsoleError> {
     let details = console.engine.order_details(&out_req_no).await?;
     let exchanges = console.engine.exchanges(&out_req_no).await?;
     let o = &details.order;
@@ -371,7 +405,9 @@ pub(crate) async fn show(State(console): State<Console>, who: SignedIn, Path(out
 fn note(kind: &protopay_engine::event::EventKind) -> Markup {
     use protopay_engine::event::EventKind as K;
     match kind {
-        K::OperatorResolved { note, .. } | K::OperatorReconciled { note, .. } => html! { br; span.quiet { "“" (note) "”" } },
+        K::OperatorResolved { note, .. } | K::OperatorReconciled { note, .. } => {
+            html! { br; span.quiet { "“" (note) "”" } }
+        }
         _ => html! {},
     }
 }
@@ -380,11 +416,25 @@ fn note(kind: &protopay_engine::event::EventKind) -> Markup {
 fn message_label(m: &Message) -> String {
     match m {
         Message::Request { endpoint } => format!("sent {endpoint}, signed"),
-        Message::Reply { endpoint, verified: true } => format!("reply to {endpoint}, signature verified"),
-        Message::Reply { endpoint, verified: false } => format!("reply to {endpoint}, signature NOT verified (not believed)"),
-        Message::NoReply { endpoint, maybe_delivered, reason } => format!(
+        Message::Reply {
+            endpoint,
+            verified: true,
+        } => format!("reply to {endpoint}, signature verified"),
+        Message::Reply {
+            endpoint,
+            verified: false,
+        } => format!("reply to {endpoint}, signature NOT verified (not believed)"),
+        Message::NoReply {
+            endpoint,
+            maybe_delivered,
+            reason,
+        } => format!(
             "no reply to {endpoint} ({}): {reason}",
-            if *maybe_delivered { "it may have been delivered" } else { "it never left" }
+            if *maybe_delivered {
+                "it may have been delivered"
+            } else {
+                "it never left"
+            }
         ),
         Message::Callback { kind } => format!("callback {}, signature verified", kind.slug()),
     }
@@ -393,7 +443,11 @@ fn message_label(m: &Message) -> String {
 /// `GET /console/orders/{outReqNo}/evidence.json`: the order and every exchange kept, for a
 /// dispute — bodies exactly as on the wire for `operate` (their signatures can be checked),
 /// masked for `read`.
-pub(crate) async fn evidence(State(console): State<Console>, who: SignedIn, Path(out_req_no): Path<String>) -> Result<Response, ConsoleError> {
+pub(crate) async fn evidence(
+    State(console): State<Console>,
+    who: SignedIn,
+    Path(out_req_no): Path<String>,
+) -> Result<Response, ConsoleError> {
     let details = console.engine.order_details(&out_req_no).await?;
     let exchanges = console.engine.exchanges(&out_req_no).await?;
     let shown = who.operates();
@@ -417,7 +471,10 @@ pub(crate) async fn evidence(State(console): State<Console>, who: SignedIn, Path
     });
     let name = format!("attachment; filename=\"evidence-{}.json\"", sanitized(o.out_req_no()));
     Ok((
-        [(header::CONTENT_TYPE, "application/json".to_owned()), (header::CONTENT_DISPOSITION, name)],
+        [
+            (header::CONTENT_TYPE, "application/json".to_owned()),
+            (header::CONTENT_DISPOSITION, name),
+        ],
         serde_json::to_string_pretty(&bundle).unwrap_or_default(),
     )
         .into_response())
@@ -434,7 +491,10 @@ fn exchange_json(x: &Exchange, shown: bool) -> serde_json::Value {
 
 /// A file name's part from an `outReqNo` (already `[A-Za-z0-9_-]` for ours; others too now).
 fn sanitized(text: &str) -> String {
-    text.chars().filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_')).take(64).collect()
+    text.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        .take(64)
+        .collect()
 }
 
 fn status_of(text: Option<&str>) -> Result<Status, ConsoleError> {
@@ -446,13 +506,19 @@ fn status_of(text: Option<&str>) -> Result<Status, ConsoleError> {
 }
 
 fn version_of(text: Option<&str>) -> Result<u64, ConsoleError> {
-    text.and_then(|v| v.parse().ok()).ok_or(ConsoleError::Invalid("the form lost the order's version: reload the page"))
+    text.and_then(|v| v.parse().ok()).ok_or(ConsoleError::Invalid(
+        "the form lost the order's version: reload the page",
+    ))
 }
 
 /// `POST /console/orders/{outReqNo}/resolve`: a person's decision on the order as they saw
 /// it, confirmed by typing its number, with a reason; recorded under their name in the
 /// commit that settles it.
-pub(crate) async fn resolve(State(console): State<Console>, Path(out_req_no): Path<String>, Action(form): Action) -> Result<Response, ConsoleError> {
+pub(crate) async fn resolve(
+    State(console): State<Console>,
+    Path(out_req_no): Path<String>,
+    Action(form): Action,
+) -> Result<Response, ConsoleError> {
     let status = status_of(form.one("status"))?;
     let note = form.text("note", "a reason")?;
     if form.one("confirm").map(str::trim) != Some(out_req_no.as_str()) {
@@ -468,7 +534,13 @@ pub(crate) async fn resolve(State(console): State<Console>, Path(out_req_no): Pa
 /// A path segment for a redirect: an order number with anything else percent-encoded.
 fn sanitized_path(text: &str) -> String {
     text.bytes()
-        .map(|b| if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') { (b as char).to_string() } else { format!("%{b:02X}") })
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_') {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
         .collect()
 }
 
@@ -476,7 +548,10 @@ fn sanitized_path(text: &str) -> String {
 /// selected order and shows how many will be decided, at which versions; step two (`decide`)
 /// records the decision on each as it was shown, with one reason, after the person typed the
 /// count. Each is its own commit and audit record; one that moved is reported, not decided.
-pub(crate) async fn resolve_several(State(console): State<Console>, Action(form): Action) -> Result<Response, ConsoleError> {
+pub(crate) async fn resolve_several(
+    State(console): State<Console>,
+    Action(form): Action,
+) -> Result<Response, ConsoleError> {
     let who = form.by.clone();
     if form.one("step") == Some("decide") {
         let status = status_of(form.one("status"))?;
@@ -488,7 +563,9 @@ pub(crate) async fn resolve_several(State(console): State<Console>, Action(form)
         let mut outcomes = Vec::new();
         for entry in chosen {
             let (key, version) = entry.rsplit_once(':').ok_or(ConsoleError::Malformed)?;
-            let decision = Decision::new(status, note).at_version(version_of(Some(version))?).by(who.name.clone());
+            let decision = Decision::new(status, note)
+                .at_version(version_of(Some(version))?)
+                .by(who.name.clone());
             let outcome = match console.engine.resolve(key, decision).await {
                 Ok(o) => format!("recorded: {}", o.state_label()),
                 Err(e) => format!("not recorded: {}", protopay_api::answer_of(e).1),
@@ -511,7 +588,10 @@ pub(crate) async fn resolve_several(State(console): State<Console>, Action(form)
         return Err(ConsoleError::Missing("at least one selected order"));
     }
     let both = |s: Status| chosen.iter().all(|d| d.order.resolvable(s));
-    let decisions: Vec<Status> = [Status::Success, Status::Failure].into_iter().filter(|s| both(*s)).collect();
+    let decisions: Vec<Status> = [Status::Success, Status::Failure]
+        .into_iter()
+        .filter(|s| both(*s))
+        .collect();
     let body = html! {
         h1 { "Decide " (chosen.len()) " orders" }
         table {

@@ -5,8 +5,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
-use protopay_engine::domain::Order;
 use protopay_engine::Sensitive;
+use protopay_engine::domain::Order;
 
 const STYLESHEET: &str = include_str!("style.css");
 
@@ -62,7 +62,11 @@ fn role_name(who: &SignedIn) -> &'static str {
 
 /// A personal value: as it is for a role that may see it, masked otherwise.
 pub(crate) fn personal(value: &Sensitive, shown: bool) -> String {
-    if shown { value.expose().to_owned() } else { value.masked() }
+    if shown {
+        value.expose().to_owned()
+    } else {
+        value.masked()
+    }
 }
 
 /// A time for people: UTC, to the second.

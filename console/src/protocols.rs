@@ -20,7 +20,11 @@ pub(crate) struct After {
 }
 
 /// `GET /console/protocols`.
-pub(crate) async fn list(State(console): State<Console>, who: SignedIn, Query(q): Query<After>) -> Result<Markup, ConsoleError> {
+pub(crate) async fn list(
+    State(console): State<Console>,
+    who: SignedIn,
+    Query(q): Query<After>,
+) -> Result<Markup, ConsoleError> {
     let page = console.engine.protocols(q.after.as_deref(), PAGE).await?;
     let drifting = console.engine.census().await?.drifting;
     let body = html! {
@@ -44,13 +48,22 @@ pub(crate) async fn list(State(console): State<Console>, who: SignedIn, Query(q)
 }
 
 /// `GET /console/protocols/{transNo}`.
-pub(crate) async fn show(State(console): State<Console>, who: SignedIn, Path(trans_no): Path<String>) -> Result<Markup, ConsoleError> {
+pub(crate) async fn show(
+    State(console): State<Console>,
+    who: SignedIn,
+    Path(trans_no): Path<String>,
+) -> Result<Markup, ConsoleError> {
     let protocol = console.engine.protocol(&trans_no).await?;
-    let query = OrderQuery { trans_no: Some(trans_no.clone()), ..OrderQuery::default() };
+    let query = OrderQuery {
+        trans_no: Some(trans_no.clone()),
+        ..OrderQuery::default()
+    };
     let orders = console.engine.orders(&query, None, PAGE).await?;
     let l = &protocol.ledger;
     let theirs = protocol.remote.as_ref();
-    let figure = |f: fn(&protopay_engine::domain::RemoteBalances) -> Amount| theirs.map(|r| f(r).to_string()).unwrap_or_else(|| "-".into());
+    let figure = |f: fn(&protopay_engine::domain::RemoteBalances) -> Amount| {
+        theirs.map(|r| f(r).to_string()).unwrap_or_else(|| "-".into())
+    };
     let body = html! {
         h1 { "Protocol " (protocol.trans_no) }
         p { (protocol.business_id) " · " (protocol.trans_desc) " · " (protocol.cashier_type.to_string()) }
@@ -93,25 +106,41 @@ pub(crate) async fn show(State(console): State<Console>, who: SignedIn, Path(tra
 }
 
 fn paid(l: &Ledger) -> String {
-    l.paid_out.checked_add(l.refunded).map(|a| a.to_string()).unwrap_or_else(|| "-".into())
+    l.paid_out
+        .checked_add(l.refunded)
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| "-".into())
 }
 
 /// `POST /console/protocols/{transNo}/reconcile`: reconcile now, with the person's reason
 /// recorded in the commit of what it finds.
-pub(crate) async fn reconcile(State(console): State<Console>, Path(trans_no): Path<String>, Action(form): Action) -> Result<Markup, ConsoleError> {
+pub(crate) async fn reconcile(
+    State(console): State<Console>,
+    Path(trans_no): Path<String>,
+    Action(form): Action,
+) -> Result<Markup, ConsoleError> {
     let note = form.text("note", "a reason")?;
     let r = console.engine.reconcile_by(&trans_no, &form.by.name, note).await?;
     tracing::info!(operator = %form.by.name, %trans_no, drifting = r.drift.len(), "reconciled at the console");
-    Ok(page::layout("Reconciled", Some(&form.by), results(&[(trans_no, Ok(r))])))
+    Ok(page::layout(
+        "Reconciled",
+        Some(&form.by),
+        results(&[(trans_no, Ok(r))]),
+    ))
 }
 
 /// `POST /console/reconcile-drifting`: reconcile every protocol that drifted, after the
 /// person typed how many that is.
-pub(crate) async fn reconcile_drifting(State(console): State<Console>, Action(form): Action) -> Result<Markup, ConsoleError> {
+pub(crate) async fn reconcile_drifting(
+    State(console): State<Console>,
+    Action(form): Action,
+) -> Result<Markup, ConsoleError> {
     let note = form.text("note", "a reason")?;
     let drifting = console.engine.census().await?.drifting;
     if form.one("confirm").map(str::trim) != Some(drifting.len().to_string().as_str()) {
-        return Err(ConsoleError::Invalid("type the number of protocols exactly to confirm (it may have changed: reload the overview)"));
+        return Err(ConsoleError::Invalid(
+            "type the number of protocols exactly to confirm (it may have changed: reload the overview)",
+        ));
     }
     let mut outcomes = Vec::new();
     for trans_no in drifting {

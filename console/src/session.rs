@@ -158,7 +158,11 @@ impl Posted {
 
     /// Every value of a field (checkboxes).
     pub(crate) fn all(&self, name: &str) -> Vec<&str> {
-        self.fields.iter().filter(|(k, _)| k == name).map(|(_, v)| v.as_str()).collect()
+        self.fields
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
     }
 
     /// A required text: present and not blank.
@@ -238,7 +242,11 @@ pub(crate) async fn sign_in(State(console): State<Console>, request: Request) ->
         return Err(ConsoleError::CrossSite);
     }
     let fields = form_fields(request).await?;
-    let token = fields.iter().find(|(k, _)| k == "token").map(|(_, v)| v.as_str()).unwrap_or("");
+    let token = fields
+        .iter()
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("");
     let Some((name, role)) = console.auth.operator_of(token) else {
         tracing::warn!("console sign-in refused: not a named operator's token");
         let page = sign_in_form(&console, Some("That is not a named operator's token."));

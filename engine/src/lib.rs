@@ -73,9 +73,9 @@ pub use ledger::{Ledger, Move, Slot};
 pub use observation::{News, Observation, Source};
 pub use runtime::metrics;
 pub use runtime::{
-    CallbackReply, Census, CheckReport, Clock, Config, Decision, Engine, EngineBuilder, MAX_PAGE, NewInbound, NewOutbound,
-    NewProtocol, OrderDetails, Page, Payee, PollPolicy, PollReport, PollerHandle, Reconciliation, ReplyStyle,
-    Subscription, Timeouts, next_poll,
+    CallbackReply, Census, CheckReport, Clock, Config, Decision, Engine, EngineBuilder, MAX_PAGE, NewInbound,
+    NewOutbound, NewProtocol, OrderDetails, Page, Payee, PollPolicy, PollReport, PollerHandle, Reconciliation,
+    ReplyStyle, Subscription, Timeouts, next_poll,
 };
 pub use secret::{Md5Key, Sensitive};
 pub use transport::{Transport, TransportError};

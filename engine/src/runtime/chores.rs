@@ -110,7 +110,14 @@ impl Engine {
             outbox_lag.push((consumer, lag));
         }
         let orders = store.listing_counts().await?;
-        let drifting = self.inner.drifting.lock().unwrap_or_else(|p| p.into_inner()).iter().cloned().collect();
+        let drifting = self
+            .inner
+            .drifting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect();
         Ok(Census {
             at: now,
             due_backlog: due.len(),

@@ -54,7 +54,10 @@ mod tests {
         let data = r#"{"bankAccName":"张三","bankAccNum":"6222020200112233445","amount":"1.00"}"#;
         let envelope = serde_json::json!({"appId": "APP001", "data": data, "sign": "abc"}).to_string();
         let shown = masked_body(&envelope);
-        assert!(!shown.contains("张三") && !shown.contains("6222020200112233445"), "{shown}");
+        assert!(
+            !shown.contains("张三") && !shown.contains("6222020200112233445"),
+            "{shown}"
+        );
         assert!(shown.contains("***3445") && shown.contains("1.00"), "{shown}");
         let outer: Value = serde_json::from_str(&shown).unwrap();
         assert!(outer["data"].is_string(), "data stays a string");
