@@ -6,14 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{OPERATE, args, call, free_port, protopay, serve, simulator, terminate, until};
-
-/// Li Lei's token and its SHA-256, as `[[serve.operators]]` holds it (never the token).
-const LI: &str = "li-lei-token-0123456789abcdef";
-const LI_SHA256: &str = "1f3e87f5c80b3415316ef5b1dea47480f1f228f705fa969a790f88eb06ea9f47";
-/// Wang Fang's (a reader).
-const WANG: &str = "wang-fang-token-0123456789abcd";
-const WANG_SHA256: &str = "31f1e3abaff97f57915956e7c95f4cb1afda27b1cce42161da869603b2ccefda";
+use support::{LI, OPERATE, WANG, args, call, free_port, operators, protopay, serve, simulator, terminate, until};
 
 fn metric(scrape: &str, series: &str) -> f64 {
     scrape
@@ -28,15 +21,7 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
     let sim = simulator();
     let simu = format!("http://{}", sim.addr);
     let port = free_port();
-    let fast = "poll = { submitted_ms = 100, processing_ms = 100, unpaid_ms = 100, awaiting_arrival_ms = 100, \
-                max_interval_ms = 200, attention_after_quiet_polls = 2, jitter_percent = 0 }";
-    // Two named operators, by the SHA-256 of their tokens (`printf %s "$TOKEN" | sha256sum`):
-    // Li Lei may operate, Wang Fang only read.
-    let operators = format!(
-        "[[serve.operators]]\nname = \"li.lei\"\nrole = \"operate\"\ntoken_sha256 = \"{LI_SHA256}\"\n\
-         [[serve.operators]]\nname = \"wang.fang\"\nrole = \"read\"\ntoken_sha256 = \"{WANG_SHA256}\"\n"
-    );
-    let server = serve(dir.path(), &sim.addr, port, fast, &operators);
+    let server = serve(dir.path(), &sim.addr, port, support::FAST_POLLS, &operators());
     let api = format!("http://127.0.0.1:{port}");
     let post = |path: &str, body: Value| call(reqwest::Method::POST, format!("{api}{path}"), Some(body));
     let get = |path: String| call(reqwest::Method::GET, format!("{api}{path}"), None);

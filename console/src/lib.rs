@@ -88,7 +88,8 @@ pub const POST_ROUTES: [&str; 6] = [
 ];
 
 /// Every answer: no script, no frame, no plugin, styles and forms only from here; nothing
-/// cached (pages hold personal data), no referrer leaves.
+/// cached (pages hold personal data), no referrer leaves for another site (`same-origin`:
+/// with `no-referrer`, browsers send `Origin: null` on the console's own forms).
 async fn security_headers(request: axum::extract::Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
@@ -99,7 +100,7 @@ async fn security_headers(request: axum::extract::Request, next: Next) -> Respon
              frame-ancestors 'none'; base-uri 'none'",
         ),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::REFERRER_POLICY, "no-referrer"),
+        (header::REFERRER_POLICY, "same-origin"),
         (header::CACHE_CONTROL, "no-store"),
         (header::X_FRAME_OPTIONS, "DENY"),
     ];

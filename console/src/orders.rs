@@ -374,7 +374,7 @@ pub(crate) async fn show(
                     }
                 }
                 label { "Why (kept in the order's history and the audit trail)" textarea name="note" required rows="2" {} }
-                label { "Type the order number " strong { (o.out_req_no()) } " to confirm" input name="confirm" required autocomplete="off"; }
+                label { span { "Type the order number " strong { (o.out_req_no()) } " to confirm" } input name="confirm" required autocomplete="off"; }
                 button type="submit" { "Record the decision" }
             }
         }
@@ -395,7 +395,7 @@ pub(crate) async fn show(
         @for x in &exchanges {
             div.exchange {
                 p { strong { (message_label(&x.message)) } " · " (page::time(x.at)) }
-                @if !x.body.is_empty() { pre { (protopay_engine::wire::masked_body(&x.body)) } }
+                @if !x.body.is_empty() { pre { (readable(&x.body)) } }
             }
         }
     };
@@ -410,6 +410,20 @@ fn note(kind: &protopay_engine::event::EventKind) -> Markup {
         }
         _ => html! {},
     }
+}
+
+/// A body for reading: personal data masked, the envelope's `data` unfolded, indented.
+fn readable(body: &str) -> String {
+    let masked = protopay_engine::wire::masked_body(body);
+    let Ok(mut value) = serde_json::from_str::<serde_json::Value>(&masked) else {
+        return masked;
+    };
+    if let Some(data) = value.get_mut("data")
+        && let Some(inner) = data.as_str().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+    {
+        *data = inner;
+    }
+    serde_json::to_string_pretty(&value).unwrap_or(masked)
 }
 
 /// What an exchange was, in words.
@@ -608,10 +622,10 @@ pub(crate) async fn resolve_several(
                 (page::csrf(&who))
                 input type="hidden" name="step" value="decide";
                 @for d in &chosen { input type="hidden" name="o" value={ (d.order.out_req_no()) ":" (d.version) }; }
-                label { "Outcome for all " (chosen.len())
+                label { span { "Outcome for all " (chosen.len()) }
                     select name="status" required { @for s in &decisions { option value=(s.as_str()) { (s.as_str()) } } } }
                 label { "Why (kept with each)" textarea name="note" required rows="2" {} }
-                label { "Type " strong { (chosen.len()) } " to confirm how many orders this decides" input name="confirm" required inputmode="numeric" autocomplete="off"; }
+                label { span { "Type " strong { (chosen.len()) } " to confirm how many orders this decides" } input name="confirm" required inputmode="numeric" autocomplete="off"; }
                 button type="submit" { "Record " (chosen.len()) " decisions" }
             }
         }

@@ -77,7 +77,7 @@ pub(crate) async fn show(State(console): State<Console>, who: SignedIn) -> Resul
                     (page::csrf(&who))
                     p { "Reconcile all " (census.drifting.len()) " drifting protocols again, asking the payment system for each." }
                     label { "Why (kept in the audit trail)" input name="note" required; }
-                    label { "Type " strong { (census.drifting.len()) } " to confirm how many protocols this touches" input name="confirm" required inputmode="numeric"; }
+                    label { span { "Type " strong { (census.drifting.len()) } " to confirm how many protocols this touches" } input name="confirm" required inputmode="numeric"; }
                     button type="submit" { "Reconcile " (census.drifting.len()) " protocols" }
                 }
             }

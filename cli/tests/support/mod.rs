@@ -58,6 +58,27 @@ pub(crate) fn start(mut command: Command) -> Running {
     Running { child, addr }
 }
 
+/// Li Lei's token and its SHA-256, as `[[serve.operators]]` holds it (never the token).
+pub(crate) const LI: &str = "li-lei-token-0123456789abcdef";
+const LI_SHA256: &str = "1f3e87f5c80b3415316ef5b1dea47480f1f228f705fa969a790f88eb06ea9f47";
+/// Wang Fang's (a reader).
+pub(crate) const WANG: &str = "wang-fang-token-0123456789abcd";
+const WANG_SHA256: &str = "31f1e3abaff97f57915956e7c95f4cb1afda27b1cce42161da869603b2ccefda";
+
+/// Two named operators, by the SHA-256 of their tokens (`printf %s "$TOKEN" | sha256sum`):
+/// Li Lei may operate, Wang Fang only read. Lines for `[serve]`.
+pub(crate) fn operators() -> String {
+    format!(
+        "[[serve.operators]]\nname = \"li.lei\"\nrole = \"operate\"\ntoken_sha256 = \"{LI_SHA256}\"\n\
+         [[serve.operators]]\nname = \"wang.fang\"\nrole = \"read\"\ntoken_sha256 = \"{WANG_SHA256}\"\n"
+    )
+}
+
+/// Polls every 100–200 ms, and an order needs attention after two polls without news: an
+/// operator's night in seconds.
+pub(crate) const FAST_POLLS: &str = "poll = { submitted_ms = 100, processing_ms = 100, unpaid_ms = 100, \
+    awaiting_arrival_ms = 100, max_interval_ms = 200, attention_after_quiet_polls = 2, jitter_percent = 0 }";
+
 /// The simulator on a free loopback port.
 pub(crate) fn simulator() -> Running {
     let mut c = Command::new(sim_binary());
