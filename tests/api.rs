@@ -457,3 +457,88 @@ async fn errors_quoting(http: &reqwest::Client, api: &str, value: &str) -> Vec<S
     }
     quoted
 }
+
+/// A person's resend (the console's webhooks page): the pusher pushes the events from the
+/// asked `seq` up to the request again, then the request itself (an audit record), in order;
+/// the log shows each attempt, a refused one with its status and next try. A resend naming
+/// no event written yet is refused and records nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_pushes_the_events_again_from_the_seq_asked() {
+    use protopay::api::webhook::{SEQ_HEADER, Webhook};
+    use std::sync::{Arc, Mutex};
+    let seen: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let refuse_first = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (log, refuse) = (seen.clone(), refuse_first.clone());
+    let app = axum::Router::new().route(
+        "/events",
+        axum::routing::post(move |headers: axum::http::HeaderMap| {
+            let (log, tx, refuse) = (log.clone(), tx.clone(), refuse.clone());
+            async move {
+                let seq: u64 = headers[SEQ_HEADER].to_str().unwrap().parse().unwrap();
+                if refuse.swap(false, std::sync::atomic::Ordering::SeqCst) {
+                    return axum::http::StatusCode::SERVICE_UNAVAILABLE;
+                }
+                log.lock().unwrap().push(seq);
+                let _ = tx.send(seq);
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let sim = protopay_sim::Sim::new(
+        protopay_sim::SimConfig::new(harness::APP, protopay::Md5Key::new(harness::KEY)),
+        protopay::Clock::system(),
+    );
+    let engine = protopay::Engine::builder(harness::config("sim://", ([127, 0, 0, 1], 9).into()))
+        .storage(protopay::storage::MemoryStorage::new())
+        .transport(protopay_sim::SimTransport(sim.clone()))
+        .build()
+        .await
+        .unwrap();
+    for desc in ["one", "two"] {
+        let protocol = protopay::NewProtocol {
+            trans_desc: desc.into(),
+            business_id: "B1".into(),
+            cashier_type: protopay::wire::CashierType::Pos,
+            idempotency_key: None,
+        };
+        engine.create_protocol(protocol).await.unwrap();
+    }
+    let last = engine.events_after(0, 100).await.unwrap().last().unwrap().seq;
+    assert_eq!(last, 4);
+    let webhook = Webhook::new(&url, protopay::Sensitive::new("webhook-secret-0123456789"), "hook")
+        .unwrap()
+        .retry(
+            std::time::Duration::from_millis(10),
+            std::time::Duration::from_millis(50),
+        );
+    let deliveries = webhook.deliveries();
+    let pushing = tokio::spawn(webhook.run(engine.clone()));
+    while rx.recv().await.unwrap() < last {}
+    for bad in [0, 5] {
+        assert!(engine.resend("hook", bad, "li.lei", "restored").await.is_err());
+    }
+    engine.resend("hook", 2, "li.lei", "receiver restored").await.unwrap();
+    while rx.recv().await.unwrap() < last + 1 {}
+    assert_eq!(*seen.lock().unwrap(), [1, 2, 3, 4, 2, 3, 4, 5]);
+    let trail = engine.audit(None, 10).await.unwrap();
+    assert_eq!(
+        trail.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        [5],
+        "one audit record, the request"
+    );
+    // Every attempt, the refused one too: the last is logged once its answer is read, just
+    // after the receiver saw it.
+    while deliveries.newest_first().len() < 9 {
+        tokio::task::yield_now().await;
+    }
+    let attempts = deliveries.newest_first();
+    let refused = attempts.last().unwrap();
+    assert_eq!((refused.seq, refused.status), (1, Some(503)));
+    assert!(refused.next_retry.is_some());
+    assert_eq!(attempts.first().map(|a| (a.seq, a.status)), Some((5, Some(200))));
+    pushing.abort();
+}

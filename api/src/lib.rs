@@ -480,9 +480,10 @@ async fn read_order(State(engine): State<Engine>, Path(out_req_no): Path<String>
 
 /// Read the audit trail.
 ///
-/// What people did, newest first: each decision on an order (`OperatorResolved`) and each
-/// reconciliation a named operator asked for (`OperatorReconciled`) — who, when, what and
-/// why — each recorded in the same commit as the change it made. Follow `next` as `before`.
+/// What people did, newest first: each decision on an order (`OperatorResolved`), each
+/// reconciliation a named operator asked for (`OperatorReconciled`) and each resend of a
+/// consumer's events (`OperatorResent`) — who, when, what and why — each recorded in the same
+/// commit as the change it made. Follow `next` as `before`.
 #[utoipa::path(get, tag = "events", path = "/v1/audit", params(AuditQuery),
     responses((status = 200, description = "OK", body = AuditPage), Failures))]
 async fn read_audit(State(engine): State<Engine>, q: Result<Query<AuditQuery>, QueryRejection>) -> Reply<AuditPage> {

@@ -412,6 +412,19 @@ pub enum EventData {
         /// How many figures disagreed (0: the books agree).
         drifting: u32,
     },
+    /// A person asked for a consumer's events from `fromSeq` on to be delivered again.
+    #[schema(title = "OperatorResentEvent")]
+    OperatorResent {
+        /// The consumer.
+        consumer: String,
+        /// The first event delivered again.
+        #[serde(rename = "fromSeq")]
+        from_seq: u64,
+        /// Why, in the person's words.
+        note: String,
+        /// The named operator who asked.
+        by: String,
+    },
     /// Something for a person to look at.
     #[schema(title = "AnomalyEvent")]
     Anomaly {
@@ -494,6 +507,17 @@ impl From<&EventKind> for EventData {
                 note: note.clone(),
                 by: by.clone(),
                 drifting: *drifting,
+            },
+            EventKind::OperatorResent {
+                consumer,
+                from_seq,
+                note,
+                by,
+            } => EventData::OperatorResent {
+                consumer: consumer.clone(),
+                from_seq: *from_seq,
+                note: note.clone(),
+                by: by.clone(),
             },
             EventKind::Anomaly(a) => anomaly(a),
         }
@@ -583,6 +607,7 @@ impl EventData {
             EventData::OutboundFailed { .. } => "OutboundFailed",
             EventData::OperatorResolved { .. } => "OperatorResolved",
             EventData::OperatorReconciled { .. } => "OperatorReconciled",
+            EventData::OperatorResent { .. } => "OperatorResent",
             EventData::Anomaly { .. } => "Anomaly",
         }
     }
@@ -652,7 +677,8 @@ pub(super) struct OrderPage {
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct AuditPage {
-    /// What people did, newest first: `OperatorResolved` and `OperatorReconciled` events.
+    /// What people did, newest first: `OperatorResolved`, `OperatorReconciled` and
+    /// `OperatorResent` events.
     pub items: Vec<EventView>,
     /// Pass as `before` for the next (older) page; absent on the last.
     #[schema(required = true)]
@@ -803,6 +829,12 @@ mod tests {
                 note: "month end".into(),
                 by: "li.lei".into(),
                 drifting: 1,
+            },
+            EventKind::OperatorResent {
+                consumer: "hook".into(),
+                from_seq: 3,
+                note: "receiver restored".into(),
+                by: "li.lei".into(),
             },
         ];
         kinds.extend(

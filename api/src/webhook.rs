@@ -19,13 +19,67 @@
 //! once, drops any `seq` at or below the highest it has processed, and can tell a late
 //! holder by its lower epoch. What holds for receivers: every event at least once; from one
 //! holder, in `seq` order; a late, lower-epoch push may repeat an older `seq` — never a gap.
+//!
+//! A person may ask for events again (`Engine::resend`, the console's webhooks page): the
+//! request is an event of its own (`OperatorResent`), and the pusher that reaches it pushes
+//! the events from its `fromSeq` up to it again before it pushes the request itself — a crash
+//! half way repeats the whole resend, as the request is acknowledged only after. A receiver
+//! that drops `seq`s at or below its highest one drops them unless it reset that (restored
+//! from a backup): that is what a resend is for.
+//!
+//! Each attempt of this process is kept in memory ([`Deliveries`], the last 200): time,
+//! `seq`, status code or error, latency, and when the next try is due.
 
 use crate::EventView;
 use crate::SetupError;
+use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
-use protopay_engine::{Engine, Event, Sensitive};
+use protopay_engine::{Engine, Event, EventKind, Sensitive};
 use sha2::Sha256;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// How many attempts [`Deliveries`] keeps.
+const DELIVERIES_KEPT: usize = 200;
+
+/// One attempt to push one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    /// When it was sent (the engine's clock).
+    pub at: DateTime<Utc>,
+    /// The event.
+    pub seq: u64,
+    /// The host's HTTP status, if it answered.
+    pub status: Option<u16>,
+    /// Why it failed without an answer (the transport's words; no URL, no secret).
+    pub error: Option<String>,
+    /// How long the attempt took.
+    pub latency: Duration,
+    /// When it will be tried again (`None`: it was accepted, or the lease was lost).
+    pub next_retry: Option<DateTime<Utc>>,
+}
+
+/// The last attempts of a webhook in this process, newest last: a handle to share (the
+/// console reads it while the pusher writes).
+#[derive(Debug, Clone, Default)]
+pub struct Deliveries(Arc<Mutex<VecDeque<Delivery>>>);
+
+impl Deliveries {
+    /// The attempts kept, newest first.
+    pub fn newest_first(&self) -> Vec<Delivery> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter().rev().cloned().collect()
+    }
+
+    fn push(&self, delivery: Delivery) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if kept.len() == DELIVERIES_KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(delivery);
+    }
+}
 
 /// The header carrying the body's signature: `sha256=` and 64 lowercase hex digits.
 pub const SIGNATURE_HEADER: &str = "x-protopay-signature";
@@ -62,6 +116,7 @@ pub struct Webhook {
     max_retry: Duration,
     lease: Duration,
     client: reqwest::Client,
+    deliveries: Deliveries,
 }
 
 impl std::fmt::Debug for Webhook {
@@ -99,7 +154,28 @@ impl Webhook {
             max_retry: Duration::from_secs(60),
             lease: LEASE,
             client,
+            deliveries: Deliveries::default(),
         })
+    }
+
+    /// Its consumer's name (its cursor in the store).
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Where it pushes, for people: the scheme and host only (a path or query may hold a
+    /// token).
+    pub fn destination(&self) -> String {
+        let rest = self.url.split_once("://").map_or("", |(_, r)| r);
+        let host = rest.split(['/', '?', '#']).next().unwrap_or_default();
+        let host = host.rsplit('@').next().unwrap_or_default();
+        let scheme = self.url.split("://").next().unwrap_or_default();
+        format!("{scheme}://{host}")
+    }
+
+    /// The log of its attempts in this process.
+    pub fn deliveries(&self) -> Deliveries {
+        self.deliveries.clone()
     }
 
     /// Retry after `first`, doubling up to `max`.
@@ -163,12 +239,36 @@ impl Webhook {
                 return Ok(());
             }
             for event in &events {
+                if let EventKind::OperatorResent { consumer, from_seq, .. } = &event.kind
+                    && *consumer == self.consumer
+                    && !self.resend(engine, lease, *from_seq, event.seq).await?
+                {
+                    return Ok(());
+                }
                 if !self.deliver(engine, lease, event).await? {
                     return Ok(()); // the lease was lost: the next holder starts from the cursor
                 }
                 feed.ack(event.seq).await?;
             }
         }
+    }
+
+    /// Push the events from `from` up to (not including) `until` again, as a person asked:
+    /// true when all were accepted, false as soon as the lease is lost.
+    async fn resend(&self, engine: &Engine, lease: &str, from: u64, until: u64) -> protopay_engine::Result<bool> {
+        tracing::info!(consumer = %self.consumer, from, until, "webhook: pushing events again, as asked");
+        let mut after = from.saturating_sub(1);
+        while after + 1 < until {
+            let page = engine.events_after(after, 256).await?;
+            let Some(last) = page.last().map(|e| e.seq) else { break };
+            for event in page.iter().filter(|e| e.seq < until) {
+                if !self.deliver(engine, lease, event).await? {
+                    return Ok(false);
+                }
+            }
+            after = last;
+        }
+        Ok(true)
     }
 
     /// POST one event until the host answers 2xx (true), renewing the lease before each
@@ -191,6 +291,7 @@ impl Webhook {
             if renewing.elapsed() > self.lease / 6 {
                 continue; // too long since the renewal began: renew again before sending
             }
+            let (at, started) = (engine.now(), tokio::time::Instant::now());
             let sent = self
                 .client
                 .post(&self.url)
@@ -201,11 +302,32 @@ impl Webhook {
                 .body(body.clone())
                 .send()
                 .await;
+            let mut delivery = Delivery {
+                at,
+                seq: event.seq,
+                status: None,
+                error: None,
+                latency: started.elapsed(),
+                next_retry: None,
+            };
             match sent {
-                Ok(r) if r.status().is_success() => return Ok(true),
-                Ok(r) => tracing::warn!(status = %r.status(), seq = event.seq, "webhook refused the event; retrying"),
-                Err(e) => tracing::warn!(error = %e, seq = event.seq, "webhook unreachable; retrying"),
+                Ok(r) if r.status().is_success() => {
+                    delivery.status = Some(r.status().as_u16());
+                    self.deliveries.push(delivery);
+                    return Ok(true);
+                }
+                Ok(r) => {
+                    tracing::warn!(status = %r.status(), seq = event.seq, "webhook refused the event; retrying");
+                    delivery.status = Some(r.status().as_u16());
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, seq = event.seq, "webhook unreachable; retrying");
+                    // Without the URL: it may hold a token.
+                    delivery.error = Some(e.without_url().to_string());
+                }
             }
+            delivery.next_retry = chrono::Duration::from_std(wait).ok().map(|w| engine.now() + w);
+            self.deliveries.push(delivery);
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(self.max_retry);
         }

@@ -17,7 +17,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use protopay::api::webhook::Webhook;
 use protopay::api::{ApiAuth, api_router};
-use protopay::console::console_router;
+use protopay::console::{ConsoleOptions, console_router};
 use protopay::http::{HttpTransport, callback_router};
 use protopay::postgres::{PostgresOptions, PostgresStorage};
 use protopay::sled::SledStorage;
@@ -66,10 +66,14 @@ pub(crate) async fn run(settings: ServeSettings) -> Result<(), CliError> {
     };
     let metrics = install_metrics(engine.clone())?;
     let poller = engine.spawn_poller();
+    let options = ConsoleOptions {
+        secure_cookies,
+        webhook: webhook.clone(),
+    };
     let pusher = webhook.map(|w| tokio::spawn(w.run(engine.clone())));
     let app = callback_router(engine.clone())
         .merge(crate::backup::router(sled, auth.clone()))
-        .merge(console_router(engine.clone(), auth.clone(), secure_cookies))
+        .merge(console_router(engine.clone(), auth.clone(), options))
         .merge(api_router(engine.clone(), auth))
         .merge(health(engine.clone()))
         .merge(metrics);

@@ -22,12 +22,25 @@ const STUCK: &str = "APP001-stuck";
 /// What the test needs that a machine may lack: `Some(chromium)` when all is there.
 fn browser() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/console");
-    let chromium = std::env::var_os("PROTOPAY_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
+    let chromium =
+        std::env::var_os("PROTOPAY_CHROMIUM").map_or_else(|| PathBuf::from("/usr/bin/chromium"), PathBuf::from);
     let node = Command::new("node").arg("--version").output();
     let needs = [
-        (node.is_ok_and(|o| o.status.success()), "node", "install Node.js 20 or later on PATH"),
-        (dir.join("node_modules/playwright-core").is_dir(), "playwright-core", "npm ci --prefix cli/tests/console"),
-        (chromium.is_file(), "chromium", "apt-get install chromium (or set PROTOPAY_CHROMIUM)"),
+        (
+            node.is_ok_and(|o| o.status.success()),
+            "node",
+            "install Node.js 20 or later on PATH",
+        ),
+        (
+            dir.join("node_modules/playwright-core").is_dir(),
+            "playwright-core",
+            "npm ci --prefix cli/tests/console",
+        ),
+        (
+            chromium.is_file(),
+            "chromium",
+            "apt-get install chromium (or set PROTOPAY_CHROMIUM)",
+        ),
     ];
     for (found, what, how) in needs {
         if !found {
@@ -54,7 +67,11 @@ async fn an_operator_settles_a_stuck_payout_in_the_console() {
         .as_str()
         .unwrap()
         .to_owned();
-    post("/v1/inbound", json!({"transNo": t, "outReqNo": "APP001-dep", "amount": "1234.50", "prodCatalog": "01"})).await;
+    post(
+        "/v1/inbound",
+        json!({"transNo": t, "outReqNo": "APP001-dep", "amount": "1234.50", "prodCatalog": "01"}),
+    )
+    .await;
     let http = reqwest::Client::new();
     for step in ["pay", "arrive"] {
         let r = http
@@ -98,15 +115,26 @@ async fn an_operator_settles_a_stuck_payout_in_the_console() {
         .await
         .unwrap()
         .expect("node runs");
-    let (stdout, stderr) = (String::from_utf8_lossy(&story.stdout), String::from_utf8_lossy(&story.stderr));
-    assert!(story.status.success() && stdout.contains("console story passed"), "{stdout}\n{stderr}");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&story.stdout),
+        String::from_utf8_lossy(&story.stderr),
+    );
+    assert!(
+        story.status.success() && stdout.contains("console story passed"),
+        "{stdout}\n{stderr}"
+    );
     for shot in ["console-overview.png", "console-order.png"] {
         assert!(screenshots.join(shot).is_file(), "{shot} was taken");
     }
 
     // What the browser did is in the store: the decision and the reconciliation, by name.
     let trail = get("/v1/audit".into()).await["items"].clone();
-    let kinds: Vec<&str> = trail.as_array().unwrap().iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = trail
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
     assert_eq!(kinds, ["OperatorReconciled", "OperatorResolved"], "{trail}");
     assert_eq!(trail[0]["data"]["drifting"], 0, "reconciliation is clean");
     assert_eq!(trail[1]["data"]["by"], "li.lei");

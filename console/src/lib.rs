@@ -28,6 +28,7 @@ mod overview;
 mod page;
 mod protocols;
 mod session;
+mod webhooks;
 
 use axum::Router;
 use axum::http::{HeaderValue, header};
@@ -35,8 +36,20 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use protopay_api::ApiAuth;
+use protopay_api::webhook::Webhook;
 use protopay_engine::Engine;
 use std::sync::Arc;
+
+/// How a deployment's console is set up.
+#[derive(Debug, Clone, Default)]
+pub struct ConsoleOptions {
+    /// Mark the session cookie `Secure`: set it whenever people reach the console over HTTPS,
+    /// as they should beyond localhost.
+    pub secure_cookies: bool,
+    /// The webhook this process pushes, if any: its delivery log and resends on the
+    /// webhooks page.
+    pub webhook: Option<Webhook>,
+}
 
 /// What every console handler has: the engine, who may sign in, and who is signed in.
 #[derive(Clone)]
@@ -44,17 +57,16 @@ pub(crate) struct Console {
     engine: Engine,
     auth: ApiAuth,
     sessions: Arc<session::Sessions>,
-    secure_cookies: bool,
+    options: ConsoleOptions,
 }
 
-/// The console's routes under `/console`. `secure_cookies`: mark the session cookie `Secure`
-/// (set it whenever people reach the console over HTTPS, as they should beyond localhost).
-pub fn console_router(engine: Engine, auth: ApiAuth, secure_cookies: bool) -> Router {
+/// The console's routes under `/console`: its people are `auth`'s named operators.
+pub fn console_router(engine: Engine, auth: ApiAuth, options: ConsoleOptions) -> Router {
     let console = Console {
         engine,
         auth,
         sessions: Arc::new(session::Sessions::default()),
-        secure_cookies,
+        options,
     };
     Router::new()
         .route("/console", get(overview::show))
@@ -72,13 +84,16 @@ pub fn console_router(engine: Engine, auth: ApiAuth, secure_cookies: bool) -> Ro
         .route("/console/protocols/{transNo}/reconcile", post(protocols::reconcile))
         .route("/console/reconcile-drifting", post(protocols::reconcile_drifting))
         .route("/console/audit", get(audit::list))
+        .route("/console/webhooks", get(webhooks::show))
+        .route("/console/webhooks/resend", post(webhooks::resend))
         .layer(middleware::from_fn(security_headers))
         .with_state(console)
 }
 
 /// The routes that change something, for tests that every one of them is guarded.
 #[doc(hidden)]
-pub const POST_ROUTES: [&str; 6] = [
+pub const POST_ROUTES: [&str; 7] = [
+    "/console/webhooks/resend",
     "/console/orders/{outReqNo}/resolve",
     "/console/resolve",
     "/console/protocols/{transNo}/reconcile",

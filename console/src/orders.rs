@@ -419,7 +419,9 @@ fn readable(body: &str) -> String {
         return masked;
     };
     if let Some(data) = value.get_mut("data")
-        && let Some(inner) = data.as_str().and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
+        && let Some(inner) = data
+            .as_str()
+            .and_then(|d| serde_json::from_str::<serde_json::Value>(d).ok())
     {
         *data = inner;
     }

@@ -36,6 +36,7 @@ pub(crate) fn layout(title: &str, who: Option<&SignedIn>, body: Markup) -> Marku
                             a href="/console/orders?listing=NEEDS_ATTENTION" { "Needs attention" }
                             a href="/console/orders" { "Orders" }
                             a href="/console/protocols" { "Protocols" }
+                            a href="/console/webhooks" { "Webhooks" }
                             a href="/console/audit" { "Audit" }
                         }
                         form.who method="post" action="/console/sign-out" {

@@ -254,7 +254,7 @@ pub(crate) async fn sign_in(State(console): State<Console>, request: Request) ->
     };
     tracing::info!(operator = %name, "signed in to the console");
     let id = console.sessions.start(name, role)?;
-    let secure = if console.secure_cookies { "; Secure" } else { "" };
+    let secure = if console.options.secure_cookies { "; Secure" } else { "" };
     let cookie = format!("{COOKIE}={id}; Path=/console; HttpOnly; SameSite=Strict{secure}");
     let mut response = Redirect::to("/console").into_response();
     let value = HeaderValue::from_str(&cookie).map_err(|_| ConsoleError::Malformed)?;

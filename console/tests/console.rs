@@ -7,7 +7,7 @@
 //! them in milliseconds.
 
 use protopay_api::{ApiAuth, Role};
-use protopay_console::{POST_ROUTES, console_router};
+use protopay_console::{ConsoleOptions, POST_ROUTES, console_router};
 use protopay_engine::storage::MemoryStorage;
 use protopay_engine::wire::{CashierType, Endpoint, OutType};
 use protopay_engine::{Amount, Clock, Config, Engine, Md5Key, NewInbound, NewOutbound, NewProtocol, Payee, Sensitive};
@@ -32,6 +32,10 @@ struct World {
 }
 
 async fn world() -> World {
+    world_with(ConsoleOptions::default()).await
+}
+
+async fn world_with(options: ConsoleOptions) -> World {
     let sim = Sim::new(SimConfig::new(APP, Md5Key::new(KEY)), Clock::system());
     let mut config = Config::new(APP, Md5Key::new(KEY), "sim://", "http://127.0.0.1:9/notify");
     config.poll.attention_after_quiet_polls = 2;
@@ -48,7 +52,7 @@ async fn world() -> World {
         .unwrap()
         .with_operator("wang.fang", Role::Read, WANG_SHA256)
         .unwrap();
-    let app = console_router(engine.clone(), auth, false);
+    let app = console_router(engine.clone(), auth, options);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(async move { axum::serve(listener, app).await });
@@ -421,6 +425,42 @@ async fn every_change_made_here_has_its_audit_record_naming_who_and_why() {
     for why in ["bank: returned", "bank: both returned", "after the decisions"] {
         assert!(audit.contains(why), "{why}: {audit}");
     }
+}
+
+/// The webhooks page: where the webhook's consumer stands, and a resend from a `seq` that is
+/// an audit record (the pusher acting on it: `tests/api.rs`).
+#[tokio::test(start_paused = true)]
+async fn a_resend_asked_on_the_webhooks_page_is_recorded_with_who_and_why() {
+    use protopay_api::webhook::Webhook;
+    let secret = Sensitive::new("webhook-secret-0123456789");
+    let webhook = Webhook::new("https://hooks.example/in?token=secret", secret, "hook").unwrap();
+    let w = world_with(ConsoleOptions {
+        webhook: Some(webhook),
+        ..ConsoleOptions::default()
+    })
+    .await;
+    w.funded("10.00").await;
+    let li = w.sign_in(LI).await;
+    let (status, page) = w.get(&li.cookie, "/console/webhooks").await;
+    assert_eq!(status, 200);
+    assert!(
+        page.contains("https://hooks.example") && !page.contains("token=secret"),
+        "{page}"
+    );
+    let too_far = [("from", "999"), ("note", "restored"), ("csrf", &li.csrf)];
+    assert_eq!(w.post(&li.cookie, "/console/webhooks/resend", &too_far).await.0, 400);
+    let form = [
+        ("from", "2"),
+        ("note", "receiver restored from backup"),
+        ("csrf", &li.csrf),
+    ];
+    assert_eq!(w.post(&li.cookie, "/console/webhooks/resend", &form).await.0, 303);
+    let trail = w.engine.audit(None, 10).await.unwrap();
+    assert_eq!(trail.len(), 1);
+    assert_eq!(trail[0].kind.to_string(), "li.lei asked for hook's events from 2 again");
+    let wang = w.sign_in(WANG).await;
+    let (_, page) = w.get(&wang.cookie, "/console/webhooks").await;
+    assert!(!page.contains("Send again"), "no action for a reader");
 }
 
 mod masking {

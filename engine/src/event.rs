@@ -152,6 +152,20 @@ pub enum EventKind {
         /// How many figures disagreed (0: the books agree).
         drifting: u32,
     },
+    /// A person asked for a consumer's events from `from_seq` on to be delivered again (a
+    /// webhook receiver that lost what it had processed). The pusher delivers them again when
+    /// it reaches this event, then goes on; receivers that keep the highest `seq` they
+    /// processed drop them unless they reset it.
+    OperatorResent {
+        /// The consumer (a webhook's).
+        consumer: String,
+        /// The first event to deliver again.
+        from_seq: u64,
+        /// Why, in the person's own words.
+        note: String,
+        /// The named operator who asked.
+        by: String,
+    },
     /// Something for a person to look at.
     Anomaly(Anomaly),
 }
@@ -162,7 +176,9 @@ impl EventKind {
     pub fn is_audit(&self) -> bool {
         matches!(
             self,
-            EventKind::OperatorResolved { .. } | EventKind::OperatorReconciled { .. }
+            EventKind::OperatorResolved { .. }
+                | EventKind::OperatorReconciled { .. }
+                | EventKind::OperatorResent { .. }
         )
     }
 }
@@ -232,6 +248,9 @@ impl std::fmt::Display for EventKind {
             EventKind::OperatorReconciled { by, drifting, .. } => {
                 write!(f, "reconciled by {by}: {drifting} figures disagree")
             }
+            EventKind::OperatorResent {
+                consumer, from_seq, by, ..
+            } => write!(f, "{by} asked for {consumer}'s events from {from_seq} again"),
             EventKind::Anomaly(a) => write!(f, "⚠ {a}"),
         }
     }

@@ -5,6 +5,7 @@
 use super::Engine;
 use crate::Result;
 use crate::event::Event;
+use crate::wire::validate::{self, limits};
 use tokio::sync::watch;
 
 /// Most events returned by one read.
@@ -80,6 +81,32 @@ impl Engine {
     pub async fn unacknowledged(&self, consumer: &str) -> Result<Vec<Event>> {
         let cursor = self.cursor(consumer).await?;
         self.events_after(cursor, PAGE).await
+    }
+
+    /// Ask for `consumer`'s events from `from_seq` on to be delivered again, as a person
+    /// (`by`, with `note`): recorded as [`EventKind::OperatorResent`](crate::event::EventKind::OperatorResent),
+    /// an audit record, which the consumer's pusher acts on when it reaches it. `from_seq`
+    /// must name an event already written.
+    pub async fn resend(&self, consumer: &str, from_seq: u64, by: &str, note: &str) -> Result<()> {
+        let _working = self.working()?;
+        validate::required("note", note)?;
+        validate::text("note", note, limits::NOTE_MAX_CHARS)?;
+        validate::required("consumer", consumer)?;
+        let last = self.storage().last_seq().await?;
+        if from_seq == 0 || from_seq > last {
+            return Err(crate::Error::InvalidField {
+                field: "fromSeq",
+                reason: "names no event written yet",
+            });
+        }
+        let kind = crate::event::EventKind::OperatorResent {
+            consumer: consumer.to_owned(),
+            from_seq,
+            note: note.to_owned(),
+            by: by.to_owned(),
+        };
+        let event = self.event(None, crate::observation::Source::Operator, kind);
+        self.record_events(vec![event], Vec::new()).await
     }
 
     /// A live subscription for `consumer`.
