@@ -103,6 +103,11 @@ impl Filters {
 }
 
 impl Filter {
+    /// Whether some filter is applied here rather than by the store's indexes.
+    fn filters_here(&self) -> bool {
+        self.inbound.is_some() || self.from.is_some() || self.until.is_some()
+    }
+
     fn admits(&self, order: &Order) -> bool {
         let sent = order.attempts.last_sent_at;
         self.inbound.is_none_or(|inbound| order.inbound().is_some() == inbound)
@@ -122,8 +127,10 @@ impl Filter {
         let mut found = Vec::new();
         let mut cursor = after;
         let mut scanned = 0;
+        // Filtered here, many may be read for a few; filtered by the store, a page is a page.
+        let batch = if self.filters_here() { READ_BATCH } else { want };
         loop {
-            let page = engine.orders(&self.query, cursor.as_deref(), READ_BATCH).await?;
+            let page = engine.orders(&self.query, cursor.as_deref(), batch).await?;
             for order in page.items {
                 scanned += 1;
                 cursor = Some(order.out_req_no().to_owned());
