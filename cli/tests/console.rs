@@ -12,10 +12,9 @@
 
 mod support;
 
-use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use support::{LI, WANG, call, free_port, operators, serve, simulator, terminate, until};
+use support::{LI, WANG, call, free_port, operators, serve, simulator, terminate};
 
 const STUCK: &str = "APP001-stuck";
 
@@ -60,43 +59,10 @@ async fn an_operator_settles_a_stuck_payout_in_the_console() {
     let port = free_port();
     let server = serve(dir.path(), &sim.addr, port, support::FAST_POLLS, &operators());
     let api = format!("http://127.0.0.1:{port}");
-    let post = |path: &str, body: Value| call(reqwest::Method::POST, format!("{api}{path}"), Some(body));
     let get = |path: String| call(reqwest::Method::GET, format!("{api}{path}"), None);
 
-    let t = post("/v1/protocols", json!({"transDesc": "flat", "businessId": "B1"})).await["transNo"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    post(
-        "/v1/inbound",
-        json!({"transNo": t, "outReqNo": "APP001-dep", "amount": "1234.50", "prodCatalog": "01"}),
-    )
-    .await;
-    let http = reqwest::Client::new();
-    for step in ["pay", "arrive"] {
-        let r = http
-            .post(format!("{simu}/sim/inbound/APP001-dep/{step}"))
-            .json(&json!({ "status": "SUCCESS" }))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
-    until(&api, "the deposit arrives", async || {
-        get("/v1/orders/APP001-dep".into()).await["order"]["arrived"] == json!(true)
-    })
-    .await;
     // A payee whose name is markup: it must be shown as text.
-    let payout = json!({"transNo": t, "outReqNo": STUCK, "amount": "10.00", "outType": "OUT",
-        "payeeName": "<script>alert(1)</script>", "payeeAccount": "6222020200112233445",
-        "bankName": "ICBC", "bankCnaps": "102100000030"});
-    post("/v1/outbound", payout).await;
-    until(&api, "the payout needs attention", async || {
-        get("/v1/orders?status=NEEDS_ATTENTION".into()).await["items"]
-            .as_array()
-            .is_some_and(|i| !i.is_empty())
-    })
-    .await;
+    support::stuck_payout(&api, &simu, "<script>alert(1)</script>").await;
 
     let kept = std::env::var_os("PROTOPAY_CONSOLE_SCREENSHOTS").map(PathBuf::from);
     let shots = tempfile::tempdir().unwrap();

@@ -6,7 +6,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{LI, OPERATE, WANG, args, call, free_port, operators, protopay, serve, simulator, terminate, until};
+use support::{LI, OPERATE, WANG, args, call, free_port, operators, protopay, serve, simulator, terminate};
 
 fn metric(scrape: &str, series: &str) -> f64 {
     scrape
@@ -23,17 +23,11 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
     let port = free_port();
     let server = serve(dir.path(), &sim.addr, port, support::FAST_POLLS, &operators());
     let api = format!("http://127.0.0.1:{port}");
-    let post = |path: &str, body: Value| call(reqwest::Method::POST, format!("{api}{path}"), Some(body));
     let get = |path: String| call(reqwest::Method::GET, format!("{api}{path}"), None);
 
-    let t = post("/v1/protocols", json!({"transDesc": "flat", "businessId": "B1"})).await["transNo"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let deposit = json!({"transNo": t, "outReqNo": "APP001-dep", "amount": "1234.50", "prodCatalog": "01"});
-    post("/v1/inbound", deposit).await;
+    let t = support::stuck_payout(&api, &simu, "Li Lei").await;
     let http = reqwest::Client::new();
-    // What the payer and the bank do, through the simulator's admin routes.
+    // What the bank does, through the simulator's admin routes.
     let at_the_bank = |path: String, status: &'static str| {
         let r = http
             .post(format!("{simu}/sim/{path}"))
@@ -41,22 +35,6 @@ async fn an_operator_finds_inspects_and_resolves_a_stuck_payout() {
             .send();
         async move { assert!(r.await.unwrap().status().is_success()) }
     };
-    for step in ["pay", "arrive"] {
-        at_the_bank(format!("inbound/APP001-dep/{step}"), "SUCCESS").await;
-    }
-    until(&api, "the deposit arrives", async || {
-        get("/v1/orders/APP001-dep".into()).await["order"]["arrived"] == json!(true)
-    })
-    .await;
-    let payout = json!({"transNo": t, "outReqNo": "APP001-stuck", "amount": "10.00", "outType": "OUT",
-        "payeeName": "Li Lei", "payeeAccount": "6222020200112233445", "bankName": "ICBC", "bankCnaps": "102100000030"});
-    post("/v1/outbound", payout).await;
-    until(&api, "the payout needs attention", async || {
-        get("/v1/orders?status=NEEDS_ATTENTION".into()).await["items"]
-            .as_array()
-            .is_some_and(|i| !i.is_empty())
-    })
-    .await;
     let scrape = |http: reqwest::Client| {
         let url = format!("{api}/metrics");
         async move { http.get(url).send().await.unwrap().text().await.unwrap() }

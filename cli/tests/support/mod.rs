@@ -251,6 +251,50 @@ pub(crate) async fn call(method: reqwest::Method, url: String, body: Option<Valu
     r.json().await.unwrap_or(Value::Null)
 }
 
+/// The operator's night begins, on the server at `api` and the simulator at `simu`: a
+/// protocol funded with 1 234.50 (`APP001-dep`, paid in and arrived, as the payer and the
+/// bank do through the simulator's admin routes), and a payout `APP001-stuck` of 10.00 to
+/// `payee_name` that the payment system keeps `PROCESSING` until it needs attention. The
+/// protocol's `transNo`.
+pub(crate) async fn stuck_payout(api: &str, simu: &str, payee_name: &str) -> String {
+    let post = |path: &str, body: Value| call(reqwest::Method::POST, format!("{api}{path}"), Some(body));
+    let get = |path: String| call(reqwest::Method::GET, format!("{api}{path}"), None);
+    let t = post(
+        "/v1/protocols",
+        serde_json::json!({"transDesc": "flat", "businessId": "B1"}),
+    )
+    .await["transNo"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deposit = serde_json::json!({"transNo": t, "outReqNo": "APP001-dep", "amount": "1234.50", "prodCatalog": "01"});
+    post("/v1/inbound", deposit).await;
+    let http = reqwest::Client::new();
+    for step in ["pay", "arrive"] {
+        let r = http
+            .post(format!("{simu}/sim/inbound/APP001-dep/{step}"))
+            .json(&serde_json::json!({ "status": "SUCCESS" }))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+    until(api, "the deposit arrives", async || {
+        get("/v1/orders/APP001-dep".into()).await["order"]["arrived"] == serde_json::json!(true)
+    })
+    .await;
+    let payout = serde_json::json!({"transNo": t, "outReqNo": "APP001-stuck", "amount": "10.00", "outType": "OUT",
+        "payeeName": payee_name, "payeeAccount": "6222020200112233445", "bankName": "ICBC", "bankCnaps": "102100000030"});
+    post("/v1/outbound", payout).await;
+    until(api, "the payout needs attention", async || {
+        get("/v1/orders?status=NEEDS_ATTENTION".into()).await["items"]
+            .as_array()
+            .is_some_and(|i| !i.is_empty())
+    })
+    .await;
+    t
+}
+
 /// Wait (on the event feed, never on a timer) until `done` holds.
 pub(crate) async fn until(api: &str, what: &str, done: impl AsyncFn() -> bool) {
     for _ in 0..100 {
