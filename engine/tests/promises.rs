@@ -166,21 +166,8 @@ async fn an_order_that_needs_attention_is_polled_at_the_attention_pace() {
     let (store, t) = (Flaky::default(), Scripted::default());
     let mut c = config();
     c.poll.max_sends = 1;
-    let (e, trans_no) = funded_on(&store, &t, c.clone(), "50.00").await;
-    t.push(
-        Endpoint::Outpay,
-        Step::Fail(TransportError::MaybeDelivered {
-            reason: "HTTP 500".into(),
-        }),
-    );
-    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
-    e.outpay(payout(&trans_no, Some("APP001-flag"), "20")).await.unwrap();
-    tokio::time::advance(Duration::from_millis(c.poll.grace_ms + 60_000)).await;
-    for _ in 0..10 {
-        tokio::time::advance(Duration::from_secs(30)).await;
-        e.poll_due().await.unwrap();
-    }
-    assert!(e.order("APP001-flag").await.unwrap().attempts.needs_attention);
+    let (e, trans_no) = funded_on(&store, &t, c, "50.00").await;
+    flagged_payout(&e, &t, &trans_no, "APP001-flag").await;
     let before = t.count(Endpoint::Outquery);
     for _ in 0..7_200 {
         tokio::time::advance(Duration::from_secs(1)).await;
@@ -609,17 +596,29 @@ async fn a_second_payment_for_one_order_is_flagged_until_a_person_looks() {
 
 /// A payout sent once, whose every query since says "no such order": it needs attention.
 async fn flagged_payout(e: &Engine, t: &Scripted, trans_no: &str, key: &str) {
-    let mut c = config();
-    c.poll.max_sends = 1;
+    let calls = (Endpoint::Outpay, Endpoint::Outquery);
+    lost_then_flagged(e, t, calls, key, e.outpay(payout(trans_no, Some(key), "20"))).await;
+}
+
+/// `command` makes order `key`, whose send (the first endpoint of `calls`) may have been
+/// delivered but got no answer, and whose every query (the second) says "no such order":
+/// polled past the grace period, it needs a person.
+async fn lost_then_flagged<T>(
+    e: &Engine,
+    t: &Scripted,
+    (send, query): (Endpoint, Endpoint),
+    key: &str,
+    command: impl std::future::Future<Output = protopay_engine::Result<T>>,
+) {
     t.push(
-        Endpoint::Outpay,
+        send,
         Step::Fail(TransportError::MaybeDelivered {
             reason: "HTTP 500".into(),
         }),
     );
-    t.default_for(Endpoint::Outquery, Step::Code("EP20003", "no such order"));
-    e.outpay(payout(trans_no, Some(key), "20")).await.unwrap();
-    tokio::time::advance(Duration::from_millis(c.poll.grace_ms + 60_000)).await;
+    t.default_for(query, Step::Code("EP20003", "no such order"));
+    command.await.unwrap();
+    tokio::time::advance(Duration::from_millis(e.config().poll.grace_ms + 60_000)).await;
     for _ in 0..10 {
         tokio::time::advance(Duration::from_secs(30)).await;
         e.poll_due().await.unwrap();
@@ -763,26 +762,14 @@ async fn money_the_payment_system_reports_reaches_the_ledger_over_a_person_s_dec
     let (store, t) = (Flaky::default(), Scripted::default());
     let mut c = config();
     c.poll.max_sends = 1;
-    let (e, trans_no) = funded_on(&store, &t, c.clone(), "50.00").await;
-    t.push(
-        Endpoint::Prepay,
-        Step::Fail(TransportError::MaybeDelivered {
-            reason: "HTTP 500".into(),
-        }),
-    );
-    t.default_for(Endpoint::Inquery, Step::Code("EP20003", "no such order"));
+    let (e, trans_no) = funded_on(&store, &t, c, "50.00").await;
     let key = "APP001-in-late";
     let deposit = NewInbound {
         out_req_no: Some(key.into()),
         ..NewInbound::pos(&trans_no, Amount::parse("30").unwrap())
     };
-    e.prepay(deposit).await.unwrap();
-    tokio::time::advance(Duration::from_millis(c.poll.grace_ms + 60_000)).await;
-    for _ in 0..10 {
-        tokio::time::advance(Duration::from_secs(30)).await;
-        e.poll_due().await.unwrap();
-    }
-    assert!(e.order(key).await.unwrap().attempts.needs_attention);
+    let calls = (Endpoint::Prepay, Endpoint::Inquery);
+    lost_then_flagged(&e, &t, calls, key, e.prepay(deposit)).await;
     e.resolve(key, Decision::new(Status::Failure, "ops: payer says never paid"))
         .await
         .unwrap();
