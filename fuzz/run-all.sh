@@ -11,7 +11,7 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 # Seed corpora: every request body in the snapshots (whole envelopes) for the envelope and
 # callback targets; amounts and times from the same fixtures.
-mkdir -p corpus/envelope corpus/callback corpus/amount corpus/time corpus/config corpus/apply_sequence corpus/api corpus/wal corpus/console corpus/masking
+mkdir -p corpus/envelope corpus/callback corpus/amount corpus/time corpus/config corpus/apply_sequence corpus/api corpus/wal corpus/console corpus/masking corpus/announce
 n=0
 for snap in ../engine/tests/snapshots/wire__*.snap; do
   body="$(sed -n '/^{"appId"/p' "$snap")"
@@ -40,12 +40,13 @@ printf '\x87step=decide&o=APP001-x:3&o=APP001-y:1&status=SUCCESS&note=n&confirm=
 printf '\x8afrom=6222020200112233445&note=x' > corpus/console/resend
 cp corpus/envelope/snap1 corpus/masking/ 2>/dev/null || true
 printf '{"appId":"APP001","data":"{\\"bankAccNum\\":\\"6222020200112233445\\"}","sign":"x"}' > corpus/masking/nested
+printf 'ed1764417600000' > corpus/announce/both
 
 # A log header, and a log written before format 5 (one group, then an empty record).
 printf 'protopay-wal/2\n\0\1\0\0\0\0\0\0\0' > corpus/wal/header
 printf '\x0a\0\0\0\0\0\0\0\1\1\0\0\0k\0\0\0\0' > corpus/wal/legacy
 
-for target in envelope callback amount time config apply_sequence api wal console masking; do
+for target in envelope callback amount time config apply_sequence api wal console masking announce; do
   log="$(mktemp)"
   if ! cargo fuzz run -s none "$target" "corpus/$target" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1; then
     tail -40 "$log"

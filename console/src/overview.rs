@@ -12,7 +12,7 @@ use protopay_engine::domain::Listing;
 use protopay_engine::event::{Anomaly, Event, EventKind};
 
 /// How far back the overview looks for anomalies.
-const RECENT_EVENTS: u64 = 500;
+const RECENT_EVENTS: usize = 500;
 
 /// How many recent anomalies it shows.
 const ANOMALIES_SHOWN: usize = 20;
@@ -20,8 +20,7 @@ const ANOMALIES_SHOWN: usize = 20;
 /// `GET /console`.
 pub(crate) async fn show(State(console): State<Console>, who: SignedIn) -> Result<Markup, ConsoleError> {
     let census = console.engine.census().await?;
-    let from = census.last_seq.saturating_sub(RECENT_EVENTS);
-    let recent = console.engine.events_after(from, RECENT_EVENTS as usize).await?;
+    let recent = console.engine.recent_events(RECENT_EVENTS).await?;
     let anomalies = recent_anomalies(&recent);
     let count = |l: Listing| census.orders.iter().find(|(x, _)| *x == l).map_or(0, |(_, n)| *n);
     let attention = count(Listing::NeedsAttention);
@@ -106,7 +105,6 @@ pub(crate) async fn show(State(console): State<Console>, who: SignedIn) -> Resul
 fn recent_anomalies(recent: &[Event]) -> Vec<&Event> {
     let mut anomalies: Vec<&Event> = recent
         .iter()
-        .rev()
         .filter(|e| matches!(e.kind, EventKind::Anomaly(_)))
         .collect();
     anomalies.sort_by_key(|e| !matches!(e.kind, EventKind::Anomaly(Anomaly::SuspectedDoublePayment { .. })));

@@ -18,12 +18,13 @@ pub(crate) async fn show(State(console): State<Console>, who: SignedIn) -> Resul
         return Ok(page::layout("Webhooks", Some(&who), body));
     };
     let cursor = console.engine.cursor(webhook.consumer()).await?;
-    let last = console.engine.census().await?.last_seq;
+    let census = console.engine.census().await?;
+    let waiting = census.outbox_lag.iter().find(|(c, _)| c == webhook.consumer()).map_or(0, |(_, n)| *n);
     let deliveries = webhook.deliveries().newest_first();
     let body = html! {
         h1 { "Webhook " (webhook.consumer()) }
-        p { "Pushes to " code { (webhook.destination()) } ": acknowledged up to event " (cursor) " of " (last)
-            " (" (last.saturating_sub(cursor)) " waiting)." }
+        p { "Pushes to " code { (webhook.destination()) } ": acknowledged up to event " (cursor) " of " (census.last_seq)
+            " (" (waiting) " waiting)." }
         h2 { "Recent attempts (this instance)" }
         @if deliveries.is_empty() { p.quiet { "None yet." } }
         @else {
@@ -43,13 +44,13 @@ pub(crate) async fn show(State(console): State<Console>, who: SignedIn) -> Resul
                 } } }
             }
         }
-        @if who.operates() && last > 0 {
+        @if who.operates() && census.last_seq > 0 {
             h2 { "Send again" }
             form.act method="post" action="/console/webhooks/resend" {
                 (page::csrf(&who))
                 p { "Push every event from a number on again — for a receiver that lost what it had processed "
                     "(one that drops numbers it has seen will drop them unless it reset that)." }
-                label { "From event" input type="number" name="from" min="1" max=(last) required; }
+                label { "From event" input type="number" name="from" min="1" max=(census.last_seq) required; }
                 label { "Why (kept in the audit trail)" input name="note" required; }
                 button type="submit" { "Send again" }
             }

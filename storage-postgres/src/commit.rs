@@ -2,10 +2,9 @@
 //!
 //! Order of work inside the transaction: the versioned records and the idempotency keys first
 //! (a stale version or a key written before ends it at once: `Conflict`, nothing written),
-//! then the schedule and the orphans, and last the event `seq`s from the counter row — last,
-//! because its row lock makes every event-writing commit wait for the one before it to
-//! finish, so that events become visible in `seq` order and a reader never skips one (the
-//! cost: such commits are serialised per schema).
+//! then the schedule, the orphans, the evidence and the events. No row is shared by all
+//! commits: an event's `seq` comes from the transaction's own id (migration 8), and readers
+//! wait for older transactions rather than commits waiting for one another.
 //!
 //! The transaction's id is read first. If the connection is lost while `COMMIT` is in flight,
 //! the outcome is unknown to us; a fresh connection asks `pg_xact_status` for that id and
@@ -15,7 +14,7 @@
 use crate::codec;
 use crate::{PgError, PostgresStorage};
 use deadpool_postgres::Transaction;
-use protopay_engine::storage::{Batch, MAX_EXCHANGES_PER_ORDER};
+use protopay_engine::storage::{Announced, Batch, MAX_EXCHANGES_PER_ORDER};
 use protopay_engine::storage::{Result, StorageError};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +26,12 @@ const SETTLE_PAUSE: Duration = Duration::from_millis(20);
 
 impl PostgresStorage {
     pub(crate) async fn commit_batch(&self, batch: Batch) -> Result<u64> {
+        if i64::try_from(batch.events.len()).map_or(true, |n| n > crate::schema::EVENTS_PER_COMMIT) {
+            return Err(PgError::TooManyEvents {
+                events: batch.events.len(),
+            }
+            .into());
+        }
         let encoded = Encoded::new(&batch)?;
         let mut client = self.client().await?;
         let sql = &self.inner.sql;
@@ -91,31 +96,29 @@ impl PostgresStorage {
                 .map_err(query)?;
         }
         let last = if encoded.events.is_empty() {
-            query_one(&tx, &sql.last_seq, &[])
+            0
+        } else {
+            let orders: Vec<Option<&str>> = batch.events.iter().map(|e| e.out_req_no.as_deref()).collect();
+            let audit: Vec<bool> = batch.events.iter().map(|e| e.kind.is_audit()).collect();
+            query_one(&tx, &sql.append_events, &[&encoded.events, &orders, &audit])
                 .await
                 .map_err(query)?
                 .get::<_, i64>(0)
-        } else {
-            let n = i64::try_from(encoded.events.len()).unwrap_or(i64::MAX);
-            let last: i64 = query_one(&tx, &sql.take_seqs, &[&n]).await.map_err(query)?.get(0);
-            let seqs: Vec<i64> = (last - n + 1..=last).collect();
-            let orders: Vec<Option<&str>> = batch.events.iter().map(|e| e.out_req_no.as_deref()).collect();
-            let audit: Vec<bool> = batch.events.iter().map(|e| e.kind.is_audit()).collect();
-            execute(&tx, &sql.append_events, &[&seqs, &encoded.events, &orders, &audit])
-                .await
-                .map_err(query)?;
-            last
         };
-        if !encoded.events.is_empty() || batch.schedule.iter().any(|(_, at)| at.is_some()) {
+        let announced = Announced {
+            events: !encoded.events.is_empty(),
+            soonest_due: batch.schedule.iter().filter_map(|(_, at)| *at).min(),
+        };
+        if announced != Announced::default() {
             // Delivered on commit to every instance listening: a hint, never the truth.
-            execute(&tx, "SELECT pg_notify($1, '')", &[&sql.channel])
+            execute(&tx, "SELECT pg_notify($1, $2)", &[&sql.channel, &announced.to_payload()])
                 .await
                 .map_err(query)?;
         }
         #[cfg(feature = "test-util")]
         self.inner.hooks.before_commit(&tx).await;
         match tx.commit().await {
-            Ok(()) => u64::try_from(last).map_err(|_| negative("counter")),
+            Ok(()) => u64::try_from(last).map_err(|_| negative()),
             Err(e) if e.as_db_error().is_some() => Err(query(e)),
             Err(lost) => {
                 // That connection is gone: never hand it out again.
@@ -138,7 +141,7 @@ impl PostgresStorage {
                 Err(_) => None,
             };
             match status.as_deref() {
-                Some("committed") => return u64::try_from(last).map_err(|_| negative("counter")),
+                Some("committed") => return u64::try_from(last).map_err(|_| negative()),
                 Some("aborted") => return Err(StorageError::Failed(lost)),
                 // In progress (the server has not finished it yet), or no answer: ask again.
                 _ => tokio::time::sleep(SETTLE_PAUSE).await,
@@ -208,10 +211,10 @@ fn seq(v: u64) -> Result<i64> {
     i64::try_from(v).map_err(|_| StorageError::Conflict)
 }
 
-fn negative(table: &'static str) -> StorageError {
+fn negative() -> StorageError {
     PgError::Corrupt {
-        table,
-        key: "last_seq".into(),
+        table: "events",
+        key: "seq".into(),
         reason: "negative".into(),
     }
     .into()

@@ -44,6 +44,14 @@ pub enum PgError {
         /// Why.
         reason: String,
     },
+    /// One commit carried more events than a transaction's share of seqs holds
+    /// (`schema::EVENTS_PER_COMMIT`); nothing was written. The engine writes a handful per
+    /// commit, so only a bug gets here.
+    #[error("a commit of {events} events is more than one transaction may append")]
+    TooManyEvents {
+        /// How many the commit carried.
+        events: usize,
+    },
     /// The store was closed.
     #[error("the store is closed")]
     Closed,

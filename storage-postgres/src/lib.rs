@@ -7,11 +7,13 @@
 //!   a stale writer writes nothing (`Conflict`). Nothing else is trusted for money.
 //! - **Shared polling.** Instances claim due orders with `FOR UPDATE SKIP LOCKED` and a lease
 //!   (`Storage::claim_due`); a dead instance's leases run out and others take its orders.
-//! - **Wake-ups across instances.** Commits `NOTIFY`; every store `LISTEN`s and hands the
-//!   engine a hint ([`Storage::commits_elsewhere`]) to look again. Hints only: a missed one
-//!   costs an idle tick.
-//! - **An event log that never skips** (see [`commit`](crate) notes in ARCHITECTURE.md), and
-//!   a commit whose `COMMIT` got no answer settled by asking the server, never guessed.
+//! - **Wake-ups across instances.** Commits `NOTIFY` what they did (events appended, the
+//!   soonest poll scheduled); every store `LISTEN`s and announces it to its engine
+//!   ([`Storage::commits_elsewhere`]), which wakes only what it concerns. Hints only.
+//! - **An event log without a global lock that never skips**: an event's `seq` comes from its
+//!   transaction's id, and readers wait for older transactions still in flight (migration 8,
+//!   ARCHITECTURE.md). A commit whose `COMMIT` got no answer is settled by asking the
+//!   server, never guessed.
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -45,12 +47,11 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use protopay_engine::domain::{Listing, Order, Protocol};
 use protopay_engine::event::Event;
-use protopay_engine::storage::{Batch, Due, Exchange, Keyed, OrderQuery, Orphan, Storage, Versioned};
+use protopay_engine::storage::{Announcements, Batch, Due, Exchange, Keyed, OrderQuery, Orphan, Storage, Versioned};
 use protopay_engine::storage::{Result, StorageError};
 use schema::Statements;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::watch;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
 /// How to reach the database and where in it to keep the store.
@@ -83,8 +84,8 @@ impl PostgresOptions {
 /// Bounds on every database session, so that one instance paused, partitioned or stuck in
 /// the middle of a transaction never holds locks that stall the others: the server ends what
 /// outlasts them (the transaction then writes nothing, and the engine treats the failure
-/// like any other). Every commit's event `seq` comes from one counter row, so without these
-/// one frozen instance would stop every other instance's event-writing commits.
+/// like any other). No row is shared by every commit, but two commits on one order or
+/// protocol meet on its row, and a frozen transaction holds back event delivery for all.
 /// Milliseconds; 0 turns a server-side limit off (not recommended).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -164,7 +165,7 @@ struct Inner {
     schema: String,
     pool: Pool,
     sql: Statements,
-    hints: watch::Receiver<u64>,
+    announcements: Arc<Announcements>,
     listener: tokio::task::JoinHandle<()>,
     health: health::Health,
     #[cfg(feature = "test-util")]
@@ -225,14 +226,14 @@ impl PostgresStorage {
         schema::migrate(&mut client, &options.schema).await?;
         drop(client);
         let sql = Statements::new(&options.schema);
-        let (hints, hint_rx) = watch::channel(0);
-        let listener = tokio::spawn(listen::run(config, tls, sql.channel.clone(), Arc::new(hints)));
+        let announcements = Arc::new(Announcements::default());
+        let listener = tokio::spawn(listen::run(config, tls, sql.channel.clone(), announcements.clone()));
         Ok(PostgresStorage {
             inner: Arc::new(Inner {
                 schema: options.schema,
                 pool,
                 sql,
-                hints: hint_rx,
+                announcements,
                 listener,
                 health: health::Health::default(),
                 #[cfg(feature = "test-util")]
@@ -447,7 +448,7 @@ impl Storage for PostgresStorage {
 
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
         let rows = self.rows(&self.inner.sql.next_due, &[&owner]).await?;
-        Ok(rows.first().map(|r| r.get(0)))
+        Ok(rows.first().and_then(|r| r.get(0)))
     }
 
     async fn events_after(&self, after: u64, n: usize) -> Result<Vec<Event>> {
@@ -459,7 +460,20 @@ impl Storage for PostgresStorage {
     async fn last_seq(&self) -> Result<u64> {
         let rows = self.rows(&self.inner.sql.last_seq, &[]).await?;
         let last: i64 = rows.first().map_or(0, |r| r.get(0));
-        u64::try_from(last).map_err(|_| corrupt("counter", "last_seq", "negative"))
+        u64::try_from(last).map_err(|_| corrupt("events", "seq", "negative"))
+    }
+
+    async fn count_after(&self, after: u64, cap: usize) -> Result<usize> {
+        let after = i64::try_from(after).unwrap_or(i64::MAX);
+        let rows = self.rows(&self.inner.sql.count_after, &[&after, &limit(cap)]).await?;
+        let n: i64 = rows.first().map_or(0, |r| r.get(0));
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
+    async fn events_before(&self, before: u64, n: usize) -> Result<Vec<Event>> {
+        let before = i64::try_from(before).unwrap_or(i64::MAX);
+        let rows = self.rows(&self.inner.sql.events_before, &[&before, &limit(n)]).await?;
+        rows.iter().map(event_of).collect()
     }
 
     async fn cursor(&self, consumer: &str) -> Result<u64> {
@@ -486,8 +500,8 @@ impl Storage for PostgresStorage {
         Ok(rows.first().map(|r| r.get(0)))
     }
 
-    fn commits_elsewhere(&self) -> Option<watch::Receiver<u64>> {
-        Some(self.inner.hints.clone())
+    fn commits_elsewhere(&self) -> Option<Arc<Announcements>> {
+        Some(self.inner.announcements.clone())
     }
 
     async fn close(&self) -> Result<()> {

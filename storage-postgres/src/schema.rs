@@ -16,7 +16,12 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0005_lease_epochs.sql"),
     include_str!("../migrations/0006_openings.sql"),
     include_str!("../migrations/0007_console.sql"),
+    include_str!("../migrations/0008_event_log.sql"),
 ];
+
+/// The most events one commit may append: an event's `seq` is `base + xid × this + i`
+/// (migration 8), so the seqs of one transaction never reach into the next one's.
+pub(crate) const EVENTS_PER_COMMIT: i64 = 65_536;
 
 /// The newest schema version this build writes.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -85,7 +90,32 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), PgE
         .await
         .map_err(PgError::Query)?;
     }
+    keep_seqs_growing(&tx, schema).await?;
     tx.commit().await.map_err(PgError::Query)
+}
+
+/// Make every seq written from now on larger than every seq stored. Transaction ids only grow
+/// within one cluster, so this changes nothing there; but a store restored into another
+/// cluster (`pg_dump`, then `pg_restore`) meets xids that start again from small numbers, and
+/// its new events would get seqs below the old ones — below every consumer's cursor, so never
+/// delivered. Raising `base` past the newest seq prevents that. Runs under the migration lock,
+/// in a transaction whose xid is smaller than any later commit's.
+async fn keep_seqs_growing(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<(), PgError> {
+    let raised = tx
+        .execute(
+            &format!(
+                "UPDATE {schema}.seq_base SET base = newest + 1 - pg_current_xact_id()::text::bigint * {EVENTS_PER_COMMIT} \
+                 FROM (SELECT max(seq) AS newest FROM {schema}.events) e \
+                 WHERE newest >= base + pg_current_xact_id()::text::bigint * {EVENTS_PER_COMMIT}"
+            ),
+            &[],
+        )
+        .await
+        .map_err(PgError::Query)?;
+    if raised > 0 {
+        tracing::warn!(schema, "events stored above this cluster's transaction ids (a restore?): seqs continue after the newest");
+    }
+    Ok(())
 }
 
 /// Migration 2's step that SQL cannot do: the new columns of rows written before it, from
@@ -172,7 +202,6 @@ pub(crate) struct Statements {
     pub schedule: String,
     pub unschedule: String,
     pub orphan: String,
-    pub take_seqs: String,
     pub append_events: String,
     pub last_seq: String,
     pub due: String,
@@ -182,6 +211,8 @@ pub(crate) struct Statements {
     pub hold_lease: String,
     pub release_leases: String,
     pub events_after: String,
+    pub count_after: String,
+    pub events_before: String,
     pub cursor: String,
     pub ack: String,
     pub orphans: String,
@@ -257,12 +288,17 @@ impl Statements {
             ),
             unschedule: format!("DELETE FROM {s}.due WHERE out_req_no = $1"),
             orphan: format!("INSERT INTO {s}.orphans (sign, value) VALUES ($1, $2) ON CONFLICT DO NOTHING"),
-            take_seqs: format!("UPDATE {s}.counter SET last_seq = last_seq + $1 RETURNING last_seq"),
+            // Each event's seq from the writing transaction's id (migration 8); the last one
+            // comes back.
             append_events: format!(
-                "INSERT INTO {s}.events (seq, value, out_req_no, audit) \
-                 SELECT * FROM unnest($1::bigint[], $2::bytea[], $3::text[], $4::boolean[])"
+                "WITH appended AS ( \
+                     INSERT INTO {s}.events (seq, value, out_req_no, audit) \
+                     SELECT b.base + pg_current_xact_id()::text::bigint * {EVENTS_PER_COMMIT} + x.i - 1, x.v, x.o, x.a \
+                     FROM {s}.seq_base b, unnest($1::bytea[], $2::text[], $3::boolean[]) WITH ORDINALITY AS x(v, o, a, i) \
+                     RETURNING seq) \
+                 SELECT max(seq) FROM appended"
             ),
-            last_seq: format!("SELECT last_seq FROM {s}.counter"),
+            last_seq: format!("SELECT coalesce(max(seq), 0) FROM {s}.events"),
             due: format!("SELECT at, out_req_no FROM {s}.due WHERE at <= $1 ORDER BY at, out_req_no LIMIT $2"),
             // A claim skips rows another claim or commit holds right now (SKIP LOCKED) and
             // rows leased to another live owner; lease times are the database's clock, one
@@ -277,10 +313,15 @@ impl Statements {
                  FROM picked WHERE d.out_req_no = picked.out_req_no \
                  RETURNING d.at, d.out_req_no"
             ),
+            // The soonest poll this owner could claim, or the soonest end of another owner's
+            // lease on an order already due: an announcement marks neither moment.
             next_due: format!(
-                "SELECT at FROM {s}.due \
-                 WHERE leased_by IS NULL OR leased_by = $1 OR leased_until <= clock_timestamp() \
-                 ORDER BY at LIMIT 1"
+                "SELECT least( \
+                     (SELECT at FROM {s}.due \
+                      WHERE leased_by IS NULL OR leased_by = $1 OR leased_until <= clock_timestamp() \
+                      ORDER BY at LIMIT 1), \
+                     (SELECT min(greatest(at, leased_until)) FROM {s}.due \
+                      WHERE leased_by IS NOT NULL AND leased_by <> $1 AND leased_until > clock_timestamp()))"
             ),
             release_all: format!("UPDATE {s}.due SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1"),
             // Taken when free, run out, or already the owner's (then renewed); a row comes
@@ -297,11 +338,19 @@ impl Statements {
                  RETURNING epoch"
             ),
             release_leases: format!("UPDATE {s}.leases SET until = clock_timestamp() WHERE owner = $1"),
-            events_after: format!("SELECT seq, value FROM {s}.events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+            // Only events below the delivery horizon: those of transactions older than every
+            // one still in progress (migration 8), so a late commit is waited for, not skipped.
+            events_after: format!(
+                "SELECT seq, value FROM {s}.events \
+                 WHERE seq > $1 AND seq < (SELECT base + pg_snapshot_xmin(pg_current_snapshot())::text::bigint * {EVENTS_PER_COMMIT} FROM {s}.seq_base) \
+                 ORDER BY seq LIMIT $2"
+            ),
+            count_after: format!("SELECT count(*) FROM (SELECT 1 FROM {s}.events WHERE seq > $1 LIMIT $2) e"),
+            events_before: format!("SELECT seq, value FROM {s}.events WHERE seq < $1 ORDER BY seq DESC LIMIT $2"),
             cursor: format!("SELECT seq FROM {s}.cursors WHERE consumer = $1"),
             ack: format!(
                 "INSERT INTO {s}.cursors (consumer, seq) \
-                 SELECT $1, least($2, last_seq) FROM {s}.counter \
+                 SELECT $1, least($2, coalesce(max(seq), 0)) FROM {s}.events \
                  ON CONFLICT (consumer) DO UPDATE SET seq = greatest({s}.cursors.seq, EXCLUDED.seq)"
             ),
             orphans: format!("SELECT value, sign FROM {s}.orphans ORDER BY added"),

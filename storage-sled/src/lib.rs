@@ -183,6 +183,15 @@ impl SledStorage {
         Ok(event)
     }
 
+    /// An event from its entry in the log (`e/` + seq).
+    fn logged_event(&self, entry: sled::Result<(sled::IVec, sled::IVec)>) -> Result<Event> {
+        let (key, bytes) = entry.map_err(|e| self.fail(e))?;
+        let mut event: Event = codec::from_value(&bytes).map_err(|e| self.corrupt("events", &key, e))?;
+        let seq = key.get(codec::prefix::EVENT.len()..).unwrap_or_default();
+        event.seq = codec::u64_from(seq).map_err(|e| self.corrupt("events", &key, e))?;
+        Ok(event)
+    }
+
     fn read_record<T: DeserializeOwned + Keyed>(&self, prefix: &[u8], key: &[u8]) -> Result<Option<Versioned<T>>> {
         let name = String::from_utf8_lossy(prefix).into_owned();
         match self.tree()?.get(codec::key(prefix, key)).map_err(|e| self.fail(e))? {
@@ -319,24 +328,26 @@ impl Storage for SledStorage {
 
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         let start = codec::key(codec::prefix::EVENT, &codec::u64_key(after.saturating_add(1)));
-        let mut out = Vec::new();
-        for entry in self
-            .tree()?
-            .range(start..)
-            .take_while(|e| e.as_ref().map_or(true, |(k, _)| k.starts_with(codec::prefix::EVENT)))
-            .take(limit)
-        {
-            let (key, bytes) = entry.map_err(|e| self.fail(e))?;
-            let mut event: Event = codec::from_value(&bytes).map_err(|e| self.corrupt("events", &key, e))?;
-            let seq = key.get(codec::prefix::EVENT.len()..).unwrap_or_default();
-            event.seq = codec::u64_from(seq).map_err(|e| self.corrupt("events", &key, e))?;
-            out.push(event);
-        }
-        Ok(out)
+        let end = codec::key(codec::prefix::EVENT, &codec::u64_key(u64::MAX));
+        let entries = self.tree()?.range(start..end).take(limit);
+        entries.map(|entry| self.logged_event(entry)).collect()
+    }
+
+    async fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
+        let start = codec::prefix::EVENT.to_vec();
+        let end = codec::key(codec::prefix::EVENT, &codec::u64_key(before));
+        let entries = self.tree()?.range(start..end).rev().take(limit);
+        entries.map(|entry| self.logged_event(entry)).collect()
     }
 
     async fn last_seq(&self) -> Result<u64> {
         Ok(self.u64_at(&codec::key(codec::prefix::META, LAST_SEQ))?.unwrap_or(0))
+    }
+
+    /// Seqs here are consecutive: the count is a difference.
+    async fn count_after(&self, after: u64, cap: usize) -> Result<usize> {
+        let waiting = self.last_seq().await?.saturating_sub(after);
+        Ok(usize::try_from(waiting).unwrap_or(usize::MAX).min(cap))
     }
 
     async fn cursor(&self, consumer: &str) -> Result<u64> {

@@ -38,6 +38,15 @@ impl Chores {
         }
     }
 
+    /// How long until the next chore is due.
+    pub(super) fn due_in(&self) -> Duration {
+        let next = match self.reconcile {
+            Some((_, at)) => at.min(self.census_at),
+            None => self.census_at,
+        };
+        next.saturating_duration_since(Instant::now())
+    }
+
     /// Run the chores whose time has come. Failures are logged and counted, never fatal.
     pub(super) async fn run_due(&mut self, engine: &Engine) {
         let now = Instant::now();
@@ -71,7 +80,8 @@ pub struct Census {
     pub orders: Vec<(Listing, u64)>,
     /// The newest event's `seq`.
     pub last_seq: u64,
-    /// Events not yet acknowledged, per consumer this process serves (webhooks included).
+    /// Events not yet acknowledged, per consumer this process serves (webhooks included),
+    /// counted up to 10 000.
     pub outbox_lag: Vec<(String, u64)>,
     /// Protocols whose last reconciliation in this process found drift.
     pub drifting: Vec<String>,
@@ -106,8 +116,8 @@ impl Engine {
         let last_seq = store.last_seq().await?;
         let mut outbox_lag = Vec::new();
         for consumer in self.consumers() {
-            let lag = last_seq.saturating_sub(store.cursor(&consumer).await?);
-            outbox_lag.push((consumer, lag));
+            let lag = store.count_after(store.cursor(&consumer).await?, BACKLOG_CAP).await?;
+            outbox_lag.push((consumer, lag as u64));
         }
         let orders = store.listing_counts().await?;
         let drifting = self

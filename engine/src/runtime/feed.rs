@@ -6,10 +6,16 @@ use super::Engine;
 use crate::Result;
 use crate::event::Event;
 use crate::wire::validate::{self, limits};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Most events returned by one read.
 const PAGE: usize = 256;
+
+/// How soon a subscription looks again for events written but held back behind a commit
+/// still in flight, and the longest it then waits between looks.
+const HELD_BACK_FIRST_LOOK: Duration = Duration::from_millis(2);
+const HELD_BACK_LAST_LOOK: Duration = Duration::from_millis(200);
 
 /// A live subscription for one named consumer.
 #[derive(Debug)]
@@ -25,13 +31,14 @@ impl Subscription {
     /// consumer's acknowledged cursor), waiting until there is at least one. Acknowledge them
     /// with [`Engine::ack`] once handled.
     pub async fn next(&mut self) -> Result<Vec<Event>> {
+        let mut held_back = HELD_BACK_FIRST_LOOK;
         loop {
             if self.engine.is_shut_down() {
                 return Err(crate::Error::Shutdown);
             }
             // Mark the current value seen *before* reading, so a commit that lands between the
             // read and the wait still wakes us.
-            self.wake.borrow_and_update();
+            let written = *self.wake.borrow_and_update();
             let after = match self.position {
                 Some(p) => p,
                 None => self.engine.cursor(&self.consumer).await?,
@@ -42,7 +49,16 @@ impl Subscription {
                 return Ok(events);
             }
             self.position = Some(after);
-            if self.wake.changed().await.is_err() {
+            if written > after {
+                // Written but held back behind a commit still in flight (see
+                // `Storage::events_after`): no announcement says when that one ends, so look
+                // again soon, less often the longer it takes.
+                tokio::select! {
+                    changed = self.wake.changed() => if changed.is_err() { return Err(crate::Error::Shutdown) },
+                    _ = tokio::time::sleep(held_back) => {}
+                }
+                held_back = (held_back * 2).min(HELD_BACK_LAST_LOOK);
+            } else if self.wake.changed().await.is_err() {
                 return Err(crate::Error::Shutdown);
             }
         }
@@ -64,6 +80,11 @@ impl Engine {
     /// Up to `limit` events after `after`.
     pub async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>> {
         Ok(self.storage().events_after(after, limit).await?)
+    }
+
+    /// Up to `limit` of the newest events, newest first.
+    pub async fn recent_events(&self, limit: usize) -> Result<Vec<Event>> {
+        Ok(self.storage().events_before(u64::MAX, limit).await?)
     }
 
     /// A consumer's acknowledged cursor.

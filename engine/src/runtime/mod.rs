@@ -64,6 +64,9 @@ struct Inner {
     last_seq: watch::Sender<u64>,
     /// Wakes the poller when a poll was moved sooner.
     wake_poller: Notify,
+    /// When the poller plans to look again (`None` while it is looking, or when no poller
+    /// runs): an order due before then, announced by another instance, wakes it.
+    poller_wakes_at: Mutex<Option<DateTime<Utc>>>,
     /// Last time a failed callback moved each order's poll sooner.
     polled_sooner: Mutex<HashMap<String, DateTime<Utc>>>,
     /// Per-protocol turns for steps (see `transact`).
@@ -186,6 +189,7 @@ impl EngineBuilder {
                 clock,
                 last_seq: watch::Sender::new(last),
                 wake_poller: Notify::new(),
+                poller_wakes_at: Mutex::default(),
                 polled_sooner: Mutex::default(),
                 turns: Mutex::default(),
                 latest_sends: Mutex::default(),
@@ -200,29 +204,39 @@ impl EngineBuilder {
                 last_call: Mutex::default(),
             }),
         };
-        if let Some(hints) = engine.inner.storage.commits_elsewhere() {
-            tokio::spawn(follow_remote_commits(Arc::downgrade(&engine.inner), hints));
+        if let Some(announcements) = engine.inner.storage.commits_elsewhere() {
+            tokio::spawn(follow_remote_commits(Arc::downgrade(&engine.inner), announcements));
         }
         Ok(engine)
     }
 }
 
-/// Act on another instance's commits on a shared store: wake the poller (an order may be
-/// due sooner) and the event subscriptions (events may have been appended). Ends with the
-/// engine or its shutdown. Holds the engine weakly, so that it never keeps one alive.
-async fn follow_remote_commits(engine: std::sync::Weak<Inner>, mut hints: watch::Receiver<u64>) {
+/// Act on what other instances' commits on a shared store announce, and only on what concerns
+/// this one: events appended wake the event subscriptions, if any waits; an order due before
+/// the poller planned to look wakes the poller. So an idle instance costs the database
+/// nothing however many others run. Ends with the engine or its shutdown. Holds the engine
+/// weakly, so that it never keeps one alive.
+async fn follow_remote_commits(engine: std::sync::Weak<Inner>, announcements: Arc<crate::storage::Announcements>) {
     loop {
         let mut stopping = match engine.upgrade() {
             Some(inner) if !*inner.stopping.borrow() => inner.stopping.subscribe(),
             _ => return,
         };
-        tokio::select! {
+        let announced = tokio::select! {
             _ = stopping.changed() => return,
-            changed = hints.changed() => if changed.is_err() { return },
-        }
+            announced = announcements.next() => announced,
+        };
         let Some(inner) = engine.upgrade() else { return };
-        inner.wake_poller.notify_one();
-        if let Ok(last) = inner.storage.last_seq().await {
+        if let Some(due) = announced.soonest_due {
+            let planned = *inner.poller_wakes_at.lock().unwrap_or_else(|p| p.into_inner());
+            if planned.is_none_or(|wake| due < wake) {
+                inner.wake_poller.notify_one();
+            }
+        }
+        if announced.events
+            && inner.last_seq.receiver_count() > 0
+            && let Ok(last) = inner.storage.last_seq().await
+        {
             inner.last_seq.send_if_modified(|seen| {
                 let newer = last > *seen;
                 *seen = (*seen).max(last);

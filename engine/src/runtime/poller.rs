@@ -205,10 +205,11 @@ impl Engine {
         let task = tokio::spawn(async move {
             let Ok(_working) = engine.working() else { return };
             let mut stopping = engine.inner.stopping.subscribe();
-            let idle = Duration::from_millis(engine.config().poll.idle_tick_ms);
+            let idle = engine.idle_tick();
             let mut chores = Chores::new(engine.config());
             loop {
                 counter.fetch_add(1, Ordering::Relaxed);
+                engine.plan_poller_wake(None);
                 chores.run_due(&engine).await;
                 let wait = match engine.poll_tick().await {
                     // Everything due is held back: sleep until the first may be tried.
@@ -222,12 +223,14 @@ impl Engine {
                         idle
                     }
                 };
+                let wait = wait.min(idle).min(chores.due_in());
+                engine.plan_poller_wake(Some(wait));
                 // `biased`: a fixed order keeps runs on tokio's paused clock reproducible.
                 tokio::select! {
                     biased;
                     _ = stopped.changed() => break,
                     _ = stopping.changed() => break,
-                    _ = tokio::time::sleep(wait.min(idle)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                     _ = engine.inner.wake_poller.notified() => {}
                 }
                 if *stopped.borrow() || engine.is_shut_down() {
@@ -236,6 +239,24 @@ impl Engine {
             }
         });
         PollerHandle { stop, task, passes }
+    }
+
+    /// The longest the poller sleeps with nothing due. On a store that announces commits
+    /// elsewhere, every schedule (this instance's too) is announced and wakes it, so it looks
+    /// at least once per claim lease only to be safe; on other stores, every idle tick.
+    fn idle_tick(&self) -> Duration {
+        let poll = &self.config().poll;
+        match self.storage().commits_elsewhere() {
+            Some(_) => Duration::from_millis(poll.idle_tick_ms.max(poll.claim_ms)),
+            None => Duration::from_millis(poll.idle_tick_ms),
+        }
+    }
+
+    /// Tell the announcement follower when the poller looks next (`None`: it is looking now,
+    /// so any announcement wakes it again afterwards).
+    fn plan_poller_wake(&self, wait: Option<Duration>) {
+        let at = wait.and_then(|w| chrono::Duration::from_std(w).ok()).map(|w| self.now() + w);
+        *self.inner.poller_wakes_at.lock().unwrap_or_else(|p| p.into_inner()) = at;
     }
 
     /// Poll one order: send it if it was never sent, otherwise query it. Returns the order

@@ -320,6 +320,19 @@ impl Storage for MemoryStorage {
         Ok(self.lock().events.len() as u64)
     }
 
+    async fn count_after(&self, after: u64, cap: usize) -> Result<usize> {
+        self.call().await;
+        let written = self.lock().events.len();
+        Ok(written.saturating_sub(usize::try_from(after).unwrap_or(usize::MAX)).min(cap))
+    }
+
+    async fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
+        self.call().await;
+        let s = self.lock();
+        let end = usize::try_from(before.saturating_sub(1)).unwrap_or(usize::MAX).min(s.events.len());
+        Ok(s.events[..end].iter().rev().take(limit).cloned().collect())
+    }
+
     async fn cursor(&self, consumer: &str) -> Result<u64> {
         self.call().await;
         Ok(self.lock().cursors.get(consumer).copied().unwrap_or(0))

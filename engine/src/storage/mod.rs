@@ -10,11 +10,13 @@
 
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
+mod announce;
 mod error;
 mod holds;
 mod memory;
 pub(crate) mod records;
 
+pub use announce::{Announced, Announcements};
 pub use error::StorageError;
 pub use holds::Holds;
 pub use memory::MemoryStorage;
@@ -282,7 +284,8 @@ pub trait Storage: Send + Sync + 'static {
 
     /// Write a batch atomically. Fails with [`StorageError::Conflict`],
     /// writing nothing, when any record's version is not the expected one. Durable when it
-    /// returns. Returns the `seq` of the last event appended (or the current last one).
+    /// returns. Returns the `seq` of the last event appended (0, or any seq already written,
+    /// when it appended none).
     async fn commit(&self, batch: Batch) -> Result<u64>;
 
     /// Up to `limit` orders due at or before `now`, earliest first — from an index, never a
@@ -313,14 +316,29 @@ pub trait Storage: Send + Sync + 'static {
     async fn release_all(&self, owner: &str) -> Result<()>;
 
     /// The earliest scheduled poll that `owner` could claim (orders claimed by other owners
-    /// are theirs until their leases run out), if any.
+    /// are theirs until their leases run out), if any. A store shared between processes (one
+    /// with [`commits_elsewhere`](Self::commits_elsewhere)) also counts when another owner's
+    /// lease on an order already due runs out: nothing announces that moment.
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>>;
 
-    /// Up to `limit` events with `seq > after`, in order.
+    /// Up to `limit` events with `seq > after`, in order. Never skips one: a store whose
+    /// commits can become visible out of `seq` order (PostgreSQL) holds back the events after
+    /// a commit still in flight until it has ended, so they may come later than `last_seq`
+    /// says they exist.
     async fn events_after(&self, after: u64, limit: usize) -> Result<Vec<Event>>;
 
-    /// The `seq` of the last event (0 when none).
+    /// The `seq` of the last event (0 when none). Seqs grow with every commit and go one by
+    /// one within a commit, but need not be consecutive between commits (PostgreSQL's are
+    /// not): count events with [`count_after`](Self::count_after).
     async fn last_seq(&self) -> Result<u64>;
+
+    /// How many events come after `after`, counting at most `cap` (an outbox's backlog).
+    async fn count_after(&self, after: u64, cap: usize) -> Result<usize> {
+        Ok(self.events_after(after, cap).await?.len())
+    }
+
+    /// Up to `limit` events with `seq` below `before`, newest first: the recent log.
+    async fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>>;
 
     /// A named consumer's cursor: the last `seq` it acknowledged (0 when none).
     async fn cursor(&self, consumer: &str) -> Result<u64>;
@@ -334,11 +352,11 @@ pub trait Storage: Send + Sync + 'static {
     /// The `transNo` of the protocol a host's idempotency key opened, if any.
     async fn opening(&self, idempotency_key: &str) -> Result<Option<String>>;
 
-    /// Commits made by other processes on a shared store, as they become known: every change
-    /// of the value is a hint to look again (events appended, orders due sooner). `None` for
-    /// a store that only this process writes. Only a hint: the stored data is the truth, and a
-    /// missed hint costs at most one idle tick of the poller.
-    fn commits_elsewhere(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    /// What commits made by other processes on a shared store announce, as they become known
+    /// ([`Announcements`]): events appended, orders due sooner. `None` for a store that only
+    /// this process writes. Only hints: the stored data is the truth, and a store that may
+    /// have missed some announces [`Announced::EVERYTHING`].
+    fn commits_elsewhere(&self) -> Option<std::sync::Arc<Announcements>> {
         None
     }
 

@@ -110,6 +110,12 @@ impl<S: Storage, H: Hooks> Storage for Intercepted<S, H> {
     async fn last_seq(&self) -> Result<u64> {
         self.inner.last_seq().await
     }
+    async fn count_after(&self, after: u64, cap: usize) -> Result<usize> {
+        self.inner.count_after(after, cap).await
+    }
+    async fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
+        self.inner.events_before(before, limit).await
+    }
     async fn cursor(&self, consumer: &str) -> Result<u64> {
         self.inner.cursor(consumer).await
     }
@@ -122,7 +128,7 @@ impl<S: Storage, H: Hooks> Storage for Intercepted<S, H> {
     async fn opening(&self, idempotency_key: &str) -> Result<Option<String>> {
         self.inner.opening(idempotency_key).await
     }
-    fn commits_elsewhere(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+    fn commits_elsewhere(&self) -> Option<std::sync::Arc<crate::storage::Announcements>> {
         self.inner.commits_elsewhere()
     }
     async fn close(&self) -> Result<()> {
