@@ -1,7 +1,11 @@
 //! PostgreSQL benchmarks, each beside its floor in the same run, on the server of
 //! `PROTOPAY_PG_URL` (or a throwaway cluster started from the machine's binaries):
 //! - a durable engine commit vs a bare transaction writing the same rows, 1 and 64 callers;
-//! - callbacks per second through one engine, and through two engines on one database;
+//! - callbacks per second through one engine, and through three (each its own pool and
+//!   listener, as separate processes have) on one database, with the mean number of backends
+//!   waiting on a lock meanwhile;
+//! - what idle engines cost the database: transactions per second with one and with three
+//!   engines polling, nothing due;
 //! - the due-claim query with 10 k, 100 k (and, with `PROTOPAY_BENCH_LARGE=1`, 1 M) orders.
 //!
 //! `cargo bench --bench postgres`
@@ -183,8 +187,8 @@ fn stored_bytes(order: &protopay::Order) -> Vec<u8> {
 /// Advancing callbacks (UNPAID → SUCCESS, one per order, orders spread over 64 protocols)
 /// through one engine, then through two engines on the same database.
 async fn callbacks(url: &str) {
-    for instances in [1usize, 2] {
-        let (store, _) = open(url, "bench_cb").await;
+    for instances in [1usize, 3] {
+        let (store, schema) = open(url, "bench_cb").await;
         let n = 4_000;
         let mut batch = Batch::default();
         for p in 0..64 {
@@ -202,21 +206,7 @@ async fn callbacks(url: &str) {
             });
         }
         store.commit(batch).await.expect("fill");
-        let store: Arc<dyn Storage> = Arc::new(store);
-        let mut engines = Vec::new();
-        for id in 0..instances {
-            let mut config = Config::new(APP, Md5Key::new(KEY), "http://pay.invalid", "http://host.invalid/n");
-            config.poll.idle_tick_ms = 60_000;
-            engines.push(
-                Engine::builder(config)
-                    .shared_storage(store.clone())
-                    .transport(Offline)
-                    .id_seed(id as u64 + 1)
-                    .build()
-                    .await
-                    .expect("engine"),
-            );
-        }
+        let engines = engines(url, &schema, instances, CALLERS / instances).await;
         let bodies: Vec<Vec<u8>> = (0..n)
             .map(|i| {
                 let data = serde_json::json!({"transNo": format!("T{}", i % 64), "appId": APP, "amount": "1.00",
@@ -235,6 +225,7 @@ async fn callbacks(url: &str) {
             .collect();
         let bodies = Arc::new(bodies);
         let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lock_waits = LockWaits::start(url).await;
         let start = Instant::now();
         let tasks: Vec<_> = (0..CALLERS)
             .map(|c| {
@@ -253,7 +244,133 @@ async fn callbacks(url: &str) {
             t.await.expect("task");
         }
         let per_sec = n as f64 / start.elapsed().as_secs_f64();
-        println!("advancing callbacks on postgres, {instances} instance(s), {CALLERS} callers: {per_sec:>6.0}/s");
+        let waiting = lock_waits.stop().await;
+        println!(
+            "advancing callbacks on postgres, {instances} instance(s), {CALLERS} callers: {per_sec:>6.0}/s, backends waiting on a lock: {waiting:.2} (mean)"
+        );
+        for e in engines {
+            e.shutdown().await.expect("shutdown");
+        }
+    }
+}
+
+/// `instances` engines on `schema`, each with its own store (pool and listener), as separate
+/// processes would have.
+async fn engines(url: &str, schema: &str, instances: usize, pool_size: usize) -> Vec<Engine> {
+    let mut engines = Vec::new();
+    for id in 0..instances {
+        let store = PostgresStorage::open(PostgresOptions {
+            schema: schema.to_owned(),
+            pool_size,
+            ..PostgresOptions::new(url)
+        })
+        .await
+        .expect("postgres");
+        let config = Config::new(APP, Md5Key::new(KEY), "http://pay.invalid", "http://host.invalid/n");
+        engines.push(
+            Engine::builder(config)
+                .storage(store)
+                .transport(Offline)
+                .id_seed(id as u64 + 1)
+                .build()
+                .await
+                .expect("engine"),
+        );
+    }
+    engines
+}
+
+/// Samples how many backends wait on a lock, every 20 ms until stopped.
+struct LockWaits {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl LockWaits {
+    async fn start(url: &str) -> LockWaits {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let (mut sum, mut samples) = (0i64, 0i64);
+            loop {
+                let row = client
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .await
+                    .expect("sample");
+                sum += row.get::<_, i64>(0);
+                samples += 1;
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            sum as f64 / samples.max(1) as f64
+        });
+        LockWaits { stop, task }
+    }
+
+    async fn stop(self) -> f64 {
+        let _ = self.stop.send(());
+        self.task.await.expect("sampler")
+    }
+}
+
+/// What idle engines cost the database: transactions per second (`pg_stat_database`) with
+/// one and with three engines running their pollers, 200 orders scheduled a day ahead and
+/// nothing due, over 10 s after a settling second.
+async fn idle(url: &str) {
+    for instances in [1usize, 3] {
+        let (store, schema) = open(url, "bench_idle").await;
+        let mut batch = Batch::default();
+        for i in 0..200 {
+            let key = format!("{APP}-idle-{i}");
+            batch.orders.push(Put {
+                expected: None,
+                value: sample_inbound("T1", &key, 100),
+            });
+            batch
+                .schedule
+                .push((key, Some(chrono::Utc::now() + chrono::Duration::days(1))));
+        }
+        store.commit(batch).await.expect("fill");
+        let engines = engines(url, &schema, instances, 4).await;
+        let pollers: Vec<_> = engines.iter().map(|e| e.spawn_poller()).collect();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        let count =
+            "SELECT (xact_commit + xact_rollback)::bigint FROM pg_stat_database WHERE datname = current_database()";
+        // The statistics are flushed by each backend at most once a second: wait it out on
+        // both sides of the window.
+        client
+            .execute("SELECT pg_stat_clear_snapshot()", &[])
+            .await
+            .expect("clear");
+        let before: i64 = client.query_one(count, &[]).await.expect("count").get(0);
+        let window = Duration::from_secs(10);
+        tokio::time::sleep(window).await;
+        client
+            .execute("SELECT pg_stat_clear_snapshot()", &[])
+            .await
+            .expect("clear");
+        let after: i64 = client.query_one(count, &[]).await.expect("count").get(0);
+        // Each of our two statistics reads is a transaction too.
+        let per_sec = (after - before - 1) as f64 / window.as_secs_f64();
+        println!("idle on postgres, {instances} engine(s) polling, nothing due: {per_sec:>5.1} transactions/s");
+        for p in pollers {
+            p.shutdown().await;
+        }
+        for e in engines {
+            e.shutdown().await.expect("shutdown");
+        }
     }
 }
 
@@ -312,6 +429,7 @@ fn main() {
     rt.block_on(async {
         commits(&url).await;
         callbacks(&url).await;
+        idle(&url).await;
         claims(&url, large).await;
     });
 }

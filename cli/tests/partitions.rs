@@ -166,7 +166,9 @@ async fn seqs(url: &str, schema: &str) -> Vec<u64> {
         .query(&format!("SELECT seq FROM {schema}.events ORDER BY seq"), &[])
         .await
         .unwrap();
-    rows.iter().map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap()).collect()
+    rows.iter()
+        .map(|r| u64::try_from(r.get::<_, i64>(0)).unwrap())
+        .collect()
 }
 
 /// What a run leaves behind.

@@ -19,7 +19,11 @@ pub(crate) async fn show(State(console): State<Console>, who: SignedIn) -> Resul
     };
     let cursor = console.engine.cursor(webhook.consumer()).await?;
     let census = console.engine.census().await?;
-    let waiting = census.outbox_lag.iter().find(|(c, _)| c == webhook.consumer()).map_or(0, |(_, n)| *n);
+    let waiting = census
+        .outbox_lag
+        .iter()
+        .find(|(c, _)| c == webhook.consumer())
+        .map_or(0, |(_, n)| *n);
     let deliveries = webhook.deliveries().newest_first();
     let body = html! {
         h1 { "Webhook " (webhook.consumer()) }

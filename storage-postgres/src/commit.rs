@@ -111,9 +111,13 @@ impl PostgresStorage {
         };
         if announced != Announced::default() {
             // Delivered on commit to every instance listening: a hint, never the truth.
-            execute(&tx, "SELECT pg_notify($1, $2)", &[&sql.channel, &announced.to_payload()])
-                .await
-                .map_err(query)?;
+            execute(
+                &tx,
+                "SELECT pg_notify($1, $2)",
+                &[&sql.channel, &announced.to_payload()],
+            )
+            .await
+            .map_err(query)?;
         }
         #[cfg(feature = "test-util")]
         self.inner.hooks.before_commit(&tx).await;

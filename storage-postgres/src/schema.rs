@@ -113,7 +113,10 @@ async fn keep_seqs_growing(tx: &tokio_postgres::Transaction<'_>, schema: &str) -
         .await
         .map_err(PgError::Query)?;
     if raised > 0 {
-        tracing::warn!(schema, "events stored above this cluster's transaction ids (a restore?): seqs continue after the newest");
+        tracing::warn!(
+            schema,
+            "events stored above this cluster's transaction ids (a restore?): seqs continue after the newest"
+        );
     }
     Ok(())
 }

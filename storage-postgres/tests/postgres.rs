@@ -454,7 +454,10 @@ async fn seqs_keep_growing_after_a_restore_into_another_cluster() {
     let far = i64::try_from(first).unwrap() + (1 << 40);
     let event = rmp_serde::to_vec_named(&order_batch("b").events[0]).unwrap();
     client
-        .execute(&format!("INSERT INTO {schema}.events (seq, value) VALUES ($1, $2)"), &[&far, &event])
+        .execute(
+            &format!("INSERT INTO {schema}.events (seq, value) VALUES ($1, $2)"),
+            &[&far, &event],
+        )
         .await
         .unwrap();
     store.ack("hook", u64::try_from(far).unwrap()).await.unwrap();
@@ -523,7 +526,10 @@ async fn a_frozen_instance_delays_only_delivery_never_the_others_commits() {
         let commit = tokio::time::timeout(bound, other.commit(order_batch(key))).await;
         written.push(commit.expect("a commit waited for the frozen instance").unwrap());
     }
-    assert!(other.events_after(0, 10).await.unwrap().is_empty(), "held back behind F");
+    assert!(
+        other.events_after(0, 10).await.unwrap().is_empty(),
+        "held back behind F"
+    );
     assert!(!stuck.is_finished(), "F is still frozen");
     // The server ends the frozen session; delivery resumes without F's event.
     let delivered = loop {

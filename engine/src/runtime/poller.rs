@@ -255,7 +255,9 @@ impl Engine {
     /// Tell the announcement follower when the poller looks next (`None`: it is looking now,
     /// so any announcement wakes it again afterwards).
     fn plan_poller_wake(&self, wait: Option<Duration>) {
-        let at = wait.and_then(|w| chrono::Duration::from_std(w).ok()).map(|w| self.now() + w);
+        let at = wait
+            .and_then(|w| chrono::Duration::from_std(w).ok())
+            .map(|w| self.now() + w);
         *self.inner.poller_wakes_at.lock().unwrap_or_else(|p| p.into_inner()) = at;
     }
 

@@ -124,7 +124,17 @@ mod tests {
 
     #[test]
     fn a_payload_not_of_ours_announces_everything() {
-        for odd in ["x", "d", "ee", "de", "d12x", "e d1", "d+1", "d99999999999999999999", "é"] {
+        for odd in [
+            "x",
+            "d",
+            "ee",
+            "de",
+            "d12x",
+            "e d1",
+            "d+1",
+            "d99999999999999999999",
+            "é",
+        ] {
             assert_eq!(Announced::from_payload(odd), Announced::EVERYTHING, "{odd:?}");
         }
         assert_eq!(Announced::from_payload(""), Announced::default());

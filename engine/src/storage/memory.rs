@@ -323,13 +323,17 @@ impl Storage for MemoryStorage {
     async fn count_after(&self, after: u64, cap: usize) -> Result<usize> {
         self.call().await;
         let written = self.lock().events.len();
-        Ok(written.saturating_sub(usize::try_from(after).unwrap_or(usize::MAX)).min(cap))
+        Ok(written
+            .saturating_sub(usize::try_from(after).unwrap_or(usize::MAX))
+            .min(cap))
     }
 
     async fn events_before(&self, before: u64, limit: usize) -> Result<Vec<Event>> {
         self.call().await;
         let s = self.lock();
-        let end = usize::try_from(before.saturating_sub(1)).unwrap_or(usize::MAX).min(s.events.len());
+        let end = usize::try_from(before.saturating_sub(1))
+            .unwrap_or(usize::MAX)
+            .min(s.events.len());
         Ok(s.events[..end].iter().rev().take(limit).cloned().collect())
     }
 

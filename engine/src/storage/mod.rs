@@ -8,9 +8,9 @@
 //! Every backend runs the conformance suite (`storage::conformance`, feature `test-util`)
 //! against itself.
 
+mod announce;
 #[cfg(any(test, feature = "test-util"))]
 pub mod conformance;
-mod announce;
 mod error;
 mod holds;
 mod memory;

@@ -404,7 +404,10 @@ pub async fn events_and_cursors<S: Storage>(s: &S) {
     assert!(first < second, "{first} < {second}");
     assert_eq!(s.last_seq().await.unwrap(), second);
     let all = delivered(s, 0, 100).await;
-    assert_eq!(all.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![first - 1, first, second]);
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![first - 1, first, second]
+    );
     assert_eq!(all[2].kind, EventKind::InboundPaid);
     assert_eq!(
         s.events_after(first - 1, 1)
@@ -418,9 +421,21 @@ pub async fn events_and_cursors<S: Storage>(s: &S) {
     assert!(s.events_after(second, 10).await.unwrap().is_empty());
     assert_eq!(s.count_after(0, 10).await.unwrap(), 3);
     assert_eq!(s.count_after(first - 1, 1).await.unwrap(), 1, "counted up to the cap");
-    let newest: Vec<u64> = s.events_before(u64::MAX, 2).await.unwrap().iter().map(|e| e.seq).collect();
+    let newest: Vec<u64> = s
+        .events_before(u64::MAX, 2)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(newest, vec![second, first], "newest first");
-    let before: Vec<u64> = s.events_before(first, 10).await.unwrap().iter().map(|e| e.seq).collect();
+    let before: Vec<u64> = s
+        .events_before(first, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
     assert_eq!(before, vec![first - 1]);
     assert_eq!(s.cursor("host").await.unwrap(), 0);
     s.ack("host", first).await.unwrap();
@@ -533,16 +548,17 @@ fn resolved(out_req_no: &str, note: &str) -> Event {
 /// by `seq`; a commit refused for a conflict adds nothing to it.
 pub async fn audit_trail<S: Storage>(s: &S) {
     assert!(s.audit(None, 10).await.unwrap().is_empty());
-    let first = s.commit(Batch {
-        events: vec![
-            event("A", EventKind::InboundRequested),
-            resolved("A", "first"),
-            event("A", EventKind::InboundFailed),
-        ],
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let first = s
+        .commit(Batch {
+            events: vec![
+                event("A", EventKind::InboundRequested),
+                resolved("A", "first"),
+                event("A", EventKind::InboundFailed),
+            ],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let reconciled = Event {
         out_req_no: None,
         ..event(
@@ -677,32 +693,33 @@ pub async fn evidence<S: Storage>(s: &S) {
 pub async fn reopen<S: Storage, F: FnMut() -> S>(mut open: F) {
     let last = {
         let s = open();
-        let last = s.commit(Batch {
-            protocols: vec![Put {
-                expected: None,
-                value: sample_protocol("T1"),
-            }],
-            orders: vec![
-                Put {
+        let last = s
+            .commit(Batch {
+                protocols: vec![Put {
                     expected: None,
-                    value: sample_inbound("T1", "A", 100),
-                },
-                Put {
-                    expected: None,
-                    value: sample_outbound("T1", "B", 50),
-                },
-            ],
-            events: vec![
-                event("A", EventKind::InboundRequested),
-                event("B", EventKind::OutboundReserved),
-            ],
-            schedule: vec![("A".into(), Some(t(5))), ("B".into(), Some(t(3)))],
-            orphans: vec![orphan("S1")],
-            openings: vec![opening("K1", "T1")],
-            exchanges: vec![exchange("A", 1)],
-        })
-        .await
-        .unwrap();
+                    value: sample_protocol("T1"),
+                }],
+                orders: vec![
+                    Put {
+                        expected: None,
+                        value: sample_inbound("T1", "A", 100),
+                    },
+                    Put {
+                        expected: None,
+                        value: sample_outbound("T1", "B", 50),
+                    },
+                ],
+                events: vec![
+                    event("A", EventKind::InboundRequested),
+                    event("B", EventKind::OutboundReserved),
+                ],
+                schedule: vec![("A".into(), Some(t(5))), ("B".into(), Some(t(3)))],
+                orphans: vec![orphan("S1")],
+                openings: vec![opening("K1", "T1")],
+                exchanges: vec![exchange("A", 1)],
+            })
+            .await
+            .unwrap();
         s.ack("host", last - 1).await.unwrap();
         // As a host's shutdown does; a crash instead is the crash tests' subject.
         s.close().await.unwrap();
@@ -809,7 +826,7 @@ pub async fn round_trip<S: Storage>(s: &S, count: u64) {
 /// Up to `limit` events after `after` once every event written so far is delivered: a store
 /// may hold some back for a moment behind a commit in flight, even one of another test's
 /// ([`Storage::events_after`]).
-pub async fn delivered<S: Storage>(s: &S, after: u64, limit: usize) -> Vec<Event> {
+pub async fn delivered<S: Storage + ?Sized>(s: &S, after: u64, limit: usize) -> Vec<Event> {
     let written = s.last_seq().await.unwrap();
     loop {
         let events = s.events_after(after, limit).await.unwrap();
