@@ -419,7 +419,7 @@ mod floor {
 
     /// One step's rows, as a commit writes them: the order (inserted or moved on a version),
     /// the protocol's ledger on its version, an event numbered from the transaction, the
-    /// order's next poll, a notification.
+    /// order's next poll.
     async fn step(f: &Floor, key: &str, trans_no: &str, new: bool) {
         let s = &f.schema;
         let mut db = f.pool.get().await.expect("connection");
@@ -465,7 +465,6 @@ mod floor {
             .await
             .expect("prepare");
         tx.execute(&due, &[&key]).await.expect("due");
-        tx.execute("SELECT pg_notify('floor', 'e')", &[]).await.expect("notify");
         tx.commit().await.expect("commit");
     }
 

@@ -29,3 +29,14 @@ DROP TABLE {schema}.counter;
 -- The orders leased to an instance: `Storage::next_due` reads when the soonest lease runs
 -- out, since no notification marks that moment.
 CREATE INDEX due_leased ON {schema}.due (leased_until) WHERE leased_by IS NOT NULL;
+
+-- Each listing's count is kept per writing backend (`pg_backend_pid()`), not in 16 shards that
+-- backends shared: a backend runs one transaction at a time, so no commit ever waits on
+-- another's count row. The rows of backends that have gone are folded into shard 0 at every
+-- open (`schema::fold_listing_counts`), which keeps them few.
+ALTER TABLE {schema}.listing_counts ALTER COLUMN shard TYPE integer;
+CREATE OR REPLACE FUNCTION {schema}.count_listing(text, bigint) RETURNS void LANGUAGE sql AS $$
+    INSERT INTO {schema}.listing_counts AS c (listing, shard, n)
+    VALUES ($1, pg_backend_pid(), $2)
+    ON CONFLICT (listing, shard) DO UPDATE SET n = c.n + EXCLUDED.n
+$$;

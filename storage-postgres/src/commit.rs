@@ -105,23 +105,9 @@ impl PostgresStorage {
                 .map_err(query)?
                 .get::<_, i64>(0)
         };
-        let announced = Announced {
-            events: !encoded.events.is_empty(),
-            soonest_due: batch.schedule.iter().filter_map(|(_, at)| *at).min(),
-        };
-        if announced != Announced::default() {
-            // Delivered on commit to every instance listening: a hint, never the truth.
-            execute(
-                &tx,
-                "SELECT pg_notify($1, $2)",
-                &[&sql.channel, &announced.to_payload()],
-            )
-            .await
-            .map_err(query)?;
-        }
         #[cfg(feature = "test-util")]
         self.inner.hooks.before_commit(&tx).await;
-        match tx.commit().await {
+        let committed = match tx.commit().await {
             Ok(()) => u64::try_from(last).map_err(|_| negative()),
             Err(e) if e.as_db_error().is_some() => Err(query(e)),
             Err(lost) => {
@@ -129,7 +115,15 @@ impl PostgresStorage {
                 drop(deadpool_postgres::Object::take(client));
                 self.settle(&xid, last, lost).await
             }
-        }
+        }?;
+        // Announced after the commit, not by a `NOTIFY` inside it: PostgreSQL makes every
+        // transaction that notifies take one lock per database through its commit, which
+        // would make all commits of all instances wait for one another again.
+        self.inner.outgoing.announce(Announced {
+            events: !encoded.events.is_empty(),
+            soonest_due: batch.schedule.iter().filter_map(|(_, at)| *at).min(),
+        });
+        Ok(committed)
     }
 
     /// Learn the outcome of a transaction whose `COMMIT` got no answer.

@@ -7,9 +7,10 @@
 //!   a stale writer writes nothing (`Conflict`). Nothing else is trusted for money.
 //! - **Shared polling.** Instances claim due orders with `FOR UPDATE SKIP LOCKED` and a lease
 //!   (`Storage::claim_due`); a dead instance's leases run out and others take its orders.
-//! - **Wake-ups across instances.** Commits `NOTIFY` what they did (events appended, the
-//!   soonest poll scheduled); every store `LISTEN`s and announces it to its engine
-//!   ([`Storage::commits_elsewhere`]), which wakes only what it concerns. Hints only.
+//! - **Wake-ups across instances.** What commits did (events appended, the soonest poll
+//!   scheduled) is sent with `NOTIFY` after them, many commits in one; every store
+//!   `LISTEN`s and announces it to its engine ([`Storage::commits_elsewhere`]), which wakes
+//!   only what it concerns. Hints only.
 //! - **An event log without a global lock that never skips**: an event's `seq` comes from its
 //!   transaction's id, and readers wait for older transactions still in flight (migration 8,
 //!   ARCHITECTURE.md). A commit whose `COMMIT` got no answer is settled by asking the
@@ -167,6 +168,8 @@ struct Inner {
     sql: Statements,
     announcements: Arc<Announcements>,
     listener: tokio::task::JoinHandle<()>,
+    /// What this store's commits did, gathered until the listener sends it.
+    outgoing: Arc<Announcements>,
     health: health::Health,
     #[cfg(feature = "test-util")]
     hooks: testing::Hooks,
@@ -227,7 +230,14 @@ impl PostgresStorage {
         drop(client);
         let sql = Statements::new(&options.schema);
         let announcements = Arc::new(Announcements::default());
-        let listener = tokio::spawn(listen::run(config, tls, sql.channel.clone(), announcements.clone()));
+        let outgoing = Arc::new(Announcements::default());
+        let listener = tokio::spawn(listen::run(
+            config,
+            tls,
+            sql.channel.clone(),
+            announcements.clone(),
+            outgoing.clone(),
+        ));
         Ok(PostgresStorage {
             inner: Arc::new(Inner {
                 schema: options.schema,
@@ -235,6 +245,7 @@ impl PostgresStorage {
                 sql,
                 announcements,
                 listener,
+                outgoing,
                 health: health::Health::default(),
                 #[cfg(feature = "test-util")]
                 hooks: testing::Hooks::default(),

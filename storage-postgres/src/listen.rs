@@ -1,7 +1,8 @@
 //! Cross-instance announcements: one connection per store `LISTEN`s on the schema's channel
-//! and hands each notification's news to the engine ([`Announcements`]). A commit that
-//! appends events or schedules polls notifies on commit, saying which
-//! ([`Announced::to_payload`]), so that an engine wakes only what it concerns.
+//! and hands each notification's news to the engine ([`Announcements`]). On the same
+//! connection it sends what this store's commits did (events appended, polls scheduled) once
+//! they have committed, saying which ([`Announced::to_payload`]), so that an engine wakes only
+//! what it concerns.
 //!
 //! A notification is only a hint to look again: the event log and the due index are the
 //! truth. So a lost connection is simply reopened, announcing everything on reconnecting
@@ -16,12 +17,21 @@ use tokio_postgres::AsyncMessage;
 /// Wait before reconnecting a lost listener.
 const RECONNECT_AFTER: Duration = Duration::from_secs(1);
 
-/// Listen until the task is aborted, announcing what each notification says.
+/// Listen until the task is aborted, announcing what each notification says; and send what
+/// this store's commits announce (`outgoing`) on the same connection, one `NOTIFY` for
+/// whatever gathered while the last was sent, so a burst of commits costs one.
+///
+/// Outside any commit on purpose: a transaction that notifies holds a lock per database
+/// through its commit, which serialises every such commit of every instance. A process that
+/// stops between a commit and its notification loses a hint, never data: pollers look at
+/// least once per claim lease, and the next announcement wakes subscriptions. While the
+/// connection is down, announcements gather and go out once it is back.
 pub(crate) async fn run(
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     channel: String,
     announcements: Arc<Announcements>,
+    outgoing: Arc<Announcements>,
 ) {
     loop {
         match config.connect(tls.clone()).await {
@@ -44,7 +54,20 @@ pub(crate) async fn run(
                 match client.batch_execute(&format!("LISTEN {channel}")).await {
                     Ok(()) => {
                         announcements.announce(Announced::EVERYTHING);
-                        let _ = driver.await;
+                        let mut driver = driver;
+                        loop {
+                            tokio::select! {
+                                _ = &mut driver => break,
+                                news = outgoing.next() => {
+                                    let payload = news.to_payload();
+                                    if let Err(e) = client.execute("SELECT pg_notify($1, $2)", &[&channel, &payload]).await {
+                                        tracing::warn!(error = %e, "announcing commits failed");
+                                        // Sent again once the connection is back.
+                                        outgoing.announce(news);
+                                    }
+                                }
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(error = %e, "LISTEN failed");

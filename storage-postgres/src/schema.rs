@@ -91,7 +91,29 @@ pub(crate) async fn migrate(client: &mut Client, schema: &str) -> Result<(), PgE
         .map_err(PgError::Query)?;
     }
     keep_seqs_growing(&tx, schema).await?;
+    fold_listing_counts(&tx, schema).await?;
     tx.commit().await.map_err(PgError::Query)
+}
+
+/// Fold the listing counts of backends that have gone (and the shared shards of schema 4–7)
+/// into shard 0: the sum is unchanged, and the rows stay about one per live backend. A row
+/// of a live backend is never touched, so no commit waits for this.
+async fn fold_listing_counts(tx: &tokio_postgres::Transaction<'_>, schema: &str) -> Result<(), PgError> {
+    tx.execute(
+        &format!(
+            "WITH gone AS ( \
+                 DELETE FROM {schema}.listing_counts \
+                 WHERE shard <> 0 AND shard NOT IN (SELECT pid FROM pg_stat_activity WHERE pid IS NOT NULL) \
+                 RETURNING listing, n) \
+             INSERT INTO {schema}.listing_counts AS c (listing, shard, n) \
+             SELECT listing, 0, sum(n) FROM gone GROUP BY listing \
+             ON CONFLICT (listing, shard) DO UPDATE SET n = c.n + EXCLUDED.n"
+        ),
+        &[],
+    )
+    .await
+    .map_err(PgError::Query)?;
+    Ok(())
 }
 
 /// Make every seq written from now on larger than every seq stored. Transaction ids only grow
