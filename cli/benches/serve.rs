@@ -9,6 +9,11 @@
 //! - on PostgreSQL, how many backends wait on a lock meanwhile (sampled every 20 ms);
 //! - on sled, payouts at a fixed 500 per second for 4 s (open loop): their latency.
 //!
+//! For the commands phase it also reports what each payout cost: CPU of the PostgreSQL
+//! server's processes and of the `serve` processes (from `/proc`), and the database's commits
+//! and WAL syncs (`pg_stat_database`, `pg_stat_wal`) — the figures that say how far more
+//! instances on their own machines would go, which a 2-core machine cannot show.
+//!
 //! Scenarios: 1 and 3 instances on one PostgreSQL, 1 on sled. The floor is a bare axum +
 //! tokio-postgres service on the same database writing the same rows per request (three
 //! transactions per payout, one per callback; no payment system call), under the same load.
@@ -318,10 +323,95 @@ struct Measured {
     callbacks: Phase,
     lock_waits: Option<f64>,
     fixed_rate: Option<Phase>,
+    /// Per payout, in the commands phase.
+    cost: Cost,
 }
 
-/// `instances` servers on PostgreSQL (`Some(url)`) or one on sled (`None`).
-async fn scenario(pg: Option<&str>, instances: usize, run: usize) -> Measured {
+/// What one payout cost, on average over a phase.
+#[derive(Debug, Clone, Copy, Default)]
+struct Cost {
+    /// CPU of the PostgreSQL server's processes, ms.
+    db_cpu_ms: f64,
+    /// CPU of the `serve` processes, ms (for the floor: this whole process, the load
+    /// generator and the simulator included).
+    service_cpu_ms: f64,
+    /// Database commits.
+    commits: f64,
+    /// WAL syncs (flushes to disk).
+    wal_syncs: f64,
+}
+
+/// CPU seconds used so far by the processes `pids` (user + system, from `/proc`).
+fn cpu_seconds(pids: &[u32]) -> f64 {
+    let ticks: u64 = pids
+        .iter()
+        .filter_map(|pid| std::fs::read_to_string(format!("/proc/{pid}/stat")).ok())
+        .filter_map(|stat| {
+            // Fields after the command name (which may hold spaces): utime is the 12th, stime
+            // the 13th.
+            let rest = stat.rsplit_once(')')?.1;
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum();
+    // Linux's USER_HZ.
+    ticks as f64 / 100.0
+}
+
+/// The PostgreSQL server's processes (the postmaster and every backend).
+fn postgres_pids() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .collect()
+}
+
+/// A reading of the counters a [`Cost`] is the difference of.
+struct Meter {
+    db_cpu: f64,
+    service_cpu: f64,
+    commits: i64,
+    wal_syncs: i64,
+}
+
+impl Meter {
+    async fn read(db: &tokio_postgres::Client, service: &[u32]) -> Meter {
+        db.execute("SELECT pg_stat_clear_snapshot()", &[]).await.expect("clear");
+        let row = db
+            .query_one(
+                "SELECT (SELECT sum(xact_commit)::bigint FROM pg_stat_database), \
+                        (SELECT wal_sync FROM pg_stat_wal)",
+                &[],
+            )
+            .await
+            .expect("stats");
+        Meter {
+            db_cpu: cpu_seconds(&postgres_pids()),
+            service_cpu: cpu_seconds(service),
+            commits: row.get(0),
+            wal_syncs: row.get(1),
+        }
+    }
+
+    /// Per one of `n`, since `self`.
+    fn per(&self, later: &Meter, n: usize) -> Cost {
+        let n = n.max(1) as f64;
+        Cost {
+            db_cpu_ms: (later.db_cpu - self.db_cpu) * 1e3 / n,
+            service_cpu_ms: (later.service_cpu - self.service_cpu) * 1e3 / n,
+            commits: (later.commits - self.commits) as f64 / n,
+            wal_syncs: (later.wal_syncs - self.wal_syncs) as f64 / n,
+        }
+    }
+}
+
+/// `instances` servers on the PostgreSQL at `url` (`postgres`), or one on sled (whose
+/// database figures are then the server's idle background).
+async fn scenario(url: &str, postgres: bool, instances: usize, run: usize) -> Measured {
+    let pg = postgres.then_some(url);
     let mut sim = PaymentSystem::start().await;
     let tag = format!("{}{instances}r{run}", if pg.is_some() { "pg" } else { "sled" });
     let extra = match pg {
@@ -344,7 +434,11 @@ async fn scenario(pg: Option<&str>, instances: usize, run: usize) -> Measured {
         None => None,
     };
     let targets: Vec<String> = apis.iter().map(|a| format!("{a}/v1/outbound")).collect();
+    let service: Vec<u32> = servers.iter().map(|s| s.child.id()).collect();
+    let stats = connect(url).await;
+    let before = Meter::read(&stats, &service).await;
     let (commanded, keys) = commands(&targets, &protocols, &tag).await;
+    let cost = before.per(&Meter::read(&stats, &service).await, keys.len());
     let taken = sim.settled_callbacks(&keys).await;
     let called_back = callbacks(taken, &bases, notify_path).await;
     let lock_waits = match waits {
@@ -363,6 +457,7 @@ async fn scenario(pg: Option<&str>, instances: usize, run: usize) -> Measured {
         callbacks: called_back,
         lock_waits,
         fixed_rate: fixed,
+        cost,
     }
 }
 
@@ -499,7 +594,10 @@ async fn floor_run(url: &str, run: usize) -> Measured {
     let base = floor::start(url).await;
     let protocols: Vec<String> = (0..PROTOCOLS).map(|p| format!("T{p}")).collect();
     let waits = LockWaits::start(url).await;
+    let stats = connect(url).await;
+    let before = Meter::read(&stats, &[std::process::id()]).await;
     let (commanded, keys) = commands(&[format!("{base}/v1/outbound")], &protocols, &format!("floor{run}")).await;
+    let cost = before.per(&Meter::read(&stats, &[std::process::id()]).await, keys.len());
     // The same callbacks as protopay's: signed by the simulator for these keys.
     let mut taken = Vec::new();
     for key in &keys {
@@ -522,6 +620,7 @@ async fn floor_run(url: &str, run: usize) -> Measured {
         callbacks: called_back,
         lock_waits: Some(waits.stop().await),
         fixed_rate: None,
+        cost,
     }
 }
 
@@ -550,9 +649,9 @@ fn main() {
         let mut all: BTreeMap<&str, Vec<Measured>> = BTreeMap::new();
         for run in 0..runs {
             let floor = floor_run(&url, run).await;
-            let pg1 = scenario(Some(&url), 1, run).await;
-            let pg3 = scenario(Some(&url), 3, run).await;
-            let sled = scenario(None, 1, run).await;
+            let pg1 = scenario(&url, true, 1, run).await;
+            let pg3 = scenario(&url, true, 3, run).await;
+            let sled = scenario(&url, false, 1, run).await;
             for (name, m) in [
                 ("1 floor", floor),
                 ("2 pg x1", pg1),
@@ -586,6 +685,13 @@ fn main() {
                     f(|m| m.lock_waits.unwrap_or(0.0))
                 );
             }
+            println!(
+                "{name}: per payout: database CPU {} ms, service CPU {} ms, {} commits, {} WAL syncs",
+                f(|m| m.cost.db_cpu_ms),
+                f(|m| m.cost.service_cpu_ms),
+                f(|m| m.cost.commits),
+                f(|m| m.cost.wal_syncs)
+            );
             if ms[0].fixed_rate.is_some() {
                 println!(
                     "{name}: payouts at {FIXED_RATE}/s: p50 {} ms p99 {} ms",

@@ -26,10 +26,6 @@ INSERT INTO {schema}.seq_base (base)
 
 DROP TABLE {schema}.counter;
 
--- The orders leased to an instance: `Storage::next_due` reads when the soonest lease runs
--- out, since no notification marks that moment.
-CREATE INDEX due_leased ON {schema}.due (leased_until) WHERE leased_by IS NOT NULL;
-
 -- Each listing's count is kept per writing backend (`pg_backend_pid()`), not in 16 shards that
 -- backends shared: a backend runs one transaction at a time, so no commit ever waits on
 -- another's count row. The rows of backends that have gone are folded into shard 0 at every

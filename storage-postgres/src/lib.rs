@@ -459,7 +459,7 @@ impl Storage for PostgresStorage {
 
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>> {
         let rows = self.rows(&self.inner.sql.next_due, &[&owner]).await?;
-        Ok(rows.first().and_then(|r| r.get(0)))
+        Ok(rows.first().map(|r| r.get(0)))
     }
 
     async fn events_after(&self, after: u64, n: usize) -> Result<Vec<Event>> {

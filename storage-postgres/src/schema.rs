@@ -338,15 +338,10 @@ impl Statements {
                  FROM picked WHERE d.out_req_no = picked.out_req_no \
                  RETURNING d.at, d.out_req_no"
             ),
-            // The soonest poll this owner could claim, or the soonest end of another owner's
-            // lease on an order already due: an announcement marks neither moment.
             next_due: format!(
-                "SELECT least( \
-                     (SELECT at FROM {s}.due \
-                      WHERE leased_by IS NULL OR leased_by = $1 OR leased_until <= clock_timestamp() \
-                      ORDER BY at LIMIT 1), \
-                     (SELECT min(greatest(at, leased_until)) FROM {s}.due \
-                      WHERE leased_by IS NOT NULL AND leased_by <> $1 AND leased_until > clock_timestamp()))"
+                "SELECT at FROM {s}.due \
+                 WHERE leased_by IS NULL OR leased_by = $1 OR leased_until <= clock_timestamp() \
+                 ORDER BY at LIMIT 1"
             ),
             release_all: format!("UPDATE {s}.due SET leased_by = NULL, leased_until = NULL WHERE leased_by = $1"),
             // Taken when free, run out, or already the owner's (then renewed); a row comes

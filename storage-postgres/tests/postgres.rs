@@ -441,6 +441,45 @@ async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     assert_eq!(after_cursor.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, next]);
 }
 
+/// Each listing's count is kept per writing backend, so no commit waits on another's count
+/// row; when the backends have gone, the next open folds their rows into one per listing,
+/// and the counts stay what they were.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listing_counts_are_per_backend_and_folded_when_they_have_gone() {
+    let Some(url) = testing::url() else { return };
+    let schema = testing::schema("counts");
+    let store = open(&url, &schema).await;
+    let keys: Vec<&'static str> = vec!["c0", "c1", "c2", "c3", "c4", "c5", "c6", "c7"];
+    let commits: Vec<_> = keys.iter().map(|k| spawn_commit(&store, k)).collect();
+    for c in commits {
+        c.await.unwrap().unwrap();
+    }
+    let counts = store.listing_counts().await.unwrap();
+    let client = raw(&url).await;
+    let rows = format!("SELECT count(*) FROM {schema}.listing_counts");
+    let spread: i64 = client.query_one(&rows, &[]).await.unwrap().get(0);
+    store.close().await.unwrap();
+    drop(store);
+    // Wait (on the server's account) until the store's backends are gone.
+    let ours =
+        format!("SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() AND query LIKE '%{schema}%'");
+    while client.query_one(&ours, &[]).await.unwrap().get::<_, i64>(0) > 0 {
+        tokio::task::yield_now().await;
+    }
+    let reopened = open(&url, &schema).await;
+    assert_eq!(reopened.listing_counts().await.unwrap(), counts, "the sums are kept");
+    let folded: i64 = client.query_one(&rows, &[]).await.unwrap().get(0);
+    let listings: i64 = client
+        .query_one(
+            &format!("SELECT count(DISTINCT listing) FROM {schema}.listing_counts"),
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(folded, listings, "one row per listing once folded (from {spread})");
+}
+
 /// A store restored into another cluster meets transaction ids that start again from small
 /// numbers (here: an event stored far above this cluster's). Opening it moves the seqs on past
 /// the newest stored, so no consumer's cursor is left above every new event.

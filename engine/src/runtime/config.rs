@@ -93,7 +93,9 @@ pub struct PollPolicy {
     /// an atomic write).
     #[serde(alias = "batch")]
     pub orders_per_pass: usize,
-    /// Longest sleep between ticks.
+    /// Longest sleep between ticks with nothing due. On a store that announces other
+    /// instances' commits (PostgreSQL) every schedule wakes the poller, so it sleeps up to
+    /// `claim_ms` instead, if that is longer.
     pub idle_tick_ms: u64,
     /// Least time between two polls moved sooner by failed callbacks for one order (the old
     /// name `hint_min_interval_ms` is still read).

@@ -242,8 +242,9 @@ impl Engine {
     }
 
     /// The longest the poller sleeps with nothing due. On a store that announces commits
-    /// elsewhere, every schedule (this instance's too) is announced and wakes it, so it looks
-    /// at least once per claim lease only to be safe; on other stores, every idle tick.
+    /// elsewhere, every schedule (this instance's too) is announced and wakes it, so it needs
+    /// to look on its own only for what nothing announces — another instance's claim that ran
+    /// out (it died) — hence once per claim lease; on other stores, every idle tick.
     fn idle_tick(&self) -> Duration {
         let poll = &self.config().poll;
         match self.storage().commits_elsewhere() {

@@ -316,9 +316,7 @@ pub trait Storage: Send + Sync + 'static {
     async fn release_all(&self, owner: &str) -> Result<()>;
 
     /// The earliest scheduled poll that `owner` could claim (orders claimed by other owners
-    /// are theirs until their leases run out), if any. A store shared between processes (one
-    /// with [`commits_elsewhere`](Self::commits_elsewhere)) also counts when another owner's
-    /// lease on an order already due runs out: nothing announces that moment.
+    /// are theirs until their leases run out), if any.
     async fn next_due(&self, owner: &str) -> Result<Option<DateTime<Utc>>>;
 
     /// Up to `limit` events with `seq > after`, in order. Never skips one: a store whose
