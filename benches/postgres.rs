@@ -15,7 +15,8 @@ use protopay::storage::{Batch, Put, Storage};
 use protopay::testing::Offline;
 use protopay::wire::{CallbackKind, Envelope};
 use protopay::{Config, Engine, Event, EventKind, Md5Key, Source, Status};
-use protopay_storage_postgres::{PostgresOptions, PostgresStorage, testing};
+use protopay_storage_postgres::testing::{self, LockWaits};
+use protopay_storage_postgres::{PostgresOptions, PostgresStorage};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -278,47 +279,6 @@ async fn engines(url: &str, schema: &str, instances: usize, pool_size: usize) ->
         );
     }
     engines
-}
-
-/// Samples how many backends wait on a lock, every 20 ms until stopped.
-struct LockWaits {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<f64>,
-}
-
-impl LockWaits {
-    async fn start(url: &str) -> LockWaits {
-        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .expect("connect");
-        tokio::spawn(conn);
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let (mut sum, mut samples) = (0i64, 0i64);
-            loop {
-                let row = client
-                    .query_one(
-                        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'",
-                        &[],
-                    )
-                    .await
-                    .expect("sample");
-                sum += row.get::<_, i64>(0);
-                samples += 1;
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-            sum as f64 / samples.max(1) as f64
-        });
-        LockWaits { stop, task }
-    }
-
-    async fn stop(self) -> f64 {
-        let _ = self.stop.send(());
-        self.task.await.expect("sampler")
-    }
 }
 
 /// What idle engines cost the database: transactions per second (`pg_stat_database`) with

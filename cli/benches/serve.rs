@@ -30,6 +30,7 @@ use axum::extract::State;
 use axum::routing::post;
 use protopay_engine::{Clock, Md5Key};
 use protopay_sim::{CallbackSink, HttpSink, Sim, SimConfig};
+use protopay_storage_postgres::testing::LockWaits;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -276,38 +277,6 @@ async fn fixed_rate(api: &str, protocols: &[String], tag: &str) -> Phase {
     phase(latencies, started.elapsed())
 }
 
-/// Samples how many backends wait on a lock, every 20 ms until stopped: the mean.
-struct LockWaits {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<f64>,
-}
-
-impl LockWaits {
-    async fn start(url: &str) -> LockWaits {
-        let db = connect(url).await;
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let (mut sum, mut samples) = (0i64, 0i64);
-            loop {
-                let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
-                sum += db.query_one(sql, &[]).await.expect("sample").get::<_, i64>(0);
-                samples += 1;
-                tokio::select! {
-                    _ = &mut stopped => break,
-                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
-                }
-            }
-            sum as f64 / samples.max(1) as f64
-        });
-        LockWaits { stop, task }
-    }
-
-    async fn stop(self) -> f64 {
-        let _ = self.stop.send(());
-        self.task.await.expect("sampler")
-    }
-}
-
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -335,7 +304,7 @@ struct Cost {
     /// CPU of the `serve` processes, ms (for the floor: this whole process, the load
     /// generator and the simulator included).
     service_cpu_ms: f64,
-    /// Database commits.
+    /// Database transactions committed (`xact_commit`: reads and connection checks too).
     commits: f64,
     /// WAL syncs (flushes to disk).
     wal_syncs: f64,
@@ -686,7 +655,7 @@ fn main() {
                 );
             }
             println!(
-                "{name}: per payout: database CPU {} ms, service CPU {} ms, {} commits, {} WAL syncs",
+                "{name}: per payout: database CPU {} ms, service CPU {} ms, {} transactions, {} WAL syncs",
                 f(|m| m.cost.db_cpu_ms),
                 f(|m| m.cost.service_cpu_ms),
                 f(|m| m.cost.commits),

@@ -211,3 +211,41 @@ impl PostgresStorage {
         row.get(0)
     }
 }
+
+/// How many backends wait on a lock, sampled every 20 ms from [`LockWaits::start`] until
+/// [`LockWaits::stop`]: the benches' measure of commits waiting for one another.
+pub struct LockWaits {
+    stop: oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<f64>,
+}
+
+impl LockWaits {
+    /// Start sampling the server at `url`.
+    pub async fn start(url: &str) -> LockWaits {
+        let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .expect("connect");
+        tokio::spawn(conn);
+        let (stop, mut stopped) = oneshot::channel();
+        let task = tokio::spawn(async move {
+            let (mut sum, mut samples) = (0i64, 0i64);
+            loop {
+                let sql = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+                sum += client.query_one(sql, &[]).await.expect("sample").get::<_, i64>(0);
+                samples += 1;
+                tokio::select! {
+                    _ = &mut stopped => break,
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                }
+            }
+            sum as f64 / samples.max(1) as f64
+        });
+        LockWaits { stop, task }
+    }
+
+    /// Stop sampling: the mean number of backends waiting.
+    pub async fn stop(self) -> f64 {
+        let _ = self.stop.send(());
+        self.task.await.expect("sampler")
+    }
+}

@@ -169,10 +169,7 @@ impl EngineBuilder {
             reason: "is required",
         })?;
         let last = storage.last_seq().await?;
-        let newest = match last {
-            0 => None,
-            n => storage.events_after(n - 1, 1).await?.first().map(|e| e.at),
-        };
+        let newest = storage.events_before(u64::MAX, 1).await?.first().map(|e| e.at);
         let clock = self.clock.unwrap_or_else(Clock::system);
         let clock = newest.map_or(clock, |t| clock.not_before(t));
         let id_seed = self.id_seed.unwrap_or_else(|| {
