@@ -3,19 +3,20 @@
 //! a real one can (`sim_disk.rs`), and run in production on [`FileLog`].
 //!
 //! Only four operations touch the file, and each has one meaning for a crash:
-//! an append is not durable until the next sync returns; a replace is atomic (after a crash
+//! a write is not durable until the next sync returns; a replace is atomic (after a crash
 //! the file is wholly the old one or wholly the new one) and durable when it returns.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 /// The log's file as the log uses it.
 pub trait LogFile: Send + std::fmt::Debug {
     /// Everything the file holds, as a read after a restart sees it.
     fn read_all(&mut self) -> io::Result<Vec<u8>>;
-    /// Append `bytes` at the end; durable only once a later [`LogFile::sync`] returns.
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// Write `bytes` at offset `at` (the file grows if that is past its end); durable only
+    /// once a later [`LogFile::sync`] returns.
+    fn write_at(&mut self, at: u64, bytes: &[u8]) -> io::Result<()>;
     /// Make every append so far durable (`fdatasync`).
     fn sync(&mut self) -> io::Result<()>;
     /// Replace the whole file by `bytes`, atomically and durably.
@@ -36,7 +37,7 @@ impl FileLog {
     /// Open (or create) the file `name` in `dir`.
     pub fn open(dir: &Path, name: &str) -> io::Result<FileLog> {
         let path = dir.join(name);
-        let file = Self::open_append(&path)?;
+        let file = Self::open_rw(&path)?;
         Ok(FileLog {
             dir: dir.to_path_buf(),
             path,
@@ -44,8 +45,8 @@ impl FileLog {
         })
     }
 
-    fn open_append(path: &Path) -> io::Result<File> {
-        OpenOptions::new().read(true).append(true).create(true).open(path)
+    fn open_rw(path: &Path) -> io::Result<File> {
+        OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path)
     }
 }
 
@@ -56,7 +57,8 @@ impl LogFile for FileLog {
         Ok(bytes)
     }
 
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, at: u64, bytes: &[u8]) -> io::Result<()> {
+        self.file.seek(SeekFrom::Start(at))?;
         self.file.write_all(bytes)
     }
 
@@ -75,7 +77,7 @@ impl LogFile for FileLog {
         }
         std::fs::rename(&fresh, &self.path)?;
         File::open(&self.dir)?.sync_all()?;
-        self.file = Self::open_append(&self.path)?;
+        self.file = Self::open_rw(&self.path)?;
         Ok(())
     }
 

@@ -22,10 +22,10 @@ pub(crate) struct SimDisk {
 struct State {
     /// What survives a power cut.
     durable: Vec<u8>,
-    /// What reads see while the power is on: `durable` and the appends not yet synced.
+    /// What reads see while the power is on: `durable` and the writes not yet synced.
     current: Vec<u8>,
     rng: Rng,
-    /// Operations so far: appends, syncs, replaces and [`SimDisk::tick`]s.
+    /// Operations so far: writes, syncs, replaces and [`SimDisk::tick`]s.
     ops: u64,
     faults: Faults,
     off: bool,
@@ -123,7 +123,8 @@ impl State {
         Ok(self.ops)
     }
 
-    /// What a power cut leaves of the writes not yet synced.
+    /// What a power cut leaves of the writes not yet synced: each changed sector kept or not,
+    /// the file's size the old one, the new one or in between (zeros where nothing was kept).
     fn tear(&mut self) {
         let sector = if self.rng.below(2) == 0 { 512 } else { 4096 };
         let old = self.durable.len();
@@ -135,14 +136,16 @@ impl State {
         };
         let mut image = self.durable.clone();
         image.resize(len.max(old), 0);
-        let mut start = old / sector * sector;
+        let mut start = 0;
         while start < new {
             let end = (start + sector).min(new);
-            if self.rng.below(2) == 0 {
+            let changed = self.durable.get(start..end) != Some(&self.current[start..end]);
+            if changed && self.rng.below(2) == 0 {
                 // A kept sector past the size that survived is not in the file.
-                let from = start.max(old).min(image.len());
                 let to = end.min(image.len());
-                image[from..to].copy_from_slice(&self.current[from..to]);
+                if start < to {
+                    image[start..to].copy_from_slice(&self.current[start..to]);
+                }
             }
             start = end;
         }
@@ -160,14 +163,19 @@ impl LogFile for SimDisk {
         Ok(s.current.clone())
     }
 
-    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+    fn write_at(&mut self, at: u64, bytes: &[u8]) -> io::Result<()> {
         let mut s = self.state();
         if s.off {
             return Err(io::Error::other("the power is off"));
         }
         // The bytes reach the page cache before the power can go: a cut here may keep any of
         // them.
-        s.current.extend_from_slice(bytes);
+        let at = usize::try_from(at).map_err(io::Error::other)?;
+        let end = at + bytes.len();
+        if s.current.len() < end {
+            s.current.resize(end, 0);
+        }
+        s.current[at..end].copy_from_slice(bytes);
         s.step().map(|_| ())
     }
 

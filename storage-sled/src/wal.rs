@@ -19,6 +19,13 @@
 //! synced data, and the log is refused with the byte where it starts: nothing acknowledged is
 //! ever cut.
 //!
+//! The file is *preallocated*: written with zeros ahead of the records ([`GROW_BYTES`] at a
+//! time), so that a commit's `fdatasync` writes data blocks only and never has to change the
+//! file's size or allocate blocks. (The zeros are written for real: `fallocate` leaves
+//! unwritten extents, whose conversion on first write is a metadata change the sync must
+//! wait for.) Zeros are never a record, so what follows the last record is free space when
+//! it is all zeros, and a torn tail otherwise.
+//!
 //! Logs written before format 5 (`[length][crc32 of payload][payload]`, no header) are read
 //! once, by the same rules, and replaced by a current one.
 
@@ -41,6 +48,11 @@ const RECORD_HEADER_LEN: usize = 20;
 /// The header of a log written before format 5: payload length, crc32 of the payload.
 const LEGACY_HEADER_LEN: usize = 8;
 
+/// How much free space (zeros) the log writes ahead of its records at a time: at a reset,
+/// and whenever a record would not fit. One sync in this many bytes of records changes the
+/// file's size; the others write data only.
+pub const GROW_BYTES: u64 = 1 << 20;
+
 /// One group's writes: each key's final value, `None` for removed.
 pub type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;
 
@@ -50,8 +62,12 @@ pub struct Wal {
     file: Box<dyn LogFile>,
     /// The epoch of the file: every record carries it. A reset starts the next one.
     epoch: u64,
-    /// Bytes of the file that are its header and intact records.
+    /// Bytes of the file that are its header and intact records: the next record goes here.
     len: u64,
+    /// The file's size: past `len` it holds zeros (free space).
+    allocated: u64,
+    /// How much free space to write ahead at a time ([`GROW_BYTES`] but in tests).
+    grow_bytes: u64,
     /// The file holds records already applied, a torn tail or an older format: it must be
     /// reset (after the caller made what it replayed durable in sled) before it takes more.
     needs_reset: bool,
@@ -68,8 +84,8 @@ pub struct Recovered {
     pub wal: Wal,
     /// The groups it held, oldest first.
     pub groups: Vec<Writes>,
-    /// Bytes of a torn last write that were dropped: never acknowledged, since the sync that
-    /// would have acknowledged them never returned.
+    /// Bytes of a torn last write that were dropped (up to the last one that is not zero):
+    /// never acknowledged, since the sync that would have acknowledged them never returned.
     pub torn_bytes: u64,
 }
 
@@ -177,7 +193,13 @@ impl Wal {
     }
 
     /// Read back what `file` holds: its intact groups, a torn tail dropped, damage refused.
-    pub fn recover(mut file: Box<dyn LogFile>) -> Result<Recovered, WalError> {
+    pub fn recover(file: Box<dyn LogFile>) -> Result<Recovered, WalError> {
+        Self::recover_growing_by(file, GROW_BYTES)
+    }
+
+    /// [`Wal::recover`], writing free space `grow_bytes` at a time (tests use little, so that
+    /// the log grows often).
+    pub(crate) fn recover_growing_by(mut file: Box<dyn LogFile>, grow_bytes: u64) -> Result<Recovered, WalError> {
         let bytes = file.read_all().map_err(|source| WalError::Io {
             path: file.path().to_path_buf(),
             source,
@@ -187,7 +209,9 @@ impl Wal {
             at,
             what,
         })?;
-        let torn_bytes = (bytes.len() - parsed.valid) as u64;
+        // Trailing zeros are free space; anything else after the last record is a torn write.
+        let written = bytes.iter().rposition(|&b| b != 0).map_or(0, |last| last + 1);
+        let torn_bytes = written.saturating_sub(parsed.valid) as u64;
         if torn_bytes > 0 {
             tracing::warn!(
                 path = %file.path().display(),
@@ -201,6 +225,8 @@ impl Wal {
             file,
             epoch: parsed.epoch,
             len: parsed.valid as u64,
+            allocated: bytes.len() as u64,
+            grow_bytes: grow_bytes.max(1),
             needs_reset,
             broken: false,
         };
@@ -236,10 +262,25 @@ impl Wal {
             Some(record.len()),
             "a record must read back as written"
         );
-        let written = self.file.append(&record).and_then(|()| self.file.sync());
+        let end = self.len + record.len() as u64;
+        // Free space first, where the record would not fit: this sync is the rare one that
+        // changes the file's size.
+        let grown = if end > self.allocated {
+            let to = end.div_ceil(self.grow_bytes) * self.grow_bytes;
+            let zeros = vec![0; usize::try_from(to - self.allocated).map_err(io::Error::other)?];
+            self.file.write_at(self.allocated, &zeros).map(|()| to)
+        } else {
+            Ok(self.allocated)
+        };
+        let written = grown.and_then(|allocated| {
+            self.file.write_at(self.len, &record)?;
+            self.file.sync()?;
+            Ok(allocated)
+        });
         match written {
-            Ok(()) => {
-                self.len += record.len() as u64;
+            Ok(allocated) => {
+                self.len = end;
+                self.allocated = allocated;
                 Ok(())
             }
             Err(e) => {
@@ -262,7 +303,7 @@ impl Wal {
         self.broken = true;
     }
 
-    /// Bytes in the log.
+    /// Bytes in the log's header and records (free space not counted).
     pub fn bytes(&self) -> u64 {
         self.len
     }
@@ -278,12 +319,15 @@ impl Wal {
         }
         // A damaged-but-checksummed header could say anything; never overflow on it.
         let epoch = self.epoch.wrapping_add(1).max(1);
-        if let Err(e) = self.file.replace(&header(epoch)) {
+        let mut fresh = header(epoch);
+        fresh.resize(usize::try_from(self.grow_bytes).unwrap_or(HEADER_LEN).max(HEADER_LEN), 0);
+        if let Err(e) = self.file.replace(&fresh) {
             self.broken = true;
             return Err(e);
         }
         self.epoch = epoch;
         self.len = HEADER_LEN as u64;
+        self.allocated = fresh.len() as u64;
         self.needs_reset = false;
         Ok(())
     }

@@ -11,7 +11,8 @@ fn log(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join(FILE)
 }
 
-/// A log holding `n` groups, as a crash after their syncs leaves it.
+/// A log holding `n` groups, as a crash after their syncs leaves it, and its bytes up to the
+/// end of the last record (the free space after it left out).
 fn written(n: u8) -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().unwrap();
     let mut wal = Wal::open(dir.path()).unwrap().wal;
@@ -19,9 +20,11 @@ fn written(n: u8) -> (tempfile::TempDir, Vec<u8>) {
     for i in 0..n {
         wal.append(&group(i)).unwrap();
     }
+    let end = wal.bytes() as usize;
     drop(wal);
     let bytes = std::fs::read(log(&dir)).unwrap();
-    (dir, bytes)
+    assert!(bytes[end..].iter().all(|&b| b == 0), "free space is zeros");
+    (dir, bytes[..end].to_vec())
 }
 
 #[test]
@@ -51,7 +54,9 @@ fn a_torn_last_record_is_dropped_and_the_rest_kept() {
         std::fs::write(log(&dir), &bytes[..cut]).unwrap();
         let back = Wal::open(dir.path()).unwrap();
         assert_eq!(back.groups, vec![group(0)], "cut at {cut}");
-        assert_eq!(back.torn_bytes, (cut - first_end) as u64);
+        // Counted up to the last byte that is not zero: zeros after it are free space.
+        let torn = bytes[first_end..cut].iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        assert_eq!(back.torn_bytes, torn as u64, "cut at {cut}");
     }
 }
 
@@ -172,6 +177,34 @@ fn a_new_log_is_empty_and_gets_its_header_at_the_first_reset() {
     assert!(back.groups.is_empty());
     assert!(back.wal.needs_reset());
     back.wal.reset().unwrap();
-    assert_eq!(std::fs::read(log(&dir)).unwrap(), header(1));
-    assert!(!Wal::open(dir.path()).unwrap().wal.needs_reset());
+    let mut fresh = header(1);
+    fresh.resize(GROW_BYTES as usize, 0);
+    assert_eq!(std::fs::read(log(&dir)).unwrap(), fresh, "a header, then free space");
+    let again = Wal::open(dir.path()).unwrap();
+    assert_eq!(again.torn_bytes, 0, "free space is not a torn write");
+    assert!(!again.wal.needs_reset());
+}
+
+/// A commit's sync changes the file's size only when a record does not fit the free space;
+/// then the log writes zeros ahead, a whole number of steps, and reads back as written.
+#[test]
+fn the_log_grows_ahead_of_its_records_in_steps_of_zeros() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = 300;
+    let file = || Box::new(crate::disk::FileLog::open(dir.path(), FILE).unwrap());
+    let mut wal = Wal::recover_growing_by(file(), step).unwrap().wal;
+    wal.reset().unwrap();
+    let mut sizes = Vec::new();
+    for i in 0..8 {
+        wal.append(&group(i)).unwrap();
+        let size = std::fs::metadata(log(&dir)).unwrap().len();
+        assert!(size >= wal.bytes() && size % step == 0, "size {size} after {} bytes", wal.bytes());
+        sizes.push(size);
+    }
+    sizes.dedup();
+    assert!(sizes.len() > 1 && sizes.len() < 8, "grew in steps, not at every record: {sizes:?}");
+    drop(wal);
+    let back = Wal::recover_growing_by(file(), step).unwrap();
+    assert_eq!(back.groups, (0..8).map(group).collect::<Vec<_>>());
+    assert_eq!(back.torn_bytes, 0);
 }
