@@ -11,7 +11,7 @@
 //! The copy is built in a sibling directory, synced (sled's files `fsync`ed, a fresh log),
 //! and renamed to its name: a backup directory either is a whole store or does not exist.
 
-use crate::group::{GroupCommit, batch_of};
+use crate::group::{GroupCommit, apply_writes};
 use crate::{SledError, SledStorage, codec};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -61,7 +61,11 @@ pub(crate) async fn backup(
     }
     let copy = SledStorage::open(&building)?;
     let copy_tree = copy.tree().map_err(|_| SledError::Closed { path: building.clone() })?;
-    if !group.start_copy() {
+    let started_copy = group.start_copy().map_err(|source| SledError::Sled {
+        path: from.path.clone(),
+        source,
+    })?;
+    if !started_copy {
         return Err(SledError::BackupRunning {
             path: from.path.clone(),
         });
@@ -69,24 +73,19 @@ pub(crate) async fn backup(
     let copied = tokio::task::spawn_blocking(move || -> Result<(u64, u64, sled::Tree), sled::Error> {
         let logged = codec::logged_key();
         let mut keys = 0;
-        let mut batch = sled::Batch::default();
         for entry in tree.iter() {
             let (key, value) = entry?;
             // Where the last group ends in *this* store's log means nothing to the copy's.
             if key.as_ref() == logged.as_slice() {
                 continue;
             }
-            batch.insert(key, value);
+            copy_tree.insert(key, value)?;
             keys += 1;
-            if keys % 1024 == 0 {
-                copy_tree.apply_batch(std::mem::take(&mut batch))?;
-            }
         }
-        copy_tree.apply_batch(batch)?;
         let during = group.take_copy();
         let commits = during.len() as u64;
-        for writes in during {
-            copy_tree.apply_batch(batch_of(writes))?;
+        for writes in &during {
+            apply_writes(&copy_tree, writes)?;
         }
         Ok((keys, commits, copy_tree))
     })

@@ -164,6 +164,18 @@ pub fn from_record<T: DeserializeOwned>(bytes: &[u8]) -> Result<(u64, T), Decode
     Ok((version, from_value(bytes.get(8..).ok_or(DecodeError::Short)?)?))
 }
 
+/// The first key past every key that starts with `prefix` (`None`: there is none).
+pub fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xFF {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
 /// The key of where the last group applied ends in the write-ahead log ([`crate::wal::Logged`]).
 pub fn logged_key() -> Vec<u8> {
     key(prefix::META, b"logged")

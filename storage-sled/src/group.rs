@@ -1,15 +1,19 @@
 //! Write-level group commit: concurrent commits are checked one after another by a single
 //! leader against an overlay of the group's earlier writes, appended together to the
-//! write-ahead log and made durable by one `fdatasync` (see `wal.rs`), then applied to sled
-//! as one atomic batch. A commit that fails its version check is answered `Conflict` and
-//! contributes nothing; the others are unaffected. When the log has grown past
+//! write-ahead log and made durable by one `fdatasync` (see `wal.rs`), put in the overlay of
+//! unapplied groups (`unapplied.rs`) and answered; sled gets the group afterwards, as one
+//! atomic batch, off the commit path. A commit that fails its version check is answered
+//! `Conflict` and contributes nothing; the others are unaffected. When the log has grown past
 //! [`CHECKPOINT_BYTES`], sled's files are synced for real and the log starts empty.
 //!
-//! No commit is answered before the sync that covers it has returned, and no write is
-//! visible in sled before it is durable in the log. The leader is one blocking task from
-//! its first group to its last: staging, the sync and sled's batch all block, and a caller
-//! that is cancelled cannot take the leader down with it.
+//! No commit is answered or visible before the sync that covers it has returned. The leader
+//! is one blocking task from its first group to its last (staging and the sync block), and a
+//! caller that is cancelled cannot take the leader down with it. When a group is answered and
+//! nobody is applying, the leader hands its role on (to a new task, if commits wait) and
+//! becomes the applier: sled's batch runs beside the next group's sync, and an idle store
+//! spawns one task per commit, as before.
 
+use crate::unapplied::{Unapplied, Wait};
 use crate::wal::{Wal, Writes};
 use protopay_engine::storage::{Result, StorageError};
 use std::collections::HashMap;
@@ -24,9 +28,11 @@ pub(crate) struct Overlay {
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
-/// A commit's view while it is checked: its own writes over the group's over the tree.
+/// A commit's view while it is checked: its own writes over the group's over the groups
+/// logged but not yet applied over the tree.
 pub(crate) struct Staging<'a> {
     tree: &'a sled::Tree,
+    unapplied: &'a Unapplied,
     group: &'a Overlay,
     own: Overlay,
 }
@@ -36,6 +42,9 @@ impl<'a> Staging<'a> {
     pub(crate) fn get(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, sled::Error> {
         if let Some(v) = self.own.writes.get(key).or_else(|| self.group.writes.get(key)) {
             return Ok(v.clone());
+        }
+        if let Some(v) = self.unapplied.get(key) {
+            return Ok(v);
         }
         Ok(self.tree.get(key)?.map(|v| v.to_vec()))
     }
@@ -80,6 +89,8 @@ pub(crate) struct GroupCommit {
     clones: Arc<()>,
     /// Groups made durable so far (each one flush).
     flushes: Arc<AtomicU64>,
+    /// Groups logged, not yet in sled: what every read looks through first.
+    unapplied: Arc<Unapplied>,
     /// While an online backup copies the tree (`backup.rs`): every group applied meanwhile,
     /// in order. Filled under the log's lock, like the groups themselves.
     copying: Arc<Mutex<Option<Vec<Writes>>>>,
@@ -103,20 +114,67 @@ impl GroupCommit {
             fail: Arc::new(fail),
             clones: Arc::default(),
             flushes: Arc::default(),
+            unapplied: Arc::default(),
             copying: Arc::default(),
         }
     }
 
-    /// Start keeping every group applied from now on (between two groups); `false` if a copy
-    /// is already being taken.
-    pub(crate) fn start_copy(&self) -> bool {
+    /// The groups logged but not yet applied to sled.
+    pub(crate) fn unapplied(&self) -> &Unapplied {
+        &self.unapplied
+    }
+
+    /// Wait until sled holds every group logged (applying them here if nobody is).
+    fn all_applied(&self) -> std::result::Result<(), sled::Error> {
+        self.wait(Unapplied::wait_all_applied)
+    }
+
+    fn wait(&self, until: fn(&Unapplied) -> std::result::Result<Wait, sled::Error>) -> std::result::Result<(), sled::Error> {
+        loop {
+            match until(&self.unapplied)? {
+                Wait::Done => return Ok(()),
+                Wait::ApplyYourself => self.apply(),
+            }
+        }
+    }
+
+    /// As the applier: apply the waiting groups to sled, oldest first, until none waits (or
+    /// sled fails, which stops applying for good).
+    fn apply(&self) {
+        while let Some(group) = self.unapplied.next() {
+            // The log's position first: sled writes in order, so if any of the group's writes
+            // survive a crash in sled's files, this does, and a damaged record of the group is
+            // then known for damage (`Recovered::check_against`), never taken for a torn one.
+            let applied = self
+                .tree
+                .insert(crate::codec::logged_key(), &group.logged.to_bytes()[..])
+                .and_then(|_| apply_writes(&self.tree, &group.writes));
+            match applied {
+                Ok(()) => self.unapplied.applied(&group),
+                Err(e) => {
+                    tracing::error!(
+                        path = %self.dir.display(),
+                        error = %e,
+                        "sled failed to apply a logged group; the store takes no more commits \
+                         until a restart replays the log"
+                    );
+                    return self.unapplied.failed(group, e);
+                }
+            }
+        }
+    }
+
+    /// Start keeping every group logged from now on (between two groups, once sled holds
+    /// every earlier one); `false` if a copy is already being taken.
+    pub(crate) fn start_copy(&self) -> std::result::Result<bool, sled::Error> {
         let _between_groups = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+        self.all_applied()?;
         let mut copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
         if copying.is_some() {
-            return false;
+            return Ok(false);
         }
         *copying = Some(Vec::new());
-        true
+        Ok(true)
     }
 
     /// Stop keeping groups (between two groups) and return those kept, oldest first.
@@ -141,12 +199,12 @@ impl GroupCommit {
         while Arc::strong_count(&self.clones) > 1 {
             tokio::task::yield_now().await;
         }
-        let GroupCommit { db, tree, dir, wal, .. } = self;
         tokio::task::spawn_blocking(move || {
-            let mut wal = wal.lock().unwrap_or_else(|p| p.into_inner());
-            let done = checkpoint(&db, &dir, &mut wal);
-            drop(tree);
-            drop(db);
+            let done = {
+                let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+                self.all_applied().and_then(|()| checkpoint(&self.db, &self.dir, &mut wal))
+            };
+            drop(self);
             done
         })
         .await
@@ -195,6 +253,7 @@ impl GroupCommit {
             for w in group {
                 let mut staging = Staging {
                     tree: &self.tree,
+                    unapplied: &self.unapplied,
                     group: &overlay,
                     own: Overlay::default(),
                 };
@@ -222,29 +281,41 @@ impl GroupCommit {
                     Some(e) => Err((self.fail)(e.clone())),
                 });
             }
+            if self.unapplied.start_applying() {
+                self.hand_on_leading();
+                return self.apply();
+            }
         }
     }
 
-    /// Make a group durable in the log, then visible in sled; checkpoint when the log is
-    /// long.
+    /// Step down as leader, for a new one if commits are waiting.
+    fn hand_on_leading(&self) {
+        let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+        q.leading = !q.waiting.is_empty();
+        if q.leading {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.lead());
+        }
+    }
+
+    /// Make a group durable in the log, then visible (in the overlay, for the applier to
+    /// bring to sled); checkpoint when the log is long.
     fn write(&self, writes: Writes) -> std::result::Result<(), sled::Error> {
         let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
-        wal.append(&writes)?;
-        self.flushes.fetch_add(1, Ordering::Relaxed);
-        let mut copying = self.copying.lock().unwrap_or_else(|p| p.into_inner());
-        let kept = copying.is_some().then(|| writes.clone());
-        let mut batch = batch_of(writes);
-        batch.insert(crate::codec::logged_key(), wal.logged().to_bytes().to_vec());
-        if let Err(e) = self.tree.apply_batch(batch) {
-            // Durable in the log, not in sled: only a restart's replay sets that right.
+        if let Some(e) = self.unapplied.failure() {
+            // A logged group is not in sled: only a restart's replay sets that right.
             wal.poison();
             return Err(e);
         }
-        if let (Some(copy), Some(writes)) = (copying.as_mut(), kept) {
-            copy.push(writes);
+        self.wait(Unapplied::wait_for_room)?;
+        wal.append(&writes)?;
+        self.flushes.fetch_add(1, Ordering::Relaxed);
+        if let Some(copy) = self.copying.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            copy.push(writes.clone());
         }
-        drop(copying);
+        self.unapplied.push(writes, wal.logged());
         if wal.bytes() > CHECKPOINT_BYTES {
+            self.all_applied()?;
             checkpoint(&self.db, &self.dir, &mut wal)?;
         }
         Ok(())
@@ -255,16 +326,22 @@ impl GroupCommit {
 /// costs about a second per 100 MiB; a checkpoint costs one sync of sled's files.
 pub(crate) const CHECKPOINT_BYTES: u64 = 16 << 20;
 
-/// One sled batch of a group's writes.
-pub(crate) fn batch_of(writes: Writes) -> sled::Batch {
-    let mut batch = sled::Batch::default();
+/// Write a group's final values into sled, key by key.
+///
+/// Not `apply_batch`: sled's batches take a lock that, once any batch in the process has taken
+/// it, every later read and write must take too (sled 0.34's `concurrency_control`), so reads
+/// would wait on the applier. Atomicity is not lost: readers see a group whole in the overlay
+/// until all of it is in sled (`unapplied.rs`), and after a crash the log replays every group
+/// since the last checkpoint whole (a group is final values: writing it again changes nothing
+/// it already wrote).
+pub(crate) fn apply_writes(tree: &sled::Tree, writes: &Writes) -> std::result::Result<(), sled::Error> {
     for (key, value) in writes {
         match value {
-            Some(v) => batch.insert(key, v),
-            None => batch.remove(key),
-        }
+            Some(v) => tree.insert(key.as_slice(), v.as_slice())?,
+            None => tree.remove(key.as_slice())?,
+        };
     }
-    batch
+    Ok(())
 }
 
 /// Make everything sled holds durable for real — its flush, then an `fsync` of each of its

@@ -81,7 +81,7 @@ impl SledStorage {
         } = recovered;
         let replayed = groups.len();
         for writes in groups {
-            tree.apply_batch(group::batch_of(writes)).map_err(classify)?;
+            group::apply_writes(&tree, &writes).map_err(classify)?;
         }
         if let Some(from) = upgrade_from {
             upgrade::upgrade(&tree, &from).map_err(|stop| match stop {

@@ -6,8 +6,10 @@
 //! no shorter than the acknowledged ones.
 //!
 //! sled is modelled as the log's rules see it: reads see every applied group, and after a
-//! cut what was synced at the last checkpoint survives with some prefix of the groups applied
-//! since (sled writes in order but does not sync). The store's open and commit steps below are
+//! cut what was synced at the last checkpoint survives with some prefix of the writes applied
+//! since, key by key (sled writes in order but does not sync). The store applies a group
+//! after answering its callers, on another thread; a cut before that is a cut that kept none
+//! of it. The store's open and commit steps below are
 //! the ones `lib.rs` and `group.rs` take, in the same order.
 //!
 //! `PROTOPAY_POWER_CUTS=N` runs sequences until at least N cuts were made (the default is a
@@ -76,10 +78,16 @@ impl Sled {
         Ok(())
     }
 
-    /// What a power cut leaves: the synced state and a prefix of what was applied since.
+    /// What a power cut leaves: the synced state and a prefix of what was applied since,
+    /// key by key (the store writes a group into sled one key at a time, so the last group
+    /// kept may be kept in part).
     fn cut(&mut self, rng: &mut Rng) {
         let kept = rng.below(self.since.len() as u64 + 1) as usize;
-        self.since.truncate(kept);
+        if let Some(partial) = self.since.get_mut(kept) {
+            let keys = rng.below(partial.len() as u64 + 1) as usize;
+            partial.truncate(keys);
+            self.since.truncate(kept + 1);
+        }
         self.synced = self.all();
         self.since.clear();
     }
@@ -119,11 +127,12 @@ fn open(disk: &SimDisk, sled: &mut Sled) -> Result<Wal, OpenError> {
     Ok(wal)
 }
 
-/// `GroupCommit::write`: log, apply, checkpoint when long. `Ok` is the acknowledgement.
+/// `GroupCommit::write`, then the applier: log (the acknowledgement: `Ok`), apply with the
+/// log's position first, checkpoint when long (once everything logged is applied).
 fn commit(wal: &mut Wal, sled: &mut Sled, disk: &SimDisk, writes: &Writes) -> io::Result<()> {
     wal.append(writes)?;
-    let mut applied = writes.clone();
-    applied.push((LOGGED.to_vec(), Some(wal.logged().to_bytes().to_vec())));
+    let mut applied = vec![(LOGGED.to_vec(), Some(wal.logged().to_bytes().to_vec()))];
+    applied.extend(writes.iter().cloned());
     sled.apply(applied);
     if wal.bytes() > CHECKPOINT_BYTES {
         checkpoint(sled, wal, disk)?;

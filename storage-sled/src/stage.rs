@@ -102,7 +102,7 @@ fn count(w: &mut group::Staging<'_>, errors: &Errors, listing: &str, more: bool)
 
 impl SledStorage {
     pub(crate) fn u64_at(&self, key: &[u8]) -> Result<Option<u64>> {
-        match self.tree()?.get(key).map_err(|e| self.fail(e))? {
+        match self.get(key)? {
             None => Ok(None),
             Some(b) => codec::u64_from(&b).map(Some).map_err(|e| self.corrupt("u64", key, e)),
         }
