@@ -18,7 +18,8 @@
 //! tokio-postgres service on the same database writing the same rows per request (three
 //! transactions per payout, one per callback; no payment system call), under the same load.
 //! Every scenario runs `PROTOPAY_BENCH_RUNS` times (default 3), alternating; the medians with
-//! their min–max are printed last.
+//! their min–max are printed last. `PROTOPAY_BENCH_ONLY=sled` (any part of a scenario's name:
+//! `floor`, `pg`, `x3`, `sled`) runs only those.
 //!
 //! `cargo bench -p protopay-cli --bench serve` (PostgreSQL: `PROTOPAY_PG_URL`, or a throwaway
 //! cluster from the machine's server binaries).
@@ -616,25 +617,20 @@ fn main() {
         .unwrap_or(3);
     rt.block_on(async {
         let mut all: BTreeMap<&str, Vec<Measured>> = BTreeMap::new();
+        let only = std::env::var("PROTOPAY_BENCH_ONLY").unwrap_or_default();
+        let wanted = |name: &str| name.contains(only.as_str());
         for run in 0..runs {
-            let floor = floor_run(&url, run).await;
-            let pg1 = scenario(&url, true, 1, run).await;
-            let pg3 = scenario(&url, true, 3, run).await;
-            let sled = scenario(&url, false, 1, run).await;
-            for (name, m) in [
-                ("1 floor", floor),
-                ("2 pg x1", pg1),
-                ("3 pg x3", pg3),
-                ("4 sled x1", sled),
-            ] {
-                println!("run {run} {name}: {m:?}");
-                all.entry(name).or_default().push(m);
+            if wanted("1 floor") {
+                let m = floor_run(&url, run).await;
+                all.entry("1 floor").or_default().push(m);
             }
-            println!(
-                "run {run}: commands 3 vs 1 instances on postgres {:.2}x, callbacks {:.2}x",
-                pg3.commands.per_sec / pg1.commands.per_sec,
-                pg3.callbacks.per_sec / pg1.callbacks.per_sec
-            );
+            for (name, postgres, instances) in [("2 pg x1", true, 1), ("3 pg x3", true, 3), ("4 sled x1", false, 1)] {
+                if wanted(name) {
+                    let m = scenario(&url, postgres, instances, run).await;
+                    println!("run {run} {name}: {m:?}");
+                    all.entry(name).or_default().push(m);
+                }
+            }
         }
         println!("\nmedians of {runs} runs (min–max):");
         for (name, ms) in &all {
@@ -668,6 +664,9 @@ fn main() {
                     f(|m| m.fixed_rate.unwrap_or_default().p99_ms)
                 );
             }
+        }
+        if !(all.contains_key("3 pg x3") && all.contains_key("2 pg x1")) {
+            return;
         }
         let ratio = |g: fn(&Measured) -> f64| {
             let r: Vec<f64> = all["3 pg x3"]

@@ -28,25 +28,53 @@ pub(crate) struct Overlay {
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
-/// A commit's view while it is checked: its own writes over the group's over the groups
-/// logged but not yet applied over the tree.
+/// What the leader last read or wrote of each key. The leader is the only writer, so what
+/// it saw of a key is what the store holds. Most commits read the same few keys again (the
+/// listings' counts, the last seq, an order's index entries), and each commit in a group is
+/// checked in turn on one thread, so a read from sled (microseconds) there is a read every
+/// commit in the group waits for.
+#[derive(Default)]
+pub(crate) struct Seen {
+    values: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Seen {
+    /// Keys kept at most; beyond, it starts again empty.
+    const MAX_KEYS: usize = 16_384;
+
+    fn remember(&mut self, key: &[u8], value: Option<Vec<u8>>) {
+        if self.values.len() >= Self::MAX_KEYS {
+            self.values.clear();
+        }
+        self.values.insert(key.to_vec(), value);
+    }
+}
+
+/// A commit's view while it is checked: its own writes over the group's over the store's
+/// (what the leader has seen, else the groups logged but not yet applied, else sled).
 pub(crate) struct Staging<'a> {
     tree: &'a sled::Tree,
     unapplied: &'a Unapplied,
+    seen: &'a mut Seen,
     group: &'a Overlay,
     own: Overlay,
 }
 
 impl<'a> Staging<'a> {
     /// Read `key` as the group would leave it.
-    pub(crate) fn get(&self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, sled::Error> {
+    pub(crate) fn get(&mut self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, sled::Error> {
         if let Some(v) = self.own.writes.get(key).or_else(|| self.group.writes.get(key)) {
             return Ok(v.clone());
         }
-        if let Some(v) = self.unapplied.get(key) {
-            return Ok(v);
+        if let Some(v) = self.seen.values.get(key) {
+            return Ok(v.clone());
         }
-        Ok(self.tree.get(key)?.map(|v| v.to_vec()))
+        let value = match self.unapplied.get(key) {
+            Some(v) => v,
+            None => self.tree.get(key)?.map(|v| v.to_vec()),
+        };
+        self.seen.remember(key, value.clone());
+        Ok(value)
     }
 
     /// Write `key`.
@@ -91,6 +119,8 @@ pub(crate) struct GroupCommit {
     flushes: Arc<AtomicU64>,
     /// Groups logged, not yet in sled: what every read looks through first.
     unapplied: Arc<Unapplied>,
+    /// What the leader has read and written.
+    seen: Arc<Mutex<Seen>>,
     /// While an online backup copies the tree (`backup.rs`): every group applied meanwhile,
     /// in order. Filled under the log's lock, like the groups themselves.
     copying: Arc<Mutex<Option<Vec<Writes>>>>,
@@ -115,6 +145,7 @@ impl GroupCommit {
             clones: Arc::default(),
             flushes: Arc::default(),
             unapplied: Arc::default(),
+            seen: Arc::default(),
             copying: Arc::default(),
         }
     }
@@ -129,7 +160,10 @@ impl GroupCommit {
         self.wait(Unapplied::wait_all_applied)
     }
 
-    fn wait(&self, until: fn(&Unapplied) -> std::result::Result<Wait, sled::Error>) -> std::result::Result<(), sled::Error> {
+    fn wait(
+        &self,
+        until: fn(&Unapplied) -> std::result::Result<Wait, sled::Error>,
+    ) -> std::result::Result<(), sled::Error> {
         loop {
             match until(&self.unapplied)? {
                 Wait::Done => return Ok(()),
@@ -202,7 +236,8 @@ impl GroupCommit {
         tokio::task::spawn_blocking(move || {
             let done = {
                 let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
-                self.all_applied().and_then(|()| checkpoint(&self.db, &self.dir, &mut wal))
+                self.all_applied()
+                    .and_then(|()| checkpoint(&self.db, &self.dir, &mut wal))
             };
             drop(self);
             done
@@ -225,10 +260,17 @@ impl GroupCommit {
             !std::mem::replace(&mut q.leading, true)
         };
         if lead {
-            // The leader runs as its own task: a caller cancelled mid-commit (a host task
-            // aborted) must not leave the group without a leader.
             let this = self.clone();
-            tokio::task::spawn_blocking(move || this.lead());
+            if tokio::runtime::Handle::current().runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread {
+                // The only worker must not block: the leader runs as its own task.
+                tokio::task::spawn_blocking(move || this.lead());
+            } else {
+                // The caller leads its own group, on its own thread: no hand-off to another
+                // thread and no wake-up on the commit path. `block_in_place` lets the runtime
+                // move this worker's other tasks elsewhere while the sync blocks, and a caller
+                // cancelled at its next await finds its group already committed.
+                this.lead_one();
+            }
         }
         answer.await.unwrap_or_else(|_| {
             Err((self.fail)(Arc::new(sled::Error::ReportableBug(
@@ -237,23 +279,47 @@ impl GroupCommit {
         })
     }
 
-    /// Take groups until none is waiting, then step down.
+    /// Lead one group on the caller's thread, then hand both roles on to tasks of their own:
+    /// leading if commits are waiting, applying if nobody applies.
+    fn lead_one(&self) {
+        self.lead_group();
+        if self.unapplied.start_applying() {
+            let this = self.clone();
+            tokio::task::spawn_blocking(move || this.apply());
+        }
+        self.hand_on_leading();
+    }
+
+    /// Lead groups until none is waiting, then step down; or, once a group is answered and
+    /// nobody applies, hand leading on and become the applier.
     fn lead(&self) {
-        loop {
-            let group = {
-                let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
-                if q.waiting.is_empty() {
-                    q.leading = false;
-                    return;
-                }
-                std::mem::take(&mut q.waiting)
-            };
-            let mut overlay = Overlay::default();
-            let mut accepted = Vec::with_capacity(group.len());
+        while self.lead_group() {
+            if self.unapplied.start_applying() {
+                self.hand_on_leading();
+                return self.apply();
+            }
+        }
+    }
+
+    /// Check, log and answer the commits waiting; `false` (leading given up) if none was.
+    fn lead_group(&self) -> bool {
+        let group = {
+            let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
+            if q.waiting.is_empty() {
+                q.leading = false;
+                return false;
+            }
+            std::mem::take(&mut q.waiting)
+        };
+        let mut overlay = Overlay::default();
+        let mut accepted = Vec::with_capacity(group.len());
+        {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
             for w in group {
                 let mut staging = Staging {
                     tree: &self.tree,
                     unapplied: &self.unapplied,
+                    seen: &mut seen,
                     group: &overlay,
                     own: Overlay::default(),
                 };
@@ -268,24 +334,21 @@ impl GroupCommit {
                     }
                 }
             }
-            // A group that writes nothing (every commit in it refused, or writing what is
-            // already there) has nothing to make durable: the log never holds an empty record.
-            let failure = if overlay.writes.is_empty() {
-                None
-            } else {
-                self.write(overlay.writes.into_iter().collect()).err().map(Arc::new)
-            };
-            for (reply, answer) in accepted {
-                let _ = reply.send(match &failure {
-                    None => Ok(answer),
-                    Some(e) => Err((self.fail)(e.clone())),
-                });
-            }
-            if self.unapplied.start_applying() {
-                self.hand_on_leading();
-                return self.apply();
-            }
         }
+        // A group that writes nothing (every commit in it refused, or writing what is
+        // already there) has nothing to make durable: the log never holds an empty record.
+        let failure = if overlay.writes.is_empty() {
+            None
+        } else {
+            self.write(overlay.writes.into_iter().collect()).err().map(Arc::new)
+        };
+        for (reply, answer) in accepted {
+            let _ = reply.send(match &failure {
+                None => Ok(answer),
+                Some(e) => Err((self.fail)(e.clone())),
+            });
+        }
+        true
     }
 
     /// Step down as leader, for a new one if commits are waiting.
@@ -308,7 +371,16 @@ impl GroupCommit {
             return Err(e);
         }
         self.wait(Unapplied::wait_for_room)?;
-        wal.append(&writes)?;
+        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        if let Err(e) = wal.append(&writes) {
+            // What the group would have written is not what the store holds.
+            seen.values.clear();
+            return Err(e.into());
+        }
+        for (key, value) in &writes {
+            seen.remember(key, value.clone());
+        }
+        drop(seen);
         self.flushes.fetch_add(1, Ordering::Relaxed);
         if let Some(copy) = self.copying.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
             copy.push(writes.clone());

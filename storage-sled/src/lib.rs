@@ -429,3 +429,6 @@ impl Storage for SledStorage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -30,7 +30,11 @@ impl SledStorage {
             Some(end) => handles.tree.range(start..end),
             None => handles.tree.range(start..),
         };
-        let under: Entries = if reverse { Box::new(under.rev()) } else { Box::new(under) };
+        let under: Entries = if reverse {
+            Box::new(under.rev())
+        } else {
+            Box::new(under)
+        };
         Ok(Box::new(unapplied::merged(over, under, reverse)))
     }
 

@@ -30,7 +30,7 @@ impl Errors {
     }
 
     /// A u64 value as a commit group would leave it (0 when absent).
-    pub(crate) fn read_u64(&self, w: &group::Staging<'_>, key: &[u8]) -> Result<u64> {
+    pub(crate) fn read_u64(&self, w: &mut group::Staging<'_>, key: &[u8]) -> Result<u64> {
         match w.get(key).map_err(|e| self.fail(e))? {
             None => Ok(0),
             Some(b) => codec::u64_from(&b).map_err(|e| self.corrupt(key, e)),

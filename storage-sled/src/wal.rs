@@ -320,7 +320,10 @@ impl Wal {
         // A damaged-but-checksummed header could say anything; never overflow on it.
         let epoch = self.epoch.wrapping_add(1).max(1);
         let mut fresh = header(epoch);
-        fresh.resize(usize::try_from(self.grow_bytes).unwrap_or(HEADER_LEN).max(HEADER_LEN), 0);
+        fresh.resize(
+            usize::try_from(self.grow_bytes).unwrap_or(HEADER_LEN).max(HEADER_LEN),
+            0,
+        );
         if let Err(e) = self.file.replace(&fresh) {
             self.broken = true;
             return Err(e);

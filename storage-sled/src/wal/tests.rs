@@ -198,11 +198,18 @@ fn the_log_grows_ahead_of_its_records_in_steps_of_zeros() {
     for i in 0..8 {
         wal.append(&group(i)).unwrap();
         let size = std::fs::metadata(log(&dir)).unwrap().len();
-        assert!(size >= wal.bytes() && size % step == 0, "size {size} after {} bytes", wal.bytes());
+        assert!(
+            size >= wal.bytes() && size % step == 0,
+            "size {size} after {} bytes",
+            wal.bytes()
+        );
         sizes.push(size);
     }
     sizes.dedup();
-    assert!(sizes.len() > 1 && sizes.len() < 8, "grew in steps, not at every record: {sizes:?}");
+    assert!(
+        sizes.len() > 1 && sizes.len() < 8,
+        "grew in steps, not at every record: {sizes:?}"
+    );
     drop(wal);
     let back = Wal::recover_growing_by(file(), step).unwrap();
     assert_eq!(back.groups, (0..8).map(group).collect::<Vec<_>>());
