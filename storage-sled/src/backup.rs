@@ -105,12 +105,7 @@ pub(crate) async fn backup(
             });
         }
     };
-    let last_seq = copy_tree
-        .get(codec::key(codec::prefix::META, crate::LAST_SEQ))
-        .ok()
-        .flatten()
-        .and_then(|v| codec::u64_from(&v).ok())
-        .unwrap_or(0);
+    let last_seq = crate::upgrade::last_event_seq(&copy_tree).unwrap_or(0);
     drop(copy_tree);
     // Sync sled's files for real, and leave a fresh log: the copy is durable and whole.
     protopay_engine::storage::Storage::close(&copy)

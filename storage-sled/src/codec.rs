@@ -1,20 +1,20 @@
-//! The on-disk format, version 6: one sled tree, `protopay`, keys prefixed by record kind,
+//! The on-disk format, version 7: one sled tree, `protopay`, keys prefixed by record kind,
 //! and beside it the write-ahead log `protopay.wal`, which makes commits durable; sled is
-//! synced at checkpoints. Version 5 is the same without the audit index (`t/`) and the
-//! exchanges (`v/`, `w/`); version 4
-//! also with the log of before (no header, the length outside the checksum); version 3 also without the listing counts (`n/`); version 2
-//! also without the read-model indexes (`l/`, `s/`, `h/`); version 1 also without the log.
-//! This version opens all five, replays their logs, builds what they lack from the records,
-//! events and indexes (`upgrade.rs`), and writes the version-6 marker (an older build then
-//! refuses the store rather than misread its log, miss commits that are only in the log, or
-//! leave the indexes and counts behind its own writes).
-//! One tree, so that a commit is one atomic `apply_batch` (sled's multi-tree transactions cost
-//! several times more; see the benchmark notes in the README).
+//! synced at checkpoints. Version 6 is the same with a `m/last_seq` key (now the last `e/`
+//! key says it); version 5 also without the audit index (`t/`) and the exchanges (`v/`,
+//! `w/`); version 4 also with the log of before (no header, the length outside the
+//! checksum); version 3 also without the listing counts (`n/`); version 2 also without the
+//! read-model indexes (`l/`, `s/`, `h/`); version 1 also without the log. This version opens
+//! all six, replays their logs, builds what they lack from the records, events and indexes
+//! and drops what it no longer keeps (`upgrade.rs`), and writes the version-7 marker (an
+//! older build then refuses the store rather than misread its log, miss commits that are
+//! only in the log, or leave the indexes and counts behind its own writes).
+//! One tree, so that one group's writes are one ordered run of sled writes, and the log's
+//! position (`m/logged`) can go first.
 //!
 //! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `m/` | `format` | `protopay-sled/6` |
-//! | `m/` | `last_seq` | u64 big-endian |
+//! | `m/` | `format` | `protopay-sled/7` |
 //! | `m/` | `logged` | where the last group applied ends in the log: epoch, then byte offset, u64 BE each |
 //! | `p/` | `transNo` (UTF-8) | record |
 //! | `o/` | `outReqNo` (UTF-8) | record |
@@ -52,11 +52,13 @@
 //! | +8 | 8 | the file's epoch |
 //! | +16 | 4 | crc32 of bytes +0 to +15 and the payload: the length is checked with the data |
 //! | +20 | length | payload: entries `[1][key length u32][key][value length u32][value]` (write) or `[0][key length u32][key]` (remove) — one group's final value of every key it wrote |
+//! | after the records | to the end | zeros: free space, written ahead of the records 1 MiB at a time so that a commit's sync never changes the file's size |
 //!
 //! Reading it back: records are read from byte 28 while each is whole, of the file's epoch
 //! and intact. At the first that is not: if an intact record of the epoch starts anywhere
 //! after it, that is damage to synced data, and the store refuses to open (`WalError::Damaged`
-//! with the offset; nothing is cut). If none does, it is the torn last write and is dropped.
+//! with the offset; nothing is cut). If none does, it is free space when it and all after it
+//! are zeros, and otherwise the torn last write, which is dropped.
 //! A header that is not the above is damage (the header is only ever written whole). A file
 //! without the header is the log of format 2 to 4 (`[length][crc32 of payload][payload]`),
 //! read by the same rule and then replaced.
@@ -65,22 +67,26 @@
 //!
 //! A commit group (`group.rs`):
 //!
-//! 1. Each commit is checked against sled and the group's earlier writes (memory only). A
-//!    crash: nothing was written, nothing acknowledged.
-//! 2. The group's record is appended (`write`). A crash: the record may be absent, whole, or
-//!    torn — any subset of its sectors or pages kept, the file's new size kept or not (zeros
-//!    where data was lost). Not acknowledged. On open, nothing intact follows it, so it is
-//!    dropped: a tear never keeps the store from opening.
+//! 1. Each commit is checked against the store and the group's earlier writes (memory
+//!    only). A crash: nothing was written, nothing acknowledged.
+//! 2. The group's record is written at the end of the records, into the zeros written ahead
+//!    (`write`). A crash: the record may be absent, whole, or torn — any subset of its
+//!    sectors or pages kept (zeros where data was lost), and when the log grew with it, the
+//!    file's new size kept or not. Not acknowledged. On open, nothing intact follows it, so
+//!    it is dropped: a tear never keeps the store from opening.
 //! 3. `fdatasync` returns. The group is durable; no commit in it has been answered yet. A
 //!    crash: the record is replayed on open — the group took effect, its callers never heard
 //!    (the engine's contract for a commit whose answer is lost). If the sync *fails*, the log
 //!    takes no more groups until a restart reads back what is really on disk.
-//! 4. The group's writes and `m/logged` (this record's end) are applied to sled as one batch.
-//!    A crash: sled's files may or may not hold it; the log does, and replays it — a record
-//!    is final values, so applying it twice is applying it once.
-//! 5. The callers are answered. From here the group is acknowledged, and is in the log until a
-//!    checkpoint has made sled's files hold it.
-//!
+//! 4. The group goes into the overlay of unapplied groups (memory), which every read looks
+//!    through, and the callers are answered. From here the group is acknowledged, and is in
+//!    the log until a checkpoint has made sled's files hold it.
+//! 5. The applier writes `m/logged` (this record's end), then the group's writes, key by key,
+//!    into sled; then the group leaves the overlay. A crash: sled's files hold some prefix of
+//!    those writes, or none; the log holds the group, and replays it — a record is final
+//!    values, so applying it twice is applying it once. `m/logged` goes first so that sled
+//!    never holds a write of a group without it.
+
 //! A checkpoint (when the log passes 16 MiB, on close, and on open after a replay):
 //!
 //! 1. sled flushes, and every one of its files and directories is `fsync`ed. A crash before
@@ -97,9 +103,10 @@
 //! applied to sled; a checkpoint follows. A crash during any of it leaves the same log, and
 //! the next open does it again.
 //!
-//! What the format cannot tell: damage to the very last record of a log, in a group sled had
-//! not yet written to its files when the power went, looks exactly like a torn last write and
-//! is dropped as one. It needs a bit flip in synced data, in that record, before a crash.
+//! What the format cannot tell: damage to the very last record of a log, in a group of which
+//! sled had written nothing to its files when the power went, looks exactly like a torn last
+//! write and is dropped as one. It needs a bit flip in synced data, in that record, before a
+//! crash.
 //!
 //! The proof is `power_cuts.rs`: generated commit sequences on a simulated disk
 //! (`sim_disk.rs`), the power cut at every write and sync and again during the recovery.
@@ -110,15 +117,16 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format written by this version.
-pub const FORMAT: &[u8] = b"protopay-sled/6";
+pub const FORMAT: &[u8] = b"protopay-sled/7";
 
 /// The formats this version upgrades on open, oldest first.
-pub const OLDER_FORMATS: [&[u8]; 5] = [
+pub const OLDER_FORMATS: [&[u8]; 6] = [
     b"protopay-sled/1",
     b"protopay-sled/2",
     b"protopay-sled/3",
     b"protopay-sled/4",
     b"protopay-sled/5",
+    b"protopay-sled/6",
 ];
 
 /// Why bytes on disk could not be decoded.

@@ -22,10 +22,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Pending writes of a group: the final value of each key (`None` = removed).
+/// Pending writes of a group: the final value of each key (`None` = removed), and the seq of
+/// its last event if it appends any.
 #[derive(Default)]
 pub(crate) struct Overlay {
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    last_seq: Option<u64>,
 }
 
 /// What the leader last read or wrote of each key. The leader is the only writer, so what
@@ -56,6 +58,8 @@ pub(crate) struct Staging<'a> {
     tree: &'a sled::Tree,
     unapplied: &'a Unapplied,
     seen: &'a mut Seen,
+    /// The seq of the last event logged before this group.
+    logged_last_seq: u64,
     group: &'a Overlay,
     own: Overlay,
 }
@@ -75,6 +79,18 @@ impl<'a> Staging<'a> {
         };
         self.seen.remember(key, value.clone());
         Ok(value)
+    }
+
+    /// The seq of the last event, as the group would leave it.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.own.last_seq.or(self.group.last_seq).unwrap_or(self.logged_last_seq)
+    }
+
+    /// Append events up to `seq` (the store's seqs are consecutive: the caller wrote the
+    /// events from [`Staging::last_seq`] + 1 up to it).
+    pub(crate) fn set_last_seq(&mut self, seq: u64) {
+        debug_assert!(seq >= self.last_seq(), "the event log only grows");
+        self.own.last_seq = Some(seq);
     }
 
     /// Write `key`.
@@ -121,6 +137,9 @@ pub(crate) struct GroupCommit {
     unapplied: Arc<Unapplied>,
     /// What the leader has read and written.
     seen: Arc<Mutex<Seen>>,
+    /// The seq of the last event logged: the store's last seq (the last `e/` key), kept here
+    /// rather than written with every commit.
+    last_seq: Arc<AtomicU64>,
     /// While an online backup copies the tree (`backup.rs`): every group applied meanwhile,
     /// in order. Filled under the log's lock, like the groups themselves.
     copying: Arc<Mutex<Option<Vec<Writes>>>>,
@@ -133,6 +152,7 @@ impl GroupCommit {
         tree: sled::Tree,
         dir: PathBuf,
         wal: Wal,
+        last_seq: u64,
         fail: impl Fn(Arc<sled::Error>) -> StorageError + Send + Sync + 'static,
     ) -> Self {
         GroupCommit {
@@ -146,8 +166,14 @@ impl GroupCommit {
             flushes: Arc::default(),
             unapplied: Arc::default(),
             seen: Arc::default(),
+            last_seq: Arc::new(AtomicU64::new(last_seq)),
             copying: Arc::default(),
         }
+    }
+
+    /// The seq of the last event committed: every event up to it can be read.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.last_seq.load(Ordering::Acquire)
     }
 
     /// The groups logged but not yet applied to sled.
@@ -266,9 +292,12 @@ impl GroupCommit {
                 tokio::task::spawn_blocking(move || this.lead());
             } else {
                 // The caller leads its own group, on its own thread: no hand-off to another
-                // thread and no wake-up on the commit path. `block_in_place` lets the runtime
-                // move this worker's other tasks elsewhere while the sync blocks, and a caller
-                // cancelled at its next await finds its group already committed.
+                // thread and no wake-up on the commit path, only the sync. This blocks the
+                // worker for about one `fdatasync`, what a durable commit costs its caller
+                // anyway; `lead_one` hands off whatever could wait longer. (`block_in_place`
+                // was measured: its hand-over of the worker cost more than the sync saved —
+                // README, "sled commit path".) A caller cancelled at its next await finds its
+                // group already committed.
                 this.lead_one();
             }
         }
@@ -280,9 +309,22 @@ impl GroupCommit {
     }
 
     /// Lead one group on the caller's thread, then hand both roles on to tasks of their own:
-    /// leading if commits are waiting, applying if nobody applies.
+    /// leading if commits are waiting, applying if nobody applies. Only when nothing but the
+    /// log's sync can make this thread wait: no checkpoint due (nor one, or a backup's start,
+    /// holding the log), and room for the group among the unapplied. Otherwise the group
+    /// goes to a leader of its own, which may wait.
     fn lead_one(&self) {
-        self.lead_group();
+        let wal = match self.wal.try_lock() {
+            Ok(wal) if wal.bytes() <= CHECKPOINT_BYTES && self.unapplied.has_room() => wal,
+            _ => {
+                let this = self.clone();
+                tokio::task::spawn_blocking(move || this.lead());
+                return;
+            }
+        };
+        let mut wal = wal;
+        self.lead_group(&mut wal);
+        drop(wal);
         if self.unapplied.start_applying() {
             let this = self.clone();
             tokio::task::spawn_blocking(move || this.apply());
@@ -291,9 +333,23 @@ impl GroupCommit {
     }
 
     /// Lead groups until none is waiting, then step down; or, once a group is answered and
-    /// nobody applies, hand leading on and become the applier.
+    /// nobody applies, hand leading on and become the applier. Checkpoint when the log is
+    /// long, after answering the group that made it so.
     fn lead(&self) {
-        while self.lead_group() {
+        loop {
+            {
+                let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+                if !self.lead_group(&mut wal) {
+                    return;
+                }
+                if wal.bytes() > CHECKPOINT_BYTES {
+                    let done = self.all_applied().and_then(|()| checkpoint(&self.db, &self.dir, &mut wal));
+                    if let Err(e) = done {
+                        // The log keeps every group meanwhile; the next leader tries again.
+                        tracing::error!(path = %self.dir.display(), error = %e, "checkpoint failed");
+                    }
+                }
+            }
             if self.unapplied.start_applying() {
                 self.hand_on_leading();
                 return self.apply();
@@ -302,7 +358,7 @@ impl GroupCommit {
     }
 
     /// Check, log and answer the commits waiting; `false` (leading given up) if none was.
-    fn lead_group(&self) -> bool {
+    fn lead_group(&self, wal: &mut Wal) -> bool {
         let group = {
             let mut q = self.queue.lock().unwrap_or_else(|p| p.into_inner());
             if q.waiting.is_empty() {
@@ -315,11 +371,13 @@ impl GroupCommit {
         let mut accepted = Vec::with_capacity(group.len());
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            let logged_last_seq = self.last_seq();
             for w in group {
                 let mut staging = Staging {
                     tree: &self.tree,
                     unapplied: &self.unapplied,
                     seen: &mut seen,
+                    logged_last_seq,
                     group: &overlay,
                     own: Overlay::default(),
                 };
@@ -327,6 +385,7 @@ impl GroupCommit {
                     Ok(answer) => {
                         let own = staging.own;
                         overlay.writes.extend(own.writes);
+                        overlay.last_seq = own.last_seq.or(overlay.last_seq);
                         accepted.push((w.reply, answer));
                     }
                     Err(e) => {
@@ -340,7 +399,12 @@ impl GroupCommit {
         let failure = if overlay.writes.is_empty() {
             None
         } else {
-            self.write(overlay.writes.into_iter().collect()).err().map(Arc::new)
+            let written = self.write(wal, overlay.writes.into_iter().collect());
+            if let (Ok(()), Some(seq)) = (&written, overlay.last_seq) {
+                // After the group is readable, before anyone hears of it.
+                self.last_seq.store(seq, Ordering::Release);
+            }
+            written.err().map(Arc::new)
         };
         for (reply, answer) in accepted {
             let _ = reply.send(match &failure {
@@ -362,9 +426,8 @@ impl GroupCommit {
     }
 
     /// Make a group durable in the log, then visible (in the overlay, for the applier to
-    /// bring to sled); checkpoint when the log is long.
-    fn write(&self, writes: Writes) -> std::result::Result<(), sled::Error> {
-        let mut wal = self.wal.lock().unwrap_or_else(|p| p.into_inner());
+    /// bring to sled).
+    fn write(&self, wal: &mut Wal, writes: Writes) -> std::result::Result<(), sled::Error> {
         if let Some(e) = self.unapplied.failure() {
             // A logged group is not in sled: only a restart's replay sets that right.
             wal.poison();
@@ -386,10 +449,6 @@ impl GroupCommit {
             copy.push(writes.clone());
         }
         self.unapplied.push(writes, wal.logged());
-        if wal.bytes() > CHECKPOINT_BYTES {
-            self.all_applied()?;
-            checkpoint(&self.db, &self.dir, &mut wal)?;
-        }
         Ok(())
     }
 }

@@ -98,7 +98,6 @@ impl std::fmt::Debug for SledStorage {
     }
 }
 
-const LAST_SEQ: &[u8] = b"last_seq";
 const FORMAT_KEY: &[u8] = b"format";
 
 impl SledStorage {
@@ -352,7 +351,7 @@ impl Storage for SledStorage {
     }
 
     async fn last_seq(&self) -> Result<u64> {
-        Ok(self.u64_at(&codec::key(codec::prefix::META, LAST_SEQ))?.unwrap_or(0))
+        Ok(self.handles()?.group.last_seq())
     }
 
     /// Seqs here are consecutive: the count is a difference.
@@ -373,7 +372,7 @@ impl Storage for SledStorage {
         let key = codec::key(codec::prefix::CURSOR, consumer.as_bytes());
         let errors = self.errors();
         let stage: group::Stage = Box::new(move |w: &mut group::Staging<'_>| {
-            let last = errors.read_u64(w, &codec::key(codec::prefix::META, LAST_SEQ))?;
+            let last = w.last_seq();
             let current = errors.read_u64(w, &key)?;
             let next = current.max(seq.min(last));
             if next != current {

@@ -84,13 +84,7 @@ impl SledStorage {
             group::apply_writes(&tree, &writes).map_err(classify)?;
         }
         if let Some(from) = upgrade_from {
-            upgrade::upgrade(&tree, &from).map_err(|stop| match stop {
-                upgrade::Stop::Sled(e) => classify(e),
-                upgrade::Stop::Undecodable { key, reason } => SledError::Corrupt {
-                    path: path.clone(),
-                    reason: format!("{}: {reason}", String::from_utf8_lossy(&key)),
-                },
-            })?;
+            upgrade::upgrade(&tree, &from).map_err(|stop| stopped(stop, &path))?;
         }
         if new_marker {
             tree.insert(&format_key, codec::FORMAT).map_err(classify)?;
@@ -106,8 +100,9 @@ impl SledStorage {
                 "recovered from the write-ahead log"
             );
         }
+        let last_seq = upgrade::last_event_seq(&tree).map_err(|stop| stopped(stop, &path))?;
         let handles = Handles {
-            group: group::GroupCommit::new(db.clone(), tree.clone(), path.clone(), log, {
+            group: group::GroupCommit::new(db.clone(), tree.clone(), path.clone(), log, last_seq, {
                 let path = path.clone();
                 move |source| {
                     StorageError::Failed(Arc::new(SledError::Flush {
@@ -125,5 +120,19 @@ impl SledStorage {
             leases: Arc::default(),
         };
         Ok(store)
+    }
+}
+
+/// Why reading the tree at open stopped, as the caller's error.
+fn stopped(stop: upgrade::Stop, path: &Path) -> SledError {
+    match stop {
+        upgrade::Stop::Sled(source) => SledError::Sled {
+            path: path.to_path_buf(),
+            source,
+        },
+        upgrade::Stop::Undecodable { key, reason } => SledError::Corrupt {
+            path: path.to_path_buf(),
+            reason: format!("{}: {reason}", String::from_utf8_lossy(&key)),
+        },
     }
 }

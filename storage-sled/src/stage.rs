@@ -2,7 +2,7 @@
 //! versions and stages its writes inside it (see `group.rs`), plus the error mapping both
 //! halves share.
 
-use crate::{LAST_SEQ, SledError, SledStorage, codec, group};
+use crate::{SledError, SledStorage, codec, group};
 use codec::DecodeError;
 use protopay_engine::storage::{Batch, MAX_EXCHANGES_PER_ORDER};
 use protopay_engine::storage::{Result, StorageError};
@@ -56,17 +56,21 @@ fn versioned<T: serde::Serialize>(expected: Option<u64>, value: &T) -> Result<Ve
     Ok(bytes)
 }
 
-/// An order's index entries: by protocol (fixed for its life) and by listing (moved when its
-/// listings change, with the listings' counts; unchanged listings write nothing).
+/// An order's index entries: by protocol (fixed for its life: written when the order is) and
+/// by listing (moved when its listings change, with the listings' counts; unchanged listings
+/// write nothing).
 struct Indexes {
     out_req_no: String,
-    by_protocol: Vec<u8>,
+    /// For a new order only.
+    by_protocol: Option<Vec<u8>>,
     listed: Vec<u8>,
 }
 
 impl Indexes {
     fn stage(self, w: &mut group::Staging<'_>, errors: &Errors) -> Result<()> {
-        w.insert(self.by_protocol, Vec::new());
+        if let Some(by_protocol) = self.by_protocol {
+            w.insert(by_protocol, Vec::new());
+        }
         let listed_key = codec::key(codec::prefix::LISTED, self.out_req_no.as_bytes());
         let old = w.get(&listed_key).map_err(|e| errors.fail(e))?.unwrap_or_default();
         if old == self.listed {
@@ -127,7 +131,7 @@ impl SledStorage {
                 versioned(o.expected, &o.value)?,
                 Some(Indexes {
                     out_req_no: out_req_no.to_owned(),
-                    by_protocol,
+                    by_protocol: o.expected.is_none().then_some(by_protocol),
                     listed: codec::listed(&o.value),
                 }),
             ));
@@ -182,8 +186,7 @@ impl SledStorage {
                     indexes.stage(w, &errors)?;
                 }
             }
-            let last_key = codec::key(codec::prefix::META, LAST_SEQ);
-            let mut last = errors.read_u64(w, &last_key)?;
+            let mut last = w.last_seq();
             if !events.is_empty() {
                 for (bytes, order, audit) in events {
                     last += 1;
@@ -195,7 +198,7 @@ impl SledStorage {
                         w.insert(codec::audit_key(last), Vec::new());
                     }
                 }
-                w.insert(last_key, codec::u64_key(last).to_vec());
+                w.set_last_seq(last);
             }
             for (order, bytes) in exchanges {
                 let count_key = codec::key(codec::prefix::EXCHANGES, order.as_bytes());

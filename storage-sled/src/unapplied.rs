@@ -161,6 +161,12 @@ impl Unapplied {
         self.changed.notify_all();
     }
 
+    /// Whether a group can be added now without waiting for the applier.
+    pub(crate) fn has_room(&self) -> bool {
+        let state = self.state();
+        state.waiting.len() < MAX_UNAPPLIED && state.failed.is_none()
+    }
+
     /// Why nothing more can be applied, if sled failed.
     pub(crate) fn failure(&self) -> Option<sled::Error> {
         self.state().failed.clone()

@@ -3,10 +3,11 @@
 //! from the records and events; formats 1 to 3 lack the listing counts of format 4, which are
 //! counted from the listing index. Format 5 changed only the write-ahead log's format, which
 //! the log reads by itself (`wal.rs`): its tree is format 4's. Formats 1 to 5 lack the audit
-//! index of format 6, built from the events. Each happens once, before the
-//! new marker is written. A
-//! crash half way leaves the old marker, and the next open does it again: every entry written
-//! is a function of records that do not change meanwhile, so doing it twice is doing it once.
+//! index of format 6, built from the events. Formats 1 to 6 keep a `m/last_seq` key, which
+//! format 7 drops (the last event's key says it). Each happens once, before the new marker is
+//! written. A crash half way leaves the old marker, and the next open does it again: every
+//! entry written is a function of records that do not change meanwhile, so doing it twice is
+//! doing it once.
 
 use crate::codec;
 use protopay_engine::domain::{Listing, Order};
@@ -30,10 +31,25 @@ pub(crate) fn upgrade(tree: &sled::Tree, from: &[u8]) -> Result<(), Stop> {
     if matches!(from, b"protopay-sled/1" | b"protopay-sled/2") {
         build_indexes(tree)?;
     }
-    if !matches!(from, b"protopay-sled/4" | b"protopay-sled/5") {
+    if !matches!(from, b"protopay-sled/4" | b"protopay-sled/5" | b"protopay-sled/6") {
         count_listings(tree)?;
     }
-    index_audit(tree)
+    if from != b"protopay-sled/6" {
+        index_audit(tree)?;
+    }
+    // Format 7 reads the last seq from the last event's key.
+    tree.remove(codec::key(codec::prefix::META, b"last_seq"))?;
+    Ok(())
+}
+
+/// The seq of the newest event in `tree`, 0 if none: the store's last seq (seqs here are
+/// consecutive from 1, and an event is never removed).
+pub(crate) fn last_event_seq(tree: &sled::Tree) -> Result<u64, Stop> {
+    let Some(entry) = tree.scan_prefix(codec::prefix::EVENT).next_back() else {
+        return Ok(0);
+    };
+    let (key, _) = entry?;
+    codec::u64_from(key.get(codec::prefix::EVENT.len()..).unwrap_or_default()).map_err(|e| undecodable(&key, e))
 }
 
 /// Build the format-6 audit index from the events.

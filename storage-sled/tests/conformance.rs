@@ -219,11 +219,11 @@ async fn a_commit_only_in_the_log_is_there_after_reopen() {
 }
 
 /// A store of format 1 (no log), 2 (no read-model indexes), 3 (no listing counts), 4 (the
-/// log of before format 5) or 5 (no audit index) opens, keeps its records, replays what its
-/// log holds, gets what it lacks built from its orders, events and indexes, and is marked
-/// format 6, so that an
-/// older build refuses it rather than misread the log, miss commits only in the log, or leave
-/// the indexes and counts stale.
+/// log of before format 5), 5 (no audit index) or 6 (a `m/last_seq` key) opens, keeps its
+/// records, replays what its log holds, gets what it lacks built from its orders, events and
+/// indexes, drops the key it no longer keeps, and is marked format 7, so that an older build
+/// refuses it rather than misread the log, miss commits only in the log, or leave the indexes,
+/// counts and last seq stale.
 #[tokio::test]
 async fn older_formats_are_upgraded_in_place() {
     use protopay_engine::domain::{Listing, Status};
@@ -238,6 +238,7 @@ async fn older_formats_are_upgraded_in_place() {
         "protopay-sled/3",
         "protopay-sled/4",
         "protopay-sled/5",
+        "protopay-sled/6",
     ] {
         let dir = tempfile::tempdir().unwrap();
         {
@@ -288,15 +289,19 @@ async fn older_formats_are_upgraded_in_place() {
                 codec::value(&reconciled).unwrap(),
             )
             .unwrap();
+            if format >= "protopay-sled/6" {
+                tree.insert(codec::audit_key(6), Vec::new()).unwrap();
+            }
             db.flush().unwrap();
         }
         wait_for_sled_lock(dir.path());
-        if !matches!(format, "protopay-sled/1" | "protopay-sled/5") {
+        let old_log = !matches!(format, "protopay-sled/1" | "protopay-sled/5" | "protopay-sled/6");
+        if old_log {
             std::fs::write(dir.path().join(protopay_storage_sled::wal::FILE), LOG_BEFORE_FORMAT_5).unwrap();
         }
         let store = SledStorage::open(dir.path()).unwrap();
         assert_eq!(store.last_seq().await.unwrap(), 7);
-        if !matches!(format, "protopay-sled/1" | "protopay-sled/5") {
+        if old_log {
             assert_eq!(
                 store.cursor("legacy-consumer").await.unwrap(),
                 5,
@@ -322,8 +327,9 @@ async fn older_formats_are_upgraded_in_place() {
         );
         store.close().await.unwrap();
         let db = sled::open(dir.path()).unwrap();
-        let marker = db.open_tree("protopay").unwrap().get("m/format").unwrap().unwrap();
-        assert_eq!(marker.as_ref(), b"protopay-sled/6");
+        let tree = db.open_tree("protopay").unwrap();
+        assert_eq!(tree.get("m/format").unwrap().unwrap().as_ref(), b"protopay-sled/7");
+        assert_eq!(tree.get("m/last_seq").unwrap(), None, "{format}: the last event says it");
     }
 }
 
