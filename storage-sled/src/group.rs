@@ -1,17 +1,20 @@
 //! Write-level group commit: concurrent commits are checked one after another by a single
-//! leader against an overlay of the group's earlier writes, appended together to the
+//! leader against an overlay of the group's earlier writes, written together to the
 //! write-ahead log and made durable by one `fdatasync` (see `wal.rs`), put in the overlay of
-//! unapplied groups (`unapplied.rs`) and answered; sled gets the group afterwards, as one
-//! atomic batch, off the commit path. A commit that fails its version check is answered
-//! `Conflict` and contributes nothing; the others are unaffected. When the log has grown past
+//! unapplied groups (`unapplied.rs`) and answered; sled gets the group afterwards, key by
+//! key, off the commit path. A commit that fails its version check is answered `Conflict`
+//! and contributes nothing; the others are unaffected. When the log has grown past
 //! [`CHECKPOINT_BYTES`], sled's files are synced for real and the log starts empty.
 //!
-//! No commit is answered or visible before the sync that covers it has returned. The leader
-//! is one blocking task from its first group to its last (staging and the sync block), and a
-//! caller that is cancelled cannot take the leader down with it. When a group is answered and
-//! nobody is applying, the leader hands its role on (to a new task, if commits wait) and
-//! becomes the applier: sled's batch runs beside the next group's sync, and an idle store
-//! spawns one task per commit, as before.
+//! No commit is answered or visible before the sync that covers it has returned. Who leads:
+//! - a commit that finds no leader leads its own group on its own thread (on a multi-thread
+//!   runtime), then hands on: no hand-off or wake-up sits between a lone commit and its
+//!   sync. It does so only when nothing but the sync can make it wait (`lead_one`);
+//! - otherwise, and for every later group while commits keep coming, a leader is a blocking
+//!   task of its own, which a caller that is cancelled cannot take down with it.
+//!
+//! Once a group is answered and nobody applies, the leader hands leading on (to a new task,
+//! if commits wait) and becomes the applier: sled's writes run beside the next group's sync.
 
 use crate::unapplied::{Unapplied, Wait};
 use crate::wal::{Wal, Writes};
@@ -125,7 +128,8 @@ pub(crate) struct GroupCommit {
     tree: sled::Tree,
     /// The store's directory (sled's files and the log).
     dir: PathBuf,
-    /// Only the leader writes it; the lock is never contended.
+    /// Held by the leader while it checks, logs and answers a group, and by whatever must
+    /// happen between two groups: a checkpoint, a backup's start and end, close.
     wal: Arc<Mutex<Wal>>,
     queue: Arc<Mutex<Queue>>,
     fail: Arc<dyn Fn(Arc<sled::Error>) -> StorageError + Send + Sync>,
@@ -140,8 +144,8 @@ pub(crate) struct GroupCommit {
     /// The seq of the last event logged: the store's last seq (the last `e/` key), kept here
     /// rather than written with every commit.
     last_seq: Arc<AtomicU64>,
-    /// While an online backup copies the tree (`backup.rs`): every group applied meanwhile,
-    /// in order. Filled under the log's lock, like the groups themselves.
+    /// While an online backup copies the tree (`backup.rs`): every group logged meanwhile,
+    /// in order. Filled under the log's lock, like the log itself.
     copying: Arc<Mutex<Option<Vec<Writes>>>>,
 }
 
