@@ -7,7 +7,9 @@
 //! - **callbacks**: the simulator settles every payout and signs its callback; the callbacks
 //!   are replayed by 24 clients round-robin over the instances;
 //! - on PostgreSQL, how many backends wait on a lock meanwhile (sampled every 20 ms);
-//! - on sled, payouts at a fixed 500 per second for 4 s (open loop): their latency.
+//! - on sled, payouts at a fixed 500 per second for 4 s (open loop): their latency, beside
+//!   its floor — three appends of a commit's size, each with its `fdatasync`, at the same
+//!   rate on the same file system.
 //!
 //! For the commands phase it also reports what each payout cost: CPU of the PostgreSQL
 //! server's processes and of the `serve` processes (from `/proc`), and the database's commits
@@ -278,6 +280,40 @@ async fn fixed_rate(api: &str, protocols: &[String], tag: &str) -> Phase {
     phase(latencies, started.elapsed())
 }
 
+/// The floor of [`fixed_rate`] on sled: what a payout's three commits cost the disk alone.
+/// At the same rate, open loop, three appends of a commit's size each followed by its
+/// `fdatasync`, one after another, on the same file system; latency from each tick.
+async fn sync_floor(dir: &std::path::Path) -> Phase {
+    use std::io::Write;
+    let path = dir.join("sync-floor");
+    tokio::task::spawn_blocking(move || {
+        let mut file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .expect("floor file");
+        let record = vec![0x5a_u8; 1_500];
+        let every = Duration::from_secs(1) / FIXED_RATE;
+        let total = FIXED_RATE as usize * FIXED_FOR.as_secs() as usize;
+        let started = Instant::now();
+        let mut latencies = Vec::with_capacity(total);
+        for n in 0..total {
+            let due = started + every * n as u32;
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+            for _ in 0..3 {
+                file.write_all(&record).expect("write");
+                file.sync_data().expect("fdatasync");
+            }
+            latencies.push(due.elapsed());
+        }
+        phase(latencies, started.elapsed())
+    })
+    .await
+    .expect("sync floor")
+}
+
 async fn connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
@@ -293,6 +329,8 @@ struct Measured {
     callbacks: Phase,
     lock_waits: Option<f64>,
     fixed_rate: Option<Phase>,
+    /// [`sync_floor`], beside `fixed_rate`.
+    sync_floor: Option<Phase>,
     /// Per payout, in the commands phase.
     cost: Cost,
 }
@@ -415,9 +453,12 @@ async fn scenario(url: &str, postgres: bool, instances: usize, run: usize) -> Me
         Some(w) => Some(w.stop().await),
         None => None,
     };
-    let fixed = match pg {
-        None => Some(fixed_rate(&apis[0], &protocols, &tag).await),
-        Some(_) => None,
+    let (fixed, sync_floor) = match pg {
+        None => (
+            Some(fixed_rate(&apis[0], &protocols, &tag).await),
+            Some(sync_floor(dirs[0].path()).await),
+        ),
+        Some(_) => (None, None),
     };
     for s in servers {
         assert!(terminate(s).success(), "a server stopped cleanly");
@@ -427,6 +468,7 @@ async fn scenario(url: &str, postgres: bool, instances: usize, run: usize) -> Me
         callbacks: called_back,
         lock_waits,
         fixed_rate: fixed,
+        sync_floor,
         cost,
     }
 }
@@ -590,6 +632,7 @@ async fn floor_run(url: &str, run: usize) -> Measured {
         callbacks: called_back,
         lock_waits: Some(waits.stop().await),
         fixed_rate: None,
+        sync_floor: None,
         cost,
     }
 }
@@ -662,6 +705,11 @@ fn main() {
                     "{name}: payouts at {FIXED_RATE}/s: p50 {} ms p99 {} ms",
                     f(|m| m.fixed_rate.unwrap_or_default().p50_ms),
                     f(|m| m.fixed_rate.unwrap_or_default().p99_ms)
+                );
+                println!(
+                    "{name}: its floor, three appends each with its fdatasync at {FIXED_RATE}/s: p50 {} ms p99 {} ms",
+                    f(|m| m.sync_floor.unwrap_or_default().p50_ms),
+                    f(|m| m.sync_floor.unwrap_or_default().p99_ms)
                 );
             }
         }
