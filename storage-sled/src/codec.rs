@@ -52,7 +52,7 @@
 //! | +8 | 8 | the file's epoch |
 //! | +16 | 4 | crc32 of bytes +0 to +15 and the payload: the length is checked with the data |
 //! | +20 | length | payload: entries `[1][key length u32][key][value length u32][value]` (write) or `[0][key length u32][key]` (remove) — one group's final value of every key it wrote |
-//! | after the records | to the end | zeros: free space, written ahead of the records 1 MiB at a time so that a commit's sync never changes the file's size |
+//! | after the records | to the end | zeros: free space, written ahead of the records 256 KiB at a time so that a commit's sync rarely changes the file's size |
 //!
 //! Reading it back: records are read from byte 28 while each is whole, of the file's epoch
 //! and intact. At the first that is not: if an intact record of the epoch starts anywhere

@@ -86,7 +86,10 @@ impl<'a> Staging<'a> {
 
     /// The seq of the last event, as the group would leave it.
     pub(crate) fn last_seq(&self) -> u64 {
-        self.own.last_seq.or(self.group.last_seq).unwrap_or(self.logged_last_seq)
+        self.own
+            .last_seq
+            .or(self.group.last_seq)
+            .unwrap_or(self.logged_last_seq)
     }
 
     /// Append events up to `seq` (the store's seqs are consecutive: the caller wrote the
@@ -347,7 +350,9 @@ impl GroupCommit {
                     return;
                 }
                 if wal.bytes() > CHECKPOINT_BYTES {
-                    let done = self.all_applied().and_then(|()| checkpoint(&self.db, &self.dir, &mut wal));
+                    let done = self
+                        .all_applied()
+                        .and_then(|()| checkpoint(&self.db, &self.dir, &mut wal));
                     if let Err(e) = done {
                         // The log keeps every group meanwhile; the next leader tries again.
                         tracing::error!(path = %self.dir.display(), error = %e, "checkpoint failed");

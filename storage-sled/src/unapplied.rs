@@ -15,8 +15,9 @@
 //!   it was taken, so sled's walk finds it. Like sled's own iterators, a range read is not a
 //!   snapshot: a group logged during the walk may show in part.
 //!
-//! The leader waits when [`MAX_UNAPPLIED`] groups wait for sled, so a slow sled slows commits
-//! rather than filling memory. If sled fails to apply a group, its writes stay here (reads
+//! The leader waits when the groups waiting for sled hold [`MAX_UNAPPLIED_KEYS`] writes, so a
+//! slow sled slows commits rather than filling memory, and a checkpoint (which waits for sled
+//! to hold everything logged, holding commits meanwhile) never waits long. If sled fails to apply a group, its writes stay here (reads
 //! stay right) and the store takes no more commits: the log holds the group, and a restart's
 //! replay sets sled right.
 
@@ -25,8 +26,9 @@ use std::collections::{BTreeMap, VecDeque};
 use std::ops::Bound;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
-/// Groups logged but not applied, at most; the leader waits for the applier beyond it.
-pub(crate) const MAX_UNAPPLIED: usize = 64;
+/// Writes of groups logged but not applied, at most; the leader waits for the applier beyond
+/// it. About 10–40 ms of sled's work here: what a checkpoint may have to wait for.
+pub(crate) const MAX_UNAPPLIED_KEYS: usize = 4_096;
 
 /// One logged group, waiting for sled.
 pub(crate) struct LoggedGroup {
@@ -55,8 +57,10 @@ struct State {
     /// Every key a waiting group wrote: the number of the last group that wrote it, and its
     /// value then (`None` = removed).
     latest: BTreeMap<Vec<u8>, (u64, Option<Vec<u8>>)>,
-    /// The groups, oldest first (the one being applied is no longer here).
+    /// The groups, oldest first (the one being applied is no longer here), and how many
+    /// writes they hold.
     waiting: VecDeque<LoggedGroup>,
+    waiting_keys: usize,
     /// Groups logged so far, and applied so far: all are in sled when the two are equal.
     logged: u64,
     applied: u64,
@@ -107,6 +111,7 @@ impl Unapplied {
         for (key, value) in &writes {
             state.latest.insert(key.clone(), (number, value.clone()));
         }
+        state.waiting_keys += writes.len();
         state.waiting.push_back(LoggedGroup { number, writes, logged });
     }
 
@@ -132,6 +137,9 @@ impl Unapplied {
     pub(crate) fn next(&self) -> Option<LoggedGroup> {
         let mut state = self.state();
         let next = state.waiting.pop_front();
+        if let Some(group) = &next {
+            state.waiting_keys -= group.writes.len();
+        }
         if next.is_none() {
             state.applying = false;
             self.changed.notify_all();
@@ -155,6 +163,7 @@ impl Unapplied {
     /// overlay), and applying stops for good.
     pub(crate) fn failed(&self, group: LoggedGroup, error: sled::Error) {
         let mut state = self.state();
+        state.waiting_keys += group.writes.len();
         state.waiting.push_front(group);
         state.failed = Some(error);
         state.applying = false;
@@ -164,7 +173,7 @@ impl Unapplied {
     /// Whether a group can be added now without waiting for the applier.
     pub(crate) fn has_room(&self) -> bool {
         let state = self.state();
-        state.waiting.len() < MAX_UNAPPLIED && state.failed.is_none()
+        state.waiting_keys < MAX_UNAPPLIED_KEYS && state.failed.is_none()
     }
 
     /// Why nothing more can be applied, if sled failed.
@@ -177,9 +186,9 @@ impl Unapplied {
         self.wait_until(|s| s.applied == s.logged)
     }
 
-    /// Wait until fewer than [`MAX_UNAPPLIED`] groups wait.
+    /// Wait until the groups waiting hold fewer than [`MAX_UNAPPLIED_KEYS`] writes.
     pub(crate) fn wait_for_room(&self) -> Result<Wait, sled::Error> {
-        self.wait_until(|s| s.waiting.len() < MAX_UNAPPLIED)
+        self.wait_until(|s| s.waiting_keys < MAX_UNAPPLIED_KEYS)
     }
 
     fn wait_until(&self, done: impl Fn(&State) -> bool) -> Result<Wait, sled::Error> {

@@ -20,8 +20,8 @@
 //! ever cut.
 //!
 //! The file is *preallocated*: written with zeros ahead of the records ([`GROW_BYTES`] at a
-//! time), so that a commit's `fdatasync` writes data blocks only and never has to change the
-//! file's size or allocate blocks. (The zeros are written for real: `fallocate` leaves
+//! time), so that a commit's `fdatasync` writes data blocks only, and only the one sync that
+//! grows the file has to change its size or allocate blocks. (The zeros are written for real: `fallocate` leaves
 //! unwritten extents, whose conversion on first write is a metadata change the sync must
 //! wait for.) Zeros are never a record, so what follows the last record is free space when
 //! it is all zeros, and a torn tail otherwise.
@@ -51,7 +51,7 @@ const LEGACY_HEADER_LEN: usize = 8;
 /// How much free space (zeros) the log writes ahead of its records at a time: at a reset,
 /// and whenever a record would not fit. One sync in this many bytes of records changes the
 /// file's size; the others write data only.
-pub const GROW_BYTES: u64 = 1 << 20;
+pub const GROW_BYTES: u64 = 256 << 10;
 
 /// One group's writes: each key's final value, `None` for removed.
 pub type Writes = Vec<(Vec<u8>, Option<Vec<u8>>)>;

@@ -329,7 +329,11 @@ async fn older_formats_are_upgraded_in_place() {
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("protopay").unwrap();
         assert_eq!(tree.get("m/format").unwrap().unwrap().as_ref(), b"protopay-sled/7");
-        assert_eq!(tree.get("m/last_seq").unwrap(), None, "{format}: the last event says it");
+        assert_eq!(
+            tree.get("m/last_seq").unwrap(),
+            None,
+            "{format}: the last event says it"
+        );
     }
 }
 
