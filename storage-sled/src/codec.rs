@@ -86,7 +86,7 @@
 //!    those writes, or none; the log holds the group, and replays it — a record is final
 //!    values, so applying it twice is applying it once. `m/logged` goes first so that sled
 //!    never holds a write of a group without it.
-
+//!
 //! A checkpoint (when the log passes 16 MiB, on close, and on open after a replay):
 //!
 //! 1. sled flushes, and every one of its files and directories is `fsync`ed. A crash before

@@ -30,6 +30,9 @@ use std::sync::{Condvar, Mutex, MutexGuard};
 /// it. About 10–40 ms of sled's work here: what a checkpoint may have to wait for.
 pub(crate) const MAX_UNAPPLIED_KEYS: usize = 4_096;
 
+/// A key and its final value (`None`: removed), as a group writes it.
+pub(crate) type Write = (Vec<u8>, Option<Vec<u8>>);
+
 /// One logged group, waiting for sled.
 pub(crate) struct LoggedGroup {
     /// Its number: groups are numbered in the order they are logged, from 1.
@@ -90,7 +93,7 @@ impl Unapplied {
 
     /// What waiting groups wrote in `start..end` (to the end of the keys if `end` is `None`),
     /// in key order.
-    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+    pub(crate) fn range(&self, start: &[u8], end: Option<&[u8]>) -> Vec<Write> {
         let state = self.state();
         if state.latest.is_empty() {
             return Vec::new();
@@ -213,14 +216,14 @@ impl Unapplied {
 /// over `under` (sled's walk of it, in the same direction), the overlay winning where both
 /// hold a key and its removals hiding sled's entries. `reverse` walks from the last key.
 pub(crate) fn merged<I>(
-    over: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    over: Vec<Write>,
     under: I,
     reverse: bool,
 ) -> impl Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>
 where
     I: Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>,
 {
-    let mut over: Box<dyn Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>> = if reverse {
+    let mut over: Box<dyn Iterator<Item = Write>> = if reverse {
         Box::new(over.into_iter().rev())
     } else {
         Box::new(over.into_iter())

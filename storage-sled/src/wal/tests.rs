@@ -199,7 +199,7 @@ fn the_log_grows_ahead_of_its_records_in_steps_of_zeros() {
         wal.append(&group(i)).unwrap();
         let size = std::fs::metadata(log(&dir)).unwrap().len();
         assert!(
-            size >= wal.bytes() && size % step == 0,
+            size >= wal.bytes() && size.is_multiple_of(step),
             "size {size} after {} bytes",
             wal.bytes()
         );
