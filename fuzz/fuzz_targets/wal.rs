@@ -43,7 +43,8 @@ impl LogFile for Bytes {
 fuzz_target!(|data: &[u8]| {
     let len = data.len() as u64;
     let file = Bytes(Arc::new(Mutex::new(data.to_vec())), PathBuf::from("fuzz.wal"));
-    match Wal::recover(Box::new(file.clone())) {
+    // Free space a few records at a time: the log grows often, and each run stays small.
+    match Wal::recover_growing_by(Box::new(file.clone()), 64) {
         Ok(recovered) => {
             assert!(recovered.torn_bytes <= len);
             assert!(recovered.groups.iter().all(|g| !g.is_empty()));
@@ -52,7 +53,7 @@ fuzz_target!(|data: &[u8]| {
             let group = vec![(b"k".to_vec(), Some(b"v".to_vec()))];
             wal.append(&group).unwrap();
             drop(wal);
-            let again = Wal::recover(Box::new(file)).unwrap();
+            let again = Wal::recover_growing_by(Box::new(file), 64).unwrap();
             assert_eq!(again.groups, vec![group]);
             assert_eq!(again.torn_bytes, 0);
         }

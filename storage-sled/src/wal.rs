@@ -197,9 +197,9 @@ impl Wal {
         Self::recover_growing_by(file, GROW_BYTES)
     }
 
-    /// [`Wal::recover`], writing free space `grow_bytes` at a time (tests use little, so that
-    /// the log grows often).
-    pub(crate) fn recover_growing_by(mut file: Box<dyn LogFile>, grow_bytes: u64) -> Result<Recovered, WalError> {
+    /// [`Wal::recover`], writing free space `grow_bytes` at a time (tests and fuzzing use
+    /// little, so that the log grows often and stays small).
+    pub fn recover_growing_by(mut file: Box<dyn LogFile>, grow_bytes: u64) -> Result<Recovered, WalError> {
         let bytes = file.read_all().map_err(|source| WalError::Io {
             path: file.path().to_path_buf(),
             source,
