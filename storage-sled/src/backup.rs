@@ -11,7 +11,7 @@
 //! The copy is built in a sibling directory, synced (sled's files `fsync`ed, a fresh log),
 //! and renamed to its name: a backup directory either is a whole store or does not exist.
 
-use crate::group::{GroupCommit, apply_writes};
+use crate::group::{GroupCommit, apply_group};
 use crate::{SledError, SledStorage, codec};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -85,7 +85,7 @@ pub(crate) async fn backup(
         let during = group.take_copy();
         let commits = during.len() as u64;
         for writes in &during {
-            apply_writes(&copy_tree, writes)?;
+            apply_group(&copy_tree, writes)?;
         }
         Ok((keys, commits, copy_tree))
     })

@@ -81,7 +81,7 @@ impl SledStorage {
         } = recovered;
         let replayed = groups.len();
         for writes in groups {
-            group::apply_writes(&tree, &writes).map_err(classify)?;
+            group::apply_group(&tree, &writes).map_err(classify)?;
         }
         if let Some(from) = upgrade_from {
             upgrade::upgrade(&tree, &from).map_err(|stop| stopped(stop, &path))?;

@@ -7,9 +7,9 @@
 //!
 //! sled is modelled as the log's rules see it: reads see every applied group, and after a
 //! cut what was synced at the last checkpoint survives with some prefix of the writes applied
-//! since, key by key (sled writes in order but does not sync). The store applies a group
-//! after answering its callers, on another thread; a cut before that is a cut that kept none
-//! of it. The store's open and commit steps below are
+//! since, key by key (sled writes in order but does not sync). The store applies groups after
+//! answering their callers, several at once, each key's last value in no particular order
+//! after the log's position; a cut loses what was not applied yet. The store's open and commit steps below are
 //! the ones `lib.rs` and `group.rs` take, in the same order.
 //!
 //! `PROTOPAY_POWER_CUTS=N` runs sequences until at least N cuts were made (the default is a
@@ -44,7 +44,12 @@ fn apply(map: &mut Map, writes: &Writes) {
 #[derive(Default, Clone)]
 struct Sled {
     synced: Map,
+    /// Runs of writes applied since the last sync, in order.
     since: Vec<Writes>,
+    /// Groups logged and answered, not yet applied (the store's overlay: memory).
+    unapplied: Vec<(Writes, Logged)>,
+    /// Where the applier's shuffles come from.
+    shuffles: u64,
 }
 
 impl Sled {
@@ -70,8 +75,31 @@ impl Sled {
         self.since.push(writes);
     }
 
+    /// The applier (`GroupCommit::apply_groups`): every group waiting as one run of writes —
+    /// the log's position after the last of them first, then each key's last value, in no
+    /// particular order (a hash map's in the store: here shuffled).
+    fn apply_unapplied(&mut self) {
+        let Some((_, last)) = self.unapplied.last() else {
+            return;
+        };
+        let mut run = vec![(LOGGED.to_vec(), Some(last.to_bytes().to_vec()))];
+        let mut last_values = BTreeMap::new();
+        for (writes, _) in self.unapplied.drain(..) {
+            last_values.extend(writes);
+        }
+        let mut values: Writes = last_values.into_iter().collect();
+        let mut rng = Rng(self.shuffles);
+        for i in (1..values.len()).rev() {
+            values.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        self.shuffles = rng.next();
+        run.extend(values);
+        self.since.push(run);
+    }
+
     /// A checkpoint's flush and `fsync` of sled's files: one disk operation.
     fn sync(&mut self, disk: &SimDisk) -> io::Result<()> {
+        self.apply_unapplied();
         disk.tick()?;
         self.synced = self.all();
         self.since.clear();
@@ -79,9 +107,10 @@ impl Sled {
     }
 
     /// What a power cut leaves: the synced state and a prefix of what was applied since,
-    /// key by key (the store writes a group into sled one key at a time, so the last group
-    /// kept may be kept in part).
+    /// key by key (the store writes into sled one key at a time, so the last run kept may be
+    /// kept in part); nothing of what was not applied yet.
     fn cut(&mut self, rng: &mut Rng) {
+        self.unapplied.clear();
         let kept = rng.below(self.since.len() as u64 + 1) as usize;
         if let Some(partial) = self.since.get_mut(kept) {
             let keys = rng.below(partial.len() as u64 + 1) as usize;
@@ -127,13 +156,15 @@ fn open(disk: &SimDisk, sled: &mut Sled) -> Result<Wal, OpenError> {
     Ok(wal)
 }
 
-/// `GroupCommit::write`, then the applier: log (the acknowledgement: `Ok`), apply with the
-/// log's position first, checkpoint when long (once everything logged is applied).
-fn commit(wal: &mut Wal, sled: &mut Sled, disk: &SimDisk, writes: &Writes) -> io::Result<()> {
+/// `GroupCommit::write`, then the applier when it comes round: log (the acknowledgement:
+/// `Ok`), then, now or with later groups, apply; checkpoint when long (once everything logged
+/// is applied).
+fn commit(wal: &mut Wal, sled: &mut Sled, disk: &SimDisk, writes: &Writes, rng: &mut Rng) -> io::Result<()> {
     wal.append(writes)?;
-    let mut applied = vec![(LOGGED.to_vec(), Some(wal.logged().to_bytes().to_vec()))];
-    applied.extend(writes.iter().cloned());
-    sled.apply(applied);
+    sled.unapplied.push((writes.clone(), wal.logged()));
+    if rng.below(3) == 0 {
+        sled.apply_unapplied();
+    }
     if wal.bytes() > CHECKPOINT_BYTES {
         checkpoint(sled, wal, disk)?;
     }
@@ -179,8 +210,10 @@ fn run(disk_seed: u64, commits: &[Writes], faults: Faults) -> (SimDisk, Sled, us
     let opened = disk.ops();
     disk.arm(faults);
     let mut acked = 0;
+    let mut applier = Rng(disk_seed ^ 0xA991_1E5);
+    sled.shuffles = applier.next();
     for writes in commits {
-        if commit(&mut wal, &mut sled, &disk, writes).is_err() {
+        if commit(&mut wal, &mut sled, &disk, writes, &mut applier).is_err() {
             break;
         }
         acked += 1;

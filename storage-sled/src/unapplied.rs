@@ -136,18 +136,17 @@ impl Unapplied {
         start
     }
 
-    /// The applier's next group; `None` (and the role given up) when none waits.
-    pub(crate) fn next(&self) -> Option<LoggedGroup> {
+    /// The applier's next groups: every one waiting, oldest first; `None` (and the role given
+    /// up) when none waits.
+    pub(crate) fn next(&self) -> Option<Vec<LoggedGroup>> {
         let mut state = self.state();
-        let next = state.waiting.pop_front();
-        if let Some(group) = &next {
-            state.waiting_keys -= group.writes.len();
-        }
-        if next.is_none() {
+        if state.waiting.is_empty() {
             state.applying = false;
             self.changed.notify_all();
+            return None;
         }
-        next
+        state.waiting_keys = 0;
+        Some(state.waiting.drain(..).collect())
     }
 
     /// sled now holds `group`: its keys that no later group wrote leave the overlay.
@@ -162,12 +161,14 @@ impl Unapplied {
         self.changed.notify_all();
     }
 
-    /// sled failed to apply `group`: it goes back to the front (its writes never left the
+    /// sled failed to apply `groups`: they go back to the front (their writes never left the
     /// overlay), and applying stops for good.
-    pub(crate) fn failed(&self, group: LoggedGroup, error: sled::Error) {
+    pub(crate) fn failed(&self, groups: Vec<LoggedGroup>, error: sled::Error) {
         let mut state = self.state();
-        state.waiting_keys += group.writes.len();
-        state.waiting.push_front(group);
+        for group in groups.into_iter().rev() {
+            state.waiting_keys += group.writes.len();
+            state.waiting.push_front(group);
+        }
         state.failed = Some(error);
         state.applying = false;
         self.changed.notify_all();
@@ -319,15 +320,15 @@ mod tests {
         u.push(group(b"k", Some(b"2")), AT);
         assert!(u.start_applying());
         assert!(!u.start_applying(), "one applier at a time");
-        let first = u.next().unwrap();
-        u.applied(&first);
+        let both = u.next().unwrap();
+        assert_eq!(both.len(), 2, "every group waiting, oldest first");
+        u.applied(&both[0]);
         assert_eq!(
             u.get(b"k"),
             Some(Some(b"2".to_vec())),
             "the newer value stays until applied"
         );
-        let second = u.next().unwrap();
-        u.applied(&second);
+        u.applied(&both[1]);
         assert_eq!(u.get(b"k"), None);
         assert!(u.next().is_none());
         assert!(matches!(u.wait_all_applied(), Ok(Wait::Done)));
@@ -338,8 +339,8 @@ mod tests {
         let u = Unapplied::default();
         u.push(group(b"k", None), AT);
         assert!(u.start_applying());
-        let g = u.next().unwrap();
-        u.failed(g, sled::Error::Unsupported("test".into()));
+        let groups = u.next().unwrap();
+        u.failed(groups, sled::Error::Unsupported("test".into()));
         assert_eq!(u.get(b"k"), Some(None));
         assert!(u.wait_all_applied().is_err());
         assert!(!u.start_applying());
