@@ -210,7 +210,7 @@ fn run(disk_seed: u64, commits: &[Writes], faults: Faults) -> (SimDisk, Sled, us
     let opened = disk.ops();
     disk.arm(faults);
     let mut acked = 0;
-    let mut applier = Rng(disk_seed ^ 0xA991_1E5);
+    let mut applier = Rng(disk_seed ^ 0x0A99_11E5);
     sled.shuffles = applier.next();
     for writes in commits {
         if commit(&mut wal, &mut sled, &disk, writes, &mut applier).is_err() {
