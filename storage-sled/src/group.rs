@@ -329,7 +329,7 @@ impl GroupCommit {
                 // worker for about one `fdatasync`, what a durable commit costs its caller
                 // anyway; `lead_one` hands off whatever could wait longer. (`block_in_place`
                 // was measured: its hand-over of the worker cost more than the sync saved —
-                // README, "sled commit path".) A caller cancelled at its next await finds its
+                // README, "The sled commit path".) A caller cancelled at its next await finds its
                 // group already committed.
                 this.lead_one();
             }
@@ -347,7 +347,7 @@ impl GroupCommit {
     /// holding the log), and room for the group among the unapplied. Otherwise the group
     /// goes to a leader of its own, which may wait.
     fn lead_one(&self) {
-        let wal = match self.wal.try_lock() {
+        let mut wal = match self.wal.try_lock() {
             Ok(wal) if wal.bytes() <= CHECKPOINT_BYTES && self.unapplied.has_room() => wal,
             _ => {
                 let this = self.clone();
@@ -355,7 +355,6 @@ impl GroupCommit {
                 return;
             }
         };
-        let mut wal = wal;
         self.lead_group(&mut wal);
         drop(wal);
         if self.unapplied.start_applying() {
