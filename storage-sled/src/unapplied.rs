@@ -1,5 +1,5 @@
 //! Groups that are durable in the write-ahead log but not yet applied to sled: an overlay
-//! that every read looks through, so that sled's `apply_batch` runs after the callers are
+//! that every read looks through, so that sled's writes happen after the callers are
 //! answered, off the commit path.
 //!
 //! A commit is visible the moment its group is logged: the leader puts the group here before
