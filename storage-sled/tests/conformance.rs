@@ -118,7 +118,10 @@ async fn many_concurrent_commits_all_become_durable() {
         .await
         .expect("commits stalled");
     assert_eq!(store.orders_of("T1").await.unwrap().len(), 640);
+    // Dropped, not closed (as a crash leaves it): sled is released once the applier, which
+    // writes the last groups into sled after their commits returned, lets go of it.
     drop(store);
+    wait_for_sled_lock(dir.path());
     let reopened = SledStorage::open(dir.path()).unwrap();
     assert_eq!(reopened.orders_of("T1").await.unwrap().len(), 640, "all of it durable");
 }
