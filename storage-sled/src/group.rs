@@ -1,5 +1,5 @@
 //! Write-level group commit: concurrent commits are checked one after another by a single
-//! leader against an overlay of the group's earlier writes, written together to the
+//! leader against the group's earlier staged writes, written together to the
 //! write-ahead log and made durable by one `fdatasync` (see `wal.rs`), put in the overlay of
 //! unapplied groups (`unapplied.rs`) and answered; sled gets the group afterwards, key by
 //! key, off the commit path. A commit that fails its version check is answered `Conflict`
@@ -25,10 +25,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
-/// Pending writes of a group: the final value of each key (`None` = removed), and the seq of
+/// The staged writes of a group: the final value of each key (`None` = removed), and the seq of
 /// its last event if it appends any.
 #[derive(Default)]
-pub(crate) struct Overlay {
+pub(crate) struct Staged {
     writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
     last_seq: Option<u64>,
 }
@@ -63,8 +63,8 @@ pub(crate) struct Staging<'a> {
     seen: &'a mut Seen,
     /// The seq of the last event logged before this group.
     logged_last_seq: u64,
-    group: &'a Overlay,
-    own: Overlay,
+    group: &'a Staged,
+    own: Staged,
 }
 
 impl<'a> Staging<'a> {
@@ -401,7 +401,7 @@ impl GroupCommit {
             }
             std::mem::take(&mut q.waiting)
         };
-        let mut overlay = Overlay::default();
+        let mut staged = Staged::default();
         let mut accepted = Vec::with_capacity(group.len());
         {
             let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
@@ -412,14 +412,14 @@ impl GroupCommit {
                     unapplied: &self.unapplied,
                     seen: &mut seen,
                     logged_last_seq,
-                    group: &overlay,
-                    own: Overlay::default(),
+                    group: &staged,
+                    own: Staged::default(),
                 };
                 match (w.stage)(&mut staging) {
                     Ok(answer) => {
                         let own = staging.own;
-                        overlay.writes.extend(own.writes);
-                        overlay.last_seq = own.last_seq.or(overlay.last_seq);
+                        staged.writes.extend(own.writes);
+                        staged.last_seq = own.last_seq.or(staged.last_seq);
                         accepted.push((w.reply, answer));
                     }
                     Err(e) => {
@@ -430,11 +430,11 @@ impl GroupCommit {
         }
         // A group that writes nothing (every commit in it refused, or writing what is
         // already there) has nothing to make durable: the log never holds an empty record.
-        let failure = if overlay.writes.is_empty() {
+        let failure = if staged.writes.is_empty() {
             None
         } else {
-            let written = self.write(wal, overlay.writes.into_iter().collect());
-            if let (Ok(()), Some(seq)) = (&written, overlay.last_seq) {
+            let written = self.write(wal, staged.writes.into_iter().collect());
+            if let (Ok(()), Some(seq)) = (&written, staged.last_seq) {
                 // After the group is readable, before anyone hears of it.
                 self.last_seq.store(seq, Ordering::Release);
             }
