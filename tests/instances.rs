@@ -67,7 +67,13 @@ struct Cluster {
     rng: Rng,
     sim: Sim,
     clock: Clock,
+    /// The instances' store.
     store: Arc<dyn Storage>,
+    /// The auditor's view of the same data, through sessions of its own: a fault aimed at
+    /// the instances' sessions (the server ending them) must not end the auditor's reads.
+    audit_store: Arc<dyn Storage>,
+    /// An engine that only reads, on `audit_store`: it never polls and takes no callbacks.
+    auditor: Engine,
     balancer: Balancer,
     pollers: Vec<Option<PollerHandle>>,
     incarnations: u64,
@@ -77,7 +83,7 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn start(seed: u64, store: Arc<dyn Storage>) -> (Cluster, Background) {
+    async fn start(seed: u64, store: Arc<dyn Storage>, audit_store: Arc<dyn Storage>) -> (Cluster, Background) {
         let rng = Rng::new(seed);
         let clock = Clock::system();
         let mut sc = SimConfig::new(APP, Md5Key::new(KEY));
@@ -91,12 +97,22 @@ impl Cluster {
             rng: Arc::new(Mutex::new(Rng::new(seed ^ 0x0BA1_A0CE))),
         };
         let background = sim.spawn(Arc::new(balancer.clone()));
+        let auditor = Engine::builder(config())
+            .shared_storage(audit_store.clone())
+            .transport(SimTransport(sim.clone()))
+            .clock(clock)
+            .id_seed(seed.wrapping_mul(1_000))
+            .build()
+            .await
+            .expect("auditor");
         let mut cluster = Cluster {
             seed,
             rng,
             sim,
             clock,
             store,
+            audit_store,
+            auditor,
             balancer,
             pollers: (0..INSTANCES).map(|_| None).collect(),
             incarnations: 0,
@@ -210,7 +226,7 @@ impl Cluster {
     /// its orders (a protocol whose version moved meanwhile is left for the next audit), and
     /// what happens once published once. The same checks as the deterministic simulation's.
     async fn audit(&self) -> Vec<String> {
-        let store = self.store.as_ref();
+        let store = self.audit_store.as_ref();
         [
             audit::paid_twice(&self.sim),
             audit::ledger_violations(store, self.protocols.iter().map(String::as_str)).await,
@@ -222,7 +238,7 @@ impl Cluster {
     /// What holds once the instances are quiet (an order and its indexes read at one moment):
     /// every open order due and no closed one, and the read models in step with the records.
     async fn audit_at_rest(&self) -> Vec<String> {
-        let store = self.store.as_ref();
+        let store = self.audit_store.as_ref();
         let orders = audit::orders_of(store, self.protocols.iter().map(String::as_str)).await;
         let mut problems = protopay::testing::due_time_violations(store, &orders)
             .await
@@ -238,7 +254,7 @@ impl Cluster {
         let truth = self.sim.order_states();
         let (i, engine) = self.any_engine();
         for trans_no in self.protocols.clone() {
-            for o in self.store.orders_of(&trans_no).await.expect("orders") {
+            for o in self.audit_store.orders_of(&trans_no).await.expect("orders") {
                 let o = o.value;
                 if !(o.attempts.needs_attention && o.is_open()) {
                     continue;
@@ -298,9 +314,9 @@ fn faults(rng: &mut Rng) -> Faults {
     }
 }
 
-/// One seed, on one store.
-async fn run(seed: u64, store: Arc<dyn Storage>, steps: u32) {
-    let (mut c, background) = Cluster::start(seed, store).await;
+/// One seed, on one store (`audit_store` reads the same data through sessions of its own).
+async fn run(seed: u64, store: Arc<dyn Storage>, audit_store: Arc<dyn Storage>, steps: u32) {
+    let (mut c, background) = Cluster::start(seed, store, audit_store).await;
     for _ in 0..2 {
         let (i, engine) = c.any_engine();
         let p = engine
@@ -342,8 +358,7 @@ async fn run(seed: u64, store: Arc<dyn Storage>, steps: u32) {
         if round >= 20 {
             c.resolve_flagged().await;
         }
-        let (_, engine) = c.any_engine();
-        problems = harness::disagreements(&engine, &c.sim, &protocols).await;
+        problems = harness::disagreements(&c.auditor, &c.sim, &protocols).await;
         problems.extend(c.audit().await);
         problems.extend(c.audit_at_rest().await);
         if problems.is_empty() {
@@ -383,7 +398,8 @@ fn seeds(var: &str, default: u64) -> Vec<u64> {
 async fn three_instances_on_one_shared_store() {
     for seed in seeds("PROTOPAY_INSTANCE_SEEDS", 40) {
         // Every call lets other tasks run, as a real store's latency would.
-        run(seed, Arc::new(MemoryStorage::new().yielding()), 60).await;
+        let store: Arc<dyn Storage> = Arc::new(MemoryStorage::new().yielding());
+        run(seed, store.clone(), store, 60).await;
     }
 }
 
@@ -394,19 +410,23 @@ async fn three_instances_on_one_postgres() {
     };
     for seed in seeds("PROTOPAY_PG_INSTANCE_SEEDS", 2) {
         let schema = protopay_storage_postgres::testing::schema("instances");
-        // The store's sessions carry the schema as their name, so that the cutter below
-        // ends only theirs.
+        let open = |url: String| {
+            protopay_storage_postgres::PostgresStorage::open(protopay_storage_postgres::PostgresOptions {
+                schema: schema.clone(),
+                ..protopay_storage_postgres::PostgresOptions::new(&url)
+            })
+        };
+        // The instances' sessions carry the schema as their name, so that the cutter below
+        // ends only theirs; the auditor reads through a store of its own, unnamed, so that
+        // no cut lands on an audit.
         let separator = if url.contains('?') { '&' } else { '?' };
-        let named = format!("{url}{separator}application_name={schema}");
-        let store = protopay_storage_postgres::PostgresStorage::open(protopay_storage_postgres::PostgresOptions {
-            schema: schema.clone(),
-            ..protopay_storage_postgres::PostgresOptions::new(&named)
-        })
-        .await
-        .expect("postgres");
+        let store = open(format!("{url}{separator}application_name={schema}"))
+            .await
+            .expect("postgres");
+        let audit_store = open(url.clone()).await.expect("postgres, for the auditor");
         let cut = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let cutter = tokio::spawn(cut_connections(url.clone(), schema, seed, cut.clone()));
-        run(seed, Arc::new(store), 40).await;
+        let cutter = tokio::spawn(cut_connections(url.clone(), schema.clone(), seed, cut.clone()));
+        run(seed, Arc::new(store), Arc::new(audit_store), 40).await;
         cutter.abort();
         eprintln!(
             "seed {seed}: {} sessions cut by the server",
