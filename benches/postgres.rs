@@ -8,7 +8,8 @@
 //!   engines polling, nothing due;
 //! - the due-claim query with 10 k, 100 k (and, with `PROTOPAY_BENCH_LARGE=1`, 1 M) orders.
 //!
-//! `cargo bench --bench postgres`
+//! `cargo bench --bench postgres`; `PROTOPAY_BENCH_ONLY=commits` (or `idle`, `callbacks`,
+//! `claims`) runs only that part.
 
 use protopay::storage::conformance::{sample_inbound, sample_protocol};
 use protopay::storage::{Batch, Put, Storage};
@@ -388,10 +389,20 @@ fn main() {
         .expect("runtime");
     let Some(url) = testing::url() else { return };
     let large = std::env::var("PROTOPAY_BENCH_LARGE").is_ok();
+    let only = std::env::var("PROTOPAY_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| name.contains(only.as_str());
     rt.block_on(async {
-        idle(&url).await;
-        commits(&url).await;
-        callbacks(&url).await;
-        claims(&url, large).await;
+        if wanted("idle") {
+            idle(&url).await;
+        }
+        if wanted("commits") {
+            commits(&url).await;
+        }
+        if wanted("callbacks") {
+            callbacks(&url).await;
+        }
+        if wanted("claims") {
+            claims(&url, large).await;
+        }
     });
 }

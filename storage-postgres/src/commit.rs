@@ -12,8 +12,9 @@
 //! ([`Error::CommitUnknown`]) — never a guess.
 
 use crate::codec;
+use crate::schema::Statements;
 use crate::{PgError, PostgresStorage};
-use deadpool_postgres::Transaction;
+use futures_util::future::{join_all, join3, try_join_all};
 use protopay_engine::storage::{Announced, Batch, MAX_EXCHANGES_PER_ORDER};
 use protopay_engine::storage::{Result, StorageError};
 use std::sync::Arc;
@@ -33,78 +34,46 @@ impl PostgresStorage {
             .into());
         }
         let encoded = Encoded::new(&batch)?;
+        let rows = Rows::new(&batch)?;
+        let writes = writes(&batch, &encoded, &rows, &self.inner.sql);
         let mut client = self.client().await?;
         let sql = &self.inner.sql;
         let tx = client.transaction().await.map_err(query)?;
-        let xid: String = tx
-            .query_one("SELECT pg_current_xact_id()::text", &[])
+        // Prepared once per connection; after that these cost no round trip.
+        let prepared = try_join_all(writes.iter().map(|w| tx.prepare_cached(w.sql)))
             .await
-            .map_err(query)?
-            .get(0);
-        for (put, value) in batch.protocols.iter().zip(&encoded.protocols) {
-            let key = &put.value.trans_no;
-            let written = match put.expected {
-                None => execute(&tx, &sql.insert_protocol, &[key, value]).await,
-                Some(v) => execute(&tx, &sql.update_protocol, &[key, &seq(v)?, value]).await,
-            }
             .map_err(query)?;
-            if written != 1 {
-                return Err(StorageError::Conflict);
-            }
-        }
-        for (put, value) in batch.orders.iter().zip(&encoded.orders) {
-            let (key, trans_no) = (put.value.out_req_no(), put.value.trans_no());
-            let (status, attention) = crate::schema::order_columns(&put.value);
-            let written = match put.expected {
-                None => {
-                    let params: Params = &[&key, &trans_no, value, &status, &attention];
-                    execute(&tx, &sql.insert_order, params).await
+        let (ask_xid, append_events) = tokio::try_join!(
+            tx.prepare_cached("SELECT pg_current_xact_id()::text"),
+            tx.prepare_cached(&sql.append_events)
+        )
+        .map_err(query)?;
+        // Every statement is sent before any answer is read: one round trip for the lot. The
+        // futures are first polled, and so sent, in the order given, so every transaction
+        // takes its row locks in the same order (versioned records first).
+        let (xid, written, last) = join3(
+            tx.query_one(&ask_xid, &[]),
+            join_all(writes.iter().zip(&prepared).map(|(w, st)| tx.execute(st, &w.params))),
+            async {
+                if encoded.events.is_empty() {
+                    return Ok(0);
                 }
-                Some(v) => {
-                    let params: Params = &[&key, &seq(v)?, value, &trans_no, &status, &attention];
-                    execute(&tx, &sql.update_order, params).await
-                }
-            }
-            .map_err(query)?;
-            if written != 1 {
+                let params: Params = &[&encoded.events, &rows.event_orders, &rows.event_audits];
+                Ok(tx.query_one(&append_events, params).await?.get::<_, i64>(0))
+            },
+        )
+        .await;
+        let xid: String = xid.map_err(query)?.get(0);
+        // The first failure is the cause; the statements after it only saw an aborted
+        // transaction. A versioned record or key that wrote no row means someone else got
+        // there first: `Conflict`, and nothing is written (the transaction is rolled back
+        // when dropped).
+        for (write, n) in writes.iter().zip(written) {
+            if n.map_err(query)? != 1 && write.one_row {
                 return Err(StorageError::Conflict);
             }
         }
-        for o in &batch.openings {
-            let written = execute(&tx, &sql.insert_opening, &[&o.idempotency_key, &o.trans_no])
-                .await
-                .map_err(query)?;
-            if written != 1 {
-                return Err(StorageError::Conflict);
-            }
-        }
-        for (key, at) in &batch.schedule {
-            match at {
-                Some(at) => execute(&tx, &sql.schedule, &[key, at]).await,
-                None => execute(&tx, &sql.unschedule, &[key]).await,
-            }
-            .map_err(query)?;
-        }
-        for (orphan, value) in batch.orphans.iter().zip(&encoded.orphans) {
-            execute(&tx, &sql.orphan, &[&orphan.sign, value]).await.map_err(query)?;
-        }
-        if !batch.exchanges.is_empty() {
-            let orders: Vec<&str> = batch.exchanges.iter().map(|x| x.out_req_no.as_str()).collect();
-            let bound = MAX_EXCHANGES_PER_ORDER as i64;
-            execute(&tx, &sql.insert_exchanges, &[&orders, &encoded.exchanges, &bound])
-                .await
-                .map_err(query)?;
-        }
-        let last = if encoded.events.is_empty() {
-            0
-        } else {
-            let orders: Vec<Option<&str>> = batch.events.iter().map(|e| e.out_req_no.as_deref()).collect();
-            let audit: Vec<bool> = batch.events.iter().map(|e| e.kind.is_audit()).collect();
-            query_one(&tx, &sql.append_events, &[&encoded.events, &orders, &audit])
-                .await
-                .map_err(query)?
-                .get::<_, i64>(0)
-        };
+        let last = last.map_err(query)?;
         #[cfg(feature = "test-util")]
         self.inner.hooks.before_commit(&tx).await;
         let committed = match tx.commit().await {
@@ -180,24 +149,122 @@ impl Encoded {
 }
 
 type Params<'a> = &'a [&'a (dyn tokio_postgres::types::ToSql + Sync)];
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
 
-/// A statement prepared once per connection, then only executed.
-async fn execute(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: Params<'_>,
-) -> std::result::Result<u64, tokio_postgres::Error> {
-    let statement = tx.prepare_cached(sql).await?;
-    tx.execute(&statement, params).await
+/// The columns a commit writes beside the encoded values, computed before the transaction so
+/// that every statement's parameters can be borrowed from one place.
+struct Rows<'a> {
+    protocol_versions: Vec<Option<i64>>,
+    orders: Vec<OrderRow<'a>>,
+    exchange_orders: Vec<&'a str>,
+    exchanges_per_order: i64,
+    event_orders: Vec<Option<&'a str>>,
+    event_audits: Vec<bool>,
 }
 
-async fn query_one(
-    tx: &Transaction<'_>,
-    sql: &str,
-    params: Params<'_>,
-) -> std::result::Result<tokio_postgres::Row, tokio_postgres::Error> {
-    let statement = tx.prepare_cached(sql).await?;
-    tx.query_one(&statement, params).await
+struct OrderRow<'a> {
+    key: &'a str,
+    trans_no: &'a str,
+    version: Option<i64>,
+    status: &'static str,
+    attention: bool,
+}
+
+/// One statement of a commit; `one_row` when writing no row means a conflict.
+struct Write<'a> {
+    sql: &'a str,
+    params: Vec<Param<'a>>,
+    one_row: bool,
+}
+
+/// The commit's statements in the order they run: the versioned records and the idempotency
+/// keys first, then the schedule, the orphans and the evidence (the events go last, apart,
+/// because they answer with the last seq).
+fn writes<'a>(batch: &'a Batch, encoded: &'a Encoded, rows: &'a Rows<'a>, sql: &'a Statements) -> Vec<Write<'a>> {
+    let mut out = Vec::new();
+    let one = |sql: &'a String, params: Vec<Param<'a>>| Write {
+        sql,
+        params,
+        one_row: true,
+    };
+    let any = |sql: &'a String, params: Vec<Param<'a>>| Write {
+        sql,
+        params,
+        one_row: false,
+    };
+    for ((put, value), version) in batch
+        .protocols
+        .iter()
+        .zip(&encoded.protocols)
+        .zip(&rows.protocol_versions)
+    {
+        let key = &put.value.trans_no;
+        out.push(match version {
+            None => one(&sql.insert_protocol, vec![key, value]),
+            Some(v) => one(&sql.update_protocol, vec![key, v, value]),
+        });
+    }
+    for (o, value) in rows.orders.iter().zip(&encoded.orders) {
+        out.push(match &o.version {
+            None => one(
+                &sql.insert_order,
+                vec![&o.key, &o.trans_no, value, &o.status, &o.attention],
+            ),
+            Some(v) => one(
+                &sql.update_order,
+                vec![&o.key, v, value, &o.trans_no, &o.status, &o.attention],
+            ),
+        });
+    }
+    for o in &batch.openings {
+        out.push(one(&sql.insert_opening, vec![&o.idempotency_key, &o.trans_no]));
+    }
+    for (key, at) in &batch.schedule {
+        out.push(match at {
+            Some(at) => any(&sql.schedule, vec![key, at]),
+            None => any(&sql.unschedule, vec![key]),
+        });
+    }
+    for (orphan, value) in batch.orphans.iter().zip(&encoded.orphans) {
+        out.push(any(&sql.orphan, vec![&orphan.sign, value]));
+    }
+    if !batch.exchanges.is_empty() {
+        out.push(any(
+            &sql.insert_exchanges,
+            vec![&rows.exchange_orders, &encoded.exchanges, &rows.exchanges_per_order],
+        ));
+    }
+    out
+}
+
+impl<'a> Rows<'a> {
+    fn new(batch: &'a Batch) -> Result<Self> {
+        Ok(Rows {
+            protocol_versions: batch
+                .protocols
+                .iter()
+                .map(|p| p.expected.map(seq).transpose())
+                .collect::<Result<_>>()?,
+            orders: batch
+                .orders
+                .iter()
+                .map(|put| {
+                    let (status, attention) = crate::schema::order_columns(&put.value);
+                    Ok(OrderRow {
+                        key: put.value.out_req_no(),
+                        trans_no: put.value.trans_no(),
+                        version: put.expected.map(seq).transpose()?,
+                        status,
+                        attention,
+                    })
+                })
+                .collect::<Result<_>>()?,
+            exchange_orders: batch.exchanges.iter().map(|x| x.out_req_no.as_str()).collect(),
+            exchanges_per_order: MAX_EXCHANGES_PER_ORDER as i64,
+            event_orders: batch.events.iter().map(|e| e.out_req_no.as_deref()).collect(),
+            event_audits: batch.events.iter().map(|e| e.kind.is_audit()).collect(),
+        })
+    }
 }
 
 fn query(e: tokio_postgres::Error) -> StorageError {

@@ -213,7 +213,7 @@ impl PostgresStorage {
             // again, so one that died (a killed backend, a failover) is replaced rather than
             // failing the next call.
             ManagerConfig {
-                recycling_method: RecyclingMethod::Verified,
+                recycling_method: RecyclingMethod::Fast,
             },
         );
         let wait = Duration::from_millis(options.limits.pool_wait_ms.max(1));

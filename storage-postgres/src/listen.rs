@@ -51,8 +51,13 @@ pub(crate) async fn run(
                         }
                     }
                 });
-                match client.batch_execute(&format!("LISTEN {channel}")).await {
-                    Ok(()) => {
+                let listening = async {
+                    let notify = client.prepare("SELECT pg_notify($1, $2)").await?;
+                    client.batch_execute(&format!("LISTEN {channel}")).await?;
+                    Ok::<_, tokio_postgres::Error>(notify)
+                };
+                match listening.await {
+                    Ok(notify) => {
                         announcements.announce(Announced::EVERYTHING);
                         let mut driver = driver;
                         loop {
@@ -60,7 +65,7 @@ pub(crate) async fn run(
                                 _ = &mut driver => break,
                                 news = outgoing.next() => {
                                     let payload = news.to_payload();
-                                    if let Err(e) = client.execute("SELECT pg_notify($1, $2)", &[&channel, &payload]).await {
+                                    if let Err(e) = client.execute(&notify, &[&channel, &payload]).await {
                                         tracing::warn!(error = %e, "announcing commits failed");
                                         // Sent again once the connection is back.
                                         outgoing.announce(news);

@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/0006_openings.sql"),
     include_str!("../migrations/0007_console.sql"),
     include_str!("../migrations/0008_event_log.sql"),
+    include_str!("../migrations/0009_listing_counts_planned_once.sql"),
 ];
 
 /// The most events one commit may append: an event's `seq` is `base + xid × this + i`

@@ -439,6 +439,10 @@ async fn a_version_1_schema_gets_its_read_model_columns_filled() {
     assert!(next > 2, "{next}");
     let after_cursor = conformance::delivered(&store, store.cursor("hook").await.unwrap(), 10).await;
     assert_eq!(after_cursor.iter().map(|e| e.seq).collect::<Vec<_>>(), [2, next]);
+    // The newest trigger counts on from the migrated counts.
+    let counts = store.listing_counts().await.unwrap();
+    let counted: Vec<(Listing, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+    assert_eq!(counted, [(Listing::Status(Status::Requested), 2)]);
 }
 
 /// Each listing's count is kept per writing backend, so no commit waits on another's count
