@@ -14,7 +14,7 @@
 use crate::codec;
 use crate::schema::Statements;
 use crate::{PgError, PostgresStorage};
-use futures_util::future::{join_all, join3, try_join_all};
+use futures_util::future::{join_all, join4, try_join_all};
 use protopay_engine::storage::{Announced, Batch, MAX_EXCHANGES_PER_ORDER};
 use protopay_engine::storage::{Result, StorageError};
 use std::sync::Arc;
@@ -36,52 +36,78 @@ impl PostgresStorage {
         let encoded = Encoded::new(&batch)?;
         let rows = Rows::new(&batch)?;
         let writes = writes(&batch, &encoded, &rows, &self.inner.sql);
-        let mut client = self.client().await?;
         let sql = &self.inner.sql;
-        let tx = client.transaction().await.map_err(query)?;
+        let open = InTransaction(Some(self.client().await?));
+        let client = open.client();
         // Prepared once per connection; after that these cost no round trip.
-        let prepared = try_join_all(writes.iter().map(|w| tx.prepare_cached(w.sql)))
+        let prepared = try_join_all(writes.iter().map(|w| client.prepare_cached(w.sql)))
             .await
             .map_err(query)?;
         let (ask_xid, append_events) = tokio::try_join!(
-            tx.prepare_cached("SELECT pg_current_xact_id()::text"),
-            tx.prepare_cached(&sql.append_events)
+            client.prepare_cached("SELECT pg_current_xact_id()::text"),
+            client.prepare_cached(&sql.append_events)
         )
         .map_err(query)?;
-        // Every statement is sent before any answer is read: one round trip for the lot. The
-        // futures are first polled, and so sent, in the order given, so every transaction
-        // takes its row locks in the same order (versioned records first).
-        let (xid, written, last) = join3(
-            tx.query_one(&ask_xid, &[]),
-            join_all(writes.iter().zip(&prepared).map(|(w, st)| tx.execute(st, &w.params))),
+        // `BEGIN` and every statement are sent before any answer is read: one round trip for
+        // the lot. The futures are first polled, and so sent, in the order given, so every
+        // transaction takes its row locks in the same order (versioned records first).
+        let (begun, xid, written, last) = join4(
+            client.batch_execute("BEGIN"),
+            client.query_one(&ask_xid, &[]),
+            join_all(
+                writes
+                    .iter()
+                    .zip(&prepared)
+                    .map(|(w, st)| client.execute(st, &w.params)),
+            ),
             async {
                 if encoded.events.is_empty() {
                     return Ok(0);
                 }
                 let params: Params = &[&encoded.events, &rows.event_orders, &rows.event_audits];
-                Ok(tx.query_one(&append_events, params).await?.get::<_, i64>(0))
+                Ok(client.query_one(&append_events, params).await?.get::<_, i64>(0))
             },
         )
         .await;
-        let xid: String = xid.map_err(query)?.get(0);
         // The first failure is the cause; the statements after it only saw an aborted
         // transaction. A versioned record or key that wrote no row means someone else got
-        // there first: `Conflict`, and nothing is written (the transaction is rolled back
-        // when dropped).
-        for (write, n) in writes.iter().zip(written) {
-            if n.map_err(query)? != 1 && write.one_row {
+        // there first: `Conflict`, and nothing is written.
+        let written = async {
+            begun?;
+            let xid: String = xid?.get(0);
+            let mut conflict = false;
+            for (write, n) in writes.iter().zip(written) {
+                conflict |= n? != 1 && write.one_row;
+            }
+            Ok::<_, tokio_postgres::Error>((xid, last?, conflict))
+        }
+        .await;
+        let (xid, last) = match written {
+            Ok((xid, last, false)) => (xid, last),
+            Ok((_, _, true)) => {
+                open.roll_back().await;
                 return Err(StorageError::Conflict);
             }
-        }
-        let last = last.map_err(query)?;
+            Err(e) => {
+                if e.as_db_error().is_some() {
+                    open.roll_back().await;
+                }
+                return Err(query(e));
+            }
+        };
         #[cfg(feature = "test-util")]
-        self.inner.hooks.before_commit(&tx).await;
-        let committed = match tx.commit().await {
-            Ok(()) => u64::try_from(last).map_err(|_| negative()),
+        self.inner.hooks.before_commit(open.client()).await;
+        let committed = match open.client().batch_execute("COMMIT").await {
+            Ok(()) => {
+                open.release();
+                u64::try_from(last).map_err(|_| negative())
+            }
+            // The server refused the commit and ended the transaction: nothing written.
             Err(e) if e.as_db_error().is_some() => Err(query(e)),
             Err(lost) => {
-                // That connection is gone: never hand it out again.
-                drop(deadpool_postgres::Object::take(client));
+                // That connection is gone (the guard never hands it out again); the server
+                // knows how the transaction ended.
+                drop(open);
                 self.settle(&xid, last, lost).await
             }
         }?;
@@ -115,6 +141,39 @@ impl PostgresStorage {
             }
         }
         Err(StorageError::CommitUnknown(lost))
+    }
+}
+
+/// A pooled connection inside a transaction this store began. Dropped while the transaction
+/// may still be open (an error, or a caller that went away mid-commit), the connection is
+/// never handed out again: it closes, and the server rolls the transaction back. Only a
+/// connection whose transaction is known to have ended goes back to the pool.
+struct InTransaction(Option<deadpool_postgres::Object>);
+
+impl InTransaction {
+    fn client(&self) -> &deadpool_postgres::Object {
+        self.0.as_ref().expect("held until released or dropped")
+    }
+
+    /// The transaction committed: the connection may serve others.
+    fn release(mut self) {
+        self.0.take();
+    }
+
+    /// End the transaction writing nothing, and give the connection back if the server
+    /// confirms it.
+    async fn roll_back(mut self) {
+        if self.client().batch_execute("ROLLBACK").await.is_ok() {
+            self.0.take();
+        }
+    }
+}
+
+impl Drop for InTransaction {
+    fn drop(&mut self) {
+        if let Some(connection) = self.0.take() {
+            drop(deadpool_postgres::Object::take(connection));
+        }
     }
 }
 

@@ -198,7 +198,10 @@ impl PostgresStorage {
         let mut config: tokio_postgres::Config = options.url.parse().map_err(PgError::Config)?;
         // A commit is acknowledged only once durable, whatever the server's default says; and
         // no session may hold locks for long (see `SessionLimits`).
-        let ours = format!("-c synchronous_commit=on {}", options.limits.server_options());
+        let ours = format!(
+            "-c synchronous_commit=on -c plan_cache_mode=force_generic_plan {}",
+            options.limits.server_options()
+        );
         let server_options = match config.get_options() {
             Some(given) => format!("{given} {ours}"),
             None => ours,

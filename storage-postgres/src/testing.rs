@@ -171,10 +171,10 @@ pub(crate) struct Hooks {
 
 impl Hooks {
     /// Called with the transaction open and everything written, just before `COMMIT`.
-    pub(crate) async fn before_commit(&self, tx: &deadpool_postgres::Transaction<'_>) {
+    pub(crate) async fn before_commit(&self, client: &deadpool_postgres::Object) {
         let pause = self.pause.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((tell, go)) = pause {
-            if let Ok(row) = tx.query_one("SELECT pg_backend_pid()", &[]).await {
+            if let Ok(row) = client.query_one("SELECT pg_backend_pid()", &[]).await {
                 let _ = tell.send(row.get(0));
             }
             let _ = go.await;

@@ -96,6 +96,49 @@ async fn a_later_seq_is_never_delivered_before_an_earlier_one() {
     assert_eq!(seen, [(first, "A".to_owned()), (second, "B".to_owned())]);
 }
 
+/// A commit's statements are sent in one go after `BEGIN`, so its connection is inside a
+/// transaction until the store ends it. On a pool of one connection: a commit that loses a
+/// race leaves it out of the transaction for the next; one whose caller goes away midway
+/// (after everything but `COMMIT` was sent) never hands it on, so no later commit can carry
+/// the abandoned writes into the database with its own `COMMIT`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_that_loses_a_race_or_is_abandoned_leaves_no_open_transaction_behind() {
+    let Some(url) = testing::url() else { return };
+    let s = PostgresStorage::open(PostgresOptions {
+        schema: testing::schema("abandon"),
+        pool_size: 1,
+        ..PostgresOptions::new(&url)
+    })
+    .await
+    .unwrap();
+    s.commit(order_batch("A")).await.unwrap();
+    let raced = s.commit(order_batch("A")).await;
+    assert!(matches!(raced, Err(StorageError::Conflict)), "{raced:?}");
+    let held = s.hold_next_commit();
+    let abandoned = spawn_commit(&s, "GONE");
+    let pid = held.backend_pid.await.unwrap();
+    abandoned.abort();
+    assert!(abandoned.await.unwrap_err().is_cancelled());
+    let kept = s.commit(order_batch("KEPT")).await.unwrap();
+    assert!(s.order("KEPT").await.unwrap().is_some());
+    assert!(s.order("GONE").await.unwrap().is_none(), "abandoned writes committed");
+    let seqs: Vec<u64> = conformance::delivered(&s, 0, 10).await.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs.last(), Some(&kept));
+    assert_eq!(seqs.len(), 2, "A's event and KEPT's: {seqs:?}");
+    // The abandoned connection was closed, so the server rolled its transaction back.
+    let client = raw(&url).await;
+    loop {
+        let alive = client
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .unwrap();
+        if alive.get::<_, i64>(0) == 0 {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// The connection dies before `COMMIT` reaches the server: the server aborts the
 /// transaction, the store learns so, and reports a plain failure with nothing written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

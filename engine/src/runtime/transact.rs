@@ -159,15 +159,26 @@ pub(super) enum Intent {
 impl Engine {
     /// Apply `step` to the order as it is now, re-reading and retrying while concurrent
     /// commits win races.
+    ///
+    /// The first attempt uses the read that named the order's protocol, made before its
+    /// turn: the turn is for the protocol's record (read in `commit_step`, under it), and an
+    /// order that moved meanwhile fails its commit on its version, to be read again.
     pub(super) async fn transact(&self, out_req_no: &str, step: Step) -> Result<Order> {
-        let trans_no = self.stored_order(out_req_no).await?.value.trans_no().to_owned();
-        let _turn = self.protocol_turn(&trans_no).await;
+        let first = self.stored_order(out_req_no).await?;
+        let _turn = self.protocol_turn(first.value.trans_no()).await;
         let step = &step;
+        let mut first = Some(first);
         retry_on_conflict(
             || format!("order {out_req_no}"),
-            || async move {
-                let current = self.stored_order(out_req_no).await?;
-                self.commit_step(&current, step).await.map(|v| v.value)
+            || {
+                let read = first.take();
+                async move {
+                    let current = match read {
+                        Some(current) => current,
+                        None => self.stored_order(out_req_no).await?,
+                    };
+                    self.commit_step(&current, step).await.map(|v| v.value)
+                }
             },
         )
         .await
