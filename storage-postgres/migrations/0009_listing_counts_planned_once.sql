@@ -9,7 +9,8 @@
 -- the rows below that name them drop out of the sum; a listing left and entered again by
 -- the same write (only `attention` changed) sums to nothing and is not written.
 
-CREATE OR REPLACE FUNCTION {schema}.count_listings() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE OR REPLACE FUNCTION {schema}.count_listings() RETURNS trigger LANGUAGE plpgsql
+SET plan_cache_mode = force_generic_plan AS $$
 BEGIN
     INSERT INTO {schema}.listing_counts AS c (listing, shard, n)
     SELECT moved.listing, pg_backend_pid(), sum(moved.n)
