@@ -21,7 +21,7 @@
 //! transactions per payout, one per callback; no payment system call), under the same load.
 //! Every scenario runs `PROTOPAY_BENCH_RUNS` times (default 3), alternating; the medians with
 //! their min–max are printed last. `PROTOPAY_BENCH_ONLY=sled` (any part of a scenario's name:
-//! `floor`, `pg`, `x3`, `sled`) runs only those.
+//! `floor`, `pg`, `x3`, `sled`; several with commas, `floor,pg`) runs only those.
 //!
 //! `cargo bench -p protopay-cli --bench serve` (PostgreSQL: `PROTOPAY_PG_URL`, or a throwaway
 //! cluster from the machine's server binaries).
@@ -661,7 +661,7 @@ fn main() {
     rt.block_on(async {
         let mut all: BTreeMap<&str, Vec<Measured>> = BTreeMap::new();
         let only = std::env::var("PROTOPAY_BENCH_ONLY").unwrap_or_default();
-        let wanted = |name: &str| name.contains(only.as_str());
+        let wanted = |name: &str| only.split(',').any(|part| name.contains(part));
         for run in 0..runs {
             if wanted("1 floor") {
                 let m = floor_run(&url, run).await;

@@ -51,6 +51,20 @@ async fn raw(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Wait, on the server's own account, until backend `pid` has ended.
+async fn backend_gone(client: &tokio_postgres::Client, pid: i32) {
+    loop {
+        let alive = client
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
+            .await
+            .unwrap();
+        if alive.get::<_, i64>(0) == 0 {
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Commit one new order (and its event) in the background.
 fn spawn_commit(
     s: &PostgresStorage,
@@ -127,16 +141,7 @@ async fn a_commit_that_loses_a_race_or_is_abandoned_leaves_no_open_transaction_b
     assert_eq!(seqs.len(), 2, "A's event and KEPT's: {seqs:?}");
     // The abandoned connection was closed, so the server rolled its transaction back.
     let client = raw(&url).await;
-    loop {
-        let alive = client
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
-            .await
-            .unwrap();
-        if alive.get::<_, i64>(0) == 0 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    backend_gone(&client, pid).await;
 }
 
 /// The connection dies before `COMMIT` reaches the server: the server aborts the
@@ -154,16 +159,7 @@ async fn a_connection_killed_before_commit_is_a_failure_that_wrote_nothing() {
         .await
         .unwrap();
     // Let the commit go on only once the backend is really gone.
-    loop {
-        let alive = client
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", &[&pid])
-            .await
-            .unwrap();
-        if alive.get::<_, i64>(0) == 0 {
-            break;
-        }
-        tokio::task::yield_now().await;
-    }
+    backend_gone(&client, pid).await;
     held.release.send(()).unwrap();
     let result = commit.await.unwrap();
     assert!(matches!(result, Err(StorageError::Failed(_))), "{result:?}");
