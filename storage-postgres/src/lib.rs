@@ -198,10 +198,7 @@ impl PostgresStorage {
         let mut config: tokio_postgres::Config = options.url.parse().map_err(PgError::Config)?;
         // A commit is acknowledged only once durable, whatever the server's default says; and
         // no session may hold locks for long (see `SessionLimits`).
-        let ours = format!(
-            "-c synchronous_commit=on -c plan_cache_mode=force_generic_plan {}",
-            options.limits.server_options()
-        );
+        let ours = format!("-c synchronous_commit=on {}", options.limits.server_options());
         let server_options = match config.get_options() {
             Some(given) => format!("{given} {ours}"),
             None => ours,
@@ -212,9 +209,11 @@ impl PostgresStorage {
         let manager = Manager::from_config(
             config.clone(),
             tls.clone(),
-            // Verified: a connection is checked with an empty query before it is handed out
-            // again, so one that died (a killed backend, a failover) is replaced rather than
-            // failing the next call.
+            // Fast: a connection is not checked with a query before it is handed out again
+            // (that was a round trip per call). One the server ended (a killed backend, a
+            // failover) is seen closed by the client and replaced; one that died unseen fails
+            // the call that uses it, exactly as if it had died during the call: nothing
+            // written, a lost `COMMIT` settled by asking (`commit`).
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
