@@ -1,15 +1,18 @@
-//! One commit: a single transaction, settled even when the connection dies during `COMMIT`.
+//! One commit: a single transaction in two round trips, settled even when the connection dies
+//! during `COMMIT`.
 //!
-//! Order of work inside the transaction: the versioned records and the idempotency keys first
-//! (a stale version or a key written before ends it at once: `Conflict`, nothing written),
-//! then the schedule, the orphans, the evidence and the events. No row is shared by all
+//! The first round trip sends `BEGIN`, a question for the transaction's id, and every write
+//! in a fixed order — the versioned records and the idempotency keys first, then the
+//! schedule, the orphans and the evidence — then the events, before reading any answer. A
+//! stale version or a key written before (no row written) is `Conflict`: the transaction is
+//! rolled back, nothing written. The second round trip is `COMMIT`. No row is shared by all
 //! commits: an event's `seq` comes from the transaction's own id (migration 8), and readers
 //! wait for older transactions rather than commits waiting for one another.
 //!
-//! The transaction's id is read first. If the connection is lost while `COMMIT` is in flight,
-//! the outcome is unknown to us; a fresh connection asks `pg_xact_status` for that id and
-//! learns it: committed (success), aborted (nothing written), or still unknown
-//! ([`Error::CommitUnknown`]) — never a guess.
+//! If the connection is lost while `COMMIT` is in flight, the outcome is unknown to us; a
+//! fresh connection asks `pg_xact_status` for the transaction's id and learns it: committed
+//! (success), aborted (nothing written), or still unknown ([`Error::CommitUnknown`]) — never a
+//! guess.
 
 use crate::codec;
 use crate::schema::Statements;
@@ -56,8 +59,10 @@ impl PostgresStorage {
         )
         .map_err(query)?;
         // `BEGIN` and every statement are sent before any answer is read: one round trip for
-        // the lot. The futures are first polled, and so sent, in the order given, so every
-        // transaction takes its row locks in the same order (versioned records first).
+        // the lot. A statement is sent when its future is first polled, and the writes are
+        // first polled in the order given, so every transaction takes its row locks in the
+        // same order (versioned records first). Only the events, new rows no other
+        // transaction can hold, may overtake the tail of a long batch.
         let (begun, xid, written, last) = join4(
             client.batch_execute(BEGIN),
             client.query_one(&ask_xid, &[]),
