@@ -51,6 +51,9 @@ pub(crate) async fn run(
                         }
                     }
                 });
+                // The announcing statement is prepared once per connection, and before
+                // `LISTEN`, so that an idle listener's last statement (what
+                // `pg_stat_activity` shows an operator) says what it is.
                 let listening = async {
                     let notify = client.prepare("SELECT pg_notify($1, $2)").await?;
                     client.batch_execute(&format!("LISTEN {channel}")).await?;
