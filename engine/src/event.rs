@@ -266,6 +266,7 @@ impl std::fmt::Display for Anomaly {
             Anomaly::UnreadableValue { field } => write!(f, "unreadable {field}, kept as received"),
             Anomaly::WrongOrderKind => f.write_str("news of the wrong kind for this order"),
             Anomaly::RemoteLost => f.write_str("the payment system lost an order it had accepted"),
+            Anomaly::NeedsAttention { sends: 1 } => f.write_str("needs attention after 1 send"),
             Anomaly::NeedsAttention { sends } => write!(f, "needs attention after {sends} sends"),
             Anomaly::OrphanCallback => f.write_str("callback for an order we do not know (kept)"),
             Anomaly::PossibleOrphanProtocol { .. } => f.write_str("a protocol may have been opened unseen"),
@@ -277,5 +278,17 @@ impl std::fmt::Display for Anomaly {
             }
             Anomaly::BalanceDrift { figure, ours, theirs } => write!(f, "{figure}: ours {ours}, theirs {theirs}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Anomaly;
+
+    #[test]
+    fn an_anomaly_counts_sends_in_words() {
+        let after = |sends| Anomaly::NeedsAttention { sends }.to_string();
+        assert_eq!(after(1), "needs attention after 1 send");
+        assert_eq!(after(3), "needs attention after 3 sends");
     }
 }

@@ -32,8 +32,9 @@ impl fmt::Debug for Md5Key {
 /// A personal-data field (ID number, card or account number, a person's name).
 ///
 /// It goes on the wire and into storage as the plain string (it must), but its `Debug`
-/// shows at most the last four characters, and only for strings long enough that four
-/// characters identify nobody (card and account numbers); short values (names) show as `***`.
+/// shows at most the last four characters, and only of a long number (card, account and ID
+/// numbers: digits, perhaps an ID number's check letter `X`, spaces or hyphens), whose last
+/// four identify nobody; anything else — a name, however long — shows as `***`.
 #[derive(Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Sensitive(String);
@@ -49,10 +50,13 @@ impl Sensitive {
         &self.0
     }
 
-    /// The masked form used by `Debug`: `***1234` for long values, `***` otherwise.
+    /// The masked form used by `Debug`: `***1234` for long numbers, `***` otherwise.
     pub fn masked(&self) -> String {
         let chars: Vec<char> = self.0.chars().collect();
-        if chars.len() >= 12 {
+        let number = chars
+            .iter()
+            .all(|c| c.is_ascii_digit() || matches!(c, 'X' | 'x' | ' ' | '-'));
+        if chars.len() >= 12 && number {
             let tail: String = chars[chars.len() - 4..].iter().collect();
             format!("***{tail}")
         } else {
@@ -89,5 +93,23 @@ mod tests {
         assert_eq!(format!("{:?}", Sensitive::new("6222020200112233445")), "***3445");
         assert_eq!(format!("{:?}", Sensitive::new("张三")), "***");
         assert_eq!(format!("{:?}", Sensitive::new("")), "***");
+        assert_eq!(format!("{:?}", Sensitive::new("11010519491231002X")), "***002X");
+        // A long name is a name: no part of it is shown.
+        assert_eq!(format!("{:?}", Sensitive::new("Shanghai Example Trading Co")), "***");
+        assert_eq!(format!("{:?}", Sensitive::new("上海示例贸易有限公司北京分公司")), "***");
+    }
+
+    proptest::proptest! {
+        /// Whatever the value, at most its last four characters show, and only of a number.
+        #[test]
+        fn masking_shows_at_most_a_number_s_last_four(value in "[0-9X -]{8,24}|\\PC{0,40}") {
+            let shown = Sensitive::new(value.as_str()).masked();
+            let tail = shown.strip_prefix("***").expect("always starts with ***");
+            proptest::prop_assert!(tail.chars().count() <= 4);
+            proptest::prop_assert!(value.ends_with(tail));
+            if !tail.is_empty() {
+                proptest::prop_assert!(value.chars().all(|c| c.is_ascii_digit() || matches!(c, 'X' | 'x' | ' ' | '-')));
+            }
+        }
     }
 }
