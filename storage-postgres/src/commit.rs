@@ -43,10 +43,10 @@ impl PostgresStorage {
             }
             .into());
         }
+        let sql = &self.inner.sql;
         let encoded = Encoded::new(&batch)?;
         let rows = Rows::new(&batch)?;
-        let writes = writes(&batch, &encoded, &rows, &self.inner.sql);
-        let sql = &self.inner.sql;
+        let writes = writes(&batch, &encoded, &rows, sql);
         let open = InTransaction(Some(self.client().await?));
         let client = open.client();
         // Prepared once per connection; after that these cost no round trip.
