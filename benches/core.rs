@@ -9,6 +9,11 @@
 //!
 //! `cargo bench --bench core` — the ratios are printed at the end (and in the README).
 
+/// The allocator `protopay serve` runs with (`cli/src/main.rs`), so that these figures are
+/// the server's: the system allocator's, a third lower on sled, are in the README.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use criterion::{BenchmarkId, Criterion};
 use md5::{Digest, Md5};
 use protopay::storage::conformance::{sample_inbound, sample_protocol};
