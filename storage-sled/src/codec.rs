@@ -248,6 +248,23 @@ pub mod prefix {
     pub const EXCHANGES: &[u8] = b"w/";
 }
 
+/// Whether `key` is of a kind that a commit's checks never read: the index entries (by
+/// protocol, by listing, the due index, histories, the audit trail) and the logs (events,
+/// exchanges) are written and removed by key, and read only in ranges, outside commits.
+pub(crate) fn unread_by_commits(key: &[u8]) -> bool {
+    [
+        prefix::BY_PROTOCOL,
+        prefix::LISTING,
+        prefix::DUE,
+        prefix::HISTORY,
+        prefix::AUDIT,
+        prefix::EVENT,
+        prefix::EXCHANGE,
+    ]
+    .iter()
+    .any(|p| key.starts_with(p))
+}
+
 /// `prefix` followed by `rest`.
 pub fn key(prefix: &[u8], rest: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(prefix.len() + rest.len());

@@ -37,7 +37,10 @@ pub(crate) struct Staged {
 /// it saw of a key is what the store holds. Most commits read the same few keys again (the
 /// listings' counts, the last seq, an order's index entries), and each commit in a group is
 /// checked in turn on one thread, so a read from sled (microseconds) there is a read every
-/// commit in the group waits for.
+/// commit in the group waits for. Keys no commit reads (`codec::unread_by_commits`: events,
+/// exchanges, index entries) are not remembered: copying them cost more than all the rest,
+/// and they would crowd out the keys that are read. A cache only: what it lacks is read
+/// from the overlay or sled, which hold the same.
 #[derive(Default)]
 pub(crate) struct Seen {
     values: HashMap<Vec<u8>, Option<Vec<u8>>>,
@@ -70,18 +73,29 @@ pub(crate) struct Staging<'a> {
 impl<'a> Staging<'a> {
     /// Read `key` as the group would leave it.
     pub(crate) fn get(&mut self, key: &[u8]) -> std::result::Result<Option<Vec<u8>>, sled::Error> {
+        self.look(key, |value| value.map(<[u8]>::to_vec))
+    }
+
+    /// Look at `key` as the group would leave it, without copying it out: a record's version
+    /// check needs its first 8 bytes, not the record.
+    pub(crate) fn look<R>(
+        &mut self,
+        key: &[u8],
+        f: impl FnOnce(Option<&[u8]>) -> R,
+    ) -> std::result::Result<R, sled::Error> {
         if let Some(v) = self.own.writes.get(key).or_else(|| self.group.writes.get(key)) {
-            return Ok(v.clone());
+            return Ok(f(v.as_deref()));
         }
         if let Some(v) = self.seen.values.get(key) {
-            return Ok(v.clone());
+            return Ok(f(v.as_deref()));
         }
         let value = match self.unapplied.get(key) {
             Some(v) => v,
             None => self.tree.get(key)?.map(|v| v.to_vec()),
         };
-        self.seen.remember(key, value.clone());
-        Ok(value)
+        let answer = f(value.as_deref());
+        self.seen.remember(key, value);
+        Ok(answer)
     }
 
     /// The seq of the last event, as the group would leave it.
@@ -474,7 +488,7 @@ impl GroupCommit {
             seen.values.clear();
             return Err(e.into());
         }
-        for (key, value) in &writes {
+        for (key, value) in writes.iter().filter(|(key, _)| !crate::codec::unread_by_commits(key)) {
             seen.remember(key, value.clone());
         }
         drop(seen);

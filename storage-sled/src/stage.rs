@@ -167,16 +167,16 @@ impl SledStorage {
         Ok(Box::new(move |w: &mut group::Staging<'_>| {
             let fail = |e| errors.fail(e);
             for (key, expected, _, _) in &records {
-                let have = match w.get(key).map_err(fail)? {
-                    None => None,
-                    Some(b) => Some(codec::record_version(&b).map_err(|e| errors.corrupt(key, e))?),
-                };
+                let have = w
+                    .look(key, |record| record.map(codec::record_version).transpose())
+                    .map_err(fail)?
+                    .map_err(|e| errors.corrupt(key, e))?;
                 if have != *expected {
                     return Err(StorageError::Conflict);
                 }
             }
             for (key, _) in &openings {
-                if w.get(key).map_err(fail)?.is_some() {
+                if w.look(key, |opened| opened.is_some()).map_err(fail)? {
                     return Err(StorageError::Conflict);
                 }
             }
@@ -224,7 +224,7 @@ impl SledStorage {
                 }
             }
             for (key, bytes) in orphans {
-                if w.get(&key).map_err(fail)?.is_none() {
+                if w.look(&key, |kept| kept.is_none()).map_err(fail)? {
                     w.insert(key, bytes);
                 }
             }
