@@ -1,34 +1,34 @@
-//! The on-disk format, version 7: one sled tree, `protopay`, keys prefixed by record kind,
+//! The on-disk format, version 8: one sled tree, `protopay`, keys prefixed by record kind,
 //! and beside it the write-ahead log `protopay.wal`, which makes commits durable; sled is
-//! synced at checkpoints. Version 6 is the same with a `m/last_seq` key (now the last `e/`
-//! key says it); version 5 also without the audit index (`t/`) and the exchanges (`v/`,
-//! `w/`); version 4 also with the log of before (no header, the length outside the
-//! checksum); version 3 also without the listing counts (`n/`); version 2 also without the
-//! read-model indexes (`l/`, `s/`, `h/`); version 1 also without the log. This version opens
-//! all six, replays their logs, builds what they lack from the records, events and indexes
-//! and drops what it no longer keeps (`upgrade.rs`), and writes the version-7 marker (an
-//! older build then refuses the store rather than misread its log, miss commits that are
-//! only in the log, or leave the indexes and counts behind its own writes).
+//! synced at checkpoints. Version 7 is the same with an order's places in three keys (`s/`
+//! its listings, `a/` its due time, `w/` its exchanges kept) instead of one `r/`; version 6
+//! also with a `m/last_seq` key (now the last `e/` key says it); version 5 also without the
+//! audit index (`t/`) and the exchanges (`v/`, `w/`); version 4 also with the log of before
+//! (no header, the length outside the checksum); version 3 also without the listing counts
+//! (`n/`); version 2 also without the read-model indexes (`l/`, `s/`, `h/`); version 1 also
+//! without the log. This version opens all seven, replays their logs, builds what they lack
+//! from the records, events and indexes and drops what it no longer keeps (`upgrade.rs`),
+//! and writes the version-8 marker (an older build then refuses the store rather than misread
+//! its log, miss commits that are only in the log, or leave the indexes and counts behind its
+//! own writes).
 //! One tree, so that one group's writes are one ordered run of sled writes, and the log's
 //! position (`m/logged`) can go first.
 //!
 //! | prefix | rest of the key | value |
 //! |---|---|---|
-//! | `m/` | `format` | `protopay-sled/7` |
+//! | `m/` | `format` | `protopay-sled/8` |
 //! | `m/` | `logged` | where the last group applied ends in the log: epoch, then byte offset, u64 BE each |
 //! | `p/` | `transNo` (UTF-8) | record |
 //! | `o/` | `outReqNo` (UTF-8) | record |
 //! | `b/` | u16 BE length of `transNo`, `transNo`, `outReqNo` | empty (orders by protocol) |
 //! | `d/` | i64 µs since the epoch, sign bit flipped, BE; then `outReqNo` | empty (the due index) |
-//! | `a/` | `outReqNo` | the same 8 time bytes (where it sits in the due index) |
 //! | `l/` | listing name, `/`, `outReqNo` | empty (orders by listing: status, `needs_attention`) |
-//! | `s/` | `outReqNo` | its listing names joined by `,` (where it sits in `l/`) |
+//! | `r/` | `outReqNo` | its places ([`Places`]): `[1 if due, else 0]`, the 8 time bytes of its `d/` entry (zeros if none), u64 BE how many exchanges `v/` holds for it (at most 64), then its listing names joined by `,` (its `l/` entries) |
 //! | `n/` | listing name | u64 BE: how many orders `l/` holds under that name |
 //! | `h/` | u16 BE length of `outReqNo`, `outReqNo`, `seq` u64 BE | empty (an order's history) |
 //! | `e/` | `seq` u64 BE | MessagePack of the event |
 //! | `t/` | `seq` u64 BE | empty (the audit trail: events that record what a person did) |
 //! | `v/` | u16 BE length of `outReqNo`, `outReqNo`, u64 BE number from 1 | MessagePack of the exchange |
-//! | `w/` | `outReqNo` | u64 BE: how many exchanges `v/` holds for it (at most 64) |
 //! | `c/` | consumer name (UTF-8) | u64 BE |
 //! | `x/` | the callback's `sign` | MessagePack of the orphan |
 //! | `k/` | a host's idempotency key (UTF-8) | the `transNo` it opened (UTF-8) |
@@ -36,6 +36,11 @@
 //! A *record* is the version (u64 BE) followed by the value in MessagePack with named fields
 //! (`rmp_serde::to_vec_named`): self-describing, so optional fields may be absent, and
 //! compact. Keys sort as their meaning does: big-endian numbers, time with the sign flipped.
+//! An order's *places* are where it sits in the indexes, kept so that a commit moves it there
+//! without decoding its old record; one key, because a commit that moves an order usually
+//! moves it in all three (a callback: a new status, a next poll, its evidence), and each sled
+//! write costs microseconds of CPU. They are apart from the record because an order's due
+//! time and evidence may be committed before its record exists.
 //!
 //! # The write-ahead log, byte for byte
 //!
@@ -117,16 +122,17 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 /// The format written by this version.
-pub const FORMAT: &[u8] = b"protopay-sled/7";
+pub const FORMAT: &[u8] = b"protopay-sled/8";
 
 /// The formats this version upgrades on open, oldest first.
-pub const OLDER_FORMATS: [&[u8]; 6] = [
+pub const OLDER_FORMATS: [&[u8]; 7] = [
     b"protopay-sled/1",
     b"protopay-sled/2",
     b"protopay-sled/3",
     b"protopay-sled/4",
     b"protopay-sled/5",
     b"protopay-sled/6",
+    b"protopay-sled/7",
 ];
 
 /// Why bytes on disk could not be decoded.
@@ -138,6 +144,9 @@ pub enum DecodeError {
     /// The MessagePack did not decode.
     #[error("value: {0}")]
     Value(#[from] rmp_serde::decode::Error),
+    /// An order's places say it is due neither yes (1) nor no (0).
+    #[error("places: a due flag other than 0 or 1")]
+    DueFlag,
 }
 
 /// Encode a value.
@@ -222,8 +231,8 @@ pub mod prefix {
     pub const BY_PROTOCOL: &[u8] = b"b/";
     /// The due index.
     pub const DUE: &[u8] = b"d/";
-    /// Where each order sits in the due index.
-    pub const DUE_AT: &[u8] = b"a/";
+    /// Where each order sits in the indexes: its [`super::Places`].
+    pub const PLACES: &[u8] = b"r/";
     /// Events.
     pub const EVENT: &[u8] = b"e/";
     /// Consumer cursors.
@@ -232,8 +241,6 @@ pub mod prefix {
     pub const ORPHAN: &[u8] = b"x/";
     /// Orders by listing.
     pub const LISTING: &[u8] = b"l/";
-    /// Where each order sits in the listing index.
-    pub const LISTED: &[u8] = b"s/";
     /// Each order's events.
     pub const HISTORY: &[u8] = b"h/";
     /// How many orders each listing holds.
@@ -244,8 +251,62 @@ pub mod prefix {
     pub const AUDIT: &[u8] = b"t/";
     /// Each order's exchanges (evidence).
     pub const EXCHANGE: &[u8] = b"v/";
-    /// How many exchanges each order has.
-    pub const EXCHANGES: &[u8] = b"w/";
+
+    /// An order's places as formats 3 to 7 kept them, three keys each; read only to upgrade.
+    pub mod retired {
+        /// Its listing names (format 3 to 7).
+        pub const LISTED: &[u8] = b"s/";
+        /// Its due time (formats 1 to 7).
+        pub const DUE_AT: &[u8] = b"a/";
+        /// How many exchanges it keeps (formats 6 and 7).
+        pub const EXCHANGES: &[u8] = b"w/";
+    }
+}
+
+/// Where an order sits in the indexes (its `r/` value): which listings hold it, where it is
+/// in the due index, how many exchanges it keeps. The default (absent) is: nowhere, none.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Places {
+    /// Its listing names joined by `,`, as [`listed`] makes them: its `l/` entries.
+    pub listed: Vec<u8>,
+    /// The time bytes ([`time_key`]) of its `d/` entry, if it is due.
+    pub due: Option<[u8; 8]>,
+    /// How many exchanges `v/` holds for it.
+    pub exchanges: u64,
+}
+
+impl Places {
+    /// The fixed part: the due flag, the due time, the exchanges kept.
+    const FIXED_BYTES: usize = 17;
+
+    /// The stored form (see the table above).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(Self::FIXED_BYTES + self.listed.len());
+        out.push(u8::from(self.due.is_some()));
+        out.extend_from_slice(&self.due.unwrap_or_default());
+        out.extend_from_slice(&u64_key(self.exchanges));
+        out.extend_from_slice(&self.listed);
+        out
+    }
+
+    /// Read the stored form back.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, DecodeError> {
+        if bytes.len() < Self::FIXED_BYTES {
+            return Err(DecodeError::Short);
+        }
+        let (fixed, listed) = bytes.split_at(Self::FIXED_BYTES);
+        let due: [u8; 8] = fixed[1..9].try_into().map_err(|_| DecodeError::Short)?;
+        let due = match fixed[0] {
+            0 => None,
+            1 => Some(due),
+            _ => return Err(DecodeError::DueFlag),
+        };
+        Ok(Places {
+            listed: listed.to_vec(),
+            due,
+            exchanges: u64_from(&fixed[9..])?,
+        })
+    }
 }
 
 /// Whether `key` is of a kind that a commit's checks never read: the index entries (by
@@ -300,7 +361,7 @@ pub fn count_key(name: &str) -> Vec<u8> {
     key(prefix::COUNT, name.as_bytes())
 }
 
-/// An order's listings as stored under `s/`.
+/// An order's listing names, as its [`Places`] keep them.
 pub fn listed(order: &Order) -> Vec<u8> {
     order
         .listings()
@@ -310,7 +371,7 @@ pub fn listed(order: &Order) -> Vec<u8> {
         .into_bytes()
 }
 
-/// The listing names of an `s/` value.
+/// The listing names of [`Places::listed`].
 pub fn listing_names(listed: &[u8]) -> impl Iterator<Item = std::borrow::Cow<'_, str>> {
     listed
         .split(|&b| b == b',')
@@ -318,7 +379,7 @@ pub fn listing_names(listed: &[u8]) -> impl Iterator<Item = std::borrow::Cow<'_,
         .map(String::from_utf8_lossy)
 }
 
-/// The `l/` keys of an order whose `s/` value is `listed`.
+/// The `l/` keys of an order listed in `listed` ([`Places::listed`]).
 pub fn listing_keys(listed: &[u8], out_req_no: &str) -> Vec<Vec<u8>> {
     listing_names(listed)
         .map(|name| {
@@ -376,6 +437,25 @@ mod tests {
         assert!(keys.windows(2).all(|w| w[0] < w[1]));
         let t = Utc.timestamp_opt(1_800_000_000, 123_456_000).unwrap();
         assert_eq!(time_from(&time_key(t)).unwrap(), t);
+    }
+
+    #[test]
+    fn places_round_trip_and_refuse_garbage() {
+        let t = Utc.timestamp_opt(1_800_000_000, 0).unwrap();
+        for places in [
+            Places::default(),
+            Places {
+                listed: b"submitted,needs_attention".to_vec(),
+                due: Some(time_key(t)),
+                exchanges: 64,
+            },
+        ] {
+            assert_eq!(Places::from_bytes(&places.to_bytes()).unwrap(), places);
+        }
+        assert!(matches!(Places::from_bytes(&[0; 16]), Err(DecodeError::Short)));
+        let mut flagged = Places::default().to_bytes();
+        flagged[0] = 2;
+        assert!(matches!(Places::from_bytes(&flagged), Err(DecodeError::DueFlag)));
     }
 
     #[test]

@@ -290,13 +290,13 @@ impl Storage for SledStorage {
     }
 
     async fn due_at(&self, out_req_no: &str) -> Result<Option<DateTime<Utc>>> {
-        let key = codec::key(codec::prefix::DUE_AT, out_req_no.as_bytes());
-        match self.get(&key)? {
-            None => Ok(None),
-            Some(bytes) => codec::time_from(&bytes)
-                .map(Some)
-                .map_err(|e| self.corrupt("due_at", &key, e)),
-        }
+        let key = codec::key(codec::prefix::PLACES, out_req_no.as_bytes());
+        let Some(bytes) = self.get(&key)? else {
+            return Ok(None);
+        };
+        codec::Places::from_bytes(&bytes)
+            .and_then(|places| places.due.map(|due| codec::time_from(&due)).transpose())
+            .map_err(|e| self.corrupt("due_at", &key, e))
     }
 
     async fn commit(&self, batch: Batch) -> Result<u64> {

@@ -6,6 +6,8 @@ use crate::{SledError, SledStorage, codec, group};
 use codec::DecodeError;
 use protopay_engine::storage::{Batch, MAX_EXCHANGES_PER_ORDER};
 use protopay_engine::storage::{Result, StorageError};
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -67,29 +69,71 @@ struct Indexes {
 }
 
 impl Indexes {
-    fn stage(self, w: &mut group::Staging<'_>, errors: &Errors) -> Result<()> {
+    fn stage(self, w: &mut group::Staging<'_>, errors: &Errors, placing: &mut Placing) -> Result<()> {
         if let Some(by_protocol) = self.by_protocol {
             w.insert(by_protocol, Vec::new());
         }
-        let listed_key = codec::key(codec::prefix::LISTED, self.out_req_no.as_bytes());
-        let old = w.get(&listed_key).map_err(|e| errors.fail(e))?.unwrap_or_default();
-        if old == self.listed {
+        let places = placing.of(w, errors, &self.out_req_no)?;
+        if places.listed == self.listed {
             return Ok(());
         }
+        let old = std::mem::replace(&mut places.listed, self.listed);
+        let new = places.listed.clone();
         for key in codec::listing_keys(&old, &self.out_req_no) {
             w.remove(key);
         }
-        for key in codec::listing_keys(&self.listed, &self.out_req_no) {
+        for key in codec::listing_keys(&new, &self.out_req_no) {
             w.insert(key, Vec::new());
         }
         for name in codec::listing_names(&old) {
             count(w, errors, &name, false)?;
         }
-        for name in codec::listing_names(&self.listed) {
+        for name in codec::listing_names(&new) {
             count(w, errors, &name, true)?;
         }
-        w.insert(listed_key, self.listed);
         Ok(())
+    }
+}
+
+/// The places ([`codec::Places`]) of the orders one commit moves: each read once, when first
+/// needed, and written once, at the end, if it changed.
+#[derive(Default)]
+struct Placing {
+    /// By `outReqNo`: the places as read, and as the commit leaves them.
+    orders: HashMap<String, (codec::Places, codec::Places)>,
+}
+
+impl Placing {
+    /// The places of `out_req_no`, as this commit has left them so far.
+    fn of(&mut self, w: &mut group::Staging<'_>, errors: &Errors, out_req_no: &str) -> Result<&mut codec::Places> {
+        let places = match self.orders.entry(out_req_no.to_owned()) {
+            Entry::Occupied(known) => known.into_mut(),
+            Entry::Vacant(unknown) => {
+                let key = codec::key(codec::prefix::PLACES, out_req_no.as_bytes());
+                let read = w
+                    .look(&key, |bytes| bytes.map(codec::Places::from_bytes).transpose())
+                    .map_err(|e| errors.fail(e))?
+                    .map_err(|e| errors.corrupt(&key, e))?
+                    .unwrap_or_default();
+                unknown.insert((read.clone(), read))
+            }
+        };
+        Ok(&mut places.1)
+    }
+
+    /// Write the places that changed (nowhere and none is no key at all).
+    fn stage(self, w: &mut group::Staging<'_>) {
+        for (out_req_no, (read, left)) in self.orders {
+            if read == left {
+                continue;
+            }
+            let key = codec::key(codec::prefix::PLACES, out_req_no.as_bytes());
+            if left == codec::Places::default() {
+                w.remove(key);
+            } else {
+                w.insert(key, left.to_bytes());
+            }
+        }
     }
 }
 
@@ -180,10 +224,11 @@ impl SledStorage {
                     return Err(StorageError::Conflict);
                 }
             }
+            let mut placing = Placing::default();
             for (key, _, bytes, indexes) in records {
                 w.insert(key, bytes);
                 if let Some(indexes) = indexes {
-                    indexes.stage(w, &errors)?;
+                    indexes.stage(w, &errors, &mut placing)?;
                 }
             }
             let mut last = w.last_seq();
@@ -201,28 +246,26 @@ impl SledStorage {
                 w.set_last_seq(last);
             }
             for (order, bytes) in exchanges {
-                let count_key = codec::key(codec::prefix::EXCHANGES, order.as_bytes());
-                let kept = errors.read_u64(w, &count_key)?;
-                if kept < MAX_EXCHANGES_PER_ORDER as u64 {
-                    w.insert(codec::exchange_key(&order, kept + 1), bytes);
-                    w.insert(count_key, codec::u64_key(kept + 1).to_vec());
+                let places = placing.of(w, &errors, &order)?;
+                if places.exchanges < MAX_EXCHANGES_PER_ORDER as u64 {
+                    places.exchanges += 1;
+                    let key = codec::exchange_key(&order, places.exchanges);
+                    w.insert(key, bytes);
                 }
             }
             for (order, at) in schedule {
-                let at_key = codec::key(codec::prefix::DUE_AT, order.as_bytes());
-                if let Some(old) = w.get(&at_key).map_err(fail)? {
+                let places = placing.of(w, &errors, &order)?;
+                if let Some(old) = places.due {
                     let mut due = codec::key(codec::prefix::DUE, &old);
                     due.extend_from_slice(order.as_bytes());
                     w.remove(due);
                 }
-                match at {
-                    Some(at) => {
-                        w.insert(codec::due_key(at, &order), Vec::new());
-                        w.insert(at_key, codec::time_key(at).to_vec());
-                    }
-                    None => w.remove(at_key),
+                places.due = at.map(codec::time_key);
+                if let Some(at) = at {
+                    w.insert(codec::due_key(at, &order), Vec::new());
                 }
             }
+            placing.stage(w);
             for (key, bytes) in orphans {
                 if w.look(&key, |kept| kept.is_none()).map_err(fail)? {
                     w.insert(key, bytes);

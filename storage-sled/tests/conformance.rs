@@ -222,18 +222,19 @@ async fn a_commit_only_in_the_log_is_there_after_reopen() {
 }
 
 /// A store of format 1 (no log), 2 (no read-model indexes), 3 (no listing counts), 4 (the
-/// log of before format 5), 5 (no audit index) or 6 (a `m/last_seq` key) opens, keeps its
-/// records, replays what its log holds, gets what it lacks built from its orders, events and
-/// indexes, drops the key it no longer keeps, and is marked format 7, so that an older build
-/// refuses it rather than misread the log, miss commits only in the log, or leave the indexes,
-/// counts and last seq stale.
+/// log of before format 5), 5 (no audit index), 6 (a `m/last_seq` key) or 7 (an order's
+/// places in three keys) opens, keeps its records, replays what its log holds, gets what it
+/// lacks built from its orders, events and indexes, gathers each order's places into one key,
+/// drops the keys it no longer keeps, and is marked format 8, so that an older build refuses
+/// it rather than misread the log, miss commits only in the log, or leave the indexes, counts
+/// and last seq stale. Commits after the upgrade move the order from where it was.
 #[tokio::test]
 async fn older_formats_are_upgraded_in_place() {
     use protopay_engine::domain::{Listing, Status};
     use protopay_engine::event::{Event, EventKind};
     use protopay_engine::observation::Source;
-    use protopay_engine::storage::OrderQuery;
     use protopay_engine::storage::conformance::sample_inbound;
+    use protopay_engine::storage::{Batch, OrderQuery, Put};
     use protopay_storage_sled::codec;
     for format in [
         "protopay-sled/1",
@@ -242,8 +243,10 @@ async fn older_formats_are_upgraded_in_place() {
         "protopay-sled/4",
         "protopay-sled/5",
         "protopay-sled/6",
+        "protopay-sled/7",
     ] {
         let dir = tempfile::tempdir().unwrap();
+        let due = chrono::DateTime::from_timestamp(1_800_000_000, 0).unwrap();
         {
             let db = sled::open(dir.path()).unwrap();
             let tree = db.open_tree("protopay").unwrap();
@@ -294,7 +297,11 @@ async fn older_formats_are_upgraded_in_place() {
             .unwrap();
             if format >= "protopay-sled/6" {
                 tree.insert(codec::audit_key(6), Vec::new()).unwrap();
+                // Three exchanges kept (their bodies are not what this test reads).
+                tree.insert("w/o1", &3u64.to_be_bytes()).unwrap();
             }
+            tree.insert(codec::due_key(due, "o1"), Vec::new()).unwrap();
+            tree.insert("a/o1", &codec::time_key(due)).unwrap();
             db.flush().unwrap();
         }
         wait_for_sled_lock(dir.path());
@@ -328,15 +335,55 @@ async fn older_formats_are_upgraded_in_place() {
             [6],
             "{format}: the audit trail"
         );
+        assert_eq!(store.due_at("o1").await.unwrap(), Some(due), "{format}: its due time");
+        let mut moved = sample_inbound("T1", "o1", 100);
+        moved.status = Status::Processing;
+        let later = due + chrono::Duration::seconds(60);
+        let evidence = store.exchanges("o1").await.unwrap();
+        store
+            .commit(Batch {
+                orders: vec![Put {
+                    expected: Some(3),
+                    value: moved,
+                }],
+                schedule: vec![("o1".into(), Some(later))],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let counts = store.listing_counts().await.unwrap();
+        let counted: Vec<(Listing, u64)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        assert_eq!(
+            counted,
+            [(Listing::Status(Status::Processing), 1)],
+            "{format}: moved from the listing it was in"
+        );
+        assert!(store.orders(&query, None, 10).await.unwrap().is_empty(), "{format}");
+        assert_eq!(store.due_at("o1").await.unwrap(), Some(later), "{format}");
+        let due_now: Vec<String> = store
+            .due(later + chrono::Duration::seconds(1), 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.out_req_no)
+            .collect();
+        assert_eq!(due_now, ["o1"], "{format}: due once, at its new time");
+        assert!(evidence.is_empty(), "{format}");
         store.close().await.unwrap();
         let db = sled::open(dir.path()).unwrap();
         let tree = db.open_tree("protopay").unwrap();
-        assert_eq!(tree.get("m/format").unwrap().unwrap().as_ref(), b"protopay-sled/7");
+        assert_eq!(tree.get("m/format").unwrap().unwrap().as_ref(), b"protopay-sled/8");
         assert_eq!(
             tree.get("m/last_seq").unwrap(),
             None,
             "{format}: the last event says it"
         );
+        for retired in ["s/o1", "a/o1", "w/o1"] {
+            assert_eq!(tree.get(retired).unwrap(), None, "{format}: {retired} gathered");
+        }
+        let places = codec::Places::from_bytes(&tree.get("r/o1").unwrap().unwrap()).unwrap();
+        let kept = if format >= "protopay-sled/6" { 3 } else { 0 };
+        assert_eq!(places.exchanges, kept, "{format}: the exchanges kept");
     }
 }
 
