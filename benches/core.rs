@@ -521,7 +521,8 @@ fn physical_floor() {
         let mut rounds: Vec<(f64, f64, f64, f64, f64)> = (0..FLOOR_ROUNDS)
             .map(|round| {
                 let (floor, floor_shared) = fdatasync_floor(dir.path(), &bytes, callers, per_caller);
-                let (ours, ours_shared) = engine_commits(&store, callers, per_caller, (callers * 100 + round + 1) as u64);
+                let (ours, ours_shared) =
+                    engine_commits(&store, callers, per_caller, (callers * 100 + round + 1) as u64);
                 let (ours, floor) = (ours.as_secs_f64() * 1e6, floor.as_secs_f64() * 1e6);
                 (ours / floor, ours, floor, ours_shared, floor_shared)
             })
