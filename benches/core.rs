@@ -517,7 +517,7 @@ fn physical_floor() {
     // Warm up both.
     let _ = engine_commits(&store, 1, 400, 0);
     let _ = fdatasync_floor(dir.path(), &bytes, 1, 50);
-    for (callers, per_caller) in [(1usize, 60usize), (64, 5)] {
+    for (callers, per_caller) in [(1usize, 60usize), (64, 20)] {
         let mut rounds: Vec<(f64, f64, f64, f64, f64)> = (0..FLOOR_ROUNDS)
             .map(|round| {
                 let (floor, floor_shared) = fdatasync_floor(dir.path(), &bytes, callers, per_caller);
