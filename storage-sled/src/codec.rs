@@ -144,9 +144,9 @@ pub enum DecodeError {
     /// The MessagePack did not decode.
     #[error("value: {0}")]
     Value(#[from] rmp_serde::decode::Error),
-    /// An order's places say it is due neither yes (1) nor no (0).
-    #[error("places: a due flag other than 0 or 1")]
-    DueFlag,
+    /// An order's places say it is due neither yes (1) nor no (0, with no time).
+    #[error("places: a due time neither set nor unset")]
+    Due,
 }
 
 /// Encode a value.
@@ -297,9 +297,9 @@ impl Places {
         let (fixed, listed) = bytes.split_at(Self::FIXED_BYTES);
         let due: [u8; 8] = fixed[1..9].try_into().map_err(|_| DecodeError::Short)?;
         let due = match fixed[0] {
-            0 => None,
+            0 if due == [0; 8] => None,
             1 => Some(due),
-            _ => return Err(DecodeError::DueFlag),
+            _ => return Err(DecodeError::Due),
         };
         Ok(Places {
             listed: listed.to_vec(),
@@ -455,7 +455,21 @@ mod tests {
         assert!(matches!(Places::from_bytes(&[0; 16]), Err(DecodeError::Short)));
         let mut flagged = Places::default().to_bytes();
         flagged[0] = 2;
-        assert!(matches!(Places::from_bytes(&flagged), Err(DecodeError::DueFlag)));
+        assert!(matches!(Places::from_bytes(&flagged), Err(DecodeError::Due)));
+        let mut timed = Places::default().to_bytes();
+        timed[3] = 1;
+        assert!(matches!(Places::from_bytes(&timed), Err(DecodeError::Due)));
+    }
+
+    proptest::proptest! {
+        /// Places read back from any bytes (a disk can return anything) never panic, and what
+        /// is accepted is exactly what writing those places gives.
+        #[test]
+        fn places_from_any_bytes_are_refused_or_exact(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..40)) {
+            if let Ok(places) = Places::from_bytes(&bytes) {
+                proptest::prop_assert_eq!(places.to_bytes(), bytes);
+            }
+        }
     }
 
     #[test]

@@ -127,6 +127,10 @@ impl Placing {
             if read == left {
                 continue;
             }
+            debug_assert!(
+                left.exchanges <= MAX_EXCHANGES_PER_ORDER as u64,
+                "an order keeps at most {MAX_EXCHANGES_PER_ORDER} exchanges"
+            );
             let key = codec::key(codec::prefix::PLACES, out_req_no.as_bytes());
             if left == codec::Places::default() {
                 w.remove(key);
