@@ -252,9 +252,9 @@ pub mod prefix {
     /// Each order's exchanges (evidence).
     pub const EXCHANGE: &[u8] = b"v/";
 
-    /// An order's places as formats 3 to 7 kept them, three keys each; read only to upgrade.
+    /// An order's places as formats 1 to 7 kept them, in up to three keys; read only to upgrade.
     pub mod retired {
-        /// Its listing names (format 3 to 7).
+        /// Its listing names (formats 3 to 7).
         pub const LISTED: &[u8] = b"s/";
         /// Its due time (formats 1 to 7).
         pub const DUE_AT: &[u8] = b"a/";
