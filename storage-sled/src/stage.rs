@@ -77,20 +77,19 @@ impl Indexes {
         if places.listed == self.listed {
             return Ok(());
         }
-        let old = std::mem::replace(&mut places.listed, self.listed);
-        let new = places.listed.clone();
-        for key in codec::listing_keys(&old, &self.out_req_no) {
+        for key in codec::listing_keys(&places.listed, &self.out_req_no) {
             w.remove(key);
         }
-        for key in codec::listing_keys(&new, &self.out_req_no) {
+        for key in codec::listing_keys(&self.listed, &self.out_req_no) {
             w.insert(key, Vec::new());
         }
-        for name in codec::listing_names(&old) {
+        for name in codec::listing_names(&places.listed) {
             count(w, errors, &name, false)?;
         }
-        for name in codec::listing_names(&new) {
+        for name in codec::listing_names(&self.listed) {
             count(w, errors, &name, true)?;
         }
+        places.listed = self.listed;
         Ok(())
     }
 }
